@@ -1,0 +1,1 @@
+"""How models run in browsers: manifest, bundle and the static JS runtime (built in a later release)."""

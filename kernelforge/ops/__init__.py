@@ -1,0 +1,72 @@
+"""What is computed: op specs (reference, search space, constraints, launch) and the numpy-in/out API."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+
+from kernelforge.ops._epilogue import ACTIVATIONS, Activation
+from kernelforge.ops._spec import Launch, Limits, OpSpec, Param, Params
+
+# NOTE: the op modules are imported before the same-named API functions below are defined. Importing a
+# submodule for the first time sets it as an attribute of this package, which would otherwise replace
+# the function ``kernelforge.ops.gemm`` with the module ``kernelforge/ops/gemm.py``.
+from kernelforge.ops import gemm as _gemm_module  # noqa: F401  isort: skip
+
+__all__ = [
+    "ACTIVATIONS",
+    "OPS",
+    "Activation",
+    "Launch",
+    "Limits",
+    "OpSpec",
+    "Param",
+    "Params",
+    "gemm",
+    "get_op",
+]
+
+OPS: dict[str, str] = {
+    "gemm": "kernelforge.ops.gemm",
+}
+
+
+def get_op(name: str) -> OpSpec[Any]:
+    """Return the spec of a registered op.
+
+    Raises:
+        KeyError: Naming the known ops.
+    """
+    if name not in OPS:
+        raise KeyError(f"unknown op {name!r}; known ops: {sorted(OPS)}")
+    spec: OpSpec[Any] = importlib.import_module(OPS[name]).SPEC
+    return spec
+
+
+def gemm(
+    a: np.ndarray,
+    b: np.ndarray,
+    bias: np.ndarray | None = None,
+    activation: str | Activation | None = None,
+    trans_b: bool = False,
+    device: str | int = "auto",
+) -> np.ndarray:
+    """Compute ``act(a @ op(b) + bias)`` on a GPU with the tuned (or default) kernel for this shape.
+
+    Args:
+        a: ``(M, K)`` or ``(batch, M, K)``.
+        b: ``(K, N)`` (``(N, K)`` with ``trans_b``), optionally with the same leading batch as ``a``.
+        bias: Optional ``(N,)`` added to every row.
+        activation: ``None``, ``"relu"``, ``"relu6"``, ``"clip(lo,hi)"``, ``"sigmoid"``, ``"tanh"``,
+            ``"gelu"``, ``"hardswish"`` or ``"leaky_relu(alpha)"``.
+        trans_b: Multiply by ``b`` transposed.
+        device: A ``--device`` selector.
+
+    Returns:
+        float32 array ``(M, N)`` or ``(batch, M, N)``.
+    """
+    from kernelforge.runtime.api import gemm as _gemm
+
+    return _gemm(a, b, bias=bias, activation=activation, trans_b=trans_b, device=device)

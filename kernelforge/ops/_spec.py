@@ -1,0 +1,166 @@
+"""The op contract: what every op module declares (params, constraints, reference, launch)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+
+from kernelforge.errors import InvalidParamsError
+
+Params = dict[str, int]
+"""Tuned parameters of one kernel: tunable name -> chosen value (always an int)."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One tunable: a name and the ordered values it may take."""
+
+    name: str
+    choices: tuple[int, ...]
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Device limits that constrain kernels (WebGPU names, WebGPU default values)."""
+
+    max_invocations: int = 256
+    max_wg_x: int = 256
+    max_wg_y: int = 256
+    max_wg_z: int = 64
+    max_workgroup_storage: int = 16384
+    max_workgroups_per_dim: int = 65535
+    max_storage_binding: int = 128 << 20
+
+    def as_dict(self) -> dict[str, int]:
+        """Return the limits as a plain dict (for JSON output)."""
+        return {k: int(getattr(self, k)) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How a rendered kernel is dispatched: workgroup counts and the u32 uniform block."""
+
+    workgroups: tuple[int, int, int]
+    uniforms: tuple[int, ...]
+
+
+P = TypeVar("P")
+
+
+class OpSpec(abc.ABC, Generic[P]):
+    """Contract of an op: one instance per op, shared by every backend and language.
+
+    ``P`` is the op's frozen *problem* dataclass (shapes and attributes of one call). Implementations must be
+    pure Python + numpy and import no GPU library, so the tuner and the tests can reason about an op without
+    a device. Everything a template receives comes from :meth:`template_context`, after the params were
+    validated against :attr:`params`, so nothing outside the declared choices can reach shader text.
+    """
+
+    name: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]]
+    templates: ClassVar[Mapping[str, str]]
+
+    def param(self, name: str) -> Param:
+        """Return the tunable called ``name``."""
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def validate_params(self, params: Mapping[str, Any], origin: str = "params") -> Params:
+        """Check that ``params`` names every tunable once with one of its choices.
+
+        Args:
+            params: Candidate parameters, possibly from an untrusted file.
+            origin: What to name in the error (a file and record, say).
+
+        Returns:
+            A clean copy with plain ``int`` values.
+
+        Raises:
+            InvalidParamsError: Naming the first offending parameter.
+        """
+        if not isinstance(params, Mapping):
+            raise InvalidParamsError(f"{origin}: {self.name} params must be an object, got {type(params).__name__}")
+        names = {p.name for p in self.params}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise InvalidParamsError(f"{origin}: unknown {self.name} parameter(s) {unknown}")
+        clean: Params = {}
+        for p in self.params:
+            if p.name not in params:
+                raise InvalidParamsError(f"{origin}: missing {self.name} parameter {p.name!r}")
+            value = params[p.name]
+            # bool is an int subclass and strings could carry shader text: both are rejected outright
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) not in p.choices:
+                raise InvalidParamsError(
+                    f"{origin}: {self.name} parameter {p.name}={value!r} is not one of {list(p.choices)}"
+                )
+            clean[p.name] = int(value)
+        return clean
+
+    def space_size(self) -> int:
+        """Return the number of points in the unconstrained search space."""
+        size = 1
+        for p in self.params:
+            size *= len(p.choices)
+        return size
+
+    @abc.abstractmethod
+    def parse_problem(self, text: str) -> P:
+        """Parse a CLI shape string into a problem."""
+
+    @abc.abstractmethod
+    def problem_key(self, problem: P) -> str:
+        """Return the stable text key of a problem's shape, used in the database."""
+
+    @abc.abstractmethod
+    def shape_vector(self, problem: P) -> tuple[float, ...]:
+        """Return numbers whose log-distance ranks how similar two problems are (nearest-shape lookup)."""
+
+    @abc.abstractmethod
+    def flops(self, problem: P) -> float:
+        """Return the useful floating-point operations of one call."""
+
+    @abc.abstractmethod
+    def default_params(self, problem: P, limits: Limits) -> Params:
+        """Return the built-in parameters for a problem: always valid for it."""
+
+    @abc.abstractmethod
+    def constraints(self, problem: P, params: Params, limits: Limits) -> str | None:
+        """Return why ``params`` cannot run ``problem`` on a device with ``limits``, or None if they can."""
+
+    @abc.abstractmethod
+    def make_inputs(self, problem: P, rng: np.random.Generator) -> list[np.ndarray]:
+        """Return random float32 inputs of the problem's shapes, for verification and timing."""
+
+    @abc.abstractmethod
+    def reference(self, problem: P, inputs: Sequence[np.ndarray]) -> np.ndarray:
+        """Compute the exact result in numpy (float64 accumulation, float32 result)."""
+
+    @abc.abstractmethod
+    def output_shape(self, problem: P) -> tuple[int, ...]:
+        """Return the shape of the output array."""
+
+    @abc.abstractmethod
+    def template_context(self, problem: P, params: Params) -> dict[str, Any]:
+        """Return every variable the templates use (validated params plus derived values)."""
+
+    @abc.abstractmethod
+    def launch(self, problem: P, params: Params) -> Launch:
+        """Return the dispatch size and uniforms for a problem and params."""
+
+    @abc.abstractmethod
+    def device_inputs(self, problem: P, params: Params, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Return the arrays bound after the uniforms, in binding order (inputs, then none for the output)."""
+
+    def check(self, problem: P, params: Params, limits: Limits) -> None:
+        """Raise :class:`InvalidParamsError` when ``params`` cannot run ``problem``."""
+        reason = self.constraints(problem, params, limits)
+        if reason is not None:
+            raise InvalidParamsError(f"{self.name} params {params} rejected: {reason}")

@@ -1,0 +1,244 @@
+"""GEMM: ``C = act(A . op(B) + bias)`` with optional batch and ``trans_b``; spec, reference, space, launch."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from kernelforge.errors import ShapeError
+from kernelforge.ops._epilogue import Activation
+from kernelforge.ops._spec import Launch, Limits, OpSpec, Param, Params
+
+# Accumulators per thread and unrolled statements per kernel are capped: past these, drivers spill
+# registers or spend seconds compiling, and no device we measured got faster.
+MAX_ACCUMULATORS = 64
+MAX_UNROLLED_FMAS = 1024
+MAX_LOADS_PER_THREAD = 64
+
+# TF.js WebGPU's matmul shape (8x8 threads, 4x4 outputs each, vec4, 32-wide K tile) is the built-in default:
+# what an untuned device gets, and what tuning must beat.
+DEFAULT_PARAMS: Params = {
+    "wg_x": 8,
+    "wg_y": 8,
+    "wpt_m": 4,
+    "wpt_n": 4,
+    "tile_k": 32,
+    "vec_width": 4,
+    "vec_a": 1,
+    "staging": 1,
+}
+# Tried in order when the default breaks a constraint (N not a multiple of 4, tiny device limits).
+_FALLBACKS: tuple[Params, ...] = (
+    {**DEFAULT_PARAMS, "vec_width": 1},
+    {"wg_x": 8, "wg_y": 8, "wpt_m": 1, "wpt_n": 1, "tile_k": 8, "vec_width": 1, "vec_a": 1, "staging": 0},
+    {"wg_x": 1, "wg_y": 1, "wpt_m": 1, "wpt_n": 1, "tile_k": 1, "vec_width": 1, "vec_a": 1, "staging": 0},
+)
+
+_SHAPE = re.compile(r"^(?:(\d+)x)?(\d+)x(\d+)x(\d+)(t?)$")
+
+
+@dataclass(frozen=True)
+class GemmProblem:
+    """One GEMM call: ``batch`` x (M x K) . op(B) -> ``batch`` x (M x N).
+
+    ``batch_b`` is 1 when one B is shared by every batch (a weight matrix), else equal to ``batch``.
+    """
+
+    m: int
+    n: int
+    k: int
+    batch: int = 1
+    batch_b: int = 1
+    trans_b: bool = False
+    has_bias: bool = False
+    activation: Activation = field(default_factory=Activation)
+
+    def __post_init__(self) -> None:
+        for name in ("m", "n", "k", "batch", "batch_b"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ShapeError(f"gemm: {name} must be an integer >= 1, got {value!r}")
+        if self.batch_b not in (1, self.batch):
+            raise ShapeError(f"gemm: B batch {self.batch_b} must be 1 or equal to A batch {self.batch}")
+
+
+class GemmSpec(OpSpec[GemmProblem]):
+    """The GEMM op."""
+
+    name: ClassVar[str] = "gemm"
+    templates: ClassVar[dict[str, str]] = {"wgsl": "wgsl/gemm.wgsl.j2"}
+    params: ClassVar[tuple[Param, ...]] = (
+        Param("wg_x", (1, 2, 4, 8, 16, 32, 64), "workgroup threads along N"),
+        Param("wg_y", (1, 2, 4, 8, 16, 32), "workgroup threads along M"),
+        Param("wpt_m", (1, 2, 4, 8), "output rows per thread"),
+        Param("wpt_n", (1, 2, 4, 8, 16), "output columns per thread"),
+        Param("tile_k", (1, 2, 4, 8, 16, 32), "K step per iteration, fully unrolled"),
+        Param("vec_width", (1, 4), "vec4 loads/stores of B and C along N"),
+        Param("vec_a", (1, 4), "vec4 loads of A along K (unstaged kernels)"),
+        Param("staging", (0, 1), "stage A/B tiles in workgroup memory"),
+    )
+
+    def parse_problem(self, text: str) -> GemmProblem:
+        """Parse ``MxNxK``, ``BxMxNxK``, with a trailing ``t`` for ``trans_b`` (``64x64x64t``)."""
+        match = _SHAPE.match(text.strip().lower())
+        if not match:
+            raise ShapeError(f"gemm shape {text!r} is not MxNxK or BxMxNxK (optional trailing 't' = trans_b)")
+        batch = int(match.group(1) or 1)
+        return GemmProblem(
+            m=int(match.group(2)),
+            n=int(match.group(3)),
+            k=int(match.group(4)),
+            batch=batch,
+            batch_b=batch,
+            trans_b=bool(match.group(5)),
+        )
+
+    def problem_key(self, problem: GemmProblem) -> str:
+        """Return e.g. ``1024x1024x1024``, ``4x64x64x64t`` or ``4x64x64x64/b1`` (shared B)."""
+        key = f"{problem.m}x{problem.n}x{problem.k}"
+        if problem.batch > 1:
+            key = f"{problem.batch}x{key}"
+        if problem.trans_b:
+            key += "t"
+        if problem.batch > 1 and problem.batch_b == 1:
+            key += "/b1"
+        return key
+
+    def shape_vector(self, problem: GemmProblem) -> tuple[float, ...]:
+        """Return (M, N, K, batch, trans_b) for nearest-shape lookup."""
+        return (problem.m, problem.n, problem.k, problem.batch, 1.0 + problem.trans_b)
+
+    def flops(self, problem: GemmProblem) -> float:
+        """Return 2 * batch * M * N * K."""
+        return 2.0 * problem.batch * problem.m * problem.n * problem.k
+
+    def default_params(self, problem: GemmProblem, limits: Limits) -> Params:
+        """Return the TF.js-style default, or the first fallback that fits the problem and device."""
+        for params in (DEFAULT_PARAMS, *_FALLBACKS):
+            if self.constraints(problem, params, limits) is None:
+                return dict(params)
+        raise ShapeError(f"gemm {self.problem_key(problem)}: no built-in config fits the device limits {limits}")
+
+    def constraints(self, problem: GemmProblem, params: Params, limits: Limits) -> str | None:
+        """Return why ``params`` cannot run ``problem`` on a device with ``limits``, or None."""
+        p = params
+        threads = p["wg_x"] * p["wg_y"]
+        tile_m, tile_n = p["wg_y"] * p["wpt_m"], p["wg_x"] * p["wpt_n"]
+        if p["wg_x"] > limits.max_wg_x or p["wg_y"] > limits.max_wg_y:
+            return f"workgroup {p['wg_x']}x{p['wg_y']} exceeds the device's per-axis limits"
+        if threads > limits.max_invocations:
+            return f"{threads} invocations per workgroup > device limit {limits.max_invocations}"
+        if p["wpt_n"] % p["vec_width"]:
+            return f"wpt_n={p['wpt_n']} is not a multiple of vec_width={p['vec_width']}"
+        if p["vec_width"] == 4 and problem.n % 4:
+            return f"vec_width=4 needs N % 4 == 0 (N={problem.n})"
+        if p["vec_a"] == 4:
+            if p["staging"]:
+                return "vec_a=4 applies to unstaged kernels only (staged tiles are read from workgroup memory)"
+            if problem.k % 4 or p["tile_k"] % 4:
+                return f"vec_a=4 needs K % 4 == 0 and tile_k % 4 == 0 (K={problem.k}, tile_k={p['tile_k']})"
+        if p["wpt_m"] * p["wpt_n"] > MAX_ACCUMULATORS:
+            return f"{p['wpt_m'] * p['wpt_n']} accumulators per thread > {MAX_ACCUMULATORS}"
+        nv = p["wpt_n"] // p["vec_width"]
+        if p["tile_k"] * p["wpt_m"] * nv > MAX_UNROLLED_FMAS:
+            return f"unrolled body of {p['tile_k'] * p['wpt_m'] * nv} FMAs > {MAX_UNROLLED_FMAS}"
+        if p["staging"]:
+            shared = 4 * p["tile_k"] * (tile_m + tile_n)
+            if shared > limits.max_workgroup_storage:
+                return f"{shared} bytes of workgroup memory > device limit {limits.max_workgroup_storage}"
+            loads = max(math.ceil(tile_m * p["tile_k"] / threads), math.ceil(tile_n * p["tile_k"] / threads))
+            if loads > MAX_LOADS_PER_THREAD:
+                return f"{loads} tile loads per thread > {MAX_LOADS_PER_THREAD}"
+        groups = (math.ceil(problem.n / tile_n), math.ceil(problem.m / tile_m), problem.batch)
+        if max(groups) > limits.max_workgroups_per_dim:
+            return f"dispatch {groups} exceeds {limits.max_workgroups_per_dim} workgroups per dimension"
+        largest = 4 * max(
+            problem.batch * problem.m * problem.k,
+            problem.batch_b * problem.k * problem.n,
+            problem.batch * problem.m * problem.n,
+        )
+        if largest > limits.max_storage_binding:
+            return f"a {largest}-byte buffer exceeds the device's storage binding limit {limits.max_storage_binding}"
+        return None
+
+    def output_shape(self, problem: GemmProblem) -> tuple[int, ...]:
+        """Return (batch, M, N), or (M, N) when batch is 1."""
+        return (problem.batch, problem.m, problem.n) if problem.batch > 1 else (problem.m, problem.n)
+
+    def make_inputs(self, problem: GemmProblem, rng: np.random.Generator) -> list[np.ndarray]:
+        """Return A, B (and bias) with values in [-1, 1]."""
+        b_shape = (problem.n, problem.k) if problem.trans_b else (problem.k, problem.n)
+        arrays = [
+            rng.uniform(-1, 1, (problem.batch, problem.m, problem.k)).astype(np.float32),
+            rng.uniform(-1, 1, (problem.batch_b, *b_shape)).astype(np.float32),
+        ]
+        if problem.has_bias:
+            arrays.append(rng.uniform(-1, 1, problem.n).astype(np.float32))
+        return arrays
+
+    def reference(self, problem: GemmProblem, inputs: Sequence[np.ndarray]) -> np.ndarray:
+        """Compute act(A . op(B) + bias) in float64 and return float32 of :meth:`output_shape`."""
+        a = np.asarray(inputs[0], np.float64).reshape(problem.batch, problem.m, problem.k)
+        b_shape = (problem.n, problem.k) if problem.trans_b else (problem.k, problem.n)
+        b = np.asarray(inputs[1], np.float64).reshape(problem.batch_b, *b_shape)
+        if problem.trans_b:
+            b = b.transpose(0, 2, 1)
+        out = a @ b
+        if problem.has_bias:
+            out = out + np.asarray(inputs[2], np.float64).reshape(problem.n)
+        out = problem.activation.apply(out)
+        return out.astype(np.float32).reshape(self.output_shape(problem))
+
+    def template_context(self, problem: GemmProblem, params: Params) -> dict[str, Any]:
+        """Return validated params plus the derived tile sizes and epilogue."""
+        p = self.validate_params(params)
+        threads = p["wg_x"] * p["wg_y"]
+        tile_m, tile_n = p["wg_y"] * p["wpt_m"], p["wg_x"] * p["wpt_n"]
+        tile_nv = tile_n // p["vec_width"]
+        return {
+            **p,
+            "tile_m": tile_m,
+            "tile_n": tile_n,
+            "tile_nv": tile_nv,
+            "nv": p["wpt_n"] // p["vec_width"],
+            "a_loads": math.ceil(tile_m * p["tile_k"] / threads),
+            "b_loads": math.ceil(tile_nv * p["tile_k"] / threads),
+            "vec4_b": p["vec_width"] == 4 and not problem.trans_b,
+            "trans_b": bool(problem.trans_b),
+            "has_bias": bool(problem.has_bias),
+            "act": problem.activation,
+        }
+
+    def launch(self, problem: GemmProblem, params: Params) -> Launch:
+        """Return one workgroup per TILE_M x TILE_N block per batch, and the Dims uniforms."""
+        tile_m = params["wg_y"] * params["wpt_m"]
+        tile_n = params["wg_x"] * params["wpt_n"]
+        vw = params["vec_width"]
+        b_elems = problem.k * problem.n
+        if vw == 4 and not problem.trans_b:
+            b_elems //= 4
+        uniforms = (
+            problem.m,
+            problem.n,
+            problem.k,
+            problem.m * problem.k,
+            b_elems if problem.batch_b > 1 else 0,
+            problem.m * problem.n // vw,
+            0,
+            0,
+        )
+        groups = (math.ceil(problem.n / tile_n), math.ceil(problem.m / tile_m), problem.batch)
+        return Launch(groups, uniforms)
+
+    def device_inputs(self, problem: GemmProblem, params: Params, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Return A, B (and bias) as contiguous float32 arrays."""
+        count = 3 if problem.has_bias else 2
+        return [np.ascontiguousarray(x, dtype=np.float32) for x in inputs[:count]]
+
+
+SPEC = GemmSpec()

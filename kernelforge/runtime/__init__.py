@@ -1,0 +1,42 @@
+"""How kernels run natively: device enumeration, opened backends and op execution."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from kernelforge.runtime.backends import BACKENDS, load_backend_module
+from kernelforge.runtime.backends._base import Backend
+from kernelforge.runtime.devices import DeviceInfo, select
+
+__all__ = ["Backend", "DeviceInfo", "list_devices", "open_device", "select_device"]
+
+
+@functools.cache
+def list_devices() -> tuple[DeviceInfo, ...]:
+    """Return every adapter of every registered backend, indexed in one sequence (cached)."""
+    devices: list[DeviceInfo] = []
+    for name in BACKENDS:
+        module: Any = load_backend_module(name)
+        devices.extend(module.enumerate_devices(len(devices)))
+    return tuple(devices)
+
+
+def select_device(selector: str | int = "auto") -> DeviceInfo:
+    """Resolve a ``--device`` selector to one device (see :func:`kernelforge.runtime.devices.select`)."""
+    return select(selector, list_devices())
+
+
+_opened: dict[int, Backend] = {}
+
+
+def open_device(selector: str | int | DeviceInfo = "auto") -> Backend:
+    """Return the (cached) opened backend for a selector or device."""
+    info = selector if isinstance(selector, DeviceInfo) else select_device(selector)
+    backend = _opened.get(info.index)
+    if backend is None:
+        entry = BACKENDS[info.backend]
+        module: Any = load_backend_module(info.backend)
+        backend = getattr(module, entry.cls)(info)
+        _opened[info.index] = backend
+    return backend

@@ -1,0 +1,81 @@
+"""numpy-in, numpy-out op calls on a device, with parameters from the tuning database."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from kernelforge import _config
+from kernelforge.errors import ShapeError
+from kernelforge.ops import get_op
+from kernelforge.ops._epilogue import Activation
+from kernelforge.ops.gemm import GemmProblem
+from kernelforge.runtime import open_device
+from kernelforge.runtime.backends._base import Backend
+from kernelforge.runtime.kernel import prepare
+from kernelforge.templates import kernel_hash
+from kernelforge.tuner.db import Lookup, TuningDB
+
+
+@functools.cache
+def _db() -> TuningDB:
+    return TuningDB(_config.db_dir())
+
+
+def choose_params(backend: Backend, op: str, problem: Any, db: TuningDB | None = None) -> Lookup:
+    """Return the params a call of ``op`` on ``problem`` uses on ``backend`` and where they came from."""
+    spec = get_op(op)
+    return (db or _db()).lookup(
+        backend.info, spec, backend.language, problem, backend.limits, kernel_hash(spec, backend.language)
+    )
+
+
+def _float_array(name: str, value: Any) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype.kind not in "fiub":
+        raise ShapeError(f"gemm: {name} must be a real numeric array, got dtype {array.dtype}")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def gemm(
+    a: Any,
+    b: Any,
+    bias: Any = None,
+    activation: str | Activation | None = None,
+    trans_b: bool = False,
+    device: str | int = "auto",
+) -> np.ndarray:
+    """See :func:`kernelforge.ops.gemm`."""
+    a32, b32 = _float_array("a", a), _float_array("b", b)
+    if a32.ndim not in (2, 3) or b32.ndim not in (2, 3):
+        raise ShapeError(f"gemm: a and b must be 2-D or 3-D, got shapes {a32.shape} and {b32.shape}")
+    batch = a32.shape[0] if a32.ndim == 3 else 1
+    batch_b = b32.shape[0] if b32.ndim == 3 else 1
+    m, k = a32.shape[-2:]
+    n, kb = (b32.shape[-2], b32.shape[-1]) if trans_b else (b32.shape[-1], b32.shape[-2])
+    if k != kb:
+        raise ShapeError(f"gemm: inner dimensions differ: a {a32.shape} and b {b32.shape} (trans_b={trans_b})")
+    if a32.ndim == 2 and batch_b > 1:
+        raise ShapeError(f"gemm: b is batched {b32.shape} but a {a32.shape} is not")
+    inputs = [a32, b32]
+    if bias is not None:
+        bias32 = _float_array("bias", bias)
+        if bias32.shape != (n,):
+            raise ShapeError(f"gemm: bias must have shape ({n},), got {bias32.shape}")
+        inputs.append(bias32)
+    problem = GemmProblem(
+        m=int(m),
+        n=int(n),
+        k=int(k),
+        batch=int(batch),
+        batch_b=int(batch_b),
+        trans_b=bool(trans_b),
+        has_bias=bias is not None,
+        activation=Activation.parse(activation),
+    )
+    backend = open_device(device)
+    chosen = choose_params(backend, "gemm", problem)
+    out = prepare(backend, get_op("gemm"), problem, chosen.params, inputs).run()
+    return out if a32.ndim == 3 else out.reshape(m, n)

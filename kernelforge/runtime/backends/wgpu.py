@@ -1,0 +1,219 @@
+"""WGSL compute kernels through wgpu-py (Vulkan, Metal, D3D12, GL), the same text WebGPU runs in browsers."""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from kernelforge import _config
+from kernelforge.errors import KernelCompileError
+from kernelforge.ops._spec import Launch, Limits
+from kernelforge.runtime.backends._base import Backend
+from kernelforge.runtime.devices import DeviceInfo, classify, driver_version, fingerprint, vendor_token
+
+_adapters: dict[int, Any] = {}
+
+
+def _prepare_loader() -> None:
+    # Mesa's EGL probes Wayland and prints an error per adapter when XDG_RUNTIME_DIR is unset (headless
+    # machines, CI); a private runtime dir silences it without changing which adapters are found.
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime_dir = os.path.join(tempfile.gettempdir(), f"kernelforge-runtime-{os.getuid()}")
+        os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = runtime_dir
+    # The Vulkan loader reads these when wgpu-native creates its instance, i.e. at the first enumeration.
+    # Chromium's SwiftShader is added beside the system drivers so it shows up as a device of its own:
+    # it is the software GPU headless Chromium runs WebGPU on, so tuning on it is tuning for that browser.
+    icd = _config.swiftshader_icd()
+    if icd and "VK_ICD_FILENAMES" not in os.environ and "VK_DRIVER_FILES" not in os.environ:
+        extra = os.environ.get("VK_ADD_DRIVER_FILES", "")
+        if icd not in extra.split(os.pathsep):
+            os.environ["VK_ADD_DRIVER_FILES"] = os.pathsep.join(p for p in (extra, icd) if p)
+
+
+def _limits(raw: Any) -> Limits:
+    defaults = Limits()
+
+    def get(key: str, fallback: int) -> int:
+        return int(raw.get(key, fallback)) if hasattr(raw, "get") else fallback
+
+    return Limits(
+        max_invocations=get("max-compute-invocations-per-workgroup", defaults.max_invocations),
+        max_wg_x=get("max-compute-workgroup-size-x", defaults.max_wg_x),
+        max_wg_y=get("max-compute-workgroup-size-y", defaults.max_wg_y),
+        max_wg_z=get("max-compute-workgroup-size-z", defaults.max_wg_z),
+        max_workgroup_storage=get("max-compute-workgroup-storage-size", defaults.max_workgroup_storage),
+        max_workgroups_per_dim=get("max-compute-workgroups-per-dimension", defaults.max_workgroups_per_dim),
+        max_storage_binding=get("max-storage-buffer-binding-size", defaults.max_storage_binding),
+    )
+
+
+def webgpu_default_limits(adapter_limits: Limits) -> Limits:
+    """Return WebGPU's default limits, lowered where the adapter offers less.
+
+    Devices are opened with the defaults, not the adapter's maxima, so every tuned config also runs on a
+    browser's default ``requestDevice()``.
+    """
+    d = Limits()
+    return Limits(*(min(getattr(d, f), getattr(adapter_limits, f)) for f in d.__dataclass_fields__))
+
+
+def enumerate_devices(start: int) -> list[DeviceInfo]:
+    """Return every adapter wgpu-py enumerates, numbered from ``start``."""
+    _prepare_loader()
+    import wgpu
+
+    devices = []
+    for offset, adapter in enumerate(wgpu.gpu.enumerate_adapters_sync()):
+        info = adapter.info
+        name = str(info.get("device", "") or "unknown")
+        vendor_name = str(info.get("vendor", "") or "")
+        vendor_id = int(info.get("vendor_id", 0) or 0)
+        api = str(info.get("backend_type", "") or "unknown").lower().replace("opengl", "gl")
+        description = str(info.get("description", "") or "")
+        vendor = vendor_token(vendor_id, vendor_name, name)
+        driver = driver_version(description)
+        index = start + offset
+        _adapters[index] = adapter
+        devices.append(
+            DeviceInfo(
+                index=index,
+                backend="wgpu",
+                language="wgsl",
+                api=api,
+                name=name,
+                vendor=vendor,
+                vendor_id=vendor_id,
+                device_id=int(info.get("device_id", 0) or 0),
+                driver=description,
+                adapter_type=str(info.get("adapter_type", "") or "unknown"),
+                device_class=classify(str(info.get("adapter_type", "")), vendor, name),
+                slug=fingerprint(vendor, name, api, driver),
+                limits=webgpu_default_limits(_limits(adapter.limits)),
+            )
+        )
+    return devices
+
+
+@dataclass(frozen=True)
+class _Dispatch:
+    pipeline: Any
+    bind_group: Any
+    workgroups: tuple[int, int, int]
+    keepalive: tuple[Any, ...]
+
+
+class WgpuBackend(Backend):
+    """A wgpu-py device opened on one enumerated adapter."""
+
+    language: ClassVar[str] = "wgsl"
+
+    def __init__(self, info: DeviceInfo) -> None:
+        super().__init__(info)
+        import wgpu
+
+        self._wgpu = wgpu
+        adapter = _adapters[info.index]
+        features = ["timestamp-query"] if "timestamp-query" in adapter.features else []
+        self._device = adapter.request_device_sync(required_features=features, label=f"kernelforge:{info.slug}")
+        self._limits = _limits(self._device.limits)
+        self._timestamps = bool(features)
+        self._query_set: Any = None
+        self._sync: Any = None
+
+    @property
+    def limits(self) -> Limits:
+        """Limits of the opened device."""
+        return self._limits
+
+    @property
+    def has_timestamps(self) -> bool:
+        """Whether timestamp queries are used for timing."""
+        return self._timestamps
+
+    def _compile(self, source: str, label: str) -> Any:
+        wgpu = self._wgpu
+        try:
+            module = self._device.create_shader_module(code=source, label=label)
+            return self._device.create_compute_pipeline(
+                layout="auto", compute={"module": module, "entry_point": "main"}, label=label
+            )
+        except (wgpu.GPUError, RuntimeError, ValueError) as exc:
+            raise KernelCompileError(f"{label}: WGSL rejected on {self.info.slug}:\n{exc}") from exc
+
+    def _upload(self, data: np.ndarray) -> Any:
+        usage = self._wgpu.BufferUsage
+        return self._device.create_buffer_with_data(data=data, usage=usage.STORAGE | usage.COPY_SRC | usage.COPY_DST)
+
+    def _alloc(self, nbytes: int) -> Any:
+        usage = self._wgpu.BufferUsage
+        return self._device.create_buffer(size=nbytes, usage=usage.STORAGE | usage.COPY_SRC | usage.COPY_DST)
+
+    def _read(self, buffer: Any, count: int) -> np.ndarray:
+        raw = self._device.queue.read_buffer(buffer, 0, 4 * count) if count else b""
+        return np.frombuffer(raw, dtype=np.float32, count=count).copy()
+
+    def _bind(self, kernel: Any, buffers: list[Any], launch: Launch) -> Any:
+        usage = self._wgpu.BufferUsage
+        words = list(launch.uniforms) + [0] * (-len(launch.uniforms) % 4)
+        uniform = self._device.create_buffer_with_data(
+            data=struct.pack(f"<{len(words)}I", *words), usage=usage.UNIFORM | usage.COPY_DST
+        )
+        entries = [{"binding": 0, "resource": {"buffer": uniform, "offset": 0, "size": uniform.size}}]
+        entries += [
+            {"binding": i + 1, "resource": {"buffer": buf, "offset": 0, "size": buf.size}}
+            for i, buf in enumerate(buffers)
+        ]
+        bind_group = self._device.create_bind_group(layout=kernel.get_bind_group_layout(0), entries=entries)
+        return _Dispatch(kernel, bind_group, launch.workgroups, (uniform, *buffers))
+
+    def _encode(self, dispatches: list[_Dispatch], timestamps: Any = None) -> Any:
+        encoder = self._device.create_command_encoder()
+        kwargs = {"timestamp_writes": timestamps} if timestamps else {}
+        compute = encoder.begin_compute_pass(**kwargs)
+        for d in dispatches:
+            compute.set_pipeline(d.pipeline)
+            compute.set_bind_group(0, d.bind_group)
+            compute.dispatch_workgroups(*d.workgroups)
+        compute.end()
+        return encoder
+
+    def _wait(self) -> None:
+        # NOTE: queue.on_submitted_work_done_sync() is broken in wgpu-py 0.32 (a cffi callback signature
+        # mismatch); reading back 4 bytes waits for all submitted work just the same.
+        if self._sync is None:
+            self._sync = self._alloc(4)
+        self._device.queue.read_buffer(self._sync, 0, 4)
+
+    def _run(self, dispatches: list[Any]) -> None:
+        self._device.queue.submit([self._encode(dispatches).finish()])
+        self._wait()
+
+    def _time(self, dispatch: Any) -> float:
+        if not self._timestamps:
+            start = time.perf_counter()
+            self._run([dispatch])
+            return time.perf_counter() - start
+        wgpu = self._wgpu
+        if self._query_set is None:
+            self._query_set = self._device.create_query_set(type=wgpu.QueryType.timestamp, count=2)
+            self._resolve = self._device.create_buffer(
+                size=16, usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC
+            )
+        writes = {
+            "query_set": self._query_set,
+            "beginning_of_pass_write_index": 0,
+            "end_of_pass_write_index": 1,
+        }
+        encoder = self._encode([dispatch], writes)
+        encoder.resolve_query_set(self._query_set, 0, 2, self._resolve, 0)
+        self._device.queue.submit([encoder.finish()])
+        begin, end = struct.unpack("<2Q", self._device.queue.read_buffer(self._resolve))
+        # WebGPU timestamps are nanoseconds
+        return max(end - begin, 0) * 1e-9

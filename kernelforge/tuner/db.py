@@ -1,0 +1,374 @@
+"""The tuning database: versioned JSON, one file per device fingerprint, safe to share and to merge.
+
+Layout: ``<root>/<device-fingerprint>.json``::
+
+    {"schema_version": 1,
+     "device": {"fingerprint": ..., "name": ..., "class": ..., "vendor": ..., "api": ..., "driver": ...},
+     "records": {"gemm/wgsl/f32/1024x1024x1024/<template hash[:12]>": {...Record...}}}
+
+Files are data, never code: every record's params are validated against its op's search space when the
+file is read, and a record that fails is reported and ignored. A file that cannot be parsed is reported with
+its path and never overwritten. Writes take a lock file, re-read, modify, and replace atomically, so two
+tuners writing at once lose nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from kernelforge._version import __version__
+from kernelforge.errors import DatabaseError, KernelforgeError
+from kernelforge.ops import get_op
+from kernelforge.ops._spec import Limits, OpSpec, Params
+from kernelforge.runtime.devices import DeviceInfo
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Record:
+    """The outcome of tuning one (device, op, language, dtype, shape, template)."""
+
+    op: str
+    language: str
+    dtype: str
+    shape: str
+    shape_vector: tuple[float, ...]
+    template_hash: str
+    params: Params
+    time_s: float
+    gflops: float
+    default_time_s: float
+    trials: dict[str, Any] = field(default_factory=dict)
+    date: str = ""
+    kernelforge_version: str = __version__
+    driver: str = ""
+
+    @property
+    def key(self) -> str:
+        """Return the record's key inside its device file."""
+        return f"{self.op}/{self.language}/{self.dtype}/{self.shape}/{self.template_hash[:12]}"
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON object stored in the file."""
+        data = asdict(self)
+        data["shape_vector"] = list(self.shape_vector)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any, origin: str) -> Record:
+        """Build and validate a record read from a file.
+
+        Raises:
+            DatabaseError: When a field is missing or of the wrong type, or params are not in the op's space.
+        """
+        if not isinstance(data, Mapping):
+            raise DatabaseError(f"{origin}: record is not an object")
+        try:
+            spec = get_op(str(data["op"]))
+            params = spec.validate_params(data["params"], origin)
+            record = cls(
+                op=spec.name,
+                language=_text(data["language"], origin, "language"),
+                dtype=_text(data["dtype"], origin, "dtype"),
+                shape=_text(data["shape"], origin, "shape"),
+                shape_vector=tuple(_number(v, origin, "shape_vector") for v in data["shape_vector"]),
+                template_hash=_text(data["template_hash"], origin, "template_hash"),
+                params=params,
+                time_s=_number(data["time_s"], origin, "time_s"),
+                gflops=_number(data["gflops"], origin, "gflops"),
+                default_time_s=_number(data["default_time_s"], origin, "default_time_s"),
+                trials=dict(data.get("trials", {})),
+                date=str(data.get("date", "")),
+                kernelforge_version=str(data.get("kernelforge_version", "")),
+                driver=str(data.get("driver", "")),
+            )
+        except KeyError as exc:
+            raise DatabaseError(f"{origin}: record lacks field {exc}") from None
+        except KernelforgeError as exc:
+            raise DatabaseError(str(exc)) from None
+        if record.time_s <= 0:
+            raise DatabaseError(f"{origin}: time_s must be > 0")
+        return record
+
+
+def _text(value: Any, origin: str, name: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise DatabaseError(f"{origin}: field {name!r} must be a short non-empty string")
+    return value
+
+
+def _number(value: Any, origin: str, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise DatabaseError(f"{origin}: field {name!r} must be a finite number, got {value!r}")
+    return float(value)
+
+
+@dataclass
+class DeviceFile:
+    """One parsed device file: its device description, valid records and rejected ones (key, reason)."""
+
+    path: Path
+    device: dict[str, Any]
+    records: dict[str, Record]
+    rejected: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Parameters chosen for a kernel and where they came from (one of tuned/nearest/vendor/class/default)."""
+
+    params: Params
+    source: str
+    record: Record | None = None
+    device: str = ""
+
+
+def device_meta(info: DeviceInfo) -> dict[str, Any]:
+    """Return the device description stored at the top of its file."""
+    return {
+        "fingerprint": info.slug,
+        "name": info.name,
+        "vendor": info.vendor,
+        "class": info.device_class,
+        "api": info.api,
+        "driver": info.driver,
+    }
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _log_distance(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    if len(a) != len(b):
+        return math.inf
+    return math.sqrt(sum((math.log2(max(x, 1e-9)) - math.log2(max(y, 1e-9))) ** 2 for x, y in zip(a, b, strict=True)))
+
+
+class TuningDB:
+    """A directory of device files."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self._cache: dict[Path, tuple[int, DeviceFile]] = {}
+
+    def path_for(self, slug: str) -> Path:
+        """Return the file of a device fingerprint."""
+        if not slug or "/" in slug or slug.startswith("."):
+            raise DatabaseError(f"invalid device fingerprint {slug!r}")
+        return self.root / f"{slug}.json"
+
+    def files(self) -> list[Path]:
+        """Return every device file, sorted."""
+        return sorted(self.root.glob("*.json")) if self.root.is_dir() else []
+
+    def load(self, path: Path) -> DeviceFile:
+        """Parse one device file (cached until it changes on disk).
+
+        Raises:
+            DatabaseError: Naming the path, when the file is not valid JSON of a known schema.
+        """
+        stamp = path.stat().st_mtime_ns if path.exists() else -1
+        cached = self._cache.get(path)
+        if cached and cached[0] == stamp:
+            return cached[1]
+        parsed = self._parse(path)
+        self._cache[path] = (stamp, parsed)
+        return parsed
+
+    def _parse(self, path: Path) -> DeviceFile:
+        if not path.exists():
+            return DeviceFile(path, {"fingerprint": path.stem}, {}, [])
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DatabaseError(f"tuning database file {path} is corrupt ({exc}); it was left untouched") from None
+        if not isinstance(data, dict) or "schema_version" not in data:
+            raise DatabaseError(f"tuning database file {path} has no schema_version; it was left untouched")
+        if data["schema_version"] != SCHEMA_VERSION:
+            raise DatabaseError(
+                f"tuning database file {path} has schema_version {data['schema_version']!r}; "
+                f"this kernelforge reads {SCHEMA_VERSION}"
+            )
+        device, raw = data.get("device"), data.get("records")
+        if not isinstance(device, dict) or not isinstance(raw, dict):
+            raise DatabaseError(f"tuning database file {path} lacks its 'device' or 'records' object")
+        if device.get("fingerprint") != path.stem:
+            raise DatabaseError(
+                f"{path}: device fingerprint {device.get('fingerprint')!r} does not match the file name"
+            )
+        records: dict[str, Record] = {}
+        rejected: list[tuple[str, str]] = []
+        for key, value in raw.items():
+            try:
+                record = Record.from_json(value, f"{path} record {key!r}")
+                if record.key != key:
+                    raise DatabaseError(f"{path} record {key!r}: key does not match its content ({record.key})")
+                records[key] = record
+            except DatabaseError as exc:
+                rejected.append((str(key), str(exc)))
+        return DeviceFile(path, device, records, rejected)
+
+    def _write(self, path: Path, device: dict[str, Any], records: Mapping[str, Record]) -> None:
+        payload = {
+            "schema_version": SCHEMA_VERSION,
+            "device": device,
+            "records": {k: records[k].to_json() for k in sorted(records)},
+        }
+        text = json.dumps(payload, indent=1, sort_keys=True) + "\n"
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the database is meant to be shared
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def update(self, device: dict[str, Any], incoming: list[Record], keep_faster: bool = False) -> int:
+        """Add records to a device's file under its lock; return how many were written.
+
+        Args:
+            device: The device description (its ``fingerprint`` names the file).
+            incoming: Records to store.
+            keep_faster: Keep an existing record with the same key when it is faster (merge); otherwise
+                the incoming record replaces it (a fresh tuning run).
+
+        Raises:
+            DatabaseError: When the existing file is corrupt (it is never overwritten).
+        """
+        path = self.path_for(str(device.get("fingerprint", "")))
+        self.root.mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(str(path) + ".lock", timeout=60):
+            current = self._parse(path)  # fresh read under the lock: another writer may have just written
+            records = dict(current.records)
+            written = 0
+            for record in incoming:
+                old = records.get(record.key)
+                if keep_faster and old is not None and old.time_s <= record.time_s:
+                    continue
+                records[record.key] = record
+                written += 1
+            if written:
+                self._write(path, {**current.device, **device}, records)
+        return written
+
+    def iter_files(self) -> Iterator[tuple[Path, DeviceFile | DatabaseError]]:
+        """Yield each file with its parsed content, or the error that made it unreadable."""
+        for path in self.files():
+            try:
+                yield path, self.load(path)
+            except DatabaseError as exc:
+                yield path, exc
+
+    def lookup(
+        self,
+        info: DeviceInfo,
+        spec: OpSpec[Any],
+        language: str,
+        problem: Any,
+        limits: Limits,
+        template_hash: str,
+        dtype: str = "f32",
+    ) -> Lookup:
+        """Find params: exact device + shape, exact device + nearest shape, same vendor+class, same class, default.
+
+        Records of another template hash (stale) are ignored; so are records whose params break a
+        constraint for this problem (a vec4 config for an odd N, say). Corrupt files are reported by a
+        warning and skipped.
+        """
+        key_shape = spec.problem_key(problem)
+        vector = spec.shape_vector(problem)
+
+        def candidates(df: DeviceFile) -> list[Record]:
+            return [
+                r
+                for r in df.records.values()
+                if r.op == spec.name
+                and r.language == language
+                and r.dtype == dtype
+                and r.template_hash == template_hash
+            ]
+
+        def best(records: list[Record], exact_only: bool) -> Record | None:
+            ranked = sorted(
+                records, key=lambda r: (r.shape != key_shape, _log_distance(r.shape_vector, vector), r.time_s)
+            )
+            for r in ranked:
+                if exact_only and r.shape != key_shape:
+                    break
+                if spec.constraints(problem, r.params, limits) is None:
+                    return r
+            return None
+
+        own: list[Record] = []
+        others: list[tuple[dict[str, Any], list[Record]]] = []
+        for path, loaded in self.iter_files():
+            if isinstance(loaded, DatabaseError):
+                warnings.warn(f"{loaded}; ignoring it", stacklevel=2)
+                continue
+            if path.stem == info.slug:
+                own = candidates(loaded)
+            else:
+                others.append((loaded.device, candidates(loaded)))
+        for exact, source in ((True, "tuned"), (False, "nearest")):
+            found = best(own, exact)
+            if found:
+                return Lookup(found.params, source, found, info.slug)
+        for source, match in (
+            ("vendor", lambda d: d.get("class") == info.device_class and d.get("vendor") == info.vendor),
+            ("class", lambda d: d.get("class") == info.device_class),
+        ):
+            pool = [(d, r) for d, recs in others if match(d) for r in recs]
+            found = best([r for _, r in pool], exact_only=False)
+            if found:
+                device = next(str(d.get("fingerprint", "")) for d, r in pool if r is found)
+                return Lookup(found.params, source, found, device)
+        return Lookup(spec.default_params(problem, limits), "default")
+
+
+def new_record(
+    spec: OpSpec[Any],
+    language: str,
+    problem: Any,
+    template_hash: str,
+    params: Params,
+    time_s: float,
+    default_time_s: float,
+    trials: dict[str, Any],
+    driver: str,
+    dtype: str = "f32",
+) -> Record:
+    """Build a record for a finished tuning run."""
+    return Record(
+        op=spec.name,
+        language=language,
+        dtype=dtype,
+        shape=spec.problem_key(problem),
+        shape_vector=tuple(float(v) for v in spec.shape_vector(problem)),
+        template_hash=template_hash,
+        params=dict(params),
+        time_s=time_s,
+        gflops=spec.flops(problem) / time_s / 1e9,
+        default_time_s=default_time_s,
+        trials=trials,
+        date=_dt.date.today().isoformat(),
+        driver=driver,
+    )

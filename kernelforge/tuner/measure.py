@@ -1,0 +1,53 @@
+"""Timing: warm-ups, repetitions, median; stops early when a config is clearly losing."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """How hard to measure one config."""
+
+    warmup: int = 0  # the tuner's verification run already warmed the kernel up
+    min_reps: int = 3
+    max_reps: int = 10
+    max_seconds: float = 2.0
+    # a config whose first repetition is this many times slower than the best so far is not measured
+    # further: its median cannot win, and on slow software GPUs the saved seconds are most of a run
+    give_up_ratio: float = 3.0
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Repetition times in seconds and their median."""
+
+    times: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        """Median of the repetitions."""
+        return statistics.median(self.times)
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median: how noisy the repetitions were."""
+        return (max(self.times) - min(self.times)) / self.median if self.median > 0 else 0.0
+
+
+def measure(run: Callable[[], float], config: MeasureConfig, best_so_far: float | None = None) -> Measurement:
+    """Time ``run`` (which returns one repetition's seconds) per ``config``."""
+    for _ in range(config.warmup):
+        run()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < config.max_reps:
+        times.append(max(run(), 1e-9))
+        if best_so_far is not None and len(times) == 1 and times[0] > config.give_up_ratio * best_so_far:
+            break
+        if len(times) >= config.min_reps and time.perf_counter() - start > config.max_seconds:
+            break
+    return Measurement(tuple(times))

@@ -1,0 +1,111 @@
+"""One trial: check constraints, render, compile, verify against numpy, time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+
+from kernelforge.errors import KernelCompileError
+from kernelforge.ops._spec import OpSpec, Params
+from kernelforge.runtime.backends._base import Backend
+from kernelforge.runtime.kernel import prepare
+from kernelforge.tuner.measure import MeasureConfig, measure
+from kernelforge.tuner.space import from_indices, suggest
+
+# Why a trial did not produce a time (Kernel Tuner's "invalidity" vocabulary).
+INVALIDITY = ("constraints", "compile", "runtime", "correctness")
+
+
+class TrialFailedError(Exception):
+    """A config compiled but failed, or could not be compiled; the reason is in the trial's user attrs."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a result matches the reference, and by how much it differs."""
+
+    ok: bool
+    max_error: float
+    tolerance: float
+
+
+def verify(out: np.ndarray, ref: np.ndarray, rtol: float = 1e-4) -> Verdict:
+    """Compare against the reference, with the tolerance scaled by the result's largest magnitude."""
+    if out.shape != ref.shape:
+        return Verdict(False, float("inf"), 0.0)
+    scale = max(1.0, float(np.max(np.abs(ref))) if ref.size else 1.0)
+    tolerance = rtol * scale
+    if not np.all(np.isfinite(out)):
+        return Verdict(False, float("inf"), tolerance)
+    error = float(np.max(np.abs(out.astype(np.float64) - ref))) if ref.size else 0.0
+    return Verdict(error <= tolerance, error, tolerance)
+
+
+class Objective:
+    """Optuna objective over one (backend, op, problem); minimises kernel seconds."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        spec: OpSpec[Any],
+        problem: Any,
+        inputs: Sequence[np.ndarray],
+        reference: np.ndarray,
+        config: MeasureConfig,
+    ) -> None:
+        self.backend = backend
+        self.spec = spec
+        self.problem = problem
+        self.inputs = list(inputs)
+        self.reference = reference
+        self.config = config
+
+    def _fail(self, trial: optuna.Trial, kind: str, reason: str) -> TrialFailedError:
+        trial.set_user_attr("invalidity", kind)
+        trial.set_user_attr("reason", reason[:2000])
+        return TrialFailedError(f"{kind}: {reason}")
+
+    def evaluate(self, params: Params, best: float | None, config: MeasureConfig | None = None) -> float:
+        """Compile, verify and time params outside a study (re-measurement); raises on failure."""
+        kernel = prepare(self.backend, self.spec, self.problem, params, self.inputs)
+        verdict = verify(kernel.run(), self.reference)
+        if not verdict.ok:
+            raise TrialFailedError(f"correctness: max error {verdict.max_error:.3g} > {verdict.tolerance:.3g}")
+        return measure(kernel.time, config or self.config, best).median
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        """Run one trial."""
+        params = suggest(trial, self.spec)
+        trial.set_user_attr("params", params)
+        reason = self.spec.constraints(self.problem, params, self.backend.limits)
+        if reason is not None:
+            trial.set_user_attr("invalidity", "constraints")
+            trial.set_user_attr("reason", reason)
+            raise optuna.TrialPruned(reason)
+        done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        for previous in done:
+            if from_indices(self.spec, previous.params) == params and previous.value is not None:
+                # samplers do propose configs again; a repeat costs nothing and changes nothing
+                trial.set_user_attr("duplicate_of", previous.number)
+                return previous.value
+        best = min((t.value for t in done if t.value is not None), default=None)
+        try:
+            kernel = prepare(self.backend, self.spec, self.problem, params, self.inputs)
+        except KernelCompileError as exc:
+            raise self._fail(trial, "compile", str(exc)) from exc
+        try:
+            out = kernel.run()
+        except Exception as exc:
+            raise self._fail(trial, "runtime", f"{type(exc).__name__}: {exc}") from exc
+        verdict = verify(out, self.reference)
+        if not verdict.ok:
+            raise self._fail(
+                trial, "correctness", f"max error {verdict.max_error:.3g} > tolerance {verdict.tolerance:.3g}"
+            )
+        result = measure(kernel.time, self.config, best)
+        trial.set_user_attr("times", list(result.times))
+        return result.median

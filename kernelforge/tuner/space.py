@@ -1,0 +1,24 @@
+"""The search space as Optuna sees it: each param is an integer index into its ordered choices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from kernelforge.ops._spec import OpSpec, Params
+
+
+def suggest(trial: optuna.Trial, spec: OpSpec[Any]) -> Params:
+    """Ask the trial for one value of every param (as indices, so every sampler sees an ordinal space)."""
+    return {p.name: p.choices[trial.suggest_int(p.name, 0, len(p.choices) - 1)] for p in spec.params}
+
+
+def to_indices(spec: OpSpec[Any], params: Params) -> dict[str, int]:
+    """Return the trial representation of params (for ``enqueue_trial``)."""
+    return {p.name: p.choices.index(params[p.name]) for p in spec.params}
+
+
+def from_indices(spec: OpSpec[Any], indices: dict[str, Any]) -> Params:
+    """Return params from a trial's stored indices."""
+    return {p.name: p.choices[int(indices[p.name])] for p in spec.params}

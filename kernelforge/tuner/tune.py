@@ -1,0 +1,240 @@
+"""A tuning run: one resumable Optuna study per (device, op, shape, dtype, language, template)."""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from tqdm import tqdm
+
+from kernelforge import _config
+from kernelforge.ops._spec import OpSpec, Params
+from kernelforge.runtime.backends._base import Backend
+from kernelforge.templates import kernel_hash
+from kernelforge.tuner.db import Record, TuningDB, device_meta, new_record
+from kernelforge.tuner.measure import MeasureConfig
+from kernelforge.tuner.objective import Objective, TrialFailedError
+from kernelforge.tuner.space import from_indices, to_indices
+from kernelforge.tuner.strategies import make_sampler
+
+DTYPE = "f32"
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """What a tuning run may spend and where it keeps its state."""
+
+    trials: int = 40
+    time_budget: float | None = None
+    sampler: str = "tpe"
+    seed: int | None = 0
+    db_dir: Path = field(default_factory=_config.db_dir)
+    storage: str | None = None
+    top_k: int = 3
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    remeasure: MeasureConfig = field(default_factory=lambda: MeasureConfig(warmup=1, min_reps=5, max_reps=15))
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The outcome for one shape."""
+
+    shape: str
+    flops: float
+    default_params: Params
+    default_time: float | None
+    best_params: Params | None
+    best_time: float | None
+    counts: dict[str, int]
+    reasons: dict[str, int]
+    record: Record | None
+    interrupted: bool = False
+
+    @property
+    def speedup(self) -> float | None:
+        """Default time / best time."""
+        if self.default_time and self.best_time:
+            return self.default_time / self.best_time
+        return None
+
+    @property
+    def gflops(self) -> float | None:
+        """GFLOP/s of the best config."""
+        return self.flops / self.best_time / 1e9 if self.best_time else None
+
+
+def default_storage(db_dir: Path) -> optuna.storages.BaseStorage:
+    """Return the embedded study storage under the database directory (an append-only journal file).
+
+    The journal is written trial by trial, so an interrupted run keeps every finished trial and the next
+    run with the same arguments resumes the study.
+    """
+    folder = Path(db_dir) / ".studies"
+    folder.mkdir(parents=True, exist_ok=True)
+    from optuna.storages.journal import JournalFileBackend
+
+    backend = JournalFileBackend(str(folder / "studies.journal"))
+    return optuna.storages.JournalStorage(backend)
+
+
+def study_name(backend: Backend, spec: OpSpec[Any], problem: Any) -> str:
+    """Return the study name: device, op, shape, dtype, language and template hash."""
+    template = kernel_hash(spec, backend.language)[:12]
+    return f"{backend.info.slug}/{spec.name}/{spec.problem_key(problem)}/{DTYPE}/{backend.language}/{template}"
+
+
+def _summarise(trials: Sequence[optuna.trial.FrozenTrial]) -> tuple[dict[str, int], dict[str, int]]:
+    counts = {"ok": 0, "pruned": 0, "failed": 0}
+    reasons: collections.Counter[str] = collections.Counter()
+    for t in trials:
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            counts["ok"] += 1
+        elif t.state == optuna.trial.TrialState.PRUNED:
+            counts["pruned"] += 1
+            reasons[str(t.user_attrs.get("invalidity", "pruned"))] += 1
+        elif t.state == optuna.trial.TrialState.FAIL:
+            counts["failed"] += 1
+            reasons[str(t.user_attrs.get("invalidity", "interrupted"))] += 1
+    return counts, dict(reasons)
+
+
+def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: TuneOptions) -> TuneResult:
+    """Tune one problem, store the winner in the database and return the outcome.
+
+    Trial 0 of a new study is the built-in default, and the default is re-measured beside the top
+    ``top_k`` configs at the end, so the stored config is never slower than the default as measured.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    rng = np.random.default_rng(1234)
+    inputs = spec.make_inputs(problem, rng)
+    reference = spec.reference(problem, inputs)
+    objective = Objective(backend, spec, problem, inputs, reference, options.measure)
+    storage: Any = options.storage or default_storage(options.db_dir)
+    study = optuna.create_study(
+        study_name=study_name(backend, spec, problem),
+        storage=storage,
+        sampler=make_sampler(options.sampler, spec, options.seed),
+        direction="minimize",
+        load_if_exists=True,
+    )
+    default = spec.default_params(problem, backend.limits)
+    seen = [from_indices(spec, t.params) for t in study.get_trials(deepcopy=False) if t.params]
+    # trial 0 is the default; trial 1 the best known config of the nearest shape or a similar device (warm
+    # start: good configs transfer between neighbouring shapes far better than a random start)
+    known = TuningDB(options.db_dir).lookup(
+        backend.info, spec, backend.language, problem, backend.limits, kernel_hash(spec, backend.language)
+    )
+    for params in (default, known.params):
+        if params not in seen:
+            study.enqueue_trial(to_indices(spec, params))
+            seen.append(params)
+
+    shape = spec.problem_key(problem)
+    bar = tqdm(
+        total=options.trials,
+        desc=f"{spec.name} {shape}",
+        disable=not (options.progress and _config.show_progress()),
+        leave=False,
+    )
+
+    def advance(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        bar.update(1)
+        best = min((t.value for t in study.get_trials(deepcopy=False) if t.value is not None), default=None)
+        if best:
+            bar.set_postfix_str(f"best {best * 1e3:.2f} ms")
+
+    interrupted = False
+    try:
+        study.optimize(
+            objective,
+            n_trials=options.trials,
+            timeout=options.time_budget,
+            catch=(TrialFailedError,),
+            callbacks=[advance],
+            gc_after_trial=False,
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+
+    trials = study.get_trials(deepcopy=False)
+    counts, reasons = _summarise(trials)
+    complete = sorted(
+        (t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None),
+        key=lambda t: float(t.value or 0.0),
+    )
+    times: dict[tuple[tuple[str, int], ...], float] = {}
+    for t in complete:
+        times.setdefault(tuple(sorted(from_indices(spec, t.params).items())), float(t.value or 0.0))
+    default_key = tuple(sorted(default.items()))
+    if default_key not in times:
+        return TuneResult(shape, spec.flops(problem), default, None, None, None, counts, reasons, None, interrupted)
+
+    if not interrupted:
+        # re-measure the leaders and the default side by side: single measurements are noisy, and the
+        # default must face the winner under the same conditions
+        finalists = [*[k for k in times if k != default_key][: options.top_k], default_key]
+        for key in finalists:
+            try:
+                times[key] = objective.evaluate(dict(key), None, options.remeasure)
+            except Exception:  # a flaky finalist drops out; the default keeps its trial time
+                if key != default_key:
+                    times.pop(key)
+    best_key = min(times, key=lambda k: times[k])
+    best_params, best_time = dict(best_key), times[best_key]
+    record = new_record(
+        spec,
+        backend.language,
+        problem,
+        kernel_hash(spec, backend.language),
+        best_params,
+        best_time,
+        times[default_key],
+        {**counts, "reasons": reasons, "sampler": options.sampler},
+        backend.info.driver,
+        DTYPE,
+    )
+    TuningDB(options.db_dir).update(device_meta(backend.info), [record])
+    return TuneResult(
+        shape,
+        spec.flops(problem),
+        default,
+        times[default_key],
+        best_params,
+        best_time,
+        counts,
+        reasons,
+        record,
+        interrupted,
+    )
+
+
+def format_results(results: Sequence[TuneResult]) -> str:
+    """Return the end-of-run table: default vs best time, speedup, GFLOP/s and trial counts."""
+    header = ("shape", "default ms", "best ms", "speedup", "GFLOP/s", "ok/pruned/failed", "failure reasons")
+    rows = [header]
+    for r in results:
+        rows.append(
+            (
+                r.shape + (" (interrupted)" if r.interrupted else ""),
+                f"{r.default_time * 1e3:.2f}" if r.default_time else "-",
+                f"{r.best_time * 1e3:.2f}" if r.best_time else "-",
+                f"{r.speedup:.2f}x" if r.speedup else "-",
+                f"{r.gflops:.2f}" if r.gflops else "-",
+                f"{r.counts['ok']}/{r.counts['pruned']}/{r.counts['failed']}",
+                ", ".join(f"{k}={v}" for k, v in sorted(r.reasons.items())) or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,144 @@
+"""GEMM on real adapters against the numpy reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kernelforge.ops as kops
+from kernelforge.errors import InvalidParamsError, ShapeError
+from kernelforge.ops import get_op
+from kernelforge.ops._epilogue import ACTIVATIONS, Activation
+from kernelforge.ops.gemm import DEFAULT_PARAMS, GemmProblem
+from kernelforge.runtime.kernel import prepare
+from kernelforge.tuner.objective import verify
+
+pytestmark = pytest.mark.device
+SPEC = get_op("gemm")
+
+SHAPES = [
+    "1x1x1",
+    "1x7x1",
+    "7x1x5",
+    "2x3x4",
+    "17x13x5",
+    "31x37x41",  # primes: no tile divides anything
+    "33x65x129",  # one past every power-of-two tile
+    "64x64x64",
+    "100x36x72",
+    "3x37x41x29",  # batch
+    "5x8x8x8",
+    "1x1x1t",
+    "37x41x29t",
+    "2x20x12x16t",
+]
+
+CONFIGS = [
+    dict(DEFAULT_PARAMS),
+    {"wg_x": 8, "wg_y": 8, "wpt_m": 8, "wpt_n": 8, "tile_k": 4, "vec_width": 4, "vec_a": 4, "staging": 0},
+    {"wg_x": 4, "wg_y": 2, "wpt_m": 2, "wpt_n": 1, "tile_k": 2, "vec_width": 1, "vec_a": 1, "staging": 0},
+    {"wg_x": 16, "wg_y": 4, "wpt_m": 1, "wpt_n": 4, "tile_k": 8, "vec_width": 4, "vec_a": 1, "staging": 1},
+    {"wg_x": 2, "wg_y": 32, "wpt_m": 2, "wpt_n": 2, "tile_k": 16, "vec_width": 1, "vec_a": 1, "staging": 1},
+    {"wg_x": 1, "wg_y": 1, "wpt_m": 1, "wpt_n": 1, "tile_k": 1, "vec_width": 1, "vec_a": 1, "staging": 1},
+]
+
+
+def _check(backend, problem: GemmProblem, params, seed: int = 0) -> None:
+    inputs = SPEC.make_inputs(problem, np.random.default_rng(seed))
+    out = prepare(backend, SPEC, problem, params, inputs).run()
+    ref = SPEC.reference(problem, inputs)
+    verdict = verify(out, ref)
+    assert verdict.ok, f"{SPEC.problem_key(problem)} {params}: max error {verdict.max_error} > {verdict.tolerance}"
+
+
+def _runnable(problem: GemmProblem, params, limits):
+    reason = SPEC.constraints(problem, params, limits)
+    return reason is None
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_shapes_with_fixed_configs(lavapipe, shape):
+    problem = SPEC.parse_problem(shape)
+    ran = 0
+    for params in [SPEC.default_params(problem, lavapipe.limits), *CONFIGS]:
+        if _runnable(problem, params, lavapipe.limits):
+            _check(lavapipe, problem, params)
+            ran += 1
+    assert ran >= 2, f"{shape}: too few configs were runnable"
+
+
+def test_sampled_configs_across_the_space(lavapipe):
+    rng = np.random.default_rng(7)
+    problems = [SPEC.parse_problem(s) for s in ("29x44x36", "2x16x24x20t", "64x64x64")]
+    checked = 0
+    while checked < 36:
+        params = {p.name: int(rng.choice(p.choices)) for p in SPEC.params}
+        problem = problems[checked % len(problems)]
+        if not _runnable(problem, params, lavapipe.limits):
+            continue
+        _check(lavapipe, problem, params, seed=checked)
+        checked += 1
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("vec_width", [1, 4])
+def test_every_activation_with_bias(lavapipe, name, vec_width):
+    act = Activation.parse(name)
+    if name == "clip":
+        act = Activation.parse("clip(-0.5, 0.25)")
+    if name == "leaky_relu":
+        act = Activation.parse("leaky_relu(0.2)")
+    problem = GemmProblem(m=19, n=24, k=13, has_bias=True, activation=act)
+    params = {**CONFIGS[1], "vec_width": vec_width, "vec_a": 1}
+    inputs = SPEC.make_inputs(problem, np.random.default_rng(3))
+    inputs[0] *= 4.0  # reach the clamps and saturations of every activation
+    out = prepare(lavapipe, SPEC, problem, params, inputs).run()
+    ref = SPEC.reference(problem, inputs)
+    np.testing.assert_allclose(out, ref, rtol=2e-5, atol=2e-5)
+
+
+def test_every_wgsl_device_runs_gemm(wgsl_device):
+    problem = SPEC.parse_problem("2x23x36x17")
+    for params in (SPEC.default_params(problem, wgsl_device.limits), CONFIGS[2], CONFIGS[3]):
+        if _runnable(problem, params, wgsl_device.limits):
+            _check(wgsl_device, problem, params)
+
+
+def test_public_api_matches_numpy(lavapipe):
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((37, 23)).astype(np.float32)
+    b = rng.standard_normal((23, 11)).astype(np.float32)
+    bias = rng.standard_normal(11).astype(np.float32)
+    out = kops.gemm(a, b, bias=bias, activation="relu", device="lavapipe")
+    np.testing.assert_allclose(out, np.maximum(a @ b + bias, 0), rtol=1e-5, atol=1e-5)
+    bt = rng.standard_normal((4, 11, 23)).astype(np.float32)
+    a3 = rng.standard_normal((4, 37, 23)).astype(np.float32)
+    out3 = kops.gemm(a3, bt, trans_b=True, device="lavapipe")
+    np.testing.assert_allclose(out3, a3 @ bt.transpose(0, 2, 1), rtol=1e-5, atol=1e-5)
+    # a shared (2-D) B broadcast over a batched A
+    out_b = kops.gemm(a3, b, device="lavapipe")
+    np.testing.assert_allclose(out_b, a3 @ b, rtol=1e-5, atol=1e-5)
+    # integer input is converted, float64 too
+    ints = kops.gemm(np.arange(6).reshape(2, 3), np.ones((3, 2)), device="lavapipe")
+    np.testing.assert_array_equal(ints, np.array([[3, 3], [12, 12]], np.float32))
+
+
+def test_public_api_rejects_bad_input(lavapipe):
+    with pytest.raises(ShapeError, match="inner dimensions"):
+        kops.gemm(np.ones((2, 3)), np.ones((4, 2)), device="lavapipe")
+    with pytest.raises(ShapeError, match="bias"):
+        kops.gemm(np.ones((2, 3)), np.ones((3, 2)), bias=np.ones(3), device="lavapipe")
+    with pytest.raises(InvalidParamsError, match="unknown activation"):
+        kops.gemm(np.ones((2, 3)), np.ones((3, 2)), activation="swish", device="lavapipe")
+    with pytest.raises(ShapeError, match="dtype"):
+        kops.gemm(np.array([["a"]]), np.ones((1, 1)), device="lavapipe")
+
+
+def test_constraint_violation_never_compiles(lavapipe, monkeypatch):
+    problem = SPEC.parse_problem("16x18x16")  # N % 4 != 0
+    params = {**CONFIGS[1]}
+    compiled = []
+    monkeypatch.setattr(lavapipe, "_compile", lambda source, label: compiled.append(label))
+    with pytest.raises(InvalidParamsError, match="vec_width=4 needs N % 4 == 0"):
+        prepare(lavapipe, SPEC, problem, params, SPEC.make_inputs(problem, np.random.default_rng(0)))
+    assert compiled == []

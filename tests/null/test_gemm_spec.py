@@ -1,0 +1,145 @@
+"""GEMM spec, templates and parameter validation: no device needed."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from kernelforge.errors import InvalidParamsError, ShapeError
+from kernelforge.ops import Limits, get_op
+from kernelforge.ops._epilogue import ACTIVATIONS, Activation
+from kernelforge.ops.gemm import DEFAULT_PARAMS, GemmProblem
+from kernelforge.templates import kernel_hash, render, template_hash, undeclared_variables
+
+SPEC = get_op("gemm")
+LIMITS = Limits()
+
+
+def test_every_param_reaches_the_template():
+    used = undeclared_variables(SPEC.templates["wgsl"])
+    missing = {p.name for p in SPEC.params} - used
+    assert not missing, f"params never used by the template: {missing}"
+
+
+@pytest.mark.parametrize("shape", ["1x1x1", "3x5x7", "1024x1024x1024", "4x9x10x11t", "65537x4x4"])
+def test_default_params_always_fit(shape):
+    problem = SPEC.parse_problem(shape)
+    params = SPEC.default_params(problem, LIMITS)
+    assert SPEC.constraints(problem, params, LIMITS) is None
+
+
+def test_tfjs_style_default_is_the_builtin_one():
+    problem = SPEC.parse_problem("1024x1024x1024")
+    assert SPEC.default_params(problem, LIMITS) == DEFAULT_PARAMS
+    assert DEFAULT_PARAMS["wg_x"] * DEFAULT_PARAMS["wg_y"] == 64
+    assert (DEFAULT_PARAMS["wpt_m"], DEFAULT_PARAMS["wpt_n"], DEFAULT_PARAMS["tile_k"]) == (4, 4, 32)
+    # an odd N cannot use vec4: the default degrades to scalar loads instead of failing
+    odd = SPEC.parse_problem("64x63x64")
+    assert SPEC.default_params(odd, LIMITS)["vec_width"] == 1
+
+
+def test_constraints_name_the_reason():
+    problem = SPEC.parse_problem("64x64x64")
+    big = {**DEFAULT_PARAMS, "wg_x": 64, "wg_y": 32}
+    assert "invocations" in SPEC.constraints(problem, big, LIMITS)
+    shared = {**DEFAULT_PARAMS, "wg_x": 16, "wg_y": 16, "wpt_n": 8, "tile_k": 32}
+    assert "workgroup memory" in SPEC.constraints(problem, shared, LIMITS)
+    assert "vec_a=4" in SPEC.constraints(problem, {**DEFAULT_PARAMS, "vec_a": 4}, LIMITS)
+    tight = Limits(max_invocations=32)
+    assert "invocations" in SPEC.constraints(problem, DEFAULT_PARAMS, tight)
+    assert SPEC.constraints(problem, SPEC.default_params(problem, tight), tight) is None
+
+
+def test_space_has_many_valid_points():
+    problem = SPEC.parse_problem("1024x1024x1024")
+    names = [p.name for p in SPEC.params]
+    valid = sum(
+        SPEC.constraints(problem, dict(zip(names, values, strict=True)), LIMITS) is None
+        for values in itertools.product(*(p.choices for p in SPEC.params))
+    )
+    assert SPEC.space_size() > valid > 1000
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {**DEFAULT_PARAMS, "wg_x": "8u; } fn evil() { "},
+        {**DEFAULT_PARAMS, "wg_x": 3},
+        {**DEFAULT_PARAMS, "wg_x": 8.0},
+        {**DEFAULT_PARAMS, "staging": True},
+        {**DEFAULT_PARAMS, "extra": 1},
+        {k: v for k, v in DEFAULT_PARAMS.items() if k != "tile_k"},
+    ],
+)
+def test_params_are_validated_before_rendering(bad):
+    problem = SPEC.parse_problem("64x64x64")
+    with pytest.raises(InvalidParamsError):
+        render(SPEC, "wgsl", problem, bad)
+
+
+def test_rendered_source_reflects_params():
+    problem = GemmProblem(m=8, n=8, k=8, has_bias=True, activation=Activation.parse("leaky_relu(0.25)"))
+    text = render(SPEC, "wgsl", problem, DEFAULT_PARAMS)
+    assert "@workgroup_size(8, 8, 1)" in text
+    assert "var<workgroup> a_tile: array<f32, 1024>" in text
+    assert "x * vec4<f32>(0.25)" in text
+    assert "@binding(3) var<storage, read> bias" in text
+    unstaged = render(SPEC, "wgsl", problem, {**DEFAULT_PARAMS, "staging": 0, "vec_a": 4})
+    assert "var<workgroup>" not in unstaged and "load_a4" in unstaged
+
+
+def test_template_hash_covers_includes():
+    own = template_hash("wgsl/gemm.wgsl.j2")
+    assert own == kernel_hash(SPEC, "wgsl")
+    assert len(own) == 64
+    assert own != template_hash("common/epilogue.wgsl.j2")
+
+
+@pytest.mark.parametrize("text", ["", "12x12", "0x4x4", "axbxc", "4x4x4x4x4", "1x2x3tt"])
+def test_bad_shape_strings(text):
+    with pytest.raises(ShapeError):
+        SPEC.parse_problem(text)
+
+
+def test_shape_keys_round_trip():
+    for text in ("1024x1024x1024", "4x64x64x64t", "7x3x1"):
+        assert SPEC.problem_key(SPEC.parse_problem(text)) == text
+    shared_b = GemmProblem(m=4, n=4, k=4, batch=3, batch_b=1)
+    assert SPEC.problem_key(shared_b) == "3x4x4x4/b1"
+
+
+def test_reference_matches_numpy():
+    problem = GemmProblem(m=5, n=6, k=7, batch=2, batch_b=2, trans_b=True, has_bias=True)
+    a, b, bias = SPEC.make_inputs(problem, np.random.default_rng(0))
+    expected = a.astype(np.float64) @ b.astype(np.float64).transpose(0, 2, 1) + bias
+    np.testing.assert_allclose(SPEC.reference(problem, [a, b, bias]), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (None, Activation("none")),
+        ("relu", Activation("relu")),
+        ("leaky_relu(0.2)", Activation("leaky_relu", 0.2)),
+        ("leaky_relu", Activation("leaky_relu", 0.01)),
+        ("clip(-1, 2.5)", Activation("clip", -1.0, 2.5)),
+    ],
+)
+def test_activation_parse(text, expected):
+    assert Activation.parse(text) == expected
+
+
+@pytest.mark.parametrize("text", ["swish", "relu(1)", "clip(a,b)", "clip(0, inf)", "x); evil(", "leaky_relu(nan)"])
+def test_activation_parse_rejects(text):
+    with pytest.raises(InvalidParamsError):
+        Activation.parse(text)
+
+
+def test_activation_semantics_differ():
+    # the reference itself: a wrong activation must not pass as another one (clip's default is relu6)
+    x = np.linspace(-8, 8, 33)
+    acts = [Activation.parse(n) for n in ACTIVATIONS if n != "clip"] + [Activation.parse("clip(-1, 2)")]
+    seen = {str(a): a.apply(x).round(6).tobytes() for a in acts}
+    assert len(set(seen.values())) == len(acts)

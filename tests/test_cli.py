@@ -1,0 +1,75 @@
+"""The kernelforge command, in-process and as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kernelforge.cli import main
+
+pytestmark = pytest.mark.device
+
+
+def test_devices_json(lavapipe, capsys):
+    assert main(["devices", "--json"]) == 0
+    devices = json.loads(capsys.readouterr().out)
+    assert devices and len({d["fingerprint"] for d in devices}) == len(devices)
+    for d in devices:
+        assert d["class"] in ("igpu", "dgpu", "cpu", "other")
+        assert d["api"] in ("vulkan", "metal", "d3d12", "gl")
+        for key in ("max_invocations", "max_wg_x", "max_workgroup_storage", "max_storage_binding"):
+            assert d["limits"][key] > 0
+    assert any(d["fingerprint"].startswith("mesa-llvmpipe-vulkan") for d in devices)
+
+
+def test_devices_text(lavapipe, capsys):
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert "mesa-llvmpipe-vulkan" in out and "invocations/workgroup" in out
+
+
+def test_tune_igpu_fails_with_the_device_list(lavapipe):
+    proc = subprocess.run(
+        [sys.executable, "-m", "kernelforge.cli", "tune", "--device", "igpu", "--shape", "8x8x8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "no integrated GPU" in proc.stderr
+    assert "mesa-llvmpipe-vulkan" in proc.stderr
+
+
+def test_unknown_device_and_bad_shape(lavapipe, capsys, tmp_path):
+    assert main(["tune", "--device", "no-such-gpu", "--shape", "8x8x8", "--db", str(tmp_path)]) == 2
+    assert "no device matching 'no-such-gpu'" in capsys.readouterr().err
+    assert main(["tune", "--device", "lavapipe", "--shape", "8x8", "--db", str(tmp_path)]) == 1
+    assert "is not MxNxK" in capsys.readouterr().err
+    assert main(["tune", "--device", "lavapipe", "--op", "nope", "--shape", "8x8x8", "--db", str(tmp_path)]) == 1
+    assert "unknown op" in capsys.readouterr().err
+
+
+def test_tune_show_merge(lavapipe, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("KF_PROGRESS", "0")
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["tune", "--device", "lavapipe", "--shape", "16x16x16,9x7x5", "--trials", "4", "--db", str(a)]) == 0
+    out = capsys.readouterr().out
+    assert "speedup" in out and "16x16x16" in out and "9x7x5" in out
+    assert main(["db", "show", "--db", str(a)]) == 0
+    shown = capsys.readouterr().out
+    assert "mesa-llvmpipe-vulkan" in shown and "GFLOP/s" in shown
+    assert main(["db", "merge", str(a), "--db", str(b)]) == 0
+    assert "2 of 2 records taken" in capsys.readouterr().out
+    assert main(["db", "merge", str(a), "--db", str(b)]) == 0  # same times: nothing is faster
+    assert "0 of 2 records taken" in capsys.readouterr().out
+
+
+def test_db_show_reports_corrupt_file(capsys, tmp_path):
+    bad = tmp_path / "mesa-x-vulkan.json"
+    bad.write_text("{ not json")
+    assert main(["db", "show", "--db", str(tmp_path)]) == 1
+    assert str(bad) in capsys.readouterr().out
+    assert bad.read_text() == "{ not json"

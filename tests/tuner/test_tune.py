@@ -1,0 +1,123 @@
+"""Tuning runs on the software GPU with small budgets."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+
+import kernelforge.tuner.objective as objective_mod
+from kernelforge.ops import get_op
+from kernelforge.tuner.db import TuningDB
+from kernelforge.tuner.measure import MeasureConfig
+from kernelforge.tuner.strategies import STRATEGIES
+from kernelforge.tuner.tune import TuneOptions, default_storage, study_name, tune_problem
+
+pytestmark = pytest.mark.device
+SPEC = get_op("gemm")
+QUICK = MeasureConfig(min_reps=2, max_reps=3, max_seconds=0.2)
+
+
+def options(tmp_path, **kw) -> TuneOptions:
+    base = dict(trials=8, sampler="random", seed=1, db_dir=tmp_path, measure=QUICK, remeasure=QUICK, progress=False)
+    base.update(kw)
+    return TuneOptions(**base)
+
+
+def stored(tmp_path, backend):
+    return TuningDB(tmp_path).load(tmp_path / f"{backend.info.slug}.json").records
+
+
+def test_tune_writes_a_record_no_slower_than_default(tmp_path, lavapipe):
+    problem = SPEC.parse_problem("48x40x36")
+    result = tune_problem(lavapipe, SPEC, problem, options(tmp_path))
+    assert result.record is not None
+    assert result.best_time <= result.default_time
+    assert result.counts["ok"] >= 1
+    records = stored(tmp_path, lavapipe)
+    assert list(records) == [result.record.key]
+    rec = records[result.record.key]
+    assert rec.time_s <= rec.default_time_s
+    assert SPEC.constraints(problem, rec.params, lavapipe.limits) is None
+
+
+def test_default_is_trial_zero(tmp_path, lavapipe):
+    problem = SPEC.parse_problem("16x16x16")
+    tune_problem(lavapipe, SPEC, problem, options(tmp_path, trials=2))
+    study = optuna.load_study(study_name=study_name(lavapipe, SPEC, problem), storage=default_storage(tmp_path))
+    first = study.trials[0]
+    assert {p.name: p.choices[first.params[p.name]] for p in SPEC.params} == SPEC.default_params(
+        problem, lavapipe.limits
+    )
+
+
+def test_invalid_and_wrong_configs_are_never_stored(tmp_path, lavapipe, monkeypatch):
+    real_prepare = objective_mod.prepare
+
+    class Wrong:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def run(self):
+            return self.kernel.run() + 1.0  # a kernel that computes the wrong thing
+
+        def time(self):
+            return self.kernel.time()
+
+    def prepare(backend, spec, problem, params, inputs):
+        kernel = real_prepare(backend, spec, problem, params, inputs)
+        return kernel if params["staging"] == 1 else Wrong(kernel)
+
+    monkeypatch.setattr(objective_mod, "prepare", prepare)
+    problem = SPEC.parse_problem("24x18x20")  # N % 4 != 0: every vec4 config is pruned by constraints
+    result = tune_problem(lavapipe, SPEC, problem, options(tmp_path, trials=16, seed=3))
+    assert result.reasons.get("correctness", 0) >= 1
+    assert result.reasons.get("constraints", 0) >= 1
+    rec = stored(tmp_path, lavapipe)[result.record.key]
+    assert rec.params["staging"] == 1 and rec.params["vec_width"] == 1
+    study = optuna.load_study(study_name=study_name(lavapipe, SPEC, problem), storage=default_storage(tmp_path))
+    for t in study.trials:
+        if t.state == optuna.trial.TrialState.FAIL:
+            assert t.user_attrs["invalidity"] == "correctness"
+        if t.state == optuna.trial.TrialState.PRUNED:
+            assert t.user_attrs["invalidity"] == "constraints" and t.user_attrs["reason"]
+
+
+def test_interrupted_run_keeps_finished_trials_and_resumes(tmp_path, lavapipe, monkeypatch):
+    problem = SPEC.parse_problem("20x20x20")
+    calls = {"n": 0}
+    real_measure = objective_mod.measure
+
+    def flaky_measure(run, config, best=None):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_measure(run, config, best)
+
+    monkeypatch.setattr(objective_mod, "measure", flaky_measure)
+    result = tune_problem(lavapipe, SPEC, problem, options(tmp_path, trials=20, sampler="tpe"))
+    assert result.interrupted
+    storage = default_storage(tmp_path)
+    name = study_name(lavapipe, SPEC, problem)
+    done = optuna.load_study(study_name=name, storage=storage).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(done) >= 3
+    # the finished trials were enough to store the best of them
+    assert result.record is not None and result.best_time <= result.default_time
+    monkeypatch.setattr(objective_mod, "measure", real_measure)
+    again = tune_problem(lavapipe, SPEC, problem, options(tmp_path, trials=3, sampler="tpe"))
+    resumed = optuna.load_study(study_name=name, storage=default_storage(tmp_path)).trials
+    assert not again.interrupted
+    assert len(resumed) >= len(done) + 3
+
+
+@pytest.mark.parametrize("sampler", sorted(STRATEGIES))
+def test_every_sampler_tunes(tmp_path, lavapipe, sampler):
+    problem = SPEC.parse_problem("12x16x8")
+    result = tune_problem(lavapipe, SPEC, problem, options(tmp_path, trials=5, sampler=sampler))
+    assert result.record is not None
+    assert result.counts["ok"] + result.counts["pruned"] + result.counts["failed"] >= 5
+    inputs = SPEC.make_inputs(problem, np.random.default_rng(0))
+    from kernelforge.runtime.kernel import prepare
+
+    out = prepare(lavapipe, SPEC, problem, result.record.params, inputs).run()
+    np.testing.assert_allclose(out, SPEC.reference(problem, inputs), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up, then lint, type-check and run the whole test suite on the software GPUs. Extra args go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup.sh
+.venv/bin/ruff check kernelforge tests benchmarks tools
+.venv/bin/ruff format --check kernelforge tests benchmarks tools
+.venv/bin/mypy
+.venv/bin/python -m pytest "$@"
