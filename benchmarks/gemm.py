@@ -61,7 +61,7 @@ def main() -> int:
             a, b = inputs[0][0], inputs[1][0]
             numpy_s = median(time_reps(wall(lambda a=a, b=b: a @ b), max(args.reps, 5), args.max_seconds))
             numpy_gf = SPEC.flops(problem) / numpy_s / 1e9
-            default = SPEC.default_params(problem, backend.limits)
+            default = SPEC.default_params(problem, backend.limits, backend.language)
             first = bench_kernel(backend, problem, default, inputs, reference, 1, 0.0)
             row = {"device": backend.info.slug, "size": size, "numpy GFLOP/s": numpy_gf}
             if first["ms"] / 1e3 > args.skip_above:

@@ -9,6 +9,7 @@ Every other module asks this one, so the set of knobs stays greppable and docume
 ``KF_SWIFTSHADER_ICD``    Vulkan ICD manifest of SwiftShader to expose as an extra adapter
                           (default: Chromium's ``/usr/lib/chromium/vk_swiftshader_icd.json``); ``0`` off
 ``KF_PROGRESS``           ``0`` hides tuning progress bars
+``KF_CHROMIUM``           Chromium executable for browser tests and benchmarks (default ``/usr/bin/chromium``)
 ========================  ==========================================================================
 """
 
@@ -55,3 +56,8 @@ def swiftshader_icd() -> str | None:
 def show_progress() -> bool:
     """Return whether long operations draw progress bars."""
     return _flag("KF_PROGRESS", True)
+
+
+def chromium() -> str:
+    """Return the Chromium executable used for browser tests and benchmarks."""
+    return os.environ.get("KF_CHROMIUM", "/usr/bin/chromium")

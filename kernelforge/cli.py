@@ -40,7 +40,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from kernelforge.runtime import open_device, select_device
     from kernelforge.tuner.tune import TuneOptions, format_results, tune_problem
 
-    info = select_device(args.device)  # fails with the device list before anything else happens
+    info = select_device(args.device, args.backend)  # fails with the device list before anything else
     spec = get_op(args.op)
     problems = [spec.parse_problem(s) for s in args.shape.split(",") if s.strip()]
     if args.trials < 1:
@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tune", help="tune kernels for a device and store the winners")
     p.add_argument("--device", default="auto", help=device_help)
+    p.add_argument("--backend", default=None, choices=["wgsl", "glsl"], help="kernel language (default: the device's)")
     p.add_argument("--op", default="gemm", help="op to tune (gemm)")
     p.add_argument(
         "--shape",

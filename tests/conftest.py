@@ -22,7 +22,7 @@ def _devices() -> tuple:
         raise
 
 
-def _need(selector: str):
+def _need(selector: str, language: str | None = None):
     from kernelforge.errors import DeviceNotFoundError
     from kernelforge.runtime import open_device
 
@@ -32,7 +32,7 @@ def _need(selector: str):
             pytest.fail("KF_REQUIRE_DEVICE=1 but no GPU adapter exists (install mesa-vulkan-drivers)")
         pytest.skip("no GPU adapter on this machine")
     try:
-        return open_device(selector)
+        return open_device(selector, language)
     except DeviceNotFoundError as exc:
         if _config.require_device():
             pytest.fail(f"KF_REQUIRE_DEVICE=1 but {exc}")
@@ -52,3 +52,9 @@ WGSL_DEVICES = ["lavapipe", "swiftshader", "mesa-llvmpipe-gl"]
 def wgsl_device(request):
     """Every software adapter WGSL runs on here: lavapipe, Chromium's SwiftShader, llvmpipe via wgpu's GL."""
     return _need(request.param)
+
+
+@pytest.fixture(scope="session")
+def gl():
+    """The GLSL device: llvmpipe through moderngl's headless EGL context."""
+    return _need("auto", "glsl")

@@ -52,6 +52,7 @@ def gemm(
     activation: str | Activation | None = None,
     trans_b: bool = False,
     device: str | int = "auto",
+    backend: str | None = None,
 ) -> np.ndarray:
     """Compute ``act(a @ op(b) + bias)`` on a GPU with the tuned (or default) kernel for this shape.
 
@@ -63,10 +64,11 @@ def gemm(
             ``"gelu"``, ``"hardswish"`` or ``"leaky_relu(alpha)"``.
         trans_b: Multiply by ``b`` transposed.
         device: A ``--device`` selector.
+        backend: ``"wgsl"`` or ``"glsl"`` to choose the kernel language; ``None`` takes the device's.
 
     Returns:
         float32 array ``(M, N)`` or ``(batch, M, N)``.
     """
     from kernelforge.runtime.api import gemm as _gemm
 
-    return _gemm(a, b, bias=bias, activation=activation, trans_b=trans_b, device=device)
+    return _gemm(a, b, bias=bias, activation=activation, trans_b=trans_b, device=device, backend_language=backend)

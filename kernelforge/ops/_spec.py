@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 
 from kernelforge.errors import InvalidParamsError
+from kernelforge.ops._texture import TexLayout
 
 Params = dict[str, int]
 """Tuned parameters of one kernel: tunable name -> chosen value (always an int)."""
@@ -26,7 +27,11 @@ class Param:
 
 @dataclass(frozen=True)
 class Limits:
-    """Device limits that constrain kernels (WebGPU names, WebGPU default values)."""
+    """Device limits that constrain kernels.
+
+    Compute limits use WebGPU's names and default values; texture limits are WebGL2's (``MAX_TEXTURE_SIZE``,
+    ``MAX_DRAW_BUFFERS``), defaulting to what nearly every WebGL2 device offers.
+    """
 
     max_invocations: int = 256
     max_wg_x: int = 256
@@ -35,6 +40,8 @@ class Limits:
     max_workgroup_storage: int = 16384
     max_workgroups_per_dim: int = 65535
     max_storage_binding: int = 128 << 20
+    max_texture_size: int = 4096
+    max_draw_buffers: int = 4
 
     def as_dict(self) -> dict[str, int]:
         """Return the limits as a plain dict (for JSON output)."""
@@ -43,10 +50,25 @@ class Limits:
 
 @dataclass(frozen=True)
 class Launch:
-    """How a rendered kernel is dispatched: workgroup counts and the u32 uniform block."""
+    """How a WGSL kernel is dispatched: workgroup counts and the u32 uniform block."""
 
     workgroups: tuple[int, int, int]
     uniforms: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GlLaunch:
+    """How a GLSL fragment kernel runs: input textures, render targets and how outputs are reassembled.
+
+    Inputs are the op's device inputs viewed as 2-D ``[rows, cols]`` and stored per their layout. The
+    fragment at ``(x, y)`` of target ``t`` holds output row ``y * len(targets) + t`` (rows are dealt
+    round-robin to the render targets), texel ``x`` of it.
+    """
+
+    inputs: tuple[TexLayout, ...]
+    targets: tuple[TexLayout, ...]
+    rows: int
+    cols: int
 
 
 P = TypeVar("P")
@@ -62,21 +84,26 @@ class OpSpec(abc.ABC, Generic[P]):
     """
 
     name: ClassVar[str]
-    params: ClassVar[tuple[Param, ...]]
+    spaces: ClassVar[Mapping[str, tuple[Param, ...]]]
+    """Tunables per kernel language; the languages are those with a template."""
     templates: ClassVar[Mapping[str, str]]
 
-    def param(self, name: str) -> Param:
-        """Return the tunable called ``name``."""
-        for p in self.params:
-            if p.name == name:
-                return p
-        raise KeyError(name)
+    def params(self, language: str) -> tuple[Param, ...]:
+        """Return the tunables of the op's kernel in ``language``.
 
-    def validate_params(self, params: Mapping[str, Any], origin: str = "params") -> Params:
-        """Check that ``params`` names every tunable once with one of its choices.
+        Raises:
+            InvalidParamsError: When the op has no kernel in that language.
+        """
+        if language not in self.spaces:
+            raise InvalidParamsError(f"op {self.name} has no {language!r} kernel (has {sorted(self.spaces)})")
+        return self.spaces[language]
+
+    def validate_params(self, params: Mapping[str, Any], language: str, origin: str = "params") -> Params:
+        """Check that ``params`` names every tunable of ``language`` once with one of its choices.
 
         Args:
             params: Candidate parameters, possibly from an untrusted file.
+            language: Kernel language whose space applies.
             origin: What to name in the error (a file and record, say).
 
         Returns:
@@ -87,12 +114,13 @@ class OpSpec(abc.ABC, Generic[P]):
         """
         if not isinstance(params, Mapping):
             raise InvalidParamsError(f"{origin}: {self.name} params must be an object, got {type(params).__name__}")
-        names = {p.name for p in self.params}
+        space = self.params(language)
+        names = {p.name for p in space}
         unknown = sorted(set(params) - names)
         if unknown:
             raise InvalidParamsError(f"{origin}: unknown {self.name} parameter(s) {unknown}")
         clean: Params = {}
-        for p in self.params:
+        for p in space:
             if p.name not in params:
                 raise InvalidParamsError(f"{origin}: missing {self.name} parameter {p.name!r}")
             value = params[p.name]
@@ -104,10 +132,10 @@ class OpSpec(abc.ABC, Generic[P]):
             clean[p.name] = int(value)
         return clean
 
-    def space_size(self) -> int:
-        """Return the number of points in the unconstrained search space."""
+    def space_size(self, language: str) -> int:
+        """Return the number of points in the unconstrained search space of one language."""
         size = 1
-        for p in self.params:
+        for p in self.params(language):
             size *= len(p.choices)
         return size
 
@@ -128,11 +156,11 @@ class OpSpec(abc.ABC, Generic[P]):
         """Return the useful floating-point operations of one call."""
 
     @abc.abstractmethod
-    def default_params(self, problem: P, limits: Limits) -> Params:
+    def default_params(self, problem: P, limits: Limits, language: str) -> Params:
         """Return the built-in parameters for a problem: always valid for it."""
 
     @abc.abstractmethod
-    def constraints(self, problem: P, params: Params, limits: Limits) -> str | None:
+    def constraints(self, problem: P, params: Params, limits: Limits, language: str) -> str | None:
         """Return why ``params`` cannot run ``problem`` on a device with ``limits``, or None if they can."""
 
     @abc.abstractmethod
@@ -148,19 +176,23 @@ class OpSpec(abc.ABC, Generic[P]):
         """Return the shape of the output array."""
 
     @abc.abstractmethod
-    def template_context(self, problem: P, params: Params) -> dict[str, Any]:
-        """Return every variable the templates use (validated params plus derived values)."""
+    def template_context(self, problem: P, params: Params, language: str) -> dict[str, Any]:
+        """Return every variable the template of ``language`` uses (validated params plus derived values)."""
 
     @abc.abstractmethod
     def launch(self, problem: P, params: Params) -> Launch:
-        """Return the dispatch size and uniforms for a problem and params."""
+        """Return the dispatch size and uniforms of the WGSL kernel."""
+
+    @abc.abstractmethod
+    def gl_launch(self, problem: P, params: Params) -> GlLaunch:
+        """Return the texture layouts and render targets of the GLSL kernel."""
 
     @abc.abstractmethod
     def device_inputs(self, problem: P, params: Params, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Return the arrays bound after the uniforms, in binding order (inputs, then none for the output)."""
 
-    def check(self, problem: P, params: Params, limits: Limits) -> None:
+    def check(self, problem: P, params: Params, limits: Limits, language: str) -> None:
         """Raise :class:`InvalidParamsError` when ``params`` cannot run ``problem``."""
-        reason = self.constraints(problem, params, limits)
+        reason = self.constraints(problem, params, limits, language)
         if reason is not None:
             raise InvalidParamsError(f"{self.name} params {params} rejected: {reason}")

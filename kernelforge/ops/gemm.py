@@ -12,7 +12,8 @@ import numpy as np
 
 from kernelforge.errors import ShapeError
 from kernelforge.ops._epilogue import Activation
-from kernelforge.ops._spec import Launch, Limits, OpSpec, Param, Params
+from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
+from kernelforge.ops._texture import TexLayout
 
 # Accumulators per thread and unrolled statements per kernel are capped: past these, drivers spill
 # registers or spend seconds compiling, and no device we measured got faster.
@@ -20,8 +21,8 @@ MAX_ACCUMULATORS = 64
 MAX_UNROLLED_FMAS = 1024
 MAX_LOADS_PER_THREAD = 64
 
-# TF.js WebGPU's matmul shape (8x8 threads, 4x4 outputs each, vec4, 32-wide K tile) is the built-in default:
-# what an untuned device gets, and what tuning must beat.
+# TF.js WebGPU's matmul shape (8x8 threads, 4x4 outputs each, vec4, 32-wide K tile) is the built-in WGSL
+# default: what an untuned device gets, and what tuning must beat.
 DEFAULT_PARAMS: Params = {
     "wg_x": 8,
     "wg_y": 8,
@@ -37,6 +38,14 @@ _FALLBACKS: tuple[Params, ...] = (
     {**DEFAULT_PARAMS, "vec_width": 1},
     {"wg_x": 8, "wg_y": 8, "wpt_m": 1, "wpt_n": 1, "tile_k": 8, "vec_width": 1, "vec_a": 1, "staging": 0},
     {"wg_x": 1, "wg_y": 1, "wpt_m": 1, "wpt_n": 1, "tile_k": 1, "vec_width": 1, "vec_a": 1, "staging": 0},
+)
+
+# GLSL default in the spirit of TF.js WebGL's packed matmul: RGBA32F textures throughout (4 values per
+# texel and per fragment), no unrolling, one render target.
+GLSL_DEFAULT_PARAMS: Params = {"pack_c": 4, "mrt": 1, "k_unroll": 1, "a_pack": 4, "b_pack": 4, "square": 0}
+_GLSL_FALLBACKS: tuple[Params, ...] = (
+    {**GLSL_DEFAULT_PARAMS, "square": 1},
+    {"pack_c": 1, "mrt": 1, "k_unroll": 1, "a_pack": 1, "b_pack": 1, "square": 1},
 )
 
 _SHAPE = re.compile(r"^(?:(\d+)x)?(\d+)x(\d+)x(\d+)(t?)$")
@@ -71,17 +80,27 @@ class GemmSpec(OpSpec[GemmProblem]):
     """The GEMM op."""
 
     name: ClassVar[str] = "gemm"
-    templates: ClassVar[dict[str, str]] = {"wgsl": "wgsl/gemm.wgsl.j2"}
-    params: ClassVar[tuple[Param, ...]] = (
-        Param("wg_x", (1, 2, 4, 8, 16, 32, 64), "workgroup threads along N"),
-        Param("wg_y", (1, 2, 4, 8, 16, 32), "workgroup threads along M"),
-        Param("wpt_m", (1, 2, 4, 8), "output rows per thread"),
-        Param("wpt_n", (1, 2, 4, 8, 16), "output columns per thread"),
-        Param("tile_k", (1, 2, 4, 8, 16, 32), "K step per iteration, fully unrolled"),
-        Param("vec_width", (1, 4), "vec4 loads/stores of B and C along N"),
-        Param("vec_a", (1, 4), "vec4 loads of A along K (unstaged kernels)"),
-        Param("staging", (0, 1), "stage A/B tiles in workgroup memory"),
-    )
+    templates: ClassVar[dict[str, str]] = {"wgsl": "wgsl/gemm.wgsl.j2", "glsl": "glsl/gemm.frag.j2"}
+    spaces: ClassVar[dict[str, tuple[Param, ...]]] = {
+        "wgsl": (
+            Param("wg_x", (1, 2, 4, 8, 16, 32, 64), "workgroup threads along N"),
+            Param("wg_y", (1, 2, 4, 8, 16, 32), "workgroup threads along M"),
+            Param("wpt_m", (1, 2, 4, 8), "output rows per thread"),
+            Param("wpt_n", (1, 2, 4, 8, 16), "output columns per thread"),
+            Param("tile_k", (1, 2, 4, 8, 16, 32), "K step per iteration, fully unrolled"),
+            Param("vec_width", (1, 4), "vec4 loads/stores of B and C along N"),
+            Param("vec_a", (1, 4), "vec4 loads of A along K (unstaged kernels)"),
+            Param("staging", (0, 1), "stage A/B tiles in workgroup memory"),
+        ),
+        "glsl": (
+            Param("pack_c", (1, 4), "outputs per fragment along N: R32F (1) or RGBA32F (4) render targets"),
+            Param("mrt", (1, 2, 4), "output rows per fragment, one render target each (reuses B fetches)"),
+            Param("k_unroll", (1, 2, 4, 8), "K loop unroll factor"),
+            Param("a_pack", (1, 4), "A texture: 1 value per texel, or 4 consecutive K per RGBA32F texel"),
+            Param("b_pack", (1, 4), "B texture: 1 value per texel, or 4 along its fastest axis per texel"),
+            Param("square", (0, 1), "input textures row-aligned (0) or wrapped square-ish (1)"),
+        ),
+    }
 
     def parse_problem(self, text: str) -> GemmProblem:
         """Parse ``MxNxK``, ``BxMxNxK``, with a trailing ``t`` for ``trans_b`` (``64x64x64t``)."""
@@ -117,15 +136,18 @@ class GemmSpec(OpSpec[GemmProblem]):
         """Return 2 * batch * M * N * K."""
         return 2.0 * problem.batch * problem.m * problem.n * problem.k
 
-    def default_params(self, problem: GemmProblem, limits: Limits) -> Params:
-        """Return the TF.js-style default, or the first fallback that fits the problem and device."""
-        for params in (DEFAULT_PARAMS, *_FALLBACKS):
-            if self.constraints(problem, params, limits) is None:
+    def default_params(self, problem: GemmProblem, limits: Limits, language: str) -> Params:
+        """Return the language's default, or the first fallback that fits the problem and device."""
+        candidates = (DEFAULT_PARAMS, *_FALLBACKS) if language == "wgsl" else (GLSL_DEFAULT_PARAMS, *_GLSL_FALLBACKS)
+        for params in candidates:
+            if self.constraints(problem, params, limits, language) is None:
                 return dict(params)
-        raise ShapeError(f"gemm {self.problem_key(problem)}: no built-in config fits the device limits {limits}")
+        raise ShapeError(f"gemm {self.problem_key(problem)}: no built-in {language} config fits the device {limits}")
 
-    def constraints(self, problem: GemmProblem, params: Params, limits: Limits) -> str | None:
+    def constraints(self, problem: GemmProblem, params: Params, limits: Limits, language: str) -> str | None:
         """Return why ``params`` cannot run ``problem`` on a device with ``limits``, or None."""
+        if language == "glsl":
+            return self._glsl_constraints(problem, params, limits)
         p = params
         threads = p["wg_x"] * p["wg_y"]
         tile_m, tile_n = p["wg_y"] * p["wpt_m"], p["wg_x"] * p["wpt_n"]
@@ -166,6 +188,19 @@ class GemmSpec(OpSpec[GemmProblem]):
             return f"a {largest}-byte buffer exceeds the device's storage binding limit {limits.max_storage_binding}"
         return None
 
+    def _glsl_constraints(self, problem: GemmProblem, params: Params, limits: Limits) -> str | None:
+        if params["mrt"] > limits.max_draw_buffers:
+            return f"mrt={params['mrt']} render targets > MAX_DRAW_BUFFERS {limits.max_draw_buffers}"
+        if problem.batch_b > 1 and problem.m % params["mrt"]:
+            return f"mrt={params['mrt']} must divide M={problem.m} when B is batched (one B per fragment)"
+        launch = self.gl_launch(problem, params)
+        for what, layout in zip(("A", "B", "bias"), launch.inputs, strict=False):
+            reason = layout.too_big(limits.max_texture_size)
+            if reason:
+                return f"{what}: {reason}"
+        reason = launch.targets[0].too_big(limits.max_texture_size)
+        return f"output: {reason}" if reason else None
+
     def output_shape(self, problem: GemmProblem) -> tuple[int, ...]:
         """Return (batch, M, N), or (M, N) when batch is 1."""
         return (problem.batch, problem.m, problem.n) if problem.batch > 1 else (problem.m, problem.n)
@@ -194,9 +229,26 @@ class GemmSpec(OpSpec[GemmProblem]):
         out = problem.activation.apply(out)
         return out.astype(np.float32).reshape(self.output_shape(problem))
 
-    def template_context(self, problem: GemmProblem, params: Params) -> dict[str, Any]:
-        """Return validated params plus the derived tile sizes and epilogue."""
-        p = self.validate_params(params)
+    def template_context(self, problem: GemmProblem, params: Params, language: str) -> dict[str, Any]:
+        """Return validated params plus the derived sizes, texture layouts and epilogue."""
+        p = self.validate_params(params, language)
+        if language == "glsl":
+            launch = self.gl_launch(problem, p)
+            return {
+                **p,
+                "m": problem.m,
+                "n": problem.n,
+                "k": problem.k,
+                "rows": problem.batch * problem.m,
+                "b_batched": problem.batch_b > 1,
+                "trans_b": bool(problem.trans_b),
+                "has_bias": bool(problem.has_bias),
+                "act": problem.activation,
+                "a": launch.inputs[0].context(),
+                "b": launch.inputs[1].context(),
+                "bias": launch.inputs[2].context() if problem.has_bias else None,
+                "out": launch.targets[0].context(),
+            }
         threads = p["wg_x"] * p["wg_y"]
         tile_m, tile_n = p["wg_y"] * p["wpt_m"], p["wg_x"] * p["wpt_n"]
         tile_nv = tile_n // p["vec_width"]
@@ -234,6 +286,25 @@ class GemmSpec(OpSpec[GemmProblem]):
         )
         groups = (math.ceil(problem.n / tile_n), math.ceil(problem.m / tile_m), problem.batch)
         return Launch(groups, uniforms)
+
+    def gl_launch(self, problem: GemmProblem, params: Params) -> GlLaunch:
+        """Return the textures and render targets of the GLSL kernel.
+
+        A is ``[batch*M, K]``, B ``[batch_b*K, N]`` (``[batch_b*N, K]`` with trans_b), bias ``[1, N]``; the
+        output is ``mrt`` targets of ``pack_c`` values per texel, row-aligned or square-ish like the inputs.
+        """
+        square = bool(params["square"])
+        rows = problem.batch * problem.m
+        b_rows = problem.batch_b * (problem.n if problem.trans_b else problem.k)
+        b_cols = problem.k if problem.trans_b else problem.n
+        inputs = [
+            TexLayout(rows, problem.k, params["a_pack"], square),
+            TexLayout(b_rows, b_cols, params["b_pack"], square),
+        ]
+        if problem.has_bias:
+            inputs.append(TexLayout(1, problem.n, params["pack_c"], False))
+        target = TexLayout(math.ceil(rows / params["mrt"]), problem.n, params["pack_c"], square)
+        return GlLaunch(tuple(inputs), (target,) * params["mrt"], rows, problem.n)
 
     def device_inputs(self, problem: GemmProblem, params: Params, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Return A, B (and bias) as contiguous float32 arrays."""

@@ -22,17 +22,22 @@ def list_devices() -> tuple[DeviceInfo, ...]:
     return tuple(devices)
 
 
-def select_device(selector: str | int = "auto") -> DeviceInfo:
-    """Resolve a ``--device`` selector to one device (see :func:`kernelforge.runtime.devices.select`)."""
-    return select(selector, list_devices())
+def select_device(selector: str | int = "auto", language: str | None = None) -> DeviceInfo:
+    """Resolve a ``--device`` selector to one device (see :func:`kernelforge.runtime.devices.select`).
+
+    Args:
+        selector: ``auto``, a class, an index or a name substring.
+        language: Only consider devices that run this kernel language (``wgsl``/``glsl``), if given.
+    """
+    return select(selector, list_devices(), language)
 
 
 _opened: dict[int, Backend] = {}
 
 
-def open_device(selector: str | int | DeviceInfo = "auto") -> Backend:
+def open_device(selector: str | int | DeviceInfo = "auto", language: str | None = None) -> Backend:
     """Return the (cached) opened backend for a selector or device."""
-    info = selector if isinstance(selector, DeviceInfo) else select_device(selector)
+    info = selector if isinstance(selector, DeviceInfo) else select_device(selector, language)
     backend = _opened.get(info.index)
     if backend is None:
         entry = BACKENDS[info.backend]

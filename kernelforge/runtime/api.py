@@ -46,6 +46,7 @@ def gemm(
     activation: str | Activation | None = None,
     trans_b: bool = False,
     device: str | int = "auto",
+    backend_language: str | None = None,
 ) -> np.ndarray:
     """See :func:`kernelforge.ops.gemm`."""
     a32, b32 = _float_array("a", a), _float_array("b", b)
@@ -75,7 +76,7 @@ def gemm(
         has_bias=bias is not None,
         activation=Activation.parse(activation),
     )
-    backend = open_device(device)
+    backend = open_device(device, backend_language)
     chosen = choose_params(backend, "gemm", problem)
     out = prepare(backend, get_op("gemm"), problem, chosen.params, inputs).run()
     return out if a32.ndim == 3 else out.reshape(m, n)

@@ -78,7 +78,7 @@ class DeviceInfo:
 
     def describe(self) -> str:
         """Return a one-line description."""
-        return f"[{self.index}] {self.name} ({self.api}, {self.device_class}, {self.slug})"
+        return f"[{self.index}] {self.name} ({self.api}, {self.language}, {self.device_class}, {self.slug})"
 
 
 def _slugify(text: str) -> str:
@@ -142,19 +142,22 @@ def sort_key(info: DeviceInfo) -> tuple[int, int, int]:
     return (_CLASS_ORDER.get(info.device_class, 9), _API_ORDER.get(info.api, 2), info.index)
 
 
-def select(selector: str | int, devices: Sequence[DeviceInfo]) -> DeviceInfo:
+def select(selector: str | int, devices: Sequence[DeviceInfo], language: str | None = None) -> DeviceInfo:
     """Pick one device by ``auto``, a class (``igpu``/``dgpu``/``cpu``), an index or a name substring.
+
+    ``language`` (``wgsl``/``glsl``) keeps only the devices of backends that run that kernel language.
 
     Raises:
         DeviceNotFoundError: When nothing matches; the message lists every device, so a selector never
             silently falls back to another kind of device.
     """
     text = str(selector).strip().lower()
+    pool = [d for d in devices if language is None or d.language == language]
     if text == "auto":
-        matches = list(devices)
+        matches = list(pool)
         what = "any adapter"
     elif text in DEVICE_CLASSES:
-        matches = [d for d in devices if d.device_class == text]
+        matches = [d for d in pool if d.device_class == text]
         what = {
             "igpu": "integrated GPU",
             "dgpu": "discrete GPU",
@@ -162,12 +165,15 @@ def select(selector: str | int, devices: Sequence[DeviceInfo]) -> DeviceInfo:
             "other": "unclassified adapter",
         }[text]
     elif text.isdigit():
-        matches = [d for d in devices if d.index == int(text)]
+        matches = [d for d in pool if d.index == int(text)]
         what = f"device index {text}"
     else:
-        matches = [d for d in devices if text in d.search_text()]
+        matches = [d for d in pool if text in d.search_text()]
         what = f"device matching {selector!r}"
     if not matches:
         listing = "\n".join("  " + d.describe() for d in devices) or "  (none: no adapter was found)"
-        raise DeviceNotFoundError(f"no {what} on this machine (--device {selector}). Available devices:\n{listing}")
+        runs = f" running {language}" if language else ""
+        raise DeviceNotFoundError(
+            f"no {what}{runs} on this machine (--device {selector}). Available devices:\n{listing}"
+        )
     return min(matches, key=sort_key)

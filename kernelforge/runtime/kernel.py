@@ -1,4 +1,4 @@
-"""Run one op with given params on a backend: render, compile (cached), upload, dispatch, read back."""
+"""Run one op with given params on a backend: check, render, compile (cached), bind inputs, run."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from kernelforge.ops._spec import Launch, OpSpec, Params
-from kernelforge.runtime.backends._base import Backend
+from kernelforge.ops._spec import OpSpec, Params
+from kernelforge.runtime.backends._base import Backend, Bound
 from kernelforge.templates import render
 
 P = TypeVar("P")
@@ -17,25 +17,22 @@ P = TypeVar("P")
 
 @dataclass
 class PreparedKernel(Generic[P]):
-    """A compiled kernel bound to device copies of its inputs and an output buffer, ready to dispatch."""
+    """A compiled kernel bound to device copies of its inputs and its outputs, ready to run."""
 
     backend: Backend
     spec: OpSpec[P]
     problem: P
     params: Params
     source: str
-    launch: Launch
-    dispatch: Any
-    output: Any
+    bound: Bound
 
     def run(self) -> np.ndarray:
-        """Dispatch once and return the output."""
-        self.backend.run([self.dispatch])
-        return self.backend.read(self.output, self.spec.output_shape(self.problem))
+        """Run once and return the output, shaped as the op's output."""
+        return self.bound.run().reshape(self.spec.output_shape(self.problem))
 
     def time(self) -> float:
-        """Dispatch once and return the kernel time in seconds."""
-        return self.backend.time(self.dispatch)
+        """Run once and return the kernel time in seconds."""
+        return self.bound.time()
 
 
 def prepare(
@@ -47,14 +44,15 @@ def prepare(
         InvalidParamsError: When params are outside the space or break a constraint (before any compile).
         KernelCompileError: When the driver rejects the rendered source.
     """
-    params = spec.validate_params(params)
-    spec.check(problem, params, backend.limits)
-    source = render(spec, backend.language, problem, params)
-    label = f"{spec.name}:{spec.problem_key(problem)}"
-    kernel = backend.compile(source, label)
-    launch = spec.launch(problem, params)
-    buffers = [backend.upload(x) for x in spec.device_inputs(problem, params, inputs)]
-    count = int(np.prod(spec.output_shape(problem), dtype=np.int64))
-    output = backend.alloc(4 * count)
-    dispatch = backend.bind(kernel, [*buffers, output], launch)
-    return PreparedKernel(backend, spec, problem, params, source, launch, dispatch, output)
+    language = backend.language
+    params = spec.validate_params(params, language)
+    spec.check(problem, params, backend.limits, language)
+    source = render(spec, language, problem, params)
+    kernel = backend.compile(source, f"{spec.name}:{spec.problem_key(problem)}")
+    bound = backend.bind_op(kernel, spec, problem, params, spec.device_inputs(problem, params, inputs))
+    return PreparedKernel(backend, spec, problem, params, source, bound)
+
+
+def run_op(backend: Backend, spec: OpSpec[Any], problem: Any, params: Params, inputs: Sequence[np.ndarray]) -> Any:
+    """Prepare and run once; return the output array."""
+    return prepare(backend, spec, problem, params, inputs).run()

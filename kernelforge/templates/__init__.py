@@ -97,17 +97,30 @@ def undeclared_variables(name: str) -> set[str]:
     return set(jinja2.meta.find_undeclared_variables(env.parse(source)))
 
 
-def render(spec: OpSpec[Any], language: str, problem: Any, params: Mapping[str, Any]) -> str:
+GLSL_VERSIONS = {"native": "330", "web": "300 es"}
+"""The GLSL header per target: moderngl runs GLSL 3.30, browsers WebGL2's GLSL ES 3.00, from the same text."""
+
+
+def render(spec: OpSpec[Any], language: str, problem: Any, params: Mapping[str, Any], target: str = "native") -> str:
     """Render an op's kernel in ``language`` after validating ``params`` against the op's space.
+
+    Args:
+        spec: The op.
+        language: ``wgsl`` or ``glsl``.
+        problem: The op's problem (shapes and attributes).
+        params: Tunables; validated before anything is rendered.
+        target: ``native`` or ``web``; selects the GLSL version header (WGSL is the same for both).
 
     Raises:
         InvalidParamsError: When a parameter is unknown, missing or not one of its choices.
-        KeyError: When the op has no template in that language.
+        KeyError: When the op has no template in that language or the target is unknown.
     """
     if language not in spec.templates:
         raise KeyError(f"op {spec.name} has no {language} template (has {sorted(spec.templates)})")
-    clean = spec.validate_params(params)
-    return render_template(spec.templates[language], spec.template_context(problem, clean))
+    clean = spec.validate_params(params, language)
+    context = spec.template_context(problem, clean, language)
+    context["version"] = GLSL_VERSIONS[target]
+    return render_template(spec.templates[language], context)
 
 
 def kernel_hash(spec: OpSpec[Any], language: str) -> str:

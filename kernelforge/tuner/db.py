@@ -77,10 +77,11 @@ class Record:
             raise DatabaseError(f"{origin}: record is not an object")
         try:
             spec = get_op(str(data["op"]))
-            params = spec.validate_params(data["params"], origin)
+            language = _text(data["language"], origin, "language")
+            params = spec.validate_params(data["params"], language, origin)
             record = cls(
                 op=spec.name,
-                language=_text(data["language"], origin, "language"),
+                language=language,
                 dtype=_text(data["dtype"], origin, "dtype"),
                 shape=_text(data["shape"], origin, "shape"),
                 shape_vector=tuple(_number(v, origin, "shape_vector") for v in data["shape_vector"]),
@@ -314,7 +315,7 @@ class TuningDB:
             for r in ranked:
                 if exact_only and r.shape != key_shape:
                     break
-                if spec.constraints(problem, r.params, limits) is None:
+                if spec.constraints(problem, r.params, limits, language) is None:
                     return r
             return None
 
@@ -341,7 +342,7 @@ class TuningDB:
             if found:
                 device = next(str(d.get("fingerprint", "")) for d, r in pool if r is found)
                 return Lookup(found.params, source, found, device)
-        return Lookup(spec.default_params(problem, limits), "default")
+        return Lookup(spec.default_params(problem, limits, language), "default")
 
 
 def new_record(

@@ -79,16 +79,17 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         """Run one trial."""
-        params = suggest(trial, self.spec)
+        language = self.backend.language
+        params = suggest(trial, self.spec, language)
         trial.set_user_attr("params", params)
-        reason = self.spec.constraints(self.problem, params, self.backend.limits)
+        reason = self.spec.constraints(self.problem, params, self.backend.limits, language)
         if reason is not None:
             trial.set_user_attr("invalidity", "constraints")
             trial.set_user_attr("reason", reason)
             raise optuna.TrialPruned(reason)
         done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         for previous in done:
-            if from_indices(self.spec, previous.params) == params and previous.value is not None:
+            if from_indices(self.spec, previous.params, language) == params and previous.value is not None:
                 # samplers do propose configs again; a repeat costs nothing and changes nothing
                 trial.set_user_attr("duplicate_of", previous.number)
                 return previous.value

@@ -10,23 +10,23 @@ import optuna
 from kernelforge.ops._spec import OpSpec
 
 
-def _grid(spec: OpSpec[Any], seed: int | None) -> optuna.samplers.BaseSampler:
-    space = {p.name: list(range(len(p.choices))) for p in spec.params}
+def _grid(spec: OpSpec[Any], language: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    space = {p.name: list(range(len(p.choices))) for p in spec.params(language)}
     return optuna.samplers.GridSampler(space, seed=seed)
 
 
-STRATEGIES: dict[str, Callable[[OpSpec[Any], int | None], optuna.samplers.BaseSampler]] = {
-    "tpe": lambda spec, seed: optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8),
-    "random": lambda spec, seed: optuna.samplers.RandomSampler(seed=seed),
+STRATEGIES: dict[str, Callable[[OpSpec[Any], str, int | None], optuna.samplers.BaseSampler]] = {
+    "tpe": lambda spec, lang, seed: optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8),
+    "random": lambda spec, lang, seed: optuna.samplers.RandomSampler(seed=seed),
     "grid": _grid,
     # params are suggested as integer indices into their ordered choices, so CMA-ES sees a numeric space
-    "cmaes": lambda spec, seed: optuna.samplers.CmaEsSampler(
+    "cmaes": lambda spec, lang, seed: optuna.samplers.CmaEsSampler(
         seed=seed, n_startup_trials=4, warn_independent_sampling=False
     ),
 }
 
 
-def make_sampler(name: str, spec: OpSpec[Any], seed: int | None) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, spec: OpSpec[Any], language: str, seed: int | None) -> optuna.samplers.BaseSampler:
     """Return the sampler of a strategy.
 
     Raises:
@@ -34,4 +34,4 @@ def make_sampler(name: str, spec: OpSpec[Any], seed: int | None) -> optuna.sampl
     """
     if name not in STRATEGIES:
         raise KeyError(f"unknown sampler {name!r}; known: {sorted(STRATEGIES)}")
-    return STRATEGIES[name](spec, seed)
+    return STRATEGIES[name](spec, language, seed)

@@ -113,6 +113,7 @@ def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: Tun
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
+    language = backend.language
     rng = np.random.default_rng(1234)
     inputs = spec.make_inputs(problem, rng)
     reference = spec.reference(problem, inputs)
@@ -121,12 +122,12 @@ def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: Tun
     study = optuna.create_study(
         study_name=study_name(backend, spec, problem),
         storage=storage,
-        sampler=make_sampler(options.sampler, spec, options.seed),
+        sampler=make_sampler(options.sampler, spec, language, options.seed),
         direction="minimize",
         load_if_exists=True,
     )
-    default = spec.default_params(problem, backend.limits)
-    seen = [from_indices(spec, t.params) for t in study.get_trials(deepcopy=False) if t.params]
+    default = spec.default_params(problem, backend.limits, language)
+    seen = [from_indices(spec, t.params, language) for t in study.get_trials(deepcopy=False) if t.params]
     # trial 0 is the default; trial 1 the best known config of the nearest shape or a similar device (warm
     # start: good configs transfer between neighbouring shapes far better than a random start)
     known = TuningDB(options.db_dir).lookup(
@@ -134,7 +135,7 @@ def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: Tun
     )
     for params in (default, known.params):
         if params not in seen:
-            study.enqueue_trial(to_indices(spec, params))
+            study.enqueue_trial(to_indices(spec, params, language))
             seen.append(params)
 
     shape = spec.problem_key(problem)
@@ -174,7 +175,7 @@ def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: Tun
     )
     times: dict[tuple[tuple[str, int], ...], float] = {}
     for t in complete:
-        times.setdefault(tuple(sorted(from_indices(spec, t.params).items())), float(t.value or 0.0))
+        times.setdefault(tuple(sorted(from_indices(spec, t.params, language).items())), float(t.value or 0.0))
     default_key = tuple(sorted(default.items()))
     if default_key not in times:
         return TuneResult(shape, spec.flops(problem), default, None, None, None, counts, reasons, None, interrupted)

@@ -52,7 +52,7 @@ def _check(backend, problem: GemmProblem, params, seed: int = 0) -> None:
 
 
 def _runnable(problem: GemmProblem, params, limits):
-    reason = SPEC.constraints(problem, params, limits)
+    reason = SPEC.constraints(problem, params, limits, "wgsl")
     return reason is None
 
 
@@ -60,7 +60,7 @@ def _runnable(problem: GemmProblem, params, limits):
 def test_shapes_with_fixed_configs(lavapipe, shape):
     problem = SPEC.parse_problem(shape)
     ran = 0
-    for params in [SPEC.default_params(problem, lavapipe.limits), *CONFIGS]:
+    for params in [SPEC.default_params(problem, lavapipe.limits, "wgsl"), *CONFIGS]:
         if _runnable(problem, params, lavapipe.limits):
             _check(lavapipe, problem, params)
             ran += 1
@@ -72,7 +72,7 @@ def test_sampled_configs_across_the_space(lavapipe):
     problems = [SPEC.parse_problem(s) for s in ("29x44x36", "2x16x24x20t", "64x64x64")]
     checked = 0
     while checked < 36:
-        params = {p.name: int(rng.choice(p.choices)) for p in SPEC.params}
+        params = {p.name: int(rng.choice(p.choices)) for p in SPEC.params("wgsl")}
         problem = problems[checked % len(problems)]
         if not _runnable(problem, params, lavapipe.limits):
             continue
@@ -99,7 +99,7 @@ def test_every_activation_with_bias(lavapipe, name, vec_width):
 
 def test_every_wgsl_device_runs_gemm(wgsl_device):
     problem = SPEC.parse_problem("2x23x36x17")
-    for params in (SPEC.default_params(problem, wgsl_device.limits), CONFIGS[2], CONFIGS[3]):
+    for params in (SPEC.default_params(problem, wgsl_device.limits, "wgsl"), CONFIGS[2], CONFIGS[3]):
         if _runnable(problem, params, wgsl_device.limits):
             _check(wgsl_device, problem, params)
 

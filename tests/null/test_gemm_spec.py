@@ -17,49 +17,50 @@ SPEC = get_op("gemm")
 LIMITS = Limits()
 
 
-def test_every_param_reaches_the_template():
-    used = undeclared_variables(SPEC.templates["wgsl"])
-    missing = {p.name for p in SPEC.params} - used
-    assert not missing, f"params never used by the template: {missing}"
+@pytest.mark.parametrize("language", ["wgsl", "glsl"])
+def test_every_param_reaches_the_template(language):
+    used = undeclared_variables(SPEC.templates[language])
+    missing = {p.name for p in SPEC.params(language)} - used
+    assert not missing, f"params never used by the {language} template: {missing}"
 
 
 @pytest.mark.parametrize("shape", ["1x1x1", "3x5x7", "1024x1024x1024", "4x9x10x11t", "65537x4x4"])
 def test_default_params_always_fit(shape):
     problem = SPEC.parse_problem(shape)
-    params = SPEC.default_params(problem, LIMITS)
-    assert SPEC.constraints(problem, params, LIMITS) is None
+    params = SPEC.default_params(problem, LIMITS, "wgsl")
+    assert SPEC.constraints(problem, params, LIMITS, "wgsl") is None
 
 
 def test_tfjs_style_default_is_the_builtin_one():
     problem = SPEC.parse_problem("1024x1024x1024")
-    assert SPEC.default_params(problem, LIMITS) == DEFAULT_PARAMS
+    assert SPEC.default_params(problem, LIMITS, "wgsl") == DEFAULT_PARAMS
     assert DEFAULT_PARAMS["wg_x"] * DEFAULT_PARAMS["wg_y"] == 64
     assert (DEFAULT_PARAMS["wpt_m"], DEFAULT_PARAMS["wpt_n"], DEFAULT_PARAMS["tile_k"]) == (4, 4, 32)
     # an odd N cannot use vec4: the default degrades to scalar loads instead of failing
     odd = SPEC.parse_problem("64x63x64")
-    assert SPEC.default_params(odd, LIMITS)["vec_width"] == 1
+    assert SPEC.default_params(odd, LIMITS, "wgsl")["vec_width"] == 1
 
 
 def test_constraints_name_the_reason():
     problem = SPEC.parse_problem("64x64x64")
     big = {**DEFAULT_PARAMS, "wg_x": 64, "wg_y": 32}
-    assert "invocations" in SPEC.constraints(problem, big, LIMITS)
+    assert "invocations" in SPEC.constraints(problem, big, LIMITS, "wgsl")
     shared = {**DEFAULT_PARAMS, "wg_x": 16, "wg_y": 16, "wpt_n": 8, "tile_k": 32}
-    assert "workgroup memory" in SPEC.constraints(problem, shared, LIMITS)
-    assert "vec_a=4" in SPEC.constraints(problem, {**DEFAULT_PARAMS, "vec_a": 4}, LIMITS)
+    assert "workgroup memory" in SPEC.constraints(problem, shared, LIMITS, "wgsl")
+    assert "vec_a=4" in SPEC.constraints(problem, {**DEFAULT_PARAMS, "vec_a": 4}, LIMITS, "wgsl")
     tight = Limits(max_invocations=32)
-    assert "invocations" in SPEC.constraints(problem, DEFAULT_PARAMS, tight)
-    assert SPEC.constraints(problem, SPEC.default_params(problem, tight), tight) is None
+    assert "invocations" in SPEC.constraints(problem, DEFAULT_PARAMS, tight, "wgsl")
+    assert SPEC.constraints(problem, SPEC.default_params(problem, tight, "wgsl"), tight, "wgsl") is None
 
 
 def test_space_has_many_valid_points():
     problem = SPEC.parse_problem("1024x1024x1024")
-    names = [p.name for p in SPEC.params]
+    names = [p.name for p in SPEC.params("wgsl")]
     valid = sum(
-        SPEC.constraints(problem, dict(zip(names, values, strict=True)), LIMITS) is None
-        for values in itertools.product(*(p.choices for p in SPEC.params))
+        SPEC.constraints(problem, dict(zip(names, values, strict=True)), LIMITS, "wgsl") is None
+        for values in itertools.product(*(p.choices for p in SPEC.params("wgsl")))
     )
-    assert SPEC.space_size() > valid > 1000
+    assert SPEC.space_size("wgsl") > valid > 1000
 
 
 @pytest.mark.parametrize(

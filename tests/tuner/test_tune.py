@@ -38,7 +38,7 @@ def test_tune_writes_a_record_no_slower_than_default(tmp_path, lavapipe):
     assert list(records) == [result.record.key]
     rec = records[result.record.key]
     assert rec.time_s <= rec.default_time_s
-    assert SPEC.constraints(problem, rec.params, lavapipe.limits) is None
+    assert SPEC.constraints(problem, rec.params, lavapipe.limits, "wgsl") is None
 
 
 def test_default_is_trial_zero(tmp_path, lavapipe):
@@ -46,7 +46,7 @@ def test_default_is_trial_zero(tmp_path, lavapipe):
     tune_problem(lavapipe, SPEC, problem, options(tmp_path, trials=2))
     study = optuna.load_study(study_name=study_name(lavapipe, SPEC, problem), storage=default_storage(tmp_path))
     first = study.trials[0]
-    assert {p.name: p.choices[first.params[p.name]] for p in SPEC.params} == SPEC.default_params(
+    assert {p.name: p.choices[first.params[p.name]] for p in SPEC.params("wgsl")} == SPEC.default_params(
         problem, lavapipe.limits
     )
 
@@ -121,3 +121,26 @@ def test_every_sampler_tunes(tmp_path, lavapipe, sampler):
 
     out = prepare(lavapipe, SPEC, problem, result.record.params, inputs).run()
     np.testing.assert_allclose(out, SPEC.reference(problem, inputs), rtol=1e-5, atol=1e-5)
+
+
+def test_glsl_tuning_keeps_records_apart_from_wgsl(tmp_path, gl):
+    from kernelforge.runtime import open_device
+
+    problem = SPEC.parse_problem("20x24x16")
+    glsl = tune_problem(gl, SPEC, problem, options(tmp_path, trials=4))
+    assert glsl.record is not None and glsl.record.language == "glsl"
+    assert set(glsl.record.params) == {p.name for p in SPEC.params("glsl")}
+    assert glsl.best_time <= glsl.default_time
+    same_device_wgsl = [d for d in _devices_with_slug(gl.info.slug) if d.language == "wgsl"]
+    if same_device_wgsl:  # wgpu's GL backend on the same driver writes to the same file
+        wgsl = tune_problem(open_device(same_device_wgsl[0]), SPEC, problem, options(tmp_path, trials=3))
+        records = stored(tmp_path, gl)
+        assert {r.language for r in records.values()} == {"glsl", "wgsl"}
+        assert records[glsl.record.key].params == glsl.record.params
+        assert records[wgsl.record.key].params == wgsl.record.params
+
+
+def _devices_with_slug(slug):
+    from kernelforge.runtime import list_devices
+
+    return [d for d in list_devices() if d.slug == slug]

@@ -17,7 +17,10 @@ class BackendEntry:
 
 BACKENDS: dict[str, BackendEntry] = {
     "wgpu": BackendEntry("kernelforge.runtime.backends.wgpu", "WgpuBackend", "wgsl"),
+    "moderngl": BackendEntry("kernelforge.runtime.backends.moderngl", "ModernglBackend", "glsl"),
 }
+
+LANGUAGES = ("wgsl", "glsl")
 
 
 def load_backend_module(name: str) -> object:

@@ -1,0 +1,97 @@
+"""GLSL (WebGL2-style fragment) GEMM on llvmpipe through moderngl, against the numpy reference."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import kernelforge.ops as kops
+from kernelforge.errors import KernelCompileError
+from kernelforge.ops import get_op
+from kernelforge.ops._epilogue import ACTIVATIONS, Activation
+from kernelforge.ops.gemm import GLSL_DEFAULT_PARAMS, GemmProblem
+from kernelforge.runtime.kernel import prepare
+from kernelforge.tuner.objective import verify
+
+from .test_gemm import SHAPES
+
+pytestmark = pytest.mark.device
+SPEC = get_op("gemm")
+NAMES = [p.name for p in SPEC.params("glsl")]
+EVERY = [dict(zip(NAMES, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params("glsl")))]
+
+
+def _check(backend, problem, params, seed=0):
+    inputs = SPEC.make_inputs(problem, np.random.default_rng(seed))
+    out = prepare(backend, SPEC, problem, params, inputs).run()
+    verdict = verify(out, SPEC.reference(problem, inputs))
+    assert verdict.ok, f"{SPEC.problem_key(problem)} {params}: max error {verdict.max_error} > {verdict.tolerance}"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_shapes(gl, shape):
+    problem = SPEC.parse_problem(shape)
+    rng = np.random.default_rng(len(shape))
+    valid = [p for p in EVERY if SPEC.constraints(problem, p, gl.limits, "glsl") is None]
+    configs = [SPEC.default_params(problem, gl.limits, "glsl")] + [valid[int(i)] for i in rng.choice(len(valid), 6)]
+    for params in configs:
+        _check(gl, problem, params)
+
+
+def test_whole_space_on_one_odd_shape(gl):
+    # every combination of layouts, packing, MRT and unrolling on a shape no texel size divides
+    problem = SPEC.parse_problem("2x9x13x7")
+    for params in EVERY:
+        if SPEC.constraints(problem, params, gl.limits, "glsl") is None:
+            _check(gl, problem, params)
+
+
+def test_trans_b_whole_space(gl):
+    problem = SPEC.parse_problem("6x11x10t")
+    for params in EVERY:
+        _check(gl, problem, params)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("pack_c", [1, 4])
+def test_every_activation_with_bias(gl, name, pack_c):
+    act = {"clip": "clip(-0.5, 0.25)", "leaky_relu": "leaky_relu(0.2)"}.get(name, name)
+    problem = GemmProblem(m=19, n=22, k=13, has_bias=True, activation=Activation.parse(act))
+    params = {**GLSL_DEFAULT_PARAMS, "pack_c": pack_c, "mrt": 2}
+    inputs = SPEC.make_inputs(problem, np.random.default_rng(3))
+    inputs[0] *= 4.0
+    out = prepare(gl, SPEC, problem, params, inputs).run()
+    np.testing.assert_allclose(out, SPEC.reference(problem, inputs), rtol=2e-5, atol=2e-5)
+
+
+def test_mrt_over_the_draw_buffer_limit_is_rejected(gl):
+    problem = SPEC.parse_problem("8x8x8")
+    reason = SPEC.constraints(
+        problem, {**GLSL_DEFAULT_PARAMS, "mrt": 4}, gl.limits.__class__(max_draw_buffers=2), "glsl"
+    )
+    assert reason and "MAX_DRAW_BUFFERS" in reason
+
+
+def test_tall_matrix_needs_the_square_layout(gl):
+    problem = SPEC.parse_problem("9000x4x8")  # 9000 rows > 2 x MAX_TEXTURE_SIZE 4096
+    row_aligned = {**GLSL_DEFAULT_PARAMS, "square": 0, "mrt": 2}
+    assert "MAX_TEXTURE_SIZE" in SPEC.constraints(problem, row_aligned, gl.limits, "glsl")
+    assert SPEC.default_params(problem, gl.limits, "glsl")["square"] == 1
+    _check(gl, problem, {**row_aligned, "square": 1})
+    _check(gl, problem, SPEC.default_params(problem, gl.limits, "glsl"))
+
+
+def test_public_api_glsl(gl):
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((3, 37, 23)).astype(np.float32)
+    b = rng.standard_normal((3, 11, 23)).astype(np.float32)
+    bias = rng.standard_normal(11).astype(np.float32)
+    out = kops.gemm(a, b, bias=bias, activation="tanh", trans_b=True, backend="glsl")
+    np.testing.assert_allclose(out, np.tanh(a @ b.transpose(0, 2, 1) + bias), rtol=1e-5, atol=1e-5)
+
+
+def test_driver_errors_name_the_kernel(gl):
+    with pytest.raises(KernelCompileError, match="gemm:bad.*GLSL rejected"):
+        gl.compile("#version 330\nvoid main() { int x = 1.0; }", "gemm:bad")
