@@ -295,10 +295,30 @@ class TuningDB:
         constraint for this problem (a vec4 config for an odd N, say). Corrupt files are reported by a
         warning and skipped.
         """
+        for found in self.candidates(info, spec, language, problem, limits, template_hash, dtype):
+            return found
+        return Lookup(spec.default_params(problem, limits, language), "default")
+
+    def candidates(
+        self,
+        info: DeviceInfo,
+        spec: OpSpec[Any],
+        language: str,
+        problem: Any,
+        limits: Limits,
+        template_hash: str,
+        dtype: str = "f32",
+    ) -> list[Lookup]:
+        """Return every stored config that fits ``problem``, best first, in :meth:`lookup`'s order.
+
+        Within each level (this device, same vendor and class, same class) the exact shape comes first, then
+        shapes by log distance. Each distinct params appears once. The tuner seeds its search with the head
+        of this list.
+        """
         key_shape = spec.problem_key(problem)
         vector = spec.shape_vector(problem)
 
-        def candidates(df: DeviceFile) -> list[Record]:
+        def usable(df: DeviceFile) -> list[Record]:
             return [
                 r
                 for r in df.records.values()
@@ -306,43 +326,35 @@ class TuningDB:
                 and r.language == language
                 and r.dtype == dtype
                 and r.template_hash == template_hash
+                and spec.constraints(problem, r.params, limits, language) is None
             ]
 
-        def best(records: list[Record], exact_only: bool) -> Record | None:
-            ranked = sorted(
-                records, key=lambda r: (r.shape != key_shape, _log_distance(r.shape_vector, vector), r.time_s)
-            )
-            for r in ranked:
-                if exact_only and r.shape != key_shape:
-                    break
-                if spec.constraints(problem, r.params, limits, language) is None:
-                    return r
-            return None
+        def rank(r: Record) -> tuple[bool, float, float]:
+            return (r.shape != key_shape, _log_distance(r.shape_vector, vector), r.time_s)
 
         own: list[Record] = []
-        others: list[tuple[dict[str, Any], list[Record]]] = []
+        others: list[tuple[str, dict[str, Any], Record]] = []
         for path, loaded in self.iter_files():
             if isinstance(loaded, DatabaseError):
                 warnings.warn(f"{loaded}; ignoring it", stacklevel=2)
                 continue
             if path.stem == info.slug:
-                own = candidates(loaded)
+                own = usable(loaded)
             else:
-                others.append((loaded.device, candidates(loaded)))
-        for exact, source in ((True, "tuned"), (False, "nearest")):
-            found = best(own, exact)
-            if found:
-                return Lookup(found.params, source, found, info.slug)
-        for source, match in (
-            ("vendor", lambda d: d.get("class") == info.device_class and d.get("vendor") == info.vendor),
-            ("class", lambda d: d.get("class") == info.device_class),
-        ):
-            pool = [(d, r) for d, recs in others if match(d) for r in recs]
-            found = best([r for _, r in pool], exact_only=False)
-            if found:
-                device = next(str(d.get("fingerprint", "")) for d, r in pool if r is found)
-                return Lookup(found.params, source, found, device)
-        return Lookup(spec.default_params(problem, limits, language), "default")
+                others += [(path.stem, loaded.device, r) for r in usable(loaded)]
+        found: list[Lookup] = [
+            Lookup(r.params, "tuned" if r.shape == key_shape else "nearest", r, info.slug)
+            for r in sorted(own, key=rank)
+        ]
+        vendor = [o for o in others if o[1].get("class") == info.device_class and o[1].get("vendor") == info.vendor]
+        same_class = [o for o in others if o[1].get("class") == info.device_class and o not in vendor]
+        for source, pool in (("vendor", vendor), ("class", same_class)):
+            found += [Lookup(r.params, source, r, slug) for slug, _, r in sorted(pool, key=lambda o: rank(o[2]))]
+        unique: list[Lookup] = []
+        for item in found:
+            if all(item.params != u.params for u in unique):
+                unique.append(item)
+        return unique
 
 
 def new_record(

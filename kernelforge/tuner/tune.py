@@ -37,6 +37,7 @@ class TuneOptions:
     db_dir: Path = field(default_factory=_config.db_dir)
     storage: str | None = None
     top_k: int = 3
+    warm_start: int = 3
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     remeasure: MeasureConfig = field(default_factory=lambda: MeasureConfig(warmup=1, min_reps=5, max_reps=15))
     progress: bool = True
@@ -128,12 +129,12 @@ def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: Tun
     )
     default = spec.default_params(problem, backend.limits, language)
     seen = [from_indices(spec, t.params, language) for t in study.get_trials(deepcopy=False) if t.params]
-    # trial 0 is the default; trial 1 the best known config of the nearest shape or a similar device (warm
-    # start: good configs transfer between neighbouring shapes far better than a random start)
-    known = TuningDB(options.db_dir).lookup(
-        backend.info, spec, backend.language, problem, backend.limits, kernel_hash(spec, backend.language)
+    # trial 0 is the default; then the best known configs of this shape, the nearest shapes and similar
+    # devices (warm start: good configs transfer between neighbouring shapes far better than a random start)
+    known = TuningDB(options.db_dir).candidates(
+        backend.info, spec, language, problem, backend.limits, kernel_hash(spec, language)
     )
-    for params in (default, known.params):
+    for params in (default, *(k.params for k in known[: options.warm_start])):
         if params not in seen:
             study.enqueue_trial(to_indices(spec, params, language))
             seen.append(params)

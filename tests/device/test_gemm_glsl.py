@@ -93,5 +93,5 @@ def test_public_api_glsl(gl):
 
 
 def test_driver_errors_name_the_kernel(gl):
-    with pytest.raises(KernelCompileError, match="gemm:bad.*GLSL rejected"):
+    with pytest.raises(KernelCompileError, match=r"gemm:bad.*GLSL rejected"):
         gl.compile("#version 330\nvoid main() { int x = 1.0; }", "gemm:bad")

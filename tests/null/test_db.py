@@ -174,3 +174,13 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     loaded = TuningDB(tmp_path).load(tmp_path / "mesa-shared-vulkan-1.0.json")
     assert len(loaded.records) == 45
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_candidates_are_ordered_and_unique(tmp_path):
+    db = TuningDB(tmp_path)
+    me = device("mesa-me-vulkan-1.0")
+    sibling = device("mesa-sibling-vulkan-1.0")
+    db.update(device_meta(me), [record("64x64x64", FAST), record("512x512x512", FAST), record("8x8x8", SCALAR)])
+    db.update(device_meta(sibling), [record("64x64x64", OTHER)])
+    found = db.candidates(me, SPEC, "wgsl", SPEC.parse_problem("64x64x64"), Limits(), HASH)
+    assert [(f.source, f.params) for f in found] == [("tuned", FAST), ("nearest", SCALAR), ("vendor", OTHER)]

@@ -47,7 +47,7 @@ def test_default_is_trial_zero(tmp_path, lavapipe):
     study = optuna.load_study(study_name=study_name(lavapipe, SPEC, problem), storage=default_storage(tmp_path))
     first = study.trials[0]
     assert {p.name: p.choices[first.params[p.name]] for p in SPEC.params("wgsl")} == SPEC.default_params(
-        problem, lavapipe.limits
+        problem, lavapipe.limits, "wgsl"
     )
 
 
@@ -144,3 +144,14 @@ def _devices_with_slug(slug):
     from kernelforge.runtime import list_devices
 
     return [d for d in list_devices() if d.slug == slug]
+
+
+def test_warm_start_tries_the_nearest_known_config(tmp_path, lavapipe):
+    first = tune_problem(lavapipe, SPEC, SPEC.parse_problem("32x32x32"), options(tmp_path, trials=6, seed=5))
+    problem = SPEC.parse_problem("36x36x36")
+    tune_problem(lavapipe, SPEC, problem, options(tmp_path, trials=2))
+    study = optuna.load_study(study_name=study_name(lavapipe, SPEC, problem), storage=default_storage(tmp_path))
+    tried = [{p.name: p.choices[t.params[p.name]] for p in SPEC.params("wgsl")} for t in study.trials]
+    assert tried[0] == SPEC.default_params(problem, lavapipe.limits, "wgsl")
+    if first.record.params != tried[0]:
+        assert tried[1] == first.record.params
