@@ -12,6 +12,9 @@ kernelforge devices
 echo "== tune GEMM on lavapipe (results go to $db; the committed tuning_db/ is left alone)"
 kernelforge tune --device lavapipe --shape 256x256x256,512x512x512 --trials 25 --db "$db"
 
+echo "== tune the WebGL2-style GLSL GEMM on llvmpipe"
+kernelforge tune --device llvmpipe --backend glsl --shape 256x256x256 --trials 15 --db "$db"
+
 echo "== tuning database"
 kernelforge db show --db "$db"
 
@@ -37,5 +40,9 @@ elapsed = time.perf_counter() - start
 err = float(np.abs(c - np.maximum(a @ b + bias, 0)).max())
 print(f"512x512x512 relu(a@b+bias): params from '{chosen.source}', {elapsed * 1e3:.1f} ms "
       f"(incl. upload+compile), max |error| vs numpy {err:.2e}")
+assert err < 1e-3
+c = kops.gemm(a[:256, :256], b[:256, :256], backend="glsl")
+err = float(np.abs(c - a[:256, :256] @ b[:256, :256]).max())
+print(f"256x256x256 on GLSL (moderngl): max |error| vs numpy {err:.2e}")
 assert err < 1e-3
 PY
