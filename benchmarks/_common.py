@@ -13,17 +13,6 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def time_reps(run: Callable[[], float], reps: int, max_seconds: float) -> list[float]:
-    """Return up to ``reps`` timings of ``run`` (seconds each), stopping once ``max_seconds`` are spent."""
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < reps:
-        times.append(run())
-        if time.perf_counter() - start > max_seconds:
-            break
-    return times
-
-
 def wall(fn: Callable[[], Any]) -> Callable[[], float]:
     """Wrap ``fn`` so it returns its wall-clock seconds."""
 

@@ -3,20 +3,23 @@
     python benchmarks/gemm.py [--devices lavapipe,swiftshader] [--sizes 256,512,1024,2048] [--max-seconds 60]
 
 Prints a table and writes ``benchmarks/results/gemm.json``. "tuned" uses what ``kernelforge.ops.gemm``
-would use on that device (the database lookup; its source column says tuned/nearest/class/default).
+would use on that device (the database lookup; its source column says tuned/nearest/class/default). The
+default kernel, the tuned kernel and numpy are timed in alternation, so all three see the same machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import median, table, time_reps, wall, write_json
+from _common import median, table, wall, write_json
 
 from kernelforge.errors import DeviceNotFoundError
 from kernelforge.ops import get_op
@@ -28,20 +31,28 @@ from kernelforge.tuner.objective import verify
 SPEC = get_op("gemm")
 
 
-def bench_kernel(backend, problem, params, inputs, reference, reps: int, max_seconds: float) -> dict:
-    kernel = prepare(backend, SPEC, problem, params, inputs)
-    verdict = verify(kernel.run(), reference)  # also the warm-up
-    times = time_reps(kernel.time, reps, max_seconds)
-    t = median(times)
-    return {"ms": t * 1e3, "gflops": SPEC.flops(problem) / t / 1e9, "reps": len(times), "correct": verdict.ok}
+def side_by_side(runs: dict[str, Callable[[], float]], reps: int, max_seconds: float) -> dict[str, float]:
+    """Time several candidates in alternation (a, b, c, a, b, c, ...) and return each one's median seconds.
+
+    Alternating keeps slow drifts of a shared 2-core machine (turbo, other processes) from favouring one
+    candidate; each candidate gets at least one repetition.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    start = time.perf_counter()
+    for _ in range(reps):
+        for name, run in runs.items():
+            times[name].append(run())
+        if time.perf_counter() - start > max_seconds:
+            break
+    return {name: median(t) for name, t in times.items()}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", default="all", help="comma-separated selectors, or all WGSL devices")
     parser.add_argument("--sizes", default="256,512,1024,2048")
-    parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--max-seconds", type=float, default=20.0, help="time budget per measured config")
+    parser.add_argument("--reps", type=int, default=7, help="alternating repetitions of default/tuned/numpy")
+    parser.add_argument("--max-seconds", type=float, default=30.0, help="time budget per device and size")
     parser.add_argument("--skip-above", type=float, default=120.0, help="skip a size when one default run takes longer")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -59,29 +70,38 @@ def main() -> int:
             inputs = SPEC.make_inputs(problem, np.random.default_rng(0))
             reference = SPEC.reference(problem, inputs)
             a, b = inputs[0][0], inputs[1][0]
-            numpy_s = median(time_reps(wall(lambda a=a, b=b: a @ b), max(args.reps, 5), args.max_seconds))
-            numpy_gf = SPEC.flops(problem) / numpy_s / 1e9
             default = SPEC.default_params(problem, backend.limits, backend.language)
-            first = bench_kernel(backend, problem, default, inputs, reference, 1, 0.0)
-            row = {"device": backend.info.slug, "size": size, "numpy GFLOP/s": numpy_gf}
-            if first["ms"] / 1e3 > args.skip_above:
-                row["note"] = f"skipped: one default run takes {first['ms'] / 1e3:.0f} s"
+            chosen = choose_params(backend, "gemm", problem)
+            kernels = {
+                "default": prepare(backend, SPEC, problem, default, inputs),
+                "tuned": prepare(backend, SPEC, problem, chosen.params, inputs),
+            }
+            correct = all(verify(k.run(), reference).ok for k in kernels.values())  # also the warm-up
+            row = {"device": backend.info.slug, "lang": backend.language, "size": size}
+            first = kernels["default"].time()
+            if first > args.skip_above:
+                row["note"] = f"skipped: one default run takes {first:.0f} s"
                 rows.append(row)
                 print(row, flush=True)
                 continue
-            d = bench_kernel(backend, problem, default, inputs, reference, args.reps, args.max_seconds)
-            chosen = choose_params(backend, "gemm", problem)
-            t = bench_kernel(backend, problem, chosen.params, inputs, reference, args.reps, args.max_seconds)
+            runs = {
+                "default": kernels["default"].time,
+                "tuned": kernels["tuned"].time,
+                "numpy": wall(lambda a=a, b=b: a @ b),
+            }
+            t = side_by_side(runs, args.reps, args.max_seconds)
+            flops = SPEC.flops(problem)
             row.update(
                 {
-                    "default ms": d["ms"],
-                    "default GFLOP/s": d["gflops"],
-                    "tuned ms": t["ms"],
-                    "tuned GFLOP/s": t["gflops"],
+                    "default GFLOP/s": flops / t["default"] / 1e9,
+                    "tuned GFLOP/s": flops / t["tuned"] / 1e9,
+                    "numpy GFLOP/s": flops / t["numpy"] / 1e9,
+                    "tuned/default": t["default"] / t["tuned"],
+                    "tuned/numpy": t["numpy"] / t["tuned"],
                     "source": chosen.source,
-                    "tuned/default": d["ms"] / t["ms"],
-                    "tuned/numpy": t["gflops"] / numpy_gf,
-                    "correct": d["correct"] and t["correct"],
+                    "correct": correct,
+                    "default ms": t["default"] * 1e3,
+                    "tuned ms": t["tuned"] * 1e3,
                     "tuned params": chosen.params,
                 }
             )
@@ -89,6 +109,7 @@ def main() -> int:
             print({k: v for k, v in row.items() if k != "tuned params"}, flush=True)
     columns = [
         "device",
+        "lang",
         "size",
         "default GFLOP/s",
         "tuned GFLOP/s",

@@ -66,6 +66,8 @@ class GlLaunch:
     """
 
     inputs: tuple[TexLayout, ...]
+    samplers: tuple[str, ...]
+    """The template's sampler uniform of each input, in the same order."""
     targets: tuple[TexLayout, ...]
     rows: int
     cols: int

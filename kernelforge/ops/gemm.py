@@ -304,7 +304,8 @@ class GemmSpec(OpSpec[GemmProblem]):
         if problem.has_bias:
             inputs.append(TexLayout(1, problem.n, params["pack_c"], False))
         target = TexLayout(math.ceil(rows / params["mrt"]), problem.n, params["pack_c"], square)
-        return GlLaunch(tuple(inputs), (target,) * params["mrt"], rows, problem.n)
+        samplers = ("A", "B", "BIAS")[: len(inputs)]
+        return GlLaunch(tuple(inputs), samplers, (target,) * params["mrt"], rows, problem.n)
 
     def device_inputs(self, problem: GemmProblem, params: Params, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Return A, B (and bias) as contiguous float32 arrays."""

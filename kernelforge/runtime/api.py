@@ -16,7 +16,7 @@ from kernelforge.runtime import open_device
 from kernelforge.runtime.backends._base import Backend
 from kernelforge.runtime.kernel import prepare
 from kernelforge.templates import kernel_hash
-from kernelforge.tuner.db import Lookup, TuningDB
+from kernelforge.tuner.db import Lookup, Query, TuningDB
 
 
 @functools.cache
@@ -27,8 +27,9 @@ def _db() -> TuningDB:
 def choose_params(backend: Backend, op: str, problem: Any, db: TuningDB | None = None) -> Lookup:
     """Return the params a call of ``op`` on ``problem`` uses on ``backend`` and where they came from."""
     spec = get_op(op)
+    language = backend.language
     return (db or _db()).lookup(
-        backend.info, spec, backend.language, problem, backend.limits, kernel_hash(spec, backend.language)
+        Query(backend.info, spec, language, problem, backend.limits, kernel_hash(spec, language))
     )
 
 

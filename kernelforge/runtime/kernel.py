@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -51,8 +51,3 @@ def prepare(
     kernel = backend.compile(source, f"{spec.name}:{spec.problem_key(problem)}")
     bound = backend.bind_op(kernel, spec, problem, params, spec.device_inputs(problem, params, inputs))
     return PreparedKernel(backend, spec, problem, params, source, bound)
-
-
-def run_op(backend: Backend, spec: OpSpec[Any], problem: Any, params: Params, inputs: Sequence[np.ndarray]) -> Any:
-    """Prepare and run once; return the output array."""
-    return prepare(backend, spec, problem, params, inputs).run()

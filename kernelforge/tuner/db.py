@@ -127,6 +127,19 @@ class DeviceFile:
 
 
 @dataclass(frozen=True)
+class Query:
+    """What a kernel needs params for: device, op, kernel language, problem, device limits, template."""
+
+    info: DeviceInfo
+    spec: OpSpec[Any]
+    language: str
+    problem: Any
+    limits: Limits
+    template_hash: str
+    dtype: str = "f32"
+
+
+@dataclass(frozen=True)
 class Lookup:
     """Parameters chosen for a kernel and where they came from (one of tuned/nearest/vendor/class/default)."""
 
@@ -279,42 +292,26 @@ class TuningDB:
             except DatabaseError as exc:
                 yield path, exc
 
-    def lookup(
-        self,
-        info: DeviceInfo,
-        spec: OpSpec[Any],
-        language: str,
-        problem: Any,
-        limits: Limits,
-        template_hash: str,
-        dtype: str = "f32",
-    ) -> Lookup:
+    def lookup(self, query: Query) -> Lookup:
         """Find params: exact device + shape, exact device + nearest shape, same vendor+class, same class, default.
 
         Records of another template hash (stale) are ignored; so are records whose params break a
         constraint for this problem (a vec4 config for an odd N, say). Corrupt files are reported by a
         warning and skipped.
         """
-        for found in self.candidates(info, spec, language, problem, limits, template_hash, dtype):
+        for found in self.candidates(query):
             return found
-        return Lookup(spec.default_params(problem, limits, language), "default")
+        return Lookup(query.spec.default_params(query.problem, query.limits, query.language), "default")
 
-    def candidates(
-        self,
-        info: DeviceInfo,
-        spec: OpSpec[Any],
-        language: str,
-        problem: Any,
-        limits: Limits,
-        template_hash: str,
-        dtype: str = "f32",
-    ) -> list[Lookup]:
-        """Return every stored config that fits ``problem``, best first, in :meth:`lookup`'s order.
+    def candidates(self, query: Query) -> list[Lookup]:
+        """Return every stored config that fits the query's problem, best first, in :meth:`lookup`'s order.
 
         Within each level (this device, same vendor and class, same class) the exact shape comes first, then
         shapes by log distance. Each distinct params appears once. The tuner seeds its search with the head
         of this list.
         """
+        info, spec, language, problem, limits = query.info, query.spec, query.language, query.problem, query.limits
+        template_hash, dtype = query.template_hash, query.dtype
         key_shape = spec.problem_key(problem)
         vector = spec.shape_vector(problem)
 

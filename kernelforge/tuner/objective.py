@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,13 +71,29 @@ class Objective:
         trial.set_user_attr("reason", reason[:2000])
         return TrialFailedError(f"{kind}: {reason}")
 
-    def evaluate(self, params: Params, best: float | None, config: MeasureConfig | None = None) -> float:
-        """Compile, verify and time params outside a study (re-measurement); raises on failure."""
-        kernel = prepare(self.backend, self.spec, self.problem, params, self.inputs)
-        verdict = verify(kernel.run(), self.reference)
-        if not verdict.ok:
-            raise TrialFailedError(f"correctness: max error {verdict.max_error:.3g} > {verdict.tolerance:.3g}")
-        return measure(kernel.time, config or self.config, best).median
+    def remeasure(self, candidates: Sequence[Params], config: MeasureConfig) -> dict[int, float]:
+        """Time candidates side by side (one repetition of each in turn) and return medians by index.
+
+        Alternating repetitions give every candidate the same machine conditions, which a sequence of
+        separate measurements on a busy 2-core machine does not. A candidate that fails to build or verify
+        is left out of the result.
+        """
+        kernels = {}
+        for i, params in enumerate(candidates):
+            try:
+                kernel = prepare(self.backend, self.spec, self.problem, params, self.inputs)
+                if verify(kernel.run(), self.reference).ok:
+                    kernels[i] = kernel
+            except Exception:  # a flaky finalist simply drops out
+                continue
+        times: dict[int, list[float]] = {i: [] for i in kernels}
+        start = time.perf_counter()
+        for rep in range(config.max_reps):
+            for i, kernel in kernels.items():
+                times[i].append(kernel.time())
+            if rep + 1 >= config.min_reps and time.perf_counter() - start > config.max_seconds:
+                break
+        return {i: statistics.median(t) for i, t in times.items()}
 
     def __call__(self, trial: optuna.Trial) -> float:
         """Run one trial."""

@@ -17,7 +17,7 @@ from kernelforge import _config
 from kernelforge.ops._spec import OpSpec, Params
 from kernelforge.runtime.backends._base import Backend
 from kernelforge.templates import kernel_hash
-from kernelforge.tuner.db import Record, TuningDB, device_meta, new_record
+from kernelforge.tuner.db import Query, Record, TuningDB, device_meta, new_record
 from kernelforge.tuner.measure import MeasureConfig
 from kernelforge.tuner.objective import Objective, TrialFailedError
 from kernelforge.tuner.space import from_indices, to_indices
@@ -132,7 +132,7 @@ def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: Tun
     # trial 0 is the default; then the best known configs of this shape, the nearest shapes and similar
     # devices (warm start: good configs transfer between neighbouring shapes far better than a random start)
     known = TuningDB(options.db_dir).candidates(
-        backend.info, spec, language, problem, backend.limits, kernel_hash(spec, language)
+        Query(backend.info, spec, language, problem, backend.limits, kernel_hash(spec, language))
     )
     for params in (default, *(k.params for k in known[: options.warm_start])):
         if params not in seen:
@@ -182,15 +182,14 @@ def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: Tun
         return TuneResult(shape, spec.flops(problem), default, None, None, None, counts, reasons, None, interrupted)
 
     if not interrupted:
-        # re-measure the leaders and the default side by side: single measurements are noisy, and the
-        # default must face the winner under the same conditions
+        # re-measure the leaders and the default side by side: single measurements are noisy (the luckiest
+        # of many noisy trials wins the search), and the default must face the winner under the same
+        # conditions; the winner is chosen among these finalists only
         finalists = [*[k for k in times if k != default_key][: options.top_k], default_key]
-        for key in finalists:
-            try:
-                times[key] = objective.evaluate(dict(key), None, options.remeasure)
-            except Exception:  # a flaky finalist drops out; the default keeps its trial time
-                if key != default_key:
-                    times.pop(key)
+        again = objective.remeasure([dict(k) for k in finalists], options.remeasure)
+        remeasured = {finalists[i]: t for i, t in again.items()}
+        remeasured.setdefault(default_key, times[default_key])  # the default verified before; keep its time
+        times = remeasured
     best_key = min(times, key=lambda k: times[k])
     best_params, best_time = dict(best_key), times[best_key]
     record = new_record(

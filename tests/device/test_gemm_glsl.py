@@ -95,3 +95,20 @@ def test_public_api_glsl(gl):
 def test_driver_errors_name_the_kernel(gl):
     with pytest.raises(KernelCompileError, match=r"gemm:bad.*GLSL rejected"):
         gl.compile("#version 330\nvoid main() { int x = 1.0; }", "gemm:bad")
+
+
+def test_glsl_after_wgpu_gl_in_one_process(gl):
+    # wgpu's GL backend makes its own EGL context current on this thread; GLSL kernels must still run
+    from kernelforge.runtime import list_devices, open_device
+
+    wgpu_gl = [d for d in list_devices() if d.api == "gl" and d.language == "wgsl"]
+    if not wgpu_gl:
+        pytest.skip("wgpu exposes no GL adapter here")
+    a = np.random.default_rng(1).standard_normal((9, 5)).astype(np.float32)
+    b = np.random.default_rng(2).standard_normal((5, 7)).astype(np.float32)
+    for _ in range(2):
+        np.testing.assert_allclose(kops.gemm(a, b, device=wgpu_gl[0].index), a @ b, rtol=1e-5, atol=1e-5)
+        problem = GemmProblem(m=9, n=7, k=5)
+        out = prepare(gl, SPEC, problem, {**GLSL_DEFAULT_PARAMS, "mrt": 2}, [a, b]).run()
+        np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
+    assert open_device(wgpu_gl[0]) is not gl

@@ -13,7 +13,7 @@ from kernelforge.ops import Limits, get_op
 from kernelforge.ops.gemm import DEFAULT_PARAMS
 from kernelforge.runtime.devices import DeviceInfo
 from kernelforge.templates import kernel_hash
-from kernelforge.tuner.db import SCHEMA_VERSION, Record, TuningDB, device_meta, new_record
+from kernelforge.tuner.db import SCHEMA_VERSION, Query, Record, TuningDB, device_meta, new_record
 
 SPEC = get_op("gemm")
 HASH = kernel_hash(SPEC, "wgsl")
@@ -32,7 +32,7 @@ def record(shape: str, params, time_s: float = 0.01, template_hash: str = HASH) 
 
 
 def lookup(db: TuningDB, info: DeviceInfo, shape: str):
-    return db.lookup(info, SPEC, "wgsl", SPEC.parse_problem(shape), Limits(), HASH)
+    return db.lookup(Query(info, SPEC, "wgsl", SPEC.parse_problem(shape), Limits(), HASH))
 
 
 def test_round_trip(tmp_path):
@@ -182,5 +182,5 @@ def test_candidates_are_ordered_and_unique(tmp_path):
     sibling = device("mesa-sibling-vulkan-1.0")
     db.update(device_meta(me), [record("64x64x64", FAST), record("512x512x512", FAST), record("8x8x8", SCALAR)])
     db.update(device_meta(sibling), [record("64x64x64", OTHER)])
-    found = db.candidates(me, SPEC, "wgsl", SPEC.parse_problem("64x64x64"), Limits(), HASH)
+    found = db.candidates(Query(me, SPEC, "wgsl", SPEC.parse_problem("64x64x64"), Limits(), HASH))
     assert [(f.source, f.params) for f in found] == [("tuned", FAST), ("nearest", SCALAR), ("vendor", OTHER)]

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kernelforge.errors import KernelCompileError, KernelforgeError
-from kernelforge.ops._spec import Limits, OpSpec, Params
+from kernelforge.ops._spec import GlLaunch, Limits, OpSpec, Params
 from kernelforge.ops._texture import TexLayout, interleave_rows
 from kernelforge.runtime.backends._base import Backend, Bound
 from kernelforge.runtime.devices import DeviceInfo, classify, driver_version, fingerprint, vendor_token
@@ -71,7 +71,9 @@ def enumerate_devices(start: int) -> list[DeviceInfo]:
 
 
 class _GlBound(Bound):
-    def __init__(self, backend: ModernglBackend, program: Any, textures: list[Any], launch: Any) -> None:
+    def __init__(
+        self, backend: ModernglBackend, program: Any, textures: list[Any], launch: GlLaunch, label: str
+    ) -> None:
         import moderngl
 
         ctx = backend.ctx
@@ -83,16 +85,22 @@ class _GlBound(Bound):
         self._targets = [ctx.texture((t.width, t.height), t.pack, dtype="f4") for t in launch.targets]
         for tex in (*textures, *self._targets):
             tex.filter = (moderngl.NEAREST, moderngl.NEAREST)
-        self._fbo = ctx.framebuffer(color_attachments=self._targets)
+        try:
+            self._fbo = ctx.framebuffer(color_attachments=self._targets)
+        except moderngl.Error as exc:
+            raise KernelforgeError(
+                f"{label}: {len(self._targets)} float render target(s) of {launch.targets[0].width}x"
+                f"{launch.targets[0].height} are not supported on {backend.info.slug}: {exc}"
+            ) from exc
         self._vao = ctx.vertex_array(program, [])
         self._viewport = (0, 0, launch.targets[0].width, launch.targets[0].height)
-        names = ("A", "B", "BIAS", "C", "D", "E")
-        self._samplers = [(names[i], tex) for i, tex in enumerate(textures)]
+        self._samplers = list(zip(launch.samplers, textures, strict=True))
 
     def _draw(self) -> None:
         import moderngl
 
         ctx = self._backend.ctx
+        ctx.__enter__()  # another GL user in this process (wgpu's GL backend) may have made its context current
         self._fbo.use()
         ctx.viewport = self._viewport
         ctx.disable(moderngl.BLEND | moderngl.DEPTH_TEST)
@@ -103,7 +111,7 @@ class _GlBound(Bound):
         self._vao.render(moderngl.TRIANGLES, vertices=3)
 
     def run(self) -> np.ndarray:
-        self._draw()
+        self._draw()  # leaves our context current for the reads
         parts = [
             layout.unpack(np.frombuffer(tex.read(), dtype=np.float32))
             for layout, tex in zip(self._layouts, self._targets, strict=True)
@@ -143,6 +151,7 @@ class ModernglBackend(Backend):
     def _compile(self, source: str, label: str) -> Any:
         import moderngl
 
+        self.ctx.__enter__()  # make our context current: wgpu's GL backend shares the thread
         try:
             return self.ctx.program(vertex_shader=self._vertex, fragment_shader=source)
         except moderngl.Error as exc:
@@ -150,10 +159,11 @@ class ModernglBackend(Backend):
 
     def _bind_op(self, kernel: Any, spec: OpSpec[Any], problem: Any, params: Params, inputs: list[np.ndarray]) -> Bound:
         launch = spec.gl_launch(problem, params)
+        self.ctx.__enter__()
         if len(launch.inputs) != len(inputs):
             raise KernelforgeError(f"{spec.name}: {len(inputs)} inputs for {len(launch.inputs)} textures")
         textures = []
         for layout, array in zip(launch.inputs, inputs, strict=True):
             data = layout.pack_array(array.reshape(layout.rows, layout.cols))
             textures.append(self.ctx.texture((layout.width, layout.height), layout.pack, data.tobytes(), dtype="f4"))
-        return _GlBound(self, kernel, textures, launch)
+        return _GlBound(self, kernel, textures, launch, f"{spec.name}:{spec.problem_key(problem)}")
