@@ -27,11 +27,14 @@ def _cmd_devices(args: argparse.Namespace) -> int:
         lim = d.limits
         print(d.describe())
         print(f"    vendor {d.vendor} (0x{d.vendor_id:x}), type {d.adapter_type}, driver {d.driver or '-'}")
-        print(
-            f"    limits: {lim.max_invocations} invocations/workgroup, workgroup {lim.max_wg_x}x{lim.max_wg_y}"
-            f"x{lim.max_wg_z}, {lim.max_workgroup_storage} B workgroup storage, "
-            f"{lim.max_storage_binding >> 20} MiB storage binding"
-        )
+        if d.language == "glsl":
+            print(f"    limits: MAX_TEXTURE_SIZE {lim.max_texture_size}, MAX_DRAW_BUFFERS {lim.max_draw_buffers}")
+        else:
+            print(
+                f"    limits: {lim.max_invocations} invocations/workgroup, workgroup {lim.max_wg_x}x{lim.max_wg_y}"
+                f"x{lim.max_wg_z}, {lim.max_workgroup_storage} B workgroup storage, "
+                f"{lim.max_storage_binding >> 20} MiB storage binding"
+            )
     return 0
 
 

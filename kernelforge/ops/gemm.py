@@ -17,7 +17,7 @@ from kernelforge.ops._texture import TexLayout
 
 # Accumulators per thread and unrolled statements per kernel are capped: past these, drivers spill
 # registers or spend seconds compiling, and no device we measured got faster.
-MAX_ACCUMULATORS = 64
+MAX_ACCUMULATORS = 128
 MAX_UNROLLED_FMAS = 1024
 MAX_LOADS_PER_THREAD = 64
 

@@ -143,7 +143,8 @@ def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: Tun
     bar = tqdm(
         total=options.trials,
         desc=f"{spec.name} {shape}",
-        disable=not (options.progress and _config.show_progress()),
+        # None: tqdm draws only on a terminal, so logs and CI output stay clean
+        disable=None if options.progress and _config.show_progress() else True,
         leave=False,
     )
 
