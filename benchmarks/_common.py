@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import platform
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,11 +21,6 @@ def wall(fn: Callable[[], Any]) -> Callable[[], float]:
         return time.perf_counter() - start
 
     return run
-
-
-def median(values: Sequence[float]) -> float:
-    """Median of a non-empty sequence."""
-    return statistics.median(values)
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:

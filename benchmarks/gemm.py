@@ -11,40 +11,23 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import median, table, wall, write_json
+from _common import table, wall, write_json
 
 from kernelforge.errors import DeviceNotFoundError
 from kernelforge.ops import get_op
 from kernelforge.runtime import list_devices, open_device
 from kernelforge.runtime.api import choose_params
 from kernelforge.runtime.kernel import prepare
+from kernelforge.tuner.measure import MeasureConfig, side_by_side
 from kernelforge.tuner.objective import verify
 
 SPEC = get_op("gemm")
-
-
-def side_by_side(runs: dict[str, Callable[[], float]], reps: int, max_seconds: float) -> dict[str, float]:
-    """Time several candidates in alternation (a, b, c, a, b, c, ...) and return each one's median seconds.
-
-    Alternating keeps slow drifts of a shared 2-core machine (turbo, other processes) from favouring one
-    candidate; each candidate gets at least one repetition.
-    """
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    start = time.perf_counter()
-    for _ in range(reps):
-        for name, run in runs.items():
-            times[name].append(run())
-        if time.perf_counter() - start > max_seconds:
-            break
-    return {name: median(t) for name, t in times.items()}
 
 
 def main() -> int:
@@ -89,7 +72,7 @@ def main() -> int:
                 "tuned": kernels["tuned"].time,
                 "numpy": wall(lambda a=a, b=b: a @ b),
             }
-            t = side_by_side(runs, args.reps, args.max_seconds)
+            t = side_by_side(runs, MeasureConfig(min_reps=1, max_reps=args.reps, max_seconds=args.max_seconds))
             flops = SPEC.flops(problem)
             row.update(
                 {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 
@@ -51,3 +51,19 @@ def measure(run: Callable[[], float], config: MeasureConfig, best_so_far: float 
         if len(times) >= config.min_reps and time.perf_counter() - start > config.max_seconds:
             break
     return Measurement(tuple(times))
+
+
+def side_by_side(runs: Mapping[str, Callable[[], float]], config: MeasureConfig) -> dict[str, float]:
+    """Time candidates in alternation (a, b, c, a, b, c, ...) and return each one's median seconds.
+
+    Alternating repetitions give every candidate the same machine conditions (turbo, other processes on a
+    shared 2-core machine), which a sequence of separate measurements does not.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    start = time.perf_counter()
+    for rep in range(config.max_reps):
+        for name, run in runs.items():
+            times[name].append(run())
+        if rep + 1 >= config.min_reps and time.perf_counter() - start > config.max_seconds:
+            break
+    return {name: statistics.median(t) for name, t in times.items() if t}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +13,7 @@ from kernelforge.errors import KernelCompileError
 from kernelforge.ops._spec import OpSpec, Params
 from kernelforge.runtime.backends._base import Backend
 from kernelforge.runtime.kernel import prepare
-from kernelforge.tuner.measure import MeasureConfig, measure
+from kernelforge.tuner.measure import MeasureConfig, measure, side_by_side
 from kernelforge.tuner.space import from_indices, suggest
 
 # Why a trial did not produce a time (Kernel Tuner's "invalidity" vocabulary).
@@ -72,28 +70,19 @@ class Objective:
         return TrialFailedError(f"{kind}: {reason}")
 
     def remeasure(self, candidates: Sequence[Params], config: MeasureConfig) -> dict[int, float]:
-        """Time candidates side by side (one repetition of each in turn) and return medians by index.
+        """Time candidates side by side (see :func:`side_by_side`) and return medians by index.
 
-        Alternating repetitions give every candidate the same machine conditions, which a sequence of
-        separate measurements on a busy 2-core machine does not. A candidate that fails to build or verify
-        is left out of the result.
+        A candidate that fails to build or verify is left out of the result.
         """
-        kernels = {}
+        runs = {}
         for i, params in enumerate(candidates):
             try:
                 kernel = prepare(self.backend, self.spec, self.problem, params, self.inputs)
                 if verify(kernel.run(), self.reference).ok:
-                    kernels[i] = kernel
+                    runs[str(i)] = kernel.time
             except Exception:  # a flaky finalist simply drops out
                 continue
-        times: dict[int, list[float]] = {i: [] for i in kernels}
-        start = time.perf_counter()
-        for rep in range(config.max_reps):
-            for i, kernel in kernels.items():
-                times[i].append(kernel.time())
-            if rep + 1 >= config.min_reps and time.perf_counter() - start > config.max_seconds:
-                break
-        return {i: statistics.median(t) for i, t in times.items()}
+        return {int(i): t for i, t in side_by_side(runs, config).items()}
 
     def __call__(self, trial: optuna.Trial) -> float:
         """Run one trial."""

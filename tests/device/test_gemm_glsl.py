@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import kernelforge.ops as kops
+from kernelforge import _config
 from kernelforge.errors import KernelCompileError
 from kernelforge.ops import get_op
 from kernelforge.ops._epilogue import ACTIVATIONS, Activation
@@ -103,6 +104,8 @@ def test_glsl_after_wgpu_gl_in_one_process(gl):
 
     wgpu_gl = [d for d in list_devices() if d.api == "gl" and d.language == "wgsl"]
     if not wgpu_gl:
+        if _config.require_device():
+            pytest.fail("KF_REQUIRE_DEVICE=1 but wgpu exposes no GL adapter (Mesa's EGL llvmpipe is expected)")
         pytest.skip("wgpu exposes no GL adapter here")
     a = np.random.default_rng(1).standard_normal((9, 5)).astype(np.float32)
     b = np.random.default_rng(2).standard_normal((5, 7)).astype(np.float32)
