@@ -76,10 +76,9 @@ class _GlBound(Bound):
     ) -> None:
         import moderngl
 
-        ctx = backend.ctx
+        ctx = backend.current()
         self._backend = backend
         self._program = program
-        self._textures = textures
         self._layouts: tuple[TexLayout, ...] = launch.targets
         self._rows = launch.rows
         self._targets = [ctx.texture((t.width, t.height), t.pack, dtype="f4") for t in launch.targets]
@@ -94,20 +93,21 @@ class _GlBound(Bound):
             ) from exc
         self._vao = ctx.vertex_array(program, [])
         self._viewport = (0, 0, launch.targets[0].width, launch.targets[0].height)
-        self._samplers = list(zip(launch.samplers, textures, strict=True))
+        self._textures = textures
+        # sampler units are fixed per kernel: set them once, not on every draw
+        for unit, name in enumerate(launch.samplers):
+            if name in program:
+                program[name].value = unit
 
     def _draw(self) -> None:
         import moderngl
 
-        ctx = self._backend.ctx
-        ctx.__enter__()  # another GL user in this process (wgpu's GL backend) may have made its context current
+        ctx = self._backend.current()
         self._fbo.use()
         ctx.viewport = self._viewport
         ctx.disable(moderngl.BLEND | moderngl.DEPTH_TEST)
-        for unit, (name, tex) in enumerate(self._samplers):
+        for unit, tex in enumerate(self._textures):
             tex.use(location=unit)
-            if name in self._program:
-                self._program[name].value = unit
         self._vao.render(moderngl.TRIANGLES, vertices=3)
 
     def run(self) -> np.ndarray:
@@ -138,6 +138,15 @@ class ModernglBackend(Backend):
         self._limits = info.limits
         self._vertex = render_template("glsl/fullscreen.vert.j2", {"version": GLSL_VERSIONS["native"]})
 
+    def current(self) -> Any:
+        """Return the context after making it current on this thread.
+
+        Another GL user in the process (wgpu's GL backend) may have made its own EGL context current, so
+        every GL call path goes through here first.
+        """
+        self.ctx.__enter__()
+        return self.ctx
+
     @property
     def limits(self) -> Limits:
         """WebGL2-capped limits of the context."""
@@ -151,19 +160,18 @@ class ModernglBackend(Backend):
     def _compile(self, source: str, label: str) -> Any:
         import moderngl
 
-        self.ctx.__enter__()  # make our context current: wgpu's GL backend shares the thread
         try:
-            return self.ctx.program(vertex_shader=self._vertex, fragment_shader=source)
+            return self.current().program(vertex_shader=self._vertex, fragment_shader=source)
         except moderngl.Error as exc:
             raise KernelCompileError(f"{label}: GLSL rejected on {self.info.slug}:\n{exc}") from exc
 
     def _bind_op(self, kernel: Any, spec: OpSpec[Any], problem: Any, params: Params, inputs: list[np.ndarray]) -> Bound:
         launch = spec.gl_launch(problem, params)
-        self.ctx.__enter__()
+        ctx = self.current()
         if len(launch.inputs) != len(inputs):
             raise KernelforgeError(f"{spec.name}: {len(inputs)} inputs for {len(launch.inputs)} textures")
         textures = []
         for layout, array in zip(launch.inputs, inputs, strict=True):
             data = layout.pack_array(array.reshape(layout.rows, layout.cols))
-            textures.append(self.ctx.texture((layout.width, layout.height), layout.pack, data.tobytes(), dtype="f4"))
+            textures.append(ctx.texture((layout.width, layout.height), layout.pack, data.tobytes(), dtype="f4"))
         return _GlBound(self, kernel, textures, launch, f"{spec.name}:{spec.problem_key(problem)}")
