@@ -145,15 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_devices)
 
-    p = sub.add_parser("tune", help="tune kernels for a device and store the winners")
+    from kernelforge.ops import OPS, get_op
+
+    shapes = "\n".join(f"  {name}: {get_op(name).shape_syntax}" for name in sorted(OPS))
+    p = sub.add_parser(
+        "tune",
+        help="tune kernels for a device and store the winners",
+        description=f"Tune kernels for a device and store the winners.\n\n--shape syntax per op:\n{shapes}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--device", default="auto", help=device_help)
     p.add_argument("--backend", default=None, choices=["wgsl", "glsl"], help="kernel language (default: the device's)")
-    p.add_argument("--op", default="gemm", help="op to tune (gemm)")
-    p.add_argument(
-        "--shape",
-        required=True,
-        help="comma-separated shapes; gemm: MxNxK or BxMxNxK, trailing 't' for trans_b (1024x1024x1024,64x64x64t)",
-    )
+    p.add_argument("--op", default="gemm", choices=sorted(OPS), help="op to tune (default gemm)")
+    p.add_argument("--shape", required=True, help="comma-separated shapes of the op (syntax above)")
     p.add_argument("--trials", type=int, default=40, help="new trials per shape (default 40)")
     p.add_argument("--time-budget", type=float, default=None, help="seconds per shape, stops the search early")
     p.add_argument("--sampler", default="tpe", choices=["tpe", "random", "grid", "cmaes"])

@@ -10,11 +10,6 @@ import numpy as np
 from kernelforge.ops._epilogue import ACTIVATIONS, Activation
 from kernelforge.ops._spec import Launch, Limits, OpSpec, Param, Params
 
-# NOTE: the op modules are imported before the same-named API functions below are defined. Importing a
-# submodule for the first time sets it as an attribute of this package, which would otherwise replace
-# the function ``kernelforge.ops.gemm`` with the module ``kernelforge/ops/gemm.py``.
-from kernelforge.ops import gemm as _gemm_module  # noqa: F401  isort: skip
-
 __all__ = [
     "ACTIVATIONS",
     "OPS",
@@ -31,6 +26,16 @@ __all__ = [
 OPS: dict[str, str] = {
     "gemm": "kernelforge.ops.gemm",
 }
+"""Registry: op name -> module defining ``SPEC`` (one row per op)."""
+
+# NOTE: every op module is imported before the API functions below are defined. Importing a submodule for
+# the first time sets it as an attribute of this package, which would otherwise replace a function such
+# as ``kernelforge.ops.gemm`` with the module ``kernelforge/ops/gemm.py``. Op modules are pure Python +
+# numpy, so this costs nothing of note.
+for _module in OPS.values():
+    importlib.import_module(_module)
+
+# Public numpy-in/out functions of the op modules (each module owns its API function).
 
 
 def get_op(name: str) -> OpSpec[Any]:

@@ -89,6 +89,8 @@ class OpSpec(abc.ABC, Generic[P]):
     spaces: ClassVar[Mapping[str, tuple[Param, ...]]]
     """Tunables per kernel language; the languages are those with a template."""
     templates: ClassVar[Mapping[str, str]]
+    shape_syntax: ClassVar[str] = ""
+    """One line for ``kernelforge tune --help``: the ``--shape`` syntax :meth:`parse_problem` accepts."""
 
     def params(self, language: str) -> tuple[Param, ...]:
         """Return the tunables of the op's kernel in ``language``.

@@ -81,6 +81,7 @@ class GemmSpec(OpSpec[GemmProblem]):
 
     name: ClassVar[str] = "gemm"
     templates: ClassVar[dict[str, str]] = {"wgsl": "wgsl/gemm.wgsl.j2", "glsl": "glsl/gemm.frag.j2"}
+    shape_syntax: ClassVar[str] = "MxNxK or BxMxNxK, trailing 't' for trans_b (1024x1024x1024,64x64x64t)"
     spaces: ClassVar[dict[str, tuple[Param, ...]]] = {
         "wgsl": (
             Param("wg_x", (1, 2, 4, 8, 16, 32, 64), "workgroup threads along N"),

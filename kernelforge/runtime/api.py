@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -33,11 +34,40 @@ def choose_params(backend: Backend, op: str, problem: Any, db: TuningDB | None =
     )
 
 
-def _float_array(name: str, value: Any) -> np.ndarray:
+def float_array(op: str, name: str, value: Any) -> np.ndarray:
+    """Return ``value`` as a contiguous float32 array.
+
+    Raises:
+        ShapeError: Naming the op and argument when ``value`` is not real numeric data.
+    """
     array = np.asarray(value)
     if array.dtype.kind not in "fiub":
-        raise ShapeError(f"gemm: {name} must be a real numeric array, got dtype {array.dtype}")
+        raise ShapeError(f"{op}: {name} must be a real numeric array, got dtype {array.dtype}")
     return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def run_op(
+    op: str,
+    problem: Any,
+    inputs: Sequence[np.ndarray],
+    device: str | int = "auto",
+    backend_language: str | None = None,
+) -> np.ndarray:
+    """Run one op call on a device with the database's params for its shape (defaults when none).
+
+    Args:
+        op: Registered op name.
+        problem: The op's problem dataclass (shapes and attributes, already validated).
+        inputs: float32 arrays in the op's input order.
+        device: A ``--device`` selector.
+        backend_language: ``"wgsl"`` or ``"glsl"``; ``None`` takes the selected device's.
+
+    Returns:
+        The output, shaped as :meth:`OpSpec.output_shape`.
+    """
+    backend = open_device(device, backend_language)
+    chosen = choose_params(backend, op, problem)
+    return prepare(backend, get_op(op), problem, chosen.params, inputs).run()
 
 
 def gemm(
@@ -50,7 +80,7 @@ def gemm(
     backend_language: str | None = None,
 ) -> np.ndarray:
     """See :func:`kernelforge.ops.gemm`."""
-    a32, b32 = _float_array("a", a), _float_array("b", b)
+    a32, b32 = float_array("gemm", "a", a), float_array("gemm", "b", b)
     if a32.ndim not in (2, 3) or b32.ndim not in (2, 3):
         raise ShapeError(f"gemm: a and b must be 2-D or 3-D, got shapes {a32.shape} and {b32.shape}")
     batch = a32.shape[0] if a32.ndim == 3 else 1
@@ -63,7 +93,7 @@ def gemm(
         raise ShapeError(f"gemm: b is batched {b32.shape} but a {a32.shape} is not")
     inputs = [a32, b32]
     if bias is not None:
-        bias32 = _float_array("bias", bias)
+        bias32 = float_array("gemm", "bias", bias)
         if bias32.shape != (n,):
             raise ShapeError(f"gemm: bias must have shape ({n},), got {bias32.shape}")
         inputs.append(bias32)
@@ -77,7 +107,5 @@ def gemm(
         has_bias=bias is not None,
         activation=Activation.parse(activation),
     )
-    backend = open_device(device, backend_language)
-    chosen = choose_params(backend, "gemm", problem)
-    out = prepare(backend, get_op("gemm"), problem, chosen.params, inputs).run()
+    out = run_op("gemm", problem, inputs, device, backend_language)
     return out if a32.ndim == 3 else out.reshape(m, n)
