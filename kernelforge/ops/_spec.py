@@ -195,6 +195,22 @@ class OpSpec(abc.ABC, Generic[P]):
     def device_inputs(self, problem: P, params: Params, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Return the arrays bound after the uniforms, in binding order (inputs, then none for the output)."""
 
+    def device_output_shape(self, problem: P, params: Params) -> tuple[int, ...]:
+        """Return the shape of the output as the kernel writes it (its layout); by default :meth:`output_shape`.
+
+        Graph executors that chain kernels use this shape (and :meth:`from_device`) to hand a tensor to the
+        next kernel without leaving the device.
+        """
+        return self.output_shape(problem)
+
+    def from_device(self, problem: P, params: Params, data: np.ndarray) -> np.ndarray:
+        """Turn what the kernel wrote into the op's output of :meth:`output_shape`.
+
+        Ops whose kernels may write another layout (NHWC for an NCHW op, say) override this to convert back;
+        the default is a reshape.
+        """
+        return np.asarray(data).reshape(self.output_shape(problem))
+
     def check(self, problem: P, params: Params, limits: Limits, language: str) -> None:
         """Raise :class:`InvalidParamsError` when ``params`` cannot run ``problem``."""
         reason = self.constraints(problem, params, limits, language)

@@ -28,7 +28,7 @@ class PreparedKernel(Generic[P]):
 
     def run(self) -> np.ndarray:
         """Run once and return the output, shaped as the op's output."""
-        return self.bound.run().reshape(self.spec.output_shape(self.problem))
+        return self.spec.from_device(self.problem, self.params, self.bound.run())
 
     def time(self) -> float:
         """Run once and return the kernel time in seconds."""
