@@ -38,6 +38,14 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_shapes(values: Sequence[str], separator: str) -> list[str]:
+    """Split ``--shape`` values on ';' and on the op's own separator (',' unless its syntax uses commas)."""
+    shapes: list[str] = []
+    for value in values:
+        shapes += [s.strip() for s in value.replace(separator, ";").split(";") if s.strip()]
+    return shapes
+
+
 def _cmd_tune(args: argparse.Namespace) -> int:
     from kernelforge.ops import get_op
     from kernelforge.runtime import open_device, select_device
@@ -45,7 +53,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     info = select_device(args.device, args.backend)  # fails with the device list before anything else
     spec = get_op(args.op)
-    problems = [spec.parse_problem(s) for s in args.shape.split(",") if s.strip()]
+    problems = [spec.parse_problem(text) for text in _split_shapes(args.shape, spec.shape_separator)]
+    if not problems:
+        raise KernelforgeError("--shape names no shape")
     if args.trials < 1:
         raise KernelforgeError("--trials must be >= 1")
     backend = open_device(info)
@@ -157,7 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help=device_help)
     p.add_argument("--backend", default=None, choices=["wgsl", "glsl"], help="kernel language (default: the device's)")
     p.add_argument("--op", default="gemm", choices=sorted(OPS), help="op to tune (default gemm)")
-    p.add_argument("--shape", required=True, help="comma-separated shapes of the op (syntax above)")
+    p.add_argument(
+        "--shape",
+        required=True,
+        action="append",
+        help="shapes of the op (syntax above), separated by ';' or by repeating --shape; also by ',' for ops "
+        "whose syntax has no commas (gemm)",
+    )
     p.add_argument("--trials", type=int, default=40, help="new trials per shape (default 40)")
     p.add_argument("--time-budget", type=float, default=None, help="seconds per shape, stops the search early")
     p.add_argument("--sampler", default="tpe", choices=["tpe", "random", "grid", "cmaes"])

@@ -19,12 +19,31 @@ __all__ = [
     "OpSpec",
     "Param",
     "Params",
+    "average_pool",
+    "concat",
+    "conv2d",
+    "elementwise",
     "gemm",
     "get_op",
+    "global_average_pool",
+    "global_max_pool",
+    "max_pool",
+    "pad",
+    "resize",
+    "softmax",
+    "transpose",
 ]
 
 OPS: dict[str, str] = {
     "gemm": "kernelforge.ops.gemm",
+    "elementwise": "kernelforge.ops.eltwise",
+    "pool2d": "kernelforge.ops.pool",
+    "conv2d": "kernelforge.ops.conv",
+    "pad": "kernelforge.ops.pad",
+    "resize": "kernelforge.ops.resize",
+    "softmax": "kernelforge.ops.softmax",
+    "concat": "kernelforge.ops.concat",
+    "transpose": "kernelforge.ops.transpose",
 }
 """Registry: op name -> module defining ``SPEC`` (one row per op)."""
 
@@ -36,6 +55,14 @@ for _module in OPS.values():
     importlib.import_module(_module)
 
 # Public numpy-in/out functions of the op modules (each module owns its API function).
+from kernelforge.ops.concat import concat  # noqa: E402
+from kernelforge.ops.conv import conv2d  # noqa: E402
+from kernelforge.ops.eltwise import elementwise  # noqa: E402
+from kernelforge.ops.pad import pad  # noqa: E402
+from kernelforge.ops.pool import average_pool, global_average_pool, global_max_pool, max_pool  # noqa: E402
+from kernelforge.ops.resize import resize  # noqa: E402
+from kernelforge.ops.softmax import softmax  # noqa: E402
+from kernelforge.ops.transpose import transpose  # noqa: E402
 
 
 def get_op(name: str) -> OpSpec[Any]:

@@ -91,6 +91,8 @@ class OpSpec(abc.ABC, Generic[P]):
     templates: ClassVar[Mapping[str, str]]
     shape_syntax: ClassVar[str] = ""
     """One line for ``kernelforge tune --help``: the ``--shape`` syntax :meth:`parse_problem` accepts."""
+    shape_separator: ClassVar[str] = ","
+    """What separates several shapes in one ``--shape`` value besides ';' (ops whose syntax uses commas: ';')."""
 
     def params(self, language: str) -> tuple[Param, ...]:
         """Return the tunables of the op's kernel in ``language``.
@@ -194,6 +196,15 @@ class OpSpec(abc.ABC, Generic[P]):
     @abc.abstractmethod
     def device_inputs(self, problem: P, params: Params, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Return the arrays bound after the uniforms, in binding order (inputs, then none for the output)."""
+
+    def seed_params(self, problem: P, limits: Limits, language: str) -> list[Params]:
+        """Return known-good, diverse configs the tuner tries right after the default (none by default).
+
+        Large spaces (conv's is ~10^5 points) are hard to sample well in a few trials; a handful of
+        starting points that won on some device lets every later trial refine rather than explore.
+        Only configs valid for ``problem`` on ``limits`` are returned.
+        """
+        return []
 
     def device_output_shape(self, problem: P, params: Params) -> tuple[int, ...]:
         """Return the shape of the output as the kernel writes it (its layout); by default :meth:`output_shape`.

@@ -43,7 +43,8 @@ def float_array(op: str, name: str, value: Any) -> np.ndarray:
     array = np.asarray(value)
     if array.dtype.kind not in "fiub":
         raise ShapeError(f"{op}: {name} must be a real numeric array, got dtype {array.dtype}")
-    return np.ascontiguousarray(array, dtype=np.float32)
+    # NOTE: not np.ascontiguousarray, which turns a 0-d scalar into shape (1,)
+    return np.asarray(array, dtype=np.float32, order="C")
 
 
 def run_op(

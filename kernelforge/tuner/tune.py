@@ -130,11 +130,13 @@ def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: Tun
     default = spec.default_params(problem, backend.limits, language)
     seen = [from_indices(spec, t.params, language) for t in study.get_trials(deepcopy=False) if t.params]
     # trial 0 is the default; then the best known configs of this shape, the nearest shapes and similar
-    # devices (warm start: good configs transfer between neighbouring shapes far better than a random start)
+    # devices (warm start: good configs transfer between neighbouring shapes far better than a random start),
+    # then the op's own seed configs (diverse known-good shapes, CLBlast-style starting points)
     known = TuningDB(options.db_dir).candidates(
         Query(backend.info, spec, language, problem, backend.limits, kernel_hash(spec, language))
     )
-    for params in (default, *(k.params for k in known[: options.warm_start])):
+    seeds = [s for s in spec.seed_params(problem, backend.limits, language) if s != default]
+    for params in (default, *(k.params for k in known[: options.warm_start]), *seeds):
         if params not in seen:
             study.enqueue_trial(to_indices(spec, params, language))
             seen.append(params)

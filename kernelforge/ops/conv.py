@@ -1,0 +1,604 @@
+"""conv2d: ONNX ``Conv`` on NCHW tensors (groups, depthwise, dilations, asymmetric pads) with a fused epilogue.
+
+``Y = act(conv(X, W) + bias + residual)``: bias per output channel, an optional residual of Y's shape (the
+ResNet/MobileNet skip connection) added before the activation, so a whole block tail is one kernel.
+
+The algorithm and the data layouts are tunables, not fixed rules: ``algo`` picks a direct register-blocked
+kernel, an implicit GEMM that stages im2col tiles in workgroup memory (the im2col matrix is never
+materialised), or a depthwise kernel; ``layout`` picks NCHW or NHWC activations and ``w_layout`` OIHW or
+HWIO weights. Inputs are converted to the chosen layouts in :meth:`ConvSpec.device_inputs` (weights
+once, at load, in a graph) and the output back in :meth:`ConvSpec.from_device`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from kernelforge.errors import ShapeError
+from kernelforge.ops._epilogue import Activation
+from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
+from kernelforge.ops._texture import TexLayout
+
+DIRECT, IMPLICIT_GEMM, DEPTHWISE = 0, 1, 2
+NCHW, NHWC = 0, 1
+OIHW, HWIO = 0, 1
+
+MAX_ACCUMULATORS = 64
+MAX_UNROLLED_FMAS = 512
+
+# A default in the spirit of TF.js WebGPU's conv2d (NHWC, 4x4 outputs per thread over an 8x8 workgroup, vec4
+# over output channels): what an untuned device gets. Depthwise convs get TF.js's depthwise shape.
+DEFAULT_PARAMS: Params = {
+    "algo": DIRECT,
+    "layout": NHWC,
+    "w_layout": HWIO,
+    "wg_x": 8,
+    "wg_y": 8,
+    "wpt_p": 4,
+    "wpt_o": 4,
+    "tile_k": 4,
+    "vec_width": 4,
+    "vec_c": 1,
+}
+DEPTHWISE_DEFAULT: Params = {
+    **DEFAULT_PARAMS,
+    "algo": DEPTHWISE,
+    "wg_x": 16,
+    "wg_y": 4,
+    "wpt_p": 2,
+    "wpt_o": 4,
+    "tile_k": 1,
+}
+_FALLBACKS: tuple[Params, ...] = (
+    {**DEFAULT_PARAMS, "vec_width": 1},
+    {**DEFAULT_PARAMS, "vec_width": 1, "wpt_o": 1, "wg_x": 64, "wg_y": 1},
+    {**DEFAULT_PARAMS, "vec_width": 1, "wpt_o": 1, "wpt_p": 1, "tile_k": 1, "wg_x": 1, "wg_y": 1},
+)
+GLSL_DEFAULT_PARAMS: Params = {"layout": NHWC, "c_unroll": 1, "square": 0}
+_GLSL_FALLBACKS: tuple[Params, ...] = (
+    {**GLSL_DEFAULT_PARAMS, "square": 1},
+    {"layout": NCHW, "c_unroll": 1, "square": 0},
+    {"layout": NCHW, "c_unroll": 1, "square": 1},
+)
+
+# Tuner starting points: register-blocked NHWC direct kernels with vec4 input-channel loads won on lavapipe
+# (4x over the default on 3x3 layers); the staged implicit GEMM and NCHW variants keep the search diverse.
+_SEEDS: tuple[Params, ...] = (
+    {**DEFAULT_PARAMS, "wpt_p": 8, "wpt_o": 8, "vec_c": 4},
+    {**DEFAULT_PARAMS, "wg_x": 16, "wg_y": 4, "wpt_p": 4, "wpt_o": 8, "vec_c": 4, "tile_k": 8},
+    {**DEFAULT_PARAMS, "wg_y": 2, "wpt_p": 8, "wpt_o": 16, "tile_k": 4, "vec_c": 4},
+    {**DEFAULT_PARAMS, "algo": IMPLICIT_GEMM, "wg_x": 16, "wg_y": 8, "tile_k": 8},
+    {**DEFAULT_PARAMS, "layout": NCHW, "wpt_p": 8, "wpt_o": 4},
+    {**DEPTHWISE_DEFAULT, "wg_x": 8, "wg_y": 8, "wpt_p": 4, "wpt_o": 4},
+    {**DEPTHWISE_DEFAULT, "wg_x": 32, "wg_y": 2, "wpt_p": 4, "wpt_o": 8},
+)
+_GLSL_SEEDS: tuple[Params, ...] = ({**GLSL_DEFAULT_PARAMS, "c_unroll": 4}, {**GLSL_DEFAULT_PARAMS, "c_unroll": 2})
+
+_SHAPE = re.compile(r"^(\d+)x(\d+)x(\d+)x(\d+):(\d+)x(\d+)x(\d+)((?::[a-z]+[0-9x,]*)*)$")
+_OPTION = re.compile(r"^([a-z]+)([0-9x,]*)$")
+
+
+def _pair(text: str, what: str) -> tuple[int, int]:
+    values = [int(v) for v in re.split(r"[x,]", text)]
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) == 2:
+        return values[0], values[1]
+    raise ShapeError(f"conv2d shape: {what} needs 1 or 2 numbers, got {text!r}")
+
+
+@dataclass(frozen=True)
+class ConvProblem:
+    """One conv call: X ``[n, c, h, w]``, W ``[m, c / group, kh, kw]`` -> Y ``[n, m, oh, ow]``.
+
+    ``pads`` are ONNX's ``(top, left, bottom, right)``; ``strides`` and ``dilations`` are ``(y, x)``.
+    """
+
+    n: int
+    c: int
+    h: int
+    w: int
+    m: int
+    kh: int
+    kw: int
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilations: tuple[int, int] = (1, 1)
+    group: int = 1
+    has_bias: bool = False
+    has_residual: bool = False
+    activation: Activation = field(default_factory=Activation)
+
+    def __post_init__(self) -> None:
+        for name in ("n", "c", "h", "w", "m", "kh", "kw", "group"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ShapeError(f"conv2d: {name} must be an integer >= 1, got {value!r}")
+        for name, size in (("strides", 2), ("pads", 4), ("dilations", 2)):
+            value = getattr(self, name)
+            if len(value) != size or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+                raise ShapeError(f"conv2d: {name} must be {size} integers, got {value!r}")
+        if min(self.strides) < 1 or min(self.dilations) < 1 or min(self.pads) < 0:
+            raise ShapeError(f"conv2d: strides/dilations must be >= 1 and pads >= 0, got {self}")
+        if self.c % self.group or self.m % self.group:
+            raise ShapeError(f"conv2d: group {self.group} must divide input channels {self.c} and outputs {self.m}")
+        if self.oh < 1 or self.ow < 1:
+            raise ShapeError(
+                f"conv2d: a {self.kh}x{self.kw} kernel (dilations {self.dilations}) does not fit the padded "
+                f"{self.h}x{self.w} input (pads {self.pads})"
+            )
+
+    @property
+    def oh(self) -> int:
+        """Output height."""
+        span = self.dilations[0] * (self.kh - 1) + 1
+        return (self.h + self.pads[0] + self.pads[2] - span) // self.strides[0] + 1
+
+    @property
+    def ow(self) -> int:
+        """Output width."""
+        span = self.dilations[1] * (self.kw - 1) + 1
+        return (self.w + self.pads[1] + self.pads[3] - span) // self.strides[1] + 1
+
+    @property
+    def cg(self) -> int:
+        """Input channels per group."""
+        return self.c // self.group
+
+    @property
+    def mg(self) -> int:
+        """Output channels per group."""
+        return self.m // self.group
+
+    @property
+    def depthwise(self) -> bool:
+        """Whether every output channel reads one input channel (group == c)."""
+        return self.cg == 1
+
+
+class ConvSpec(OpSpec[ConvProblem]):
+    """The conv2d op."""
+
+    name: ClassVar[str] = "conv2d"
+    templates: ClassVar[dict[str, str]] = {"wgsl": "wgsl/conv2d.wgsl.j2", "glsl": "glsl/conv2d.frag.j2"}
+    shape_syntax: ClassVar[str] = (
+        "NxCxHxW:MxKHxKW[:sS|:sSYxSX][:pP|:pT,L,B,R][:dD|:dDYxDX][:gG] (1x64x56x56:64x3x3:s1:p1, "
+        "1x32x112x112:32x3x3:s2:p0,0,1,1:g32); shapes are separated by ';'"
+    )
+    shape_separator: ClassVar[str] = ";"
+    spaces: ClassVar[dict[str, tuple[Param, ...]]] = {
+        "wgsl": (
+            Param("algo", (0, 1, 2), "0 direct, 1 implicit GEMM (im2col tiles in workgroup memory), 2 depthwise"),
+            Param("layout", (0, 1), "activations (X, Y, residual): 0 NCHW, 1 NHWC"),
+            Param("w_layout", (0, 1), "weights: 0 OIHW, 1 HWIO (output channels contiguous)"),
+            Param("wg_x", (1, 2, 4, 8, 16, 32, 64), "workgroup threads along output pixels"),
+            Param("wg_y", (1, 2, 4, 8, 16), "workgroup threads along output channels"),
+            Param("wpt_p", (1, 2, 4, 8), "output pixels per thread"),
+            Param("wpt_o", (1, 2, 4, 8, 16), "output channels per thread"),
+            Param("tile_k", (1, 2, 4, 8, 16), "input channels per unrolled step (direct) / K tile (implicit GEMM)"),
+            Param("vec_width", (1, 4), "vec4 accumulators, weights and stores along output channels"),
+            Param("vec_c", (1, 4), "vec4 loads of 4 input channels (direct kernel, NHWC)"),
+        ),
+        "glsl": (
+            Param("layout", (0, 1), "0 NCHW R32F textures (1 output per fragment), 1 NHWC RGBA32F (4 channels)"),
+            Param("c_unroll", (1, 2, 4), "input-channel loop unroll"),
+            Param("square", (0, 1), "textures row-aligned (0) or wrapped square-ish (1)"),
+        ),
+    }
+
+    def parse_problem(self, text: str) -> ConvProblem:
+        """Parse ``NxCxHxW:MxKHxKW`` plus ``:s`` strides, ``:p`` pads, ``:d`` dilations, ``:g`` group options.
+
+        Strides and dilations take one number or ``YxX``; pads one number or ``top,left,bottom,right``; e.g.
+        ``1x64x56x56:64x3x3:s1:p1``.
+        """
+        match = _SHAPE.match(text.strip().lower())
+        if not match:
+            raise ShapeError(f"conv2d shape {text!r} is not NxCxHxW:MxKHxKW[:sS][:pP][:dD][:gG] ({self.shape_syntax})")
+        n, c, h, w, m, kh, kw = (int(match.group(i)) for i in range(1, 8))
+        options: dict[str, Any] = {}
+        seen: set[str] = set()
+        for part in filter(None, match.group(8).split(":")):
+            opt = _OPTION.match(part)
+            if not opt or opt.group(1) not in ("s", "p", "d", "g") or opt.group(1) in seen:
+                raise ShapeError(f"conv2d shape {text!r}: bad or repeated option {part!r}")
+            key, value = opt.group(1), opt.group(2)
+            seen.add(key)
+            if not value:
+                raise ShapeError(f"conv2d shape {text!r}: option {part!r} has no value")
+            if key == "p":
+                numbers = [int(v) for v in re.split(r"[x,]", value)]
+                if len(numbers) not in (1, 4):
+                    raise ShapeError(f"conv2d shape {text!r}: pads need 1 or 4 numbers (top,left,bottom,right)")
+                options["pads"] = tuple(numbers * 4 if len(numbers) == 1 else numbers)
+            elif key == "g":
+                options["group"] = int(value)
+            else:
+                options["strides" if key == "s" else "dilations"] = _pair(value, key)
+        return ConvProblem(n=n, c=c, h=h, w=w, m=m, kh=kh, kw=kw, **options)
+
+    def problem_key(self, problem: ConvProblem) -> str:
+        """Return the canonical shape text (parseable back), e.g. ``1x64x56x56:64x3x3:s1x1:p1,1,1,1:d1x1:g1``."""
+        p = problem
+        return (
+            f"{p.n}x{p.c}x{p.h}x{p.w}:{p.m}x{p.kh}x{p.kw}:s{p.strides[0]}x{p.strides[1]}"
+            f":p{','.join(map(str, p.pads))}:d{p.dilations[0]}x{p.dilations[1]}:g{p.group}"
+        )
+
+    def shape_vector(self, problem: ConvProblem) -> tuple[float, ...]:
+        """Return output pixels, output channels, reduction length, kernel area, stride, depthwise-ness."""
+        p = problem
+        return (p.n * p.oh * p.ow, p.m, p.cg * p.kh * p.kw, p.kh * p.kw, p.strides[0], 1.0 + 8 * p.depthwise)
+
+    def flops(self, problem: ConvProblem) -> float:
+        """Return 2 * outputs * (C/group) * KH * KW."""
+        p = problem
+        return 2.0 * p.n * p.m * p.oh * p.ow * p.cg * p.kh * p.kw
+
+    def default_params(self, problem: ConvProblem, limits: Limits, language: str) -> Params:
+        """Return the language's default (depthwise kernel for depthwise convs) or the first fallback that fits."""
+        if language == "glsl":
+            candidates: tuple[Params, ...] = (GLSL_DEFAULT_PARAMS, *_GLSL_FALLBACKS)
+        else:
+            first = (DEPTHWISE_DEFAULT, {**DEPTHWISE_DEFAULT, "vec_width": 1}) if problem.depthwise else ()
+            candidates = (*first, DEFAULT_PARAMS, *_FALLBACKS)
+        for params in candidates:
+            if self.constraints(problem, params, limits, language) is None:
+                return dict(params)
+        raise ShapeError(f"conv2d {self.problem_key(problem)}: no built-in {language} config fits the device")
+
+    def seed_params(self, problem: ConvProblem, limits: Limits, language: str) -> list[Params]:
+        """Return the configs that won on our software GPUs for ResNet/MobileNet layers (valid ones only)."""
+        seeds = _GLSL_SEEDS if language == "glsl" else _SEEDS
+        return [dict(s) for s in seeds if self.constraints(problem, s, limits, language) is None]
+
+    def constraints(self, problem: ConvProblem, params: Params, limits: Limits, language: str) -> str | None:
+        """Return why ``params`` cannot run ``problem`` on a device with ``limits``, or None."""
+        if language == "glsl":
+            return self._glsl_constraints(problem, params, limits)
+        p, q = params, problem
+        threads = p["wg_x"] * p["wg_y"]
+        if p["wg_x"] > limits.max_wg_x or p["wg_y"] > limits.max_wg_y:
+            return f"workgroup {p['wg_x']}x{p['wg_y']} exceeds the device's per-axis limits"
+        if threads > limits.max_invocations:
+            return f"{threads} invocations per workgroup > device limit {limits.max_invocations}"
+        if p["wpt_o"] % p["vec_width"]:
+            return f"wpt_o={p['wpt_o']} is not a multiple of vec_width={p['vec_width']}"
+        if p["wpt_p"] * p["wpt_o"] > MAX_ACCUMULATORS:
+            return f"{p['wpt_p'] * p['wpt_o']} accumulators per thread > {MAX_ACCUMULATORS}"
+        vw = p["vec_width"]
+        if p["algo"] == DEPTHWISE:
+            if not q.depthwise:
+                return f"the depthwise kernel needs group == input channels (group={q.group}, c={q.c})"
+            if vw == 4 and (q.m % 4 or q.mg != 1 or p["layout"] != NHWC):
+                return "depthwise vec4 needs NHWC, M % 4 == 0 and one output per input channel"
+            if p["vec_c"] != 1 or p["tile_k"] != 1 or p["w_layout"] != HWIO:
+                return "the depthwise kernel has no vec_c/tile_k and reads HWIO weights (use 1, 1, 1)"
+        else:
+            if vw == 4 and q.mg % 4:
+                return f"vec_width=4 needs output channels per group % 4 == 0 (got {q.mg})"
+            if p["vec_c"] == 4 and (p["algo"] != DIRECT or p["layout"] != NHWC or q.cg % 4 or p["tile_k"] % 4):
+                return "vec_c=4 needs the direct NHWC kernel, C/group % 4 == 0 and tile_k % 4 == 0"
+            nv = p["wpt_o"] // vw
+            if p["algo"] == DIRECT and p["tile_k"] * p["wpt_p"] * nv > MAX_UNROLLED_FMAS:
+                return f"unrolled body of {p['tile_k'] * p['wpt_p'] * nv} FMAs > {MAX_UNROLLED_FMAS}"
+            if p["algo"] == DIRECT and p["tile_k"] > q.cg:
+                return f"tile_k={p['tile_k']} > input channels per group {q.cg} (the unrolled step never runs)"
+            if p["algo"] == IMPLICIT_GEMM:
+                tile_p, tile_o = p["wg_x"] * p["wpt_p"], p["wg_y"] * p["wpt_o"]
+                shared = 4 * p["tile_k"] * (tile_p + tile_o)
+                if shared > limits.max_workgroup_storage:
+                    return f"{shared} bytes of workgroup memory > device limit {limits.max_workgroup_storage}"
+                if p["tile_k"] * p["wpt_p"] * nv > MAX_UNROLLED_FMAS:
+                    return f"unrolled body of {p['tile_k'] * p['wpt_p'] * nv} FMAs > {MAX_UNROLLED_FMAS}"
+                if max(tile_p, tile_o) * p["tile_k"] > 16 * threads:
+                    return "more than 16 tile loads per thread"
+        launch = self.launch(problem, params)
+        if max(launch.workgroups) > limits.max_workgroups_per_dim:
+            return f"dispatch {launch.workgroups} exceeds {limits.max_workgroups_per_dim} workgroups per dimension"
+        largest = 4 * max(q.n * q.c * q.h * q.w, q.n * q.m * q.oh * q.ow, q.m * q.cg * q.kh * q.kw)
+        if largest > limits.max_storage_binding:
+            return f"a {largest}-byte buffer exceeds the device's storage binding limit {limits.max_storage_binding}"
+        return None
+
+    def _glsl_constraints(self, problem: ConvProblem, params: Params, limits: Limits) -> str | None:
+        q = problem
+        if params["layout"] == NHWC and not (q.depthwise and q.mg == 1) and (q.cg % 4 or q.mg % 4) and q.group > 1:
+            return "packed NHWC grouped conv needs C/group and M/group multiples of 4 (or depthwise, or group 1)"
+        if params["layout"] == NHWC and params["c_unroll"] > 1 and q.depthwise:
+            return "depthwise NHWC fragments have no channel loop to unroll"
+        launch = self.gl_launch(problem, params)
+        for what, layout in zip(launch.samplers, launch.inputs, strict=True):
+            reason = layout.too_big(limits.max_texture_size)
+            if reason:
+                return f"{what}: {reason}"
+        reason = launch.targets[0].too_big(limits.max_texture_size)
+        return f"output: {reason}" if reason else None
+
+    def output_shape(self, problem: ConvProblem) -> tuple[int, ...]:
+        """Return ``(n, m, oh, ow)``."""
+        return (problem.n, problem.m, problem.oh, problem.ow)
+
+    def make_inputs(self, problem: ConvProblem, rng: np.random.Generator) -> list[np.ndarray]:
+        """Return X, W (and bias, residual) with values in [-1, 1]."""
+        q = problem
+        arrays = [
+            rng.uniform(-1, 1, (q.n, q.c, q.h, q.w)).astype(np.float32),
+            rng.uniform(-1, 1, (q.m, q.cg, q.kh, q.kw)).astype(np.float32),
+        ]
+        if q.has_bias:
+            arrays.append(rng.uniform(-1, 1, q.m).astype(np.float32))
+        if q.has_residual:
+            arrays.append(rng.uniform(-1, 1, self.output_shape(q)).astype(np.float32))
+        return arrays
+
+    def reference(self, problem: ConvProblem, inputs: Sequence[np.ndarray]) -> np.ndarray:
+        """Compute ``act(conv + bias + residual)`` in float64 (one einsum per kernel tap) as float32."""
+        q = problem
+        x = np.asarray(inputs[0], np.float64).reshape(q.n, q.c, q.h, q.w)
+        w = np.asarray(inputs[1], np.float64).reshape(q.group, q.mg, q.cg, q.kh, q.kw)
+        xp = np.pad(x, ((0, 0), (0, 0), (q.pads[0], q.pads[2]), (q.pads[1], q.pads[3])))
+        xp = xp.reshape(q.n, q.group, q.cg, *xp.shape[2:])
+        out = np.zeros((q.n, q.group, q.mg, q.oh, q.ow))
+        (sy, sx), (dy, dx) = q.strides, q.dilations
+        for ky in range(q.kh):
+            for kx in range(q.kw):
+                y0, x0 = ky * dy, kx * dx
+                window = xp[:, :, :, y0 : y0 + sy * (q.oh - 1) + 1 : sy, x0 : x0 + sx * (q.ow - 1) + 1 : sx]
+                out += np.einsum("ngchw,gmc->ngmhw", window, w[:, :, :, ky, kx])
+        result = out.reshape(q.n, q.m, q.oh, q.ow)
+        index = 2
+        if q.has_bias:
+            result = result + np.asarray(inputs[index], np.float64).reshape(1, q.m, 1, 1)
+            index += 1
+        if q.has_residual:
+            result = result + np.asarray(inputs[index], np.float64).reshape(result.shape)
+        return q.activation.apply(result).astype(np.float32)
+
+    def template_context(self, problem: ConvProblem, params: Params, language: str) -> dict[str, Any]:
+        """Return validated params, the (baked-in) shapes and attributes, and the epilogue."""
+        p, q = self.validate_params(params, language), problem
+        context: dict[str, Any] = {
+            **p,
+            "n": q.n,
+            "c": q.c,
+            "h": q.h,
+            "w": q.w,
+            "m": q.m,
+            "kh": q.kh,
+            "kw": q.kw,
+            "oh": q.oh,
+            "ow": q.ow,
+            "sy": q.strides[0],
+            "sx": q.strides[1],
+            "pt": q.pads[0],
+            "pl": q.pads[1],
+            "dy": q.dilations[0],
+            "dx": q.dilations[1],
+            "group": q.group,
+            "cg": q.cg,
+            "mg": q.mg,
+            "has_bias": q.has_bias,
+            "has_residual": q.has_residual,
+            "act": q.activation,
+        }
+        if language == "glsl":
+            launch = self.gl_launch(q, p)
+            context.update(
+                {f"tex_{name.lower()}": t.context() for name, t in zip(launch.samplers, launch.inputs, strict=True)}
+            )
+            context["out"] = launch.targets[0].context()
+            context["depthwise"] = q.depthwise and q.mg == 1
+            return context
+        vw = p["vec_width"]
+        context.update(
+            {
+                "tile_p": p["wg_x"] * p["wpt_p"],
+                "tile_o": p["wg_y"] * p["wpt_o"],
+                "nv": p["wpt_o"] // vw,
+                "o_tiles": math.ceil((q.m if p["algo"] == DEPTHWISE else q.mg) / (p["wg_y"] * p["wpt_o"])),
+                "kk": q.cg * q.kh * q.kw,
+            }
+        )
+        return context
+
+    def launch(self, problem: ConvProblem, params: Params) -> Launch:
+        """Return workgroups over (pixel tiles, group x channel tiles, batch); shapes are baked in the kernel."""
+        q = problem
+        tile_p, tile_o = params["wg_x"] * params["wpt_p"], params["wg_y"] * params["wpt_o"]
+        depthwise = params["algo"] == DEPTHWISE
+        channel_groups = math.ceil(q.m / tile_o) if depthwise else q.group * math.ceil(q.mg / tile_o)
+        return Launch((math.ceil(q.oh * q.ow / tile_p), channel_groups, q.n), (q.oh * q.ow, 0, 0, 0))
+
+    def gl_launch(self, problem: ConvProblem, params: Params) -> GlLaunch:
+        """Return the textures of the GLSL kernel.
+
+        NCHW (``layout=0``): X ``[n*c*h, w]``, Y ``[n*m*oh, ow]``, R32F, one output per fragment; W is
+        ``[m, cg*kh*kw]`` (OIHW rows). NHWC (``layout=1``): X ``[n*h*w, c]`` and Y ``[n*oh*ow, m]`` packed 4
+        channels per RGBA32F texel; W is ``[kh*kw*cg, m]`` packed along output channels (for depthwise,
+        ``[kh*kw, m]``), so one texel fetch gives the weights of 4 output channels.
+        """
+        q, square = problem, bool(params["square"])
+        if params["layout"] == NHWC:
+            x = TexLayout(q.n * q.h * q.w, q.c, 4, square)
+            wrows = q.kh * q.kw if (q.depthwise and q.mg == 1) else q.kh * q.kw * q.cg
+            w = TexLayout(wrows, q.m, 4, square)
+            out = TexLayout(q.n * q.oh * q.ow, q.m, 4, square)
+            bias = TexLayout(1, q.m, 4, False)
+        else:
+            x = TexLayout(q.n * q.c * q.h, q.w, 1, square)
+            w = TexLayout(q.m, q.cg * q.kh * q.kw, 1, square)
+            out = TexLayout(q.n * q.m * q.oh, q.ow, 1, square)
+            bias = TexLayout(1, q.m, 1, False)
+        inputs, samplers = [x, w], ["X", "W"]
+        if q.has_bias:
+            inputs.append(bias)
+            samplers.append("BIAS")
+        if q.has_residual:
+            inputs.append(out)
+            samplers.append("RES")
+        return GlLaunch(tuple(inputs), tuple(samplers), (out,), out.rows, out.cols)
+
+    def device_inputs(self, problem: ConvProblem, params: Params, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Return X, W (and bias, residual) converted to the kernel's layouts."""
+        q = problem
+        nhwc = params["layout"] == NHWC
+        x = np.asarray(inputs[0], np.float32).reshape(q.n, q.c, q.h, q.w)
+        w = np.asarray(inputs[1], np.float32).reshape(q.m, q.cg, q.kh, q.kw)
+        glsl = "c_unroll" in params
+        w_dev: np.ndarray
+        if glsl:
+            if nhwc and q.depthwise and q.mg == 1:
+                w_dev = w.reshape(q.m, q.kh * q.kw).T  # [kh*kw, m]
+            elif nhwc:
+                # [kh, kw, cg, m]: row (ky*kw + kx)*cg + c holds the weights of every output channel
+                w_dev = w.transpose(2, 3, 1, 0).reshape(q.kh * q.kw * q.cg, q.m)
+            else:
+                w_dev = w.reshape(q.m, -1)
+        elif params["w_layout"] == HWIO:
+            # [kh, kw, cg, m]: output channels contiguous (a group's are a contiguous run of mg)
+            w_dev = w.transpose(2, 3, 1, 0)
+        else:
+            w_dev = w
+        arrays: list[np.ndarray] = [x.transpose(0, 2, 3, 1) if nhwc else x, w_dev]
+        index = 2
+        if q.has_bias:
+            arrays.append(np.asarray(inputs[index], np.float32).reshape(q.m))
+            index += 1
+        if q.has_residual:
+            res = np.asarray(inputs[index], np.float32).reshape(self.output_shape(q))
+            arrays.append(res.transpose(0, 2, 3, 1) if nhwc else res)
+        return [np.ascontiguousarray(a, dtype=np.float32) for a in arrays]
+
+    def device_output_shape(self, problem: ConvProblem, params: Params) -> tuple[int, ...]:
+        """Return ``(n, oh, ow, m)`` for NHWC kernels, else the NCHW output shape."""
+        q = problem
+        return (q.n, q.oh, q.ow, q.m) if params["layout"] == NHWC else self.output_shape(q)
+
+    def from_device(self, problem: ConvProblem, params: Params, data: np.ndarray) -> np.ndarray:
+        """Return the NCHW output from what the kernel wrote."""
+        out = np.asarray(data).reshape(self.device_output_shape(problem, params))
+        return np.ascontiguousarray(out.transpose(0, 3, 1, 2)) if params["layout"] == NHWC else out
+
+
+SPEC = ConvSpec()
+
+
+def _ints(name: str, value: Any, size: int, default: tuple[int, ...]) -> tuple[int, ...]:
+    if value is None:
+        return default
+    values = tuple(int(v) for v in np.asarray(value).reshape(-1))
+    if len(values) != size:
+        raise ShapeError(f"conv2d: {name} must have {size} values, got {list(values)}")
+    return values
+
+
+def resolve_pads(
+    auto_pad: str, size: tuple[int, int], kernel: tuple[int, int], strides: tuple[int, int], dilations: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """Return explicit ``(top, left, bottom, right)`` pads for ONNX ``auto_pad`` SAME_UPPER/SAME_LOWER/VALID."""
+    if auto_pad == "VALID":
+        return (0, 0, 0, 0)
+    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        raise ShapeError(f"conv2d: auto_pad must be NOTSET, VALID, SAME_UPPER or SAME_LOWER, got {auto_pad!r}")
+    begin, end = [], []
+    for extent, k, s, d in zip(size, kernel, strides, dilations, strict=True):
+        total = max(0, (math.ceil(extent / s) - 1) * s + (k - 1) * d + 1 - extent)
+        small, large = total // 2, total - total // 2
+        begin.append(small if auto_pad == "SAME_UPPER" else large)
+        end.append(large if auto_pad == "SAME_UPPER" else small)
+    return (begin[0], begin[1], end[0], end[1])
+
+
+def conv2d(
+    x: Any,
+    w: Any,
+    bias: Any = None,
+    *,
+    strides: Sequence[int] | None = None,
+    pads: Sequence[int] | None = None,
+    dilations: Sequence[int] | None = None,
+    group: int = 1,
+    auto_pad: str = "NOTSET",
+    activation: str | Activation | None = None,
+    residual: Any = None,
+    device: str | int = "auto",
+    backend: str | None = None,
+) -> np.ndarray:
+    """Compute ONNX ``Conv`` on NCHW input with a fused ``act(conv + bias + residual)`` epilogue.
+
+    Args:
+        x: Input ``[n, c, h, w]``.
+        w: Weights ``[m, c / group, kh, kw]``.
+        bias: Optional ``[m]``.
+        strides: ``(sy, sx)``, default 1.
+        pads: ONNX order ``(top, left, bottom, right)``, default 0.
+        dilations: ``(dy, dx)``, default 1.
+        group: Groups (``group == c`` is depthwise).
+        auto_pad: ONNX ``NOTSET``, ``VALID``, ``SAME_UPPER`` or ``SAME_LOWER`` (overrides ``pads``).
+        activation: Applied last (see :func:`kernelforge.ops.gemm`).
+        residual: Optional tensor of the output's shape added before the activation.
+        device: A ``--device`` selector.
+        backend: ``"wgsl"`` or ``"glsl"``; ``None`` takes the device's.
+
+    Returns:
+        float32 ``[n, m, oh, ow]``.
+    """
+    from kernelforge.runtime.api import float_array, run_op
+
+    x32, w32 = float_array("conv2d", "x", x), float_array("conv2d", "w", w)
+    if x32.ndim != 4 or w32.ndim != 4:
+        raise ShapeError(f"conv2d: x and w must be 4-D (NCHW, OIHW), got shapes {x32.shape} and {w32.shape}")
+    if isinstance(group, bool) or int(group) < 1 or x32.shape[1] != w32.shape[1] * int(group):
+        raise ShapeError(
+            f"conv2d: x has {x32.shape[1]} channels but w {w32.shape} with group={group} expects "
+            f"{w32.shape[1] * int(group)}"
+        )
+    strides_ = _ints("strides", strides, 2, (1, 1))
+    dilations_ = _ints("dilations", dilations, 2, (1, 1))
+    if auto_pad != "NOTSET":
+        pads_: tuple[int, ...] = resolve_pads(
+            auto_pad,
+            (x32.shape[2], x32.shape[3]),
+            (w32.shape[2], w32.shape[3]),
+            (strides_[0], strides_[1]),
+            (dilations_[0], dilations_[1]),
+        )
+    else:
+        pads_ = _ints("pads", pads, 4, (0, 0, 0, 0))
+    inputs = [x32, w32]
+    if bias is not None:
+        bias32 = float_array("conv2d", "bias", bias)
+        if bias32.shape != (w32.shape[0],):
+            raise ShapeError(f"conv2d: bias must have shape ({w32.shape[0]},), got {bias32.shape}")
+        inputs.append(bias32)
+    problem = ConvProblem(
+        n=x32.shape[0],
+        c=x32.shape[1],
+        h=x32.shape[2],
+        w=x32.shape[3],
+        m=w32.shape[0],
+        kh=w32.shape[2],
+        kw=w32.shape[3],
+        strides=strides_,  # type: ignore[arg-type]
+        pads=pads_,  # type: ignore[arg-type]
+        dilations=dilations_,  # type: ignore[arg-type]
+        group=int(group),
+        has_bias=bias is not None,
+        has_residual=residual is not None,
+        activation=Activation.parse(activation),
+    )
+    if residual is not None:
+        res32 = float_array("conv2d", "residual", residual)
+        if res32.shape != SPEC.output_shape(problem):
+            raise ShapeError(
+                f"conv2d: residual must have the output shape {SPEC.output_shape(problem)}, got {res32.shape}"
+            )
+        inputs.append(res32)
+    return run_op("conv2d", problem, inputs, device, backend)

@@ -1,0 +1,296 @@
+"""Softmax (ONNX opset 13) along one axis of an N-D tensor; spec, reference, space, launch.
+
+The tensor is viewed as ``[outer, L, inner]`` with ``L`` the softmax axis: there are ``outer * inner`` rows of
+``L`` elements each, a row's elements ``inner`` apart. Also home to two small helpers the other shape ops
+(concat, transpose) share: :func:`parse_dims` and :func:`linear_grid`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from kernelforge.errors import ShapeError
+from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
+from kernelforge.ops._texture import TexLayout
+
+MAX_RANK = 8
+# WebGPU's default maxComputeWorkgroupsPerDimension: 1-D kernels spill their workgroups into y past it.
+GRID_X = 65535
+
+_DIMS = re.compile(r"^\d+(?:x\d+)*$")
+_SHAPE = re.compile(r"^(?P<dims>[0-9x]+)(?::a(?P<axis>-?\d+))?$")
+
+DEFAULT_PARAMS: Params = {"threads": 64, "rows_per_wg": 1, "online": 0}
+# Tried in order when the size-based default breaks a constraint (tiny device limits).
+_FALLBACKS: tuple[Params, ...] = (
+    {"threads": 32, "rows_per_wg": 1, "online": 0},
+    {"threads": 1, "rows_per_wg": 32, "online": 0},
+    {"threads": 1, "rows_per_wg": 1, "online": 0},
+)
+GLSL_DEFAULT_PARAMS: Params = {"pack": 4, "square": 0, "online": 0}
+_GLSL_FALLBACKS: tuple[Params, ...] = (
+    {"pack": 4, "square": 1, "online": 0},
+    {"pack": 1, "square": 1, "online": 0},
+)
+
+
+def parse_dims(op: str, text: str) -> tuple[int, ...]:
+    """Parse ``AxBxC`` into a tuple of ints (each >= 1 is checked by the problem).
+
+    Raises:
+        ShapeError: Naming ``op`` when ``text`` is not dims joined by ``x``.
+    """
+    if not _DIMS.match(text):
+        raise ShapeError(f"{op}: dims {text!r} are not integers joined by 'x' (like 8x1000)")
+    return tuple(int(d) for d in text.split("x"))
+
+
+def check_dims(op: str, field: str, dims: Any, max_rank: int = MAX_RANK) -> tuple[int, ...]:
+    """Return ``dims`` as a tuple of plain ints after checking rank and sizes.
+
+    Raises:
+        ShapeError: Naming the op and field.
+    """
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence):
+        raise ShapeError(f"{op}: {field} must be a sequence of integers, got {dims!r}")
+    out = []
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or int(d) < 1:
+            raise ShapeError(f"{op}: {field} sizes must be integers >= 1, got {tuple(dims)!r}")
+        out.append(int(d))
+    if not 1 <= len(out) <= max_rank:
+        raise ShapeError(f"{op}: {field} rank must be 1..{max_rank}, got {len(out)}")
+    return tuple(out)
+
+
+def check_axis(op: str, axis: Any, rank: int) -> int:
+    """Return ``axis`` normalised to ``0 .. rank-1`` (ONNX allows ``-rank .. rank-1``).
+
+    Raises:
+        ShapeError: Naming the op when the axis is not an integer in range.
+    """
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -rank <= int(axis) < rank:
+        raise ShapeError(f"{op}: axis must be an integer in [{-rank}, {rank - 1}], got {axis!r}")
+    return int(axis) % rank
+
+
+def linear_grid(groups: int) -> tuple[int, int, int]:
+    """Return a dispatch of at least ``groups`` workgroups, spilling into y past :data:`GRID_X`.
+
+    Kernels recover the linear workgroup index as ``wid.y * num_workgroups.x + wid.x`` and skip indices past
+    their work.
+    """
+    gx = max(1, min(groups, GRID_X))
+    return (gx, max(1, math.ceil(groups / gx)), 1)
+
+
+@dataclass(frozen=True)
+class SoftmaxProblem:
+    """One Softmax call: ``shape`` and the (normalised, ``0 .. rank-1``) ``axis``."""
+
+    shape: tuple[int, ...]
+    axis: int = -1
+
+    def __post_init__(self) -> None:
+        shape = check_dims("softmax", "shape", self.shape)
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "axis", check_axis("softmax", self.axis, len(shape)))
+
+    @property
+    def outer(self) -> int:
+        """Product of the dims before the axis."""
+        return math.prod(self.shape[: self.axis])
+
+    @property
+    def length(self) -> int:
+        """Size of the softmax axis (a row's length)."""
+        return self.shape[self.axis]
+
+    @property
+    def inner(self) -> int:
+        """Product of the dims after the axis: the stride between a row's elements."""
+        return math.prod(self.shape[self.axis + 1 :])
+
+    @property
+    def rows(self) -> int:
+        """Number of independent softmax rows."""
+        return self.outer * self.inner
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return math.prod(self.shape)
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+class SoftmaxSpec(OpSpec[SoftmaxProblem]):
+    """The Softmax op."""
+
+    name: ClassVar[str] = "softmax"
+    templates: ClassVar[dict[str, str]] = {"wgsl": "wgsl/softmax.wgsl.j2", "glsl": "glsl/softmax.frag.j2"}
+    shape_syntax: ClassVar[str] = "dims joined by x, optional ':a<axis>' (default -1): 8x1000:a-1, 2x64x7x7:a1"
+    spaces: ClassVar[dict[str, tuple[Param, ...]]] = {
+        "wgsl": (
+            Param("threads", (1, 2, 4, 8, 16, 32, 64, 128, 256), "threads per row (1 = one thread owns a row)"),
+            Param("rows_per_wg", (1, 2, 4, 8, 16, 32, 64, 128, 256), "rows per workgroup"),
+            Param("online", (0, 1), "max and sum in one pass with a running rescale (1) or two passes (0)"),
+        ),
+        "glsl": (
+            Param("pack", (1, 4), "outputs per fragment: R32F (1) or RGBA32F (4) input and output textures"),
+            Param("square", (0, 1), "textures row-aligned (0) or wrapped square-ish (1)"),
+            Param("online", (0, 1), "max and sum in one pass with a running rescale (1) or two passes (0)"),
+        ),
+    }
+
+    def parse_problem(self, text: str) -> SoftmaxProblem:
+        """Parse ``dims[:a<axis>]``: ``8x1000`` (axis -1), ``8x1000:a-1``, ``2x64x7x7:a1``."""
+        match = _SHAPE.match(text.strip().lower())
+        if not match:
+            raise ShapeError(f"softmax shape {text!r} is not dims[:a<axis>] (like 8x1000:a-1)")
+        axis = int(match.group("axis")) if match.group("axis") is not None else -1
+        return SoftmaxProblem(parse_dims("softmax", match.group("dims")), axis)
+
+    def problem_key(self, problem: SoftmaxProblem) -> str:
+        """Return e.g. ``8x1000:a1`` (the axis always normalised, so equal problems share a key)."""
+        return "x".join(map(str, problem.shape)) + f":a{problem.axis}"
+
+    def shape_vector(self, problem: SoftmaxProblem) -> tuple[float, ...]:
+        """Return (outer, L, inner): the kernel only sees this 3-D view."""
+        return (problem.outer, problem.length, problem.inner)
+
+    def flops(self, problem: SoftmaxProblem) -> float:
+        """Return 5 per element: max, subtract, exp, sum, scale."""
+        return 5.0 * problem.size
+
+    def default_params(self, problem: SoftmaxProblem, limits: Limits, language: str) -> Params:
+        """Return a size-based default (short rows: a thread per row), or the first fallback that fits."""
+        if language == "glsl":
+            candidates: tuple[Params, ...] = (GLSL_DEFAULT_PARAMS, *_GLSL_FALLBACKS)
+        else:
+            # short rows: a thread per row; longer ones: about 4 elements per thread, up to 64 threads a row
+            # (ORT WebGPU reduces a row with one workgroup); 64 threads per workgroup either way
+            threads = 1 if problem.length <= 16 else min(64, _next_pow2(math.ceil(problem.length / 4)))
+            rows_per_wg = min(64 // threads, _next_pow2(problem.rows))
+            first = {"threads": threads, "rows_per_wg": rows_per_wg, "online": 0}
+            candidates = (first, DEFAULT_PARAMS, *_FALLBACKS)
+        for params in candidates:
+            if self.constraints(problem, params, limits, language) is None:
+                return dict(params)
+        raise ShapeError(f"softmax {self.problem_key(problem)}: no built-in {language} config fits the device {limits}")
+
+    def constraints(self, problem: SoftmaxProblem, params: Params, limits: Limits, language: str) -> str | None:
+        """Return why ``params`` cannot run ``problem`` on a device with ``limits``, or None."""
+        if language == "glsl":
+            layout = self.gl_launch(problem, params).inputs[0]
+            return layout.too_big(limits.max_texture_size)
+        t, r = params["threads"], params["rows_per_wg"]
+        if t > limits.max_wg_x or r > limits.max_wg_y:
+            return f"workgroup {t}x{r} exceeds the device's per-axis limits"
+        if t * r > limits.max_invocations:
+            return f"{t * r} invocations per workgroup > device limit {limits.max_invocations}"
+        if t > _next_pow2(problem.length):
+            return f"threads={t} per row leaves threads idle on rows of {problem.length}"
+        if r > _next_pow2(problem.rows):
+            return f"rows_per_wg={r} leaves rows idle with {problem.rows} rows"
+        if t > 1 and 8 * t * r > limits.max_workgroup_storage:
+            return f"{8 * t * r} bytes of workgroup memory > device limit {limits.max_workgroup_storage}"
+        groups = self.launch(problem, params).workgroups
+        if max(groups) > limits.max_workgroups_per_dim:
+            return f"dispatch {groups} exceeds {limits.max_workgroups_per_dim} workgroups per dimension"
+        if 4 * problem.size > limits.max_storage_binding:
+            return f"a {4 * problem.size}-byte buffer exceeds the storage binding limit {limits.max_storage_binding}"
+        return None
+
+    def output_shape(self, problem: SoftmaxProblem) -> tuple[int, ...]:
+        """Return the input shape."""
+        return problem.shape
+
+    def make_inputs(self, problem: SoftmaxProblem, rng: np.random.Generator) -> list[np.ndarray]:
+        """Return x with values in [-8, 8] (wide enough that the max subtraction matters)."""
+        return [rng.uniform(-8, 8, problem.shape).astype(np.float32)]
+
+    def reference(self, problem: SoftmaxProblem, inputs: Sequence[np.ndarray]) -> np.ndarray:
+        """Compute the numerically stable softmax in float64."""
+        x = np.asarray(inputs[0], np.float64).reshape(problem.shape)
+        e = np.exp(x - x.max(axis=problem.axis, keepdims=True))
+        return (e / e.sum(axis=problem.axis, keepdims=True)).astype(np.float32)
+
+    def _matrix(self, problem: SoftmaxProblem) -> tuple[int, int]:
+        # Last axis: [outer, L], a fragment's texel holds pack elements of one row. Otherwise [outer*L, inner]:
+        # a texel holds the same position of pack neighbouring rows, so pack=4 reduces 4 rows at once.
+        if problem.inner == 1:
+            return problem.outer, problem.length
+        return problem.outer * problem.length, problem.inner
+
+    def template_context(self, problem: SoftmaxProblem, params: Params, language: str) -> dict[str, Any]:
+        """Return validated params plus the view sizes (GLSL) or the reduction steps (WGSL)."""
+        p = self.validate_params(params, language)
+        if language == "glsl":
+            launch = self.gl_launch(problem, p)
+            return {
+                **p,
+                "last_axis": problem.inner == 1,
+                "length": problem.length,
+                "x": launch.inputs[0].context(),
+                "out": launch.targets[0].context(),
+            }
+        steps = []
+        s = p["threads"] // 2
+        while s:
+            steps.append(s)
+            s //= 2
+        return {**p, "steps": steps}
+
+    def launch(self, problem: SoftmaxProblem, params: Params) -> Launch:
+        """Return one workgroup per ``rows_per_wg`` rows and the uniforms (rows, L, inner)."""
+        groups = math.ceil(problem.rows / params["rows_per_wg"])
+        return Launch(linear_grid(groups), (problem.rows, problem.length, problem.inner, 0))
+
+    def gl_launch(self, problem: SoftmaxProblem, params: Params) -> GlLaunch:
+        """Return the input and output textures: the same ``[rows, cols]`` view and layout."""
+        rows, cols = self._matrix(problem)
+        layout = TexLayout(rows, cols, params["pack"], bool(params["square"]))
+        return GlLaunch((layout,), ("X",), (layout,), rows, cols)
+
+    def device_inputs(self, problem: SoftmaxProblem, params: Params, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Return x as a contiguous float32 array."""
+        return [np.ascontiguousarray(inputs[0], dtype=np.float32).reshape(problem.shape)]
+
+
+SPEC = SoftmaxSpec()
+
+
+def softmax(x: Any, axis: int = -1, *, device: str | int = "auto", backend: str | None = None) -> np.ndarray:
+    """Compute ONNX Softmax (opset 13) of ``x`` along ``axis`` on a GPU.
+
+    Args:
+        x: An array of any rank 1..8 (real numbers; converted to float32).
+        axis: The axis normalised over, ``-rank .. rank-1``.
+        device: A ``--device`` selector.
+        backend: ``"wgsl"`` or ``"glsl"`` to choose the kernel language; ``None`` takes the device's.
+
+    Returns:
+        float32 array of ``x``'s shape.
+
+    Raises:
+        ShapeError: When ``x`` is not numeric, a scalar, or ``axis`` is out of range.
+    """
+    from kernelforge.runtime.api import float_array, run_op
+
+    x32 = float_array("softmax", "x", x)
+    if np.ndim(x) == 0:  # float_array returns at least 1-D
+        raise ShapeError("softmax: x must have at least one dimension, got a scalar")
+    check_axis("softmax", axis, x32.ndim)
+    if x32.size == 0:
+        return np.empty(x32.shape, np.float32)
+    problem = SoftmaxProblem(tuple(x32.shape), axis)
+    return run_op("softmax", problem, [x32], device, backend)

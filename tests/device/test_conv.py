@@ -1,0 +1,146 @@
+"""conv2d on real adapters (WGSL and GLSL) against the numpy reference."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import kernelforge.ops as kops
+from kernelforge.errors import ShapeError
+from kernelforge.ops import get_op
+from kernelforge.ops._epilogue import ACTIVATIONS, Activation
+from kernelforge.ops.conv import DEFAULT_PARAMS, DEPTHWISE, DIRECT, IMPLICIT_GEMM, ConvProblem
+from kernelforge.runtime.kernel import prepare
+from kernelforge.tuner.objective import verify
+
+pytestmark = pytest.mark.device
+SPEC = get_op("conv2d")
+
+SHAPES = [
+    "1x1x1x1:1x1x1",
+    "1x3x11x11:16x3x3:s2:p0,0,1,1",  # RGB stem, asymmetric pads
+    "2x6x7x5:10x3x2:s2x1:p1,0,0,1:d1x2",  # batch, non-square kernel, dilation
+    "1x8x9x9:8x3x3:s1:p1",
+    "1x16x5x5:12x1x1",  # pointwise
+    "1x13x7x7:7x1x1",  # primes
+    "1x8x9x9:8x3x3:s2:p1:g8",  # depthwise strided
+    "1x6x9x9:12x3x3:s1:p1:g6",  # depthwise with multiplier 2
+    "1x12x7x7:12x5x5:p2:g12",  # depthwise 5x5
+    "1x8x6x6:16x3x3:p1:g2",  # grouped
+    "1x12x6x6:8x3x3:p1:g4",  # grouped, 3 in / 2 out per group
+    "1x4x17x3:4x3x3:s3:d2:p2",
+]
+
+
+def _configs(problem, limits, language, count, seed):
+    names = [p.name for p in SPEC.params(language)]
+    every = (dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params(language))))
+    valid = [p for p in every if SPEC.constraints(problem, p, limits, language) is None]
+    rng = np.random.default_rng(seed)
+    picks = [valid[int(i)] for i in rng.choice(len(valid), min(count, len(valid)), replace=False)]
+    return [SPEC.default_params(problem, limits, language), *picks]
+
+
+def _check(backend, problem, params, seed=0):
+    inputs = SPEC.make_inputs(problem, np.random.default_rng(seed))
+    out = prepare(backend, SPEC, problem, params, inputs).run()
+    verdict = verify(out, SPEC.reference(problem, inputs))
+    assert verdict.ok, f"{SPEC.problem_key(problem)} {params}: max error {verdict.max_error} > {verdict.tolerance}"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_wgsl_sampled_configs(lavapipe, shape):
+    problem = SPEC.parse_problem(shape)
+    for params in _configs(problem, lavapipe.limits, "wgsl", 10, len(shape)):
+        _check(lavapipe, problem, params)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_glsl_sampled_configs(gl, shape):
+    problem = SPEC.parse_problem(shape)
+    for params in _configs(problem, gl.limits, "glsl", 6, len(shape)):
+        _check(gl, problem, params)
+
+
+@pytest.mark.parametrize("algo", [DIRECT, IMPLICIT_GEMM])
+@pytest.mark.parametrize("layout", [0, 1])
+@pytest.mark.parametrize("w_layout", [0, 1])
+def test_every_algorithm_and_layout(lavapipe, algo, layout, w_layout):
+    problem = SPEC.parse_problem("1x8x7x9:12x3x3:s1:p1,0,1,2")
+    base = {**DEFAULT_PARAMS, "algo": algo, "layout": layout, "w_layout": w_layout, "vec_c": 1}
+    for extra in ({}, {"vec_width": 1, "wpt_o": 2, "wpt_p": 3 - 2, "tile_k": 8}):
+        params = {**base, **extra}
+        assert SPEC.constraints(problem, params, lavapipe.limits, "wgsl") is None
+        _check(lavapipe, problem, params)
+
+
+def test_every_wgsl_device_runs_the_defaults(wgsl_device):
+    for shape in ("1x8x9x9:16x3x3:s2:p1", "1x8x9x9:8x3x3:p1:g8"):
+        problem = SPEC.parse_problem(shape)
+        for params in _configs(problem, wgsl_device.limits, "wgsl", 1, 5):
+            _check(wgsl_device, problem, params)
+
+
+@pytest.mark.parametrize("kind", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("shape", ["1x8x7x7:8x3x3:p1:g8", "1x8x7x7:12x1x1"])
+def test_fused_bias_activation_residual_is_one_kernel(lavapipe, gl, kind, shape):
+    base = SPEC.parse_problem(shape)
+    act = Activation.parse({"clip": "clip(-0.5,0.25)", "leaky_relu": "leaky_relu(0.2)"}.get(kind, kind))
+    problem = ConvProblem(**{**base.__dict__, "has_bias": True, "has_residual": True, "activation": act})
+    for backend in (lavapipe, gl):
+        params = SPEC.default_params(problem, backend.limits, backend.language)
+        if backend.language == "wgsl" and problem.depthwise:
+            assert params["algo"] == DEPTHWISE
+        inputs = SPEC.make_inputs(problem, np.random.default_rng(1))
+        kernel = prepare(backend, SPEC, problem, params, inputs)
+        # one kernel: a single entry point computes conv, bias, residual and activation
+        assert kernel.source.count("fn main(") + kernel.source.count("void main(") == 1
+        verdict = verify(kernel.run(), SPEC.reference(problem, inputs))
+        assert verdict.ok, f"{kind} {backend.language}: {verdict}"
+
+
+def test_api_matches_reference_on_both_languages(lavapipe, gl):
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-1, 1, (2, 6, 9, 8)).astype(np.float32)
+    w = rng.uniform(-1, 1, (4, 3, 3, 3)).astype(np.float32)
+    b = rng.uniform(-1, 1, 4).astype(np.float32)
+    problem = ConvProblem(
+        n=2,
+        c=6,
+        h=9,
+        w=8,
+        m=4,
+        kh=3,
+        kw=3,
+        strides=(2, 1),
+        pads=(1, 0, 1, 2),
+        group=2,
+        has_bias=True,
+        activation=Activation.parse("relu"),
+    )
+    ref = SPEC.reference(problem, [x, w, b])
+    for device, language in (("lavapipe", "wgsl"), ("auto", "glsl")):
+        out = kops.conv2d(
+            x, w, b, strides=(2, 1), pads=(1, 0, 1, 2), group=2, activation="relu", device=device, backend=language
+        )
+        assert verify(out, ref).ok
+    same = kops.conv2d(x, w[:, :, :, :], None, auto_pad="SAME_UPPER", group=2, device="lavapipe")
+    assert same.shape == (2, 4, 9, 8)
+
+
+def test_api_errors_name_the_argument(lavapipe):
+    x = np.zeros((1, 4, 5, 5), np.float32)
+    with pytest.raises(ShapeError, match="4-D"):
+        kops.conv2d(x[0], np.zeros((2, 4, 3, 3)), device="lavapipe")
+    with pytest.raises(ShapeError, match="channels"):
+        kops.conv2d(x, np.zeros((2, 3, 3, 3)), device="lavapipe")
+    with pytest.raises(ShapeError, match="bias"):
+        kops.conv2d(x, np.zeros((2, 4, 3, 3)), np.zeros(3), device="lavapipe")
+    with pytest.raises(ShapeError, match="residual"):
+        kops.conv2d(x, np.zeros((2, 4, 3, 3)), residual=np.zeros((1, 2, 5, 5)), device="lavapipe")
+    with pytest.raises(ShapeError, match="pads"):
+        kops.conv2d(x, np.zeros((2, 4, 3, 3)), pads=(1, 1), device="lavapipe")
+    with pytest.raises(ShapeError, match="auto_pad"):
+        kops.conv2d(x, np.zeros((2, 4, 3, 3)), auto_pad="SAME", device="lavapipe")

@@ -1,0 +1,171 @@
+"""conv2d spec: parsing, constraints, defaults, templates and the numpy reference vs onnx.reference (no device)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from kernelforge.errors import InvalidParamsError, ShapeError
+from kernelforge.ops import Limits, get_op
+from kernelforge.ops._epilogue import Activation
+from kernelforge.ops.conv import DEFAULT_PARAMS, DEPTHWISE, ConvProblem, resolve_pads
+from kernelforge.templates import render, undeclared_variables
+
+SPEC = get_op("conv2d")
+LIMITS = Limits()
+SHAPES = [
+    "1x64x56x56:64x3x3:s1:p1",
+    "1x3x224x224:64x7x7:s2:p3",
+    "1x32x112x112:32x3x3:s1:p1:g32",
+    "1x96x112x112:96x3x3:s2:p0,0,1,1:g96",
+    "1x320x7x7:1280x1x1",
+    "2x6x7x5:10x3x2:s2x1:p1,0,0,1:d1x2",
+    "1x1x1x1:1x1x1",
+    "1x8x6x6:16x3x3:p1:g2",
+    "3x4x9x9:8x3x3:s3:d2:g4",
+]
+
+
+@pytest.mark.parametrize("language", ["wgsl", "glsl"])
+def test_every_param_reaches_the_template(language):
+    used = undeclared_variables(SPEC.templates[language])
+    missing = {p.name for p in SPEC.params(language)} - used
+    assert not missing, f"params never used by the {language} template: {missing}"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_parse_and_key_round_trip(shape):
+    problem = SPEC.parse_problem(shape)
+    key = SPEC.problem_key(problem)
+    assert SPEC.parse_problem(key) == problem
+    assert SPEC.problem_key(SPEC.parse_problem(key)) == key
+
+
+def test_parse_options():
+    p = SPEC.parse_problem("2x6x7x5:10x3x2:s2x1:p1,0,0,1:d1x2")
+    assert (p.strides, p.pads, p.dilations, p.group) == ((2, 1), (1, 0, 0, 1), (1, 2), 1)
+    assert (p.oh, p.ow) == (3, 4)
+    for bad in ["1x3x8x8", "1x3x8x8:4x3x3:q1", "1x3x8x8:4x3x3:s1:s2", "1x3x8x8:4x3x3:p1,2", "1x3x8x8:4x3x3:s"]:
+        with pytest.raises(ShapeError):
+            SPEC.parse_problem(bad)
+    with pytest.raises(ShapeError, match="group"):
+        SPEC.parse_problem("1x6x8x8:4x3x3:g4")
+    with pytest.raises(ShapeError, match="does not fit"):
+        SPEC.parse_problem("1x3x2x2:4x5x5")
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("language", ["wgsl", "glsl"])
+def test_default_params_always_fit(shape, language):
+    problem = SPEC.parse_problem(shape)
+    params = SPEC.default_params(problem, LIMITS, language)
+    assert SPEC.constraints(problem, params, LIMITS, language) is None
+    if language == "wgsl" and problem.depthwise:
+        assert params["algo"] == DEPTHWISE
+
+
+def test_constraints_name_the_reason():
+    dense = SPEC.parse_problem("1x64x56x56:64x3x3:s1:p1")
+    assert "depthwise" in SPEC.constraints(dense, {**DEFAULT_PARAMS, "algo": DEPTHWISE}, LIMITS, "wgsl")
+    assert "invocations" in SPEC.constraints(dense, {**DEFAULT_PARAMS, "wg_x": 64, "wg_y": 16}, LIMITS, "wgsl")
+    odd = SPEC.parse_problem("1x6x8x8:6x3x3")
+    assert "vec_width=4" in SPEC.constraints(odd, DEFAULT_PARAMS, LIMITS, "wgsl")
+    assert "vec_c=4" in SPEC.constraints(odd, {**DEFAULT_PARAMS, "vec_width": 1, "vec_c": 4}, LIMITS, "wgsl")
+    staged = {**DEFAULT_PARAMS, "algo": 1, "wg_x": 32, "wg_y": 8, "wpt_p": 8, "wpt_o": 8, "tile_k": 16}
+    assert "workgroup memory" in SPEC.constraints(dense, staged, LIMITS, "wgsl")
+    big = SPEC.parse_problem("1x64x224x224:64x3x3:p1")
+    assert "MAX_TEXTURE_SIZE" in SPEC.constraints(big, {"layout": 0, "c_unroll": 1, "square": 0}, LIMITS, "glsl")
+    grouped = SPEC.parse_problem("1x6x8x8:6x3x3:g3")
+    assert "packed NHWC" in SPEC.constraints(grouped, {"layout": 1, "c_unroll": 1, "square": 0}, LIMITS, "glsl")
+
+
+def test_space_has_many_valid_points():
+    problem = SPEC.parse_problem("1x64x56x56:64x3x3:s1:p1")
+    names = [p.name for p in SPEC.params("wgsl")]
+    valid = [
+        dict(zip(names, v, strict=True))
+        for v in itertools.product(*(p.choices for p in SPEC.params("wgsl")))
+        if SPEC.constraints(problem, dict(zip(names, v, strict=True)), LIMITS, "wgsl") is None
+    ]
+    assert len(valid) > 1000
+    assert {p["algo"] for p in valid} == {0, 1} and {p["layout"] for p in valid} == {0, 1}
+
+
+def test_params_are_validated_before_rendering():
+    problem = SPEC.parse_problem("1x8x8x8:8x3x3")
+    with pytest.raises(InvalidParamsError, match="algo"):
+        render(SPEC, "wgsl", problem, {**DEFAULT_PARAMS, "algo": "0; }"})
+    with pytest.raises(InvalidParamsError, match="unknown"):
+        render(SPEC, "wgsl", problem, {**DEFAULT_PARAMS, "evil": 1})
+
+
+@pytest.mark.parametrize(("layout", "language"), [(0, "wgsl"), (1, "wgsl"), (0, "glsl"), (1, "glsl")])
+def test_layout_conversion_round_trip(layout, language):
+    problem = SPEC.parse_problem("2x8x5x7:4x3x3:p1")
+    params = dict(SPEC.default_params(problem, LIMITS, language), layout=layout)
+    y = np.arange(np.prod(SPEC.output_shape(problem)), dtype=np.float32).reshape(SPEC.output_shape(problem))
+    written = y.transpose(0, 2, 3, 1) if layout == 1 else y
+    assert SPEC.device_output_shape(problem, params) == written.shape
+    np.testing.assert_array_equal(SPEC.from_device(problem, params, written.reshape(-1)), y)
+
+
+def _onnx_conv(x, w, b, **attrs):
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    inputs = ["x", "w"] + (["b"] if b is not None else [])
+    node = helper.make_node("Conv", inputs, ["y"], **attrs)
+    graph = helper.make_graph(
+        [node],
+        "conv",
+        [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in inputs],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = {"x": x, "w": w} | ({"b": b} if b is not None else {})
+    return ReferenceEvaluator(model).run(None, feeds)[0]
+
+
+@pytest.mark.parametrize("shape", [*SHAPES[2:], "1x5x9x8:6x3x4:s2x3:p2,1,0,3:d2x1"])
+def test_reference_matches_onnx_reference(shape):
+    q = SPEC.parse_problem(shape)
+    q = ConvProblem(**{**q.__dict__, "has_bias": True})
+    rng = np.random.default_rng(3)
+    x, w, b = SPEC.make_inputs(q, rng)
+    expected = _onnx_conv(
+        x,
+        w,
+        b,
+        strides=list(q.strides),
+        pads=list(q.pads),
+        dilations=list(q.dilations),
+        group=q.group,
+        kernel_shape=[q.kh, q.kw],
+    )
+    np.testing.assert_allclose(SPEC.reference(q, [x, w, b]), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_reference_epilogue_order():
+    # act(conv + bias + residual): the residual is added before the activation (ResNet block tail)
+    q = ConvProblem(
+        n=1, c=1, h=1, w=1, m=1, kh=1, kw=1, has_bias=True, has_residual=True, activation=Activation.parse("relu")
+    )
+    out = SPEC.reference(
+        q, [np.full((1, 1, 1, 1), 2.0), np.full((1, 1, 1, 1), 3.0), np.array([-1.0]), np.full((1, 1, 1, 1), -10.0)]
+    )
+    assert out.item() == 0.0  # relu(6 - 1 - 10)
+
+
+@pytest.mark.parametrize("mode", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_auto_pad_matches_onnx(mode, stride):
+    rng = np.random.default_rng(stride)
+    x = rng.uniform(-1, 1, (1, 2, 7, 8)).astype(np.float32)
+    w = rng.uniform(-1, 1, (3, 2, 3, 2)).astype(np.float32)
+    pads = resolve_pads(mode, (7, 8), (3, 2), (stride, stride), (1, 1))
+    q = ConvProblem(n=1, c=2, h=7, w=8, m=3, kh=3, kw=2, strides=(stride, stride), pads=pads)
+    expected = _onnx_conv(x, w, None, strides=[stride, stride], auto_pad=mode, kernel_shape=[3, 2])
+    np.testing.assert_allclose(SPEC.reference(q, [x, w]), expected, rtol=1e-5, atol=1e-5)

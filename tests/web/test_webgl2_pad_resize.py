@@ -1,0 +1,51 @@
+"""The pad and resize GLSL kernels compile and link as GLSL ES 3.00 in a real WebGL2 (headless Chromium)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from kernelforge.ops import Limits, get_op
+from kernelforge.templates import render
+
+from ._webgl2 import assert_webgl2_compiles
+
+pytestmark = pytest.mark.browser
+LIMITS = Limits()
+PROBLEMS = {
+    "pad": [
+        "2x3x4x5x3x2:p1,0,1,0,1,1,0,1,1,0,1,1:constant:v-inf",
+        "1x3x17x13:p0,0,1,1,0,0,1,1:reflect",
+        "31x37:p0,-30,0,5:reflect",
+        "3x1x4:p1,2,0,2,3,1:edge",
+        "7:p3,-2:constant:v0.5",
+    ],
+    "resize": [
+        "1x3x5x7:s1.7,0.6:linear:align_corners",
+        "2x8x5x7:o9,4:nearest:half_pixel:round_prefer_ceil",
+        "1x64x28x28:s2,2:linear:half_pixel",
+        "1x1x1x1:s1,1",
+    ],
+}
+
+
+def _sources() -> list[tuple[str, str]]:
+    out = []
+    for op, shapes in PROBLEMS.items():
+        spec = get_op(op)
+        names = [p.name for p in spec.params("glsl")]
+        every = [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in spec.params("glsl")))]
+        for shape in shapes:
+            problem = spec.parse_problem(shape)
+            for params in every:
+                if spec.constraints(problem, params, LIMITS, "glsl") is None:
+                    out.append((f"{op} {shape} {params}", render(spec, "glsl", problem, params, "web")))
+    return out
+
+
+def test_pad_and_resize_kernels_compile_in_webgl2(browser_page):
+    sources = _sources()
+    assert len(sources) >= 30
+    assert {label.split()[0] for label, _ in sources} == {"pad", "resize"}
+    assert_webgl2_compiles(browser_page, sources)
