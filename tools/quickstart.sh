@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job end to end on the software GPU: set up, list devices, tune GEMM, use the tuned kernel.
+# The main job end to end on the software GPU: set up, list devices, tune GEMM and conv, use the tuned kernels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -14,6 +14,9 @@ kernelforge tune --device lavapipe --shape 256x256x256,512x512x512 --trials 25 -
 
 echo "== tune the WebGL2-style GLSL GEMM on llvmpipe"
 kernelforge tune --device llvmpipe --backend glsl --shape 256x256x256 --trials 15 --db "$db"
+
+echo "== tune a conv layer (3x3, NCHW semantics; algorithm and layouts are searched too)"
+kernelforge tune --device lavapipe --op conv2d --shape "1x32x28x28:32x3x3:s1:p1" --trials 12 --db "$db"
 
 echo "== tuning database"
 kernelforge db show --db "$db"
@@ -44,5 +47,17 @@ assert err < 1e-3
 c = kops.gemm(a[:256, :256], b[:256, :256], backend="glsl")
 err = float(np.abs(c - a[:256, :256] @ b[:256, :256]).max())
 print(f"256x256x256 on GLSL (moderngl): max |error| vs numpy {err:.2e}")
+assert err < 1e-3
+x = rng.standard_normal((1, 32, 28, 28), dtype=np.float32)
+w = rng.standard_normal((32, 32, 3, 3), dtype=np.float32) * 0.1
+skip = rng.standard_normal((1, 32, 28, 28), dtype=np.float32)
+y = kops.conv2d(x, w, bias[:32], pads=(1, 1, 1, 1), activation="relu", residual=skip, device="lavapipe")
+from kernelforge.ops import get_op
+from kernelforge.ops.conv import ConvProblem
+from kernelforge.ops._epilogue import Activation
+problem = ConvProblem(1, 32, 28, 28, 32, 3, 3, pads=(1, 1, 1, 1), has_bias=True, has_residual=True,
+                      activation=Activation.parse("relu"))
+err = float(np.abs(y - get_op("conv2d").reference(problem, [x, w, bias[:32], skip])).max())
+print(f"conv2d 1x32x28x28 3x3 + bias + residual + relu, one kernel: max |error| vs numpy {err:.2e}")
 assert err < 1e-3
 PY

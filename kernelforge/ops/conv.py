@@ -84,6 +84,16 @@ _SHAPE = re.compile(r"^(\d+)x(\d+)x(\d+)x(\d+):(\d+)x(\d+)x(\d+)((?::[a-z]+[0-9x
 _OPTION = re.compile(r"^([a-z]+)([0-9x,]*)$")
 
 
+def _fit_tile_k(params: Params, problem: ConvProblem, language: str) -> Params:
+    """Shrink a direct kernel's channel step to the group's input channels (3 for an RGB stem), keeping vec_c."""
+    fitted = dict(params)
+    if language == "wgsl" and fitted["algo"] == DIRECT and fitted["tile_k"] > problem.cg:
+        fitted["tile_k"] = max(k for k in (1, 2, 4, 8, 16) if k <= problem.cg)
+        if fitted["tile_k"] < 4:
+            fitted["vec_c"] = 1
+    return fitted
+
+
 def _pair(text: str, what: str) -> tuple[int, int]:
     values = [int(v) for v in re.split(r"[x,]", text)]
     if len(values) == 1:
@@ -249,14 +259,15 @@ class ConvSpec(OpSpec[ConvProblem]):
             first = (DEPTHWISE_DEFAULT, {**DEPTHWISE_DEFAULT, "vec_width": 1}) if problem.depthwise else ()
             candidates = (*first, DEFAULT_PARAMS, *_FALLBACKS)
         for params in candidates:
-            if self.constraints(problem, params, limits, language) is None:
-                return dict(params)
+            fitted = _fit_tile_k(params, problem, language)
+            if self.constraints(problem, fitted, limits, language) is None:
+                return fitted
         raise ShapeError(f"conv2d {self.problem_key(problem)}: no built-in {language} config fits the device")
 
     def seed_params(self, problem: ConvProblem, limits: Limits, language: str) -> list[Params]:
         """Return the configs that won on our software GPUs for ResNet/MobileNet layers (valid ones only)."""
-        seeds = _GLSL_SEEDS if language == "glsl" else _SEEDS
-        return [dict(s) for s in seeds if self.constraints(problem, s, limits, language) is None]
+        seeds = [_fit_tile_k(s, problem, language) for s in (_GLSL_SEEDS if language == "glsl" else _SEEDS)]
+        return [s for s in seeds if self.constraints(problem, s, limits, language) is None]
 
     def constraints(self, problem: ConvProblem, params: Params, limits: Limits, language: str) -> str | None:
         """Return why ``params`` cannot run ``problem`` on a device with ``limits``, or None."""

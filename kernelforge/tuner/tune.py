@@ -106,6 +106,10 @@ def _summarise(trials: Sequence[optuna.trial.FrozenTrial]) -> tuple[dict[str, in
     return counts, dict(reasons)
 
 
+MAX_PRUNED_PER_TRIAL = 20
+"""Sampled configs per asked-for trial at most, pruned ones included (bounds a search in a nearly empty space)."""
+
+
 def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: TuneOptions) -> TuneResult:
     """Tune one problem, store the winner in the database and return the outcome.
 
@@ -150,8 +154,18 @@ def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: Tun
         leave=False,
     )
 
+    # --trials counts trials that ran on the device: a pruned trial (constraints) costs nothing, and in a space
+    # as constrained as conv's, counting them would leave a fraction of the asked-for measurements
+    measured = 0
+
     def advance(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal measured
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            return
+        measured += 1
         bar.update(1)
+        if measured >= options.trials:
+            study.stop()
         best = min((t.value for t in study.get_trials(deepcopy=False) if t.value is not None), default=None)
         if best:
             bar.set_postfix_str(f"best {best * 1e3:.2f} ms")
@@ -160,7 +174,7 @@ def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: Tun
     try:
         study.optimize(
             objective,
-            n_trials=options.trials,
+            n_trials=options.trials * MAX_PRUNED_PER_TRIAL,
             timeout=options.time_budget,
             catch=(TrialFailedError,),
             callbacks=[advance],
