@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
-from kernelforge.errors import InvalidParamsError
+from kernelforge.errors import InvalidParamsError, ShapeError
 from kernelforge.ops._texture import TexLayout
 
 Params = dict[str, int]
@@ -196,6 +196,32 @@ class OpSpec(abc.ABC, Generic[P]):
     @abc.abstractmethod
     def device_inputs(self, problem: P, params: Params, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Return the arrays bound after the uniforms, in binding order (inputs, then none for the output)."""
+
+    def first_fitting(self, problem: P, candidates: Iterable[Params], limits: Limits, language: str) -> Params:
+        """Return a copy of the first candidate that can run ``problem`` on ``limits`` (for :meth:`default_params`).
+
+        Args:
+            problem: The problem the params must fit.
+            candidates: Built-in configs in order of preference (a default, then its fallbacks).
+            limits: The device's limits.
+            language: Kernel language of the candidates.
+
+        Returns:
+            A fresh dict, so callers may change it without touching the module's constants.
+
+        Raises:
+            ShapeError: Naming the op, the problem key, the language, the limits and why the last candidate
+                failed, when no candidate fits.
+        """
+        reason = None
+        for params in candidates:
+            reason = self.constraints(problem, params, limits, language)
+            if reason is None:
+                return dict(params)
+        raise ShapeError(
+            f"{self.name} {self.problem_key(problem)}: no built-in {language} config fits the device {limits} "
+            f"(last candidate: {reason})"
+        )
 
     def seed_params(self, problem: P, limits: Limits, language: str) -> list[Params]:
         """Return known-good, diverse configs the tuner tries right after the default (none by default).

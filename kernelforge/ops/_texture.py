@@ -11,6 +11,7 @@ cheapest addressing) or wrapped into a square-ish texture (``square``), which fi
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,3 +88,17 @@ def interleave_rows(parts: list[np.ndarray], rows: int) -> np.ndarray:
         count = len(range(t, rows, n))
         out[t::n] = part[:count]
     return out
+
+
+def first_too_big(layouts: Iterable[tuple[str, TexLayout]], max_size: int) -> str | None:
+    """Return ``"<what>: <why>"`` for the first named layout whose texture exceeds ``max_size``, or None.
+
+    Args:
+        layouts: ``(what, layout)`` pairs, named as the error should name them (``"input"``, ``"output"``).
+        max_size: The device's ``MAX_TEXTURE_SIZE``.
+    """
+    for what, layout in layouts:
+        reason = layout.too_big(max_size)
+        if reason:
+            return f"{what}: {reason}"
+    return None

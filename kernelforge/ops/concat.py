@@ -17,7 +17,7 @@ import numpy as np
 
 from kernelforge.errors import ShapeError
 from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
-from kernelforge.ops._texture import TexLayout
+from kernelforge.ops._texture import TexLayout, first_too_big
 from kernelforge.ops.softmax import check_axis, check_dims, linear_grid, parse_dims
 
 # WebGPU's default maxStorageBuffersPerShaderStage is 8: the output takes one, so 7 inputs fit. Limits does
@@ -140,12 +140,7 @@ class ConcatSpec(OpSpec[ConcatProblem]):
             candidates: tuple[Params, ...] = (GLSL_DEFAULT_PARAMS, *_GLSL_FALLBACKS)
         else:
             candidates = (DEFAULT_PARAMS, *_FALLBACKS)
-        reason = None
-        for params in candidates:
-            reason = self.constraints(problem, params, limits, language)
-            if reason is None:
-                return dict(params)
-        raise ShapeError(f"concat {self.problem_key(problem)}: no built-in {language} config fits: {reason}")
+        return self.first_fitting(problem, candidates, limits, language)
 
     def constraints(self, problem: ConcatProblem, params: Params, limits: Limits, language: str) -> str | None:
         """Return why ``params`` cannot run ``problem`` on a device with ``limits``, or None."""
@@ -155,11 +150,7 @@ class ConcatSpec(OpSpec[ConcatProblem]):
                 return f"{count} inputs > {MAX_GLSL_INPUTS} textures per fragment shader (WebGL2 has 16 units)"
             launch = self.gl_launch(problem, params)
             names = [*(f"input {k}" for k in range(count)), "output"]
-            for what, layout in zip(names, [*launch.inputs, *launch.targets], strict=True):
-                reason = layout.too_big(limits.max_texture_size)
-                if reason:
-                    return f"{what}: {reason}"
-            return None
+            return first_too_big(zip(names, [*launch.inputs, *launch.targets], strict=True), limits.max_texture_size)
         if count > MAX_WGSL_INPUTS:
             return (
                 f"{count} inputs + 1 output = {count + 1} storage buffers > {MAX_STORAGE_BUFFERS} per shader stage "

@@ -23,7 +23,7 @@ import numpy as np
 from kernelforge.errors import ShapeError
 from kernelforge.ops._epilogue import Activation
 from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
-from kernelforge.ops._texture import TexLayout
+from kernelforge.ops._texture import TexLayout, first_too_big
 
 DIRECT, IMPLICIT_GEMM, DEPTHWISE = 0, 1, 2
 NCHW, NHWC = 0, 1
@@ -258,11 +258,7 @@ class ConvSpec(OpSpec[ConvProblem]):
         else:
             first = (DEPTHWISE_DEFAULT, {**DEPTHWISE_DEFAULT, "vec_width": 1}) if problem.depthwise else ()
             candidates = (*first, DEFAULT_PARAMS, *_FALLBACKS)
-        for params in candidates:
-            fitted = _fit_tile_k(params, problem, language)
-            if self.constraints(problem, fitted, limits, language) is None:
-                return fitted
-        raise ShapeError(f"conv2d {self.problem_key(problem)}: no built-in {language} config fits the device")
+        return self.first_fitting(problem, (_fit_tile_k(p, problem, language) for p in candidates), limits, language)
 
     def seed_params(self, problem: ConvProblem, limits: Limits, language: str) -> list[Params]:
         """Return the configs that won on our software GPUs for ResNet/MobileNet layers (valid ones only)."""
@@ -325,12 +321,8 @@ class ConvSpec(OpSpec[ConvProblem]):
         if params["layout"] == NHWC and params["c_unroll"] > 1 and q.depthwise:
             return "depthwise NHWC fragments have no channel loop to unroll"
         launch = self.gl_launch(problem, params)
-        for what, layout in zip(launch.samplers, launch.inputs, strict=True):
-            reason = layout.too_big(limits.max_texture_size)
-            if reason:
-                return f"{what}: {reason}"
-        reason = launch.targets[0].too_big(limits.max_texture_size)
-        return f"output: {reason}" if reason else None
+        named = [*zip(launch.samplers, launch.inputs, strict=True), ("output", launch.targets[0])]
+        return first_too_big(named, limits.max_texture_size)
 
     def output_shape(self, problem: ConvProblem) -> tuple[int, ...]:
         """Return ``(n, m, oh, ow)``."""

@@ -27,7 +27,7 @@ import numpy as np
 from kernelforge.errors import ShapeError
 from kernelforge.ops import _expr
 from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
-from kernelforge.ops._texture import TexLayout
+from kernelforge.ops._texture import TexLayout, first_too_big
 
 MAX_RANK = 6
 MAX_DISPATCH = 65535
@@ -216,22 +216,15 @@ class EltwiseSpec(OpSpec[EltwiseProblem]):
     def default_params(self, problem: EltwiseProblem, limits: Limits, language: str) -> Params:
         """Return the language's default, or the first fallback that fits the problem and device."""
         candidates = (DEFAULT_PARAMS, *_FALLBACKS) if language == "wgsl" else (GLSL_DEFAULT_PARAMS, *_GLSL_FALLBACKS)
-        for params in candidates:
-            if self.constraints(problem, params, limits, language) is None:
-                return dict(params)
-        raise ShapeError(f"elementwise {self.problem_key(problem)}: no built-in {language} config fits {limits}")
+        return self.first_fitting(problem, candidates, limits, language)
 
     def constraints(self, problem: EltwiseProblem, params: Params, limits: Limits, language: str) -> str | None:
         """Return why ``params`` cannot run ``problem`` on a device with ``limits``, or None."""
         plan = _plan(problem)
         if language == "glsl":
             launch = self.gl_launch(problem, params)
-            for name, layout in zip(problem.names, launch.inputs, strict=True):
-                reason = layout.too_big(limits.max_texture_size)
-                if reason:
-                    return f"input {name}: {reason}"
-            reason = launch.targets[0].too_big(limits.max_texture_size)
-            return f"output: {reason}" if reason else None
+            inputs = [(f"input {name}", layout) for name, layout in zip(problem.names, launch.inputs, strict=True)]
+            return first_too_big([*inputs, ("output", launch.targets[0])], limits.max_texture_size)
         if params["wg"] > min(limits.max_invocations, limits.max_wg_x):
             return f"workgroup of {params['wg']} threads exceeds the device limit"
         if params["vec4"] and not plan.aligned4:

@@ -13,7 +13,7 @@ import numpy as np
 from kernelforge.errors import ShapeError
 from kernelforge.ops._epilogue import Activation
 from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
-from kernelforge.ops._texture import TexLayout
+from kernelforge.ops._texture import TexLayout, first_too_big
 
 # Accumulators per thread and unrolled statements per kernel are capped: past these, drivers spill
 # registers or spend seconds compiling, and no device we measured got faster.
@@ -140,10 +140,7 @@ class GemmSpec(OpSpec[GemmProblem]):
     def default_params(self, problem: GemmProblem, limits: Limits, language: str) -> Params:
         """Return the language's default, or the first fallback that fits the problem and device."""
         candidates = (DEFAULT_PARAMS, *_FALLBACKS) if language == "wgsl" else (GLSL_DEFAULT_PARAMS, *_GLSL_FALLBACKS)
-        for params in candidates:
-            if self.constraints(problem, params, limits, language) is None:
-                return dict(params)
-        raise ShapeError(f"gemm {self.problem_key(problem)}: no built-in {language} config fits the device {limits}")
+        return self.first_fitting(problem, candidates, limits, language)
 
     def constraints(self, problem: GemmProblem, params: Params, limits: Limits, language: str) -> str | None:
         """Return why ``params`` cannot run ``problem`` on a device with ``limits``, or None."""
@@ -195,12 +192,8 @@ class GemmSpec(OpSpec[GemmProblem]):
         if problem.batch_b > 1 and problem.m % params["mrt"]:
             return f"mrt={params['mrt']} must divide M={problem.m} when B is batched (one B per fragment)"
         launch = self.gl_launch(problem, params)
-        for what, layout in zip(("A", "B", "bias"), launch.inputs, strict=False):
-            reason = layout.too_big(limits.max_texture_size)
-            if reason:
-                return f"{what}: {reason}"
-        reason = launch.targets[0].too_big(limits.max_texture_size)
-        return f"output: {reason}" if reason else None
+        named = [*zip(("A", "B", "bias"), launch.inputs, strict=False), ("output", launch.targets[0])]
+        return first_too_big(named, limits.max_texture_size)
 
     def output_shape(self, problem: GemmProblem) -> tuple[int, ...]:
         """Return (batch, M, N), or (M, N) when batch is 1."""

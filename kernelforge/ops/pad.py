@@ -20,7 +20,7 @@ import numpy as np
 
 from kernelforge.errors import ShapeError
 from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
-from kernelforge.ops._texture import TexLayout
+from kernelforge.ops._texture import TexLayout, first_too_big
 
 MAX_RANK = 6
 MODES = ("constant", "reflect", "edge")
@@ -268,20 +268,13 @@ class PadSpec(OpSpec[PadProblem]):
     def default_params(self, problem: PadProblem, limits: Limits, language: str) -> Params:
         """Return the language's default, or the first fallback that fits the problem and device."""
         candidates = (DEFAULT_PARAMS, *_FALLBACKS) if language == "wgsl" else (GLSL_DEFAULT_PARAMS, *_GLSL_FALLBACKS)
-        for params in candidates:
-            if self.constraints(problem, params, limits, language) is None:
-                return dict(params)
-        raise ShapeError(f"pad {self.problem_key(problem)}: no built-in {language} config fits the device {limits}")
+        return self.first_fitting(problem, candidates, limits, language)
 
     def constraints(self, problem: PadProblem, params: Params, limits: Limits, language: str) -> str | None:
         """Return why ``params`` cannot run ``problem`` on a device with ``limits``, or None."""
         if language == "glsl":
             launch = self.gl_launch(problem, params)
-            for what, layout in (("input", launch.inputs[0]), ("output", launch.targets[0])):
-                reason = layout.too_big(limits.max_texture_size)
-                if reason:
-                    return f"{what}: {reason}"
-            return None
+            return first_too_big([("input", launch.inputs[0]), ("output", launch.targets[0])], limits.max_texture_size)
         wg = params["wg_size"]
         if wg > limits.max_invocations or wg > limits.max_wg_x:
             return f"workgroup of {wg} threads exceeds the device limits"

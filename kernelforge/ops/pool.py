@@ -21,7 +21,7 @@ import numpy as np
 
 from kernelforge.errors import ShapeError
 from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
-from kernelforge.ops._texture import TexLayout
+from kernelforge.ops._texture import TexLayout, first_too_big
 
 MAX_EXTENT = 1 << 24
 """Largest size, stride, pad or dilation accepted: keeps every shader index inside i32/u32."""
@@ -260,20 +260,13 @@ class PoolSpec(OpSpec[PoolProblem]):
     def default_params(self, problem: PoolProblem, limits: Limits, language: str) -> Params:
         """Return the language's default, or the first fallback that fits the problem and device."""
         candidates = (DEFAULT_PARAMS, *_FALLBACKS) if language == "wgsl" else (GLSL_DEFAULT_PARAMS, *_GLSL_FALLBACKS)
-        for params in candidates:
-            if self.constraints(problem, params, limits, language) is None:
-                return dict(params)
-        raise ShapeError(f"pool2d {self.problem_key(problem)}: no built-in {language} config fits the device {limits}")
+        return self.first_fitting(problem, candidates, limits, language)
 
     def constraints(self, problem: PoolProblem, params: Params, limits: Limits, language: str) -> str | None:
         """Return why ``params`` cannot run ``problem`` on a device with ``limits``, or None."""
         if language == "glsl":
             launch = self.gl_launch(problem, params)
-            for what, layout in (("input", launch.inputs[0]), ("output", launch.targets[0])):
-                reason = layout.too_big(limits.max_texture_size)
-                if reason:
-                    return f"{what}: {reason}"
-            return None
+            return first_too_big([("input", launch.inputs[0]), ("output", launch.targets[0])], limits.max_texture_size)
         p = params
         if p["wg_size"] > min(limits.max_invocations, limits.max_wg_x):
             return f"{p['wg_size']} threads per workgroup exceed the device's workgroup limits"

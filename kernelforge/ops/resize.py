@@ -27,7 +27,7 @@ import numpy as np
 
 from kernelforge.errors import ShapeError
 from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
-from kernelforge.ops._texture import TexLayout
+from kernelforge.ops._texture import TexLayout, first_too_big
 
 MODES = ("nearest", "linear")
 COORDINATE_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "half_pixel_symmetric")
@@ -287,24 +287,14 @@ class ResizeSpec(OpSpec[ResizeProblem]):
     def default_params(self, problem: ResizeProblem, limits: Limits, language: str) -> Params:
         """Return the language's default, or the first fallback that fits the problem and device."""
         candidates = (DEFAULT_PARAMS, *_FALLBACKS) if language == "wgsl" else (GLSL_DEFAULT_PARAMS, *_GLSL_FALLBACKS)
-        for params in candidates:
-            if self.constraints(problem, params, limits, language) is None:
-                return dict(params)
-        raise ShapeError(f"resize {self.problem_key(problem)}: no built-in {language} config fits the device {limits}")
+        return self.first_fitting(problem, candidates, limits, language)
 
     def constraints(self, problem: ResizeProblem, params: Params, limits: Limits, language: str) -> str | None:
         """Return why ``params`` cannot run ``problem`` on a device with ``limits``, or None."""
         if language == "glsl":
             launch = self.gl_launch(problem, params)
-            for what, layout in (
-                ("input", launch.inputs[0]),
-                ("table", launch.inputs[1]),
-                ("output", launch.targets[0]),
-            ):
-                reason = layout.too_big(limits.max_texture_size)
-                if reason:
-                    return f"{what}: {reason}"
-            return None
+            named = [("input", launch.inputs[0]), ("table", launch.inputs[1]), ("output", launch.targets[0])]
+            return first_too_big(named, limits.max_texture_size)
         p = params
         if p["wg_x"] > limits.max_wg_x or p["wg_y"] > limits.max_wg_y:
             return f"workgroup {p['wg_x']}x{p['wg_y']} exceeds the device's per-axis limits"

@@ -182,10 +182,7 @@ class SoftmaxSpec(OpSpec[SoftmaxProblem]):
             rows_per_wg = min(64 // threads, _next_pow2(problem.rows))
             first = {"threads": threads, "rows_per_wg": rows_per_wg, "online": 0}
             candidates = (first, DEFAULT_PARAMS, *_FALLBACKS)
-        for params in candidates:
-            if self.constraints(problem, params, limits, language) is None:
-                return dict(params)
-        raise ShapeError(f"softmax {self.problem_key(problem)}: no built-in {language} config fits the device {limits}")
+        return self.first_fitting(problem, candidates, limits, language)
 
     def constraints(self, problem: SoftmaxProblem, params: Params, limits: Limits, language: str) -> str | None:
         """Return why ``params`` cannot run ``problem`` on a device with ``limits``, or None."""

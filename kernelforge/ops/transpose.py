@@ -17,7 +17,7 @@ import numpy as np
 
 from kernelforge.errors import ShapeError
 from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
-from kernelforge.ops._texture import TexLayout
+from kernelforge.ops._texture import TexLayout, first_too_big
 from kernelforge.ops.softmax import check_dims, linear_grid, parse_dims
 
 MAX_RANK = 6
@@ -157,22 +157,13 @@ class TransposeSpec(OpSpec[TransposeProblem]):
         else:
             first = TILED_DEFAULT if problem.batched_2d is not None else NAIVE_DEFAULT
             candidates = (first, *_FALLBACKS)
-        for params in candidates:
-            if self.constraints(problem, params, limits, language) is None:
-                return dict(params)
-        raise ShapeError(
-            f"transpose {self.problem_key(problem)}: no built-in {language} config fits the device {limits}"
-        )
+        return self.first_fitting(problem, candidates, limits, language)
 
     def constraints(self, problem: TransposeProblem, params: Params, limits: Limits, language: str) -> str | None:
         """Return why ``params`` cannot run ``problem`` on a device with ``limits``, or None."""
         if language == "glsl":
             launch = self.gl_launch(problem, params)
-            for what, layout in (("input", launch.inputs[0]), ("output", launch.targets[0])):
-                reason = layout.too_big(limits.max_texture_size)
-                if reason:
-                    return f"{what}: {reason}"
-            return None
+            return first_too_big([("input", launch.inputs[0]), ("output", launch.targets[0])], limits.max_texture_size)
         wg, tile = params["wg"], params["tile"]
         if wg > limits.max_wg_x or wg > limits.max_invocations:
             return f"workgroup of {wg} exceeds the device limits"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
@@ -13,6 +11,7 @@ from kernelforge.ops import get_op
 from kernelforge.ops._epilogue import ACTIVATIONS, Activation
 from kernelforge.ops.conv import DEFAULT_PARAMS, DEPTHWISE, DIRECT, IMPLICIT_GEMM, ConvProblem
 from kernelforge.runtime.kernel import prepare
+from kernelforge.testing.ops import check_op, check_sampled_configs, sampled_configs
 from kernelforge.tuner.objective import verify
 
 pytestmark = pytest.mark.device
@@ -34,34 +33,14 @@ SHAPES = [
 ]
 
 
-def _configs(problem, limits, language, count, seed):
-    names = [p.name for p in SPEC.params(language)]
-    every = (dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params(language))))
-    valid = [p for p in every if SPEC.constraints(problem, p, limits, language) is None]
-    rng = np.random.default_rng(seed)
-    picks = [valid[int(i)] for i in rng.choice(len(valid), min(count, len(valid)), replace=False)]
-    return [SPEC.default_params(problem, limits, language), *picks]
-
-
-def _check(backend, problem, params, seed=0):
-    inputs = SPEC.make_inputs(problem, np.random.default_rng(seed))
-    out = prepare(backend, SPEC, problem, params, inputs).run()
-    verdict = verify(out, SPEC.reference(problem, inputs))
-    assert verdict.ok, f"{SPEC.problem_key(problem)} {params}: max error {verdict.max_error} > {verdict.tolerance}"
-
-
 @pytest.mark.parametrize("shape", SHAPES)
 def test_wgsl_sampled_configs(lavapipe, shape):
-    problem = SPEC.parse_problem(shape)
-    for params in _configs(problem, lavapipe.limits, "wgsl", 10, len(shape)):
-        _check(lavapipe, problem, params)
+    check_sampled_configs(lavapipe, SPEC, SPEC.parse_problem(shape), 10, len(shape))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_glsl_sampled_configs(gl, shape):
-    problem = SPEC.parse_problem(shape)
-    for params in _configs(problem, gl.limits, "glsl", 6, len(shape)):
-        _check(gl, problem, params)
+    check_sampled_configs(gl, SPEC, SPEC.parse_problem(shape), 6, len(shape))
 
 
 @pytest.mark.parametrize("algo", [DIRECT, IMPLICIT_GEMM])
@@ -73,14 +52,14 @@ def test_every_algorithm_and_layout(lavapipe, algo, layout, w_layout):
     for extra in ({}, {"vec_width": 1, "wpt_o": 2, "wpt_p": 3 - 2, "tile_k": 8}):
         params = {**base, **extra}
         assert SPEC.constraints(problem, params, lavapipe.limits, "wgsl") is None
-        _check(lavapipe, problem, params)
+        check_op(lavapipe, SPEC, problem, params)
 
 
 def test_every_wgsl_device_runs_the_defaults(wgsl_device):
     for shape in ("1x8x9x9:16x3x3:s2:p1", "1x8x9x9:8x3x3:p1:g8"):
         problem = SPEC.parse_problem(shape)
-        for params in _configs(problem, wgsl_device.limits, "wgsl", 1, 5):
-            _check(wgsl_device, problem, params)
+        for params in sampled_configs(SPEC, problem, wgsl_device.limits, "wgsl", 1, 5):
+            check_op(wgsl_device, SPEC, problem, params)
 
 
 @pytest.mark.parametrize("kind", sorted(ACTIVATIONS))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -14,19 +12,10 @@ from kernelforge.errors import ShapeError
 from kernelforge.ops import get_op
 from kernelforge.ops.eltwise import EltwiseProblem
 from kernelforge.runtime.kernel import prepare
-from kernelforge.tuner.measure import MeasureConfig
-from kernelforge.tuner.objective import verify
-from kernelforge.tuner.tune import TuneOptions, tune_problem
+from kernelforge.testing.ops import check_op, quick_tune, sampled_configs, valid_configs
 
 pytestmark = pytest.mark.device
 SPEC = get_op("elementwise")
-SPACES = {
-    lang: [
-        dict(zip([p.name for p in SPEC.params(lang)], v, strict=True))
-        for v in itertools.product(*(p.choices for p in SPEC.params(lang)))
-    ]
-    for lang in ("wgsl", "glsl")
-}
 
 UNARY = [
     "relu(x)",
@@ -69,32 +58,21 @@ PROGRAMS = [
 ]
 
 
-def _check(backend, problem, params, seed=0):
-    inputs = SPEC.make_inputs(problem, np.random.default_rng(seed))
-    out = prepare(backend, SPEC, problem, params, inputs).run()
-    verdict = verify(out, SPEC.reference(problem, inputs))
-    assert verdict.ok, f"{SPEC.problem_key(problem)} {params}: max error {verdict.max_error} > {verdict.tolerance}"
-
-
-def _configs(backend, problem, language, count, seed):
-    valid = [p for p in SPACES[language] if SPEC.constraints(problem, p, backend.limits, language) is None]
-    rng = np.random.default_rng(seed)
-    picked = [valid[int(i)] for i in rng.choice(len(valid), min(count, len(valid)), replace=False)]
-    return [SPEC.default_params(problem, backend.limits, language), *picked]
+def _check_sampled(backend, shape):
+    # a different input seed per config
+    problem = SPEC.parse_problem(shape)
+    for i, params in enumerate(sampled_configs(SPEC, problem, backend.limits, backend.language, 2, len(shape))):
+        check_op(backend, SPEC, problem, params, seed=i)
 
 
 @pytest.mark.parametrize("shape", PROGRAMS)
 def test_programs_in_wgsl(lavapipe, shape):
-    problem = SPEC.parse_problem(shape)
-    for i, params in enumerate(_configs(lavapipe, problem, "wgsl", 2, len(shape))):
-        _check(lavapipe, problem, params, seed=i)
+    _check_sampled(lavapipe, shape)
 
 
 @pytest.mark.parametrize("shape", PROGRAMS)
 def test_programs_in_glsl(gl, shape):
-    problem = SPEC.parse_problem(shape)
-    for i, params in enumerate(_configs(gl, problem, "glsl", 2, len(shape))):
-        _check(gl, problem, params, seed=i)
+    _check_sampled(gl, shape)
 
 
 @pytest.mark.parametrize(
@@ -107,22 +85,21 @@ def test_programs_in_glsl(gl, shape):
 def test_whole_space(lavapipe, gl, shape):
     problem = SPEC.parse_problem(shape)
     for backend, language in ((lavapipe, "wgsl"), (gl, "glsl")):
-        for params in SPACES[language]:
-            if SPEC.constraints(problem, params, backend.limits, language) is None:
-                _check(backend, problem, params)
+        for params in valid_configs(SPEC, problem, backend.limits, language):
+            check_op(backend, SPEC, problem, params)
 
 
 def test_every_wgsl_device_runs_elementwise(wgsl_device):
     for shape in ("relu(x * a + b) + y:x=2x8x3x4,a=8x1x1,b=8x1x1,y=2x8x3x4", "pow(x, y) / z:x=7,y=scalar,z=3x1"):
         problem = SPEC.parse_problem(shape)
-        _check(wgsl_device, problem, SPEC.default_params(problem, wgsl_device.limits, "wgsl"))
+        check_op(wgsl_device, SPEC, problem, SPEC.default_params(problem, wgsl_device.limits, "wgsl"))
 
 
 def test_two_dimensional_dispatch(lavapipe):
     problem = SPEC.parse_problem("x * 2 + y:x=2100x2100,y=2100x1")
     params = {"wg": 64, "ept": 1, "vec4": 0}
     assert SPEC.launch(problem, params).workgroups[1] > 1
-    _check(lavapipe, problem, params)
+    check_op(lavapipe, SPEC, problem, params)
 
 
 def test_nan_and_inf_follow_numpy(lavapipe, gl):
@@ -194,7 +171,7 @@ def test_matches_onnx_reference(lavapipe, gl, op, attrs, text, shapes):
     problem = EltwiseProblem.from_text(text, dict(zip("xy", shapes, strict=False)))
     np.testing.assert_allclose(SPEC.reference(problem, arrays), expected, rtol=1e-6, atol=1e-6)
     for backend in (lavapipe, gl):
-        for params in _configs(backend, problem, backend.language, 1, len(op)):
+        for params in sampled_configs(SPEC, problem, backend.limits, backend.language, 1, len(op)):
             out = prepare(backend, SPEC, problem, params, arrays).run()
             np.testing.assert_allclose(out, expected, rtol=2e-5, atol=2e-6, err_msg=f"{op} {params}")
 
@@ -234,13 +211,9 @@ def test_public_api_rejects_bad_input(lavapipe, args, kwargs, message):
 
 
 def test_tuner_smoke(tmp_path, lavapipe):
-    quick = MeasureConfig(min_reps=2, max_reps=3, max_seconds=0.2)
-    options = TuneOptions(
-        trials=3, sampler="random", seed=1, db_dir=tmp_path, measure=quick, remeasure=quick, progress=False
-    )
     problem = SPEC.parse_problem("relu(x*a+b)+y:x=1x16x9x9,a=16x1x1,b=16x1x1,y=1x16x9x9")
-    result = tune_problem(lavapipe, SPEC, problem, options)
+    result = quick_tune(lavapipe, SPEC, problem, tmp_path)
     assert result.record is not None and result.counts["ok"] >= 1
     assert result.record.shape == SPEC.problem_key(problem)
     assert SPEC.constraints(problem, result.record.params, lavapipe.limits, "wgsl") is None
-    _check(lavapipe, problem, result.record.params)
+    check_op(lavapipe, SPEC, problem, result.record.params)

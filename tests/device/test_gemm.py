@@ -11,7 +11,7 @@ from kernelforge.ops import get_op
 from kernelforge.ops._epilogue import ACTIVATIONS, Activation
 from kernelforge.ops.gemm import DEFAULT_PARAMS, GemmProblem
 from kernelforge.runtime.kernel import prepare
-from kernelforge.tuner.objective import verify
+from kernelforge.testing.ops import check_op
 
 pytestmark = pytest.mark.device
 SPEC = get_op("gemm")
@@ -43,14 +43,6 @@ CONFIGS = [
 ]
 
 
-def _check(backend, problem: GemmProblem, params, seed: int = 0) -> None:
-    inputs = SPEC.make_inputs(problem, np.random.default_rng(seed))
-    out = prepare(backend, SPEC, problem, params, inputs).run()
-    ref = SPEC.reference(problem, inputs)
-    verdict = verify(out, ref)
-    assert verdict.ok, f"{SPEC.problem_key(problem)} {params}: max error {verdict.max_error} > {verdict.tolerance}"
-
-
 def _runnable(problem: GemmProblem, params, limits):
     reason = SPEC.constraints(problem, params, limits, "wgsl")
     return reason is None
@@ -62,7 +54,7 @@ def test_shapes_with_fixed_configs(lavapipe, shape):
     ran = 0
     for params in [SPEC.default_params(problem, lavapipe.limits, "wgsl"), *CONFIGS]:
         if _runnable(problem, params, lavapipe.limits):
-            _check(lavapipe, problem, params)
+            check_op(lavapipe, SPEC, problem, params)
             ran += 1
     assert ran >= 2, f"{shape}: too few configs were runnable"
 
@@ -76,7 +68,7 @@ def test_sampled_configs_across_the_space(lavapipe):
         problem = problems[checked % len(problems)]
         if not _runnable(problem, params, lavapipe.limits):
             continue
-        _check(lavapipe, problem, params, seed=checked)
+        check_op(lavapipe, SPEC, problem, params, seed=checked)
         checked += 1
 
 
@@ -101,7 +93,7 @@ def test_every_wgsl_device_runs_gemm(wgsl_device):
     problem = SPEC.parse_problem("2x23x36x17")
     for params in (SPEC.default_params(problem, wgsl_device.limits, "wgsl"), CONFIGS[2], CONFIGS[3]):
         if _runnable(problem, params, wgsl_device.limits):
-            _check(wgsl_device, problem, params)
+            check_op(wgsl_device, SPEC, problem, params)
 
 
 def test_public_api_matches_numpy(lavapipe):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
@@ -14,45 +12,36 @@ from kernelforge.ops import get_op
 from kernelforge.ops._epilogue import ACTIVATIONS, Activation
 from kernelforge.ops.gemm import GLSL_DEFAULT_PARAMS, GemmProblem
 from kernelforge.runtime.kernel import prepare
-from kernelforge.tuner.objective import verify
+from kernelforge.testing.ops import check_op, every_config, valid_configs
 
 from .test_gemm import SHAPES
 
 pytestmark = pytest.mark.device
 SPEC = get_op("gemm")
-NAMES = [p.name for p in SPEC.params("glsl")]
-EVERY = [dict(zip(NAMES, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params("glsl")))]
-
-
-def _check(backend, problem, params, seed=0):
-    inputs = SPEC.make_inputs(problem, np.random.default_rng(seed))
-    out = prepare(backend, SPEC, problem, params, inputs).run()
-    verdict = verify(out, SPEC.reference(problem, inputs))
-    assert verdict.ok, f"{SPEC.problem_key(problem)} {params}: max error {verdict.max_error} > {verdict.tolerance}"
+EVERY = every_config(SPEC, "glsl")
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_shapes(gl, shape):
     problem = SPEC.parse_problem(shape)
     rng = np.random.default_rng(len(shape))
-    valid = [p for p in EVERY if SPEC.constraints(problem, p, gl.limits, "glsl") is None]
+    valid = valid_configs(SPEC, problem, gl.limits, "glsl")
     configs = [SPEC.default_params(problem, gl.limits, "glsl")] + [valid[int(i)] for i in rng.choice(len(valid), 6)]
     for params in configs:
-        _check(gl, problem, params)
+        check_op(gl, SPEC, problem, params)
 
 
 def test_whole_space_on_one_odd_shape(gl):
     # every combination of layouts, packing, MRT and unrolling on a shape no texel size divides
     problem = SPEC.parse_problem("2x9x13x7")
-    for params in EVERY:
-        if SPEC.constraints(problem, params, gl.limits, "glsl") is None:
-            _check(gl, problem, params)
+    for params in valid_configs(SPEC, problem, gl.limits, "glsl"):
+        check_op(gl, SPEC, problem, params)
 
 
 def test_trans_b_whole_space(gl):
     problem = SPEC.parse_problem("6x11x10t")
     for params in EVERY:
-        _check(gl, problem, params)
+        check_op(gl, SPEC, problem, params)
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
@@ -80,8 +69,8 @@ def test_tall_matrix_needs_the_square_layout(gl):
     row_aligned = {**GLSL_DEFAULT_PARAMS, "square": 0, "mrt": 2}
     assert "MAX_TEXTURE_SIZE" in SPEC.constraints(problem, row_aligned, gl.limits, "glsl")
     assert SPEC.default_params(problem, gl.limits, "glsl")["square"] == 1
-    _check(gl, problem, {**row_aligned, "square": 1})
-    _check(gl, problem, SPEC.default_params(problem, gl.limits, "glsl"))
+    check_op(gl, SPEC, problem, {**row_aligned, "square": 1})
+    check_op(gl, SPEC, problem, SPEC.default_params(problem, gl.limits, "glsl"))
 
 
 def test_public_api_glsl(gl):

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
 import kernelforge.ops as kops
 from kernelforge.errors import ShapeError
 from kernelforge.ops import get_op
-from kernelforge.runtime.kernel import prepare
-from kernelforge.tuner.objective import verify
+from kernelforge.testing.ops import check_op, every_config
 
 pytestmark = pytest.mark.device
 SPEC = get_op("pad")
@@ -33,43 +30,31 @@ SHAPES = [
 ]
 
 
-def _every(language):
-    names = [p.name for p in SPEC.params(language)]
-    return [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params(language)))]
-
-
-def _check(backend, problem, params, seed=0):
-    inputs = SPEC.make_inputs(problem, np.random.default_rng(seed))
-    out = prepare(backend, SPEC, problem, params, inputs).run()
-    verdict = verify(out, SPEC.reference(problem, inputs))
-    assert verdict.ok, f"{SPEC.problem_key(problem)} {params}: max error {verdict.max_error} > {verdict.tolerance}"
-
-
 @pytest.mark.parametrize("shape", SHAPES)
 def test_shapes_wgsl(lavapipe, shape):
     problem = SPEC.parse_problem(shape)
     rng = np.random.default_rng(len(shape))
-    every = _every("wgsl")
+    every = every_config(SPEC, "wgsl")
     configs = [SPEC.default_params(problem, lavapipe.limits, "wgsl")] + [
         every[int(i)] for i in rng.choice(len(every), 3)
     ]
     for params in configs:
         assert SPEC.constraints(problem, params, lavapipe.limits, "wgsl") is None
-        _check(lavapipe, problem, params)
+        check_op(lavapipe, SPEC, problem, params)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_shapes_glsl(gl, shape):
     problem = SPEC.parse_problem(shape)
-    for params in _every("glsl"):  # the whole (small) GLSL space
-        _check(gl, problem, params)
+    for params in every_config(SPEC, "glsl"):  # the whole (small) GLSL space
+        check_op(gl, SPEC, problem, params)
 
 
 def test_every_wgsl_device_runs_pad(wgsl_device):
     for shape in ("2x3x5x7:p0,1,2,-1,1,0,3,2:reflect", "5x7:p-1,2,3,-2:constant:v1.5"):
         problem = SPEC.parse_problem(shape)
         for params in (SPEC.default_params(problem, wgsl_device.limits, "wgsl"), {"wg_size": 32, "ept": 8}):
-            _check(wgsl_device, problem, params)
+            check_op(wgsl_device, SPEC, problem, params)
 
 
 @pytest.mark.parametrize("backend", ["wgsl", "glsl"])

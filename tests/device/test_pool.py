@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import warnings
 
 import numpy as np
@@ -12,6 +11,7 @@ import kernelforge.ops as kops
 from kernelforge.ops import get_op
 from kernelforge.ops.pool import PoolProblem
 from kernelforge.runtime.kernel import prepare
+from kernelforge.testing.ops import every_config, quick_tune, sampled_configs
 from kernelforge.tuner.objective import verify
 
 pytestmark = pytest.mark.device
@@ -38,11 +38,6 @@ SHAPES = [
 ]
 
 
-def _every(language):
-    names = [p.name for p in SPEC.params(language)]
-    return [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params(language)))]
-
-
 def _assert_matches(out, ref, what):
     """verify() against the reference; NaN (averages of windows without input taps) must match exactly."""
     nan = np.isnan(ref)
@@ -58,10 +53,8 @@ def _check(backend, problem, params, seed=0):
 
 
 def _configs(problem, limits, language, count, seed):
-    valid = [p for p in _every(language) if SPEC.constraints(problem, p, limits, language) is None]
-    default = SPEC.default_params(problem, limits, language)
-    rng = np.random.default_rng(seed)
-    picks = [valid[int(i)] for i in rng.choice(len(valid), min(count, len(valid)), replace=False)]
+    # the default, then sampled configs other than the default
+    default, *picks = sampled_configs(SPEC, problem, limits, language, count, seed)
     return [default, *(p for p in picks if p != default)]
 
 
@@ -87,7 +80,7 @@ def test_wgsl_nhwc_and_multi_output_threads(lavapipe):
     # every NHWC vec4 config on a channel count of 8 and an output width no wpt_w divides
     for shape in ("max:2x8x9x11:k3:s2:p1x0x1x1:ceil", "avg:1x8x5x7:k2:s1:p1:cip", "gavg:2x8x5x3"):
         problem = SPEC.parse_problem(shape)
-        for params in _every("wgsl"):
+        for params in every_config(SPEC, "wgsl"):
             wanted = params["layout"] == 1 and params["wg_size"] in (8, 256)
             if wanted and SPEC.constraints(problem, params, lavapipe.limits, "wgsl") is None:
                 _check(lavapipe, problem, params)
@@ -97,7 +90,7 @@ def test_wgsl_nhwc_and_multi_output_threads(lavapipe):
 def test_glsl_whole_space_on_odd_shapes(gl, shape):
     # C = 5 or 6 leaves a partial RGBA texel; no unroll factor divides the loops
     problem = SPEC.parse_problem(shape)
-    for params in _every("glsl"):
+    for params in every_config(SPEC, "glsl"):
         _check(gl, problem, params)
 
 
@@ -218,16 +211,10 @@ def test_api_keeps_infinities(lavapipe):
 @pytest.mark.parametrize("fixture", ["lavapipe", "gl"])
 def test_tuner_smoke(tmp_path, request, fixture):
     from kernelforge.tuner.db import TuningDB
-    from kernelforge.tuner.measure import MeasureConfig
-    from kernelforge.tuner.tune import TuneOptions, tune_problem
 
     backend = request.getfixturevalue(fixture)
     problem = PoolProblem(1, 8, 9, 9, "avg", (3, 3), (2, 2), (1, 1, 1, 1), count_include_pad=1)
-    quick = MeasureConfig(min_reps=2, max_reps=3, max_seconds=0.2)
-    options = TuneOptions(
-        trials=3, sampler="random", seed=1, db_dir=tmp_path, measure=quick, remeasure=quick, progress=False
-    )
-    result = tune_problem(backend, SPEC, problem, options)
+    result = quick_tune(backend, SPEC, problem, tmp_path)
     assert result.record is not None
     records = TuningDB(tmp_path).load(tmp_path / f"{backend.info.slug}.json").records
     rec = records[result.record.key]

@@ -11,8 +11,7 @@ import kernelforge.ops as kops
 from kernelforge.errors import ShapeError
 from kernelforge.ops import get_op
 from kernelforge.ops.resize import COORDINATE_MODES, NEAREST_MODES
-from kernelforge.runtime.kernel import prepare
-from kernelforge.tuner.objective import verify
+from kernelforge.testing.ops import check_op, quick_tune, valid_configs
 
 pytestmark = pytest.mark.device
 SPEC = get_op("resize")
@@ -31,36 +30,23 @@ SHAPES = [
 ]
 
 
-def _every(language):
-    names = [p.name for p in SPEC.params(language)]
-    return [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params(language)))]
-
-
-def _check(backend, problem, params, seed=0):
-    inputs = SPEC.make_inputs(problem, np.random.default_rng(seed))
-    out = prepare(backend, SPEC, problem, params, inputs).run()
-    verdict = verify(out, SPEC.reference(problem, inputs))
-    assert verdict.ok, f"{SPEC.problem_key(problem)} {params}: max error {verdict.max_error} > {verdict.tolerance}"
-
-
 @pytest.mark.parametrize("shape", SHAPES)
 def test_shapes_wgsl(lavapipe, shape):
     problem = SPEC.parse_problem(shape)
     rng = np.random.default_rng(len(shape))
-    valid = [p for p in _every("wgsl") if SPEC.constraints(problem, p, lavapipe.limits, "wgsl") is None]
+    valid = valid_configs(SPEC, problem, lavapipe.limits, "wgsl")
     default = SPEC.default_params(problem, lavapipe.limits, "wgsl")
     # the default, its NHWC twin and sampled points of the space
     configs = [default, {**default, "layout": 1}] + [valid[int(i)] for i in rng.choice(len(valid), 3)]
     for params in configs:
-        _check(lavapipe, problem, params)
+        check_op(lavapipe, SPEC, problem, params)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_shapes_glsl(gl, shape):
     problem = SPEC.parse_problem(shape)
-    for params in _every("glsl"):  # the whole (small) GLSL space
-        if SPEC.constraints(problem, params, gl.limits, "glsl") is None:
-            _check(gl, problem, params)
+    for params in valid_configs(SPEC, problem, gl.limits, "glsl"):  # the whole (small) GLSL space
+        check_op(gl, SPEC, problem, params)
 
 
 def test_every_coordinate_and_nearest_mode_on_device(lavapipe, gl):
@@ -69,12 +55,12 @@ def test_every_coordinate_and_nearest_mode_on_device(lavapipe, gl):
     for coordinate_mode, nearest_mode in itertools.product(COORDINATE_MODES, NEAREST_MODES):
         problem = SPEC.parse_problem(f"1x4x7x5:s1.5,0.6:nearest:{coordinate_mode}:{nearest_mode}")
         wgsl = {"wg_x": 4, "wg_y": 4, "opt": int(rng.choice([1, 2])), "layout": int(rng.integers(2))}
-        _check(lavapipe, problem, wgsl)
-        _check(gl, problem, {"layout": int(rng.integers(2)), "square": int(rng.integers(2))})
+        check_op(lavapipe, SPEC, problem, wgsl)
+        check_op(gl, SPEC, problem, {"layout": int(rng.integers(2)), "square": int(rng.integers(2))})
     for coordinate_mode in COORDINATE_MODES:
         problem = SPEC.parse_problem(f"2x4x5x9:o11,4:linear:{coordinate_mode}")
-        _check(lavapipe, problem, {"wg_x": 8, "wg_y": 2, "opt": 2, "layout": 1})
-        _check(gl, problem, {"layout": 1, "square": 0})
+        check_op(lavapipe, SPEC, problem, {"wg_x": 8, "wg_y": 2, "opt": 2, "layout": 1})
+        check_op(gl, SPEC, problem, {"layout": 1, "square": 0})
 
 
 def test_every_wgsl_device_runs_resize(wgsl_device):
@@ -83,7 +69,7 @@ def test_every_wgsl_device_runs_resize(wgsl_device):
         SPEC.default_params(problem, wgsl_device.limits, "wgsl"),
         {"wg_x": 4, "wg_y": 8, "opt": 4, "layout": 1},
     ):
-        _check(wgsl_device, problem, params)
+        check_op(wgsl_device, SPEC, problem, params)
 
 
 @pytest.mark.parametrize("backend", ["wgsl", "glsl"])
@@ -131,15 +117,8 @@ def test_public_api_rejects_bad_input(lavapipe):
 
 
 def test_tuning_smoke(tmp_path, lavapipe):
-    from kernelforge.tuner.measure import MeasureConfig
-    from kernelforge.tuner.tune import TuneOptions, tune_problem
-
-    quick = MeasureConfig(min_reps=2, max_reps=3, max_seconds=0.2)
-    options = TuneOptions(
-        trials=3, sampler="random", seed=1, db_dir=tmp_path, measure=quick, remeasure=quick, progress=False
-    )
     problem = SPEC.parse_problem("1x8x12x10:s2,1.5:linear")
-    result = tune_problem(lavapipe, SPEC, problem, options)
+    result = quick_tune(lavapipe, SPEC, problem, tmp_path)
     assert result.record is not None and result.best_time <= result.default_time
     assert SPEC.constraints(problem, result.record.params, lavapipe.limits, "wgsl") is None
-    _check(lavapipe, problem, result.record.params)
+    check_op(lavapipe, SPEC, problem, result.record.params)

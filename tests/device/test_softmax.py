@@ -11,10 +11,7 @@ import kernelforge.ops as kops
 from kernelforge.errors import ShapeError
 from kernelforge.ops import get_op
 from kernelforge.ops.softmax import SoftmaxProblem
-from kernelforge.runtime.kernel import prepare
-from kernelforge.tuner.measure import MeasureConfig
-from kernelforge.tuner.objective import verify
-from kernelforge.tuner.tune import TuneOptions, tune_problem
+from kernelforge.testing.ops import check_op, check_sampled_configs, quick_tune
 
 from ..null.test_softmax_spec import onnx_softmax
 
@@ -39,41 +36,15 @@ SHAPES = [
 ]
 
 
-def every(language):
-    names = [p.name for p in SPEC.params(language)]
-    return [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params(language)))]
-
-
-def sampled(problem, limits, language, count, seed):
-    valid = [p for p in every(language) if SPEC.constraints(problem, p, limits, language) is None]
-    rng = np.random.default_rng(seed)
-    picks = [valid[int(i)] for i in rng.choice(len(valid), min(count, len(valid)), replace=False)]
-    return [SPEC.default_params(problem, limits, language), *picks]
-
-
-def check(backend, problem, params, inputs=None):
-    inputs = inputs if inputs is not None else SPEC.make_inputs(problem, np.random.default_rng(0))
-    out = prepare(backend, SPEC, problem, params, inputs).run()
-    verdict = verify(out, SPEC.reference(problem, inputs))
-    assert verdict.ok, f"{SPEC.problem_key(problem)} {params}: max error {verdict.max_error} > {verdict.tolerance}"
-    return out
-
-
 @pytest.mark.parametrize("shape", SHAPES)
 def test_wgsl_shapes_with_sampled_configs(lavapipe, shape):
-    problem = SPEC.parse_problem(shape)
-    configs = sampled(problem, lavapipe.limits, "wgsl", 4, len(shape))
-    for params in configs:
-        check(lavapipe, problem, params)
+    configs = check_sampled_configs(lavapipe, SPEC, SPEC.parse_problem(shape), 4, len(shape))
     assert len(configs) >= 2
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_glsl_shapes_with_sampled_configs(gl, shape):
-    problem = SPEC.parse_problem(shape)
-    configs = sampled(problem, gl.limits, "glsl", 3, len(shape))
-    for params in configs:
-        check(gl, problem, params)
+    configs = check_sampled_configs(gl, SPEC, SPEC.parse_problem(shape), 3, len(shape))
     assert len(configs) >= 2
 
 
@@ -81,7 +52,7 @@ def test_wgsl_every_reduction_width(lavapipe):
     # each threads value with both passes: partial workgroups, idle lanes and every tree depth
     problem = SPEC.parse_problem("19x300")
     for threads, online in itertools.product(SPEC.params("wgsl")[0].choices, (0, 1)):
-        check(lavapipe, problem, {"threads": threads, "rows_per_wg": max(1, 32 // threads), "online": online})
+        check_op(lavapipe, SPEC, problem, {"threads": threads, "rows_per_wg": max(1, 32 // threads), "online": online})
 
 
 def test_every_wgsl_device_runs_softmax(wgsl_device):
@@ -90,7 +61,7 @@ def test_every_wgsl_device_runs_softmax(wgsl_device):
         SPEC.default_params(problem, wgsl_device.limits, "wgsl"),
         {"threads": 16, "rows_per_wg": 4, "online": 1},
     ):
-        check(wgsl_device, problem, params)
+        check_op(wgsl_device, SPEC, problem, params)
 
 
 @pytest.mark.parametrize("language", ["wgsl", "glsl"])
@@ -106,7 +77,7 @@ def test_large_magnitudes_stay_finite(lavapipe, gl, language):
     if language == "glsl":
         configs = [{"pack": p, "square": 0, "online": o} for p in (1, 4) for o in (0, 1)]
     for params in configs:
-        out = check(backend, problem, params, [x])
+        out = check_op(backend, SPEC, problem, params, inputs=[x])
         assert np.all(np.isfinite(out))
         np.testing.assert_allclose(out[0], 1 / 40, rtol=1e-5)
         np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
@@ -148,12 +119,8 @@ def test_public_api_rejects_bad_input(lavapipe, args, match):
 
 
 def test_tuner_smoke(tmp_path, lavapipe):
-    quick = MeasureConfig(min_reps=2, max_reps=3, max_seconds=0.2)
-    options = TuneOptions(
-        trials=3, sampler="random", seed=1, db_dir=tmp_path, measure=quick, remeasure=quick, progress=False
-    )
     problem = SPEC.parse_problem("64x300")
-    result = tune_problem(lavapipe, SPEC, problem, options)
+    result = quick_tune(lavapipe, SPEC, problem, tmp_path)
     assert result.record is not None and result.best_time <= result.default_time
     assert SPEC.constraints(problem, result.record.params, lavapipe.limits, "wgsl") is None
-    check(lavapipe, problem, result.record.params)
+    check_op(lavapipe, SPEC, problem, result.record.params)

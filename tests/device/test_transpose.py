@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
 import kernelforge.ops as kops
 from kernelforge.errors import ShapeError
 from kernelforge.ops import get_op
-from kernelforge.runtime.kernel import prepare
-from kernelforge.tuner.objective import verify
+from kernelforge.testing.ops import check_op, check_sampled_configs, every_config, valid_configs
 
 from ..null.test_transpose_spec import onnx_transpose
 
@@ -35,46 +32,25 @@ SHAPES = [
 ]
 
 
-def every(language):
-    names = [p.name for p in SPEC.params(language)]
-    return [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params(language)))]
-
-
-def sampled(problem, limits, language, count, seed):
-    valid = [p for p in every(language) if SPEC.constraints(problem, p, limits, language) is None]
-    rng = np.random.default_rng(seed)
-    picks = [valid[int(i)] for i in rng.choice(len(valid), min(count, len(valid)), replace=False)]
-    return [SPEC.default_params(problem, limits, language), *picks]
-
-
 def check(backend, problem, params):
-    inputs = SPEC.make_inputs(problem, np.random.default_rng(0))
-    out = prepare(backend, SPEC, problem, params, inputs).run()
-    verdict = verify(out, SPEC.reference(problem, inputs), rtol=0.0)
-    assert verdict.ok, f"{SPEC.problem_key(problem)} {params}: max error {verdict.max_error}"
+    check_op(backend, SPEC, problem, params, rtol=0.0)  # a copy: exact
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_wgsl_shapes_with_sampled_configs(lavapipe, shape):
-    problem = SPEC.parse_problem(shape)
-    configs = sampled(problem, lavapipe.limits, "wgsl", 4, len(shape))
-    for params in configs:
-        check(lavapipe, problem, params)
+    configs = check_sampled_configs(lavapipe, SPEC, SPEC.parse_problem(shape), 4, len(shape), rtol=0.0)
     assert len(configs) >= 3
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_glsl_shapes_with_sampled_configs(gl, shape):
-    problem = SPEC.parse_problem(shape)
-    configs = sampled(problem, gl.limits, "glsl", 3, len(shape))
-    for params in configs:
-        check(gl, problem, params)
+    configs = check_sampled_configs(gl, SPEC, SPEC.parse_problem(shape), 3, len(shape), rtol=0.0)
     assert len(configs) >= 2
 
 
 def test_every_tiled_config_on_an_odd_batched_case(lavapipe):
     problem = SPEC.parse_problem("3x19x45:p021")
-    tiled = [p for p in every("wgsl") if p["tiled"] and SPEC.constraints(problem, p, lavapipe.limits, "wgsl") is None]
+    tiled = [p for p in valid_configs(SPEC, problem, lavapipe.limits, "wgsl") if p["tiled"]]
     assert len(tiled) >= 6
     for params in tiled:
         check(lavapipe, problem, params)
@@ -82,7 +58,7 @@ def test_every_tiled_config_on_an_odd_batched_case(lavapipe):
 
 def test_every_glsl_config_on_a_vec_copy_case(gl):
     problem = SPEC.parse_problem("3x5x8:p102")  # the last axis stays last: vec4 texel copies
-    for params in every("glsl"):
+    for params in every_config(SPEC, "glsl"):
         check(gl, problem, params)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import onnx
 import pytest
@@ -13,7 +11,8 @@ from onnx.reference import ReferenceEvaluator
 from kernelforge.errors import InvalidParamsError, ShapeError
 from kernelforge.ops import Limits, get_op
 from kernelforge.ops.concat import MAX_GLSL_INPUTS, MAX_WGSL_INPUTS, ConcatProblem
-from kernelforge.templates import render, undeclared_variables
+from kernelforge.templates import render
+from kernelforge.testing.ops import assert_default_fits, assert_params_reach_template, valid_configs
 
 SPEC = get_op("concat")
 LIMITS = Limits()
@@ -29,11 +28,6 @@ SHAPES = [
     "4x4+4x8+4x12:a1",
     "1x20000+1x4:a1",
 ]
-
-
-def every(language):
-    names = [p.name for p in SPEC.params(language)]
-    return [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params(language)))]
 
 
 def onnx_concat(arrays, axis):
@@ -55,8 +49,7 @@ def onnx_concat(arrays, axis):
 
 @pytest.mark.parametrize("language", ["wgsl", "glsl"])
 def test_every_param_reaches_the_template(language):
-    missing = {p.name for p in SPEC.params(language)} - undeclared_variables(SPEC.templates[language])
-    assert not missing, f"params never used by the {language} template: {missing}"
+    assert_params_reach_template(SPEC, language)
 
 
 @pytest.mark.parametrize("language", ["wgsl", "glsl"])
@@ -64,8 +57,7 @@ def test_every_param_reaches_the_template(language):
 def test_default_params_always_fit(shape, language):
     problem = SPEC.parse_problem(shape)
     for limits in (LIMITS, Limits(max_invocations=32, max_wg_x=32)):
-        params = SPEC.default_params(problem, limits, language)
-        assert SPEC.constraints(problem, params, limits, language) is None
+        params = assert_default_fits(SPEC, problem, limits, language)
         render(SPEC, language, problem, params)
 
 
@@ -154,7 +146,7 @@ def test_constraints_name_the_reason():
 def test_space_has_valid_points_in_both_languages():
     problem = SPEC.parse_problem("1x64x56x56+1x32x56x56:a1")
     for language in ("wgsl", "glsl"):
-        valid = [p for p in every(language) if SPEC.constraints(problem, p, LIMITS, language) is None]
+        valid = valid_configs(SPEC, problem, LIMITS, language)
         assert SPEC.space_size(language) >= len(valid) > 3
 
 

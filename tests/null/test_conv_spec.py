@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
@@ -11,7 +9,8 @@ from kernelforge.errors import InvalidParamsError, ShapeError
 from kernelforge.ops import Limits, get_op
 from kernelforge.ops._epilogue import Activation
 from kernelforge.ops.conv import DEFAULT_PARAMS, DEPTHWISE, ConvProblem, resolve_pads
-from kernelforge.templates import render, undeclared_variables
+from kernelforge.templates import render
+from kernelforge.testing.ops import assert_default_fits, assert_params_reach_template, valid_configs
 
 SPEC = get_op("conv2d")
 LIMITS = Limits()
@@ -30,9 +29,7 @@ SHAPES = [
 
 @pytest.mark.parametrize("language", ["wgsl", "glsl"])
 def test_every_param_reaches_the_template(language):
-    used = undeclared_variables(SPEC.templates[language])
-    missing = {p.name for p in SPEC.params(language)} - used
-    assert not missing, f"params never used by the {language} template: {missing}"
+    assert_params_reach_template(SPEC, language)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -60,8 +57,7 @@ def test_parse_options():
 @pytest.mark.parametrize("language", ["wgsl", "glsl"])
 def test_default_params_always_fit(shape, language):
     problem = SPEC.parse_problem(shape)
-    params = SPEC.default_params(problem, LIMITS, language)
-    assert SPEC.constraints(problem, params, LIMITS, language) is None
+    params = assert_default_fits(SPEC, problem, LIMITS, language)
     if language == "wgsl" and problem.depthwise:
         assert params["algo"] == DEPTHWISE
 
@@ -83,12 +79,7 @@ def test_constraints_name_the_reason():
 
 def test_space_has_many_valid_points():
     problem = SPEC.parse_problem("1x64x56x56:64x3x3:s1:p1")
-    names = [p.name for p in SPEC.params("wgsl")]
-    valid = [
-        dict(zip(names, v, strict=True))
-        for v in itertools.product(*(p.choices for p in SPEC.params("wgsl")))
-        if SPEC.constraints(problem, dict(zip(names, v, strict=True)), LIMITS, "wgsl") is None
-    ]
+    valid = valid_configs(SPEC, problem, LIMITS, "wgsl")
     assert len(valid) > 1000
     assert {p["algo"] for p in valid} == {0, 1} and {p["layout"] for p in valid} == {0, 1}
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
 from kernelforge.errors import InvalidParamsError, ShapeError
 from kernelforge.ops import Limits, get_op
 from kernelforge.ops.eltwise import DEFAULT_PARAMS, EltwiseProblem, _plan
-from kernelforge.templates import render, template_hash, undeclared_variables
+from kernelforge.templates import render, template_hash
+from kernelforge.testing.ops import assert_default_fits, assert_params_reach_template, valid_configs
 
 SPEC = get_op("elementwise")
 LIMITS = Limits()
@@ -29,16 +28,9 @@ SHAPES = [
 ]
 
 
-def _every(language: str) -> list[dict[str, int]]:
-    names = [p.name for p in SPEC.params(language)]
-    return [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params(language)))]
-
-
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_every_param_reaches_the_template(language):
-    used = undeclared_variables(SPEC.templates[language])
-    missing = {p.name for p in SPEC.params(language)} - used
-    assert not missing, f"params never used by the {language} template: {missing}"
+    assert_params_reach_template(SPEC, language)
 
 
 def test_template_hash_covers_the_expression_snippets():
@@ -113,8 +105,7 @@ def test_shapes_collapse_to_few_axes(shape, dims, strides, kinds):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_default_params_always_fit(shape, language):
     problem = SPEC.parse_problem(shape)
-    params = SPEC.default_params(problem, LIMITS, language)
-    assert SPEC.constraints(problem, params, LIMITS, language) is None
+    params = assert_default_fits(SPEC, problem, LIMITS, language)
     render(SPEC, language, problem, params)
 
 
@@ -157,10 +148,7 @@ def test_flops_and_shape_vector():
 
 def test_space_has_valid_points_in_both_languages():
     problem = SPEC.parse_problem(SHAPES[0])
-    valid = {
-        language: [p for p in _every(language) if SPEC.constraints(problem, p, LIMITS, language) is None]
-        for language in LANGUAGES
-    }
+    valid = {language: valid_configs(SPEC, problem, LIMITS, language) for language in LANGUAGES}
     assert len(valid["wgsl"]) == SPEC.space_size("wgsl")
     assert all(p["square"] == 1 for p in valid["glsl"]) and len(valid["glsl"]) == 4  # 200704 texels: too wide
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
@@ -11,7 +9,8 @@ from kernelforge.errors import InvalidParamsError, ShapeError
 from kernelforge.ops import Limits, get_op
 from kernelforge.ops._epilogue import ACTIVATIONS, Activation
 from kernelforge.ops.gemm import DEFAULT_PARAMS, GemmProblem
-from kernelforge.templates import kernel_hash, render, template_hash, undeclared_variables
+from kernelforge.templates import kernel_hash, render, template_hash
+from kernelforge.testing.ops import assert_default_fits, assert_params_reach_template, valid_configs
 
 SPEC = get_op("gemm")
 LIMITS = Limits()
@@ -19,16 +18,13 @@ LIMITS = Limits()
 
 @pytest.mark.parametrize("language", ["wgsl", "glsl"])
 def test_every_param_reaches_the_template(language):
-    used = undeclared_variables(SPEC.templates[language])
-    missing = {p.name for p in SPEC.params(language)} - used
-    assert not missing, f"params never used by the {language} template: {missing}"
+    assert_params_reach_template(SPEC, language)
 
 
 @pytest.mark.parametrize("shape", ["1x1x1", "3x5x7", "1024x1024x1024", "4x9x10x11t", "65537x4x4"])
 def test_default_params_always_fit(shape):
     problem = SPEC.parse_problem(shape)
-    params = SPEC.default_params(problem, LIMITS, "wgsl")
-    assert SPEC.constraints(problem, params, LIMITS, "wgsl") is None
+    assert_default_fits(SPEC, problem, LIMITS, "wgsl")
 
 
 def test_tfjs_style_default_is_the_builtin_one():
@@ -55,11 +51,7 @@ def test_constraints_name_the_reason():
 
 def test_space_has_many_valid_points():
     problem = SPEC.parse_problem("1024x1024x1024")
-    names = [p.name for p in SPEC.params("wgsl")]
-    valid = sum(
-        SPEC.constraints(problem, dict(zip(names, values, strict=True)), LIMITS, "wgsl") is None
-        for values in itertools.product(*(p.choices for p in SPEC.params("wgsl")))
-    )
+    valid = len(valid_configs(SPEC, problem, LIMITS, "wgsl"))
     assert SPEC.space_size("wgsl") > valid > 1000
 
 

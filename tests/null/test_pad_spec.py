@@ -10,16 +10,12 @@ import pytest
 from kernelforge.errors import InvalidParamsError, ShapeError
 from kernelforge.ops import Limits, get_op
 from kernelforge.ops.pad import DEFAULT_PARAMS, PadProblem, full_pads
-from kernelforge.templates import render, undeclared_variables
+from kernelforge.templates import render
+from kernelforge.testing.ops import assert_default_fits, assert_params_reach_template, every_config
 
 SPEC = get_op("pad")
 LIMITS = Limits()
 MODES = ("constant", "reflect", "edge")
-
-
-def _every(language):
-    names = [p.name for p in SPEC.params(language)]
-    return [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params(language)))]
 
 
 def _onnx_pad(x, pads, mode, value=None, axes=None, opset=18):
@@ -53,9 +49,7 @@ def _problem(shape, pads, mode="constant", value=0.0, axes=None):
 
 @pytest.mark.parametrize("language", ["wgsl", "glsl"])
 def test_every_param_reaches_the_template(language):
-    used = undeclared_variables(SPEC.templates[language])
-    missing = {p.name for p in SPEC.params(language)} - used
-    assert not missing, f"params never used by the {language} template: {missing}"
+    assert_params_reach_template(SPEC, language)
 
 
 @pytest.mark.parametrize(
@@ -74,8 +68,7 @@ def test_every_param_reaches_the_template(language):
 def test_default_params_always_fit(shape, language):
     problem = SPEC.parse_problem(shape)
     for limits in (LIMITS, Limits(max_invocations=32, max_wg_x=32), Limits(max_texture_size=16384)):
-        params = SPEC.default_params(problem, limits, language)
-        assert SPEC.constraints(problem, params, limits, language) is None
+        assert_default_fits(SPEC, problem, limits, language)
 
 
 def test_no_fitting_config_is_a_shape_error():
@@ -278,5 +271,5 @@ def test_rendered_sources_reflect_problem_and_params():
 def test_every_mode_renders_in_both_languages():
     for mode, language in itertools.product(MODES, ("wgsl", "glsl")):
         problem = SPEC.parse_problem(f"2x3x4x5x2x3:p1,0,2,0,1,2,0,1,-1,0,1,1:{mode}")
-        for params in _every(language):
+        for params in every_config(SPEC, language):
             assert "main" in render(SPEC, language, problem, params)

@@ -12,7 +12,8 @@ import kernelforge.ops as kops
 from kernelforge.errors import InvalidParamsError, ShapeError
 from kernelforge.ops import Limits, get_op
 from kernelforge.ops.pool import DEFAULT_PARAMS, GLSL_DEFAULT_PARAMS, PoolProblem, output_size, resolve_auto_pad
-from kernelforge.templates import render, undeclared_variables
+from kernelforge.templates import render
+from kernelforge.testing.ops import assert_default_fits, assert_params_reach_template, every_config, valid_configs
 
 SPEC = get_op("pool2d")
 LIMITS = Limits()
@@ -33,16 +34,9 @@ ODD_SHAPES = [
 ]
 
 
-def _every(language):
-    names = [p.name for p in SPEC.params(language)]
-    return [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params(language)))]
-
-
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_every_param_reaches_the_template(language):
-    used = undeclared_variables(SPEC.templates[language])
-    missing = {p.name for p in SPEC.params(language)} - used
-    assert not missing, f"params never used by the {language} template: {missing}"
+    assert_params_reach_template(SPEC, language)
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -50,8 +44,7 @@ def test_every_param_reaches_the_template(language):
 def test_default_params_always_fit(shape, language):
     problem = SPEC.parse_problem(shape)
     for limits in (LIMITS, Limits(max_invocations=16, max_wg_x=16, max_workgroup_storage=1024)):
-        params = SPEC.default_params(problem, limits, language)
-        assert SPEC.constraints(problem, params, limits, language) is None
+        params = assert_default_fits(SPEC, problem, limits, language)
         assert render(SPEC, language, problem, params)
 
 
@@ -92,7 +85,7 @@ def test_space_has_valid_points_per_problem_kind():
     for shape in ("max:1x16x9x9:k3:s2:p1", "gavg:1x16x7x7"):
         problem = SPEC.parse_problem(shape)
         for language in LANGUAGES:
-            valid = [p for p in _every(language) if SPEC.constraints(problem, p, LIMITS, language) is None]
+            valid = valid_configs(SPEC, problem, LIMITS, language)
             assert len(valid) >= 8, (shape, language)
 
 
@@ -130,7 +123,7 @@ def test_rendered_sources_reflect_params_and_attributes():
 def test_whole_space_renders(language):
     problems = [SPEC.parse_problem(s) for s in ("max:2x8x7x5:k3:s2:p1:ceil", "avg:1x4x3x3:k2:cip", "gavg:2x8x3x3")]
     rendered = 0
-    for problem, params in itertools.product(problems, _every(language)):
+    for problem, params in itertools.product(problems, every_config(SPEC, language)):
         if SPEC.constraints(problem, params, LIMITS, language) is None:
             assert "{{" not in render(SPEC, language, problem, params)
             rendered += 1

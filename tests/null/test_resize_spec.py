@@ -17,7 +17,8 @@ from kernelforge.ops.resize import (
     _pair,
     axis_table,
 )
-from kernelforge.templates import render, undeclared_variables
+from kernelforge.templates import render
+from kernelforge.testing.ops import assert_default_fits, assert_params_reach_template, every_config
 
 SPEC = get_op("resize")
 LIMITS = Limits()
@@ -59,16 +60,9 @@ def onnx_resize(x, scales=None, sizes=None, op="Resize", opset=19, **attrs):
     return ReferenceEvaluator(model).run(None, {"x": x})[0]
 
 
-def _every(language):
-    names = [p.name for p in SPEC.params(language)]
-    return [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params(language)))]
-
-
 @pytest.mark.parametrize("language", ["wgsl", "glsl"])
 def test_every_param_reaches_the_template(language):
-    used = undeclared_variables(SPEC.templates[language])
-    missing = {p.name for p in SPEC.params(language)} - used
-    assert not missing, f"params never used by the {language} template: {missing}"
+    assert_params_reach_template(SPEC, language)
 
 
 @pytest.mark.parametrize(
@@ -78,8 +72,7 @@ def test_every_param_reaches_the_template(language):
 def test_default_params_always_fit(shape, language):
     problem = SPEC.parse_problem(shape)
     for limits in (LIMITS, Limits(max_invocations=32, max_wg_x=16, max_wg_y=16)):
-        params = SPEC.default_params(problem, limits, language)
-        assert SPEC.constraints(problem, params, limits, language) is None
+        assert_default_fits(SPEC, problem, limits, language)
 
 
 def test_tall_grids_spill_into_z():
@@ -236,5 +229,5 @@ def test_rendered_sources_reflect_problem_and_params():
     assert "var<storage, read> x: array<f32>" in scalar and "mix(x[" not in scalar
     glsl = render(SPEC, "glsl", problem, {"layout": 1, "square": 0}, target="web")
     assert glsl.startswith("#version 300 es") and "out vec4 o0" in glsl
-    for params in _every("glsl"):
+    for params in every_config(SPEC, "glsl"):
         assert "void main" in render(SPEC, "glsl", odd, params)

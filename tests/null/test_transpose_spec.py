@@ -13,7 +13,8 @@ from onnx.reference import ReferenceEvaluator
 from kernelforge.errors import InvalidParamsError, ShapeError
 from kernelforge.ops import Limits, get_op
 from kernelforge.ops.transpose import TransposeProblem, collapse
-from kernelforge.templates import render, undeclared_variables
+from kernelforge.templates import render
+from kernelforge.testing.ops import assert_default_fits, assert_params_reach_template, valid_configs
 
 SPEC = get_op("transpose")
 LIMITS = Limits()
@@ -33,11 +34,6 @@ SHAPES = [
 ]
 
 
-def every(language):
-    names = [p.name for p in SPEC.params(language)]
-    return [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params(language)))]
-
-
 def onnx_transpose(x, perm):
     attrs = {} if perm is None else {"perm": list(perm)}
     out_shape = list(np.transpose(x, perm).shape)
@@ -54,8 +50,7 @@ def onnx_transpose(x, perm):
 
 @pytest.mark.parametrize("language", ["wgsl", "glsl"])
 def test_every_param_reaches_the_template(language):
-    missing = {p.name for p in SPEC.params(language)} - undeclared_variables(SPEC.templates[language])
-    assert not missing, f"params never used by the {language} template: {missing}"
+    assert_params_reach_template(SPEC, language)
 
 
 @pytest.mark.parametrize("language", ["wgsl", "glsl"])
@@ -63,8 +58,7 @@ def test_every_param_reaches_the_template(language):
 def test_default_params_always_fit(shape, language):
     problem = SPEC.parse_problem(shape)
     for limits in (LIMITS, Limits(max_invocations=64, max_wg_x=64, max_workgroup_storage=512)):
-        params = SPEC.default_params(problem, limits, language)
-        assert SPEC.constraints(problem, params, limits, language) is None
+        params = assert_default_fits(SPEC, problem, limits, language)
         render(SPEC, language, problem, params)
 
 
@@ -158,9 +152,9 @@ def test_constraints_name_the_reason():
 def test_space_has_valid_points_in_both_languages():
     problem = SPEC.parse_problem("1x64x56x56:p0231")
     for language in ("wgsl", "glsl"):
-        valid = [p for p in every(language) if SPEC.constraints(problem, p, LIMITS, language) is None]
+        valid = valid_configs(SPEC, problem, LIMITS, language)
         assert SPEC.space_size(language) >= len(valid) > 3
-    assert any(p["tiled"] for p in every("wgsl") if SPEC.constraints(problem, p, LIMITS, "wgsl") is None)
+    assert any(p["tiled"] for p in valid_configs(SPEC, problem, LIMITS, "wgsl"))
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
@@ -11,6 +9,7 @@ from kernelforge.ops import Limits, get_op
 from kernelforge.ops._epilogue import Activation
 from kernelforge.ops.gemm import GemmProblem
 from kernelforge.templates import render
+from kernelforge.testing.ops import every_config
 
 from ._webgl2 import assert_webgl2_compiles, compile_in_webgl2
 
@@ -27,8 +26,7 @@ def _sample_sources() -> list[tuple[str, str]]:
         GemmProblem(m=64, n=64, k=64, has_bias=True, activation=Activation.parse("hardswish")),
         GemmProblem(m=5, n=3, k=7, activation=Activation.parse("clip(-1,1)")),
     ]
-    names = [p.name for p in SPEC.params("glsl")]
-    every = [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params("glsl")))]
+    every = every_config(SPEC, "glsl")
     out = []
     for i, problem in enumerate(problems):
         for j in rng.choice(len(every), 12, replace=False):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from kernelforge.ops import Limits, get_op
 from kernelforge.ops._epilogue import Activation
 from kernelforge.ops.conv import ConvProblem
 from kernelforge.templates import render
+from kernelforge.testing.ops import valid_configs
 
 from ._webgl2 import assert_webgl2_compiles
 
@@ -19,7 +18,6 @@ SPEC = get_op("conv2d")
 
 def test_conv_kernels_compile_in_webgl2(browser_page):
     shapes = ["1x3x11x11:16x3x3:s2:p0,0,1,1", "1x8x9x9:8x3x3:s2:p1:g8", "1x8x6x6:16x3x3:p1:g2", "2x6x7x5:10x3x2:d1x2"]
-    names = [p.name for p in SPEC.params("glsl")]
     sources = []
     for i, shape in enumerate(shapes):
         base = SPEC.parse_problem(shape)
@@ -31,9 +29,7 @@ def test_conv_kernels_compile_in_webgl2(browser_page):
                 "activation": Activation.parse(["gelu", "relu6", "leaky_relu(0.1)", "tanh"][i]),
             }
         )
-        for values in itertools.product(*(p.choices for p in SPEC.params("glsl"))):
-            params = dict(zip(names, values, strict=True))
-            if SPEC.constraints(problem, params, Limits(), "glsl") is None:
-                sources.append((f"{shape} {params}", render(SPEC, "glsl", problem, params, target="web")))
+        for params in valid_configs(SPEC, problem, Limits(), "glsl"):
+            sources.append((f"{shape} {params}", render(SPEC, "glsl", problem, params, target="web")))
     assert len(sources) >= 30
     assert_webgl2_compiles(browser_page, sources)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
 from kernelforge.ops import Limits, get_op
 from kernelforge.templates import render
+from kernelforge.testing.ops import every_config
 
 from ._webgl2 import assert_webgl2_compiles
 
@@ -27,8 +26,7 @@ PROGRAMS = [
 
 def _sample_sources() -> list[tuple[str, str]]:
     rng = np.random.default_rng(13)
-    names = [p.name for p in SPEC.params("glsl")]
-    every = [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params("glsl")))]
+    every = every_config(SPEC, "glsl")
     out = []
     for shape in PROGRAMS:
         problem = SPEC.parse_problem(shape)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from kernelforge.ops import Limits, get_op
 from kernelforge.templates import render
+from kernelforge.testing.ops import valid_configs
 
 from ._webgl2 import assert_webgl2_compiles
 
@@ -34,13 +33,10 @@ def _sources() -> list[tuple[str, str]]:
     out = []
     for op, shapes in PROBLEMS.items():
         spec = get_op(op)
-        names = [p.name for p in spec.params("glsl")]
-        every = [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in spec.params("glsl")))]
         for shape in shapes:
             problem = spec.parse_problem(shape)
-            for params in every:
-                if spec.constraints(problem, params, LIMITS, "glsl") is None:
-                    out.append((f"{op} {shape} {params}", render(spec, "glsl", problem, params, "web")))
+            for params in valid_configs(spec, problem, LIMITS, "glsl"):
+                out.append((f"{op} {shape} {params}", render(spec, "glsl", problem, params, "web")))
     return out
 
 

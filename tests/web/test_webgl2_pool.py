@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
 from kernelforge.ops import Limits, get_op
 from kernelforge.templates import render
+from kernelforge.testing.ops import every_config
 
 from ._webgl2 import assert_webgl2_compiles
 
@@ -25,8 +24,7 @@ def test_pool_kernels_compile_in_webgl2(browser_page):
         "gavg:2x12x7x5",
         "gmax:1x6x3x9",
     ]
-    names = [p.name for p in SPEC.params("glsl")]
-    every = [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params("glsl")))]
+    every = every_config(SPEC, "glsl")
     rng = np.random.default_rng(3)
     sources = []
     for shape in shapes:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
 from kernelforge.ops import Limits, get_op
 from kernelforge.templates import render
+from kernelforge.testing.ops import valid_configs
 
 from ._webgl2 import assert_webgl2_compiles
 
@@ -31,11 +30,9 @@ def _sources() -> list[tuple[str, str]]:
     out = []
     for op, shapes in PROBLEMS.items():
         spec = get_op(op)
-        names = [p.name for p in spec.params("glsl")]
-        every = [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in spec.params("glsl")))]
         for shape in shapes:
             problem = spec.parse_problem(shape)
-            valid = [p for p in every if spec.constraints(problem, p, LIMITS, "glsl") is None]
+            valid = valid_configs(spec, problem, LIMITS, "glsl")
             picks = [valid[int(i)] for i in rng.choice(len(valid), min(4, len(valid)), replace=False)]
             for params in [spec.default_params(problem, LIMITS, "glsl"), *picks]:
                 out.append((f"{op} {shape} {params}", render(spec, "glsl", problem, params, target="web")))
