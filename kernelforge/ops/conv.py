@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kernelforge.errors import ShapeError
+from kernelforge.ops._attrs import resolve_auto_pad
 from kernelforge.ops._epilogue import Activation
 from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
 from kernelforge.ops._texture import TexLayout, first_too_big
@@ -502,23 +503,6 @@ def _ints(name: str, value: Any, size: int, default: tuple[int, ...]) -> tuple[i
     return values
 
 
-def resolve_pads(
-    auto_pad: str, size: tuple[int, int], kernel: tuple[int, int], strides: tuple[int, int], dilations: tuple[int, int]
-) -> tuple[int, int, int, int]:
-    """Return explicit ``(top, left, bottom, right)`` pads for ONNX ``auto_pad`` SAME_UPPER/SAME_LOWER/VALID."""
-    if auto_pad == "VALID":
-        return (0, 0, 0, 0)
-    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
-        raise ShapeError(f"conv2d: auto_pad must be NOTSET, VALID, SAME_UPPER or SAME_LOWER, got {auto_pad!r}")
-    begin, end = [], []
-    for extent, k, s, d in zip(size, kernel, strides, dilations, strict=True):
-        total = max(0, (math.ceil(extent / s) - 1) * s + (k - 1) * d + 1 - extent)
-        small, large = total // 2, total - total // 2
-        begin.append(small if auto_pad == "SAME_UPPER" else large)
-        end.append(large if auto_pad == "SAME_UPPER" else small)
-    return (begin[0], begin[1], end[0], end[1])
-
-
 def conv2d(
     x: Any,
     w: Any,
@@ -566,13 +550,11 @@ def conv2d(
     strides_ = _ints("strides", strides, 2, (1, 1))
     dilations_ = _ints("dilations", dilations, 2, (1, 1))
     if auto_pad != "NOTSET":
-        pads_: tuple[int, ...] = resolve_pads(
-            auto_pad,
-            (x32.shape[2], x32.shape[3]),
-            (w32.shape[2], w32.shape[3]),
-            (strides_[0], strides_[1]),
-            (dilations_[0], dilations_[1]),
-        )
+        same = [
+            resolve_auto_pad("conv2d", auto_pad, size, k, st, d)
+            for size, k, st, d in zip(x32.shape[2:4], w32.shape[2:4], strides_, dilations_, strict=True)
+        ]
+        pads_: tuple[int, ...] = tuple(p[0] for p in same if p) + tuple(p[1] for p in same if p)
     else:
         pads_ = _ints("pads", pads, 4, (0, 0, 0, 0))
     inputs = [x32, w32]

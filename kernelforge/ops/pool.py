@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kernelforge.errors import ShapeError
+from kernelforge.ops._attrs import AUTO_PADS, resolve_auto_pad
 from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
 from kernelforge.ops._texture import TexLayout, first_too_big
 
@@ -45,7 +46,6 @@ _MODES = {"max": ("max", False), "avg": ("avg", False), "gmax": ("max", True), "
 _SHAPE = re.compile(r"^(max|avg|gmax|gavg):(\d+)x(\d+)x(\d+)x(\d+)((?::[a-z0-9]+)*)$")
 _PAIR = re.compile(r"^(\d+)(?:x(\d+))?$")
 _PADS = re.compile(r"^(\d+)(?:x(\d+)(?:x(\d+)x(\d+))?)?$")
-AUTO_PADS = ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")
 
 
 def _int(op: str, name: str, value: Any, low: int) -> int:
@@ -72,24 +72,6 @@ def output_size(size: int, kernel: int, stride: int, begin: int, end: int, dilat
     if (out - 1) * stride >= size + begin:
         out -= 1
     return out
-
-
-def resolve_auto_pad(auto_pad: str, size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int] | None:
-    """Return the (begin, end) pads ``auto_pad`` stands for on one axis, or None for ``NOTSET``.
-
-    SAME pads to ``ceil(size / stride)`` outputs (the odd pad goes last for SAME_UPPER, first for
-    SAME_LOWER); VALID pads nothing. Negative totals (a stride past the window) mean no padding.
-    """
-    if auto_pad == "NOTSET":
-        return None
-    if auto_pad == "VALID":
-        return (0, 0)
-    if auto_pad not in AUTO_PADS:
-        raise ShapeError(f"pool2d: auto_pad must be one of {list(AUTO_PADS)}, got {auto_pad!r}")
-    out = -(-size // stride)
-    total = max(0, (out - 1) * stride + (kernel - 1) * dilation + 1 - size)
-    small, big = total // 2, total - total // 2
-    return (small, big) if auto_pad == "SAME_UPPER" else (big, small)
 
 
 @dataclass(frozen=True)
@@ -454,7 +436,7 @@ def _windowed(
             raise ShapeError(f"{op}: pads {list(pad)} cannot be combined with auto_pad={auto_pad}")
         # the auto_pad rule fixes the output size: ceil_mode has nothing left to round
         resolved = [
-            resolve_auto_pad(auto_pad, s, k, st, d)
+            resolve_auto_pad(op, auto_pad, s, k, st, d)
             for s, k, st, d in zip(x32.shape[2:], kernel, stride, dilation, strict=True)
         ]
         pad = tuple(r[0] for r in resolved if r) + tuple(r[1] for r in resolved if r)

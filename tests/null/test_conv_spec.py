@@ -7,8 +7,9 @@ import pytest
 
 from kernelforge.errors import InvalidParamsError, ShapeError
 from kernelforge.ops import Limits, get_op
+from kernelforge.ops._attrs import resolve_auto_pad
 from kernelforge.ops._epilogue import Activation
-from kernelforge.ops.conv import DEFAULT_PARAMS, DEPTHWISE, ConvProblem, resolve_pads
+from kernelforge.ops.conv import DEFAULT_PARAMS, DEPTHWISE, ConvProblem
 from kernelforge.templates import render
 from kernelforge.testing.ops import assert_default_fits, assert_params_reach_template, valid_configs
 
@@ -156,7 +157,8 @@ def test_auto_pad_matches_onnx(mode, stride):
     rng = np.random.default_rng(stride)
     x = rng.uniform(-1, 1, (1, 2, 7, 8)).astype(np.float32)
     w = rng.uniform(-1, 1, (3, 2, 3, 2)).astype(np.float32)
-    pads = resolve_pads(mode, (7, 8), (3, 2), (stride, stride), (1, 1))
+    (top, bottom), (left, right) = (resolve_auto_pad("conv2d", mode, n, k, stride, 1) for n, k in ((7, 3), (8, 2)))
+    pads = (top, left, bottom, right)
     q = ConvProblem(n=1, c=2, h=7, w=8, m=3, kh=3, kw=2, strides=(stride, stride), pads=pads)
     expected = _onnx_conv(x, w, None, strides=[stride, stride], auto_pad=mode, kernel_shape=[3, 2])
     np.testing.assert_allclose(SPEC.reference(q, [x, w]), expected, rtol=1e-5, atol=1e-5)

@@ -208,13 +208,13 @@ def test_output_size_follows_onnx():
 
 
 def test_auto_pad_resolution():
-    assert resolve_auto_pad("NOTSET", 7, 3, 2, 1) is None
-    assert resolve_auto_pad("VALID", 7, 3, 2, 1) == (0, 0)
-    assert resolve_auto_pad("SAME_UPPER", 7, 4, 1, 1) == (1, 2)
-    assert resolve_auto_pad("SAME_LOWER", 7, 4, 1, 1) == (2, 1)
-    assert resolve_auto_pad("SAME_UPPER", 6, 1, 4, 1) == (0, 0)  # a stride past the window pads nothing
+    assert resolve_auto_pad("pool2d", "NOTSET", 7, 3, 2, 1) is None
+    assert resolve_auto_pad("pool2d", "VALID", 7, 3, 2, 1) == (0, 0)
+    assert resolve_auto_pad("pool2d", "SAME_UPPER", 7, 4, 1, 1) == (1, 2)
+    assert resolve_auto_pad("pool2d", "SAME_LOWER", 7, 4, 1, 1) == (2, 1)
+    assert resolve_auto_pad("pool2d", "SAME_UPPER", 6, 1, 4, 1) == (0, 0)  # a stride past the window pads nothing
     for size, k, s, d in itertools.product((1, 5, 8), (1, 2, 3), (1, 2, 3), (1, 2)):
-        begin, end = resolve_auto_pad("SAME_UPPER", size, k, s, d)
+        begin, end = resolve_auto_pad("pool2d", "SAME_UPPER", size, k, s, d)
         assert output_size(size, k, s, begin, end, d, 0) == -(-size // s)
 
 
