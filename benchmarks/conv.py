@@ -59,9 +59,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    layers: list[tuple[str, str]] = []
+    # each distinct shape once, under the first model that has it
+    first_model: dict[str, str] = {}
     for model in args.models.split(","):
-        layers += [(model, s) for s in MODELS[model]() if (model, s) not in layers and s not in {x for _, x in layers}]
+        for shape in MODELS[model]():
+            first_model.setdefault(shape, model)
+    layers = [(model, shape) for shape, model in first_model.items()]
     rows = []
     summary = []
     for selector in args.devices.split(","):
