@@ -18,6 +18,25 @@ kernelforge tune --device llvmpipe --backend glsl --shape 256x256x256 --trials 1
 echo "== tune a conv layer (3x3, NCHW semantics; algorithm and layouts are searched too)"
 kernelforge tune --device lavapipe --op conv2d --shape "1x32x28x28:32x3x3:s1:p1" --trials 12 --db "$db"
 
+echo "== a small MobileNetV2-style ONNX model: tune its kernels, then run it natively on them"
+mkdir -p out
+python -c "from kernelforge.testing.models import MODELS, save; save(MODELS['mobilenet_v2_style'](), 'out/mnv2.onnx')"
+kernelforge tune --model out/mnv2.onnx --device lavapipe --trials-per-kernel 6 --time-budget 240 --db "$db"
+python -c "import numpy as np; np.save('out/mnv2_x.npy', np.random.default_rng(0).standard_normal((1, 3, 64, 64), dtype=np.float32))"
+kernelforge run out/mnv2.onnx --device lavapipe --db "$db" --input x=out/mnv2_x.npy --output out/mnv2_y.npz \
+  --bench 5 --profile
+python - <<'PY'
+import numpy as np
+import onnxruntime as ort
+
+x = np.load("out/mnv2_x.npy")
+(want,) = ort.InferenceSession("out/mnv2.onnx", providers=["CPUExecutionProvider"]).run(None, {"x": x})
+got = np.load("out/mnv2_y.npz")["logits"]
+err = float(np.abs(got - want).max() / np.abs(want).max())
+print(f"kernelforge vs ONNX Runtime CPU: max error {err:.2e} of the largest logit")
+assert err < 1e-3
+PY
+
 echo "== tuning database"
 kernelforge db show --db "$db"
 

@@ -240,6 +240,19 @@ class OpSpec(abc.ABC, Generic[P]):
         """
         return self.output_shape(problem)
 
+    def input_layouts(self, problem: P, params: Params) -> tuple[tuple[int, ...] | None, ...]:
+        """Return, per input, the axis order the WGSL kernel reads it in (``None``: as given, row-major).
+
+        A graph executor that keeps tensors on the device hands input ``i`` over as
+        ``logical.transpose(layout)`` instead of calling :meth:`device_inputs` on it. Constant inputs (weights)
+        still go through :meth:`device_inputs` once, at load.
+        """
+        return ()
+
+    def output_layout(self, problem: P, params: Params) -> tuple[int, ...] | None:
+        """Return the axis order the WGSL kernel writes its output in (``None``: :meth:`output_shape` row-major)."""
+        return None
+
     def from_device(self, problem: P, params: Params, data: np.ndarray) -> np.ndarray:
         """Turn what the kernel wrote into the op's output of :meth:`output_shape`.
 

@@ -28,6 +28,8 @@ from kernelforge.ops._texture import TexLayout, first_too_big
 
 DIRECT, IMPLICIT_GEMM, DEPTHWISE = 0, 1, 2
 NCHW, NHWC = 0, 1
+NHWC_AXES = (0, 2, 3, 1)
+"""The NCHW -> NHWC axis order."""
 OIHW, HWIO = 0, 1
 
 MAX_ACCUMULATORS = 64
@@ -484,6 +486,15 @@ class ConvSpec(OpSpec[ConvProblem]):
         """Return ``(n, oh, ow, m)`` for NHWC kernels, else the NCHW output shape."""
         q = problem
         return (q.n, q.oh, q.ow, q.m) if params["layout"] == NHWC else self.output_shape(q)
+
+    def input_layouts(self, problem: ConvProblem, params: Params) -> tuple[tuple[int, ...] | None, ...]:
+        """Return NHWC for X and the residual of ``layout=1`` kernels (W and bias go through device_inputs)."""
+        nhwc = NHWC_AXES if params["layout"] == NHWC else None
+        return (nhwc, None, None, nhwc) if problem.has_bias else (nhwc, None, nhwc)
+
+    def output_layout(self, problem: ConvProblem, params: Params) -> tuple[int, ...] | None:
+        """Return NHWC for ``layout=1`` kernels."""
+        return NHWC_AXES if params["layout"] == NHWC else None
 
     def from_device(self, problem: ConvProblem, params: Params, data: np.ndarray) -> np.ndarray:
         """Return the NCHW output from what the kernel wrote."""

@@ -385,6 +385,14 @@ class PoolSpec(OpSpec[PoolProblem]):
             return (problem.n, *problem.out_hw, problem.c)
         return self.output_shape(problem)
 
+    def input_layouts(self, problem: PoolProblem, params: Params) -> tuple[tuple[int, ...] | None, ...]:
+        """Return NHWC for X of ``layout=1`` kernels."""
+        return ((0, 2, 3, 1) if params["layout"] else None,)
+
+    def output_layout(self, problem: PoolProblem, params: Params) -> tuple[int, ...] | None:
+        """Return NHWC for ``layout=1`` kernels (a global pool's ``[n, 1, 1, c]`` is its NCHW output too)."""
+        return (0, 2, 3, 1) if params["layout"] else None
+
     def from_device(self, problem: PoolProblem, params: Params, data: np.ndarray) -> np.ndarray:
         """Return the NCHW output, transposing what a windowed NHWC kernel wrote."""
         out = np.asarray(data).reshape(self.device_output_shape(problem, params))

@@ -331,6 +331,14 @@ class ResizeSpec(OpSpec[ResizeProblem]):
         ho, wo = problem.out_hw
         return (problem.n, ho, wo, problem.c) if params["layout"] else (problem.n, problem.c, ho, wo)
 
+    def input_layouts(self, problem: ResizeProblem, params: Params) -> tuple[tuple[int, ...] | None, ...]:
+        """Return NHWC for X of ``layout=1`` kernels."""
+        return ((0, 2, 3, 1) if params["layout"] else None,)
+
+    def output_layout(self, problem: ResizeProblem, params: Params) -> tuple[int, ...] | None:
+        """Return NHWC for ``layout=1`` kernels."""
+        return (0, 2, 3, 1) if params["layout"] else None
+
     def from_device(self, problem: ResizeProblem, params: Params, data: np.ndarray) -> np.ndarray:
         """Return the NCHW output from what the kernel wrote (NHWC with ``layout=1``)."""
         out = np.asarray(data).reshape(self.device_output_shape(problem, params))

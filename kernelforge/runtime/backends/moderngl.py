@@ -99,6 +99,12 @@ class _GlBound(Bound):
             if name in program:
                 program[name].value = unit
 
+    def update(self, index: int, array: np.ndarray, layout: TexLayout) -> None:
+        """Overwrite input texture ``index`` with new data of the same layout (graph executors, per run)."""
+        self._backend.current()
+        data = layout.pack_array(np.asarray(array, np.float32).reshape(layout.rows, layout.cols))
+        self._textures[index].write(data.tobytes())
+
     def _draw(self) -> None:
         import moderngl
 

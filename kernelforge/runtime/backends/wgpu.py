@@ -183,10 +183,19 @@ class WgpuBackend(Backend):
         return self._read(buffer, count)
 
     def bind(self, kernel: Any, buffers: list[Any], launch: Launch) -> _Dispatch:
-        """Prepare one dispatch: uniforms at binding 0, then ``buffers`` in binding order."""
+        """Prepare one dispatch: uniforms at binding 0, then ``buffers`` in binding order.
+
+        Each item of ``buffers`` is a buffer (bound whole) or ``(buffer, nbytes)`` (its first ``nbytes``).
+        """
         if any(g < 1 for g in launch.workgroups):
             raise ValueError(f"workgroup counts must be >= 1, got {launch.workgroups}")
         return self._bind(kernel, buffers, launch)
+
+    def write(self, buffer: Any, array: np.ndarray) -> None:
+        """Copy a float32 array into the start of an existing buffer."""
+        data = np.ascontiguousarray(array, dtype=np.float32)
+        if data.size:
+            self._device.queue.write_buffer(buffer, 0, data)
 
     def run(self, dispatches: list[_Dispatch]) -> None:
         """Submit dispatches in order, in one submission, and wait."""
@@ -215,10 +224,10 @@ class WgpuBackend(Backend):
             data=struct.pack(f"<{len(words)}I", *words), usage=usage.UNIFORM | usage.COPY_DST
         )
         entries = [{"binding": 0, "resource": {"buffer": uniform, "offset": 0, "size": uniform.size}}]
-        entries += [
-            {"binding": i + 1, "resource": {"buffer": buf, "offset": 0, "size": buf.size}}
-            for i, buf in enumerate(buffers)
-        ]
+        for i, item in enumerate(buffers):
+            # (buffer, nbytes) binds a prefix: a graph's planned buffer may be larger than the tensor it holds
+            buf, size = item if isinstance(item, tuple) else (item, item.size)
+            entries.append({"binding": i + 1, "resource": {"buffer": buf, "offset": 0, "size": size}})
         bind_group = self._device.create_bind_group(layout=kernel.get_bind_group_layout(0), entries=entries)
         return _Dispatch(kernel, bind_group, launch.workgroups, (uniform, *buffers))
 

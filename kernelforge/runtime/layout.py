@@ -1,0 +1,180 @@
+"""Layout assignment: pick NCHW or NHWC per region of 4-D tensors from the tuned kernels, convert only at borders.
+
+Conv and pool kernels have a ``layout`` tunable, and a tuned record says which layout was fastest for that
+layer on that device. Converting a tensor between layouts is a kernel of its own, so choosing per kernel
+would litter the graph with transposes. Instead, kernels that can run in either layout (conv, pool, and
+elementwise and concat over 4-D tensors, which only need their axes relabelled) are grouped into regions
+connected by the tensors they exchange; each region takes the layout that the FLOP-weighted majority of its
+conv/pool records chose, the minority switch layout, and a conversion is inserted only where a tensor
+crosses a region's border (model inputs and outputs, reshapes, GEMMs, softmax). A conversion that moves only
+size-1 axes (``[n, c, 1, 1]`` after a global pool) is a free view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from kernelforge.ops import get_op
+from kernelforge.ops._spec import Params
+from kernelforge.runtime.graph import Graph, Node, Value
+from kernelforge.runtime.lower import Lowered
+
+NHWC = (0, 2, 3, 1)
+FLEXIBLE_KERNELS = ("conv2d", "pool2d", "resize")
+"""Ops whose kernels have a ``layout`` tunable (0 = NCHW, 1 = NHWC)."""
+
+
+@dataclass(frozen=True)
+class LayoutPlan:
+    """What layout assignment decided.
+
+    Attributes:
+        region_of: Node name -> region index, for nodes that follow their region's layout.
+        layouts: Region index -> axis order (``None`` = NCHW).
+        conversions: Conversion kernels inserted (free views not counted).
+        views: Free relayout views inserted.
+    """
+
+    region_of: dict[str, int]
+    layouts: dict[int, tuple[int, ...] | None]
+    conversions: int
+    views: int
+
+
+def is_free(shape: tuple[int, ...], src: tuple[int, ...] | None, dst: tuple[int, ...] | None) -> bool:
+    """Return whether relabelling ``shape`` from axis order ``src`` to ``dst`` keeps the bytes (size-1 moves only)."""
+    order = range(len(shape))
+    a = [ax for ax in (src or order) if shape[ax] != 1]
+    b = [ax for ax in (dst or order) if shape[ax] != 1]
+    return a == b
+
+
+def physical_shape(value: Value) -> tuple[int, ...]:
+    """Return the shape of a value's buffer (its logical shape permuted by its layout)."""
+    return tuple(value.shape[a] for a in value.layout) if value.layout else value.shape
+
+
+def _flexible(graph: Graph, node: Node, lowered: Lowered | None) -> bool:
+    if lowered is not None and lowered.op in FLEXIBLE_KERNELS:
+        return True
+    if node.op not in ("elementwise", "concat") or len(graph.value(node.output).shape) != 4:
+        return False
+    # every computed input must be 4-D (a computed lower-rank input would need a real conversion)
+    return all(graph.value(i).is_const or len(graph.value(i).shape) == 4 for i in node.inputs if i)
+
+
+def assign_layouts(
+    graph: Graph,
+    lowered: Mapping[str, Lowered | None],
+    params: dict[str, Params],
+    relayout: Callable[[Node, Params, int], Params],
+) -> LayoutPlan:
+    """Choose a layout per region, switch minority kernels, set ``Value.layout`` and insert conversions.
+
+    Args:
+        graph: The optimized graph (mutated: values get layouts, conversion nodes are inserted).
+        lowered: Node name -> its kernel call (None for views).
+        params: Node name -> chosen params (mutated for kernels that switch layout).
+        relayout: ``(node, params, layout) -> params`` for the same kernel in another layout (0/1).
+
+    Returns:
+        The decisions, for the session summary.
+    """
+    flexible = {n.name for n in graph.nodes if _flexible(graph, n, lowered.get(n.name))}
+    parent = {name: name for name in flexible}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    producers = graph.producers()
+    for node in graph.nodes:
+        if node.name not in flexible:
+            continue
+        for name in node.inputs:
+            src = producers.get(name) if name else None
+            if src is not None and src.name in flexible and len(graph.value(name).shape) == 4:
+                parent[find(src.name)] = find(node.name)
+
+    votes: dict[str, float] = {}
+    for node in graph.nodes:
+        call = lowered.get(node.name)
+        if node.name in flexible and call is not None and call.op in FLEXIBLE_KERNELS:
+            weight = max(get_op(call.op).flops(call.problem), 1.0)
+            root = find(node.name)
+            votes[root] = votes.get(root, 0.0) + (weight if params[node.name]["layout"] else -weight)
+    roots = sorted({find(n) for n in flexible})
+    index = {root: i for i, root in enumerate(roots)}
+    layouts: dict[int, tuple[int, ...] | None] = {index[r]: (NHWC if votes.get(r, 0.0) > 0 else None) for r in roots}
+    region_of = {name: index[find(name)] for name in flexible}
+
+    node_layout: dict[str, tuple[int, ...] | None] = {}
+    for node in graph.nodes:
+        if node.name not in flexible:
+            continue
+        layout = layouts[region_of[node.name]]
+        call = lowered.get(node.name)
+        if call is not None and call.op in FLEXIBLE_KERNELS:
+            if bool(params[node.name]["layout"]) != bool(layout):
+                params[node.name] = relayout(node, params[node.name], 1 if layout else 0)
+            # a kernel that cannot switch (NHWC pooling needs C % 4 == 0) keeps its own layout
+            layout = NHWC if params[node.name]["layout"] else None
+        node_layout[node.name] = layout
+        graph.value(node.output).layout = layout
+    conversions, views = _insert_conversions(graph, node_layout)
+    return LayoutPlan(region_of, layouts, conversions, views)
+
+
+def _insert_conversions(graph: Graph, node_layout: dict[str, tuple[int, ...] | None]) -> tuple[int, int]:
+    made: dict[tuple[str, tuple[int, ...] | None], str] = {}
+    out_nodes: list[Node] = []
+    conversions = views = 0
+
+    def convert(name: str, layout: tuple[int, ...] | None, origin: str) -> str:
+        nonlocal conversions, views
+        value = graph.value(name)
+        if value.is_const or value.layout == layout:
+            return name
+        key = (name, layout)
+        if key not in made:
+            new = graph.fresh_name(f"{name}/{'nhwc' if layout else 'nchw'}")
+            graph.values[new] = Value(new, value.shape, layout=layout)
+            free = is_free(value.shape, value.layout, layout)
+            # logically an identity: a reshape (free view) or an identity transpose whose kernel moves the bytes
+            op, attrs = ("reshape", {}) if free else ("transpose", {"perm": tuple(range(len(value.shape)))})
+            out_nodes.append(Node(graph.fresh_name(f"{name}/relayout"), op, [name], [new], attrs, origin))
+            made[key] = new
+            views += free
+            conversions += not free
+        return made[key]
+
+    for node in graph.nodes:
+        want = node_layout.get(node.name)
+        node.inputs = [
+            convert(i, want if len(graph.value(i).shape) == 4 else None, node.origin) if i else i for i in node.inputs
+        ]
+        out_nodes.append(node)
+    graph.nodes = out_nodes
+    # model outputs leave in NCHW: the producer writes a renamed tensor, a conversion restores the name
+    for k, name in enumerate(graph.outputs):
+        value = graph.value(name)
+        if value.layout is None:
+            continue
+        inner = graph.fresh_name(f"{name}/{'nhwc'}")
+        producer = graph.producers()[name]
+        producer.outputs = [inner if o == name else o for o in producer.outputs]
+        graph.values[inner] = Value(inner, value.shape, layout=value.layout)
+        value.layout = None
+        free = is_free(value.shape, graph.values[inner].layout, None)
+        op, attrs = ("reshape", {}) if free else ("transpose", {"perm": tuple(range(len(value.shape)))})
+        graph.nodes.append(Node(graph.fresh_name(f"{name}/relayout"), op, [inner], [name], attrs, producer.origin))
+        for other in graph.nodes:
+            if other is not producer:
+                other.inputs = [inner if i == name else i for i in other.inputs]
+        graph.outputs[k] = name
+        views += free
+        conversions += not free
+    return conversions, views

@@ -1,0 +1,505 @@
+"""ONNX import: load a model, fix every shape statically, fold shape arithmetic and lower nodes to the IR.
+
+:func:`import_model` checks the whole model before converting anything: an unsupported op, attribute value,
+domain or dtype anywhere makes one :class:`UnsupportedModelError` that lists every such node. Shape
+subgraphs (``Shape -> Gather -> Concat -> Reshape`` and the like) are evaluated in numpy at import
+(:data:`FOLDERS`), since every shape is static; the per-op lowering lives in :mod:`.onnx_ops`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from kernelforge.ops._attrs import AUTO_PADS
+from kernelforge.ops.pad import MODES as PAD_MODES
+from kernelforge.ops.resize import COORDINATE_MODES, NEAREST_MODES
+from kernelforge.ops.resize import MODES as RESIZE_MODES
+from kernelforge.runtime.graph import Graph, GraphError, Value
+from kernelforge.runtime.onnx_context import (
+    Context,
+    NodeUnsupported,
+    flatten_shape,
+    reshape_target,
+    squeeze_shape,
+    unsqueeze_shape,
+)
+from kernelforge.runtime.onnx_ops import CONVERTERS
+
+__all__ = ["MAX_OPSET", "MIN_OPSET", "ModelError", "UnsupportedModelError", "import_model"]
+
+MIN_OPSET = 9
+MAX_OPSET = 21
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+class ModelError(GraphError):
+    """A model file is missing, unreadable or malformed, or ``input_shapes`` does not fit it."""
+
+
+class UnsupportedModelError(GraphError):
+    """A model uses ops, attributes, opsets or dtypes kernelforge does not support; lists every offender."""
+
+
+# --- constant folding ----------------------------------------------------------------------------------------
+
+Folder = Callable[[Context, onnx.NodeProto, list[np.ndarray]], list[np.ndarray]]
+
+
+def _constant(ctx: Context, node: onnx.NodeProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    for key, dtype in (("value_float", np.float32), ("value_floats", np.float32)):
+        if ctx.attr(key) is not None:
+            return [np.array(ctx.attr(key), dtype)]
+    for key in ("value_int", "value_ints"):
+        if ctx.attr(key) is not None:
+            return [np.array(ctx.attr(key), np.int64)]
+    return [numpy_helper.to_array(ctx.attr("value"))]
+
+
+def _constant_of_shape(ctx: Context, node: onnx.NodeProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    value = ctx.attr("value")
+    fill = numpy_helper.to_array(value).reshape(-1) if value is not None else np.zeros(1, np.float32)
+    return [np.full(tuple(int(d) for d in inputs[0].reshape(-1)), fill[0], fill.dtype)]
+
+
+def _shape(ctx: Context, node: onnx.NodeProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    start, end = int(ctx.attr("start", 0)), ctx.attr("end")
+    shape = ctx.shape(node.input[0])
+    return [np.array(shape[start : None if end is None else int(end)], np.int64)]
+
+
+def _slice(ctx: Context, node: onnx.NodeProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    data = inputs[0]
+    if ctx.opset < 10:
+        starts, ends, axes, steps = ctx.attr("starts"), ctx.attr("ends"), ctx.attr("axes"), None
+    else:
+        starts, ends, axes, steps = (ctx.const_ints(k, f"input {k}") for k in range(1, 5))
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    index = [slice(None)] * data.ndim
+    # Python slicing clamps out-of-range starts/ends exactly as ONNX does, for either step sign
+    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+        index[axis % data.ndim] = slice(int(start), int(end), int(step))
+    return [data[tuple(index)]]
+
+
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype.kind in "iu" and b.dtype.kind in "iu":
+        return np.trunc(a / b).astype(np.result_type(a, b))  # ONNX integer Div truncates
+    return np.divide(a, b)
+
+
+def _elementwise(fn: Callable[..., np.ndarray]) -> Folder:
+    return lambda ctx, node, inputs: [np.asarray(functools.reduce(fn, inputs) if len(inputs) > 1 else fn(*inputs))]
+
+
+def _unary(fn: Callable[[np.ndarray], np.ndarray]) -> Folder:
+    return lambda ctx, node, inputs: [np.asarray(fn(inputs[0])).astype(inputs[0].dtype)]
+
+
+FOLDERS: dict[str, Folder] = {
+    "Constant": _constant,
+    "ConstantOfShape": _constant_of_shape,
+    "Shape": _shape,
+    "Gather": lambda ctx, node, x: [np.take(x[0], x[1].astype(np.int64), axis=int(ctx.attr("axis", 0)))],
+    "Slice": _slice,
+    "Concat": lambda ctx, node, x: [np.concatenate(x, axis=int(ctx.attr("axis", 0)))],
+    "Unsqueeze": lambda ctx, node, x: [x[0].reshape(unsqueeze_shape(x[0].shape, ctx.axes(1, 13) or []))],
+    "Squeeze": lambda ctx, node, x: [x[0].reshape(squeeze_shape(x[0].shape, ctx.axes(1, 13)))],
+    "Reshape": lambda ctx, node, x: [
+        x[0].reshape(reshape_target(x[0].shape, [int(d) for d in x[1]], int(ctx.attr("allowzero", 0))))
+    ],
+    "Flatten": lambda ctx, node, x: [x[0].reshape(flatten_shape(x[0].shape, int(ctx.attr("axis", 1))))],
+    "Transpose": lambda ctx, node, x: [np.ascontiguousarray(np.transpose(x[0], ctx.attr("perm")))],
+    "Cast": lambda ctx, node, x: [x[0].astype(helper.tensor_dtype_to_np_dtype(int(ctx.attr("to"))))],
+    "Identity": lambda ctx, node, x: [x[0]],
+    "Dropout": lambda ctx, node, x: [x[0]],
+    "Add": _elementwise(np.add),
+    "Sub": _elementwise(np.subtract),
+    "Mul": _elementwise(np.multiply),
+    "Div": _elementwise(_div),
+    "Pow": lambda ctx, node, x: [np.power(x[0], x[1]).astype(x[0].dtype)],
+    "Sum": _elementwise(np.add),
+    "Max": _elementwise(np.maximum),
+    "Min": _elementwise(np.minimum),
+    "Neg": _unary(np.negative),
+    "Abs": _unary(np.abs),
+    "Sqrt": _unary(np.sqrt),
+    "Exp": _unary(np.exp),
+    "Reciprocal": _unary(lambda x: 1.0 / x),
+    "Relu": _unary(lambda x: np.maximum(x, 0)),
+    "Sigmoid": _unary(lambda x: 1.0 / (1.0 + np.exp(-x))),
+    "Tanh": _unary(np.tanh),
+}
+"""ONNX op type -> numpy evaluation of a node whose inputs are all constants (Shape: whatever its input)."""
+
+_CONST_INPUTS: dict[str, tuple[int, ...]] = {
+    "Reshape": (1,),
+    "Squeeze": (1,),
+    "Unsqueeze": (1,),
+    "Pad": (1, 2, 3),
+    "Resize": (2, 3),
+    "Upsample": (1,),
+    "ReduceMean": (1,),
+}
+"""Inputs (shapes, axes, pads, scales) a converted node needs as constants: every shape is static."""
+_CONSTANT_VALUES = {"value", "value_float", "value_floats", "value_int", "value_ints"}
+_ALWAYS_FOLD = ("Shape",)
+"""Ops that fold whatever their input: every shape is static."""
+
+
+# --- attribute checks ---------------------------------------------------------------------------------------
+
+Check = Callable[[onnx.NodeProto, int, set[str]], str | None]
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    for attribute in node.attribute:
+        if attribute.name == name:
+            value = helper.get_attribute_value(attribute)
+            return value.decode() if isinstance(value, bytes) else value
+    return default
+
+
+def _extra_outputs(node: onnx.NodeProto, used: set[str], what: str) -> str | None:
+    extra = [o for o in node.output[1:] if o and o in used]
+    return f"its {what} output {extra[0]!r} is used" if extra else None
+
+
+def _check_window(node: onnx.NodeProto, opset: int, used: set[str]) -> str | None:
+    auto_pad = _attr(node, "auto_pad", "NOTSET")
+    if auto_pad not in AUTO_PADS:
+        return f"auto_pad={auto_pad!r} (supported: {', '.join(AUTO_PADS)})"
+    kernel = _attr(node, "kernel_shape")
+    if kernel is not None and len(kernel) != 2:
+        return f"kernel_shape={list(kernel)}: only 2-D windows are supported"
+    return _extra_outputs(node, used, "indices") if node.op_type == "MaxPool" else None
+
+
+def _check_resize(node: onnx.NodeProto, opset: int, used: set[str]) -> str | None:
+    mode = _attr(node, "mode", "nearest")
+    if mode not in RESIZE_MODES:
+        return f"mode={mode!r} (supported: {', '.join(RESIZE_MODES)})"
+    coord = _attr(node, "coordinate_transformation_mode", "half_pixel")
+    if coord not in COORDINATE_MODES:
+        return f"coordinate_transformation_mode={coord!r} (supported: {', '.join(COORDINATE_MODES)})"
+    nearest = _attr(node, "nearest_mode", "round_prefer_floor")
+    if nearest not in NEAREST_MODES:
+        return f"nearest_mode={nearest!r} (supported: {', '.join(NEAREST_MODES)})"
+    if _attr(node, "antialias", 0):
+        return "antialias=1 is not supported"
+    policy = _attr(node, "keep_aspect_ratio_policy", "stretch")
+    return None if policy == "stretch" else f"keep_aspect_ratio_policy={policy!r} (supported: stretch)"
+
+
+def _check_cast(node: onnx.NodeProto, opset: int, used: set[str]) -> str | None:
+    to = int(_attr(node, "to", 0))
+    if to == onnx.TensorProto.FLOAT:
+        return None
+    return f"casts a runtime tensor to {onnx.TensorProto.DataType.Name(to)}; only float32 tensors are supported"
+
+
+CHECKS: dict[str, Check] = {
+    **dict.fromkeys(("Conv", "MaxPool", "AveragePool"), _check_window),
+    "Resize": _check_resize,
+    "Upsample": _check_resize,
+    "Cast": _check_cast,
+    "Gelu": lambda node, opset, used: (
+        None if _attr(node, "approximate", "none") == "none" else "approximate='tanh' is not supported"
+    ),
+    "Pad": lambda node, opset, used: (
+        None if _attr(node, "mode", "constant") in PAD_MODES else f"mode={_attr(node, 'mode')!r} is not supported"
+    ),
+    "BatchNormalization": lambda node, opset, used: (
+        "training_mode=1 is not supported"
+        if _attr(node, "training_mode", 0)
+        else _extra_outputs(node, used, "training statistics")
+    ),
+    "Dropout": lambda node, opset, used: _extra_outputs(node, used, "mask"),
+}
+"""ONNX op type -> attribute check run on every node (of a runtime value) before conversion: a reason or None."""
+
+
+# --- loading and checking ------------------------------------------------------------------------------------
+
+
+def _load(model: str | os.PathLike[str] | bytes | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    if isinstance(model, onnx.ModelProto):
+        return model, f"model {model.graph.name!r}"
+    if isinstance(model, (bytes, bytearray)):
+        where = f"model of {len(model)} bytes"
+        try:
+            proto = onnx.load_model_from_string(bytes(model))
+        except Exception as exc:  # protobuf raises its own DecodeError, or others for garbage
+            raise ModelError(f"{where}: cannot parse ONNX protobuf: {type(exc).__name__}: {exc}") from None
+    else:
+        where = os.fspath(model)
+        if not os.path.isfile(where):
+            raise ModelError(f"{where}: no such model file")
+        try:
+            proto = onnx.load(where)
+        except Exception as exc:  # DecodeError for a truncated file, OSError, missing external data...
+            raise ModelError(f"{where}: cannot load ONNX model: {type(exc).__name__}: {exc}") from None
+    if not proto.graph.output or not proto.graph.node:
+        raise ModelError(f"{where}: the model has no nodes or no graph outputs (truncated or not an ONNX model?)")
+    return proto, where
+
+
+def _opsets(proto: onnx.ModelProto, where: str) -> dict[str, int]:
+    opsets = {("" if o.domain in _DEFAULT_DOMAINS else o.domain): int(o.version) for o in proto.opset_import}
+    version = opsets.get("")
+    if version is None:
+        raise UnsupportedModelError(f"{where}: the model imports no default-domain (ai.onnx) opset")
+    if not MIN_OPSET <= version <= MAX_OPSET:
+        raise UnsupportedModelError(
+            f"{where}: default-domain opset {version} is not supported (supported: {MIN_OPSET}..{MAX_OPSET})"
+        )
+    return opsets
+
+
+def _dims(info: onnx.ValueInfoProto) -> list[int | str] | None:
+    """Return declared dims (ints, or the symbolic name / ``"?"``), None when no shape is declared."""
+    tensor = info.type.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    return [
+        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in tensor.shape.dim
+    ]
+
+
+def _describe(infos: Sequence[onnx.ValueInfoProto]) -> str:
+    parts = []
+    for info in infos:
+        dims = _dims(info)
+        parts.append(f"{info.name!r} {'(no shape)' if dims is None else list(dims)}")
+    return ", ".join(parts) or "(none)"
+
+
+def _check_dtypes(inputs: Sequence[onnx.ValueInfoProto], outputs: Sequence[onnx.ValueInfoProto], where: str) -> None:
+    bad = []
+    for kind, infos in (("input", inputs), ("output", outputs)):
+        for info in infos:
+            elem = info.type.tensor_type.elem_type if info.type.HasField("tensor_type") else -1
+            if elem not in (onnx.TensorProto.UNDEFINED, onnx.TensorProto.FLOAT):
+                dtype = onnx.TensorProto.DataType.Name(elem) if elem >= 0 else "a non-tensor type"
+                bad.append(f"graph {kind} {info.name!r} has dtype {dtype}")
+    if bad:
+        raise UnsupportedModelError(f"{where}: only float32 graph inputs and outputs are supported:\n" + "\n".join(bad))
+
+
+def _input_shapes(
+    inputs: Sequence[onnx.ValueInfoProto], given: Mapping[str, Sequence[int]], where: str
+) -> dict[str, tuple[int, ...]]:
+    """Return every graph input's static shape (see :func:`import_model` for the rules)."""
+    names = {i.name for i in inputs}
+    unknown = [name for name in given if name not in names]
+    if unknown:
+        raise ModelError(f"{where}: input_shapes names unknown input(s) {unknown}; the inputs are {_describe(inputs)}")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for info in inputs:
+        dims, name = _dims(info), info.name
+        if name in given:
+            shape = tuple(int(d) for d in given[name])
+            fixed = dims is None or (
+                len(dims) == len(shape) and all(isinstance(d, str) or d == s for d, s in zip(dims, shape, strict=True))
+            )
+            if not fixed or any(d < 1 for d in shape):
+                raise ModelError(
+                    f"{where}: input_shapes[{name!r}] = {list(shape)} contradicts the declared shape; "
+                    f"the inputs are {_describe(inputs)}"
+                )
+        elif dims is None:
+            raise ModelError(f"{where}: input {name!r} declares no shape; give it in input_shapes")
+        else:
+            shape_list = []
+            for k, d in enumerate(dims):
+                if isinstance(d, int):
+                    shape_list.append(d)
+                elif k == 0:
+                    shape_list.append(1)  # a symbolic batch dim: one sample
+                else:
+                    raise ModelError(
+                        f"{where}: input {name!r} has symbolic dim {k} ({d!r}) in {list(dims)}; "
+                        f"give its shape in input_shapes"
+                    )
+            shape = tuple(shape_list)
+        shapes[name] = shape
+    return shapes
+
+
+def _topological(nodes: Sequence[onnx.NodeProto], known: set[str], where: str) -> list[int]:
+    """Return node indices in an order where every input is computed first (the given order when it is)."""
+    producer = {out: k for k, node in enumerate(nodes) for out in node.output if out}
+    for k, node in enumerate(nodes):
+        for name in node.input:
+            if name and name not in known and name not in producer:
+                display = node.name or f"{node.op_type}_{k}"
+                raise ModelError(f"{where}: {node.op_type} node '{display}' reads {name!r}, which nothing defines")
+    order: list[int] = []
+    state = [0] * len(nodes)  # 0 new, 1 on the stack, 2 done
+    for root in range(len(nodes)):
+        stack = [root]
+        while stack:
+            k = stack[-1]
+            if state[k] == 2:
+                stack.pop()
+                continue
+            state[k] = 1
+            deps = [producer[i] for i in nodes[k].input if i in producer and i not in known]
+            todo = [d for d in deps if state[d] != 2]
+            if any(state[d] == 1 for d in todo):
+                raise ModelError(f"{where}: the graph has a cycle through {nodes[k].op_type} node {nodes[k].name!r}")
+            if todo:
+                stack.extend(todo)
+            else:
+                state[k] = 2
+                order.append(k)
+                stack.pop()
+    return order
+
+
+def _scan(
+    ctx: Context, nodes: Sequence[tuple[int, onnx.NodeProto]], opsets: dict[str, int], used: set[str]
+) -> list[str]:
+    """Return one line per unsupported node, following which values fold to constants."""
+    constant = set(ctx.consts)
+    problems = []
+    for index, node in nodes:
+        domain = "" if node.domain in _DEFAULT_DOMAINS else node.domain
+        opset = opsets.get(domain, 0)
+        reason = None
+        folds = node.op_type in FOLDERS and (
+            node.op_type in _ALWAYS_FOLD or all(not i or i in constant for i in node.input)
+        )
+        if domain:
+            reason = f"domain {domain!r} is not supported (only the default ai.onnx domain)"
+        elif node.op_type not in CONVERTERS and node.op_type not in FOLDERS:
+            reason = "op type is not supported"
+        elif node.op_type == "Constant" and not {a.name for a in node.attribute} & _CONSTANT_VALUES:
+            reason = f"only the attributes {sorted(_CONSTANT_VALUES)} are supported"
+        elif not folds and node.op_type not in CONVERTERS:
+            reason = "needs a runtime value: it is supported only when every input is a constant"
+        elif not folds:
+            runtime = [(k, node.input[k]) for k in _CONST_INPUTS.get(node.op_type, ()) if k < len(node.input)]
+            runtime = [(k, name) for k, name in runtime if name and name not in constant]
+            if runtime:
+                k, name = runtime[0]
+                reason = f"input {k} ({name!r}) needs a runtime value; only a constant is supported"
+            elif node.op_type in CHECKS:
+                reason = CHECKS[node.op_type](node, opset, used)
+        if reason:
+            problems.append(f"{node.op_type} node '{node.name or f'{node.op_type}_{index}'}' (opset {opset}): {reason}")
+        elif folds:
+            constant.update(o for o in node.output if o)
+    return problems
+
+
+# --- import --------------------------------------------------------------------------------------------------
+
+
+def import_model(
+    model: str | os.PathLike[str] | bytes | onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None
+) -> Graph:
+    """Import an ONNX model as an IR graph with static shapes.
+
+    Args:
+        model: A path, the serialized bytes or a loaded ``ModelProto``.
+        input_shapes: Shapes of graph inputs, for symbolic dims (a symbolic leading dim defaults to 1).
+
+    Returns:
+        The graph, pruned and validated; values keep their ONNX names.
+
+    Raises:
+        ModelError: For a missing or malformed file, a graph that reads undefined values, or input shapes
+            that are unknown, contradict the model or are missing.
+        UnsupportedModelError: Listing every unsupported node (op type, attribute value, domain), or naming an
+            unsupported opset or a non-float32 graph input/output.
+        GraphError: Naming the node, when a node's shapes or attributes are invalid.
+    """
+    proto, where = _load(model)
+    opsets = _opsets(proto, where)
+    g = proto.graph
+    initializers = {t.name: t for t in g.initializer}
+    inputs = [i for i in g.input if i.name not in initializers]
+    _check_dtypes(inputs, g.output, where)
+    shapes = _input_shapes(inputs, input_shapes or {}, where)
+    nodes = list(g.node)
+    order = _topological(nodes, set(initializers) | set(shapes), where)
+    # only nodes that feed an output matter (models from the wild carry dead branches)
+    used = {o.name for o in g.output}
+    live = []
+    for k in reversed(order):
+        if any(o in used for o in nodes[k].output):
+            live.append((k, nodes[k]))
+            used.update(i for i in nodes[k].input if i)
+    live.reverse()
+
+    graph = Graph({}, [], list(shapes), [o.name for o in g.output], g.name or "model")
+    reserved = set(shapes) | set(initializers) | {o for node in nodes for o in node.output}
+    ctx = Context(graph, opsets[""], reserved)
+    for name, shape in shapes.items():
+        graph.values[name] = Value(name, shape)
+        ctx.names[name] = name
+    for name, tensor in initializers.items():
+        try:
+            ctx.consts[name] = numpy_helper.to_array(tensor)
+        except Exception as exc:  # external data that is missing, a bad raw_data size...
+            raise ModelError(f"{where}: cannot read initializer {name!r}: {type(exc).__name__}: {exc}") from None
+    problems = _scan(ctx, live, opsets, used)
+    if problems:
+        raise UnsupportedModelError(f"{where}: {len(problems)} unsupported node(s):\n" + "\n".join(problems))
+
+    for index, node in live:
+        _convert(ctx, node, node.name or f"{node.op_type}_{index}", where)
+    for name in graph.outputs:
+        _bind_output(ctx, name, where)
+    graph.prune()
+    graph.validate()
+    return graph
+
+
+def _convert(ctx: Context, node: onnx.NodeProto, display: str, where: str) -> None:
+    ctx.begin(node, display, ctx.opset)
+    try:
+        inputs = [ctx.const(i) for i in node.input if i]
+        if node.op_type in FOLDERS and (node.op_type in _ALWAYS_FOLD or all(x is not None for x in inputs)):
+            with np.errstate(all="ignore"):
+                results = FOLDERS[node.op_type](ctx, node, [x for x in inputs if x is not None])
+            for name, data in zip(node.output, results, strict=False):
+                if name:
+                    ctx.consts[name] = np.asarray(data)
+        else:
+            CONVERTERS[node.op_type](ctx, node)
+    except NodeUnsupported as exc:
+        raise UnsupportedModelError(f"{where}: 1 unsupported node(s):\n{ctx.origin}: {exc}") from None
+    except GraphError:
+        raise
+    except (ValueError, IndexError, TypeError) as exc:  # ShapeError included: the node's attributes or shapes
+        raise GraphError(f"{ctx.origin}: {exc}") from None
+    ctx.finish()
+
+
+def _bind_output(ctx: Context, name: str, where: str) -> None:
+    """Make graph output ``name`` a value of that name: aliases get a ``reshape`` so the output has a producer."""
+    if name in ctx.names:
+        source = ctx.names[name]
+        if source != name:
+            ctx.begin(helper.make_node("Identity", [source], [name]), f"{name}_output", ctx.opset)
+            ctx.reshape(source, ctx.graph.values[source].shape, out=name)
+            ctx.finish()
+    elif name in ctx.consts:
+        data = ctx.consts[name]
+        if data.dtype != np.float32:
+            raise UnsupportedModelError(f"{where}: graph output {name!r} is a constant of dtype {data.dtype}")
+        ctx.ir(name)
+    else:
+        raise ModelError(f"{where}: graph output {name!r} is computed by no node")
+    if math.prod(ctx.graph.values[name].shape) < 1:
+        raise ModelError(f"{where}: graph output {name!r} is empty")

@@ -1,0 +1,566 @@
+"""ONNX op converters: one function per ONNX op type, lowering a node to IR nodes of :mod:`.graph`.
+
+:data:`CONVERTERS` is the table :mod:`kernelforge.runtime.onnx_import` dispatches on. Semantics follow ONNX
+opsets 9-21, including the attributes that became inputs (Clip, Pad, Squeeze/Unsqueeze, ReduceMean, Resize).
+Attribute values no converter supports are rejected earlier, by the importer's checks over the whole model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import onnx
+
+from kernelforge.errors import ShapeError
+from kernelforge.ops._attrs import resolve_auto_pad
+from kernelforge.ops._epilogue import Activation
+from kernelforge.ops._expr import broadcast_shape
+from kernelforge.ops.concat import SPEC as CONCAT
+from kernelforge.ops.concat import ConcatProblem
+from kernelforge.ops.conv import SPEC as CONV
+from kernelforge.ops.conv import ConvProblem
+from kernelforge.ops.pad import SPEC as PAD
+from kernelforge.ops.pad import PadProblem
+from kernelforge.ops.pool import SPEC as POOL
+from kernelforge.ops.pool import PoolProblem
+from kernelforge.ops.resize import SPEC as RESIZE
+from kernelforge.ops.resize import ResizeProblem
+from kernelforge.ops.softmax import SoftmaxProblem
+from kernelforge.ops.transpose import SPEC as TRANSPOSE
+from kernelforge.ops.transpose import TransposeProblem
+from kernelforge.runtime.onnx_context import (
+    Context,
+    NodeUnsupported,
+    flatten_shape,
+    literal,
+    norm_axis,
+    reshape_target,
+    squeeze_shape,
+    unsqueeze_shape,
+)
+
+Converter = Callable[[Context, onnx.NodeProto], None]
+
+# float32's largest value: opset < 11 Clip uses +-FLT_MAX for "no bound"
+_FLT_MAX = float(np.finfo(np.float32).max)
+
+
+def _shape_op(ctx: Context, compute: Callable[[tuple[int, ...]], tuple[int, ...]]) -> None:
+    x = ctx.input(0)
+    try:
+        shape = compute(ctx.shape(x))
+    except ValueError as exc:
+        raise ctx.fail(str(exc)) from None
+    if shape == ctx.shape(x):
+        ctx.alias(ctx.node.output[0], x)
+    else:
+        ctx.reshape(ctx.ir(x), shape, out=ctx.node.output[0])
+
+
+def _reshape_shape(ctx: Context) -> tuple[int, ...]:
+    """Return the Reshape node's static output shape."""
+    target = ctx.const_ints(1, "shape")
+    if target is None:
+        raise ctx.fail("Reshape needs its shape input")
+    try:
+        return reshape_target(ctx.shape(ctx.input(0)), target, int(ctx.attr("allowzero", 0)))
+    except ValueError as exc:
+        raise ctx.fail(str(exc)) from None
+
+
+def _reshape(ctx: Context, node: onnx.NodeProto) -> None:
+    out = _reshape_shape(ctx)
+    _shape_op(ctx, lambda s: out)
+
+
+def _flatten(ctx: Context, node: onnx.NodeProto) -> None:
+    _shape_op(ctx, lambda s: flatten_shape(s, int(ctx.attr("axis", 1))))
+
+
+def _squeeze(ctx: Context, node: onnx.NodeProto) -> None:
+    axes = ctx.axes(1, 13)
+    _shape_op(ctx, lambda s: squeeze_shape(s, axes))
+
+
+def _unsqueeze(ctx: Context, node: onnx.NodeProto) -> None:
+    axes = ctx.axes(1, 13)
+    if axes is None:
+        raise ctx.fail("Unsqueeze needs axes")
+    _shape_op(ctx, lambda s: unsqueeze_shape(s, axes))
+
+
+def _identity(ctx: Context, node: onnx.NodeProto) -> None:
+    ctx.alias(node.output[0], node.input[0])
+
+
+# --- elementwise ---------------------------------------------------------------------------------------------
+
+_UNARY = {
+    "Relu": "relu",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "HardSwish": "hardswish",
+    "Sqrt": "sqrt",
+    "Exp": "exp",
+    "Reciprocal": "reciprocal",
+    "Neg": "neg",
+    "Abs": "abs",
+    "Gelu": "gelu",
+}
+_INFIX = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}
+
+
+def _unary(ctx: Context, node: onnx.NodeProto) -> None:
+    fn = _UNARY[node.op_type]
+    ctx.elementwise([node.input[0]], lambda v: f"{fn}({v[0]})", node.output[0])
+
+
+def _binary(ctx: Context, node: onnx.NodeProto) -> None:
+    op = _INFIX[node.op_type]
+    ctx.elementwise(node.input[:2], lambda v: f"{v[0]} {op} {v[1]}", node.output[0])
+
+
+def _variadic(ctx: Context, node: onnx.NodeProto) -> None:
+    inputs = list(node.input)
+    if len(inputs) == 1:
+        _identity(ctx, node)
+        return
+
+    def build(v: list[str]) -> str:
+        if node.op_type == "Sum":
+            return " + ".join(v)
+        fn = node.op_type.lower()
+        expr = v[0]
+        for operand in v[1:]:
+            expr = f"{fn}({expr}, {operand})"
+        return expr
+
+    ctx.elementwise(inputs, build, node.output[0])
+
+
+def _pow(ctx: Context, node: onnx.NodeProto) -> None:
+    ctx.elementwise(node.input[:2], lambda v: f"pow({v[0]}, {v[1]})", node.output[0])
+
+
+def _leaky_relu(ctx: Context, node: onnx.NodeProto) -> None:
+    alpha = literal(ctx.attr("alpha", 0.01))
+    ctx.elementwise([node.input[0]], lambda v: f"leaky_relu({v[0]}, {alpha})", node.output[0])
+
+
+def _hard_sigmoid(ctx: Context, node: onnx.NodeProto) -> None:
+    alpha, beta = literal(ctx.attr("alpha", 0.2)), literal(ctx.attr("beta", 0.5))
+    ctx.elementwise([node.input[0]], lambda v: f"hardsigmoid({v[0]}, {alpha}, {beta})", node.output[0])
+
+
+def _clip(ctx: Context, node: onnx.NodeProto) -> None:
+    bounds: list[str | float | None] = []
+    if ctx.opset < 11:
+        for name, default in (("min", -_FLT_MAX), ("max", _FLT_MAX)):
+            value = float(ctx.attr(name, default))
+            bounds.append(None if abs(value) >= _FLT_MAX else value)
+    else:
+        for k in (1, 2):
+            name = ctx.input(k)
+            data = ctx.const(name)
+            if data is not None:
+                value = float(np.asarray(data).reshape(-1)[0])
+                bounds.append(None if not math.isfinite(value) or abs(value) >= _FLT_MAX else value)
+            else:
+                bounds.append(name or None)
+    lo, hi = bounds
+    if isinstance(lo, float) and isinstance(hi, float):
+        ctx.elementwise([node.input[0]], lambda v: f"clip({v[0]}, {literal(lo)}, {literal(hi)})", node.output[0])
+        return
+    inputs = [node.input[0]] + [b for b in bounds if isinstance(b, str)]
+
+    def build(v: list[str]) -> str:
+        expr, rest = v[0], iter(v[1:])
+        for bound, fn in ((lo, "max"), (hi, "min")):
+            if bound is not None:
+                expr = f"{fn}({expr}, {next(rest) if isinstance(bound, str) else literal(bound)})"
+        return expr
+
+    if lo is None and hi is None:
+        _identity(ctx, node)
+    else:
+        ctx.elementwise(inputs, build, node.output[0])
+
+
+# --- dense ops -----------------------------------------------------------------------------------------------
+
+
+def _gemm(ctx: Context, node: onnx.NodeProto) -> None:
+    a, b, c = ctx.input(0), ctx.input(1), ctx.input(2)
+    alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
+    trans_a, trans_b = bool(ctx.attr("transA", 0)), bool(ctx.attr("transB", 0))
+    a_shape, b_shape = ctx.shape(a), ctx.shape(b)
+    if len(a_shape) != 2 or len(b_shape) != 2:
+        raise ctx.fail(f"Gemm needs 2-D A and B, got {a_shape} and {b_shape}")
+    m, k = a_shape[::-1] if trans_a else a_shape
+    n, kb = b_shape if trans_b else b_shape[::-1]
+    if k != kb:
+        raise ctx.fail(f"A {a_shape} (transA={int(trans_a)}) and B {b_shape} (transB={int(trans_b)}) disagree on K")
+    a_data, b_data, c_data = ctx.const(a), ctx.const(b), ctx.const(c)
+    if a_data is not None and trans_a:
+        a_ir = ctx.add_const(a, a_data.T)
+    elif trans_a:
+        a_ir = ctx.emit("transpose", [ctx.ir(a)], {"perm": (1, 0)}, (m, k))
+    else:
+        a_ir = ctx.ir(a)
+    scaled = alpha == 1.0 or b_data is not None
+    b_ir = ctx.add_const(b, b_data * alpha) if b_data is not None and alpha != 1.0 else ctx.ir(b)
+    bias, rest = "", ""
+    if c and beta != 0.0:
+        c_shape = ctx.shape(c)
+        if c_data is not None:
+            c_data = np.asarray(c_data, np.float64) * beta
+            row_const = len(c_shape) < 2 or c_shape[0] == 1
+            if scaled and row_const:
+                bias = ctx.add_const(c, np.broadcast_to(c_data, (m, n))[0])
+            else:
+                rest = ctx.add_const(c, c_data)
+        else:
+            rest = ctx.ir(c)
+    out = node.output[0]
+    plain = (scaled and not rest) or None
+    inputs = [a_ir, b_ir, bias] if bias else [a_ir, b_ir]
+    attrs = {"trans_b": trans_b, "activation": Activation()}
+    y = ctx.emit("gemm", inputs, attrs, (m, n), out if plain else None)
+    if plain:
+        return
+    parts = ["v0" if scaled else f"v0 * {literal(alpha)}"]
+    if rest:
+        parts.append("v1" if c_data is not None or beta == 1.0 else f"v1 * {literal(beta)}")
+    shape = broadcast_shape({"y": (m, n), "c": ctx.graph.values[rest].shape}) if rest else (m, n)
+    if shape != (m, n):
+        raise ctx.fail(f"C of shape {ctx.shape(c)} does not broadcast to the {m}x{n} output")
+    ctx.emit("elementwise", [y, rest] if rest else [y], {"expr": " + ".join(parts)}, shape, out)
+
+
+def _matmul(ctx: Context, node: onnx.NodeProto) -> None:
+    a, b = ctx.input(0), ctx.input(1)
+    a_shape, b_shape = ctx.shape(a), ctx.shape(b)
+    if not a_shape or not b_shape:
+        raise ctx.fail(f"MatMul inputs must have rank >= 1, got {a_shape} and {b_shape}")
+    a2 = (1, *a_shape) if len(a_shape) == 1 else a_shape
+    b2 = (*b_shape, 1) if len(b_shape) == 1 else b_shape
+    if a2[-1] != b2[-2]:
+        raise ctx.fail(f"MatMul shapes {a_shape} and {b_shape} disagree on K")
+    m, k, n = a2[-2], a2[-1], b2[-1]
+    a_lead, b_lead = a2[:-2], b2[:-2]
+    lead = broadcast_shape({"a": a_lead, "b": b_lead}) if a_lead or b_lead else ()
+    out_shape = (*lead, m, n)
+    if len(a_shape) == 1:
+        out_shape = out_shape[:-2] + out_shape[-1:]
+    if len(b_shape) == 1:
+        out_shape = out_shape[:-1]
+    out = node.output[0]
+    a_ir, b_ir = ctx.ir(a), ctx.ir(b)
+    attrs = {"trans_b": False, "activation": Activation()}
+    if math.prod(b_lead) == 1:
+        rows = math.prod(a2[:-1])
+        inputs = [ctx.reshape(a_ir, (rows, k)), ctx.reshape(b_ir, (k, n))]
+        shape: tuple[int, ...] = (rows, n)
+    elif a_lead == b_lead:
+        batch = math.prod(a_lead)
+        inputs, shape = [ctx.reshape(a_ir, (batch, m, k)), ctx.reshape(b_ir, (batch, k, n))], (batch, m, n)
+    else:
+        raise NodeUnsupported(f"MatMul broadcasting batch dims {a_lead} against {b_lead} is not supported")
+    direct = shape == out_shape
+    y = ctx.emit("gemm", inputs, attrs, shape, out if direct else None)
+    if not direct:
+        ctx.reshape(y, out_shape, out=out)
+
+
+# --- windowed ops --------------------------------------------------------------------------------------------
+
+
+def _pair(ctx: Context, name: str, default: int) -> tuple[int, int]:
+    value = ctx.attr(name)
+    if value is None:
+        return (default, default)
+    if len(value) != 2:
+        raise NodeUnsupported(f"{name}={list(value)}: only 2-D windows are supported")
+    return (int(value[0]), int(value[1]))
+
+
+def _window_pads(
+    ctx: Context, hw: tuple[int, int], kernel: tuple[int, int], strides: tuple[int, int], dils: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """Return ``(t, l, b, r)`` from ``auto_pad`` (SAME/VALID) or the ``pads`` attribute."""
+    auto_pad = ctx.attr("auto_pad", "NOTSET")
+    try:
+        spans = [resolve_auto_pad(ctx.origin, auto_pad, *axis) for axis in zip(hw, kernel, strides, dils, strict=True)]
+    except ShapeError as exc:
+        raise NodeUnsupported(str(exc)) from None
+    if spans[0] is not None and spans[1] is not None:
+        (t, b), (left, r) = spans[0], spans[1]
+        return (t, left, b, r)
+    pads = [int(p) for p in ctx.attr("pads", [0, 0, 0, 0])]
+    if len(pads) != 4:
+        raise NodeUnsupported(f"pads={pads}: only 2-D windows are supported")
+    return (pads[0], pads[1], pads[2], pads[3])
+
+
+def _rank4(ctx: Context, name: str) -> tuple[int, int, int, int]:
+    shape = ctx.shape(name)
+    if len(shape) != 4:
+        raise NodeUnsupported(f"input {name!r} has shape {shape}: only 4-D (2-D spatial) tensors are supported")
+    return (shape[0], shape[1], shape[2], shape[3])
+
+
+def _conv(ctx: Context, node: onnx.NodeProto) -> None:
+    x, w, bias = ctx.input(0), ctx.input(1), ctx.input(2)
+    n, c, h, wd = _rank4(ctx, x)
+    m, cg, kh, kw = _rank4(ctx, w)
+    kernel = _pair(ctx, "kernel_shape", 0)
+    if kernel != (0, 0) and kernel != (kh, kw):
+        raise ctx.fail(f"kernel_shape {kernel} differs from the weight's {(kh, kw)}")
+    strides, dils, group = _pair(ctx, "strides", 1), _pair(ctx, "dilations", 1), int(ctx.attr("group", 1))
+    pads = _window_pads(ctx, (h, wd), (kh, kw), strides, dils)
+    if cg * group != c:
+        raise ctx.fail(f"weight {ctx.shape(w)} with group {group} does not fit {c} input channels")
+    if bias and ctx.shape(bias) != (m,):
+        raise ctx.fail(f"bias of shape {ctx.shape(bias)} must be [{m}]")
+    problem = ctx.problem(lambda: ConvProblem(n, c, h, wd, m, kh, kw, strides, pads, dils, group, has_bias=bool(bias)))
+    attrs = {"strides": strides, "pads": pads, "dilations": dils, "group": group, "activation": Activation()}
+    inputs = [ctx.ir(x), ctx.ir(w)] + ([ctx.ir(bias)] if bias else [])
+    ctx.emit("conv", inputs, attrs, CONV.output_shape(problem), node.output[0])
+
+
+def _pool(ctx: Context, node: onnx.NodeProto) -> None:
+    x = ctx.input(0)
+    n, c, h, w = _rank4(ctx, x)
+    mode = "max" if "Max" in node.op_type else "avg"
+    if node.op_type.startswith("Global"):
+        fields: dict[str, Any] = {"kernel_shape": (h, w), "strides": (1, 1), "pads": (0, 0, 0, 0)}
+        fields.update(dilations=(1, 1), ceil_mode=0, count_include_pad=0, global_=True)
+    else:
+        kernel = _pair(ctx, "kernel_shape", 0)
+        strides, dils = _pair(ctx, "strides", 1), _pair(ctx, "dilations", 1)
+        fields = {"kernel_shape": kernel, "strides": strides, "pads": _window_pads(ctx, (h, w), kernel, strides, dils)}
+        cip = int(ctx.attr("count_include_pad", 0)) if mode == "avg" else 0
+        fields.update(dilations=dils, ceil_mode=int(ctx.attr("ceil_mode", 0)), count_include_pad=cip, global_=False)
+    problem = ctx.problem(lambda: PoolProblem(n, c, h, w, mode, **fields))
+    ctx.emit("pool", [ctx.ir(x)], {"mode": mode, **fields}, POOL.output_shape(problem), node.output[0])
+
+
+def _batchnorm(ctx: Context, node: onnx.NodeProto) -> None:
+    x = ctx.input(0)
+    shape = ctx.shape(x)
+    if len(shape) < 2:
+        raise ctx.fail(f"input of shape {shape} has no channel axis")
+    for k in range(1, 5):
+        if ctx.shape(ctx.input(k)) != (shape[1],):
+            raise ctx.fail(f"input {k} of shape {ctx.shape(ctx.input(k))} must be [{shape[1]}]")
+    inputs = [ctx.ir(ctx.input(k)) for k in range(5)]
+    ctx.emit("batchnorm", inputs, {"epsilon": float(ctx.attr("epsilon", 1e-5))}, shape, node.output[0])
+
+
+def _lrn(ctx: Context, node: onnx.NodeProto) -> None:
+    x = node.input[0]
+    n, c, h, w = _rank4(ctx, x)
+    size = int(ctx.attr("size", 0))
+    if size < 1:
+        raise ctx.fail(f"size={size} must be >= 1")
+    alpha, beta, bias = float(ctx.attr("alpha", 1e-4)), float(ctx.attr("beta", 0.75)), float(ctx.attr("bias", 1.0))
+    # ONNX's window of output channel i: input channels i - floor((size-1)/2) .. i + ceil((size-1)/2)
+    lo, hi = (size - 1) // 2, -(-(size - 1) // 2)
+    out_c, in_c = np.meshgrid(np.arange(c), np.arange(c), indexing="ij")
+    band = ((in_c >= out_c - lo) & (in_c <= out_c + hi)).astype(np.float32).reshape(c, c, 1, 1)
+    x_ir = ctx.ir(x)
+    sq = ctx.emit("elementwise", [x_ir], {"expr": "v0 * v0"}, (n, c, h, w))
+    attrs = {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1), "group": 1, "activation": Activation()}
+    s = ctx.emit("conv", [sq, ctx.add_const(f"{node.output[0]}_band", band)], attrs, (n, c, h, w))
+    expr = f"v0 / pow({literal(bias)} + {literal(alpha / size)} * v1, {literal(beta)})"
+    ctx.emit("elementwise", [x_ir, s], {"expr": expr}, (n, c, h, w), node.output[0])
+
+
+# --- data movement -------------------------------------------------------------------------------------------
+
+
+def _concat(ctx: Context, node: onnx.NodeProto) -> None:
+    inputs = [i for i in node.input if i and math.prod(ctx.shape(i)) > 0]
+    shapes = tuple(ctx.shape(i) for i in inputs)
+    if len(inputs) == 1:
+        ctx.alias(node.output[0], inputs[0])
+        return
+    problem = ctx.problem(lambda: ConcatProblem(shapes, int(ctx.attr("axis", 0))))
+    out_shape = CONCAT.output_shape(problem)
+    ctx.emit("concat", [ctx.ir(i) for i in inputs], {"axis": problem.axis}, out_shape, node.output[0])
+
+
+def _transpose(ctx: Context, node: onnx.NodeProto) -> None:
+    x, perm = node.input[0], ctx.attr("perm")
+    problem = ctx.problem(lambda: TransposeProblem(ctx.shape(x), None if perm is None else tuple(perm)))
+    if problem.axes == tuple(range(len(problem.axes))):
+        ctx.alias(node.output[0], x)
+        return
+    shape = TRANSPOSE.output_shape(problem)
+    ctx.emit("transpose", [ctx.ir(x)], {"perm": problem.axes}, shape, node.output[0])
+
+
+def _softmax(ctx: Context, node: onnx.NodeProto) -> None:
+    x = node.input[0]
+    shape = ctx.shape(x)
+    try:
+        axis = norm_axis(int(ctx.attr("axis", -1 if ctx.opset >= 13 else 1)), len(shape))
+    except ValueError as exc:
+        raise ctx.fail(str(exc)) from None
+    x_ir = ctx.ir(x)
+    if ctx.opset >= 13 or axis == len(shape) - 1:
+        ctx.problem(lambda: SoftmaxProblem(shape, axis))
+        ctx.emit("softmax", [x_ir], {"axis": axis}, shape, node.output[0])
+        return
+    # opset < 13 normalises over all axes from `axis` on: a softmax of the 2-D view's rows
+    rows = (math.prod(shape[:axis]), math.prod(shape[axis:]))
+    y = ctx.emit("softmax", [ctx.reshape(x_ir, rows)], {"axis": 1}, rows)
+    ctx.reshape(y, shape, out=node.output[0])
+
+
+def _pad(ctx: Context, node: onnx.NodeProto) -> None:
+    x = node.input[0]
+    shape = ctx.shape(x)
+    mode = ctx.attr("mode", "constant")
+    if ctx.opset < 11:
+        pads, value = [int(p) for p in ctx.attr("pads", [])], float(ctx.attr("value", 0.0))
+    else:
+        pads = ctx.const_ints(1, "pads") or []
+        data = ctx.const(ctx.input(2))
+        if ctx.input(2) and data is None:
+            raise NodeUnsupported("constant_value needs a runtime value; only a constant is supported")
+        value = 0.0 if data is None or data.size == 0 else float(data.reshape(-1)[0])
+        axes = ctx.const_ints(3, "axes")
+        if axes is not None:
+            full = [0] * (2 * len(shape))
+            for j, a in enumerate(axes):
+                full[a % len(shape)], full[a % len(shape) + len(shape)] = pads[j], pads[j + len(axes)]
+            pads = full
+    problem = ctx.problem(lambda: PadProblem(shape, tuple(pads), mode, value))
+    if not any(pads):
+        ctx.alias(node.output[0], x)
+        return
+    attrs = {"pads": problem.pads, "mode": mode, "constant_value": value}
+    ctx.emit("pad", [ctx.ir(x)], attrs, PAD.output_shape(problem), node.output[0])
+
+
+def _resize(ctx: Context, node: onnx.NodeProto) -> None:
+    x = node.input[0]
+    n, c, h, w = _rank4(ctx, x)
+    mode = ctx.attr("mode", "nearest")
+    if node.op_type == "Upsample" or ctx.opset < 11:
+        # Upsample and Resize-10: asymmetric coordinates; nearest truncates up and rounds up down (onnxruntime)
+        scales_in = ctx.attr("scales") if ctx.attr("scales") is not None else ctx.const(ctx.input(1))
+        if scales_in is None:
+            raise NodeUnsupported("scales need a runtime value; only constant scales are supported")
+        scales: list[float] | None = [float(s) for s in np.asarray(scales_in).reshape(-1)]
+        sizes: list[int] | None = None
+        coord = "asymmetric"
+        nearest = "floor" if min(scales or [1.0]) >= 1.0 else "ceil"
+    else:
+        coord = ctx.attr("coordinate_transformation_mode", "half_pixel")
+        nearest = ctx.attr("nearest_mode", "round_prefer_floor")
+        scale_data, size_data = ctx.const(ctx.input(2)), ctx.const(ctx.input(3))
+        if (ctx.input(2) and scale_data is None) or (ctx.input(3) and size_data is None):
+            raise NodeUnsupported("scales/sizes need a runtime value; only constant ones are supported")
+        scales = [float(s) for s in scale_data.reshape(-1)] if scale_data is not None and scale_data.size else None
+        sizes = [int(s) for s in size_data.reshape(-1)] if size_data is not None and size_data.size else None
+        axes = ctx.attr("axes")
+        if axes is not None:
+            full: list[Any] = [1.0] * 4 if scales is not None else [n, c, h, w]
+            for j, a in enumerate(axes):
+                full[a % 4] = (scales or sizes or [])[j]
+            scales, sizes = (full, None) if scales is not None else (None, full)
+    given = scales if scales is not None else sizes
+    if given is None or len(given) != 4:
+        raise ctx.fail(f"needs 4 scales or sizes for a 4-D input, got {given}")
+    if (scales is not None and scales[:2] != [1.0, 1.0]) or (sizes is not None and sizes[:2] != [n, c]):
+        raise NodeUnsupported(f"resizing the N or C axis ({given}) is not supported; only H and W")
+    fields: dict[str, Any] = {
+        "scales": None if scales is None else (scales[2], scales[3]),
+        "sizes": None if sizes is None else (sizes[2], sizes[3]),
+        "mode": mode,
+        "coordinate_transformation_mode": coord,
+        "nearest_mode": nearest,
+    }
+    problem = ctx.problem(lambda: ResizeProblem(n, c, h, w, **fields))
+    ctx.emit("resize", [ctx.ir(x)], fields, RESIZE.output_shape(problem), node.output[0])
+
+
+def _reduce_mean(ctx: Context, node: onnx.NodeProto) -> None:
+    x = node.input[0]
+    shape = ctx.shape(x)
+    rank, keep = len(shape), bool(ctx.attr("keepdims", 1))
+    axes = ctx.axes(1, 18)
+    if not axes:
+        if axes is not None and ctx.opset >= 18 and ctx.attr("noop_with_empty_axes", 0):
+            _identity(ctx, node)
+            return
+        axes = list(range(rank))
+    try:
+        reduced = sorted({norm_axis(a, rank) for a in axes})
+    except ValueError as exc:
+        raise ctx.fail(str(exc)) from None
+    out_shape = tuple(1 if i in reduced else d for i, d in enumerate(shape) if keep or i not in reduced)
+    x_ir, out = ctx.ir(x), node.output[0]
+    if rank == 4 and reduced == [2, 3]:
+        fields: dict[str, Any] = {"kernel_shape": shape[2:], "strides": (1, 1), "pads": (0, 0, 0, 0)}
+        fields.update(dilations=(1, 1), ceil_mode=0, count_include_pad=0, global_=True)
+        pooled = (shape[0], shape[1], 1, 1)
+        y = ctx.emit("pool", [x_ir], {"mode": "avg", **fields}, pooled, out if keep else None)
+        if not keep:
+            ctx.reshape(y, out_shape, out=out)
+        return
+    kept = [i for i in range(rank) if i not in reduced]
+    perm = tuple(kept + reduced)
+    moved = tuple(shape[i] for i in perm)
+    if perm != tuple(range(rank)):
+        x_ir = ctx.emit("transpose", [x_ir], {"perm": perm}, moved)
+    k = math.prod(shape[i] for i in reduced)
+    rows = math.prod(shape[i] for i in kept)
+    ones = ctx.add_const(f"{out}_mean", np.full((k, 1), 1.0 / k, np.float32))
+    y = ctx.emit(
+        "gemm", [ctx.reshape(x_ir, (rows, k)), ones], {"trans_b": False, "activation": Activation()}, (rows, 1)
+    )
+    ctx.reshape(y, out_shape or (1,), out=out) if out_shape else ctx.reshape(y, (), out=out)
+
+
+def _cast(ctx: Context, node: onnx.NodeProto) -> None:
+    _identity(ctx, node)  # CHECKS let only a cast to float32 of a (float32) runtime tensor through
+
+
+# --- the table -----------------------------------------------------------------------------------------------
+
+CONVERTERS: dict[str, Converter] = {
+    "Conv": _conv,
+    "Gemm": _gemm,
+    "MatMul": _matmul,
+    "BatchNormalization": _batchnorm,
+    **dict.fromkeys(_UNARY, _unary),
+    **dict.fromkeys(_INFIX, _binary),
+    **dict.fromkeys(("Sum", "Max", "Min"), _variadic),
+    "Pow": _pow,
+    "Clip": _clip,
+    "LeakyRelu": _leaky_relu,
+    "HardSigmoid": _hard_sigmoid,
+    **dict.fromkeys(("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"), _pool),
+    "Concat": _concat,
+    "Reshape": _reshape,
+    "Flatten": _flatten,
+    "Squeeze": _squeeze,
+    "Unsqueeze": _unsqueeze,
+    "Transpose": _transpose,
+    "Softmax": _softmax,
+    "Dropout": _identity,
+    "Identity": _identity,
+    "Cast": _cast,
+    "LRN": _lrn,
+    "Pad": _pad,
+    "Resize": _resize,
+    "Upsample": _resize,
+    "ReduceMean": _reduce_mean,
+}
+"""ONNX op type -> converter; ops that only fold to constants live in onnx_import's folder table."""

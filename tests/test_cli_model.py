@@ -1,0 +1,131 @@
+"""``kernelforge run`` and ``kernelforge tune --model`` on a small saved model, checked against onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernelforge.cli import main
+from kernelforge.testing.models import mlp, save
+
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def mlp_path(tmp_path_factory):
+    return save(mlp(opset=13), tmp_path_factory.mktemp("models") / "mlp.onnx")
+
+
+def _ort(path, feeds):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
+
+
+def _close(got, expected):
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3 * float(np.abs(expected).max()))
+
+
+@pytest.mark.device
+@pytest.mark.parametrize(("device", "backend"), [("lavapipe", None), ("auto", "glsl")])
+def test_run_given_input_matches_onnxruntime(request, mlp_path, tmp_path, capsys, device, backend):
+    request.getfixturevalue("gl" if backend == "glsl" else "lavapipe")  # skips where the device does not exist
+    x = np.random.default_rng(7).standard_normal((1, 64)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "out" / "y.npz"
+    argv = ["run", str(mlp_path), "--device", device, "--input", f"x={tmp_path / 'x.npy'}", "--output", str(out)]
+    argv += ["--db", str(tmp_path / "db")] + (["--backend", backend] if backend else [])
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "output y [1, 10]" in text and "load " in text and "first run" in text and "(random)" not in text
+    got = np.load(out)
+    assert list(got) == ["y"]
+    _close(got["y"], _ort(mlp_path, {"x": x})["y"])
+
+
+@pytest.mark.device
+def test_run_random_inputs_profile_and_bench(lavapipe, mlp_path, tmp_path, capsys):
+    out = tmp_path / "y.npz"
+    argv = ["run", str(mlp_path), "--device", "lavapipe", "--seed", "3", "--profile", "--bench", "2"]
+    assert main([*argv, "--output", str(out), "--db", str(tmp_path / "db")]) == 0
+    text = capsys.readouterr().out
+    assert "input  x [1, 64] (random)" in text
+    assert "2 runs: median" in text
+    assert "total kernel time" in text and "activation memory planned" in text
+    header = next(line for line in text.splitlines() if line.startswith("node"))
+    assert header.split() == ["node", "op", "shape", "params", "ms"]
+    # the random inputs are seeded standard normal float32: the same draw in onnxruntime gives the same outputs
+    x = np.random.default_rng(3).standard_normal((1, 64)).astype(np.float32)
+    _close(np.load(out)["y"], _ort(mlp_path, {"x": x})["y"])
+
+
+def test_run_errors_exit_2(mlp_path, tmp_path, capsys):
+    good = tmp_path / "x.npy"
+    np.save(good, np.zeros((1, 64), np.float32))
+    np.save(tmp_path / "wrong.npy", np.zeros((1, 63), np.float32))
+    cases = [
+        ([str(tmp_path / "nope.onnx")], "no such model file"),
+        ([str(mlp_path), "--input", "x"], "expected NAME=FILE.npy"),
+        ([str(mlp_path), "--input", f"x{good}"], "expected NAME=FILE.npy"),
+        ([str(mlp_path), "--input", f"x={tmp_path / 'missing.npy'}"], "no such file"),
+        ([str(mlp_path), "--input", f"image={good}"], "the model has no input 'image'"),
+        ([str(mlp_path), "--input", f"x={tmp_path / 'wrong.npy'}"], "shape 1x63 does not fit [1x64]"),
+        ([str(mlp_path), "--bench", "0"], "--bench must be >= 1"),
+    ]
+    for argv, message in cases:
+        assert main(["run", *argv, "--device", "lavapipe"]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("kernelforge: ") and message in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_tune_model_argument_errors(mlp_path, tmp_path, capsys):
+    db = str(tmp_path / "db")
+    assert main(["tune", "--model", str(tmp_path / "nope.onnx"), "--device", "lavapipe", "--db", db]) == 2
+    assert "no such model file" in capsys.readouterr().err
+    assert main(["tune", "--model", str(mlp_path), "--op", "gemm", "--db", db]) == 2
+    assert "--op and --model exclude each other" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--model", str(mlp_path), "--shape", "8x8x8", "--db", db])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--db", db])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.device
+def test_tune_model_stores_every_kernel(lavapipe, mlp_path, tmp_path, capsys, monkeypatch):
+    from kernelforge.ops import get_op
+    from kernelforge.runtime.session import model_kernels
+    from kernelforge.tuner.db import TuningDB
+
+    monkeypatch.setenv("KF_PROGRESS", "0")
+    db = tmp_path / "db"
+    argv = ["tune", "--model", str(mlp_path), "--device", "lavapipe", "--trials-per-kernel", "2", "--db", str(db)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    kernels = model_kernels(str(mlp_path))
+    assert kernels and f"{len(kernels)} of {len(kernels)} kernels stored" in text
+    assert "speedup" in text
+    wanted = {(op, get_op(op).problem_key(problem)) for op, problem in kernels}
+    files = [loaded for _, loaded in TuningDB(db).iter_files()]
+    assert len(files) == 1
+    stored = {(r.op, r.shape) for r in files[0].records.values()}
+    assert stored == wanted
+    # the table lists the kernels largest FLOPs first
+    flops = {f"{op} {get_op(op).problem_key(p)}": get_op(op).flops(p) for op, p in kernels}
+    rows = [line.split("  ")[0] for line in text.splitlines() if line.split("  ")[0] in flops]
+    assert len(rows) == len(kernels)
+    assert [flops[r] for r in rows] == sorted(flops.values(), reverse=True)
+
+
+@pytest.mark.device
+def test_tune_model_time_budget_stops_starting_kernels(lavapipe, mlp_path, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KF_PROGRESS", "0")
+    argv = ["tune", "--model", str(mlp_path), "--device", "lavapipe", "--trials-per-kernel", "50"]
+    assert main([*argv, "--time-budget", "0.05", "--db", str(tmp_path / "db")]) == 0
+    text = capsys.readouterr().out
+    # the first kernel starts (with the whole, tiny, budget) and the search stops after its first trial; the
+    # budget is spent by then, so no other kernel starts
+    assert "time budget spent; not tuned:" in text
+    assert "1 of " in text
