@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -125,7 +127,9 @@ def test_tune_model_time_budget_stops_starting_kernels(lavapipe, mlp_path, tmp_p
     argv = ["tune", "--model", str(mlp_path), "--device", "lavapipe", "--trials-per-kernel", "50"]
     assert main([*argv, "--time-budget", "0.05", "--db", str(tmp_path / "db")]) == 0
     text = capsys.readouterr().out
-    # the first kernel starts (with the whole, tiny, budget) and the search stops after its first trial; the
-    # budget is spent by then, so no other kernel starts
+    # the first kernel starts (with the whole, tiny, budget) and its search stops after the first trial; how
+    # many more start before the budget is spent depends on the machine, but never all of them
     assert "time budget spent; not tuned:" in text
-    assert "1 of " in text
+    stored = re.search(r"(\d+) of (\d+) kernels stored", text)
+    assert stored is not None, text
+    assert 1 <= int(stored.group(1)) < int(stored.group(2))
