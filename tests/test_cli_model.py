@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from kernelforge.cli import main
 from kernelforge.testing.models import mlp, save
-
-ort = pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")

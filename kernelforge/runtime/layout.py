@@ -128,6 +128,18 @@ def assign_layouts(
     return LayoutPlan(region_of, layouts, conversions, views)
 
 
+def _relayout(graph: Graph, src: str, dst: str, origin: str) -> tuple[Node, bool]:
+    """Return the node writing ``src`` into ``dst`` (same logical tensor, other layout) and whether it is free.
+
+    Logically the node is an identity: a reshape (a view) when only size-1 axes move, else an identity
+    transpose whose kernel moves the bytes (the session derives the physical permutation from the layouts).
+    """
+    a, b = graph.value(src), graph.value(dst)
+    free = is_free(a.shape, a.layout, b.layout)
+    op, attrs = ("reshape", {}) if free else ("transpose", {"perm": tuple(range(len(a.shape)))})
+    return Node(graph.fresh_name(f"{src}/relayout"), op, [src], [dst], attrs, origin), free
+
+
 def _insert_conversions(graph: Graph, node_layout: dict[str, tuple[int, ...] | None]) -> tuple[int, int]:
     made: dict[tuple[str, tuple[int, ...] | None], str] = {}
     out_nodes: list[Node] = []
@@ -142,10 +154,8 @@ def _insert_conversions(graph: Graph, node_layout: dict[str, tuple[int, ...] | N
         if key not in made:
             new = graph.fresh_name(f"{name}/{'nhwc' if layout else 'nchw'}")
             graph.values[new] = Value(new, value.shape, layout=layout)
-            free = is_free(value.shape, value.layout, layout)
-            # logically an identity: a reshape (free view) or an identity transpose whose kernel moves the bytes
-            op, attrs = ("reshape", {}) if free else ("transpose", {"perm": tuple(range(len(value.shape)))})
-            out_nodes.append(Node(graph.fresh_name(f"{name}/relayout"), op, [name], [new], attrs, origin))
+            node, free = _relayout(graph, name, new, origin)
+            out_nodes.append(node)
             made[key] = new
             views += free
             conversions += not free
@@ -159,22 +169,20 @@ def _insert_conversions(graph: Graph, node_layout: dict[str, tuple[int, ...] | N
         out_nodes.append(node)
     graph.nodes = out_nodes
     # model outputs leave in NCHW: the producer writes a renamed tensor, a conversion restores the name
-    for k, name in enumerate(graph.outputs):
+    for name in graph.outputs:
         value = graph.value(name)
         if value.layout is None:
             continue
-        inner = graph.fresh_name(f"{name}/{'nhwc'}")
+        inner = graph.fresh_name(f"{name}/nhwc")
         producer = graph.producers()[name]
         producer.outputs = [inner if o == name else o for o in producer.outputs]
-        graph.values[inner] = Value(inner, value.shape, layout=value.layout)
-        value.layout = None
-        free = is_free(value.shape, graph.values[inner].layout, None)
-        op, attrs = ("reshape", {}) if free else ("transpose", {"perm": tuple(range(len(value.shape)))})
-        graph.nodes.append(Node(graph.fresh_name(f"{name}/relayout"), op, [inner], [name], attrs, producer.origin))
         for other in graph.nodes:
             if other is not producer:
                 other.inputs = [inner if i == name else i for i in other.inputs]
-        graph.outputs[k] = name
+        graph.values[inner] = Value(inner, value.shape, layout=value.layout)
+        value.layout = None
+        node, free = _relayout(graph, inner, name, producer.origin)
+        graph.nodes.append(node)
         views += free
         conversions += not free
     return conversions, views

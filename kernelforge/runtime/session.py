@@ -136,6 +136,7 @@ class Session:
         self.inputs = tuple((n, graph.value(n).shape) for n in graph.inputs)
         self.outputs = tuple((n, graph.value(n).shape) for n in graph.outputs)
         self._db = db
+        self._calls: dict[str, Lowered | None] = {}
         self.layout_plan: LayoutPlan | None = None
         self.steps = self._plan_steps()
         self.memory: MemoryPlan = plan_memory(graph)
@@ -154,7 +155,7 @@ class Session:
         return self._db.lookup(query)
 
     def _relayout(self, node: Node, params: Params, layout: int) -> Params:
-        call = lower_node(self.graph, node)
+        call = self._calls[node.name]
         assert call is not None
         spec, problem, limits = get_op(call.op), call.problem, self.backend.limits
         default = spec.default_params(problem, limits, self.language)
@@ -165,7 +166,7 @@ class Session:
 
     def _plan_steps(self) -> list[_Step]:
         graph = self.graph
-        calls = {n.name: lower_node(graph, n) for n in graph.nodes}
+        calls = self._calls = {n.name: lower_node(graph, n) for n in graph.nodes}
         chosen: dict[str, Lookup] = {}
         params: dict[str, Params] = {}
         for name, call in calls.items():
@@ -176,6 +177,7 @@ class Session:
             self.layout_plan = assign_layouts(graph, calls, params, self._relayout)
         steps = []
         for node in graph.nodes:
+            # lowered again: the layout pass rewired inputs to converted tensors and inserted conversion nodes
             call = lower_node(graph, node)
             if call is None:
                 continue

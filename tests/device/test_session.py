@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import helper
 
@@ -14,8 +15,6 @@ import kernelforge
 from kernelforge.errors import ShapeError
 from kernelforge.runtime.graph import GraphError
 from kernelforge.testing.models import MODELS, min_opset
-
-ort = pytest.importorskip("onnxruntime")
 
 pytestmark = pytest.mark.device
 

@@ -10,14 +10,13 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from kernelforge.runtime.graph import Graph, GraphError
 from kernelforge.runtime.onnx_import import ModelError, UnsupportedModelError, import_model
 from kernelforge.runtime.reference import run_graph
-
-ort = pytest.importorskip("onnxruntime")
 
 LIGHT = sorted(glob.glob(os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/light/*.onnx")))
 
