@@ -1,4 +1,4 @@
-"""The ``kernelforge`` command: devices, run, tune, db show, db merge."""
+"""The ``kernelforge`` command: devices, run, tune, export, db show, db merge."""
 
 from __future__ import annotations
 
@@ -288,6 +288,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """``export``: write a browser bundle of a model (manifest, weights, the static JS runtime, a demo page)."""
+    import onnx
+
+    path = _model_path(args.model)
+    if args.weights not in ("fp32", "fp16"):
+        raise UsageError(f"--weights must be fp32 or fp16, got {args.weights!r}")
+    selectors = [s.strip() for s in args.targets.split(",") if s.strip()]
+    if not selectors:
+        raise UsageError("--targets is empty (use 'all', a class, a language or a device name)")
+    db_dir = Path(args.db)
+    if not db_dir.is_dir():
+        raise UsageError(f"--db {db_dir}: no such directory")
+    try:
+        proto = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises its own DecodeError family; say which file
+        raise UsageError(f"{path}: not an ONNX model ({exc})") from None
+    from kernelforge.export import export  # after the checks: argument errors need no importer
+
+    report = export(proto, args.out, targets=selectors, weights=args.weights, db=db_dir, name=path.stem)
+    print(report.summary())
+    return 0
+
+
 def _cmd_db_show(args: argparse.Namespace) -> int:
     from kernelforge.ops import get_op
     from kernelforge.templates import kernel_hash
@@ -414,6 +438,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=str(_config.db_dir()), help="tuning database directory")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: a journal under DB/.studies)")
     p.set_defaults(func=_cmd_tune)
+
+    p = sub.add_parser(
+        "export",
+        help="write a browser bundle of an ONNX model",
+        description="Write a folder to serve: manifest.json (graph plans, shaders, tuned choices per device), "
+        "weights.bin, the JS runtime kernelforge.js (+ .d.ts) and a demo index.html.",
+    )
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("--out", required=True, help="the bundle folder (created; its bundle files are replaced)")
+    p.add_argument(
+        "--targets",
+        default="all",
+        metavar="SEL,...",
+        help="devices of the tuning database to ship tuned plans for: all (default), a class (cpu, igpu, dgpu), "
+        "a language (wgsl, glsl) or a fingerprint/name substring; the default plans are always included",
+    )
+    p.add_argument("--weights", default="fp32", choices=["fp32", "fp16"], help="storage of weights.bin")
+    p.add_argument("--db", default=str(_config.db_dir()), help="tuning database directory")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("db", help="inspect or merge tuning databases")
     db_sub = p.add_subparsers(dest="db_command", required=True)

@@ -25,3 +25,7 @@ class DatabaseError(KernelforgeError):
 
 class ShapeError(KernelforgeError, ValueError):
     """Input arrays or a shape string do not fit the op."""
+
+
+class ExportError(KernelforgeError):
+    """A model or tuning database that cannot be written as a browser bundle (the message says why)."""

@@ -37,6 +37,45 @@ print(f"kernelforge vs ONNX Runtime CPU: max error {err:.2e} of the largest logi
 assert err < 1e-3
 PY
 
+echo "== export the model as a browser bundle (WebGPU + WebGL2 plans, tuned where the database has records)"
+kernelforge export out/mnv2.onnx --out out/mnv2_bundle --db "$db"
+echo "   serve it: python -m http.server -d out/mnv2_bundle 8000, then open http://127.0.0.1:8000/"
+
+echo "== run the bundle in headless Chromium (WebGPU on SwiftShader, then WebGL2), checked against ONNX Runtime"
+python - <<'PY'
+import numpy as np
+import onnxruntime as ort
+
+from kernelforge.testing import chromium
+
+x = np.load("out/mnv2_x.npy")
+(want,) = ort.InferenceSession("out/mnv2.onnx", providers=["CPUExecutionProvider"]).run(None, {"x": x})
+js = """async ([base, backend, x]) => {
+  const kf = await import(base + "kernelforge.js");
+  let t = performance.now();
+  const m = await kf.load(base + "manifest.json", {backend});
+  const load = performance.now() - t;
+  t = performance.now();
+  const out = await m.run({x: new Float32Array(x)});
+  const first = performance.now() - t;
+  t = performance.now();
+  await m.run({x: new Float32Array(x)});
+  const second = performance.now() - t;
+  const info = {backend: m.backend, device: m.device, y: Array.from(out.logits), load, first, second};
+  m.dispose();
+  return info;
+}"""
+with chromium.serve("out/mnv2_bundle") as base, chromium.page() as page:
+    page.goto(base + "manifest.json")  # any page of the origin: the runtime is imported below
+    for backend in ("webgpu", "webgl2"):
+        r = page.evaluate(js, [base, backend, x.reshape(-1).tolist()])
+        err = float(np.abs(np.asarray(r["y"]) - want.reshape(-1)).max() / np.abs(want).max())
+        d = r["device"]
+        print(f"  {r['backend']:7} target {d['target']} ({d['match']}): load {r['load']:.0f} ms, first run "
+              f"{r['first']:.1f} ms, second {r['second']:.1f} ms; max error vs ONNX Runtime {err:.2e}")
+        assert err < 1e-3
+PY
+
 echo "== tuning database"
 kernelforge db show --db "$db"
 

@@ -2,6 +2,7 @@
 # Set up kernelforge on a fresh Debian/Ubuntu machine: the software GPUs when missing, then .venv with the package.
 #   - Mesa lavapipe (Vulkan) + llvmpipe (OpenGL through EGL): real shaders on the CPU when there is no GPU
 #   - Chromium: its SwiftShader Vulkan driver is the software GPU headless Chromium runs WebGPU on
+#   - Node.js + npm: the JS runtime's lint, minifier (size benchmark) and Node test tools, into node_modules/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ compgen -G "/usr/share/vulkan/icd.d/lvp_icd*.json" >/dev/null || pkgs+=(mesa-vul
 dpkg-query -W -f='${Status}' libegl1 2>/dev/null | grep -q "ok installed" || pkgs+=(libegl1)
 dpkg-query -W -f='${Status}' libgl1-mesa-dri 2>/dev/null | grep -q "ok installed" || pkgs+=(libgl1-mesa-dri)
 [ -e /usr/lib/chromium/vk_swiftshader_icd.json ] || pkgs+=(chromium)
+command -v npm >/dev/null || pkgs+=(nodejs npm)
 if [ ${#pkgs[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null; then
     echo "setup: installing ${pkgs[*]}"
@@ -26,4 +28,8 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[dev]'
+# the browser runtime's dev tools (eslint, terser, Dawn for Node), pinned by package-lock.json
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+fi
 echo "setup: done ($(.venv/bin/kernelforge --version))"

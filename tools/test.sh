@@ -6,4 +6,5 @@ bash tools/setup.sh
 .venv/bin/ruff check kernelforge tests benchmarks tools
 .venv/bin/ruff format --check kernelforge tests benchmarks tools
 .venv/bin/mypy
+node_modules/.bin/eslint kernelforge/export/js
 .venv/bin/python -m pytest "$@"

@@ -1,1 +1,5 @@
-"""How models run in browsers: manifest, bundle and the static JS runtime (built in a later release)."""
+"""How models run in browsers: manifest, bundle and the static JS runtime (``js/``), format in ``FORMAT.md``."""
+
+from kernelforge.export.bundle import ExportReport, export
+
+__all__ = ["ExportReport", "export"]

@@ -23,20 +23,18 @@ import numpy as np
 from kernelforge import _config
 from kernelforge.errors import KernelforgeError, ShapeError
 from kernelforge.ops import get_op
-from kernelforge.ops._spec import OpSpec, Params
-from kernelforge.ops.concat import ConcatProblem
-from kernelforge.ops.eltwise import EltwiseProblem
-from kernelforge.ops.transpose import TransposeProblem
+from kernelforge.ops._spec import OpSpec
 from kernelforge.runtime import open_device
 from kernelforge.runtime.backends._base import Backend
 from kernelforge.runtime.devices import DeviceInfo
-from kernelforge.runtime.graph import Graph, GraphError, Node, Value
-from kernelforge.runtime.layout import FLEXIBLE_KERNELS, LayoutPlan, assign_layouts, physical_shape
-from kernelforge.runtime.lower import Lowered, lower_node, split_wide_gemms
+from kernelforge.runtime.graph import Graph
+from kernelforge.runtime.layout import LayoutPlan
+from kernelforge.runtime.lower import lower_node, split_wide_gemms
 from kernelforge.runtime.onnx_import import import_model
 from kernelforge.runtime.passes import MemoryPlan, optimize, plan_memory
-from kernelforge.templates import kernel_hash, render
-from kernelforge.tuner.db import Lookup, Query, TuningDB
+from kernelforge.runtime.plan import Step, check_layouts, device_arrays, plan_graph
+from kernelforge.templates import render
+from kernelforge.tuner.db import TuningDB
 
 ModelSource = str | os.PathLike[str] | bytes | Any
 
@@ -48,19 +46,6 @@ class NodeTime:
     node: str
     op: str
     seconds: float
-
-
-@dataclass
-class _Step:
-    """One node as it runs: its kernel call, params and where they came from; runtime handles per backend."""
-
-    node: Node
-    call: Lowered
-    params: Params
-    source: str
-    dispatch: Any = None
-    bound: Any = None
-    const_arrays: tuple[np.ndarray | None, ...] = ()
 
 
 def _open_db(db: TuningDB | str | os.PathLike[str] | None) -> TuningDB:
@@ -86,44 +71,6 @@ def model_kernels(model: ModelSource, input_shapes: Mapping[str, Sequence[int]] 
     return list(seen)
 
 
-def _physical(graph: Graph, node: Node, call: Lowered) -> Lowered:
-    """Return the kernel call on the buffers' shapes for layout-following ops (elementwise, concat, relayouts)."""
-    out = graph.value(node.output)
-    if node.op == "transpose":
-        src = graph.value(node.inputs[0])
-        rank = len(src.shape)
-        inv_in = np.argsort(src.layout or tuple(range(rank)))
-        perm = tuple(node.attrs["perm"])
-        lo = out.layout or tuple(range(rank))
-        phys = tuple(int(inv_in[perm[lo[i]]]) for i in range(rank))
-        return Lowered("transpose", TransposeProblem(physical_shape(src), phys), call.inputs)
-    if out.layout is None:
-        return call
-    if node.op == "concat":
-        parts = tuple(physical_shape(graph.value(i)) for i in node.inputs)
-        return Lowered("concat", ConcatProblem(parts, out.layout.index(int(node.attrs["axis"]))), call.inputs)
-    if node.op == "elementwise":
-        shapes = {f"v{k}": _const_physical_shape(graph.value(i), out.layout) for k, i in enumerate(node.inputs)}
-        problem = EltwiseProblem.from_text(node.attrs["expr"], shapes)
-        return Lowered("elementwise", problem, tuple(node.inputs[int(n[1:])] for n in problem.names))
-    return call
-
-
-def _const_physical_shape(value: Value, layout: tuple[int, ...]) -> tuple[int, ...]:
-    if not value.is_const:
-        return physical_shape(value)
-    shape = (1,) * (len(layout) - len(value.shape)) + value.shape
-    return tuple(shape[a] for a in layout)
-
-
-def _const_physical_data(value: Value, layout: tuple[int, ...] | None) -> np.ndarray:
-    assert value.data is not None
-    if layout is None:
-        return value.data
-    data = value.data.reshape((1,) * (len(layout) - value.data.ndim) + value.data.shape)
-    return np.ascontiguousarray(data.transpose(layout))
-
-
 class Session:
     """A model loaded on one device: see :func:`load`."""
 
@@ -136,9 +83,9 @@ class Session:
         self.inputs = tuple((n, graph.value(n).shape) for n in graph.inputs)
         self.outputs = tuple((n, graph.value(n).shape) for n in graph.outputs)
         self._db = db
-        self._calls: dict[str, Lowered | None] = {}
-        self.layout_plan: LayoutPlan | None = None
-        self.steps = self._plan_steps()
+        self.plan = plan_graph(graph, backend.info, backend.language, backend.limits, db)
+        self.layout_plan: LayoutPlan | None = self.plan.layout_plan
+        self.steps = self.plan.steps
         self.memory: MemoryPlan = plan_memory(graph)
         if self.language == "wgsl":
             self._build_wgsl()
@@ -148,75 +95,13 @@ class Session:
 
     # -- planning ---------------------------------------------------------------------------------------
 
-    def _lookup(self, call: Lowered) -> Lookup:
-        spec = get_op(call.op)
-        b = self.backend
-        query = Query(b.info, spec, b.language, call.problem, b.limits, kernel_hash(spec, b.language))
-        return self._db.lookup(query)
-
-    def _relayout(self, node: Node, params: Params, layout: int) -> Params:
-        call = self._calls[node.name]
-        assert call is not None
-        spec, problem, limits = get_op(call.op), call.problem, self.backend.limits
-        default = spec.default_params(problem, limits, self.language)
-        for candidate in ({**params, "layout": layout}, {**default, "layout": layout}):
-            if spec.constraints(problem, candidate, limits, self.language) is None:
-                return candidate
-        return params  # this kernel cannot switch: conversions around it keep the graph correct
-
-    def _plan_steps(self) -> list[_Step]:
-        graph = self.graph
-        calls = self._calls = {n.name: lower_node(graph, n) for n in graph.nodes}
-        chosen: dict[str, Lookup] = {}
-        params: dict[str, Params] = {}
-        for name, call in calls.items():
-            if call is not None and call.op in FLEXIBLE_KERNELS:
-                chosen[name] = self._lookup(call)
-                params[name] = dict(chosen[name].params)
-        if self.language == "wgsl":
-            self.layout_plan = assign_layouts(graph, calls, params, self._relayout)
-        steps = []
-        for node in graph.nodes:
-            # lowered again: the layout pass rewired inputs to converted tensors and inserted conversion nodes
-            call = lower_node(graph, node)
-            if call is None:
-                continue
-            call = _physical(graph, node, call) if self.language == "wgsl" else call
-            if node.name in params:
-                lookup = chosen[node.name]
-                source = lookup.source if params[node.name] == lookup.params else f"{lookup.source}, relayout"
-                steps.append(_Step(node, call, params[node.name], source))
-            else:
-                lookup = self._lookup(call)
-                steps.append(_Step(node, call, dict(lookup.params), lookup.source))
-        return steps
-
-    def _compile(self, step: _Step) -> tuple[OpSpec[Any], Any]:
+    def _compile(self, step: Step) -> tuple[OpSpec[Any], Any]:
         spec = get_op(step.call.op)
         params = spec.validate_params(step.params, self.language)
         spec.check(step.call.problem, params, self.backend.limits, self.language)
         source = render(spec, self.language, step.call.problem, params)
         label = f"{step.node.name} ({spec.name} {spec.problem_key(step.call.problem)})"
         return spec, self.backend.compile(source, label)
-
-    def _device_arrays(self, step: _Step, spec: OpSpec[Any], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        arrays = []
-        out_layout = self.graph.value(step.node.output).layout if self.language == "wgsl" else None
-        for k, name in enumerate(step.call.inputs):
-            value = self.graph.value(name)
-            if value.is_const:
-                follow = out_layout if step.call.op == "elementwise" else None
-                arrays.append(_const_physical_data(value, follow))
-            elif name in feeds:
-                arrays.append(feeds[name])
-            else:  # a placeholder of the kernel's input shape (only constants are read from the result)
-                shape = step.call.problem.shapes[k] if step.call.op == "elementwise" else value.shape
-                arrays.append(np.zeros(shape, np.float32))
-        # ops may append derived constant inputs (resize's index table) after their own inputs
-        device = spec.device_inputs(step.call.problem, step.params, arrays)
-        if len(device) < len(arrays):
-            raise GraphError(f"{step.node.origin}: {spec.name} takes {len(device)} device inputs, not {len(arrays)}")
-        return device
 
     # -- WGSL: everything on the device ---------------------------------------------------------------------
 
@@ -227,8 +112,8 @@ class Session:
         self._dispatches = []
         for step in self.steps:
             spec, kernel = self._compile(step)
-            device = self._device_arrays(step, spec, {})
-            self._check_layouts(step, spec)
+            device = device_arrays(self.plan, step, spec)
+            check_layouts(self.plan, step, spec)
             bindings: list[Any] = []
             for k, array in enumerate(device):
                 name = step.call.inputs[k] if k < len(step.call.inputs) else ""
@@ -240,24 +125,6 @@ class Session:
             step.dispatch = backend.bind(kernel, bindings, spec.launch(step.call.problem, step.params))
             self._dispatches.append(step.dispatch)
 
-    def _check_layouts(self, step: _Step, spec: OpSpec[Any]) -> None:
-        """Fail loudly if a kernel would read or write a buffer in another axis order than it holds."""
-        problem, params = step.call.problem, step.params
-        follows = step.call.op in ("elementwise", "concat", "transpose")  # built on the buffers' shapes
-        wanted = spec.input_layouts(problem, params)
-        for k, name in enumerate(step.call.inputs):
-            value = self.graph.value(name)
-            want = None if follows else (wanted[k] if k < len(wanted) else None)
-            if not value.is_const and not follows and value.layout != want:
-                raise GraphError(
-                    f"{step.node.origin}: input {name!r} is in layout {value.layout}, the kernel reads {want}"
-                )
-        out = self.graph.value(step.node.output)
-        if not follows and out.layout != spec.output_layout(problem, params):
-            raise GraphError(
-                f"{step.node.origin}: output {out.name!r} layout {out.layout} is not what the kernel writes"
-            )
-
     def _binding(self, name: str) -> tuple[Any, int]:
         return self._buffers[self.memory.buffer_of[name]], max(4, self.graph.value(name).nbytes)
 
@@ -266,7 +133,7 @@ class Session:
     def _build_glsl(self) -> None:
         for step in self.steps:
             spec, kernel = self._compile(step)
-            device = self._device_arrays(step, spec, {})
+            device = device_arrays(self.plan, step, spec)
             step.bound = self.backend.bind_op(kernel, spec, step.call.problem, step.params, device)
 
     def _run_glsl(self, feeds: dict[str, np.ndarray], times: list[NodeTime] | None = None) -> dict[str, np.ndarray]:
@@ -279,7 +146,7 @@ class Session:
                 continue
             spec = get_op(step.call.op)
             launch = spec.gl_launch(step.call.problem, step.params)
-            device = self._device_arrays(step, spec, values)
+            device = device_arrays(self.plan, step, spec, values)
             for k, name in enumerate(step.call.inputs):
                 if not self.graph.value(name).is_const:
                     step.bound.update(k, device[k], launch.inputs[k])

@@ -8,7 +8,10 @@ closed network from stalling start-up.
 from __future__ import annotations
 
 import contextlib
+import functools
+import http.server
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,3 +52,27 @@ def page() -> Iterator[Any]:
             yield browser.new_page()
         finally:
             browser.close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def end_headers(self) -> None:
+        # no caching: a test or benchmark that rewrites a bundle must see the new files
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+
+@contextlib.contextmanager
+def serve(directory: str | Path) -> Iterator[str]:
+    """Serve a directory over HTTP on 127.0.0.1 (a secure context, so WebGPU is exposed); yield the base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()

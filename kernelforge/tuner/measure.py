@@ -19,6 +19,10 @@ class MeasureConfig:
     # a config whose first repetition is this many times slower than the best so far is not measured
     # further: its median cannot win, and on slow software GPUs the saved seconds are most of a run
     give_up_ratio: float = 3.0
+    # browsers compile every pipeline at load: a config whose compile (render + driver compile + upload) takes
+    # longer than this fails, whatever its speed (SwiftShader took 20 s for 8x8-outputs-per-thread convs, which
+    # made a 60 ms model take 2 minutes to load in Chromium)
+    max_compile_s: float = 5.0
 
 
 @dataclass(frozen=True)

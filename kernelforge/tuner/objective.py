@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -101,10 +102,16 @@ class Objective:
                 trial.set_user_attr("duplicate_of", previous.number)
                 return previous.value
         best = min((t.value for t in done if t.value is not None), default=None)
+        started = time.perf_counter()
         try:
             kernel = prepare(self.backend, self.spec, self.problem, params, self.inputs)
         except KernelCompileError as exc:
             raise self._fail(trial, "compile", str(exc)) from exc
+        compile_s = time.perf_counter() - started
+        trial.set_user_attr("compile_s", compile_s)
+        if compile_s > self.config.max_compile_s:
+            limit = self.config.max_compile_s
+            raise self._fail(trial, "compile", f"compile took {compile_s:.1f} s > {limit:g} s (a browser's load time)")
         try:
             out = kernel.run()
         except Exception as exc:

@@ -155,3 +155,16 @@ def test_warm_start_tries_the_nearest_known_config(tmp_path, lavapipe):
     assert tried[0] == SPEC.default_params(problem, lavapipe.limits, "wgsl")
     if first.record.params != tried[0]:
         assert tried[1] == first.record.params
+
+
+def test_configs_that_compile_too_slowly_fail_and_are_never_stored(tmp_path, lavapipe):
+    # a zero budget makes every compile too slow: each trial fails with the reason, nothing is stored
+    slow = MeasureConfig(min_reps=2, max_reps=3, max_seconds=0.2, max_compile_s=0.0)
+    problem = SPEC.parse_problem("20x20x20")
+    result = tune_problem(lavapipe, SPEC, problem, options(tmp_path, trials=3, measure=slow))
+    assert result.record is None
+    study = optuna.load_study(study_name=study_name(lavapipe, SPEC, problem), storage=default_storage(tmp_path))
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed and all("compile took" in t.user_attrs["reason"] for t in failed)
+    assert all(t.user_attrs["compile_s"] > 0 for t in failed)
+    assert not (tmp_path / f"{lavapipe.info.slug}.json").exists()

@@ -1,0 +1,146 @@
+"""``kernelforge export``: an ONNX model plus the tuning database as a folder a browser can serve.
+
+The bundle holds data only (``manifest.json``, ``weights.bin``) and the static runtime copied from
+``kernelforge/export/js``. Only the kernels the model runs are shipped (WebDNN's per-model bundles), each
+shader text once, each constant once; one execution plan per target device, so the runtime picks tuned
+kernels for the adapter it finds without any search in the browser. Format: ``FORMAT.md`` beside this file.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kernelforge._version import __version__
+from kernelforge.errors import ExportError, KernelforgeError
+from kernelforge.runtime.graph import Graph
+from kernelforge.runtime.lower import split_wide_gemms
+from kernelforge.runtime.plan import plan_graph
+from kernelforge.runtime.session import ModelSource, prepare_graph
+from kernelforge.tuner.db import TuningDB
+
+from .targets import NO_RECORDS, Target, select_targets
+from .webgl import glsl_plan
+from .webgpu import wgsl_plan
+from .weights import Constants, Shaders
+
+FORMAT_VERSION = 1
+JS_DIR = Path(__file__).resolve().parent / "js"
+RUNTIME_FILES = ("kernelforge.js", "kernelforge.d.ts", "index.html")
+
+
+@dataclass(frozen=True)
+class TargetReport:
+    """One exported plan: its id and where its kernels' params came from."""
+
+    id: str
+    steps: int
+    kernels: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What ``export`` wrote."""
+
+    out_dir: Path
+    targets: tuple[TargetReport, ...]
+    weights_bytes: int
+    manifest_bytes: int
+    shaders: int
+
+    def summary(self) -> str:
+        """Return a short human-readable table."""
+        lines = [
+            f"wrote {self.out_dir}/: manifest.json ({self.manifest_bytes / 1024:.1f} KiB, {self.shaders} "
+            f"shaders), weights.bin ({self.weights_bytes / 2**20:.2f} MiB), {', '.join(RUNTIME_FILES)}"
+        ]
+        for t in self.targets:
+            kinds = ", ".join(f"{n} {k}" for k, n in sorted(t.kernels.items()))
+            lines.append(f"  {t.id:40} {t.steps:3} passes  kernel params: {kinds or '-'}")
+        return "\n".join(lines)
+
+
+def _target_json(target: Target, graph: Graph, db: TuningDB, constants: Constants, shaders: Shaders) -> dict[str, Any]:
+    plan = plan_graph(
+        copy.deepcopy(graph), target.info, target.language, target.info.limits, NO_RECORDS if target.is_default else db
+    )
+    try:
+        body = (wgsl_plan if target.language == "wgsl" else glsl_plan)(plan, constants, shaders)
+    except KernelforgeError as exc:
+        raise ExportError(f"target {target.id}: {exc}") from exc
+    return {
+        "id": target.id,
+        "language": target.language,
+        "device": target.device,
+        "kernels": plan.sources,
+        "plan": body,
+    }
+
+
+def export(
+    model: ModelSource,
+    out_dir: str | os.PathLike[str],
+    *,
+    targets: Sequence[str] = ("all",),
+    weights: str = "fp32",
+    db: TuningDB | str | os.PathLike[str] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    name: str | None = None,
+) -> ExportReport:
+    """Write a browser bundle of a model.
+
+    Args:
+        model: An ONNX file path, serialized bytes or ``onnx.ModelProto``.
+        out_dir: The bundle folder (created; the bundle's files in it are replaced).
+        targets: Device selectors (see :func:`select_targets`); the default targets are always added.
+        weights: ``fp32``, or ``fp16`` to halve ``weights.bin`` (the runtime widens it; compute stays fp32).
+        db: The tuning database or its directory (default: the configured one).
+        input_shapes: Shapes for inputs with symbolic dims.
+        name: The model's name in the manifest (default: the file's stem, or the graph's name).
+
+    Raises:
+        GraphError: For a malformed model or unsupported nodes (every one named, before anything is written).
+        ExportError: For a bad selector, a corrupt database file, or a kernel that cannot be planned.
+    """
+    from kernelforge import _config
+
+    tuning = db if isinstance(db, TuningDB) else TuningDB(db if db is not None else _config.db_dir())
+    graph = prepare_graph(model, input_shapes)
+    split_wide_gemms(graph)
+    constants, shaders = Constants(weights), Shaders()
+    chosen = select_targets(tuning, targets)
+    plans = [_target_json(t, graph, tuning, constants, shaders) for t in chosen]
+    if name is None:
+        name = Path(os.fspath(model)).stem if isinstance(model, (str, os.PathLike)) else "model"
+    manifest = {
+        "format": "kernelforge-bundle",
+        "version": FORMAT_VERSION,
+        "generator": f"kernelforge {__version__}",
+        "model": {
+            "name": name,
+            "inputs": [{"name": n, "shape": list(graph.value(n).shape)} for n in graph.inputs],
+            "outputs": [{"name": n, "shape": list(graph.value(n).shape)} for n in graph.outputs],
+        },
+        "weights": constants.meta("weights.bin"),
+        "constants": constants.table,
+        "shaders": shaders.texts,
+        "targets": plans,
+    }
+    missing = [str(JS_DIR / f) for f in RUNTIME_FILES if not (JS_DIR / f).is_file()]
+    if missing:
+        raise ExportError(f"the package lacks its runtime files {missing}; reinstall kernelforge")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(manifest, separators=(",", ":"))
+    (out / "weights.bin").write_bytes(constants.data())
+    (out / "manifest.json").write_text(text)
+    for file in RUNTIME_FILES:
+        shutil.copyfile(JS_DIR / file, out / file)
+    reports = tuple(TargetReport(p["id"], len(p["plan"]["steps"]), dict(p["kernels"])) for p in plans)
+    return ExportReport(out, reports, len(constants.data()), len(text), len(shaders.texts))

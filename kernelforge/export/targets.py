@@ -1,0 +1,140 @@
+"""Which devices a bundle carries tuned kernels for: the tuning database's devices, then built-in defaults."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kernelforge.errors import ExportError
+from kernelforge.ops._spec import Limits
+from kernelforge.runtime.devices import DeviceInfo
+from kernelforge.tuner.db import DeviceFile, Lookup, Query, TuningDB
+
+LANGUAGES = ("wgsl", "glsl")
+# Browsers guarantee WebGPU's default limits and (nearly always) these WebGL2 ones: a plan for a browser is
+# made within them whatever the tuned device offered natively.
+BROWSER_LIMITS = Limits()
+_NATIVE_APIS = ("vulkan", "metal", "d3d12")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One execution plan of a bundle: a device (or the defaults) in one kernel language."""
+
+    id: str
+    language: str
+    info: DeviceInfo
+    device: dict[str, Any] | None
+    """What a runtime matches adapters against; ``None`` for the defaults."""
+
+    @property
+    def is_default(self) -> bool:
+        """Whether this is a built-in defaults target."""
+        return self.device is None
+
+
+class _NoRecords(TuningDB):
+    """A database with nothing in it: every lookup gives the built-in default."""
+
+    def __init__(self) -> None:
+        super().__init__("/nonexistent")
+
+    def candidates(self, query: Query) -> list[Lookup]:
+        """Return no stored configs."""
+        return []
+
+
+NO_RECORDS: TuningDB = _NoRecords()
+
+
+def keywords(fingerprint: str, vendor: str, api: str) -> list[str]:
+    """Return the device words of a fingerprint (``google-swiftshader-vulkan`` -> ``["swiftshader"]``).
+
+    The fingerprint is ``vendor-device-api[-driver]``; browsers do not say which API or driver runs under
+    them, so a runtime matches on the vendor and these words only.
+    """
+    body = fingerprint.removeprefix(f"{vendor}-")
+    head = re.split(rf"-{re.escape(api)}(?:-|$)", body, maxsplit=1)[0] if api else body
+    return [w for w in head.split("-") if w]
+
+
+def _info(meta: dict[str, Any], language: str) -> DeviceInfo:
+    return DeviceInfo(
+        index=-1,
+        backend="export",
+        language=language,
+        api=str(meta.get("api", "")),
+        name=str(meta.get("name", "")),
+        vendor=str(meta.get("vendor", "")),
+        vendor_id=0,
+        device_id=0,
+        driver=str(meta.get("driver", "")),
+        adapter_type="unknown",
+        device_class=str(meta.get("class", "other")),
+        slug=str(meta["fingerprint"]),
+        limits=BROWSER_LIMITS,
+    )
+
+
+def _default(language: str) -> Target:
+    meta = {"fingerprint": "default", "vendor": "none", "class": "none", "api": ""}
+    return Target(f"default/{language}", language, _info(meta, language), None)
+
+
+def _matches(selector: str, meta: dict[str, Any], language: str) -> bool:
+    s = selector.strip().lower()
+    if s in ("all", "*"):
+        return True
+    if s in LANGUAGES:
+        return s == language
+    if s == str(meta.get("class", "")).lower():
+        return True
+    text = " ".join(str(meta.get(k, "")) for k in ("fingerprint", "name", "vendor", "api")).lower()
+    if "llvmpipe" in text and meta.get("api") == "vulkan":
+        text += " lavapipe"
+    return s in text
+
+
+def select_targets(db: TuningDB, selectors: Sequence[str] = ("all",)) -> list[Target]:
+    """Return the bundle's targets: matching database devices per language they have records in, then defaults.
+
+    Args:
+        db: The tuning database.
+        selectors: ``all``, a class (``cpu``, ``igpu``, ``dgpu``), a language, or a fingerprint/name substring;
+            a device is taken when any selector matches it. Both default targets are always included.
+
+    Raises:
+        ExportError: When a database file is corrupt (named, never skipped silently), or a selector other than
+            ``all`` matches no device.
+    """
+    found: list[tuple[DeviceFile, str]] = []
+    for path, loaded in db.iter_files():
+        if not isinstance(loaded, DeviceFile):
+            raise ExportError(f"tuning database file {path} is unreadable: {loaded}")
+        languages = {r.language for r in loaded.records.values()}
+        found += [(loaded, lang) for lang in LANGUAGES if lang in languages]
+    targets = []
+    unmatched = set(selectors)
+    for df, language in found:
+        hits = [s for s in selectors if _matches(s, df.device, language)]
+        if hits:
+            unmatched -= set(hits)
+            meta = df.device
+            device = {
+                "fingerprint": meta["fingerprint"],
+                "vendor": meta.get("vendor", ""),
+                "class": meta.get("class", "other"),
+                "api": meta.get("api", ""),
+                "name": meta.get("name", ""),
+                "keywords": keywords(meta["fingerprint"], meta.get("vendor", ""), meta.get("api", "")),
+            }
+            targets.append(Target(f"{meta['fingerprint']}/{language}", language, _info(meta, language), device))
+    unmatched = {s for s in unmatched if s.strip().lower() not in ("all", "*", *LANGUAGES)}
+    if unmatched:
+        have = sorted({df.device["fingerprint"] for df, _ in found}) or ["(none)"]
+        raise ExportError(f"--targets {', '.join(sorted(unmatched))} matched no device in {db.root}; it has {have}")
+    # native APIs first: a browser's WebGPU runs on them, so their records describe it best
+    targets.sort(key=lambda t: (t.language, t.info.api not in _NATIVE_APIS))
+    return targets + [_default(lang) for lang in LANGUAGES]

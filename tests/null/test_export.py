@@ -1,0 +1,191 @@
+"""``kernelforge export`` without a browser: manifest, weights, targets, errors (browser runs: tests/web)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from kernelforge.cli import main
+from kernelforge.errors import ExportError
+from kernelforge.export import export
+from kernelforge.export.targets import keywords
+from kernelforge.export.weights import ALIGN, compact
+from kernelforge.runtime.graph import GraphError
+from kernelforge.runtime.session import model_kernels
+from kernelforge.testing.models import mlp, mobilenet_v2_style, save
+
+REPO_DB = Path(__file__).resolve().parents[2] / "tuning_db"
+
+
+@pytest.fixture(scope="module")
+def mnv2(tmp_path_factory):
+    return save(mobilenet_v2_style(), tmp_path_factory.mktemp("models") / "mnv2.onnx")
+
+
+@pytest.fixture(scope="module")
+def bundle(mnv2, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundle")
+    report = export(mnv2, out, db=REPO_DB)
+    return out, report, json.loads((out / "manifest.json").read_text())
+
+
+def _constant(out: Path, manifest: dict, index: int) -> np.ndarray:
+    entry = manifest["constants"][index]
+    dtype = "<f2" if manifest["weights"]["dtype"] == "fp16" else "<f4"
+    raw = (out / "weights.bin").read_bytes()
+    return np.frombuffer(raw, dtype=dtype, count=entry["count"], offset=entry["offset"]).astype(np.float32)
+
+
+def test_bundle_files_and_manifest_header(bundle):
+    out, report, manifest = bundle
+    assert sorted(p.name for p in out.iterdir()) == [
+        "index.html",
+        "kernelforge.d.ts",
+        "kernelforge.js",
+        "manifest.json",
+        "weights.bin",
+    ]
+    assert manifest["format"] == "kernelforge-bundle" and manifest["version"] == 1
+    assert manifest["model"]["inputs"] == [{"name": "x", "shape": [1, 3, 64, 64]}]
+    assert manifest["model"]["outputs"] == [{"name": "logits", "shape": [1, 10]}]
+    assert (out / "weights.bin").stat().st_size == manifest["weights"]["bytes"] == report.weights_bytes
+    for entry in manifest["constants"]:
+        assert entry["offset"] % ALIGN == 0
+        assert entry["offset"] + 4 * entry["count"] <= manifest["weights"]["bytes"]
+    ids = [t["id"] for t in manifest["targets"]]
+    assert ids[-2:] == ["default/wgsl", "default/glsl"]
+    assert "google-swiftshader-vulkan/wgsl" in ids and "mesa-llvmpipe-gl-22.3/glsl" in ids
+
+
+def test_targets_carry_device_match_data_and_sources(bundle):
+    _, _, manifest = bundle
+    by_id = {t["id"]: t for t in manifest["targets"]}
+    swift = by_id["google-swiftshader-vulkan/wgsl"]
+    assert swift["device"]["keywords"] == ["swiftshader"] and swift["device"]["vendor"] == "google"
+    assert swift["device"]["class"] == "cpu"
+    assert by_id["default/wgsl"]["device"] is None
+    assert set(by_id["default/wgsl"]["kernels"]) == {"default"}
+    kernel_steps = [s for s in swift["plan"]["steps"] if s["op"] != "relayout"]
+    assert sum(swift["kernels"].values()) == len(kernel_steps)
+    assert sum(n for k, n in swift["kernels"].items() if k != "default") > 0  # the database was used
+
+
+def test_only_the_models_kernels_are_shipped(tmp_path):
+    path = save(mlp(), tmp_path / "mlp.onnx")
+    export(path, tmp_path / "b", db=REPO_DB)
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    ops = {s["op"] for t in manifest["targets"] for s in t["plan"]["steps"]}
+    assert {op for op, _ in model_kernels(path)} <= ops <= {op for op, _ in model_kernels(path)} | {"relayout"}
+    assert "conv2d" not in ops
+    assert not any("conv" in text.lower() for text in manifest["shaders"])
+
+
+def test_wgsl_plan_binds_the_models_weights(bundle, mnv2):
+    out, _, manifest = bundle
+    plan = next(t for t in manifest["targets"] if t["id"] == "default/wgsl")["plan"]
+    model = onnx.load(mnv2)
+    head = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    gemm = next(s for s in plan["steps"] if s["op"] == "gemm")
+    consts = [_constant(out, manifest, b["constant"]) for b in gemm["bindings"] if "constant" in b]
+    # the classifier's weight matrix is bound as the GEMM's B (transposed or not): same values
+    weights = [w for w in head.values() if w.ndim == 2]
+    assert weights, "the model has a 2-D classifier weight"
+    assert any(np.array_equal(np.sort(c), np.sort(weights[0].reshape(-1))) for c in consts)
+    buffers = plan["buffers"]
+    for step in plan["steps"]:
+        assert 0 <= step["shader"] < len(manifest["shaders"])
+        assert all(1 <= g <= 65535 for g in step["workgroups"])
+        for b in step["bindings"]:
+            assert ("constant" in b) != ("buffer" in b)
+            if "buffer" in b:
+                assert b["bytes"] <= buffers[b["buffer"]]
+
+
+def test_glsl_plan_references_are_valid(bundle):
+    _, _, manifest = bundle
+    for target in manifest["targets"]:
+        if target["language"] != "glsl":
+            continue
+        plan = target["plan"]
+        n = len(plan["textures"])
+        assert manifest["shaders"][plan["vertex"]].startswith("#version 300 es")
+        for step in plan["steps"]:
+            assert manifest["shaders"][step["shader"]].startswith("#version 300 es")
+            assert all(0 <= i["texture"] < n for i in step["inputs"]) and 1 <= len(step["targets"]) <= 4
+            first = plan["textures"][step["targets"][0]]
+            assert (first["width"], first["height"]) == (step["width"], step["height"])
+        assert [o["name"] for o in plan["outputs"]] == ["logits"] and plan["outputs"][0]["size"] == 10
+        assert plan["textures"][plan["outputs"][0]["texture"]]["pack"] == 4
+
+
+def test_fp16_weights_halve_the_file_and_round_trip(mnv2, tmp_path, bundle):
+    out32, _, m32 = bundle
+    export(mnv2, tmp_path, db=REPO_DB, weights="fp16")
+    m16 = json.loads((tmp_path / "manifest.json").read_text())
+    assert m16["weights"]["dtype"] == "fp16"
+    assert m16["weights"]["bytes"] < 0.6 * m32["weights"]["bytes"]
+    for i in range(len(m32["constants"])):
+        full = _constant(out32, m32, i)
+        half = _constant(tmp_path, m16, i)
+        np.testing.assert_allclose(half, full, rtol=1e-3, atol=1e-7)
+
+
+def test_unsupported_node_fails_at_export_naming_it(tmp_path):
+    node = helper.make_node("TopK", ["x", "k"], ["y", "idx"], name="my_topk")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor("k", TensorProto.INT64, [1], [2])],
+    )
+    path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "topk.onnx")
+    with pytest.raises(GraphError, match="TopK node 'my_topk'"):
+        export(path, tmp_path / "b", db=REPO_DB)
+    assert not (tmp_path / "b").exists()
+    assert main(["export", str(path), "--out", str(tmp_path / "c"), "--db", str(REPO_DB)]) == 1
+    assert not (tmp_path / "c").exists()
+
+
+def test_target_selectors(mnv2, tmp_path):
+    report = export(mnv2, tmp_path / "a", db=REPO_DB, targets=["swiftshader"])
+    assert [t.id for t in report.targets] == ["google-swiftshader-vulkan/wgsl", "default/wgsl", "default/glsl"]
+    report = export(mnv2, tmp_path / "b", db=REPO_DB, targets=["glsl"])
+    assert [t.id for t in report.targets] == ["mesa-llvmpipe-gl-22.3/glsl", "default/wgsl", "default/glsl"]
+    with pytest.raises(ExportError, match="nosuchgpu matched no device"):
+        export(mnv2, tmp_path / "c", db=REPO_DB, targets=["nosuchgpu"])
+
+
+def test_corrupt_database_file_is_named_and_left_alone(mnv2, tmp_path):
+    db = tmp_path / "db"
+    shutil.copytree(REPO_DB, db, ignore=shutil.ignore_patterns(".studies", "*.lock"))
+    bad = db / "mesa-llvmpipe-vulkan-22.3.json"
+    bad.write_text('{"schema_version": 1, "records": {')
+    before = bad.read_bytes()
+    with pytest.raises(ExportError, match=r"mesa-llvmpipe-vulkan-22\.3\.json"):
+        export(mnv2, tmp_path / "b", db=db)
+    assert bad.read_bytes() == before
+
+
+def test_cli_export(mnv2, tmp_path, capsys):
+    out = tmp_path / "bundle"
+    assert main(["export", str(mnv2), "--out", str(out), "--targets", "cpu", "--db", str(REPO_DB)]) == 0
+    text = capsys.readouterr().out
+    assert "google-swiftshader-vulkan/wgsl" in text and "default/glsl" in text and "weights.bin" in text
+    assert json.loads((out / "manifest.json").read_text())["model"]["name"] == "mnv2"
+    assert main(["export", str(tmp_path / "missing.onnx"), "--out", str(out)]) == 2
+    assert main(["export", str(mnv2), "--out", str(out), "--db", str(tmp_path / "nodb")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+
+
+def test_keywords_and_compact():
+    assert keywords("google-swiftshader-vulkan", "google", "vulkan") == ["swiftshader"]
+    assert keywords("mesa-llvmpipe-gl-22.3", "mesa", "gl") == ["llvmpipe"]
+    assert keywords("nvidia-geforce-rtx-3060-vulkan-535.1", "nvidia", "vulkan") == ["geforce", "rtx", "3060"]
+    assert compact("#version 300 es\n// note\n  int a = 1; // why\n\n") == "#version 300 es\nint a = 1;\n"

@@ -1,0 +1,158 @@
+"""Exported bundles of real models in headless Chromium: WebGPU and WebGL2 outputs against ONNX Runtime CPU.
+
+Each model is exported with the repository's tuning database, served over HTTP and run by the bundle's own
+``kernelforge.js`` in both backends; outputs must match ONNX Runtime within 1e-3 of the largest output.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from kernelforge.export import export
+from kernelforge.testing import chromium
+from kernelforge.testing.light import light_models, randomized
+from kernelforge.testing.models import MODELS, save
+
+pytestmark = pytest.mark.device
+
+REPO_DB = Path(__file__).resolve().parents[2] / "tuning_db"
+
+RUN_JS = """
+async ([base, backend, inputs, target]) => {
+  const kf = await import(base + "kernelforge.js");
+  const m = await kf.load(base + "manifest.json", {backend, target: target || undefined});
+  const feeds = {};
+  for (const [name, values] of Object.entries(inputs)) feeds[name] = new Float32Array(values);
+  const out = await m.run(feeds);
+  const again = await m.run(feeds);  // a second run reuses every buffer: it must give the same result
+  const outputs = {}, same = {};
+  for (const [name, values] of Object.entries(out)) {
+    outputs[name] = Array.from(values);
+    same[name] = values.every((v, i) => Object.is(v, again[name][i]));
+  }
+  const info = {backend: m.backend, device: m.device, outputs, same};
+  m.dispose();
+  return info;
+}
+"""
+
+
+def _models(root: Path) -> dict[str, Path]:
+    paths = {name: save(MODELS[name](), root / f"{name}.onnx") for name in ("mlp", "small_cnn", "mobilenet_v2_style")}
+    squeeze = randomized(onnx.load(str(light_models()["squeezenet"])), seed=1)
+    paths["squeezenet"] = save(squeeze, root / "squeezenet.onnx")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Path], Path]]:
+    root = tmp_path_factory.mktemp("bundles")
+    models = _models(tmp_path_factory.mktemp("models"))
+    for name, path in models.items():
+        export(path, root / name, db=REPO_DB)
+    (root / "blank.html").write_text("<!doctype html><title>kernelforge tests</title>")
+    with chromium.serve(root) as base:
+        yield base, models, root
+
+
+def _open(page: Any, base: str) -> None:
+    if not page.url.startswith(base):
+        page.goto(base + "blank.html")
+
+
+def _run(page: Any, base: str, model: str, backend: str, feeds: dict[str, np.ndarray], target: str = "") -> Any:
+    _open(page, base)
+    inputs = {k: v.reshape(-1).tolist() for k, v in feeds.items()}
+    return page.evaluate(RUN_JS, [f"{base}{model}/", backend, inputs, target])
+
+
+def _feeds(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {
+        i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
+        for i in session.get_inputs()
+    }
+    want = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
+    return feeds, want
+
+
+@pytest.mark.parametrize("backend", ["webgpu", "webgl2"])
+@pytest.mark.parametrize("model", ["mlp", "small_cnn", "mobilenet_v2_style", "squeezenet"])
+def test_bundle_matches_onnxruntime(browser_page: Any, served: Any, model: str, backend: str) -> None:
+    base, models, _ = served
+    feeds, want = _feeds(models[model])
+    got = _run(browser_page, base, model, backend, feeds)
+    assert got["backend"] == backend
+    assert set(got["outputs"]) == set(want)
+    for name, expected in want.items():
+        values = np.asarray(got["outputs"][name], np.float32).reshape(expected.shape)
+        scale = float(np.abs(expected).max())
+        assert scale > 0
+        np.testing.assert_allclose(values, expected, rtol=0, atol=1e-3 * scale, err_msg=f"{model} {backend} {name}")
+        assert got["same"][name], f"{model} {backend}: a second run gave other values"
+
+
+def test_webgpu_picks_the_swiftshader_tuned_target(browser_page: Any, served: Any) -> None:
+    base, models, _ = served
+    feeds, _ = _feeds(models["mobilenet_v2_style"])
+    got = _run(browser_page, base, "mobilenet_v2_style", "webgpu", feeds)
+    device = got["device"]
+    assert device["target"] == "google-swiftshader-vulkan/wgsl", device
+    assert device["match"] == "exact" and "swiftshader" in device["adapter"]
+    assert sum(n for k, n in device["kernels"].items() if k != "default") > 0
+
+
+def test_webgl2_falls_back_by_class(browser_page: Any, served: Any) -> None:
+    base, models, _ = served
+    feeds, _ = _feeds(models["mlp"])
+    device = _run(browser_page, base, "mlp", "webgl2", feeds)["device"]
+    # no GLSL records of SwiftShader: llvmpipe's (the same class of software renderer) are taken
+    assert device["target"] == "mesa-llvmpipe-gl-22.3/glsl" and device["match"] == "class", device
+
+
+def test_forced_default_target_gives_the_same_result(browser_page: Any, served: Any) -> None:
+    base, models, _ = served
+    feeds, want = _feeds(models["small_cnn"])
+    got = _run(browser_page, base, "small_cnn", "webgpu", feeds, target="default/wgsl")
+    assert got["device"]["target"] == "default/wgsl"
+    for name, expected in want.items():
+        values = np.asarray(got["outputs"][name], np.float32).reshape(expected.shape)
+        np.testing.assert_allclose(values, expected, rtol=0, atol=1e-3 * float(np.abs(expected).max()))
+
+
+def test_truncated_weights_reject_load(browser_page: Any, served: Any) -> None:
+    base, _, root = served
+    broken = root / "broken"
+    shutil.copytree(root / "small_cnn", broken, dirs_exist_ok=True)
+    data = (broken / "weights.bin").read_bytes()
+    (broken / "weights.bin").write_bytes(data[: len(data) // 2])
+    _open(browser_page, base)
+    error = browser_page.evaluate(
+        """async (base) => {
+          const kf = await import(base + "kernelforge.js");
+          try { await kf.load(base + "manifest.json"); return ""; } catch (e) { return String(e.message || e); }
+        }""",
+        f"{base}broken/",
+    )
+    assert "truncated" in error and str(len(data) // 2) in error and str(len(data)) in error
+
+
+def test_fp16_weights_run_with_fp32_compute(browser_page: Any, served: Any) -> None:
+    base, models, root = served
+    export(models["small_cnn"], root / "small_cnn_fp16", db=REPO_DB, weights="fp16")
+    feeds, want = _feeds(models["small_cnn"])
+    for backend in ("webgpu", "webgl2"):
+        got = _run(browser_page, base, "small_cnn_fp16", backend, feeds)
+        for name, expected in want.items():
+            values = np.asarray(got["outputs"][name], np.float32).reshape(expected.shape)
+            # weights rounded to 11 significant bits: ~1e-3 relative per weight, a little more after sums
+            np.testing.assert_allclose(values, expected, rtol=0, atol=1e-2 * float(np.abs(expected).max()))
