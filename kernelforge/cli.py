@@ -117,7 +117,8 @@ def _tune_model(args: argparse.Namespace) -> int:
 
     path = _model_path(args.model)
     info = select_device(args.device, args.backend)
-    from kernelforge.runtime.session import model_kernels  # after the checks: argument errors need no importer
+    from kernelforge.runtime.session import model_kernels, planned_kernels  # after the checks: no importer needed
+    from kernelforge.tuner.db import TuningDB
 
     if args.trials < 1:
         raise KernelforgeError("--trials-per-kernel must be >= 1")
@@ -141,8 +142,11 @@ def _tune_model(args: argparse.Namespace) -> int:
     results: list[TuneResult] = []
     skipped: list[str] = []
     bar = tqdm(total=len(kernels), desc=f"tuning {path.name}", disable=None if _config.show_progress() else True)
+    second_round = False
     try:
-        for i, (op, problem) in enumerate(kernels):
+        i = 0
+        while i < len(kernels):
+            op, problem = kernels[i]
             spec = get_op(op)
             label = f"{op} {spec.problem_key(problem)}"
             budget_s = None
@@ -159,6 +163,15 @@ def _tune_model(args: argparse.Namespace) -> int:
             bar.update(1)
             if result.interrupted:
                 break
+            i += 1
+            if i == len(kernels) and not second_round:
+                # the tuned convs' layouts decide where layout conversions go: tune those kernels too
+                second_round = True
+                db = TuningDB(args.db)
+                planned = planned_kernels(str(path), info, backend.language, backend.limits, db)
+                extra = [k for k in planned if k not in kernels]
+                kernels += extra
+                bar.total = len(kernels)
     finally:
         bar.close()
     print(format_results(results))

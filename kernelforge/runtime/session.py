@@ -71,6 +71,27 @@ def model_kernels(model: ModelSource, input_shapes: Mapping[str, Sequence[int]] 
     return list(seen)
 
 
+def planned_kernels(
+    model: ModelSource,
+    info: DeviceInfo,
+    language: str,
+    limits: Any,
+    db: TuningDB,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> list[tuple[str, Any]]:
+    """Return the distinct kernels a model runs on a device as planned now, layout conversions included.
+
+    Unlike :func:`model_kernels` this depends on the device's records: the layouts its tuned convs chose
+    decide where conversion kernels go (``tune --model`` tunes those in a second round).
+    """
+    graph = prepare_graph(model, input_shapes)
+    split_wide_gemms(graph)
+    seen: dict[tuple[str, Any], None] = {}
+    for step in plan_graph(graph, info, language, limits, db).steps:
+        seen.setdefault((step.call.op, step.call.problem), None)
+    return list(seen)
+
+
 class Session:
     """A model loaded on one device: see :func:`load`."""
 

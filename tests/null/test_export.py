@@ -189,3 +189,24 @@ def test_keywords_and_compact():
     assert keywords("mesa-llvmpipe-gl-22.3", "mesa", "gl") == ["llvmpipe"]
     assert keywords("nvidia-geforce-rtx-3060-vulkan-535.1", "nvidia", "vulkan") == ["geforce", "rtx", "3060"]
     assert compact("#version 300 es\n// note\n  int a = 1; // why\n\n") == "#version 300 es\nint a = 1;\n"
+
+
+def test_planned_kernels_include_layout_conversions(mnv2):
+    from kernelforge.export.targets import select_targets
+    from kernelforge.runtime.session import planned_kernels
+    from kernelforge.tuner.db import TuningDB
+
+    db = TuningDB(REPO_DB)
+    swift = next(t for t in select_targets(db, ["swiftshader"]) if not t.is_default)
+    planned = planned_kernels(mnv2, swift.info, "wgsl", swift.info.limits, db)
+    assert "transpose" in {op for op, _ in planned}  # the NHWC convs need the NCHW input converted
+    assert "transpose" not in {op for op, _ in model_kernels(mnv2)}
+
+
+def test_small_transposes_default_to_the_naive_kernel():
+    from kernelforge.ops import Limits, get_op
+    from kernelforge.ops.transpose import TransposeProblem
+
+    spec = get_op("transpose")
+    assert spec.default_params(TransposeProblem((1, 3, 64, 64), (0, 2, 3, 1)), Limits(), "wgsl")["tiled"] == 0
+    assert spec.default_params(TransposeProblem((1, 64, 56, 56), (0, 2, 3, 1)), Limits(), "wgsl")["tiled"] == 1

@@ -62,9 +62,10 @@ def test_default_params_always_fit(shape, language):
         render(SPEC, language, problem, params)
 
 
-def test_default_is_tiled_for_2d_cases_only():
+def test_default_is_tiled_for_2d_cases_that_fill_a_tile_only():
     assert SPEC.default_params(SPEC.parse_problem("1x64x56x56:p0231"), LIMITS, "wgsl")["tiled"] == 1
-    assert SPEC.default_params(SPEC.parse_problem("2x3x4:p120"), LIMITS, "wgsl")["tiled"] == 1  # (2)(3x4) swap
+    assert SPEC.default_params(SPEC.parse_problem("32x4x48:p120"), LIMITS, "wgsl")["tiled"] == 1  # (32)(4x48) swap
+    assert SPEC.default_params(SPEC.parse_problem("2x3x4:p120"), LIMITS, "wgsl")["tiled"] == 0  # edges < tile
     assert SPEC.default_params(SPEC.parse_problem("2x3x4:p102"), LIMITS, "wgsl")["tiled"] == 0
 
 
