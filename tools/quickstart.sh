@@ -37,6 +37,9 @@ print(f"kernelforge vs ONNX Runtime CPU: max error {err:.2e} of the largest logi
 assert err < 1e-3
 PY
 
+echo "== tune the model for headless Chromium's WebGPU: natively on the same SwiftShader (device-faithful tuning)"
+kernelforge tune --model out/mnv2.onnx --device swiftshader --trials-per-kernel 4 --time-budget 150 --db "$db"
+
 echo "== export the model as a browser bundle (WebGPU + WebGL2 plans, tuned where the database has records)"
 kernelforge export out/mnv2.onnx --out out/mnv2_bundle --db "$db"
 echo "   serve it: python -m http.server -d out/mnv2_bundle 8000, then open http://127.0.0.1:8000/"
