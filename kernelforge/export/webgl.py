@@ -248,7 +248,7 @@ def glsl_plan(plan: Plan, constants: Constants, shaders: Shaders) -> dict[str, A
         texture = b.read_as(name, flat_layout(value.size), None, f"output {name!r}")
         outputs.append({"name": name, "texture": texture, "size": value.size})
     vertex = render_template("glsl/fullscreen.vert.j2", {"version": GLSL_VERSIONS["web"]})
-    return {
+    body = {
         "vertex": shaders.add(vertex),
         "textures": b.textures,
         "constants": b.const_textures,
@@ -256,3 +256,54 @@ def glsl_plan(plan: Plan, constants: Constants, shaders: Shaders) -> dict[str, A
         "outputs": outputs,
         "steps": b.steps,
     }
+    return share_textures(body)
+
+
+def share_textures(body: dict[str, Any]) -> dict[str, Any]:
+    """Let textures whose lifetimes do not overlap share one texture of the same size and format.
+
+    A texture lives from the pass that writes it (model inputs: the start of a run) to the last pass that
+    reads it (model outputs: the end of the run); constants live forever. A texture is reused only after its
+    last reader, never by a pass that also reads it. Returns the plan with textures renumbered.
+    """
+    steps = body["steps"]
+    end = len(steps)
+    first: dict[int, int] = {i["texture"]: -1 for i in body["inputs"]}
+    last: dict[int, int] = {}
+    for k, step in enumerate(steps):
+        for t in step["targets"]:
+            first.setdefault(t, k)
+        for i in step["inputs"]:
+            last[i["texture"]] = max(last.get(i["texture"], -1), k)
+    for o in body["outputs"]:
+        if "texture" in o:
+            last[o["texture"]] = end
+    pinned = {c["texture"] for c in body["constants"]}
+    slots: list[dict[str, int]] = []
+    free_at: list[int] = []  # the pass after which each slot is free again
+    slot_of: dict[int, int] = {}
+    textures = body["textures"]
+    for t in sorted(range(len(textures)), key=lambda t: (first.get(t, -1), t)):
+        start = first.get(t, -1)
+        stop = last.get(t, start)
+        if t in pinned:
+            start, stop = -1, end + 1
+        fit = next(
+            (k for k, slot in enumerate(slots) if slot == textures[t] and free_at[k] < start and t not in pinned),
+            None,
+        )
+        if fit is None:
+            slots.append(dict(textures[t]))
+            free_at.append(stop)
+            fit = len(slots) - 1
+        else:
+            free_at[fit] = stop
+        slot_of[t] = fit
+    for step in steps:
+        step["targets"] = [slot_of[t] for t in step["targets"]]
+        for i in step["inputs"]:
+            i["texture"] = slot_of[i["texture"]]
+    for item in (*body["constants"], *body["inputs"], *body["outputs"]):
+        if "texture" in item:
+            item["texture"] = slot_of[item["texture"]]
+    return {**body, "textures": slots}

@@ -210,3 +210,44 @@ def test_small_transposes_default_to_the_naive_kernel():
     spec = get_op("transpose")
     assert spec.default_params(TransposeProblem((1, 3, 64, 64), (0, 2, 3, 1)), Limits(), "wgsl")["tiled"] == 0
     assert spec.default_params(TransposeProblem((1, 64, 56, 56), (0, 2, 3, 1)), Limits(), "wgsl")["tiled"] == 1
+
+
+def test_glsl_textures_are_shared_only_between_disjoint_lifetimes(mnv2, monkeypatch):
+    import copy as copy_mod
+
+    import kernelforge.export.webgl as webgl
+
+    captured = []
+
+    def record(body):
+        captured.append(copy_mod.deepcopy(body))
+        return real(body)
+
+    real = webgl.share_textures
+    monkeypatch.setattr(webgl, "share_textures", record)
+    export_dir = Path(mnv2).parent / "shared"
+    export(mnv2, export_dir, db=REPO_DB, targets=["glsl"])
+    targets = json.loads((export_dir / "manifest.json").read_text())["targets"]
+    shared = [t["plan"] for t in targets if t["language"] == "glsl"]
+    assert len(captured) == len(shared) == 2
+    for before, after in zip(captured, shared, strict=True):
+        assert len(after["textures"]) < len(before["textures"])  # some reuse happens
+        # where every original texture went, from the identical structure of the two plans
+        slot = {}
+        for b, a in zip(before["steps"], after["steps"], strict=True):
+            slot.update(zip(b["targets"], a["targets"], strict=True))
+            slot.update((x["texture"], y["texture"]) for x, y in zip(b["inputs"], a["inputs"], strict=True))
+        for b, a in zip(before["inputs"] + before["constants"], after["inputs"] + after["constants"], strict=True):
+            slot[b["texture"]] = a["texture"]
+        for t, s in slot.items():
+            assert before["textures"][t] == after["textures"][s]
+        # replay: the texture a pass reads still holds what its producer wrote
+        holds = {slot[i["texture"]]: i["texture"] for i in before["inputs"] + before["constants"]}
+        for b in before["steps"]:
+            for i in b["inputs"]:
+                assert holds[slot[i["texture"]]] == i["texture"], f"{b['node']} reads an overwritten texture"
+            assert not {slot[i["texture"]] for i in b["inputs"]} & {slot[t] for t in b["targets"]}
+            for t in b["targets"]:
+                holds[slot[t]] = t
+        for o in before["outputs"]:
+            assert holds[slot[o["texture"]]] == o["texture"]
