@@ -107,6 +107,15 @@ def _model_path(text: str) -> Path:
     return path
 
 
+def _load_onnx(path: Path) -> onnx.ModelProto:
+    import onnx
+
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # protobuf raises its own DecodeError family; say which file
+        raise UsageError(f"{path}: not an ONNX model ({exc})") from None
+
+
 def _tune_model(args: argparse.Namespace) -> int:
     """``tune --model``: every distinct kernel of a model, largest FLOPs first, under one overall budget."""
     from tqdm import tqdm
@@ -251,16 +260,12 @@ def _preview(array: np.ndarray, count: int = 6) -> str:
 def _cmd_run(args: argparse.Namespace) -> int:
     """``run``: load a model, run it once on random or given inputs, optionally bench and profile it."""
     import numpy as np
-    import onnx
 
     path = _model_path(args.model)
     given = _parse_inputs(args.input)
     if args.bench is not None and args.bench < 1:
         raise UsageError("--bench must be >= 1")
-    try:
-        proto = onnx.load(str(path))
-    except Exception as exc:  # protobuf raises its own DecodeError family; say which file
-        raise UsageError(f"{path}: not an ONNX model ({exc})") from None
+    proto = _load_onnx(path)
     shapes = _check_inputs(given, _declared_inputs(proto))
     from kernelforge.runtime.session import load  # after the checks: argument errors need no device stack
 
@@ -303,8 +308,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     """``export``: write a browser bundle of a model (manifest, weights, the static JS runtime, a demo page)."""
-    import onnx
-
     path = _model_path(args.model)
     if args.weights not in ("fp32", "fp16"):
         raise UsageError(f"--weights must be fp32 or fp16, got {args.weights!r}")
@@ -314,10 +317,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     db_dir = Path(args.db)
     if not db_dir.is_dir():
         raise UsageError(f"--db {db_dir}: no such directory")
-    try:
-        proto = onnx.load(str(path))
-    except Exception as exc:  # protobuf raises its own DecodeError family; say which file
-        raise UsageError(f"{path}: not an ONNX model ({exc})") from None
+    proto = _load_onnx(path)
     from kernelforge.export import export  # after the checks: argument errors need no importer
 
     report = export(proto, args.out, targets=selectors, weights=args.weights, db=db_dir, name=path.stem)

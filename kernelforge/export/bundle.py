@@ -138,9 +138,10 @@ def export(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(manifest, separators=(",", ":"))
-    (out / "weights.bin").write_bytes(constants.data())
+    weights_bin = constants.data()
+    (out / "weights.bin").write_bytes(weights_bin)
     (out / "manifest.json").write_text(text)
     for file in RUNTIME_FILES:
         shutil.copyfile(JS_DIR / file, out / file)
     reports = tuple(TargetReport(p["id"], len(p["plan"]["steps"]), dict(p["kernels"])) for p in plans)
-    return ExportReport(out, reports, len(constants.data()), len(text), len(shaders.texts))
+    return ExportReport(out, reports, len(weights_bin), len(text), len(shaders.texts))

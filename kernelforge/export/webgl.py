@@ -101,20 +101,19 @@ class _Builder:
 
     def _relayout(self, src: _Storage, shape: tuple[int, ...], dst: TexLayout, perm: Perm, node: str) -> int:
         stored = tuple(shape[a] for a in perm)
-        strides = _strides(shape)
-        canonical_src = src.perm == _identity(len(src.perm))
-        if shape == src.shape and not canonical_src:
+        # the source's stride of each of its canonical axes, in the axis order it is stored in
+        src_strides = _strides(tuple(src.shape[a] for a in src.perm))
+        stride_of = {a: src_strides[i] for i, a in enumerate(src.perm)}
+        stage2: list[tuple[int, int]] = []
+        if shape == src.shape:
             # one stage: destination dims straight to the source's strides of the same axes
-            src_strides = _strides(tuple(src.shape[a] for a in src.perm))
-            stride_of = {a: src_strides[i] for i, a in enumerate(src.perm)}
             stage1 = [(d, stride_of[a]) for d, a in zip(stored, perm, strict=True)]
-            stage2: list[tuple[int, int]] = []
         else:
+            # a reshape: destination dims to the canonical flat index, then (source stored in another axis
+            # order) that index unravelled over the source's shape to the source's strides
+            strides = _strides(shape)
             stage1 = [(d, strides[a]) for d, a in zip(stored, perm, strict=True)]
-            stage2 = []
-            if not canonical_src:  # a reshape of a tensor stored in another axis order
-                src_strides = _strides(tuple(src.shape[a] for a in src.perm))
-                stride_of = {a: src_strides[i] for i, a in enumerate(src.perm)}
+            if src.perm != _identity(len(src.perm)):
                 stage2 = [(d, stride_of[a]) for a, d in enumerate(src.shape)]
         first = src.layouts[0]
         context = {
