@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 from kernelforge.testing.models import MODELS, min_opset, save
-
-ort = pytest.importorskip("onnxruntime")
 
 # (builder, expected output shapes at batch 1 with the default size)
 EXPECTED = {

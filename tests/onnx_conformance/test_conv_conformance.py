@@ -9,13 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 
-onnx = pytest.importorskip("onnx")
-from onnx import numpy_helper  # noqa: E402
-
-import kernelforge.ops as kops  # noqa: E402
-from kernelforge.tuner.objective import verify  # noqa: E402
+import kernelforge.ops as kops
+from kernelforge.tuner.objective import verify
 
 pytestmark = pytest.mark.device
 DATA = Path(onnx.__file__).resolve().parent / "backend" / "test" / "data" / "pytorch-converted"
