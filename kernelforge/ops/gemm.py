@@ -16,8 +16,9 @@ from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Param
 from kernelforge.ops._texture import TexLayout, first_too_big
 
 # Accumulators per thread and unrolled statements per kernel are capped: past these, drivers spill
-# registers or spend seconds compiling, and no device we measured got faster.
-MAX_ACCUMULATORS = 128
+# registers or spend seconds compiling, and no device we measured got faster. (lavapipe still gains at 256:
+# its SIMD lanes are separate invocations, so a tall register tile saves loads, not registers.)
+MAX_ACCUMULATORS = 256
 MAX_UNROLLED_FMAS = 1024
 MAX_LOADS_PER_THREAD = 64
 
@@ -38,6 +39,15 @@ _FALLBACKS: tuple[Params, ...] = (
     {**DEFAULT_PARAMS, "vec_width": 1},
     {"wg_x": 8, "wg_y": 8, "wpt_m": 1, "wpt_n": 1, "tile_k": 8, "vec_width": 1, "vec_a": 1, "staging": 0},
     {"wg_x": 1, "wg_y": 1, "wpt_m": 1, "wpt_n": 1, "tile_k": 1, "vec_width": 1, "vec_a": 1, "staging": 0},
+)
+
+# Configs that won 1024^3 on our software GPUs; the tuner tries them right after the default. lavapipe
+# runs 8 invocations as one SIMD group and loads memory one lane at a time, so its best kernels are one SIMD
+# group per workgroup with a tall 16x16 register tile (many FMAs per load); SwiftShader prefers 8x8 tiles.
+_SEEDS: tuple[Params, ...] = (
+    {"wg_x": 8, "wg_y": 1, "wpt_m": 16, "wpt_n": 16, "tile_k": 8, "vec_width": 4, "vec_a": 4, "staging": 0},
+    {"wg_x": 8, "wg_y": 8, "wpt_m": 8, "wpt_n": 16, "tile_k": 8, "vec_width": 4, "vec_a": 4, "staging": 0},
+    {"wg_x": 32, "wg_y": 1, "wpt_m": 8, "wpt_n": 8, "tile_k": 4, "vec_width": 4, "vec_a": 1, "staging": 0},
 )
 
 # GLSL default in the spirit of TF.js WebGL's packed matmul: RGBA32F textures throughout (4 values per
@@ -86,7 +96,7 @@ class GemmSpec(OpSpec[GemmProblem]):
         "wgsl": (
             Param("wg_x", (1, 2, 4, 8, 16, 32, 64), "workgroup threads along N"),
             Param("wg_y", (1, 2, 4, 8, 16, 32), "workgroup threads along M"),
-            Param("wpt_m", (1, 2, 4, 8), "output rows per thread"),
+            Param("wpt_m", (1, 2, 4, 8, 16), "output rows per thread"),
             Param("wpt_n", (1, 2, 4, 8, 16), "output columns per thread"),
             Param("tile_k", (1, 2, 4, 8, 16, 32), "K step per iteration, fully unrolled"),
             Param("vec_width", (1, 4), "vec4 loads/stores of B and C along N"),
@@ -141,6 +151,11 @@ class GemmSpec(OpSpec[GemmProblem]):
         """Return the language's default, or the first fallback that fits the problem and device."""
         candidates = (DEFAULT_PARAMS, *_FALLBACKS) if language == "wgsl" else (GLSL_DEFAULT_PARAMS, *_GLSL_FALLBACKS)
         return self.first_fitting(problem, candidates, limits, language)
+
+    def seed_params(self, problem: GemmProblem, limits: Limits, language: str) -> list[Params]:
+        """Return the WGSL configs that won on our software GPUs (valid ones only)."""
+        seeds = _SEEDS if language == "wgsl" else ()
+        return [s for s in seeds if self.constraints(problem, s, limits, language) is None]
 
     def constraints(self, problem: GemmProblem, params: Params, limits: Limits, language: str) -> str | None:
         """Return why ``params`` cannot run ``problem`` on a device with ``limits``, or None."""

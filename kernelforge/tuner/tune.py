@@ -142,7 +142,8 @@ def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: Tun
     seeds = [s for s in spec.seed_params(problem, backend.limits, language) if s != default]
     for params in (default, *(k.params for k in known[: options.warm_start]), *seeds):
         if params not in seen:
-            study.enqueue_trial(to_indices(spec, params, language))
+            # skip_if_exists: a resumed study still holds the queued trials an earlier run never reached
+            study.enqueue_trial(to_indices(spec, params, language), skip_if_exists=True)
             seen.append(params)
 
     shape = spec.problem_key(problem)

@@ -40,6 +40,10 @@ CONFIGS = [
     {"wg_x": 16, "wg_y": 4, "wpt_m": 1, "wpt_n": 4, "tile_k": 8, "vec_width": 4, "vec_a": 1, "staging": 1},
     {"wg_x": 2, "wg_y": 32, "wpt_m": 2, "wpt_n": 2, "tile_k": 16, "vec_width": 1, "vec_a": 1, "staging": 1},
     {"wg_x": 1, "wg_y": 1, "wpt_m": 1, "wpt_n": 1, "tile_k": 1, "vec_width": 1, "vec_a": 1, "staging": 1},
+    # tall register tiles (256 accumulators), unstaged and staged, vec4 and scalar
+    {"wg_x": 8, "wg_y": 1, "wpt_m": 16, "wpt_n": 16, "tile_k": 8, "vec_width": 4, "vec_a": 4, "staging": 0},
+    {"wg_x": 8, "wg_y": 2, "wpt_m": 16, "wpt_n": 8, "tile_k": 2, "vec_width": 1, "vec_a": 1, "staging": 0},
+    {"wg_x": 4, "wg_y": 2, "wpt_m": 16, "wpt_n": 16, "tile_k": 4, "vec_width": 4, "vec_a": 1, "staging": 1},
 ]
 
 

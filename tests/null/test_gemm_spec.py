@@ -136,3 +136,16 @@ def test_activation_semantics_differ():
     acts = [Activation.parse(n) for n in ACTIVATIONS if n != "clip"] + [Activation.parse("clip(-1, 2)")]
     seen = {str(a): a.apply(x).round(6).tobytes() for a in acts}
     assert len(set(seen.values())) == len(acts)
+
+
+def test_seed_configs_are_valid_points_of_the_space():
+    limits = Limits()
+    big = SPEC.parse_problem("1024x1024x1024")
+    seeds = SPEC.seed_params(big, limits, "wgsl")
+    assert len(seeds) >= 2 and DEFAULT_PARAMS not in seeds
+    for seed in seeds:
+        assert SPEC.validate_params(seed, "wgsl") == seed
+    # a seed that does not fit (vec4 needs N % 4 == 0) is left out rather than handed to the tuner
+    odd = SPEC.parse_problem("31x37x41")
+    assert all(SPEC.constraints(odd, s, limits, "wgsl") is None for s in SPEC.seed_params(odd, limits, "wgsl"))
+    assert SPEC.seed_params(big, limits, "glsl") == []

@@ -151,10 +151,22 @@ def test_warm_start_tries_the_nearest_known_config(tmp_path, lavapipe):
     problem = SPEC.parse_problem("36x36x36")
     tune_problem(lavapipe, SPEC, problem, options(tmp_path, trials=2))
     study = optuna.load_study(study_name=study_name(lavapipe, SPEC, problem), storage=default_storage(tmp_path))
-    tried = [{p.name: p.choices[t.params[p.name]] for p in SPEC.params("wgsl")} for t in study.trials]
+    # trials that ran, in order (queued seeds the budget did not reach wait without params)
+    tried = [{p.name: p.choices[t.params[p.name]] for p in SPEC.params("wgsl")} for t in study.trials if t.params]
     assert tried[0] == SPEC.default_params(problem, lavapipe.limits, "wgsl")
     if first.record.params != tried[0]:
         assert tried[1] == first.record.params
+
+
+def test_resuming_a_study_does_not_queue_its_starting_points_twice(tmp_path, lavapipe):
+    problem = SPEC.parse_problem("40x40x40")
+    for _ in range(2):
+        tune_problem(lavapipe, SPEC, problem, options(tmp_path, trials=1))
+    study = optuna.load_study(study_name=study_name(lavapipe, SPEC, problem), storage=default_storage(tmp_path))
+    fixed = [t.system_attrs["fixed_params"] for t in study.trials if "fixed_params" in t.system_attrs]
+    queued = [tuple(sorted(f.items())) for f in fixed]
+    assert len(queued) >= 3  # the default and the seeds
+    assert len(queued) == len(set(queued))
 
 
 def test_configs_that_compile_too_slowly_fail_and_are_never_stored(tmp_path, lavapipe):
