@@ -42,6 +42,10 @@ class Limits:
     max_storage_binding: int = 128 << 20
     max_texture_size: int = 4096
     max_draw_buffers: int = 4
+    wide_tiles: bool = False
+    """Not a WebGPU limit but a measured trait of the shader compiler: it builds kernels with 256-accumulator
+    register tiles in well under a second (llvmpipe: yes, and they are its fastest; SwiftShader: one such conv
+    kernel took over 24 GB to compile). Browsers get False: their compilers are unknown."""
 
     def as_dict(self) -> dict[str, int]:
         """Return the limits as a plain dict (for JSON output)."""

@@ -32,8 +32,15 @@ NHWC_AXES = (0, 2, 3, 1)
 """The NCHW -> NHWC axis order."""
 OIHW, HWIO = 0, 1
 
-MAX_ACCUMULATORS = 64
-MAX_UNROLLED_FMAS = 512
+# As for GEMM: lavapipe keeps gaining up to a 16x16 register tile (its SIMD lanes are invocations, so a tall
+# tile saves lane-by-lane loads rather than costing registers); past these, compiles get slow for no gain.
+# Only devices whose compiler handles such tiles (Limits.wide_tiles) get the wide caps.
+MAX_ACCUMULATORS = 256
+MAX_UNROLLED_FMAS = 1024
+# where the compiler is not known to handle wide tiles (Limits.wide_tiles), and there wpt_p <= 8: SwiftShader
+# spent 33 s on a 32-accumulator NCHW kernel and ran out of 24 GB on 16-pixel ones (64 and 256 accumulators)
+NARROW_ACCUMULATORS = 64
+NARROW_UNROLLED_FMAS = 512
 
 # A default in the spirit of TF.js WebGPU's conv2d (NHWC, 4x4 outputs per thread over an 8x8 workgroup, vec4
 # over output channels): what an untuned device gets. Depthwise convs get TF.js's depthwise shape.
@@ -73,6 +80,7 @@ _GLSL_FALLBACKS: tuple[Params, ...] = (
 # Tuner starting points: register-blocked NHWC direct kernels with vec4 input-channel loads won on lavapipe
 # (4x over the default on 3x3 layers); the staged implicit GEMM and NCHW variants keep the search diverse.
 _SEEDS: tuple[Params, ...] = (
+    {**DEFAULT_PARAMS, "wg_x": 8, "wg_y": 1, "wpt_p": 16, "wpt_o": 16, "vec_c": 4},
     {**DEFAULT_PARAMS, "wpt_p": 8, "wpt_o": 8, "vec_c": 4},
     {**DEFAULT_PARAMS, "wg_x": 16, "wg_y": 4, "wpt_p": 4, "wpt_o": 8, "vec_c": 4, "tile_k": 8},
     {**DEFAULT_PARAMS, "wg_y": 2, "wpt_p": 8, "wpt_o": 16, "tile_k": 4, "vec_c": 4},
@@ -192,7 +200,7 @@ class ConvSpec(OpSpec[ConvProblem]):
             Param("w_layout", (0, 1), "weights: 0 OIHW, 1 HWIO (output channels contiguous)"),
             Param("wg_x", (1, 2, 4, 8, 16, 32, 64), "workgroup threads along output pixels"),
             Param("wg_y", (1, 2, 4, 8, 16), "workgroup threads along output channels"),
-            Param("wpt_p", (1, 2, 4, 8), "output pixels per thread"),
+            Param("wpt_p", (1, 2, 4, 8, 16), "output pixels per thread"),
             Param("wpt_o", (1, 2, 4, 8, 16), "output channels per thread"),
             Param("tile_k", (1, 2, 4, 8, 16), "input channels per unrolled step (direct) / K tile (implicit GEMM)"),
             Param("vec_width", (1, 4), "vec4 accumulators, weights and stores along output channels"),
@@ -280,8 +288,12 @@ class ConvSpec(OpSpec[ConvProblem]):
             return f"{threads} invocations per workgroup > device limit {limits.max_invocations}"
         if p["wpt_o"] % p["vec_width"]:
             return f"wpt_o={p['wpt_o']} is not a multiple of vec_width={p['vec_width']}"
-        if p["wpt_p"] * p["wpt_o"] > MAX_ACCUMULATORS:
-            return f"{p['wpt_p'] * p['wpt_o']} accumulators per thread > {MAX_ACCUMULATORS}"
+        acc_cap = MAX_ACCUMULATORS if limits.wide_tiles else NARROW_ACCUMULATORS
+        fma_cap = MAX_UNROLLED_FMAS if limits.wide_tiles else NARROW_UNROLLED_FMAS
+        if p["wpt_p"] > 8 and not limits.wide_tiles:
+            return f"wpt_p={p['wpt_p']} needs a compiler that handles wide tiles (SwiftShader ran out of memory)"
+        if p["wpt_p"] * p["wpt_o"] > acc_cap:
+            return f"{p['wpt_p'] * p['wpt_o']} accumulators per thread > {acc_cap} (this device's compiler)"
         vw = p["vec_width"]
         if p["algo"] == DEPTHWISE:
             if not q.depthwise:
@@ -296,8 +308,8 @@ class ConvSpec(OpSpec[ConvProblem]):
             if p["vec_c"] == 4 and (p["algo"] != DIRECT or p["layout"] != NHWC or q.cg % 4 or p["tile_k"] % 4):
                 return "vec_c=4 needs the direct NHWC kernel, C/group % 4 == 0 and tile_k % 4 == 0"
             nv = p["wpt_o"] // vw
-            if p["algo"] == DIRECT and p["tile_k"] * p["wpt_p"] * nv > MAX_UNROLLED_FMAS:
-                return f"unrolled body of {p['tile_k'] * p['wpt_p'] * nv} FMAs > {MAX_UNROLLED_FMAS}"
+            if p["algo"] == DIRECT and p["tile_k"] * p["wpt_p"] * nv > fma_cap:
+                return f"unrolled body of {p['tile_k'] * p['wpt_p'] * nv} FMAs > {fma_cap}"
             if p["algo"] == DIRECT and p["tile_k"] > q.cg:
                 return f"tile_k={p['tile_k']} > input channels per group {q.cg} (the unrolled step never runs)"
             if p["algo"] == IMPLICIT_GEMM:
@@ -305,8 +317,8 @@ class ConvSpec(OpSpec[ConvProblem]):
                 shared = 4 * p["tile_k"] * (tile_p + tile_o)
                 if shared > limits.max_workgroup_storage:
                     return f"{shared} bytes of workgroup memory > device limit {limits.max_workgroup_storage}"
-                if p["tile_k"] * p["wpt_p"] * nv > MAX_UNROLLED_FMAS:
-                    return f"unrolled body of {p['tile_k'] * p['wpt_p'] * nv} FMAs > {MAX_UNROLLED_FMAS}"
+                if p["tile_k"] * p["wpt_p"] * nv > fma_cap:
+                    return f"unrolled body of {p['tile_k'] * p['wpt_p'] * nv} FMAs > {fma_cap}"
                 if max(tile_p, tile_o) * p["tile_k"] > 16 * threads:
                     return "more than 16 tile loads per thread"
         launch = self.launch(problem, params)

@@ -96,6 +96,14 @@ def vendor_token(vendor_id: int, vendor: str, name: str) -> str:
     return _slugify(vendor).split("-")[0] or "unknown"
 
 
+def wide_tile_compiler(name: str) -> bool:
+    """Return whether the adapter's shader compiler is known to handle 256-accumulator tiles (see ``Limits``).
+
+    Only Mesa's llvmpipe (lavapipe on Vulkan, llvmpipe under wgpu's GL backend) is: measured, not assumed.
+    """
+    return "llvmpipe" in name.lower()
+
+
 def classify(adapter_type: str, vendor: str, name: str) -> str:
     """Return ``cpu`` for software rasterizers, else ``igpu``/``dgpu``/``other`` from the adapter type."""
     lowered = name.lower()

@@ -162,3 +162,22 @@ def test_auto_pad_matches_onnx(mode, stride):
     q = ConvProblem(n=1, c=2, h=7, w=8, m=3, kh=3, kw=2, strides=(stride, stride), pads=pads)
     expected = _onnx_conv(x, w, None, strides=[stride, stride], auto_pad=mode, kernel_shape=[3, 2])
     np.testing.assert_allclose(SPEC.reference(q, [x, w]), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_wide_register_tiles_only_where_the_compiler_handles_them():
+    problem = SPEC.parse_problem("1x64x56x56:64x3x3:s1:p1")
+    tall = {**DEFAULT_PARAMS, "wg_x": 8, "wg_y": 1, "wpt_p": 16, "wpt_o": 16, "vec_c": 4}
+    wide8 = {**tall, "wpt_p": 8}
+    assert "accumulators per thread > 64" in (SPEC.constraints(problem, wide8, Limits(), "wgsl") or "")
+    assert SPEC.constraints(problem, wide8, Limits(wide_tiles=True), "wgsl") is None
+    assert SPEC.constraints(problem, tall, Limits(wide_tiles=True), "wgsl") is None
+    assert tall not in SPEC.seed_params(problem, Limits(), "wgsl")
+    assert tall in SPEC.seed_params(problem, Limits(wide_tiles=True), "wgsl")
+
+
+def test_sixteen_pixels_per_thread_only_where_the_compiler_handles_them():
+    # 64 accumulators, inside the narrow cap, yet SwiftShader ran out of memory compiling it
+    problem = SPEC.parse_problem("1x24x56x56:144x1x1")
+    params = {**DEFAULT_PARAMS, "layout": 0, "wg_x": 4, "wg_y": 16, "wpt_p": 16, "wpt_o": 4}
+    assert "wpt_p=16" in (SPEC.constraints(problem, params, Limits(), "wgsl") or "")
+    assert SPEC.constraints(problem, params, Limits(wide_tiles=True), "wgsl") is None

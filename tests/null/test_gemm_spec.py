@@ -149,3 +149,13 @@ def test_seed_configs_are_valid_points_of_the_space():
     odd = SPEC.parse_problem("31x37x41")
     assert all(SPEC.constraints(odd, s, limits, "wgsl") is None for s in SPEC.seed_params(odd, limits, "wgsl"))
     assert SPEC.seed_params(big, limits, "glsl") == []
+
+
+def test_wide_register_tiles_only_where_the_compiler_handles_them():
+    problem = SPEC.parse_problem("256x256x256")
+    tall = {"wg_x": 8, "wg_y": 1, "wpt_m": 16, "wpt_n": 16, "tile_k": 8, "vec_width": 4, "vec_a": 4, "staging": 0}
+    assert "wpt_m=16" in (SPEC.constraints(problem, tall, Limits(), "wgsl") or "")
+    assert SPEC.constraints(problem, {**tall, "wpt_m": 8}, Limits(), "wgsl") is None  # 128: the narrow cap
+    assert SPEC.constraints(problem, tall, Limits(wide_tiles=True), "wgsl") is None
+    assert tall in SPEC.seed_params(problem, Limits(wide_tiles=True), "wgsl")
+    assert tall not in SPEC.seed_params(problem, Limits(), "wgsl")

@@ -11,7 +11,7 @@ from kernelforge.ops import get_op
 from kernelforge.tuner.db import TuningDB
 from kernelforge.tuner.measure import MeasureConfig
 from kernelforge.tuner.strategies import STRATEGIES
-from kernelforge.tuner.tune import TuneOptions, default_storage, study_name, tune_problem
+from kernelforge.tuner.tune import TuneOptions, default_storage, pick_winner, study_name, tune_problem
 
 pytestmark = pytest.mark.device
 SPEC = get_op("gemm")
@@ -180,3 +180,15 @@ def test_configs_that_compile_too_slowly_fail_and_are_never_stored(tmp_path, lav
     assert failed and all("compile took" in t.user_attrs["reason"] for t in failed)
     assert all(t.user_attrs["compile_s"] > 0 for t in failed)
     assert not (tmp_path / f"{lavapipe.info.slug}.json").exists()
+
+
+def test_a_tie_goes_to_the_config_that_compiles_fastest():
+    compile_s = {"big": 2.0, "small": 0.1, "tiny": 0.01}
+    # within 2 %: the quick compile wins; 50 % slower is no tie however quick it compiles
+    assert pick_winner({"big": 1.0, "small": 1.01, "tiny": 1.5}, compile_s) == "small"
+    # a clear winner keeps its place
+    assert pick_winner({"big": 1.0, "small": 1.1}, compile_s) == "big"
+    # microsecond kernels: 20 us apart is noise, not a reason to compile for seconds
+    assert pick_winner({"big": 10e-6, "small": 25e-6}, compile_s) == "small"
+    # no compile time known (an old study): the fastest
+    assert pick_winner({"a": 1.0, "b": 1.01}, {}) == "a"

@@ -6,7 +6,7 @@ import os
 import struct
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -15,7 +15,14 @@ from kernelforge import _config
 from kernelforge.errors import KernelCompileError
 from kernelforge.ops._spec import Launch, Limits, OpSpec, Params
 from kernelforge.runtime.backends._base import Backend, Bound
-from kernelforge.runtime.devices import DeviceInfo, classify, driver_version, fingerprint, vendor_token
+from kernelforge.runtime.devices import (
+    DeviceInfo,
+    classify,
+    driver_version,
+    fingerprint,
+    vendor_token,
+    wide_tile_compiler,
+)
 
 _adapters: dict[int, Any] = {}
 
@@ -61,7 +68,8 @@ def webgpu_default_limits(adapter_limits: Limits) -> Limits:
     browser's default ``requestDevice()``.
     """
     d = Limits()
-    return Limits(*(min(getattr(d, f), getattr(adapter_limits, f)) for f in d.__dataclass_fields__))
+    lowered = {f: min(getattr(d, f), getattr(adapter_limits, f)) for f in d.__dataclass_fields__ if f != "wide_tiles"}
+    return Limits(**lowered, wide_tiles=adapter_limits.wide_tiles)
 
 
 def enumerate_devices(start: int) -> list[DeviceInfo]:
@@ -95,7 +103,7 @@ def enumerate_devices(start: int) -> list[DeviceInfo]:
                 adapter_type=str(info.get("adapter_type", "") or "unknown"),
                 device_class=classify(str(info.get("adapter_type", "")), vendor, name),
                 slug=fingerprint(vendor, name, api, driver),
-                limits=webgpu_default_limits(_limits(adapter.limits)),
+                limits=replace(webgpu_default_limits(_limits(adapter.limits)), wide_tiles=wide_tile_compiler(name)),
             )
         )
     return devices
@@ -137,7 +145,7 @@ class WgpuBackend(Backend):
         adapter = _adapters[info.index]
         features = ["timestamp-query"] if "timestamp-query" in adapter.features else []
         self._device = adapter.request_device_sync(required_features=features, label=f"kernelforge:{info.slug}")
-        self._limits = _limits(self._device.limits)
+        self._limits = replace(_limits(self._device.limits), wide_tiles=info.limits.wide_tiles)
         self._timestamps = bool(features)
         self._query_set: Any = None
         self._sync: Any = None
