@@ -108,15 +108,23 @@ def _summarise(trials: Sequence[optuna.trial.FrozenTrial]) -> tuple[dict[str, in
 
 TIE_RELATIVE = 0.02
 TIE_SECONDS = 20e-6
-"""Finalists this close to the fastest (2 %, or 20 us for tiny kernels) count as tied; among tied ones the
-fastest to compile wins: a bundle compiles every kernel at load, and on SwiftShader a big unrolled kernel
-for a 1x10 classifier GEMM took 0.5 s to compile to save microseconds per run."""
+"""Finalists this close to the fastest (2 %, or 20 us for tiny kernels) and no slower than the default count
+as tied; among tied ones the fastest to compile wins: a bundle compiles every kernel at load, and on
+SwiftShader a big unrolled kernel for a 1x10 classifier GEMM took 0.5 s to compile to save microseconds."""
 
 
-def pick_winner(times: dict[Any, float], compile_s: dict[Any, float]) -> Any:
-    """Return the key of the fastest config, or of the fastest-compiling one among those tied with it."""
+def pick_winner(times: dict[Any, float], compile_s: dict[Any, float], default: Any) -> Any:
+    """Return the key of the fastest config, or of the fastest-compiling one among those tied with it.
+
+    A config slower than ``default`` never wins, so the stored record is never slower than the default.
+    """
     fastest = min(times.values())
-    tied = [k for k, t in times.items() if t <= fastest * (1 + TIE_RELATIVE) or t - fastest <= TIE_SECONDS]
+    ceiling = times.get(default, float("inf"))
+    tied = [
+        k
+        for k, t in times.items()
+        if t <= ceiling and (t <= fastest * (1 + TIE_RELATIVE) or t - fastest <= TIE_SECONDS)
+    ]
     return min(tied, key=lambda k: (compile_s.get(k, float("inf")), times[k]))
 
 
@@ -226,7 +234,7 @@ def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: Tun
         remeasured = {finalists[i]: t for i, t in again.items()}
         remeasured.setdefault(default_key, times[default_key])  # the default verified before; keep its time
         times = remeasured
-    best_key = pick_winner(times, compile_s)
+    best_key = pick_winner(times, compile_s, default_key)
     best_params, best_time = dict(best_key), times[best_key]
     record = new_record(
         spec,

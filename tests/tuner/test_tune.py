@@ -183,12 +183,15 @@ def test_configs_that_compile_too_slowly_fail_and_are_never_stored(tmp_path, lav
 
 
 def test_a_tie_goes_to_the_config_that_compiles_fastest():
-    compile_s = {"big": 2.0, "small": 0.1, "tiny": 0.01}
+    compile_s = {"big": 2.0, "small": 0.1, "tiny": 0.01, "default": 0.05}
     # within 2 %: the quick compile wins; 50 % slower is no tie however quick it compiles
-    assert pick_winner({"big": 1.0, "small": 1.01, "tiny": 1.5}, compile_s) == "small"
+    assert pick_winner({"big": 1.0, "small": 1.01, "tiny": 1.5, "default": 2.0}, compile_s, "default") == "small"
     # a clear winner keeps its place
-    assert pick_winner({"big": 1.0, "small": 1.1}, compile_s) == "big"
+    assert pick_winner({"big": 1.0, "small": 1.1, "default": 2.0}, compile_s, "default") == "big"
     # microsecond kernels: 20 us apart is noise, not a reason to compile for seconds
-    assert pick_winner({"big": 10e-6, "small": 25e-6}, compile_s) == "small"
+    assert pick_winner({"big": 10e-6, "small": 25e-6, "default": 40e-6}, compile_s, "default") == "small"
+    # never slower than the default, tie or not: "small" compiles fastest but is slower than the default
+    assert pick_winner({"big": 10e-6, "small": 25e-6, "default": 20e-6}, compile_s, "default") == "default"
+    assert pick_winner({"default": 70e-6, "small": 78e-6}, {"small": 0.01, "default": 1.0}, "default") == "default"
     # no compile time known (an old study): the fastest
-    assert pick_winner({"a": 1.0, "b": 1.01}, {}) == "a"
+    assert pick_winner({"a": 1.0, "b": 1.01, "default": 3.0}, {}, "default") == "a"
