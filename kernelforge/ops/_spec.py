@@ -52,6 +52,30 @@ class Limits:
         return {k: int(getattr(self, k)) for k in self.__dataclass_fields__}
 
 
+WIDE_ACCUMULATORS = 256
+"""Accumulators per thread where ``Limits.wide_tiles`` holds: lavapipe still gains at 256 (its SIMD lanes are
+separate invocations, so a tall register tile saves lane-by-lane loads, not registers); past it, compiles
+get slow for no gain."""
+
+
+def register_tile_problem(limits: Limits, name: str, rows: int, accumulators: int, narrow_cap: int) -> str | None:
+    """Return why a thread's register tile is too big for the device's shader compiler, or None.
+
+    Args:
+        limits: The device's limits (``wide_tiles`` decides).
+        name: The tunable giving the tile's unrolled rows (``wpt_m``, ``wpt_p``), for the message.
+        rows: Its value; over 8 needs ``wide_tiles`` (SwiftShader ran out of 24 GB compiling 16-pixel convs).
+        accumulators: Accumulators per thread.
+        narrow_cap: The op's accumulator cap without ``wide_tiles``.
+    """
+    if rows > 8 and not limits.wide_tiles:
+        return f"{name}={rows} needs a compiler that handles wide tiles (Limits.wide_tiles)"
+    cap = WIDE_ACCUMULATORS if limits.wide_tiles else narrow_cap
+    if accumulators > cap:
+        return f"{accumulators} accumulators per thread > {cap} (this device's compiler)"
+    return None
+
+
 @dataclass(frozen=True)
 class Launch:
     """How a WGSL kernel is dispatched: workgroup counts and the u32 uniform block."""

@@ -23,7 +23,7 @@ import numpy as np
 from kernelforge.errors import ShapeError
 from kernelforge.ops._attrs import resolve_auto_pad
 from kernelforge.ops._epilogue import Activation
-from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
+from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params, register_tile_problem
 from kernelforge.ops._texture import TexLayout, first_too_big
 
 DIRECT, IMPLICIT_GEMM, DEPTHWISE = 0, 1, 2
@@ -32,14 +32,9 @@ NHWC_AXES = (0, 2, 3, 1)
 """The NCHW -> NHWC axis order."""
 OIHW, HWIO = 0, 1
 
-# As for GEMM: lavapipe keeps gaining up to a 16x16 register tile (its SIMD lanes are invocations, so a tall
-# tile saves lane-by-lane loads rather than costing registers); past these, compiles get slow for no gain.
-# Only devices whose compiler handles such tiles (Limits.wide_tiles) get the wide caps.
-MAX_ACCUMULATORS = 256
-MAX_UNROLLED_FMAS = 1024
-# where the compiler is not known to handle wide tiles (Limits.wide_tiles), and there wpt_p <= 8: SwiftShader
-# spent 33 s on a 32-accumulator NCHW kernel and ran out of 24 GB on 16-pixel ones (64 and 256 accumulators)
+# Caps without Limits.wide_tiles (_spec.register_tile_problem): SwiftShader took 33 s on a 32-accumulator conv
 NARROW_ACCUMULATORS = 64
+MAX_UNROLLED_FMAS = 1024
 NARROW_UNROLLED_FMAS = 512
 
 # A default in the spirit of TF.js WebGPU's conv2d (NHWC, 4x4 outputs per thread over an 8x8 workgroup, vec4
@@ -288,12 +283,10 @@ class ConvSpec(OpSpec[ConvProblem]):
             return f"{threads} invocations per workgroup > device limit {limits.max_invocations}"
         if p["wpt_o"] % p["vec_width"]:
             return f"wpt_o={p['wpt_o']} is not a multiple of vec_width={p['vec_width']}"
-        acc_cap = MAX_ACCUMULATORS if limits.wide_tiles else NARROW_ACCUMULATORS
+        tile = register_tile_problem(limits, "wpt_p", p["wpt_p"], p["wpt_p"] * p["wpt_o"], NARROW_ACCUMULATORS)
+        if tile:
+            return tile
         fma_cap = MAX_UNROLLED_FMAS if limits.wide_tiles else NARROW_UNROLLED_FMAS
-        if p["wpt_p"] > 8 and not limits.wide_tiles:
-            return f"wpt_p={p['wpt_p']} needs a compiler that handles wide tiles (SwiftShader ran out of memory)"
-        if p["wpt_p"] * p["wpt_o"] > acc_cap:
-            return f"{p['wpt_p'] * p['wpt_o']} accumulators per thread > {acc_cap} (this device's compiler)"
         vw = p["vec_width"]
         if p["algo"] == DEPTHWISE:
             if not q.depthwise:

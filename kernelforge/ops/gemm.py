@@ -12,15 +12,12 @@ import numpy as np
 
 from kernelforge.errors import ShapeError
 from kernelforge.ops._epilogue import Activation
-from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
+from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params, register_tile_problem
 from kernelforge.ops._texture import TexLayout, first_too_big
 
 # Accumulators per thread and unrolled statements per kernel are capped: past these, drivers spill
-# registers or spend seconds compiling, and no device we measured got faster. (lavapipe still gains at 256:
-# its SIMD lanes are separate invocations, so a tall register tile saves loads, not registers.)
-MAX_ACCUMULATORS = 256
+# registers or spend seconds compiling, and no device we measured got faster (wide_tiles devices: 256).
 NARROW_ACCUMULATORS = 128
-"""The cap where the compiler is not known to handle wide tiles (``Limits.wide_tiles``)."""
 MAX_UNROLLED_FMAS = 1024
 MAX_LOADS_PER_THREAD = 64
 
@@ -179,11 +176,9 @@ class GemmSpec(OpSpec[GemmProblem]):
                 return "vec_a=4 applies to unstaged kernels only (staged tiles are read from workgroup memory)"
             if problem.k % 4 or p["tile_k"] % 4:
                 return f"vec_a=4 needs K % 4 == 0 and tile_k % 4 == 0 (K={problem.k}, tile_k={p['tile_k']})"
-        if p["wpt_m"] > 8 and not limits.wide_tiles:
-            return f"wpt_m={p['wpt_m']} needs a compiler that handles wide tiles (Limits.wide_tiles)"
-        cap = MAX_ACCUMULATORS if limits.wide_tiles else NARROW_ACCUMULATORS
-        if p["wpt_m"] * p["wpt_n"] > cap:
-            return f"{p['wpt_m'] * p['wpt_n']} accumulators per thread > {cap} (this device's compiler)"
+        tile = register_tile_problem(limits, "wpt_m", p["wpt_m"], p["wpt_m"] * p["wpt_n"], NARROW_ACCUMULATORS)
+        if tile:
+            return tile
         nv = p["wpt_n"] // p["vec_width"]
         if p["tile_k"] * p["wpt_m"] * nv > MAX_UNROLLED_FMAS:
             return f"unrolled body of {p['tile_k'] * p['wpt_m'] * nv} FMAs > {MAX_UNROLLED_FMAS}"
