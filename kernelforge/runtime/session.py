@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,14 +61,8 @@ def prepare_graph(model: ModelSource, input_shapes: Mapping[str, Sequence[int]] 
 
 def model_kernels(model: ModelSource, input_shapes: Mapping[str, Sequence[int]] | None = None) -> list[tuple[str, Any]]:
     """Return the distinct ``(op, problem)`` kernels a model runs after the passes (what ``tune --model`` tunes)."""
-    graph = prepare_graph(model, input_shapes)
-    split_wide_gemms(graph)
-    seen: dict[tuple[str, Any], None] = {}
-    for node in graph.nodes:
-        call = lower_node(graph, node)
-        if call is not None:
-            seen.setdefault((call.op, call.problem), None)
-    return list(seen)
+    graph = _split_graph(model, input_shapes)
+    return _distinct(c for c in (lower_node(graph, node) for node in graph.nodes) if c is not None)
 
 
 def planned_kernels(
@@ -84,12 +78,20 @@ def planned_kernels(
     Unlike :func:`model_kernels` this depends on the device's records: the layouts its tuned convs chose
     decide where conversion kernels go (``tune --model`` tunes those in a second round).
     """
+    graph = _split_graph(model, input_shapes)
+    return _distinct(step.call for step in plan_graph(graph, info, language, limits, db).steps)
+
+
+def _split_graph(model: ModelSource, input_shapes: Mapping[str, Sequence[int]] | None) -> Graph:
+    """Return the optimized graph with GEMMs too wide for one storage binding split: what every device runs."""
     graph = prepare_graph(model, input_shapes)
     split_wide_gemms(graph)
-    seen: dict[tuple[str, Any], None] = {}
-    for step in plan_graph(graph, info, language, limits, db).steps:
-        seen.setdefault((step.call.op, step.call.problem), None)
-    return list(seen)
+    return graph
+
+
+def _distinct(calls: Iterable[Any]) -> list[tuple[str, Any]]:
+    """Return the distinct ``(op, problem)`` pairs of kernel calls, in first-seen order."""
+    return list(dict.fromkeys((c.op, c.problem) for c in calls))
 
 
 class Session:
@@ -286,6 +288,4 @@ def load(
     """
     if backend is not None and backend not in ("wgsl", "glsl"):
         raise KernelforgeError(f"backend must be 'wgsl' or 'glsl', got {backend!r}")
-    graph = prepare_graph(model, input_shapes)
-    split_wide_gemms(graph)
-    return Session(graph, open_device(device, backend), _open_db(db))
+    return Session(_split_graph(model, input_shapes), open_device(device, backend), _open_db(db))
