@@ -5,7 +5,8 @@ ResNet/MobileNet skip connection) added before the activation, so a whole block 
 
 The algorithm and the data layouts are tunables, not fixed rules: ``algo`` picks a direct register-blocked
 kernel, an implicit GEMM that stages im2col tiles in workgroup memory (the im2col matrix is never
-materialised), or a depthwise kernel; ``layout`` picks NCHW or NHWC activations and ``w_layout`` OIHW or
+materialised), or one of two depthwise kernels (per pixel, or a row window that loads each input column once
+per kernel row); ``layout`` picks NCHW or NHWC activations and ``w_layout`` OIHW or
 HWIO weights. Inputs are converted to the chosen layouts in :meth:`ConvSpec.device_inputs` (weights
 once, at load, in a graph) and the output back in :meth:`ConvSpec.from_device`.
 """
@@ -13,7 +14,6 @@ once, at load, in a graph) and the output back in :meth:`ConvSpec.from_device`.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -22,11 +22,22 @@ import numpy as np
 
 from kernelforge.errors import ShapeError
 from kernelforge.ops._attrs import resolve_auto_pad
+from kernelforge.ops._conv_shape import SYNTAX, parse_shape
 from kernelforge.ops._epilogue import Activation
-from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params, register_tile_problem
+from kernelforge.ops._spec import (
+    WIDE_ACCUMULATORS,
+    GlLaunch,
+    Launch,
+    Limits,
+    OpSpec,
+    Param,
+    Params,
+    register_tile_problem,
+)
 from kernelforge.ops._texture import TexLayout, first_too_big
 
-DIRECT, IMPLICIT_GEMM, DEPTHWISE = 0, 1, 2
+DIRECT, IMPLICIT_GEMM, DEPTHWISE, DEPTHWISE_ROWS = 0, 1, 2, 3
+_DEPTHWISE_ALGOS = (DEPTHWISE, DEPTHWISE_ROWS)
 NCHW, NHWC = 0, 1
 NHWC_AXES = (0, 2, 3, 1)
 """The NCHW -> NHWC axis order."""
@@ -83,11 +94,10 @@ _SEEDS: tuple[Params, ...] = (
     {**DEFAULT_PARAMS, "layout": NCHW, "wpt_p": 8, "wpt_o": 4},
     {**DEPTHWISE_DEFAULT, "wg_x": 8, "wg_y": 8, "wpt_p": 4, "wpt_o": 4},
     {**DEPTHWISE_DEFAULT, "wg_x": 32, "wg_y": 2, "wpt_p": 4, "wpt_o": 8},
+    {**DEPTHWISE_DEFAULT, "algo": DEPTHWISE_ROWS, "wg_x": 8, "wg_y": 4, "wpt_p": 8, "wpt_o": 4},
+    {**DEPTHWISE_DEFAULT, "algo": DEPTHWISE_ROWS, "wg_x": 16, "wg_y": 2, "wpt_p": 4, "wpt_o": 8},
 )
 _GLSL_SEEDS: tuple[Params, ...] = ({**GLSL_DEFAULT_PARAMS, "c_unroll": 4}, {**GLSL_DEFAULT_PARAMS, "c_unroll": 2})
-
-_SHAPE = re.compile(r"^(\d+)x(\d+)x(\d+)x(\d+):(\d+)x(\d+)x(\d+)((?::[a-z]+[0-9x,]*)*)$")
-_OPTION = re.compile(r"^([a-z]+)([0-9x,]*)$")
 
 
 def _fit_tile_k(params: Params, problem: ConvProblem, language: str) -> Params:
@@ -100,13 +110,12 @@ def _fit_tile_k(params: Params, problem: ConvProblem, language: str) -> Params:
     return fitted
 
 
-def _pair(text: str, what: str) -> tuple[int, int]:
-    values = [int(v) for v in re.split(r"[x,]", text)]
-    if len(values) == 1:
-        return values[0], values[0]
-    if len(values) == 2:
-        return values[0], values[1]
-    raise ShapeError(f"conv2d shape: {what} needs 1 or 2 numbers, got {text!r}")
+def _row_window(problem: ConvProblem, params: Params) -> list[int]:
+    """Return the input columns (from the first pixel's leftmost tap) a row-window thread loads per kernel row."""
+    if params["algo"] != DEPTHWISE_ROWS:
+        return []
+    sx, dx = problem.strides[1], problem.dilations[1]
+    return sorted({i * sx + kx * dx for i in range(params["wpt_p"]) for kx in range(problem.kw)})
 
 
 @dataclass(frozen=True)
@@ -183,14 +192,15 @@ class ConvSpec(OpSpec[ConvProblem]):
 
     name: ClassVar[str] = "conv2d"
     templates: ClassVar[dict[str, str]] = {"wgsl": "wgsl/conv2d.wgsl.j2", "glsl": "glsl/conv2d.frag.j2"}
-    shape_syntax: ClassVar[str] = (
-        "NxCxHxW:MxKHxKW[:sS|:sSYxSX][:pP|:pT,L,B,R][:dD|:dDYxDX][:gG] (1x64x56x56:64x3x3:s1:p1, "
-        "1x32x112x112:32x3x3:s2:p0,0,1,1:g32); shapes are separated by ';'"
-    )
+    shape_syntax: ClassVar[str] = SYNTAX
     shape_separator: ClassVar[str] = ";"
     spaces: ClassVar[dict[str, tuple[Param, ...]]] = {
         "wgsl": (
-            Param("algo", (0, 1, 2), "0 direct, 1 implicit GEMM (im2col tiles in workgroup memory), 2 depthwise"),
+            Param(
+                "algo",
+                (0, 1, 2, 3),
+                "0 direct, 1 implicit GEMM (im2col tiles in workgroup memory), 2 depthwise, 3 depthwise row window",
+            ),
             Param("layout", (0, 1), "activations (X, Y, residual): 0 NCHW, 1 NHWC"),
             Param("w_layout", (0, 1), "weights: 0 OIHW, 1 HWIO (output channels contiguous)"),
             Param("wg_x", (1, 2, 4, 8, 16, 32, 64), "workgroup threads along output pixels"),
@@ -209,35 +219,8 @@ class ConvSpec(OpSpec[ConvProblem]):
     }
 
     def parse_problem(self, text: str) -> ConvProblem:
-        """Parse ``NxCxHxW:MxKHxKW`` plus ``:s`` strides, ``:p`` pads, ``:d`` dilations, ``:g`` group options.
-
-        Strides and dilations take one number or ``YxX``; pads one number or ``top,left,bottom,right``; e.g.
-        ``1x64x56x56:64x3x3:s1:p1``.
-        """
-        match = _SHAPE.match(text.strip().lower())
-        if not match:
-            raise ShapeError(f"conv2d shape {text!r} is not NxCxHxW:MxKHxKW[:sS][:pP][:dD][:gG] ({self.shape_syntax})")
-        n, c, h, w, m, kh, kw = (int(match.group(i)) for i in range(1, 8))
-        options: dict[str, Any] = {}
-        seen: set[str] = set()
-        for part in filter(None, match.group(8).split(":")):
-            opt = _OPTION.match(part)
-            if not opt or opt.group(1) not in ("s", "p", "d", "g") or opt.group(1) in seen:
-                raise ShapeError(f"conv2d shape {text!r}: bad or repeated option {part!r}")
-            key, value = opt.group(1), opt.group(2)
-            seen.add(key)
-            if not value:
-                raise ShapeError(f"conv2d shape {text!r}: option {part!r} has no value")
-            if key == "p":
-                numbers = [int(v) for v in re.split(r"[x,]", value)]
-                if len(numbers) not in (1, 4):
-                    raise ShapeError(f"conv2d shape {text!r}: pads need 1 or 4 numbers (top,left,bottom,right)")
-                options["pads"] = tuple(numbers * 4 if len(numbers) == 1 else numbers)
-            elif key == "g":
-                options["group"] = int(value)
-            else:
-                options["strides" if key == "s" else "dilations"] = _pair(value, key)
-        return ConvProblem(n=n, c=c, h=h, w=w, m=m, kh=kh, kw=kw, **options)
+        """Parse ``NxCxHxW:MxKHxKW`` plus ``:s`` strides, ``:p`` pads, ``:d`` dilations, ``:g`` group options."""
+        return ConvProblem(**parse_shape(text))
 
     def problem_key(self, problem: ConvProblem) -> str:
         """Return the canonical shape text (parseable back), e.g. ``1x64x56x56:64x3x3:s1x1:p1,1,1,1:d1x1:g1``."""
@@ -288,13 +271,18 @@ class ConvSpec(OpSpec[ConvProblem]):
             return tile
         fma_cap = MAX_UNROLLED_FMAS if limits.wide_tiles else NARROW_UNROLLED_FMAS
         vw = p["vec_width"]
-        if p["algo"] == DEPTHWISE:
+        if p["algo"] in _DEPTHWISE_ALGOS:
             if not q.depthwise:
                 return f"the depthwise kernel needs group == input channels (group={q.group}, c={q.c})"
             if vw == 4 and (q.m % 4 or q.mg != 1 or p["layout"] != NHWC):
                 return "depthwise vec4 needs NHWC, M % 4 == 0 and one output per input channel"
             if p["vec_c"] != 1 or p["tile_k"] != 1 or p["w_layout"] != HWIO:
                 return "the depthwise kernel has no vec_c/tile_k and reads HWIO weights (use 1, 1, 1)"
+            window = len(_row_window(q, p)) * p["wpt_o"]
+            if window > (WIDE_ACCUMULATORS if limits.wide_tiles else NARROW_ACCUMULATORS):
+                return f"a row window of {window} input values per thread is too many registers"
+            if p["algo"] == DEPTHWISE_ROWS and q.kw * p["wpt_p"] * p["wpt_o"] // vw > fma_cap:
+                return f"unrolled body of {q.kw * p['wpt_p'] * p['wpt_o'] // vw} FMAs > {fma_cap}"
         else:
             if vw == 4 and q.mg % 4:
                 return f"vec_width=4 needs output channels per group % 4 == 0 (got {q.mg})"
@@ -413,8 +401,10 @@ class ConvSpec(OpSpec[ConvProblem]):
                 "tile_p": p["wg_x"] * p["wpt_p"],
                 "tile_o": p["wg_y"] * p["wpt_o"],
                 "nv": p["wpt_o"] // vw,
-                "o_tiles": math.ceil((q.m if p["algo"] == DEPTHWISE else q.mg) / (p["wg_y"] * p["wpt_o"])),
+                "o_tiles": math.ceil((q.m if p["algo"] in _DEPTHWISE_ALGOS else q.mg) / (p["wg_y"] * p["wpt_o"])),
                 "kk": q.cg * q.kh * q.kw,
+                "row_tiles": math.ceil(q.ow / p["wpt_p"]),
+                "dw_cols": _row_window(q, p),
             }
         )
         return context
@@ -423,9 +413,13 @@ class ConvSpec(OpSpec[ConvProblem]):
         """Return workgroups over (pixel tiles, group x channel tiles, batch); shapes are baked in the kernel."""
         q = problem
         tile_p, tile_o = params["wg_x"] * params["wpt_p"], params["wg_y"] * params["wpt_o"]
-        depthwise = params["algo"] == DEPTHWISE
+        depthwise = params["algo"] in _DEPTHWISE_ALGOS
         channel_groups = math.ceil(q.m / tile_o) if depthwise else q.group * math.ceil(q.mg / tile_o)
-        return Launch((math.ceil(q.oh * q.ow / tile_p), channel_groups, q.n), (q.oh * q.ow, 0, 0, 0))
+        if params["algo"] == DEPTHWISE_ROWS:  # one thread per WPT_P pixels of a row, rows not merged
+            pixel_groups = math.ceil(q.oh * math.ceil(q.ow / params["wpt_p"]) / params["wg_x"])
+        else:
+            pixel_groups = math.ceil(q.oh * q.ow / tile_p)
+        return Launch((pixel_groups, channel_groups, q.n), (q.oh * q.ow, 0, 0, 0))
 
     def gl_launch(self, problem: ConvProblem, params: Params) -> GlLaunch:
         """Return the textures of the GLSL kernel.

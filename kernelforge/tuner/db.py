@@ -263,7 +263,8 @@ class TuningDB:
             device: The device description (its ``fingerprint`` names the file).
             incoming: Records to store.
             keep_faster: Keep an existing record with the same key when it is faster (merge); otherwise
-                the incoming record replaces it (a fresh tuning run).
+                the incoming record replaces it and any stale record (another template hash) of the same
+                op, language, dtype and shape: a fresh tuning run supersedes both.
 
         Raises:
             DatabaseError: When the existing file is corrupt (it is never overwritten).
@@ -278,6 +279,9 @@ class TuningDB:
                 old = records.get(record.key)
                 if keep_faster and old is not None and old.time_s <= record.time_s:
                     continue
+                if not keep_faster:
+                    for key in [k for k, r in records.items() if _same_kernel(r, record)]:
+                        del records[key]
                 records[record.key] = record
                 written += 1
             if written:
@@ -302,6 +306,30 @@ class TuningDB:
         for found in self.candidates(query):
             return found
         return Lookup(query.spec.default_params(query.problem, query.limits, query.language), "default")
+
+    def stale_params(self, query: Query) -> list[Params]:
+        """Return this device's records of the query's exact shape made with another template, fastest first.
+
+        They cannot be looked up (the kernel text changed), but a template edit rarely moves the optimum far:
+        the tuner re-verifies and re-times them as warm-start trials, so re-tuning after an edit is cheap.
+        """
+        path = self.path_for(query.info.slug)
+        if not path.exists():
+            return []
+        try:
+            loaded = self.load(path)
+        except DatabaseError as exc:
+            warnings.warn(f"{exc}; ignoring it", stacklevel=2)
+            return []
+        shape = query.spec.problem_key(query.problem)
+        stale = [
+            r
+            for r in loaded.records.values()
+            if (r.op, r.language, r.dtype, r.shape) == (query.spec.name, query.language, query.dtype, shape)
+            and r.template_hash != query.template_hash
+            and query.spec.constraints(query.problem, r.params, query.limits, query.language) is None
+        ]
+        return [r.params for r in sorted(stale, key=lambda r: r.time_s)]
 
     def candidates(self, query: Query) -> list[Lookup]:
         """Return every stored config that fits the query's problem, best first, in :meth:`lookup`'s order.
@@ -352,6 +380,11 @@ class TuningDB:
             if all(item.params != u.params for u in unique):
                 unique.append(item)
         return unique
+
+
+def _same_kernel(a: Record, b: Record) -> bool:
+    """Whether two records tune the same op, language, dtype and shape (whatever their template)."""
+    return (a.op, a.language, a.dtype, a.shape) == (b.op, b.language, b.dtype, b.shape)
 
 
 def new_record(

@@ -157,14 +157,16 @@ def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: Tun
     )
     default = spec.default_params(problem, backend.limits, language)
     seen = [from_indices(spec, t.params, language) for t in study.get_trials(deepcopy=False) if t.params]
-    # trial 0 is the default; then the best known configs of this shape, the nearest shapes and similar
-    # devices (warm start: good configs transfer between neighbouring shapes far better than a random start),
-    # then the op's own seed configs (diverse known-good shapes, CLBlast-style starting points)
-    known = TuningDB(options.db_dir).candidates(
-        Query(backend.info, spec, language, problem, backend.limits, kernel_hash(spec, language))
-    )
+    # trial 0 is the default; then this shape's best record from before a template edit (re-verified and
+    # re-timed like any trial: an edit rarely moves the optimum far, so re-tuning after one is cheap), the best
+    # known configs of this shape, the nearest shapes and similar devices (warm start: good configs transfer
+    # between neighbouring shapes far better than a random start), then the op's own seed configs (diverse
+    # known-good shapes, CLBlast-style starting points)
+    db = TuningDB(options.db_dir)
+    query = Query(backend.info, spec, language, problem, backend.limits, kernel_hash(spec, language))
+    known = db.stale_params(query)[:1] + [k.params for k in db.candidates(query)[: options.warm_start]]
     seeds = [s for s in spec.seed_params(problem, backend.limits, language) if s != default]
-    for params in (default, *(k.params for k in known[: options.warm_start]), *seeds):
+    for params in (default, *known, *seeds):
         if params not in seen:
             # skip_if_exists: a resumed study still holds the queued trials an earlier run never reached
             study.enqueue_trial(to_indices(spec, params, language), skip_if_exists=True)

@@ -9,7 +9,15 @@ import kernelforge.ops as kops
 from kernelforge.errors import ShapeError
 from kernelforge.ops import get_op
 from kernelforge.ops._epilogue import ACTIVATIONS, Activation
-from kernelforge.ops.conv import DEFAULT_PARAMS, DEPTHWISE, DIRECT, IMPLICIT_GEMM, ConvProblem
+from kernelforge.ops.conv import (
+    DEFAULT_PARAMS,
+    DEPTHWISE,
+    DEPTHWISE_DEFAULT,
+    DEPTHWISE_ROWS,
+    DIRECT,
+    IMPLICIT_GEMM,
+    ConvProblem,
+)
 from kernelforge.runtime.kernel import prepare
 from kernelforge.testing.ops import check_op, check_sampled_configs, sampled_configs
 from kernelforge.tuner.objective import verify
@@ -53,6 +61,39 @@ def test_every_algorithm_and_layout(lavapipe, algo, layout, w_layout):
         params = {**base, **extra}
         assert SPEC.constraints(problem, params, lavapipe.limits, "wgsl") is None
         check_op(lavapipe, SPEC, problem, params)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "1x8x9x9:8x3x3:s2:p1:g8",
+        "1x6x9x9:12x3x3:s1:p1:g6",  # channel multiplier 2 (scalar loads only)
+        "1x12x7x7:12x5x5:p2:g12",
+        "1x4x17x3:4x3x3:s3:d2:p2:g4",  # rows narrower than the pixels per thread
+        "1x8x7x11:8x3x3:s1:p1,0,1,2:g8",  # asymmetric pads
+        "2x8x5x13:8x3x2:s2x1:p1,0,0,1:d1x2:g8",  # batch, dilated non-square kernel
+        "1x16x9x9:16x1x1:s2:g16",  # stride 2, 1x1: every other input column is never loaded
+    ],
+)
+def test_depthwise_row_window(wgsl_device, shape):
+    problem = SPEC.parse_problem(shape)
+    variants = (
+        {},
+        {"vec_width": 1},
+        {"wpt_p": 8, "wg_x": 4},
+        {"wpt_p": 1},
+        {"wpt_p": 2, "wpt_o": 8, "wg_y": 1},
+        {"vec_width": 1, "wpt_o": 1},
+        {"vec_width": 1, "layout": 0, "wpt_p": 4},
+        {"vec_width": 1, "layout": 0, "wpt_p": 2},
+    )
+    ran = 0
+    for extra in variants:
+        params = {**DEPTHWISE_DEFAULT, "algo": DEPTHWISE_ROWS, **extra}
+        if SPEC.constraints(problem, params, wgsl_device.limits, "wgsl") is None:
+            check_op(wgsl_device, SPEC, problem, params)
+            ran += 1
+    assert ran >= 4
 
 
 def test_every_wgsl_device_runs_the_defaults(wgsl_device):

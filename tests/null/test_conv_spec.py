@@ -9,7 +9,7 @@ from kernelforge.errors import InvalidParamsError, ShapeError
 from kernelforge.ops import Limits, get_op
 from kernelforge.ops._attrs import resolve_auto_pad
 from kernelforge.ops._epilogue import Activation
-from kernelforge.ops.conv import DEFAULT_PARAMS, DEPTHWISE, ConvProblem
+from kernelforge.ops.conv import DEFAULT_PARAMS, DEPTHWISE, DEPTHWISE_DEFAULT, DEPTHWISE_ROWS, ConvProblem
 from kernelforge.templates import render
 from kernelforge.testing.ops import assert_default_fits, assert_params_reach_template, valid_configs
 
@@ -181,3 +181,17 @@ def test_sixteen_pixels_per_thread_only_where_the_compiler_handles_them():
     params = {**DEFAULT_PARAMS, "layout": 0, "wg_x": 4, "wg_y": 16, "wpt_p": 16, "wpt_o": 4}
     assert "wpt_p=16" in (SPEC.constraints(problem, params, Limits(), "wgsl") or "")
     assert SPEC.constraints(problem, params, Limits(wide_tiles=True), "wgsl") is None
+
+
+def test_depthwise_row_window_launch_and_register_cap():
+    # 3 output rows of 10 pixels, 4 pixels per thread: 3 tiles per row (the last one half empty), 9 threads
+    problem = SPEC.parse_problem("1x8x6x20:8x3x3:s2:p1:g8")
+    rows = {**DEPTHWISE_DEFAULT, "algo": DEPTHWISE_ROWS, "wg_x": 4, "wg_y": 2, "wpt_p": 4, "wpt_o": 4}
+    assert SPEC.launch(problem, rows).workgroups == (3, 1, 1)  # ceil(3 rows * 3 tiles / 4 threads)
+    assert SPEC.launch(problem, {**rows, "algo": DEPTHWISE}).workgroups == (2, 1, 1)  # ceil(30 pixels / 16)
+    source = render(SPEC, "wgsl", problem, rows)
+    # stride 2, 3 taps over 4 pixels: input columns 0..8 loaded once per kernel row, not 12 times
+    assert "let xv0_8 =" in source and "let xv0_9 =" not in source
+    wide = {**rows, "wpt_p": 16, "wpt_o": 16, "wg_x": 1, "wg_y": 1}
+    assert "row window of 528" in (SPEC.constraints(problem, wide, Limits(wide_tiles=True), "wgsl") or "")
+    assert "depthwise" in (SPEC.constraints(SPEC.parse_problem("1x8x6x6:8x3x3"), rows, LIMITS, "wgsl") or "")

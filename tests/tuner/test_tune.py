@@ -8,7 +8,7 @@ import pytest
 
 import kernelforge.tuner.objective as objective_mod
 from kernelforge.ops import get_op
-from kernelforge.tuner.db import TuningDB
+from kernelforge.tuner.db import TuningDB, device_meta, new_record
 from kernelforge.tuner.measure import MeasureConfig
 from kernelforge.tuner.strategies import STRATEGIES
 from kernelforge.tuner.tune import TuneOptions, default_storage, pick_winner, study_name, tune_problem
@@ -156,6 +156,20 @@ def test_warm_start_tries_the_nearest_known_config(tmp_path, lavapipe):
     assert tried[0] == SPEC.default_params(problem, lavapipe.limits, "wgsl")
     if first.record.params != tried[0]:
         assert tried[1] == first.record.params
+
+
+def test_retuning_after_a_template_edit_starts_from_the_stale_record(tmp_path, lavapipe):
+    problem = SPEC.parse_problem("44x44x44")
+    before = {"wg_x": 4, "wg_y": 4, "wpt_m": 2, "wpt_n": 2, "tile_k": 4, "vec_width": 1, "vec_a": 1, "staging": 0}
+    assert before != SPEC.default_params(problem, lavapipe.limits, "wgsl")
+    stale = new_record(SPEC, "wgsl", problem, "0" * 64, before, 0.001, 0.002, {"ok": 1}, "drv")
+    TuningDB(tmp_path).update(device_meta(lavapipe.info), [stale])
+    result = tune_problem(lavapipe, SPEC, problem, options(tmp_path, trials=2))
+    study = optuna.load_study(study_name=study_name(lavapipe, SPEC, problem), storage=default_storage(tmp_path))
+    tried = [{p.name: p.choices[t.params[p.name]] for p in SPEC.params("wgsl")} for t in study.trials if t.params]
+    assert tried[1] == before  # right after the default, re-verified and re-timed like any trial
+    records = TuningDB(tmp_path).load(tmp_path / f"{lavapipe.info.slug}.json").records
+    assert list(records) == [result.record.key]  # the fresh record superseded the stale one
 
 
 def test_resuming_a_study_does_not_queue_its_starting_points_twice(tmp_path, lavapipe):
