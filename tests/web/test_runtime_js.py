@@ -332,6 +332,27 @@ def test_runs_the_plan_and_matches_numpy(site: Site, backend: str, language: str
     np.testing.assert_array_equal(np.asarray(info["first"]["c"], dtype=np.float32), consts[2])
 
 
+RUN_MANY = """
+const m = await kf.load(arg.url, {backend: "webgpu"});
+const xs = arg.xs.map(x);
+const out = [];
+for (let i = 0; i < 40; i++) out.push(Array.from((await m.run({x: xs[i % 2]})).z));
+m.dispose();
+return out;
+"""
+
+
+def test_every_run_reads_its_own_result_while_readback_pacing_adapts(site: Site) -> None:
+    # the WebGPU backend delays its readback request by 0-2 ms learnt from earlier runs; whatever the delay,
+    # each run must read back its own outputs (alternating inputs would expose a stale or early read)
+    url, consts = _chain_bundle(site, "wgsl")
+    x1, x2 = _random(3, N), _random(4, N)
+    got = site.js(RUN_MANY, {"url": url, "xs": [x1.tolist(), x2.tolist()]})
+    assert len(got) == 40
+    for i, z in enumerate(got):
+        _close(z, mul_add((x1, x2)[i % 2], *consts[:2]))
+
+
 def test_webgl2_uploads_by_the_layout_rule(site: Site) -> None:
     # FORMAT.md: value (r, c) of a [rows, cols] matrix goes to float (r * ceil(cols / pack) + c // pack) * pack
     # + c % pack of a zero-filled width * height * pack array. One copy step with three render targets reads
