@@ -202,8 +202,14 @@ def test_a_tie_goes_to_the_config_that_compiles_fastest():
     assert pick_winner({"big": 1.0, "small": 1.01, "tiny": 1.5, "default": 2.0}, compile_s, "default") == "small"
     # a clear winner keeps its place
     assert pick_winner({"big": 1.0, "small": 1.1, "default": 2.0}, compile_s, "default") == "big"
+    # compile time is charged over COMPILE_HORIZON runs: 0.5 s more to compile must save 0.5 ms a run
+    quick = {"unrolled": 0.53, "plain": 0.04, "default": 0.07}
+    assert pick_winner({"unrolled": 648e-6, "plain": 684e-6, "default": 1.09e-3}, quick, "default") == "plain"
+    assert pick_winner({"unrolled": 0.1e-3, "plain": 1.0e-3, "default": 1.09e-3}, quick, "default") == "unrolled"
     # microsecond kernels: 20 us apart is noise, not a reason to compile for seconds
-    assert pick_winner({"big": 10e-6, "small": 25e-6, "default": 40e-6}, compile_s, "default") == "small"
+    assert pick_winner({"big": 10e-6, "small": 25e-6}, compile_s, "default") == "small"
+    # ... and the default, 15 us slower still but 50 ms quicker to compile, costs less over 1000 runs
+    assert pick_winner({"big": 10e-6, "small": 25e-6, "default": 40e-6}, compile_s, "default") == "default"
     # never slower than the default, tie or not: "small" compiles fastest but is slower than the default
     assert pick_winner({"big": 10e-6, "small": 25e-6, "default": 20e-6}, compile_s, "default") == "default"
     assert pick_winner({"default": 70e-6, "small": 78e-6}, {"small": 0.01, "default": 1.0}, "default") == "default"

@@ -283,10 +283,10 @@ async function openWebGPU(adapter, manifest, plan, weights, progress, checkAbort
     // request arrives, otherwise on a poll timer ~2 ms later; so for short runs a request sent just after the
     // work finishes resolves up to 2 ms sooner (SwiftShader MLP: 2.7 -> 1.6 ms a run). `pace` (0-2 ms) learns
     // the delay: a map that waited over 1.5 ms was sent too early (+1 ms); after `patience` prompt ones it
-    // tries 1 ms less, and each try that fails doubles the patience (4 to 64 runs). Longer runs gain nothing
+    // tries 1 ms less, and each try that fails doubles the patience (2 to 64 runs). Longer runs gain nothing
     // (their run-to-run noise exceeds the timer) and keep 2 ms, which the poll timer hides. Hidden pages
     // never wait: their timers are throttled.
-    let [pace, prompt, patience, lowered] = [0, 0, 4, false];
+    let [pace, prompt, patience, lowered] = [0, 0, 2, false];
     const run = async (feeds) => {
       if (lost) fail(`the WebGPU device was lost: ${lost.message || lost.reason}`);
       for (const [name, buf] of inputs) device.queue.writeBuffer(buf, 0, feeds[name]);
