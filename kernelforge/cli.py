@@ -1,4 +1,4 @@
-"""The ``kernelforge`` command: devices, run, tune, export, db show, db merge."""
+"""The ``kernelforge`` command: devices, run, tune, export, db show, db merge, db prune."""
 
 from __future__ import annotations
 
@@ -385,6 +385,21 @@ def _cmd_db_merge(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_db_prune(args: argparse.Namespace) -> int:
+    from kernelforge.ops import get_op
+    from kernelforge.templates import kernel_hash
+    from kernelforge.tuner.db import TuningDB
+
+    status = 0
+    for path, dropped in TuningDB(args.db).prune(lambda op, language: kernel_hash(get_op(op), language)):
+        if isinstance(dropped, DatabaseError):
+            print(f"skipped: {dropped}")
+            status = 1
+        else:
+            print(f"{path.name}: {dropped} stale record{'s' * (dropped != 1)} removed")
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser."""
     parser = argparse.ArgumentParser(prog="kernelforge", description="Per-device autotuned GPU kernels.")
@@ -471,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=str(_config.db_dir()), help="tuning database directory")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("db", help="inspect or merge tuning databases")
+    p = sub.add_parser("db", help="inspect, merge or prune tuning databases")
     db_sub = p.add_subparsers(dest="db_command", required=True)
     q = db_sub.add_parser("show", help="list records")
     q.add_argument("--device", default=None, help=device_help)
@@ -481,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("other")
     q.add_argument("--db", default=str(_config.db_dir()))
     q.set_defaults(func=_cmd_db_merge)
+    q = db_sub.add_parser("prune", help="remove records made with templates that have changed since (STALE)")
+    q.add_argument("--db", default=str(_config.db_dir()))
+    q.set_defaults(func=_cmd_db_prune)
     return parser
 
 

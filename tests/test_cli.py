@@ -71,6 +71,37 @@ def test_tune_show_merge(lavapipe, capsys, tmp_path, monkeypatch):
     assert "0 of 2 records taken" in capsys.readouterr().out
 
 
+def test_db_prune_removes_only_stale_records(capsys, tmp_path):
+    from kernelforge.ops import Limits, get_op
+    from kernelforge.runtime.devices import DeviceInfo
+    from kernelforge.templates import kernel_hash
+    from kernelforge.tuner.db import TuningDB, device_meta, new_record
+
+    spec = get_op("gemm")
+    info = DeviceInfo(
+        0, "wgpu", "wgsl", "vulkan", "mesa-x-vulkan", "mesa", 0, 0, "1", "CPU", "cpu", "mesa-x-vulkan", Limits()
+    )
+    params = spec.default_params(spec.parse_problem("32x32x32"), info.limits, "wgsl")
+
+    def record(shape: str, template_hash: str):
+        return new_record(spec, "wgsl", spec.parse_problem(shape), template_hash, params, 1e-3, 2e-3, {}, "1")
+
+    db = TuningDB(tmp_path)
+    current = kernel_hash(spec, "wgsl")
+    db.update(device_meta(info), [record("32x32x32", current), record("32x32x32", "0" * 64), record("8x8x8", "1" * 64)])
+    corrupt = tmp_path / "mesa-y-vulkan.json"
+    corrupt.write_text("{ not json")
+    assert main(["db", "prune", "--db", str(tmp_path)]) == 1  # the corrupt file is named and left alone
+    out = capsys.readouterr().out
+    assert "mesa-x-vulkan.json: 2 stale records removed" in out and str(corrupt) in out
+    assert corrupt.read_text() == "{ not json"
+    left = db.load(tmp_path / "mesa-x-vulkan.json").records
+    assert [(r.shape, r.template_hash) for r in left.values()] == [("32x32x32", current)]
+    corrupt.unlink()
+    assert main(["db", "prune", "--db", str(tmp_path)]) == 0
+    assert "0 stale records removed" in capsys.readouterr().out
+
+
 def test_db_show_reports_corrupt_file(capsys, tmp_path):
     bad = tmp_path / "mesa-x-vulkan.json"
     bad.write_text("{ not json")

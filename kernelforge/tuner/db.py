@@ -20,7 +20,7 @@ import math
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -263,8 +263,8 @@ class TuningDB:
             device: The device description (its ``fingerprint`` names the file).
             incoming: Records to store.
             keep_faster: Keep an existing record with the same key when it is faster (merge); otherwise
-                the incoming record replaces it and any stale record (another template hash) of the same
-                op, language, dtype and shape: a fresh tuning run supersedes both.
+                the incoming record replaces it (a fresh tuning run). Records of other template hashes
+                stay: whether they are older or newer than this code's is not known (``prune`` drops them).
 
         Raises:
             DatabaseError: When the existing file is corrupt (it is never overwritten).
@@ -279,14 +279,31 @@ class TuningDB:
                 old = records.get(record.key)
                 if keep_faster and old is not None and old.time_s <= record.time_s:
                     continue
-                if not keep_faster:
-                    for key in [k for k, r in records.items() if _same_kernel(r, record)]:
-                        del records[key]
                 records[record.key] = record
                 written += 1
             if written:
                 self._write(path, {**current.device, **device}, records)
         return written
+
+    def prune(self, current_hash: Callable[[str, str], str]) -> list[tuple[Path, int | DatabaseError]]:
+        """Drop the records whose template hash is not ``current_hash(op, language)``; per file, how many.
+
+        Each file is rewritten under its lock from a fresh read, and only when something is dropped; a
+        corrupt file is reported in the list and left untouched.
+        """
+        done: list[tuple[Path, int | DatabaseError]] = []
+        for path in self.files():
+            with filelock.FileLock(str(path) + ".lock", timeout=60):
+                try:
+                    current = self._parse(path)
+                except DatabaseError as exc:
+                    done.append((path, exc))
+                    continue
+                keep = {k: r for k, r in current.records.items() if r.template_hash == current_hash(r.op, r.language)}
+                if len(keep) < len(current.records):
+                    self._write(path, current.device, keep)
+                done.append((path, len(current.records) - len(keep)))
+        return done
 
     def iter_files(self) -> Iterator[tuple[Path, DeviceFile | DatabaseError]]:
         """Yield each file with its parsed content, or the error that made it unreadable."""
@@ -380,11 +397,6 @@ class TuningDB:
             if all(item.params != u.params for u in unique):
                 unique.append(item)
         return unique
-
-
-def _same_kernel(a: Record, b: Record) -> bool:
-    """Whether two records tune the same op, language, dtype and shape (whatever their template)."""
-    return (a.op, a.language, a.dtype, a.shape) == (b.op, b.language, b.dtype, b.shape)
 
 
 def new_record(

@@ -70,7 +70,7 @@ def test_fallback_order(tmp_path):
     assert (exact.source, exact.params) == ("tuned", FAST)
 
 
-def test_stale_records_warm_start_and_are_superseded(tmp_path):
+def test_stale_records_warm_start_and_stay_until_pruned(tmp_path):
     db = TuningDB(tmp_path)
     me = device("mesa-me-vulkan-1.0")
     old, older = "0" * 64, "1" * 64
@@ -78,24 +78,26 @@ def test_stale_records_warm_start_and_are_superseded(tmp_path):
         device_meta(me),
         [
             record("64x64x64", FAST, 0.01, old),
+            record("64x64x64", OTHER, 0.02, older),
             record("61x61x61", SCALAR, 0.01, old),  # another shape
             record("128x128x128", SCALAR),  # current template, another shape
         ],
     )
-    db.update(device_meta(me), [record("64x64x64", OTHER, 0.02, older)], keep_faster=True)  # merged in
     query = Query(me, SPEC, "wgsl", SPEC.parse_problem("64x64x64"), Limits(), HASH)
     # stale records are never looked up, but the exact shape's are offered to the tuner, fastest first
     assert lookup(db, me, "64x64x64").source == "nearest"
     assert db.stale_params(query) == [FAST, OTHER]
     odd = Query(me, SPEC, "wgsl", SPEC.parse_problem("61x61x61"), Limits(), HASH)
-    assert db.stale_params(odd) == [SCALAR]  # vec4 configs would not fit N=61 and are not there anyway
-    # a fresh tuning result of the shape replaces its stale records; merging one does not
+    assert db.stale_params(odd) == [SCALAR]
+    # a fresh record of the shape does not delete them (another version's code may still use them) ...
     db.update(device_meta(me), [record("64x64x64", SCALAR)])
-    shapes = sorted((r.shape, r.template_hash == HASH) for r in db.load(db.path_for(me.slug)).records.values())
-    assert shapes == [("128x128x128", True), ("61x61x61", False), ("64x64x64", True)]
+    assert len(db.load(db.path_for(me.slug)).records) == 5
+    assert lookup(db, me, "64x64x64").params == SCALAR
+    # ... pruning does, and only them
+    assert db.prune(lambda op, language: HASH) == [(db.path_for(me.slug), 3)]
+    shapes = sorted(r.shape for r in db.load(db.path_for(me.slug)).records.values())
+    assert shapes == ["128x128x128", "64x64x64"]
     assert db.stale_params(query) == []
-    db.update(device_meta(me), [record("61x61x61", SCALAR)], keep_faster=True)
-    assert len(db.load(db.path_for(me.slug)).records) == 4  # merged next to the stale one
 
 
 def test_nearest_skips_records_that_do_not_fit(tmp_path):
