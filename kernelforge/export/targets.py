@@ -91,10 +91,7 @@ def _matches(selector: str, meta: dict[str, Any], language: str) -> bool:
         return s == language
     if s == str(meta.get("class", "")).lower():
         return True
-    text = " ".join(str(meta.get(k, "")) for k in ("fingerprint", "name", "vendor", "api")).lower()
-    if "llvmpipe" in text and meta.get("api") == "vulkan":
-        text += " lavapipe"
-    return s in text
+    return s in _info(meta, language).search_text()  # what --device matches, aliases included
 
 
 def select_targets(db: TuningDB, selectors: Sequence[str] = ("all",)) -> list[Target]:
