@@ -58,6 +58,11 @@ separate invocations, so a tall register tile saves lane-by-lane loads, not regi
 get slow for no gain."""
 
 
+def register_cap(limits: Limits, narrow_cap: int) -> int:
+    """Return how many values a thread may hold in registers on the device: ``narrow_cap`` unless ``wide_tiles``."""
+    return WIDE_ACCUMULATORS if limits.wide_tiles else narrow_cap
+
+
 def register_tile_problem(limits: Limits, name: str, rows: int, accumulators: int, narrow_cap: int) -> str | None:
     """Return why a thread's register tile is too big for the device's shader compiler, or None.
 
@@ -70,7 +75,7 @@ def register_tile_problem(limits: Limits, name: str, rows: int, accumulators: in
     """
     if rows > 8 and not limits.wide_tiles:
         return f"{name}={rows} needs a compiler that handles wide tiles (Limits.wide_tiles)"
-    cap = WIDE_ACCUMULATORS if limits.wide_tiles else narrow_cap
+    cap = register_cap(limits, narrow_cap)
     if accumulators > cap:
         return f"{accumulators} accumulators per thread > {cap} (this device's compiler)"
     return None

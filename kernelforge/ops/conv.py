@@ -25,13 +25,13 @@ from kernelforge.ops._attrs import resolve_auto_pad
 from kernelforge.ops._conv_shape import SYNTAX, parse_shape
 from kernelforge.ops._epilogue import Activation
 from kernelforge.ops._spec import (
-    WIDE_ACCUMULATORS,
     GlLaunch,
     Launch,
     Limits,
     OpSpec,
     Param,
     Params,
+    register_cap,
     register_tile_problem,
 )
 from kernelforge.ops._texture import TexLayout, first_too_big
@@ -287,11 +287,12 @@ class ConvSpec(OpSpec[ConvProblem]):
                 return "depthwise vec4 needs NHWC, M % 4 == 0 and one output per input channel"
             if p["vec_c"] != 1 or p["tile_k"] != 1 or p["w_layout"] != HWIO:
                 return "the depthwise kernel has no vec_c/tile_k and reads HWIO weights (use 1, 1, 1)"
-            window = len(_row_window(q, p)) * p["wpt_o"]
-            if window > (WIDE_ACCUMULATORS if limits.wide_tiles else NARROW_ACCUMULATORS):
-                return f"a row window of {window} input values per thread is too many registers"
-            if p["algo"] == DEPTHWISE_ROWS and q.kw * p["wpt_p"] * p["wpt_o"] // vw > fma_cap:
-                return f"unrolled body of {q.kw * p['wpt_p'] * p['wpt_o'] // vw} FMAs > {fma_cap}"
+            if p["algo"] == DEPTHWISE_ROWS:
+                window = len(_row_window(q, p)) * p["wpt_o"]
+                if window > register_cap(limits, NARROW_ACCUMULATORS):
+                    return f"a row window of {window} input values per thread is too many registers"
+                if q.kw * p["wpt_p"] * p["wpt_o"] // vw > fma_cap:
+                    return f"unrolled body of {q.kw * p['wpt_p'] * p['wpt_o'] // vw} FMAs > {fma_cap}"
         else:
             if vw == 4 and q.mg % 4:
                 return f"vec_width=4 needs output channels per group % 4 == 0 (got {q.mg})"

@@ -116,6 +116,11 @@ COMPILE_HORIZON = 1000
 to run 5 % (36 us) faster, and a big unrolled 1x10 classifier GEMM took 0.5 s to save microseconds."""
 
 
+def charged_time(time_s: float, compile_s: float) -> float:
+    """Return a config's run time plus its compile time spread over ``COMPILE_HORIZON`` runs."""
+    return time_s + compile_s / COMPILE_HORIZON
+
+
 def pick_winner(times: dict[Any, float], compile_s: dict[Any, float], default: Any) -> Any:
     """Return the key of the config with the lowest run time plus compile time per ``COMPILE_HORIZON`` runs.
 
@@ -124,7 +129,7 @@ def pick_winner(times: dict[Any, float], compile_s: dict[Any, float], default: A
     the default.
     """
     ceiling = times.get(default, float("inf"))
-    cost = {k: t + compile_s.get(k, 0.0) / COMPILE_HORIZON for k, t in times.items() if t <= ceiling}
+    cost = {k: charged_time(t, compile_s.get(k, 0.0)) for k, t in times.items() if t <= ceiling}
     best = min(cost.values())
     tied = [k for k, c in cost.items() if c <= best * (1 + TIE_RELATIVE) or c - best <= TIE_SECONDS]
     return min(tied, key=lambda k: (compile_s.get(k, float("inf")), times[k]))
@@ -235,7 +240,7 @@ def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: Tun
         # re-measure the leaders and the default side by side: single measurements are noisy (the luckiest
         # of many noisy trials wins the search), and the default must face the winner under the same
         # conditions; the winner is chosen among these finalists only, ranked as pick_winner ranks them
-        ranked = sorted(times, key=lambda k: times[k] + compile_s.get(k, 0.0) / COMPILE_HORIZON)
+        ranked = sorted(times, key=lambda k: charged_time(times[k], compile_s.get(k, 0.0)))
         finalists = [*[k for k in ranked if k != default_key][: options.top_k], default_key]
         again = objective.remeasure([dict(k) for k in finalists], options.remeasure)
         remeasured = {finalists[i]: t for i, t in again.items()}
