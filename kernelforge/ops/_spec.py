@@ -23,6 +23,8 @@ class Param:
     name: str
     choices: tuple[int, ...]
     doc: str = ""
+    absent: int | None = None
+    """For a tunable added after records were made: the value a record without it means (None: required)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class Limits:
     """Not a WebGPU limit but a measured trait of the shader compiler: it builds kernels with 256-accumulator
     register tiles in well under a second (llvmpipe: yes, and they are its fastest; SwiftShader: one such conv
     kernel took over 24 GB to compile). Browsers get False: their compilers are unknown."""
+    subgroup_size: int = 0
+    """Lanes per subgroup where the device runs WGSL subgroup operations with one fixed subgroup size (WebGPU's
+    ``subgroups`` feature with ``subgroupMinSize == subgroupMaxSize``; SwiftShader: 4), else 0: no subgroup ops."""
 
     def as_dict(self) -> dict[str, int]:
         """Return the limits as a plain dict (for JSON output)."""
@@ -160,9 +165,9 @@ class OpSpec(abc.ABC, Generic[P]):
             raise InvalidParamsError(f"{origin}: unknown {self.name} parameter(s) {unknown}")
         clean: Params = {}
         for p in space:
-            if p.name not in params:
+            if p.name not in params and p.absent is None:
                 raise InvalidParamsError(f"{origin}: missing {self.name} parameter {p.name!r}")
-            value = params[p.name]
+            value = params.get(p.name, p.absent)
             # bool is an int subclass and strings could carry shader text: both are rejected outright
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) not in p.choices:
                 raise InvalidParamsError(

@@ -3,7 +3,8 @@
 Layout: ``<root>/<device-fingerprint>.json``::
 
     {"schema_version": 1,
-     "device": {"fingerprint": ..., "name": ..., "class": ..., "vendor": ..., "api": ..., "driver": ...},
+     "device": {"fingerprint": ..., "name": ..., "class": ..., "vendor": ..., "api": ..., "driver": ...,
+                "subgroup_size": ...},  # subgroup_size only where the device has fixed-size subgroups
      "records": {"gemm/wgsl/f32/1024x1024x1024/<template hash[:12]>": {...Record...}}}
 
 Files are data, never code: every record's params are validated against its op's search space when the
@@ -149,9 +150,16 @@ class Lookup:
     device: str = ""
 
 
-def device_meta(info: DeviceInfo) -> dict[str, Any]:
-    """Return the device description stored at the top of its file."""
-    return {
+def device_meta(info: DeviceInfo, subgroup_size: int = 0) -> dict[str, Any]:
+    """Return the device description stored at the top of its file.
+
+    Args:
+        info: The device.
+        subgroup_size: The opened device's fixed subgroup size (``Limits.subgroup_size``, found by running a
+            kernel): an export checks its records' subgroup kernels against it, and a browser runtime checks the
+            adapter's ``subgroupMinSize``/``subgroupMaxSize`` before it picks them.
+    """
+    meta: dict[str, Any] = {
         "fingerprint": info.slug,
         "name": info.name,
         "vendor": info.vendor,
@@ -159,6 +167,9 @@ def device_meta(info: DeviceInfo) -> dict[str, Any]:
         "api": info.api,
         "driver": info.driver,
     }
+    if subgroup_size:
+        meta["subgroup_size"] = subgroup_size
+    return meta
 
 
 def _umask() -> int:

@@ -260,7 +260,7 @@ def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: Tun
         backend.info.driver,
         DTYPE,
     )
-    TuningDB(options.db_dir).update(device_meta(backend.info), [record])
+    TuningDB(options.db_dir).update(device_meta(backend.info, backend.limits.subgroup_size), [record])
     return TuneResult(
         shape,
         spec.flops(problem),

@@ -96,6 +96,62 @@ def test_depthwise_row_window(wgsl_device, shape):
     assert ran >= 4
 
 
+def _subgroup_size(device) -> int:
+    size = device.limits.subgroup_size
+    if device.info.api == "vulkan":  # SwiftShader runs 4 lanes, lavapipe 8 (256-bit AVX2)
+        assert size in (4, 8), f"{device.info.slug}: the subgroup probe gave {size}"
+    return size
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "1x16x5x5:12x1x1",  # pointwise, 25 pixels: the last thread's pixels run past the end
+        "1x8x9x9:8x3x3:s1:p1",
+        "1x3x11x11:16x3x3:s2:p0,0,1,1",  # RGB stem, asymmetric pads
+        "2x6x7x5:8x3x2:s2x1:p1,0,0,1:d1x2",  # batch, non-square kernel, dilation
+        "1x8x6x6:16x3x3:p1:g2",  # grouped
+        "1x16x7x7:8x1x1:s2",  # strided 1x1
+    ],
+)
+def test_subgroup_shared_x_loads(wgsl_device, shape):
+    size = _subgroup_size(wgsl_device)
+    problem = SPEC.parse_problem(shape)
+    if not size:  # wgpu's GL backend: the kernels are refused before they reach the driver
+        params = {**DEFAULT_PARAMS, "wg_x": 1, "wg_y": 4, "wpt_p": 4, "sg_share": 4}
+        assert "no fixed-size subgroups" in (SPEC.constraints(problem, params, wgsl_device.limits, "wgsl") or "")
+        return
+    base = {**DEFAULT_PARAMS, "wg_x": 1, "wg_y": size, "wpt_p": size, "wpt_o": 4, "tile_k": 1, "sg_share": size}
+    variants = (
+        {},
+        {"layout": 0},
+        {"layout": 0, "w_layout": 0, "wg_y": 2 * size},
+        {"vec_width": 1, "wpt_o": 2, "tile_k": 2},
+        {"wpt_p": 2 * size, "wpt_o": 4},
+    )
+    ran = 0
+    for extra in variants:
+        params = {**base, **extra}
+        if SPEC.constraints(problem, params, wgsl_device.limits, "wgsl") is None:
+            check_op(wgsl_device, SPEC, problem, params)
+            ran += 1
+    assert ran >= 3
+
+
+def test_subgroup_shared_loads_with_the_fused_epilogue(wgsl_device):
+    size = _subgroup_size(wgsl_device)
+    base = SPEC.parse_problem("1x8x7x7:12x3x3:p1")
+    problem = ConvProblem(
+        **{**base.__dict__, "has_bias": True, "has_residual": True, "activation": Activation.parse("relu")}
+    )
+    lanes = size or 4
+    params = {**DEFAULT_PARAMS, "wg_x": 1, "wg_y": lanes, "wpt_p": lanes, "wpt_o": 4, "tile_k": 2, "sg_share": lanes}
+    if not size:  # wgpu's GL backend
+        assert "no fixed-size subgroups" in (SPEC.constraints(problem, params, wgsl_device.limits, "wgsl") or "")
+        return
+    check_op(wgsl_device, SPEC, problem, params)
+
+
 def test_every_wgsl_device_runs_the_defaults(wgsl_device):
     for shape in ("1x8x9x9:16x3x3:s2:p1", "1x8x9x9:8x3x3:p1:g8"):
         problem = SPEC.parse_problem(shape)

@@ -195,3 +195,32 @@ def test_depthwise_row_window_launch_and_register_cap():
     wide = {**rows, "wpt_p": 16, "wpt_o": 16, "wg_x": 1, "wg_y": 1}
     assert "row window of 528" in (SPEC.constraints(problem, wide, Limits(wide_tiles=True), "wgsl") or "")
     assert "depthwise" in (SPEC.constraints(SPEC.parse_problem("1x8x6x6:8x3x3"), rows, LIMITS, "wgsl") or "")
+
+
+def test_subgroup_shared_loads_need_fixed_size_subgroups_and_one_pixel_column():
+    problem = SPEC.parse_problem("1x16x9x9:16x3x3:p1")
+    shared = {**DEFAULT_PARAMS, "layout": 0, "wg_x": 1, "wg_y": 8, "wpt_p": 8, "wpt_o": 8, "tile_k": 2, "sg_share": 4}
+    four = Limits(subgroup_size=4)
+    assert SPEC.constraints(problem, shared, four, "wgsl") is None
+    assert "no fixed-size subgroups" in (SPEC.constraints(problem, shared, Limits(), "wgsl") or "")
+    assert "subgroups of 8" in (SPEC.constraints(problem, shared, Limits(subgroup_size=8), "wgsl") or "")
+    for bad in ({"wg_x": 2}, {"wg_y": 2}, {"wpt_p": 2}, {"vec_c": 4, "layout": 1, "tile_k": 4}):
+        assert "needs wg_x=1" in (SPEC.constraints(problem, {**shared, **bad}, four, "wgsl") or ""), bad
+    assert "direct kernel" in (SPEC.constraints(problem, {**shared, "algo": 1}, four, "wgsl") or "")
+    # one load per 4 pixels, broadcast to the rest; a one-dimensional workgroup (naga's rule for lane ids)
+    source = render(SPEC, "wgsl", problem, shared)
+    assert "@workgroup_size(8, 1, 1)" in source and "@builtin(subgroup_invocation_id) lane" in source
+    assert source.count("let xl0_0 =") == 1 and "let xl2_0" not in source
+    assert "subgroupBroadcast(xl1_0, 3u)" in source
+    unshared = render(SPEC, "wgsl", problem, {**shared, "sg_share": 0})
+    assert "subgroupBroadcast(xl" not in unshared and "subgroup_invocation_id" not in unshared
+    # seeds are tried only where they can run
+    assert shared in SPEC.seed_params(problem, four, "wgsl")
+    assert not any(s["sg_share"] for s in SPEC.seed_params(problem, Limits(), "wgsl"))
+
+
+def test_records_made_before_sg_share_existed_mean_no_sharing():
+    old = {k: v for k, v in DEFAULT_PARAMS.items() if k != "sg_share"}
+    assert SPEC.validate_params(old, "wgsl")["sg_share"] == 0
+    with pytest.raises(InvalidParamsError, match="sg_share"):
+        SPEC.validate_params({**old, "sg_share": 3}, "wgsl")

@@ -68,8 +68,19 @@ def webgpu_default_limits(adapter_limits: Limits) -> Limits:
     browser's default ``requestDevice()``.
     """
     d = Limits()
-    lowered = {f: min(getattr(d, f), getattr(adapter_limits, f)) for f in d.__dataclass_fields__ if f != "wide_tiles"}
-    return Limits(**lowered, wide_tiles=adapter_limits.wide_tiles)
+    traits = ("wide_tiles", "subgroup_size")  # measured traits of the adapter, not WebGPU limits
+    lowered = {f: min(getattr(d, f), getattr(adapter_limits, f)) for f in d.__dataclass_fields__ if f not in traits}
+    return replace(Limits(**lowered), **{f: getattr(adapter_limits, f) for f in traits})
+
+
+# Every invocation writes the subgroup size it runs in; one value across two workgroup shapes is a fixed size.
+_SUBGROUP_PROBE = """
+@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size({wg})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_size) size: u32) {{
+    out[gid.x] = size;
+}}
+"""
 
 
 def enumerate_devices(start: int) -> list[DeviceInfo]:
@@ -143,17 +154,36 @@ class WgpuBackend(Backend):
 
         self._wgpu = wgpu
         adapter = _adapters[info.index]
-        features = ["timestamp-query"] if "timestamp-query" in adapter.features else []
+        features = [f for f in ("timestamp-query", "subgroup") if f in adapter.features]
         self._device = adapter.request_device_sync(required_features=features, label=f"kernelforge:{info.slug}")
-        self._limits = replace(_limits(self._device.limits), wide_tiles=info.limits.wide_tiles)
-        self._timestamps = bool(features)
+        self._timestamps = "timestamp-query" in features
         self._query_set: Any = None
         self._sync: Any = None
+        subgroup_size = self._probe_subgroup_size() if "subgroup" in features else 0
+        self._limits = replace(
+            _limits(self._device.limits), wide_tiles=info.limits.wide_tiles, subgroup_size=subgroup_size
+        )
 
     @property
     def limits(self) -> Limits:
         """Limits of the opened device."""
         return self._limits
+
+    def _probe_subgroup_size(self) -> int:
+        """Return the one subgroup size compute kernels run with here, or 0 when it varies or cannot be read."""
+        sizes: set[int] = set()
+        for wg in (64, 256):
+            try:
+                kernel = self._compile(_SUBGROUP_PROBE.format(wg=wg), "subgroup-probe")
+            except KernelCompileError:
+                return 0
+            out = self._alloc(4 * wg)
+            entries = [{"binding": 0, "resource": {"buffer": out, "offset": 0, "size": out.size}}]
+            group = self._device.create_bind_group(layout=kernel.get_bind_group_layout(0), entries=entries)
+            self._run([_Dispatch(kernel, group, (1, 1, 1), (out,))])
+            sizes |= {int(v) for v in np.frombuffer(self._device.queue.read_buffer(out), dtype=np.uint32)}
+        (size,) = sizes if len(sizes) == 1 else (0,)
+        return size if size in (4, 8, 16, 32, 64, 128) else 0
 
     @property
     def has_timestamps(self) -> bool:
