@@ -2,7 +2,7 @@
 
     python benchmarks/browser.py [--models mlp,small_cnn,mobilenet_v2_style,resnet18_style]
                                  [--micro matmul_512,conv3x3_32x56] [--engines kf-webgpu,...]
-                                 [--runs 10] [--budget 60] [--quick] [--out FILE] [--skip-peers]
+                                 [--runs 10] [--warmup 3] [--budget 60] [--quick] [--out FILE] [--skip-peers]
 
 Cases are the builders of :mod:`kernelforge.testing.models` plus two micro-benchmarks built here with
 ``onnx.helper``: ``matmul_512`` (a 512x512 input times a 512x512 constant) and ``conv3x3_32x56`` (a 3x3,
@@ -20,10 +20,12 @@ served, with its .onnx and its seeded random inputs, from one local HTTP server.
 Each (case, engine) runs in a freshly launched browser, so every load is cold (nothing cached by an earlier
 engine: the server also sends ``Cache-Control: no-store``). Per engine: load (importing the runtime's code and
 creating the model until it can run: fetches, wasm and shader compiles included), first run (input upload,
-compute, readback) and the median of up to ``--runs`` runs; a slow engine stops early when its next run would
-overrun ``--budget`` seconds (at least one timed run). The first run's outputs are compared with ONNX Runtime
-CPU in Python: the largest ``|got - expected|`` relative to the output's largest magnitude. A failure (load
-error, timeout, a crash) becomes that row's error, the other engines still run.
+compute, readback), ``--warmup`` untimed runs (every engine's first runs still warm up JIT code and caches:
+ORT-Web's first timed MLP run took 29 ms against its 11-13 ms median) and the median of up to ``--runs``
+runs; a slow engine stops early when its next run would overrun ``--budget`` seconds (at least one timed
+run). The first run's outputs are compared with ONNX Runtime CPU in Python: the largest ``|got - expected|``
+relative to the output's largest magnitude. A failure (load error, timeout, a crash) becomes that row's error,
+the other engines still run.
 
 Prints the timing table, kernelforge's chosen WebGPU/WebGL2 target per case, and the runtime sizes
 (kernelforge.js minified by the root ``node_modules`` terser then ``gzip -9``, full and WebGPU-only with
@@ -120,11 +122,13 @@ class Limits:
     load: float
     run: float
     budget: float
+    warmup: int = 0
+    """Untimed runs between the first run and the timed ones, the same for every engine."""
 
     @property
     def hard(self) -> float:
         """Return the Python-side deadline: every in-page limit plus slack for launch and page start."""
-        return self.load + 2 * self.run + self.budget + 60
+        return self.load + (2 + self.warmup) * self.run + self.budget + 60
 
 
 def seeded_feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -236,6 +240,7 @@ def engine_config(case: Case, engine: str, runs: int, limits: Limits) -> dict[st
         "peers": "peers/",
         "inputs": {n: {"url": f"{base}{prefix}{n}.bin", "shape": list(a.shape)} for n, a in feeds.items()},
         "runs": runs,
+        "warmup": limits.warmup,
         "budgetMs": limits.budget * 1e3,
         "loadTimeoutMs": limits.load * 1e3,
         "runTimeoutMs": limits.run * 1e3,
@@ -425,6 +430,7 @@ def main() -> int:
     parser.add_argument("--engines", default=",".join(ENGINES), help="engines to run: " + ", ".join(ENGINES))
     parser.add_argument("--runs", type=int, default=None, help="timed runs per engine (default 10, --quick 3)")
     parser.add_argument("--budget", type=float, default=None, help="seconds of timed runs per engine (60, quick 20)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs before the timed ones (3, quick 1)")
     parser.add_argument("--load-timeout", type=float, default=300.0, help="seconds allowed for one load")
     parser.add_argument("--run-timeout", type=float, default=120.0, help="seconds allowed for one run")
     parser.add_argument("--quick", action="store_true", help="3 runs and a 20 s budget per engine")
@@ -432,7 +438,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     runs = args.runs or (3 if args.quick else 10)
-    limits = Limits(args.load_timeout, args.run_timeout, args.budget or (20.0 if args.quick else 60.0))
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    limits = Limits(args.load_timeout, args.run_timeout, args.budget or (20.0 if args.quick else 60.0), warmup)
     models = [n for n in args.models.split(",") if n]
     micro = [n for n in args.micro.split(",") if n]
     engines = [e for e in args.engines.split(",") if e]
@@ -495,6 +502,7 @@ def main() -> int:
     print(size_table(sizes))
     payload = {
         "runs": runs,
+        "warmup": limits.warmup,
         "limits_s": {"load": limits.load, "run": limits.run, "budget": limits.budget},
         "engines": engines,
         "peers": versions,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kernelforge.errors import ExportError
@@ -74,8 +74,16 @@ def _info(meta: dict[str, Any], language: str) -> DeviceInfo:
         adapter_type="unknown",
         device_class=str(meta.get("class", "other")),
         slug=str(meta["fingerprint"]),
-        limits=BROWSER_LIMITS,
+        limits=replace(BROWSER_LIMITS, subgroup_size=_subgroup_size(meta) if language == "wgsl" else 0),
     )
+
+
+def _subgroup_size(meta: dict[str, Any]) -> int:
+    """Return the device's fixed subgroup size from its (untrusted) file: subgroup kernels are planned for it."""
+    size = meta.get("subgroup_size", 0)
+    if isinstance(size, bool) or size not in (0, 4, 8, 16, 32, 64, 128):
+        raise ExportError(f"device {meta.get('fingerprint')!r}: subgroup_size {size!r} is not 0 or a power of 2, 4-128")
+    return int(size)
 
 
 def _default(language: str) -> Target:

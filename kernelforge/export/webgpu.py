@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from kernelforge.errors import ExportError
 from kernelforge.ops import get_op
+from kernelforge.ops._spec import OpSpec, Params
 from kernelforge.runtime.memory import plan_memory
 from kernelforge.runtime.plan import Plan, check_layouts, device_arrays
 from kernelforge.templates import render
@@ -17,6 +19,12 @@ def _where(plan: Plan, name: str, buffer_of: dict[str, int], constants: Constant
     if value.data is not None:  # an output that folded to a constant
         return {"name": name, "constant": constants.add(value.data, f"output {name!r}")}
     return {"name": name, "buffer": buffer_of[name], "bytes": value.nbytes}
+
+
+def _web_source(spec: OpSpec[Any], problem: Any, params: Params) -> str:
+    """Render a kernel for browsers: WGSL that uses subgroup operations must enable them (naga refuses that line)."""
+    source = render(spec, "wgsl", problem, params, target="web")
+    return f"enable subgroups;\n{source}" if spec.subgroup_size(params) else source
 
 
 def wgsl_plan(plan: Plan, constants: Constants, shaders: Shaders) -> dict[str, Any]:
@@ -50,13 +58,17 @@ def wgsl_plan(plan: Plan, constants: Constants, shaders: Shaders) -> dict[str, A
                 "op": spec.name,
                 "source": step.source,
                 "params": dict(params),
-                "shader": shaders.add(render(spec, "wgsl", problem, params, target="web")),
+                "shader": shaders.add(_web_source(spec, problem, params)),
                 "workgroups": list(launch.workgroups),
                 "uniforms": [int(u) for u in launch.uniforms],
                 "bindings": bindings,
             }
         )
+    sizes = {get_op(step.call.op).subgroup_size(step.params) for step in plan.steps} - {0}
+    if len(sizes) > 1:  # one device has one subgroup size; records of two are a database mix-up
+        raise ExportError(f"the plan's kernels assume subgroups of {sorted(sizes)} lanes; a device has one size")
     return {
+        **({"subgroup_size": sizes.pop()} if sizes else {}),
         "buffers": [max(4, (int(n) + 3) // 4 * 4) for n in memory.buffer_bytes],
         "inputs": [_where(plan, n, memory.buffer_of, constants) for n in graph.inputs],
         "outputs": [_where(plan, n, memory.buffer_of, constants) for n in graph.outputs],

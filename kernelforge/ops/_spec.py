@@ -227,6 +227,13 @@ class OpSpec(abc.ABC, Generic[P]):
     def launch(self, problem: P, params: Params) -> Launch:
         """Return the dispatch size and uniforms of the WGSL kernel."""
 
+    def subgroup_size(self, params: Params) -> int:
+        """Return the fixed subgroup size the WGSL kernel assumes (it uses subgroup operations), else 0.
+
+        Browsers need ``enable subgroups;`` and a device made with the ``subgroups`` feature for such a kernel.
+        """
+        return 0
+
     @abc.abstractmethod
     def gl_launch(self, problem: P, params: Params) -> GlLaunch:
         """Return the texture layouts and render targets of the GLSL kernel."""

@@ -22,6 +22,30 @@ import numpy as np
 
 from kernelforge.errors import ShapeError
 from kernelforge.ops._attrs import resolve_auto_pad
+from kernelforge.ops._conv_params import (
+    _DEPTHWISE_ALGOS,
+    _FALLBACKS,
+    _GLSL_FALLBACKS,
+    _GLSL_SEEDS,
+    _POINTWISE_SEEDS,
+    _SEEDS,
+    _SUBGROUP_SEEDS,
+    DEFAULT_PARAMS,
+    DEPTHWISE,
+    DEPTHWISE_DEFAULT,
+    DEPTHWISE_ROWS,
+    DIRECT,
+    GLSL_DEFAULT_PARAMS,
+    HWIO,
+    IMPLICIT_GEMM,
+    MAX_UNROLLED_FMAS,
+    NARROW_ACCUMULATORS,
+    NARROW_UNROLLED_FMAS,
+    NCHW,
+    NHWC,
+    NHWC_AXES,
+    OIHW,
+)
 from kernelforge.ops._conv_shape import SYNTAX, parse_shape
 from kernelforge.ops._epilogue import Activation
 from kernelforge.ops._spec import (
@@ -36,85 +60,22 @@ from kernelforge.ops._spec import (
 )
 from kernelforge.ops._texture import TexLayout, first_too_big
 
-DIRECT, IMPLICIT_GEMM, DEPTHWISE, DEPTHWISE_ROWS = 0, 1, 2, 3
-_DEPTHWISE_ALGOS = (DEPTHWISE, DEPTHWISE_ROWS)
-NCHW, NHWC = 0, 1
-NHWC_AXES = (0, 2, 3, 1)
-"""The NCHW -> NHWC axis order."""
-OIHW, HWIO = 0, 1
-
-# Caps without Limits.wide_tiles (_spec.register_tile_problem): SwiftShader took 33 s on a 32-accumulator conv
-NARROW_ACCUMULATORS = 64
-MAX_UNROLLED_FMAS = 1024
-NARROW_UNROLLED_FMAS = 512
-
-# A default in the spirit of TF.js WebGPU's conv2d (NHWC, 4x4 outputs per thread over an 8x8 workgroup, vec4
-# over output channels): what an untuned device gets. Depthwise convs get TF.js's depthwise shape.
-DEFAULT_PARAMS: Params = {
-    "algo": DIRECT,
-    "layout": NHWC,
-    "w_layout": HWIO,
-    "wg_x": 8,
-    "wg_y": 8,
-    "wpt_p": 4,
-    "wpt_o": 4,
-    "tile_k": 4,
-    "vec_width": 4,
-    "vec_c": 1,
-    "sg_share": 0,
-}
-DEPTHWISE_DEFAULT: Params = {
-    **DEFAULT_PARAMS,
-    "algo": DEPTHWISE,
-    "wg_x": 16,
-    "wg_y": 4,
-    "wpt_p": 2,
-    "wpt_o": 4,
-    "tile_k": 1,
-}
-_FALLBACKS: tuple[Params, ...] = (
-    {**DEFAULT_PARAMS, "vec_width": 1},
-    {**DEFAULT_PARAMS, "vec_width": 1, "wpt_o": 1, "wg_x": 64, "wg_y": 1},
-    {**DEFAULT_PARAMS, "vec_width": 1, "wpt_o": 1, "wpt_p": 1, "tile_k": 1, "wg_x": 1, "wg_y": 1},
-)
-GLSL_DEFAULT_PARAMS: Params = {"layout": NHWC, "c_unroll": 1, "square": 0}
-_GLSL_FALLBACKS: tuple[Params, ...] = (
-    {**GLSL_DEFAULT_PARAMS, "square": 1},
-    {"layout": NCHW, "c_unroll": 1, "square": 0},
-    {"layout": NCHW, "c_unroll": 1, "square": 1},
-)
-
-# Tuner starting points: register-blocked NHWC direct kernels with vec4 input-channel loads won on lavapipe
-# (4x over the default on 3x3 layers); the staged implicit GEMM and NCHW variants keep the search diverse.
-_SEEDS: tuple[Params, ...] = (
-    {**DEFAULT_PARAMS, "wg_x": 8, "wg_y": 1, "wpt_p": 16, "wpt_o": 16, "vec_c": 4},
-    {**DEFAULT_PARAMS, "wpt_p": 8, "wpt_o": 8, "vec_c": 4},
-    {**DEFAULT_PARAMS, "wg_x": 16, "wg_y": 4, "wpt_p": 4, "wpt_o": 8, "vec_c": 4, "tile_k": 8},
-    {**DEFAULT_PARAMS, "wg_y": 2, "wpt_p": 8, "wpt_o": 16, "tile_k": 4, "vec_c": 4},
-    {**DEFAULT_PARAMS, "algo": IMPLICIT_GEMM, "wg_x": 16, "wg_y": 8, "tile_k": 8},
-    {**DEFAULT_PARAMS, "layout": NCHW, "wpt_p": 8, "wpt_o": 4},
-    {**DEPTHWISE_DEFAULT, "wg_x": 8, "wg_y": 8, "wpt_p": 4, "wpt_o": 4},
-    {**DEPTHWISE_DEFAULT, "wg_x": 32, "wg_y": 2, "wpt_p": 4, "wpt_o": 8},
-    {**DEPTHWISE_DEFAULT, "algo": DEPTHWISE_ROWS, "wg_x": 8, "wg_y": 4, "wpt_p": 8, "wpt_o": 4},
-    {**DEPTHWISE_DEFAULT, "algo": DEPTHWISE_ROWS, "wg_x": 16, "wg_y": 2, "wpt_p": 4, "wpt_o": 8},
-)
-# Pointwise only (3x3 8x8 tiles compile 15-33 s on SwiftShader): 1-2 pixel threads per workgroup put a SIMD group
-# along output channels as in GEMM's kernel (uniform X, contiguous W loads): 1.55-1.73x vs 1.33x on SwiftShader.
-_POINTWISE_SEEDS: tuple[Params, ...] = (
-    {**DEFAULT_PARAMS, "wg_x": 2, "wg_y": 8, "wpt_p": 8, "wpt_o": 8, "tile_k": 2},
-    {**DEFAULT_PARAMS, "layout": NCHW, "wg_x": 1, "wg_y": 8, "wpt_p": 8, "wpt_o": 8, "tile_k": 2},
-)
-# Subgroup-shared X loads (tried first where the device has fixed-size subgroups): one pixel column of 8 channel
-# threads per workgroup. SwiftShader: 1.2x over the same tile unshared and 3x3 compiles in 0.1-0.3 s, not 16-19 s;
-# lavapipe: 16-pixel tiles of 8 lanes, 3.1-3.7x the default on 1x1 and 3x3 layers.
-_SUBGROUP_SEEDS: tuple[Params, ...] = (
-    {**DEFAULT_PARAMS, "layout": NCHW, "wg_x": 1, "wg_y": 8, "wpt_p": 8, "wpt_o": 8, "tile_k": 2, "sg_share": 4},
-    {**DEFAULT_PARAMS, "wg_x": 1, "wg_y": 8, "wpt_p": 8, "wpt_o": 8, "tile_k": 2, "sg_share": 4},
-    {**DEFAULT_PARAMS, "layout": NCHW, "wg_x": 1, "wg_y": 8, "wpt_p": 16, "wpt_o": 8, "tile_k": 1, "sg_share": 8},
-    {**DEFAULT_PARAMS, "wg_x": 1, "wg_y": 8, "wpt_p": 16, "wpt_o": 8, "tile_k": 1, "sg_share": 8},
-    {**DEFAULT_PARAMS, "wg_x": 1, "wg_y": 8, "wpt_p": 8, "wpt_o": 8, "tile_k": 2, "sg_share": 8},
-)
-_GLSL_SEEDS: tuple[Params, ...] = ({**GLSL_DEFAULT_PARAMS, "c_unroll": 4}, {**GLSL_DEFAULT_PARAMS, "c_unroll": 2})
+__all__ = [
+    "DEFAULT_PARAMS",
+    "DEPTHWISE",
+    "DEPTHWISE_DEFAULT",
+    "DEPTHWISE_ROWS",
+    "DIRECT",
+    "HWIO",
+    "IMPLICIT_GEMM",
+    "NCHW",
+    "NHWC",
+    "OIHW",
+    "SPEC",
+    "ConvProblem",
+    "ConvSpec",
+    "conv2d",
+]
 
 
 def _fit_tile_k(params: Params, problem: ConvProblem, language: str) -> Params:
@@ -436,6 +397,10 @@ class ConvSpec(OpSpec[ConvProblem]):
             }
         )
         return context
+
+    def subgroup_size(self, params: Params) -> int:
+        """Return ``sg_share``: the direct kernel's X loads assume subgroups of that many lanes (0: none)."""
+        return int(params.get("sg_share", 0))
 
     def launch(self, problem: ConvProblem, params: Params) -> Launch:
         """Return workgroups over (pixel tiles, group x channel tiles, batch); shapes are baked in the kernel."""

@@ -19,6 +19,7 @@ from kernelforge.export.weights import ALIGN, compact
 from kernelforge.runtime.graph import GraphError
 from kernelforge.runtime.session import model_kernels
 from kernelforge.testing.models import mlp, mobilenet_v2_style, save
+from kernelforge.testing.tuning import subgroup_db
 
 REPO_DB = Path(__file__).resolve().parents[2] / "tuning_db"
 
@@ -191,12 +192,12 @@ def test_keywords_and_compact():
     assert compact("#version 300 es\n// note\n  int a = 1; // why\n\n") == "#version 300 es\nint a = 1;\n"
 
 
-def test_planned_kernels_include_layout_conversions(mnv2):
+def test_planned_kernels_include_layout_conversions(mnv2, tmp_path):
     from kernelforge.export.targets import select_targets
     from kernelforge.runtime.session import planned_kernels
     from kernelforge.tuner.db import TuningDB
 
-    db = TuningDB(REPO_DB)
+    db = TuningDB(subgroup_db(tmp_path / "db", mnv2, 4, 4))  # an NHWC record, used near its shape too
     swift = next(t for t in select_targets(db, ["swiftshader"]) if not t.is_default)
     planned = planned_kernels(mnv2, swift.info, "wgsl", swift.info.limits, db)
     assert "transpose" in {op for op, _ in planned}  # the NHWC convs need the NCHW input converted
@@ -251,3 +252,29 @@ def test_glsl_textures_are_shared_only_between_disjoint_lifetimes(mnv2, monkeypa
                 holds[slot[t]] = t
         for o in before["outputs"]:
             assert holds[slot[o["texture"]]] == o["texture"]
+
+
+def test_subgroup_kernels_enable_subgroups_and_their_plan_says_the_size(tmp_path):
+    model = save(mobilenet_v2_style(), tmp_path / "mnv2.onnx")
+    export(model, tmp_path / "b", db=subgroup_db(tmp_path / "db", model, 4, 4))
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    swift, default = manifest["targets"][0], manifest["targets"][1]
+    assert swift["plan"]["subgroup_size"] == 4 and "subgroup_size" not in default["plan"]
+    shared = {s["shader"] for s in swift["plan"]["steps"] if s["params"].get("sg_share")}
+    assert shared and swift["kernels"]["tuned"] == 1  # the record's shape, and convs near it
+    assert all(manifest["shaders"][i].startswith("enable subgroups;\n") for i in shared)
+    others = {s["shader"] for s in swift["plan"]["steps"]} - shared
+    assert others and not any("enable subgroups" in manifest["shaders"][i] for i in others)
+
+
+@pytest.mark.parametrize("size", [0, 8, "4", True])
+def test_subgroup_records_need_the_devices_subgroup_size(tmp_path, size):
+    model = save(mobilenet_v2_style(), tmp_path / "mnv2.onnx")
+    db = subgroup_db(tmp_path / "db", model, 4, size)
+    if size in (0, 8):  # a device without 4-lane subgroups cannot run the record: the plan falls back
+        export(model, tmp_path / "b", db=db)
+        swift = json.loads((tmp_path / "b" / "manifest.json").read_text())["targets"][0]
+        assert "subgroup_size" not in swift["plan"] and "tuned" not in swift["kernels"]
+    else:  # the file is data: a non-integer size is an error naming the device, not a kernel choice
+        with pytest.raises(ExportError, match=r"google-swiftshader-vulkan.*subgroup_size"):
+            export(model, tmp_path / "b", db=db)

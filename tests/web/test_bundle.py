@@ -20,6 +20,7 @@ from kernelforge.export import export
 from kernelforge.testing import chromium
 from kernelforge.testing.light import light_models, randomized
 from kernelforge.testing.models import MODELS, save
+from kernelforge.testing.tuning import subgroup_db
 
 pytestmark = pytest.mark.device
 
@@ -58,6 +59,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
     models = _models(tmp_path_factory.mktemp("models"))
     for name, path in models.items():
         export(path, root / name, db=REPO_DB)
+    # a SwiftShader plan with a 4-lane subgroup kernel, and one with an 8-lane one (which SwiftShader cannot run)
+    dbs = tmp_path_factory.mktemp("dbs")
+    for lanes in (4, 8):
+        db = subgroup_db(dbs / f"{lanes}", models["mobilenet_v2_style"], lanes, lanes)
+        export(models["mobilenet_v2_style"], root / f"subgroups{lanes}", db=db)
     (root / "blank.html").write_text("<!doctype html><title>kernelforge tests</title>")
     with chromium.serve(root) as base:
         yield base, models, root
@@ -109,6 +115,22 @@ def test_webgpu_picks_the_swiftshader_tuned_target(browser_page: Any, served: An
     assert device["target"] == "google-swiftshader-vulkan/wgsl", device
     assert device["match"] == "exact" and "swiftshader" in device["adapter"]
     assert sum(n for k, n in device["kernels"].items() if k != "default") > 0
+
+
+@pytest.mark.parametrize("lanes", [4, 8])
+def test_subgroup_plans_run_only_where_the_subgroup_size_matches(browser_page: Any, served: Any, lanes: int) -> None:
+    base, models, _ = served
+    feeds, want = _feeds(models["mobilenet_v2_style"])
+    got = _run(browser_page, base, f"subgroups{lanes}", "webgpu", feeds)
+    device = got["device"]
+    if lanes == 4:  # Chromium's SwiftShader: "subgroups" with subgroupMinSize == subgroupMaxSize == 4
+        assert device["target"] == "google-swiftshader-vulkan/wgsl" and device["match"] == "exact", device
+        assert device["kernels"]["tuned"] == 1
+    else:  # the 8-lane plan is skipped, not run with wrong broadcasts
+        assert device["target"] == "default/wgsl" and device["match"] == "default", device
+    for name, expected in want.items():
+        values = np.asarray(got["outputs"][name], np.float32).reshape(expected.shape)
+        np.testing.assert_allclose(values, expected, rtol=0, atol=1e-3 * float(np.abs(expected).max()))
 
 
 def test_webgl2_falls_back_by_class(browser_page: Any, served: Any) -> None:

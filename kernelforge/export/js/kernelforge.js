@@ -151,9 +151,10 @@ function adapterClass(desc) {
   return null;
 }
 
-/** Pick the target of `language` for the adapter: exact device, else same class, else the default. */
-function pickTarget(targets, language, desc, cls) {
-  const mine = targets.filter((t) => t.language === language);
+/** Pick the target of `language` for the adapter: exact device, else same class, else the default. Plans whose
+ * kernels assume subgroups of `subgroup_size` lanes are skipped unless the adapter's size (`sg`) is that. */
+function pickTarget(targets, language, desc, cls, sg) {
+  const mine = targets.filter((t) => t.language === language && (!t.plan?.subgroup_size || t.plan.subgroup_size === sg));
   const has = (word) => desc.includes(String(word).toLowerCase());
   const exact = mine.find((t) => t.device && has(t.device.vendor) && (t.device.keywords ?? []).every(has));
   if (exact) return [exact, "exact"];
@@ -171,12 +172,18 @@ async function gpuDescription(adapter) {
   return [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" ").toLowerCase();
 }
 
+/** The adapter's fixed subgroup size: the "subgroups" feature with subgroupMinSize == subgroupMaxSize, else 0. */
+function subgroupSize(adapter) {
+  const { subgroupMinSize: min, subgroupMaxSize: max } = adapter?.info ?? {};
+  return adapter?.features.has("subgroups") && min === max ? (min ?? 0) : 0;
+}
+
 /** First step that uses shader `index`, to name it in compile errors. */
 const nodeOf = (plan, index) => plan.steps.find((s) => s.shader === index)?.node ?? "?";
 
 /** WebGPU backend: build everything for `plan` on a new device of `adapter`; return {run, dispose}. */
 async function openWebGPU(adapter, manifest, plan, weights, progress, checkAbort) {
-  const device = await adapter.requestDevice();
+  const device = await adapter.requestDevice(plan.subgroup_size ? { requiredFeatures: ["subgroups"] } : undefined);
   let lost = null;
   device.lost.then((info) => (lost = info));
   const owned = [];
@@ -590,8 +597,12 @@ export async function load(url, opts = {}) {
   const cls = adapterClass(desc);
   let target, match, plan;
   try {
-    [target, match] = forcedTarget ? [forcedTarget, "forced"] : pickTarget(targets, adapter ? "wgsl" : "glsl", desc, cls);
+    const sg = subgroupSize(adapter);
+    [target, match] = forcedTarget ? [forcedTarget, "forced"] : pickTarget(targets, adapter ? "wgsl" : "glsl", desc, cls, sg);
     plan = target.plan ?? fail(`target ${target.id} has no plan`);
+    if (plan.subgroup_size && plan.subgroup_size !== sg) {
+      fail(`target ${target.id} needs subgroups of ${plan.subgroup_size} lanes; this adapter has ${sg ? `${sg}` : "no fixed-size subgroups"}`);
+    }
     for (const { name } of plan.inputs) {
       if (!manifest.model.inputs.some((i) => i.name === name)) fail(`target ${target.id} feeds "${name}", which is not a model input`);
     }
