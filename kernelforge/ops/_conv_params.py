@@ -81,5 +81,8 @@ _SUBGROUP_SEEDS: tuple[Params, ...] = (
     {**DEFAULT_PARAMS, "layout": NCHW, "wg_x": 1, "wg_y": 8, "wpt_p": 16, "wpt_o": 8, "tile_k": 1, "sg_share": 8},
     {**DEFAULT_PARAMS, "wg_x": 1, "wg_y": 8, "wpt_p": 16, "wpt_o": 8, "tile_k": 1, "sg_share": 8},
     {**DEFAULT_PARAMS, "wg_x": 1, "wg_y": 8, "wpt_p": 8, "wpt_o": 8, "tile_k": 2, "sg_share": 8},
+    # 32 output channels per workgroup, for the narrow layers (MobileNetV2's 24 and 32)
+    {**DEFAULT_PARAMS, "wg_x": 1, "wg_y": 4, "wpt_p": 8, "wpt_o": 8, "tile_k": 2, "sg_share": 4},
+    {**DEFAULT_PARAMS, "wg_x": 1, "wg_y": 8, "wpt_p": 8, "wpt_o": 4, "tile_k": 2, "sg_share": 4},
 )
 _GLSL_SEEDS: tuple[Params, ...] = ({**GLSL_DEFAULT_PARAMS, "c_unroll": 4}, {**GLSL_DEFAULT_PARAMS, "c_unroll": 2})
