@@ -96,8 +96,9 @@ def _subgroup_problem(params: Params, limits: Limits) -> str | None:
     if s != limits.subgroup_size:
         have = f"subgroups of {limits.subgroup_size}" if limits.subgroup_size else "no fixed-size subgroups"
         return f"sg_share={s} needs subgroups of exactly {s} lanes; the device has {have}"
-    # a subgroup's lanes must own the same pixels (one pixel column per workgroup), every lane must exist
-    # (a broadcast from a missing lane is undefined) and each load serves S pixels
+    # a subgroup's lanes must own the same pixels (one pixel column per workgroup), every lane must exist (a
+    # broadcast from a missing lane is undefined: a 1-D workgroup of a multiple of S threads gets full subgroups,
+    # as Vulkan guarantees for SPIR-V 1.6) and each load serves S pixels
     if params["wg_x"] != 1 or params["wg_y"] % s or params["wpt_p"] % s or params["vec_c"] != 1:
         return f"sg_share={s} needs wg_x=1, wg_y and wpt_p multiples of {s} and vec_c=1"
     return None
