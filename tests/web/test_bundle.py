@@ -133,6 +133,20 @@ def test_subgroup_plans_run_only_where_the_subgroup_size_matches(browser_page: A
         np.testing.assert_allclose(values, expected, rtol=0, atol=1e-3 * float(np.abs(expected).max()))
 
 
+def test_forcing_a_plan_of_another_subgroup_size_names_both(browser_page: Any, served: Any) -> None:
+    base, _, _ = served
+    _open(browser_page, base)
+    error = browser_page.evaluate(
+        """async (base) => {
+          const kf = await import(base + "kernelforge.js");
+          try { await kf.load(base + "manifest.json", {target: "google-swiftshader-vulkan/wgsl"}); return ""; }
+          catch (e) { return String(e.message || e); }
+        }""",
+        f"{base}subgroups8/",
+    )
+    assert "google-swiftshader-vulkan/wgsl needs subgroups of 8 lanes; this adapter has 4" in error, error
+
+
 def test_webgl2_falls_back_by_class(browser_page: Any, served: Any) -> None:
     base, models, _ = served
     feeds, _ = _feeds(models["mlp"])
