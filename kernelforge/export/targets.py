@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kernelforge.errors import ExportError
-from kernelforge.ops._spec import Limits
+from kernelforge.ops._spec import SUBGROUP_SIZES, Limits
 from kernelforge.runtime.devices import DeviceInfo
 from kernelforge.tuner.db import DeviceFile, Lookup, Query, TuningDB
 
@@ -81,7 +81,7 @@ def _info(meta: dict[str, Any], language: str) -> DeviceInfo:
 def _subgroup_size(meta: dict[str, Any]) -> int:
     """Return the device's fixed subgroup size from its (untrusted) file: subgroup kernels are planned for it."""
     size = meta.get("subgroup_size", 0)
-    if isinstance(size, bool) or size not in (0, 4, 8, 16, 32, 64, 128):
+    if isinstance(size, bool) or size not in (0, *SUBGROUP_SIZES):
         raise ExportError(f"device {meta.get('fingerprint')!r}: subgroup_size {size!r} is not 0 or a power of 2, 4-128")
     return int(size)
 

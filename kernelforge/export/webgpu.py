@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kernelforge.errors import ExportError
 from kernelforge.ops import get_op
-from kernelforge.ops._spec import OpSpec, Params
 from kernelforge.runtime.memory import plan_memory
 from kernelforge.runtime.plan import Plan, check_layouts, device_arrays
 from kernelforge.templates import render
@@ -21,12 +19,6 @@ def _where(plan: Plan, name: str, buffer_of: dict[str, int], constants: Constant
     return {"name": name, "buffer": buffer_of[name], "bytes": value.nbytes}
 
 
-def _web_source(spec: OpSpec[Any], problem: Any, params: Params) -> str:
-    """Render a kernel for browsers: WGSL that uses subgroup operations must enable them (naga refuses that line)."""
-    source = render(spec, "wgsl", problem, params, target="web")
-    return f"enable subgroups;\n{source}" if spec.subgroup_size(params) else source
-
-
 def wgsl_plan(plan: Plan, constants: Constants, shaders: Shaders) -> dict[str, Any]:
     """Write a WGSL plan (see FORMAT.md): planned buffers, then one dispatch per step.
 
@@ -36,6 +28,7 @@ def wgsl_plan(plan: Plan, constants: Constants, shaders: Shaders) -> dict[str, A
     graph = plan.graph
     memory = plan_memory(graph)
     steps = []
+    subgroups = False
     for step in plan.steps:
         spec = get_op(step.call.op)
         problem, params = step.call.problem, spec.validate_params(step.params, "wgsl")
@@ -52,23 +45,24 @@ def wgsl_plan(plan: Plan, constants: Constants, shaders: Shaders) -> dict[str, A
         out = graph.value(step.node.output)
         bindings.append({"buffer": memory.buffer_of[out.name], "bytes": max(4, out.nbytes)})
         launch = spec.launch(problem, params)
+        source = render(spec, "wgsl", problem, params, target="web")
+        # check() above matched a subgroup kernel's size to plan.limits; browsers need the line naga refuses
+        if spec.subgroup_size(params):
+            subgroups, source = True, f"enable subgroups;\n{source}"
         steps.append(
             {
                 "node": step.node.name,
                 "op": spec.name,
                 "source": step.source,
                 "params": dict(params),
-                "shader": shaders.add(_web_source(spec, problem, params)),
+                "shader": shaders.add(source),
                 "workgroups": list(launch.workgroups),
                 "uniforms": [int(u) for u in launch.uniforms],
                 "bindings": bindings,
             }
         )
-    sizes = {get_op(step.call.op).subgroup_size(step.params) for step in plan.steps} - {0}
-    if len(sizes) > 1:  # one device has one subgroup size; records of two are a database mix-up
-        raise ExportError(f"the plan's kernels assume subgroups of {sorted(sizes)} lanes; a device has one size")
     return {
-        **({"subgroup_size": sizes.pop()} if sizes else {}),
+        **({"subgroup_size": plan.limits.subgroup_size} if subgroups else {}),
         "buffers": [max(4, (int(n) + 3) // 4 * 4) for n in memory.buffer_bytes],
         "inputs": [_where(plan, n, memory.buffer_of, constants) for n in graph.inputs],
         "outputs": [_where(plan, n, memory.buffer_of, constants) for n in graph.outputs],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from kernelforge.ops._spec import Params
 
 DIRECT, IMPLICIT_GEMM, DEPTHWISE, DEPTHWISE_ROWS = 0, 1, 2, 3
-_DEPTHWISE_ALGOS = (DEPTHWISE, DEPTHWISE_ROWS)
+DEPTHWISE_ALGOS = (DEPTHWISE, DEPTHWISE_ROWS)
 NCHW, NHWC = 0, 1
 NHWC_AXES = (0, 2, 3, 1)
 """The NCHW -> NHWC axis order."""
@@ -40,13 +40,13 @@ DEPTHWISE_DEFAULT: Params = {
     "wpt_o": 4,
     "tile_k": 1,
 }
-_FALLBACKS: tuple[Params, ...] = (
+FALLBACKS: tuple[Params, ...] = (
     {**DEFAULT_PARAMS, "vec_width": 1},
     {**DEFAULT_PARAMS, "vec_width": 1, "wpt_o": 1, "wg_x": 64, "wg_y": 1},
     {**DEFAULT_PARAMS, "vec_width": 1, "wpt_o": 1, "wpt_p": 1, "tile_k": 1, "wg_x": 1, "wg_y": 1},
 )
 GLSL_DEFAULT_PARAMS: Params = {"layout": NHWC, "c_unroll": 1, "square": 0}
-_GLSL_FALLBACKS: tuple[Params, ...] = (
+GLSL_FALLBACKS: tuple[Params, ...] = (
     {**GLSL_DEFAULT_PARAMS, "square": 1},
     {"layout": NCHW, "c_unroll": 1, "square": 0},
     {"layout": NCHW, "c_unroll": 1, "square": 1},
@@ -54,7 +54,7 @@ _GLSL_FALLBACKS: tuple[Params, ...] = (
 
 # Tuner starting points: register-blocked NHWC direct kernels with vec4 input-channel loads won on lavapipe
 # (4x over the default on 3x3 layers); the staged implicit GEMM and NCHW variants keep the search diverse.
-_SEEDS: tuple[Params, ...] = (
+SEEDS: tuple[Params, ...] = (
     {**DEFAULT_PARAMS, "wg_x": 8, "wg_y": 1, "wpt_p": 16, "wpt_o": 16, "vec_c": 4},
     {**DEFAULT_PARAMS, "wpt_p": 8, "wpt_o": 8, "vec_c": 4},
     {**DEFAULT_PARAMS, "wg_x": 16, "wg_y": 4, "wpt_p": 4, "wpt_o": 8, "vec_c": 4, "tile_k": 8},
@@ -68,14 +68,14 @@ _SEEDS: tuple[Params, ...] = (
 )
 # Pointwise only (3x3 8x8 tiles compile 15-33 s on SwiftShader): 1-2 pixel threads per workgroup put a SIMD group
 # along output channels as in GEMM's kernel (uniform X, contiguous W loads): 1.55-1.73x vs 1.33x on SwiftShader.
-_POINTWISE_SEEDS: tuple[Params, ...] = (
+POINTWISE_SEEDS: tuple[Params, ...] = (
     {**DEFAULT_PARAMS, "wg_x": 2, "wg_y": 8, "wpt_p": 8, "wpt_o": 8, "tile_k": 2},
     {**DEFAULT_PARAMS, "layout": NCHW, "wg_x": 1, "wg_y": 8, "wpt_p": 8, "wpt_o": 8, "tile_k": 2},
 )
 # Subgroup-shared X loads (tried first where the device has fixed-size subgroups): one pixel column of 8 channel
 # threads per workgroup. SwiftShader: 1.2x over the same tile unshared and 3x3 compiles in 0.1-0.3 s, not 16-19 s;
 # lavapipe: 16-pixel tiles of 8 lanes, 3.1-3.7x the default on 1x1 and 3x3 layers.
-_SUBGROUP_SEEDS: tuple[Params, ...] = (
+SUBGROUP_SEEDS: tuple[Params, ...] = (
     {**DEFAULT_PARAMS, "layout": NCHW, "wg_x": 1, "wg_y": 8, "wpt_p": 8, "wpt_o": 8, "tile_k": 2, "sg_share": 4},
     {**DEFAULT_PARAMS, "wg_x": 1, "wg_y": 8, "wpt_p": 8, "wpt_o": 8, "tile_k": 2, "sg_share": 4},
     {**DEFAULT_PARAMS, "layout": NCHW, "wg_x": 1, "wg_y": 8, "wpt_p": 16, "wpt_o": 8, "tile_k": 1, "sg_share": 8},
@@ -85,4 +85,4 @@ _SUBGROUP_SEEDS: tuple[Params, ...] = (
     {**DEFAULT_PARAMS, "wg_x": 1, "wg_y": 4, "wpt_p": 8, "wpt_o": 8, "tile_k": 2, "sg_share": 4},
     {**DEFAULT_PARAMS, "wg_x": 1, "wg_y": 8, "wpt_p": 8, "wpt_o": 4, "tile_k": 2, "sg_share": 4},
 )
-_GLSL_SEEDS: tuple[Params, ...] = ({**GLSL_DEFAULT_PARAMS, "c_unroll": 4}, {**GLSL_DEFAULT_PARAMS, "c_unroll": 2})
+GLSL_SEEDS: tuple[Params, ...] = ({**GLSL_DEFAULT_PARAMS, "c_unroll": 4}, {**GLSL_DEFAULT_PARAMS, "c_unroll": 2})

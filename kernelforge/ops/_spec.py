@@ -57,6 +57,9 @@ class Limits:
         return {k: int(getattr(self, k)) for k in self.__dataclass_fields__}
 
 
+SUBGROUP_SIZES = (4, 8, 16, 32, 64, 128)
+"""The fixed subgroup sizes ``Limits.subgroup_size`` may take besides 0 (a probe's or a database file's value)."""
+
 WIDE_ACCUMULATORS = 256
 """Accumulators per thread where ``Limits.wide_tiles`` holds: lavapipe still gains at 256 (its SIMD lanes are
 separate invocations, so a tall register tile saves lane-by-lane loads, not registers); past it, compiles

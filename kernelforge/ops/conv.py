@@ -23,19 +23,16 @@ import numpy as np
 from kernelforge.errors import ShapeError
 from kernelforge.ops._attrs import resolve_auto_pad
 from kernelforge.ops._conv_params import (
-    _DEPTHWISE_ALGOS,
-    _FALLBACKS,
-    _GLSL_FALLBACKS,
-    _GLSL_SEEDS,
-    _POINTWISE_SEEDS,
-    _SEEDS,
-    _SUBGROUP_SEEDS,
     DEFAULT_PARAMS,
     DEPTHWISE,
+    DEPTHWISE_ALGOS,
     DEPTHWISE_DEFAULT,
     DEPTHWISE_ROWS,
     DIRECT,
+    FALLBACKS,
     GLSL_DEFAULT_PARAMS,
+    GLSL_FALLBACKS,
+    GLSL_SEEDS,
     HWIO,
     IMPLICIT_GEMM,
     MAX_UNROLLED_FMAS,
@@ -45,6 +42,9 @@ from kernelforge.ops._conv_params import (
     NHWC,
     NHWC_AXES,
     OIHW,
+    POINTWISE_SEEDS,
+    SEEDS,
+    SUBGROUP_SEEDS,
 )
 from kernelforge.ops._conv_shape import SYNTAX, parse_shape
 from kernelforge.ops._epilogue import Activation
@@ -93,6 +93,8 @@ def _subgroup_problem(params: Params, limits: Limits) -> str | None:
     s = params.get("sg_share", 0)
     if not s:
         return None
+    if params["algo"] != DIRECT:
+        return f"sg_share={s} needs the direct kernel (algo 0)"
     if s != limits.subgroup_size:
         have = f"subgroups of {limits.subgroup_size}" if limits.subgroup_size else "no fixed-size subgroups"
         return f"sg_share={s} needs subgroups of exactly {s} lanes; the device has {have}"
@@ -243,18 +245,18 @@ class ConvSpec(OpSpec[ConvProblem]):
     def default_params(self, problem: ConvProblem, limits: Limits, language: str) -> Params:
         """Return the language's default (depthwise kernel for depthwise convs) or the first fallback that fits."""
         if language == "glsl":
-            candidates: tuple[Params, ...] = (GLSL_DEFAULT_PARAMS, *_GLSL_FALLBACKS)
+            candidates: tuple[Params, ...] = (GLSL_DEFAULT_PARAMS, *GLSL_FALLBACKS)
         else:
             first = (DEPTHWISE_DEFAULT, {**DEPTHWISE_DEFAULT, "vec_width": 1}) if problem.depthwise else ()
-            candidates = (*first, DEFAULT_PARAMS, *_FALLBACKS)
+            candidates = (*first, DEFAULT_PARAMS, *FALLBACKS)
         return self.first_fitting(problem, (_fit_tile_k(p, problem, language) for p in candidates), limits, language)
 
     def seed_params(self, problem: ConvProblem, limits: Limits, language: str) -> list[Params]:
         """Return the configs that won on our software GPUs for ResNet/MobileNet layers (valid ones only)."""
         q = problem
         pointwise = (q.kh, q.kw, q.strides, q.pads, q.group) == (1, 1, (1, 1), (0, 0, 0, 0), 1)
-        wgsl = _SUBGROUP_SEEDS + _SEEDS + (_POINTWISE_SEEDS if pointwise else ())
-        chosen = _GLSL_SEEDS if language == "glsl" else wgsl
+        wgsl = SUBGROUP_SEEDS + SEEDS + (POINTWISE_SEEDS if pointwise else ())
+        chosen = GLSL_SEEDS if language == "glsl" else wgsl
         seeds = [_fit_tile_k(s, problem, language) for s in chosen]
         return [s for s in seeds if self.constraints(problem, s, limits, language) is None]
 
@@ -275,9 +277,10 @@ class ConvSpec(OpSpec[ConvProblem]):
             return tile
         fma_cap = MAX_UNROLLED_FMAS if limits.wide_tiles else NARROW_UNROLLED_FMAS
         vw = p["vec_width"]
-        if p.get("sg_share", 0) and p["algo"] != DIRECT:
-            return f"sg_share={p['sg_share']} needs the direct kernel (algo 0)"
-        if p["algo"] in _DEPTHWISE_ALGOS:
+        sharing = _subgroup_problem(p, limits)
+        if sharing:
+            return sharing
+        if p["algo"] in DEPTHWISE_ALGOS:
             if not q.depthwise:
                 return f"the depthwise kernel needs group == input channels (group={q.group}, c={q.c})"
             if vw == 4 and (q.m % 4 or q.mg != 1 or p["layout"] != NHWC):
@@ -296,9 +299,6 @@ class ConvSpec(OpSpec[ConvProblem]):
             if p["vec_c"] == 4 and (p["algo"] != DIRECT or p["layout"] != NHWC or q.cg % 4 or p["tile_k"] % 4):
                 return "vec_c=4 needs the direct NHWC kernel, C/group % 4 == 0 and tile_k % 4 == 0"
             nv = p["wpt_o"] // vw
-            sharing = _subgroup_problem(p, limits)
-            if sharing:
-                return sharing
             if p["algo"] == DIRECT and p["tile_k"] * p["wpt_p"] * nv > fma_cap:
                 return f"unrolled body of {p['tile_k'] * p['wpt_p'] * nv} FMAs > {fma_cap}"
             if p["algo"] == DIRECT and p["tile_k"] > q.cg:
@@ -391,7 +391,7 @@ class ConvSpec(OpSpec[ConvProblem]):
                 "tile_p": p["wg_x"] * p["wpt_p"],
                 "tile_o": p["wg_y"] * p["wpt_o"],
                 "nv": p["wpt_o"] // vw,
-                "o_tiles": math.ceil((q.m if p["algo"] in _DEPTHWISE_ALGOS else q.mg) / (p["wg_y"] * p["wpt_o"])),
+                "o_tiles": math.ceil((q.m if p["algo"] in DEPTHWISE_ALGOS else q.mg) / (p["wg_y"] * p["wpt_o"])),
                 "kk": q.cg * q.kh * q.kw,
                 "row_tiles": math.ceil(q.ow / p["wpt_p"]),
                 "dw_cols": _row_window(q, p),
@@ -407,7 +407,7 @@ class ConvSpec(OpSpec[ConvProblem]):
         """Return workgroups over (pixel tiles, group x channel tiles, batch); shapes are baked in the kernel."""
         q = problem
         tile_p, tile_o = params["wg_x"] * params["wpt_p"], params["wg_y"] * params["wpt_o"]
-        depthwise = params["algo"] in _DEPTHWISE_ALGOS
+        depthwise = params["algo"] in DEPTHWISE_ALGOS
         channel_groups = math.ceil(q.m / tile_o) if depthwise else q.group * math.ceil(q.mg / tile_o)
         if params["algo"] == DEPTHWISE_ROWS:  # one thread per WPT_P pixels of a row, rows not merged
             pixel_groups = math.ceil(q.oh * math.ceil(q.ow / params["wpt_p"]) / params["wg_x"])

@@ -13,7 +13,7 @@ import numpy as np
 
 from kernelforge import _config
 from kernelforge.errors import KernelCompileError
-from kernelforge.ops._spec import Launch, Limits, OpSpec, Params
+from kernelforge.ops._spec import SUBGROUP_SIZES, Launch, Limits, OpSpec, Params
 from kernelforge.runtime.backends._base import Backend, Bound
 from kernelforge.runtime.devices import (
     DeviceInfo,
@@ -183,7 +183,7 @@ class WgpuBackend(Backend):
             self._run([_Dispatch(kernel, group, (1, 1, 1), (out,))])
             sizes |= {int(v) for v in np.frombuffer(self._device.queue.read_buffer(out), dtype=np.uint32)}
         (size,) = sizes if len(sizes) == 1 else (0,)
-        return size if size in (4, 8, 16, 32, 64, 128) else 0
+        return size if size in SUBGROUP_SIZES else 0
 
     @property
     def has_timestamps(self) -> bool:
