@@ -49,6 +49,17 @@ _SEEDS: tuple[Params, ...] = (
     {"wg_x": 32, "wg_y": 1, "wpt_m": 8, "wpt_n": 8, "tile_k": 4, "vec_width": 4, "vec_a": 1, "staging": 0},
 )
 
+# Matrix-vector products (M <= SMALL_M rows, a batch-1 Gemm or a classifier head) get their own seeds, tried
+# first: one row per workgroup, K read as vec4 from global memory with no staging or barriers. Measured on
+# our software GPUs for 1x128x64t, 1x64x128t and 1x10x64t, they run 3-8x faster than the large-GEMM seeds.
+SMALL_M = 4
+_SMALL_M_SEEDS: tuple[Params, ...] = (
+    {"wg_x": 8, "wg_y": 1, "wpt_m": 1, "wpt_n": 8, "tile_k": 4, "vec_width": 1, "vec_a": 4, "staging": 0},
+    {"wg_x": 8, "wg_y": 1, "wpt_m": 1, "wpt_n": 1, "tile_k": 4, "vec_width": 1, "vec_a": 4, "staging": 0},
+    {"wg_x": 8, "wg_y": 1, "wpt_m": 1, "wpt_n": 2, "tile_k": 4, "vec_width": 1, "vec_a": 4, "staging": 0},
+    {"wg_x": 4, "wg_y": 1, "wpt_m": 1, "wpt_n": 8, "tile_k": 16, "vec_width": 1, "vec_a": 4, "staging": 0},
+)
+
 # GLSL default in the spirit of TF.js WebGL's packed matmul: RGBA32F textures throughout (4 values per
 # texel and per fragment), no unrolling, one render target.
 GLSL_DEFAULT_PARAMS: Params = {"pack_c": 4, "mrt": 1, "k_unroll": 1, "a_pack": 4, "b_pack": 4, "square": 0}
@@ -152,8 +163,10 @@ class GemmSpec(OpSpec[GemmProblem]):
         return self.first_fitting(problem, candidates, limits, language)
 
     def seed_params(self, problem: GemmProblem, limits: Limits, language: str) -> list[Params]:
-        """Return the WGSL configs that won on our software GPUs (valid ones only)."""
-        seeds = _SEEDS if language == "wgsl" else ()
+        """Return the WGSL configs that won on our software GPUs (valid ones only), small-M ones first."""
+        if language != "wgsl":
+            return []
+        seeds = (*_SMALL_M_SEEDS, *_SEEDS) if problem.m <= SMALL_M else _SEEDS
         return [s for s in seeds if self.constraints(problem, s, limits, language) is None]
 
     def constraints(self, problem: GemmProblem, params: Params, limits: Limits, language: str) -> str | None:

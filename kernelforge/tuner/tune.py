@@ -85,10 +85,17 @@ def default_storage(db_dir: Path) -> optuna.storages.BaseStorage:
     return optuna.storages.JournalStorage(backend)
 
 
+# Bumped when trial values change meaning, so a resumed study never ranks old values against new ones.
+# 2: wgpu devices time kernels by GPU timestamps (before, a set-up stall switched them to the wall clock,
+# which adds ~0.3 ms of submit and read-back to every trial).
+MEASURE_VERSION = 2
+
+
 def study_name(backend: Backend, spec: OpSpec[Any], problem: Any) -> str:
-    """Return the study name: device, op, shape, dtype, language and template hash."""
+    """Return the study name: device, op, shape, dtype, language, template hash and measurement version."""
     template = kernel_hash(spec, backend.language)[:12]
-    return f"{backend.info.slug}/{spec.name}/{spec.problem_key(problem)}/{DTYPE}/{backend.language}/{template}"
+    key = spec.problem_key(problem)
+    return f"{backend.info.slug}/{spec.name}/{key}/{DTYPE}/{backend.language}/{template}/m{MEASURE_VERSION}"
 
 
 def _summarise(trials: Sequence[optuna.trial.FrozenTrial]) -> tuple[dict[str, int], dict[str, int]]:

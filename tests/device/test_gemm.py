@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -98,6 +100,37 @@ def test_every_wgsl_device_runs_gemm(wgsl_device):
     for params in (SPEC.default_params(problem, wgsl_device.limits, "wgsl"), CONFIGS[2], CONFIGS[3]):
         if _runnable(problem, params, wgsl_device.limits):
             check_op(wgsl_device, SPEC, problem, params)
+
+
+@pytest.mark.parametrize("shape", ["1x128x64t", "1x10x64t", "3x10x64", "2x4x12x8", "1x5x36t"])
+def test_matrix_vector_seeds_on_every_wgsl_device(wgsl_device, shape):
+    problem = SPEC.parse_problem(shape)
+    seeds = SPEC.seed_params(problem, wgsl_device.limits, "wgsl")
+    assert seeds
+    for params in seeds:
+        check_op(wgsl_device, SPEC, problem, params)
+
+
+@pytest.mark.parametrize("selector", ["lavapipe", "swiftshader"])
+def test_kernel_times_are_gpu_timestamps_on_vulkan(selector):
+    # A fresh device: the first timed run also pays the query set-up (~15 ms on both), which once switched
+    # timestamps off for good, so every tuner trial was timed by the wall clock (+0.3 ms of submit and read).
+    from kernelforge.runtime import open_device
+
+    backend = open_device(selector)
+    problem = SPEC.parse_problem("1x128x64t")
+    params = SPEC.seed_params(problem, backend.limits, "wgsl")[0]
+    check_op(backend, SPEC, problem, params)
+    bound = prepare(backend, SPEC, problem, params, SPEC.make_inputs(problem, np.random.default_rng(0))).bound
+    times = sorted(bound.time() for _ in range(7))
+    assert backend.has_timestamps, f"{selector}: timestamps were switched off"
+    walls = []
+    for _ in range(7):
+        start = time.perf_counter()
+        bound.run()
+        walls.append(time.perf_counter() - start)
+    # a pass's GPU time excludes the submit and the read-back that a wall clock counts
+    assert 0 < times[3] < sorted(walls)[3], (times, walls)
 
 
 def test_public_api_matches_numpy(lavapipe):

@@ -151,6 +151,19 @@ def test_seed_configs_are_valid_points_of_the_space():
     assert SPEC.seed_params(big, limits, "glsl") == []
 
 
+def test_matrix_vector_problems_try_one_row_seeds_first():
+    limits = Limits()
+    seeds = SPEC.seed_params(SPEC.parse_problem("1x128x64t"), limits, "wgsl")
+    assert len(seeds) >= 4
+    # one row per thread and per workgroup, K as vec4 straight from memory: no barriers, no idle rows
+    assert all(s["wpt_m"] == 1 and s["wg_y"] == 1 and s["vec_a"] == 4 and s["staging"] == 0 for s in seeds[:4])
+    big = SPEC.seed_params(SPEC.parse_problem("64x128x64t"), limits, "wgsl")
+    assert not any(s in big for s in seeds[:4])
+    # K not a multiple of 4: vec4 A loads do not fit, so those seeds are left out
+    odd_k = SPEC.seed_params(SPEC.parse_problem("1x16x30"), limits, "wgsl")
+    assert odd_k and all(s["vec_a"] == 1 for s in odd_k)
+
+
 def test_wide_register_tiles_only_where_the_compiler_handles_them():
     problem = SPEC.parse_problem("256x256x256")
     tall = {"wg_x": 8, "wg_y": 1, "wpt_m": 16, "wpt_n": 16, "tile_k": 8, "vec_width": 4, "vec_a": 4, "staging": 0}
