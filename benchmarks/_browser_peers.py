@@ -276,7 +276,8 @@ async function bench(c) {
   const first = await withTimeout(engine.run(feeds), c.runTimeoutMs, "first run");
   result.first_ms = performance.now() - start;
   result.outputs = Object.fromEntries(Object.entries(first).map(([name, array]) => [name, b64(array)]));
-  for (let i = 1; i <= c.warmup; i++) {
+  const warm = performance.now();
+  for (let i = 1; i <= c.warmup || performance.now() - warm < c.warmupMs; i++) {
     state.phase = `warm-up run ${i}`;
     await withTimeout(engine.run(feeds), c.runTimeoutMs, state.phase);
   }
