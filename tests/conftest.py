@@ -58,3 +58,9 @@ def wgsl_device(request):
 def gl():
     """The GLSL device: llvmpipe through moderngl's headless EGL context."""
     return _need("auto", "glsl")
+
+
+@pytest.fixture
+def fresh_device():
+    """Open a new device per call (state no earlier test touched), skipping or failing like the fixtures above."""
+    return _need

@@ -112,12 +112,10 @@ def test_matrix_vector_seeds_on_every_wgsl_device(wgsl_device, shape):
 
 
 @pytest.mark.parametrize("selector", ["lavapipe", "swiftshader"])
-def test_kernel_times_are_gpu_timestamps_on_vulkan(selector):
+def test_kernel_times_are_gpu_timestamps_on_vulkan(fresh_device, selector):
     # A fresh device: the first timed run also pays the query set-up (~15 ms on both), which once switched
     # timestamps off for good, so every tuner trial was timed by the wall clock (+0.3 ms of submit and read).
-    from kernelforge.runtime import open_device
-
-    backend = open_device(selector)
+    backend = fresh_device(selector)
     problem = SPEC.parse_problem("1x128x64t")
     params = SPEC.seed_params(problem, backend.limits, "wgsl")[0]
     check_op(backend, SPEC, problem, params)
