@@ -333,23 +333,36 @@ def test_runs_the_plan_and_matches_numpy(site: Site, backend: str, language: str
 
 
 RUN_MANY = """
-const m = await kf.load(arg.url, {backend: "webgpu"});
-const xs = arg.xs.map(x);
-const out = [];
-for (let i = 0; i < 40; i++) out.push(Array.from((await m.run({x: xs[i % 2]})).z));
-m.dispose();
-return out;
+const queue = GPUQueue.prototype, done = queue.onSubmittedWorkDone;
+let nudges = 0, hops = 0;
+queue.onSubmittedWorkDone = function () { nudges++; return done.call(this); };
+const Channel = globalThis.MessageChannel;
+globalThis.MessageChannel = class extends Channel { constructor() { super(); hops++; } };
+try {
+  const m = await kf.load(arg.url, {backend: "webgpu"});
+  const xs = arg.xs.map(x);
+  const out = [];
+  for (let i = 0; i < 60; i++) out.push(Array.from((await m.run({x: xs[i % 2]})).z));
+  m.dispose();
+  return {out, nudges, hops};
+} finally {
+  queue.onSubmittedWorkDone = done;
+  globalThis.MessageChannel = Channel;
+}
 """
 
 
 def test_every_run_reads_its_own_result_while_readback_is_nudged(site: Site) -> None:
-    # after a short run the WebGPU backend pokes the GPU process 1-4 ms into the next run's readback; with or
-    # without the pokes, each run must read back its own outputs (alternating inputs expose a stale or early read)
+    # after a short run the WebGPU backend pokes the GPU process during the next run's readback (after runs
+    # under 1.5 ms, from message-channel hops as well as timers); with or without the pokes, each run must read
+    # back its own outputs (alternating inputs expose a stale or early read)
     url, consts = _chain_bundle(site, "wgsl")
     x1, x2 = _random(3, N), _random(4, N)
     got = site.js(RUN_MANY, {"url": url, "xs": [x1.tolist(), x2.tolist()]})
-    assert len(got) == 40
-    for i, z in enumerate(got):
+    print(f"nudges {got['nudges']}, hop loops {got['hops']} in 60 runs")
+    assert got["nudges"] > 0, "no run was nudged: the test did not exercise what it is about"
+    assert len(got["out"]) == 60
+    for i, z in enumerate(got["out"]):
         _close(z, mul_add((x1, x2)[i % 2], *consts[:2]))
 
 
