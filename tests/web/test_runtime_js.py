@@ -353,7 +353,7 @@ try {
 
 
 def test_every_run_reads_its_own_result_while_readback_is_nudged(site: Site) -> None:
-    # after a short run the WebGPU backend pokes the GPU process during the next run's readback (after runs
+    # after a short run the WebGPU backend pokes the GPU process during the next run's readback (once a run took
     # under 1.5 ms, from message-channel hops as well as timers); with or without the pokes, each run must read
     # back its own outputs (alternating inputs expose a stale or early read)
     url, consts = _chain_bundle(site, "wgsl")

@@ -288,19 +288,22 @@ async function openWebGPU(adapter, manifest, plan, weights, progress, checkAbort
     let validated = false;
     // Readback: Chromium's GPU process completes a mapAsync when it next checks for finished work: at once if
     // the request arrives after the GPU is done, otherwise on a poll timer about 2 ms later (a 0.3 ms MLP on
-    // SwiftShader took 2.9 ms a run). Any later call that reaches the GPU process makes it check, so short runs
-    // send onSubmittedWorkDone() "nudges" after their map. After a run under 4 ms: 1, 2, 3 and 4 ms later (MLP
-    // 1.5 ms a run). Timers cannot wait less than 1 ms, and a tiny model's GPU work is done in ~0.3 ms, so once
-    // some run took under 1.5 ms, message-channel hops (a busy wait of at most 1.3 ms on this thread) nudge at
-    // 0.4, 0.7, 1.0 and 1.3 ms first (MLP 1.0-1.2 ms). Longer runs gain nothing: their run-to-run noise exceeds
-    // the poll timer, and busy waiting takes CPU from a software GPU (small CNN 2.7 -> 4.3 ms).
+    // SwiftShader took 2.9 ms a run). Any later call that reaches the GPU process makes it check, so after a
+    // run under 4 ms the next one sends onSubmittedWorkDone() "nudges" after its map, 1, 2, 3 and 4 ms later by
+    // timers (MLP 1.5 ms a run; longer runs gain nothing, and nudges cost MobileNetV2-style 0.4-0.8 ms). Timers
+    // wait 1 ms at least, and a tiny model's GPU work is done in ~0.3 ms, so once some run took under 1.5 ms,
+    // message-channel hops (a busy wait) nudge at 0.4, 0.7, 1.0 and 1.3 ms first (MLP 0.9-1.4 ms). The hops
+    // take CPU from a software GPU: with one core busy elsewhere the MLP took 3.0 ms a run with them, 1.5 ms
+    // without, so 8 hop runs in a row over 2 ms turn them off for the next 256 runs.
     let last = Infinity;
     let best = Infinity;
+    let slow = 0;
+    let pause = 0;
     const ping = () => device.queue.onSubmittedWorkDone().catch(() => {});
-    const nudge = async (pending, started) => {
+    const nudge = async (pending, started, hop) => {
       let done = false;
       pending.then(() => (done = true));
-      if (best < 1.5) {
+      if (hop) {
         const { port1, port2 } = new MessageChannel();
         let wake;
         port1.onmessage = () => wake();
@@ -338,10 +341,14 @@ async function openWebGPU(adapter, manifest, plan, weights, progress, checkAbort
       device.queue.submit([encoder.finish()]);
       const scoped = validated ? Promise.resolve(null) : device.popErrorScope();
       const mapped = Promise.allSettled([scoped, ...read.map((o) => o.staging.mapAsync(1))]);
-      if (last < 4) nudge(mapped, started);
+      const hop = last < 4 && best < 1.5 && !pause;
+      if (pause) pause--;
+      if (last < 4) nudge(mapped, started, hop);
       const [scope, ...maps] = await mapped;
       last = performance.now() - started;
       best = Math.min(best, last);
+      if (hop) slow = last > 2 ? slow + 1 : 0;
+      if (slow === 8) [slow, pause] = [0, 256];
       const result = {};
       read.forEach((o, k) => {
         if (maps[k].status === "fulfilled") {
