@@ -120,15 +120,17 @@ def test_kernel_times_are_gpu_timestamps_on_vulkan(fresh_device, selector):
     params = SPEC.seed_params(problem, backend.limits, "wgsl")[0]
     check_op(backend, SPEC, problem, params)
     bound = prepare(backend, SPEC, problem, params, SPEC.make_inputs(problem, np.random.default_rng(0))).bound
-    times = sorted(bound.time() for _ in range(7))
-    assert backend.has_timestamps, f"{selector}: timestamps were switched off"
-    walls = []
-    for _ in range(7):
+    times, walls = [], []
+    for _ in range(9):  # alternated, so a busy spell of the host reaches both lists alike
+        times.append(bound.time())
         start = time.perf_counter()
         bound.run()
         walls.append(time.perf_counter() - start)
-    # a pass's GPU time excludes the submit and the read-back that a wall clock counts
-    assert 0 < times[3] < sorted(walls)[3], (times, walls)
+    assert backend.has_timestamps, f"{selector}: timestamps were switched off"
+    # A pass's GPU time excludes the submit and the read-back that a wall clock counts: 0.13 vs 0.5 ms here,
+    # while time() by the wall clock read 0.32-0.37 ms. Minima, since a host stall inflates a wall clock, and
+    # a stalled timed run is reported by its wall clock.
+    assert 0 < min(times) < 0.5 * min(walls), (sorted(times), sorted(walls))
 
 
 def test_public_api_matches_numpy(lavapipe):
