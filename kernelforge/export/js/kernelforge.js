@@ -292,7 +292,7 @@ async function openWebGPU(adapter, manifest, plan, weights, progress, checkAbort
     // run under 4 ms the next one sends onSubmittedWorkDone() "nudges" after its map, 1, 2, 3 and 4 ms later by
     // timers (MLP 1.5 ms a run; longer runs gain nothing, and nudges cost MobileNetV2-style 0.4-0.8 ms). Timers
     // wait 1 ms at least, and a tiny model's GPU work is done in ~0.3 ms, so once some run took under 1.5 ms,
-    // message-channel hops (a busy wait) nudge at 0.4, 0.7, 1.0 and 1.3 ms first (MLP 0.9-1.4 ms). The hops
+    // message-channel hops (a busy wait) nudge at 0.4, 0.7, 1.0 and 1.3 ms first (MLP 0.7-1.4 ms). The hops
     // take CPU from a software GPU: with one core busy elsewhere the MLP took 3.0 ms a run with them, 1.5 ms
     // without, so 8 hop runs in a row over 2 ms turn them off for the next 256 runs.
     let last = Infinity;
