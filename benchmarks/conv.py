@@ -22,11 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import table, wall, write_json
 from _layers import MODELS
 
+from kernelforge import _config
+from kernelforge.db import TuningDB
 from kernelforge.errors import DeviceNotFoundError
 from kernelforge.ops import get_op
 from kernelforge.ops.conv import ConvProblem
 from kernelforge.runtime import open_device
-from kernelforge.runtime.api import choose_params
 from kernelforge.runtime.kernel import prepare
 from kernelforge.tuner.measure import MeasureConfig, side_by_side
 from kernelforge.tuner.objective import verify
@@ -79,7 +80,9 @@ def main() -> int:
             inputs = SPEC.make_inputs(problem, np.random.default_rng(0))
             reference = SPEC.reference(problem, inputs)
             default = SPEC.default_params(problem, backend.limits, backend.language)
-            chosen = choose_params(backend, "conv2d", problem)
+            chosen = TuningDB(_config.db_dir()).params_for(
+                backend.info, "conv2d", problem, backend.language, backend.limits
+            )
             kernels = {
                 "default": prepare(backend, SPEC, problem, default, inputs),
                 "tuned": prepare(backend, SPEC, problem, chosen.params, inputs),

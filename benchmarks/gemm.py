@@ -19,10 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import table, wall, write_json
 
+from kernelforge import _config
+from kernelforge.db import TuningDB
 from kernelforge.errors import DeviceNotFoundError
 from kernelforge.ops import get_op
 from kernelforge.runtime import list_devices, open_device
-from kernelforge.runtime.api import choose_params
 from kernelforge.runtime.kernel import prepare
 from kernelforge.tuner.measure import MeasureConfig, side_by_side
 from kernelforge.tuner.objective import verify
@@ -54,7 +55,9 @@ def main() -> int:
             reference = SPEC.reference(problem, inputs)
             a, b = inputs[0][0], inputs[1][0]
             default = SPEC.default_params(problem, backend.limits, backend.language)
-            chosen = choose_params(backend, "gemm", problem)
+            chosen = TuningDB(_config.db_dir()).params_for(
+                backend.info, "gemm", problem, backend.language, backend.limits
+            )
             kernels = {
                 "default": prepare(backend, SPEC, problem, default, inputs),
                 "tuned": prepare(backend, SPEC, problem, chosen.params, inputs),

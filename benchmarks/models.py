@@ -38,8 +38,8 @@ from _common import table, wall, write_json
 
 from kernelforge import _config
 from kernelforge.errors import DeviceNotFoundError, KernelforgeError
+from kernelforge.graph.ir import GraphError
 from kernelforge.runtime import open_device
-from kernelforge.runtime.graph import GraphError
 from kernelforge.runtime.session import Session, load
 from kernelforge.testing.models import MODELS
 from kernelforge.tuner.measure import MeasureConfig, side_by_side

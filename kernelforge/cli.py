@@ -126,8 +126,8 @@ def _tune_model(args: argparse.Namespace) -> int:
 
     path = _model_path(args.model)
     info = select_device(args.device, args.backend)
-    from kernelforge.runtime.session import model_kernels, planned_kernels  # after the checks: no importer needed
-    from kernelforge.tuner.db import TuningDB
+    from kernelforge.db import TuningDB
+    from kernelforge.graph.prepare import model_kernels, planned_kernels  # after the checks: no importer needed
 
     if args.trials < 1:
         raise KernelforgeError("--trials-per-kernel must be >= 1")
@@ -326,9 +326,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_db_show(args: argparse.Namespace) -> int:
+    from kernelforge.db import TuningDB
     from kernelforge.ops import get_op
     from kernelforge.templates import kernel_hash
-    from kernelforge.tuner.db import TuningDB
 
     db = TuningDB(args.db)
     slug = None
@@ -366,7 +366,7 @@ def _cmd_db_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_db_merge(args: argparse.Namespace) -> int:
-    from kernelforge.tuner.db import TuningDB
+    from kernelforge.db import TuningDB
 
     target, other = TuningDB(args.db), TuningDB(args.other)
     if not other.root.is_dir():
@@ -386,9 +386,9 @@ def _cmd_db_merge(args: argparse.Namespace) -> int:
 
 
 def _cmd_db_prune(args: argparse.Namespace) -> int:
+    from kernelforge.db import TuningDB
     from kernelforge.ops import get_op
     from kernelforge.templates import kernel_hash
-    from kernelforge.tuner.db import TuningDB
 
     status = 0
     for path, dropped in TuningDB(args.db).prune(lambda op, language: kernel_hash(get_op(op), language)):

@@ -72,10 +72,10 @@ def test_tune_show_merge(lavapipe, capsys, tmp_path, monkeypatch):
 
 
 def test_db_prune_removes_only_stale_records(capsys, tmp_path):
+    from kernelforge.db import TuningDB, device_meta, new_record
+    from kernelforge.devices import DeviceInfo
     from kernelforge.ops import Limits, get_op
-    from kernelforge.runtime.devices import DeviceInfo
     from kernelforge.templates import kernel_hash
-    from kernelforge.tuner.db import TuningDB, device_meta, new_record
 
     spec = get_op("gemm")
     info = DeviceInfo(

@@ -96,9 +96,9 @@ def test_tune_model_argument_errors(mlp_path, tmp_path, capsys):
 
 @pytest.mark.device
 def test_tune_model_stores_every_kernel(lavapipe, mlp_path, tmp_path, capsys, monkeypatch):
+    from kernelforge.db import TuningDB
+    from kernelforge.graph.prepare import model_kernels
     from kernelforge.ops import get_op
-    from kernelforge.runtime.session import model_kernels
-    from kernelforge.tuner.db import TuningDB
 
     monkeypatch.setenv("KF_PROGRESS", "0")
     db = tmp_path / "db"

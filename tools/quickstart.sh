@@ -82,22 +82,25 @@ PY
 echo "== tuning database"
 kernelforge db show --db "$db"
 
-echo "== kernelforge.ops.gemm with the tuned kernel, checked against numpy"
+echo "== kernelforge.api.gemm with the tuned kernel, checked against numpy"
 KF_DB_DIR="$db" python - <<'PY'
 import time
 
 import numpy as np
 
-import kernelforge.ops as kops
-from kernelforge.runtime import open_device
-from kernelforge.runtime.api import choose_params
+import kernelforge.api as kops
+from kernelforge import _config
+from kernelforge.db import TuningDB
 from kernelforge.ops.gemm import GemmProblem
+from kernelforge.runtime import open_device
 
 rng = np.random.default_rng(0)
 a = rng.standard_normal((512, 512), dtype=np.float32)
 b = rng.standard_normal((512, 512), dtype=np.float32)
 bias = rng.standard_normal(512, dtype=np.float32)
-chosen = choose_params(open_device("lavapipe"), "gemm", GemmProblem(512, 512, 512, has_bias=True))
+lavapipe = open_device("lavapipe")
+problem = GemmProblem(512, 512, 512, has_bias=True)
+chosen = TuningDB(_config.db_dir()).params_for(lavapipe.info, "gemm", problem, "wgsl", lavapipe.limits)
 start = time.perf_counter()
 c = kops.gemm(a, b, bias=bias, activation="relu", device="lavapipe")
 elapsed = time.perf_counter() - start

@@ -18,16 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from kernelforge._version import __version__
+from kernelforge.db import TuningDB
 from kernelforge.errors import ExportError, KernelforgeError
-from kernelforge.runtime.graph import Graph
-from kernelforge.runtime.lower import split_wide_gemms
-from kernelforge.runtime.plan import plan_graph
-from kernelforge.runtime.session import ModelSource, prepare_graph
-from kernelforge.tuner.db import TuningDB
+from kernelforge.graph.ir import Graph
+from kernelforge.graph.plan import plan_graph
+from kernelforge.graph.prepare import ModelSource, prepare_graph
+from kernelforge.graph.program import build_program
 
+from .plans import glsl_json, wgsl_json
 from .targets import NO_RECORDS, Target, select_targets
-from .webgl import glsl_plan
-from .webgpu import wgsl_plan
 from .weights import Constants, Shaders
 
 FORMAT_VERSION = 1
@@ -71,7 +70,8 @@ def _target_json(target: Target, graph: Graph, db: TuningDB, constants: Constant
         copy.deepcopy(graph), target.info, target.language, target.info.limits, NO_RECORDS if target.is_default else db
     )
     try:
-        body = (wgsl_plan if target.language == "wgsl" else glsl_plan)(plan, constants, shaders)
+        program = build_program(plan, target="web")
+        body = (wgsl_json if target.language == "wgsl" else glsl_json)(program, constants, shaders)
     except KernelforgeError as exc:
         raise ExportError(f"target {target.id}: {exc}") from exc
     return {
@@ -112,7 +112,6 @@ def export(
 
     tuning = db if isinstance(db, TuningDB) else TuningDB(db if db is not None else _config.db_dir())
     graph = prepare_graph(model, input_shapes)
-    split_wide_gemms(graph)
     constants, shaders = Constants(weights), Shaders()
     chosen = select_targets(tuning, targets)
     plans = [_target_json(t, graph, tuning, constants, shaders) for t in chosen]

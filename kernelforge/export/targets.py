@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from kernelforge.db import DeviceFile, Lookup, Query, TuningDB
+from kernelforge.devices import DeviceInfo
 from kernelforge.errors import ExportError
-from kernelforge.ops._spec import SUBGROUP_SIZES, Limits
-from kernelforge.runtime.devices import DeviceInfo
-from kernelforge.tuner.db import DeviceFile, Lookup, Query, TuningDB
+from kernelforge.ops.spec import SUBGROUP_SIZES, Limits
 
 LANGUAGES = ("wgsl", "glsl")
 # Browsers guarantee WebGPU's default limits and (nearly always) these WebGL2 ones: a plan for a browser is

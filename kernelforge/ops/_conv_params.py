@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kernelforge.ops._spec import Params
+from kernelforge.ops.spec import Params
 
 DIRECT, IMPLICIT_GEMM, DEPTHWISE, DEPTHWISE_ROWS = 0, 1, 2, 3
 DEPTHWISE_ALGOS = (DEPTHWISE, DEPTHWISE_ROWS)

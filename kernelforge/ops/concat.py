@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from kernelforge.errors import ShapeError
-from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
-from kernelforge.ops._texture import TexLayout, first_too_big
-from kernelforge.ops.softmax import check_axis, check_dims, linear_grid, parse_dims
+from kernelforge.ops.shapes import check_axis, check_dims, linear_grid, parse_dims
+from kernelforge.ops.spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
+from kernelforge.ops.texture import TexLayout, first_too_big
 
 # WebGPU's default maxStorageBuffersPerShaderStage is 8: the output takes one, so 7 inputs fit. Limits does
 # not carry this limit (every device opened here uses the WebGPU defaults), so it is a constant.
@@ -113,6 +113,12 @@ class ConcatSpec(OpSpec[ConcatProblem]):
             Param("square", (0, 1), "textures row-aligned (0) or wrapped square-ish (1)"),
         ),
     }
+
+    def from_node(self, shapes: Sequence[tuple[int, ...] | None], attrs: Mapping[str, Any]) -> ConcatProblem:
+        """Build the problem of a node joining its inputs along ``attrs["axis"]`` (non-negative)."""
+        if any(s is None for s in shapes):
+            raise ShapeError("concat: every input must be given")
+        return ConcatProblem(tuple(s for s in shapes if s is not None), int(attrs["axis"]))
 
     def parse_problem(self, text: str) -> ConcatProblem:
         """Parse ``dims+dims+...:a<axis>``: ``1x64x56x56+1x32x56x56:a1``, ``7+3:a0``, ``2x3+2x5:a-1``."""
@@ -225,40 +231,3 @@ class ConcatSpec(OpSpec[ConcatProblem]):
 
 
 SPEC = ConcatSpec()
-
-
-def concat(arrays: Sequence[Any], axis: int, *, device: str | int = "auto", backend: str | None = None) -> np.ndarray:
-    """Concatenate arrays along ``axis`` on a GPU (ONNX Concat).
-
-    Inputs of size 0 along the axis are dropped, as in ONNX. The WGSL kernel takes at most 7 inputs (8 storage
-    buffers per shader stage), the GLSL one 15.
-
-    Args:
-        arrays: One or more arrays of the same rank whose dims agree except along ``axis``.
-        axis: The axis joined along, ``-rank .. rank-1``.
-        device: A ``--device`` selector.
-        backend: ``"wgsl"`` or ``"glsl"`` to choose the kernel language; ``None`` takes the device's.
-
-    Returns:
-        float32 array.
-
-    Raises:
-        ShapeError: When the arrays are missing, not numeric, of other ranks or shapes, or the axis is bad.
-    """
-    from kernelforge.runtime.api import float_array, run_op
-
-    if isinstance(arrays, np.ndarray) or not isinstance(arrays, Sequence) or not arrays:
-        raise ShapeError("concat: arrays must be a non-empty list of arrays")
-    xs = [float_array("concat", f"arrays[{k}]", a) for k, a in enumerate(arrays)]
-    if np.ndim(arrays[0]) == 0:  # float_array returns at least 1-D
-        raise ShapeError("concat: arrays[0] must have at least one dimension, got a scalar")
-    rank = xs[0].ndim
-    norm = check_axis("concat", axis, rank)
-    for k, x in enumerate(xs):
-        if x.ndim != rank or x.shape[:norm] != xs[0].shape[:norm] or x.shape[norm + 1 :] != xs[0].shape[norm + 1 :]:
-            raise ShapeError(f"concat: arrays[{k}] has shape {x.shape}, incompatible with {xs[0].shape} on axis {axis}")
-    kept = [x for x in xs if x.shape[norm]]
-    if not kept or kept[0].size == 0:
-        return np.concatenate(xs, axis=norm).astype(np.float32)
-    problem = ConcatProblem(tuple(tuple(x.shape) for x in kept), norm)
-    return run_op("concat", problem, kept, device, backend)

@@ -14,14 +14,13 @@ once, at load, in a graph) and the output back in :meth:`ConvSpec.from_device`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
 from kernelforge.errors import ShapeError
-from kernelforge.ops._attrs import resolve_auto_pad
 from kernelforge.ops._conv_params import (
     DEFAULT_PARAMS,
     DEPTHWISE,
@@ -48,17 +47,18 @@ from kernelforge.ops._conv_params import (
 )
 from kernelforge.ops._conv_shape import SYNTAX, parse_shape
 from kernelforge.ops._epilogue import Activation
-from kernelforge.ops._spec import (
+from kernelforge.ops.spec import (
     GlLaunch,
     Launch,
     Limits,
     OpSpec,
     Param,
     Params,
+    input_shape,
     register_cap,
     register_tile_problem,
 )
-from kernelforge.ops._texture import TexLayout, first_too_big
+from kernelforge.ops.texture import TexLayout, first_too_big
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -74,7 +74,6 @@ __all__ = [
     "SPEC",
     "ConvProblem",
     "ConvSpec",
-    "conv2d",
 ]
 
 
@@ -219,6 +218,30 @@ class ConvSpec(OpSpec[ConvProblem]):
             Param("square", (0, 1), "textures row-aligned (0) or wrapped square-ish (1)"),
         ),
     }
+
+    def from_node(self, shapes: Sequence[tuple[int, ...] | None], attrs: Mapping[str, Any]) -> ConvProblem:
+        """Build the problem of a node ``act(conv(x, w) + bias + residual)``: inputs x, w, bias?, residual?.
+
+        Attrs: strides ``(sy, sx)``, pads ``(t, l, b, r)``, dilations ``(dy, dx)``, group, activation.
+        """
+        x, w = input_shape(self.name, shapes, 0), input_shape(self.name, shapes, 1)
+        bias, residual = [*shapes[2:], None, None][:2]
+        return ConvProblem(
+            n=x[0],
+            c=x[1],
+            h=x[2],
+            w=x[3],
+            m=w[0],
+            kh=w[2],
+            kw=w[3],
+            strides=tuple(attrs["strides"]),
+            pads=tuple(attrs["pads"]),
+            dilations=tuple(attrs["dilations"]),
+            group=int(attrs["group"]),
+            has_bias=bias is not None,
+            has_residual=residual is not None,
+            activation=attrs["activation"],
+        )
 
     def parse_problem(self, text: str) -> ConvProblem:
         """Parse ``NxCxHxW:MxKHxKW`` plus ``:s`` strides, ``:p`` pads, ``:d`` dilations, ``:g`` group options."""
@@ -496,98 +519,3 @@ class ConvSpec(OpSpec[ConvProblem]):
 
 
 SPEC = ConvSpec()
-
-
-def _ints(name: str, value: Any, size: int, default: tuple[int, ...]) -> tuple[int, ...]:
-    if value is None:
-        return default
-    values = tuple(int(v) for v in np.asarray(value).reshape(-1))
-    if len(values) != size:
-        raise ShapeError(f"conv2d: {name} must have {size} values, got {list(values)}")
-    return values
-
-
-def conv2d(
-    x: Any,
-    w: Any,
-    bias: Any = None,
-    *,
-    strides: Sequence[int] | None = None,
-    pads: Sequence[int] | None = None,
-    dilations: Sequence[int] | None = None,
-    group: int = 1,
-    auto_pad: str = "NOTSET",
-    activation: str | Activation | None = None,
-    residual: Any = None,
-    device: str | int = "auto",
-    backend: str | None = None,
-) -> np.ndarray:
-    """Compute ONNX ``Conv`` on NCHW input with a fused ``act(conv + bias + residual)`` epilogue.
-
-    Args:
-        x: Input ``[n, c, h, w]``.
-        w: Weights ``[m, c / group, kh, kw]``.
-        bias: Optional ``[m]``.
-        strides: ``(sy, sx)``, default 1.
-        pads: ONNX order ``(top, left, bottom, right)``, default 0.
-        dilations: ``(dy, dx)``, default 1.
-        group: Groups (``group == c`` is depthwise).
-        auto_pad: ONNX ``NOTSET``, ``VALID``, ``SAME_UPPER`` or ``SAME_LOWER`` (overrides ``pads``).
-        activation: Applied last (see :func:`kernelforge.ops.gemm`).
-        residual: Optional tensor of the output's shape added before the activation.
-        device: A ``--device`` selector.
-        backend: ``"wgsl"`` or ``"glsl"``; ``None`` takes the device's.
-
-    Returns:
-        float32 ``[n, m, oh, ow]``.
-    """
-    from kernelforge.runtime.api import float_array, run_op
-
-    x32, w32 = float_array("conv2d", "x", x), float_array("conv2d", "w", w)
-    if x32.ndim != 4 or w32.ndim != 4:
-        raise ShapeError(f"conv2d: x and w must be 4-D (NCHW, OIHW), got shapes {x32.shape} and {w32.shape}")
-    if isinstance(group, bool) or int(group) < 1 or x32.shape[1] != w32.shape[1] * int(group):
-        raise ShapeError(
-            f"conv2d: x has {x32.shape[1]} channels but w {w32.shape} with group={group} expects "
-            f"{w32.shape[1] * int(group)}"
-        )
-    strides_ = _ints("strides", strides, 2, (1, 1))
-    dilations_ = _ints("dilations", dilations, 2, (1, 1))
-    if auto_pad != "NOTSET":
-        same = [
-            resolve_auto_pad("conv2d", auto_pad, size, k, st, d)
-            for size, k, st, d in zip(x32.shape[2:4], w32.shape[2:4], strides_, dilations_, strict=True)
-        ]
-        pads_: tuple[int, ...] = tuple(p[0] for p in same if p) + tuple(p[1] for p in same if p)
-    else:
-        pads_ = _ints("pads", pads, 4, (0, 0, 0, 0))
-    inputs = [x32, w32]
-    if bias is not None:
-        bias32 = float_array("conv2d", "bias", bias)
-        if bias32.shape != (w32.shape[0],):
-            raise ShapeError(f"conv2d: bias must have shape ({w32.shape[0]},), got {bias32.shape}")
-        inputs.append(bias32)
-    problem = ConvProblem(
-        n=x32.shape[0],
-        c=x32.shape[1],
-        h=x32.shape[2],
-        w=x32.shape[3],
-        m=w32.shape[0],
-        kh=w32.shape[2],
-        kw=w32.shape[3],
-        strides=strides_,  # type: ignore[arg-type]
-        pads=pads_,  # type: ignore[arg-type]
-        dilations=dilations_,  # type: ignore[arg-type]
-        group=int(group),
-        has_bias=bias is not None,
-        has_residual=residual is not None,
-        activation=Activation.parse(activation),
-    )
-    if residual is not None:
-        res32 = float_array("conv2d", "residual", residual)
-        if res32.shape != SPEC.output_shape(problem):
-            raise ShapeError(
-                f"conv2d: residual must have the output shape {SPEC.output_shape(problem)}, got {res32.shape}"
-            )
-        inputs.append(res32)
-    return run_op("conv2d", problem, inputs, device, backend)

@@ -26,8 +26,8 @@ import numpy as np
 
 from kernelforge.errors import ShapeError
 from kernelforge.ops import _expr
-from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
-from kernelforge.ops._texture import TexLayout, first_too_big
+from kernelforge.ops.spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
+from kernelforge.ops.texture import TexLayout, first_too_big
 
 MAX_RANK = 6
 MAX_DISPATCH = 65535
@@ -179,6 +179,15 @@ class EltwiseSpec(OpSpec[EltwiseProblem]):
         ),
     }
 
+    def from_node(self, shapes: Sequence[tuple[int, ...] | None], attrs: Mapping[str, Any]) -> EltwiseProblem:
+        """Build the problem of a node computing ``attrs["expr"]``, whose names are ``v0, v1, ...`` in input order."""
+        named = {f"v{i}": s for i, s in enumerate(shapes) if s is not None}
+        return EltwiseProblem.from_text(str(attrs["expr"]), named)
+
+    def node_inputs(self, problem: EltwiseProblem, present: Sequence[bool]) -> tuple[int, ...]:
+        """Return the inputs the program reads (``v<k>`` is input ``k``), in the problem's order."""
+        return tuple(int(name[1:]) for name in problem.names)
+
     def parse_problem(self, text: str) -> EltwiseProblem:
         """Parse ``EXPR:NAME=DxD..,NAME=..`` (``NAME=scalar`` for a 0-d input)."""
         expr, sep, shape_text = text.strip().rpartition(":")
@@ -327,63 +336,3 @@ class EltwiseSpec(OpSpec[EltwiseProblem]):
 
 
 SPEC = EltwiseSpec()
-
-
-def elementwise(
-    expr: str,
-    *arrays: Any,
-    device: str | int = "auto",
-    backend: str | None = None,
-    **named_arrays: Any,
-) -> np.ndarray:
-    """Evaluate a fused elementwise program on a GPU in one kernel, with numpy broadcasting.
-
-    Example: ``elementwise("relu(x*a + b) + y", x, a, b, y)`` or ``elementwise("clip(x, 0, 6)", x=x)``.
-
-    The program uses input names, finite numbers, ``+ - * /``, unary ``-`` and the functions relu, clip(v, lo,
-    hi), sigmoid, tanh, gelu, hardswish, hardsigmoid(v, alpha=0.2, beta=0.5), leaky_relu(v, alpha=0.01), exp,
-    neg, sqrt, reciprocal, abs, max(a, b), min(a, b) and pow(a, b) with ONNX semantics.
-
-    Args:
-        expr: The program.
-        *arrays: Inputs bound to the program's names in order of their first appearance in ``expr``.
-        device: A ``--device`` selector.
-        backend: ``"wgsl"`` or ``"glsl"`` to choose the kernel language; ``None`` takes the device's.
-        **named_arrays: Inputs bound by name (the names not bound positionally).
-
-    Returns:
-        float32 array of the inputs' broadcast shape.
-
-    Raises:
-        ShapeError: For a malformed program (naming the token and column), unknown or missing names, a name
-            bound twice, non-numeric data, a rank above 6 or shapes that do not broadcast.
-    """
-    from kernelforge.runtime.api import float_array, run_op
-
-    _, names = _expr.parse(expr)
-    if len(arrays) > len(names):
-        raise ShapeError(f"elementwise: {len(arrays)} positional arrays for the inputs {list(names)} of {expr!r}")
-
-    def convert(name: str, value: Any) -> np.ndarray:
-        # NOTE: float_array goes through np.ascontiguousarray, which turns a 0-d scalar into shape (1,)
-        return float_array("elementwise", name, value).reshape(np.shape(value))
-
-    bound: dict[str, np.ndarray] = {}
-    for name, value in zip(names, arrays, strict=False):
-        bound[name] = convert(name, value)
-    for name, value in named_arrays.items():
-        if name not in names:
-            raise ShapeError(f"elementwise: unknown input name {name!r}; {expr!r} uses {list(names)}")
-        if name in bound:
-            raise ShapeError(f"elementwise: input {name!r} given both positionally and by name")
-        bound[name] = convert(name, value)
-    missing = [n for n in names if n not in bound]
-    if missing:
-        raise ShapeError(f"elementwise: no array for input(s) {missing} of {expr!r}")
-    for name, value in bound.items():
-        if value.ndim > MAX_RANK:
-            raise ShapeError(f"elementwise: input {name!r} has rank {value.ndim} > {MAX_RANK}")
-        if value.size == 0:
-            raise ShapeError(f"elementwise: input {name!r} is empty {value.shape}")
-    problem = EltwiseProblem.from_text(expr, {n: bound[n].shape for n in names})
-    return run_op("elementwise", problem, [bound[n] for n in names], device=device, backend_language=backend)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -12,8 +12,8 @@ import numpy as np
 
 from kernelforge.errors import ShapeError
 from kernelforge.ops._epilogue import Activation
-from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params, register_tile_problem
-from kernelforge.ops._texture import TexLayout, first_too_big
+from kernelforge.ops.spec import GlLaunch, Launch, Limits, OpSpec, Param, Params, input_shape, register_tile_problem
+from kernelforge.ops.texture import TexLayout, first_too_big
 
 # Accumulators per thread and unrolled statements per kernel are capped: past these, drivers spill
 # registers or spend seconds compiling, and no device we measured got faster (wide_tiles devices: 256).
@@ -123,6 +123,26 @@ class GemmSpec(OpSpec[GemmProblem]):
             Param("square", (0, 1), "input textures row-aligned (0) or wrapped square-ish (1)"),
         ),
     }
+
+    def from_node(self, shapes: Sequence[tuple[int, ...] | None], attrs: Mapping[str, Any]) -> GemmProblem:
+        """Build the problem of a node ``act(a @ op(b) + bias)``: inputs a ``[m, k]`` or ``[batch, m, k]``, b, bias?.
+
+        Attrs: trans_b (bool), activation. A 3-D ``b`` has the same leading dim as ``a``.
+        """
+        a, b = input_shape(self.name, shapes, 0), input_shape(self.name, shapes, 1)
+        bias = shapes[2] if len(shapes) > 2 else None
+        trans_b = bool(attrs["trans_b"])
+        m, k = a[-2:]
+        return GemmProblem(
+            m=m,
+            n=b[-2] if trans_b else b[-1],
+            k=k,
+            batch=a[0] if len(a) == 3 else 1,
+            batch_b=b[0] if len(b) == 3 else 1,
+            trans_b=trans_b,
+            has_bias=bias is not None,
+            activation=attrs["activation"],
+        )
 
     def parse_problem(self, text: str) -> GemmProblem:
         """Parse ``MxNxK``, ``BxMxNxK``, with a trailing ``t`` for ``trans_b`` (``64x64x64t``)."""

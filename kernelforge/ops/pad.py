@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from kernelforge.errors import ShapeError
-from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
-from kernelforge.ops._texture import TexLayout, first_too_big
+from kernelforge.ops.spec import GlLaunch, Launch, Limits, OpSpec, Param, Params, input_shape
+from kernelforge.ops.texture import TexLayout, first_too_big
 
 MAX_RANK = 6
 MODES = ("constant", "reflect", "edge")
@@ -209,6 +209,11 @@ class PadSpec(OpSpec[PadProblem]):
         ),
     }
 
+    def from_node(self, shapes: Sequence[tuple[int, ...] | None], attrs: Mapping[str, Any]) -> PadProblem:
+        """Build the problem of a node padding x: attrs pads (``begin..., end...`` per axis), mode, constant_value."""
+        x = input_shape(self.name, shapes, 0)
+        return PadProblem(x, tuple(attrs["pads"]), str(attrs["mode"]), float(attrs.get("constant_value", 0.0)))
+
     def parse_problem(self, text: str) -> PadProblem:
         """Parse ``DIMS:pPADS[:MODE][:vVALUE][:aAXES]``.
 
@@ -360,45 +365,3 @@ class PadSpec(OpSpec[PadProblem]):
 
 
 SPEC = PadSpec()
-
-
-def pad(
-    x: np.ndarray,
-    pads: Sequence[int],
-    mode: str = "constant",
-    constant_value: float = 0.0,
-    axes: Sequence[int] | None = None,
-    *,
-    device: str | int = "auto",
-    backend: str | None = None,
-) -> np.ndarray:
-    """Pad (or crop, with negative pads) a tensor of rank 1..6 on a GPU, as ONNX Pad (opset 18).
-
-    Args:
-        x: Input tensor.
-        pads: ``[x1_begin, x2_begin, ..., x1_end, x2_end, ...]`` for ``axes`` (default: every axis);
-            negative values remove elements.
-        mode: ``"constant"``, ``"reflect"`` or ``"edge"``.
-        constant_value: Fill value of ``constant`` mode (inf and nan allowed).
-        axes: Axes the pads refer to (negative counts from the back); ``None`` means all.
-        device: A ``--device`` selector.
-        backend: ``"wgsl"`` or ``"glsl"`` to choose the kernel language; ``None`` takes the device's.
-
-    Returns:
-        float32 array of the padded shape.
-
-    Raises:
-        ShapeError: Naming the argument that does not fit.
-    """
-    from kernelforge.runtime.api import float_array, run_op
-
-    data = float_array("pad", "x", x)
-    if not 1 <= data.ndim <= MAX_RANK:
-        raise ShapeError(f"pad: x must have rank 1..{MAX_RANK}, got shape {data.shape}")
-    if isinstance(constant_value, (bool, np.bool_)) or not isinstance(constant_value, (int, float, np.number)):
-        raise ShapeError(f"pad: constant_value must be a number, got {constant_value!r}")
-    shape = tuple(int(d) for d in data.shape)
-    if 0 in shape:
-        raise ShapeError(f"pad: x must not be empty, got shape {data.shape}")
-    problem = PadProblem(shape, full_pads(shape, pads, axes), str(mode), float(constant_value))
-    return run_op("pad", problem, [data], device, backend)

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from kernelforge.errors import ShapeError
-from kernelforge.ops._attrs import AUTO_PADS, resolve_auto_pad
-from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
-from kernelforge.ops._texture import TexLayout, first_too_big
+from kernelforge.ops.spec import GlLaunch, Launch, Limits, OpSpec, Param, Params, input_shape
+from kernelforge.ops.texture import TexLayout, first_too_big
 
 MAX_EXTENT = 1 << 24
 """Largest size, stride, pad or dilation accepted: keeps every shader index inside i32/u32."""
@@ -54,7 +53,8 @@ def _int(op: str, name: str, value: Any, low: int) -> int:
     return int(value)
 
 
-def _ints(op: str, name: str, value: Any, count: int, low: int) -> tuple[int, ...]:
+def ints(op: str, name: str, value: Any, count: int, low: int) -> tuple[int, ...]:
+    """Return ``count`` integers of at least ``low`` (window sizes, strides, pads), naming ``op`` and ``name``."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence | np.ndarray) or len(value) != count:
         raise ShapeError(f"{op}: {name} must be {count} integers, got {value!r}")
     return tuple(_int(op, name, v, low) for v in value)
@@ -107,7 +107,7 @@ class PoolProblem:
         if self.global_ and self.kernel_shape in ((1, 1), (self.h, self.w)):
             object.__setattr__(self, "kernel_shape", (self.h, self.w))
         for name, count, low in (("kernel_shape", 2, 1), ("strides", 2, 1), ("pads", 4, 0), ("dilations", 2, 1)):
-            object.__setattr__(self, name, _ints("pool2d", name, getattr(self, name), count, low))
+            object.__setattr__(self, name, ints("pool2d", name, getattr(self, name), count, low))
         for name in ("ceil_mode", "count_include_pad"):
             if getattr(self, name) not in (0, 1) or isinstance(getattr(self, name), bool):
                 raise ShapeError(f"pool2d: {name} must be 0 or 1, got {getattr(self, name)!r}")
@@ -166,6 +166,31 @@ class PoolSpec(OpSpec[PoolProblem]):
             Param("unroll", (1, 2, 4, 8), "unroll of the innermost per-fragment loop (kernel W / H*W)"),
         ),
     }
+
+    def from_node(self, shapes: Sequence[tuple[int, ...] | None], attrs: Mapping[str, Any]) -> PoolProblem:
+        """Build the problem of a pooling node over x ``[n, c, h, w]``.
+
+        Attrs: mode (``max``/``avg``), kernel_shape, strides, pads ``(t, l, b, r)``, dilations, ceil_mode,
+        count_include_pad, global_ (bool; the window attrs are then ignored).
+        """
+        x = input_shape(self.name, shapes, 0)
+        n, c, h, w = x
+        mode = {"average": "avg"}.get(attrs["mode"], attrs["mode"])  # ONNX's word, or pool2d's
+        if attrs.get("global_"):
+            return PoolProblem(n=n, c=c, h=h, w=w, mode=mode, global_=True)
+        return PoolProblem(
+            n=n,
+            c=c,
+            h=h,
+            w=w,
+            mode=mode,
+            kernel_shape=tuple(attrs["kernel_shape"]),
+            strides=tuple(attrs["strides"]),
+            pads=tuple(attrs["pads"]),
+            dilations=tuple(attrs["dilations"]),
+            ceil_mode=int(attrs["ceil_mode"]),
+            count_include_pad=int(attrs["count_include_pad"]),
+        )
 
     def parse_problem(self, text: str) -> PoolProblem:
         """Parse a pooling shape string.
@@ -402,194 +427,3 @@ class PoolSpec(OpSpec[PoolProblem]):
 
 
 SPEC = PoolSpec()
-
-
-def _as_input(op: str, x: Any) -> np.ndarray:
-    from kernelforge.runtime.api import float_array
-
-    x32 = float_array(op, "x", x)
-    if x32.ndim < 3 or 0 in x32.shape:
-        raise ShapeError(f"{op}: x must be a non-empty (N, C, ...) array with spatial axes, got shape {x32.shape}")
-    return x32
-
-
-def _windowed(
-    op: str,
-    mode: str,
-    x: Any,
-    kernel_shape: Sequence[int],
-    strides: Sequence[int] | None,
-    pads: Sequence[int] | None,
-    dilations: Sequence[int] | None,
-    ceil_mode: int,
-    count_include_pad: int,
-    auto_pad: str,
-    device: str | int,
-    backend: str | None,
-) -> np.ndarray:
-    from kernelforge.runtime.api import run_op
-
-    x32 = _as_input(op, x)
-    if x32.ndim not in (3, 4):
-        raise ShapeError(f"{op}: x must be (N, C, L) or (N, C, H, W), got shape {x32.shape}")
-    dims = x32.ndim - 2
-    kernel = _ints(op, "kernel_shape", kernel_shape, dims, 1)
-    stride = _ints(op, "strides", (1,) * dims if strides is None else strides, dims, 1)
-    dilation = _ints(op, "dilations", (1,) * dims if dilations is None else dilations, dims, 1)
-    pad = _ints(op, "pads", (0,) * 2 * dims if pads is None else pads, 2 * dims, 0)
-    if auto_pad not in AUTO_PADS:
-        raise ShapeError(f"{op}: auto_pad must be one of {list(AUTO_PADS)}, got {auto_pad!r}")
-    if auto_pad != "NOTSET":
-        if any(pad):
-            raise ShapeError(f"{op}: pads {list(pad)} cannot be combined with auto_pad={auto_pad}")
-        # the auto_pad rule fixes the output size: ceil_mode has nothing left to round
-        resolved = [
-            resolve_auto_pad(op, auto_pad, s, k, st, d)
-            for s, k, st, d in zip(x32.shape[2:], kernel, stride, dilation, strict=True)
-        ]
-        pad = tuple(r[0] for r in resolved if r) + tuple(r[1] for r in resolved if r)
-        ceil_mode = 0
-    n, c, *spatial = x32.shape
-    if dims == 1:  # 1-D pooling is 2-D pooling over H = 1
-        h, w, pads4 = 1, spatial[0], (0, pad[0], 0, pad[1])
-        kernel, stride, dilation = (1, *kernel), (1, *stride), (1, *dilation)
-    else:
-        (h, w), pads4 = spatial, (pad[0], pad[1], pad[2], pad[3])
-    try:
-        problem = PoolProblem(
-            n,
-            c,
-            h,
-            w,
-            mode,
-            (kernel[0], kernel[1]),
-            (stride[0], stride[1]),
-            pads4,
-            (dilation[0], dilation[1]),
-            ceil_mode,
-            count_include_pad,
-        )
-    except ShapeError as exc:
-        raise ShapeError(f"{op}: {str(exc).removeprefix('pool2d: ')}") from exc
-    out = run_op("pool2d", problem, [x32.reshape(n, c, h, w)], device, backend)
-    return out.reshape(n, c, out.shape[-1]) if dims == 1 else out
-
-
-def max_pool(
-    x: Any,
-    kernel_shape: Sequence[int],
-    strides: Sequence[int] | None = None,
-    pads: Sequence[int] | None = None,
-    dilations: Sequence[int] | None = None,
-    ceil_mode: int = 0,
-    auto_pad: str = "NOTSET",
-    *,
-    device: str | int = "auto",
-    backend: str | None = None,
-) -> np.ndarray:
-    """ONNX MaxPool (1-D or 2-D) on a GPU with the tuned (or default) kernel for this shape.
-
-    Args:
-        x: ``(N, C, L)`` or ``(N, C, H, W)``.
-        kernel_shape: Window size per spatial axis.
-        strides: Step per spatial axis (default 1).
-        pads: ONNX order: begins then ends (``(top, left, bottom, right)`` in 2-D; default 0).
-        dilations: Tap spacing per spatial axis (default 1).
-        ceil_mode: 1 rounds output sizes up (a last window must start inside input or begin padding).
-        auto_pad: ``NOTSET`` (use ``pads``), ``VALID``, ``SAME_UPPER`` or ``SAME_LOWER``; ceil_mode is then
-            ignored, as the rule fixes the output size.
-        device: A ``--device`` selector.
-        backend: ``"wgsl"`` or ``"glsl"`` to choose the kernel language; ``None`` takes the device's.
-
-    Returns:
-        float32 ``(N, C, OL)`` or ``(N, C, OH, OW)``; a window with no input tap gives 0 (as onnx.reference).
-
-    Raises:
-        ShapeError: Naming the argument that does not fit.
-    """
-    return _windowed(
-        "max_pool", "max", x, kernel_shape, strides, pads, dilations, ceil_mode, 0, auto_pad, device, backend
-    )
-
-
-def average_pool(
-    x: Any,
-    kernel_shape: Sequence[int],
-    strides: Sequence[int] | None = None,
-    pads: Sequence[int] | None = None,
-    dilations: Sequence[int] | None = None,
-    ceil_mode: int = 0,
-    count_include_pad: int = 0,
-    auto_pad: str = "NOTSET",
-    *,
-    device: str | int = "auto",
-    backend: str | None = None,
-) -> np.ndarray:
-    """ONNX AveragePool (opset 19+, dilations included; 1-D or 2-D) on a GPU.
-
-    Args:
-        x: ``(N, C, L)`` or ``(N, C, H, W)``.
-        kernel_shape: Window size per spatial axis.
-        strides: Step per spatial axis (default 1).
-        pads: ONNX order: begins then ends (default 0).
-        dilations: Tap spacing per spatial axis (default 1).
-        ceil_mode: 1 rounds output sizes up.
-        count_include_pad: 1 divides by the taps inside input and explicit padding, 0 by the input taps.
-        auto_pad: ``NOTSET``, ``VALID``, ``SAME_UPPER`` or ``SAME_LOWER`` (see :func:`max_pool`).
-        device: A ``--device`` selector.
-        backend: ``"wgsl"`` or ``"glsl"``; ``None`` takes the device's.
-
-    Returns:
-        float32 ``(N, C, OL)`` or ``(N, C, OH, OW)``; with ``count_include_pad=0`` a window with no input
-        tap gives NaN (0 / 0, as onnx.reference).
-
-    Raises:
-        ShapeError: Naming the argument that does not fit.
-    """
-    return _windowed(
-        "average_pool",
-        "avg",
-        x,
-        kernel_shape,
-        strides,
-        pads,
-        dilations,
-        ceil_mode,
-        count_include_pad,
-        auto_pad,
-        device,
-        backend,
-    )
-
-
-def _global(op: str, mode: str, x: Any, device: str | int, backend: str | None) -> np.ndarray:
-    from kernelforge.runtime.api import run_op
-
-    x32 = _as_input(op, x)
-    n, c, *spatial = x32.shape
-    # any spatial rank: the leading spatial axes fold into H
-    h, w = math.prod(spatial[:-1]), spatial[-1]
-    try:
-        problem = PoolProblem(n, c, h, w, mode, global_=True)
-    except ShapeError as exc:
-        raise ShapeError(f"{op}: {str(exc).removeprefix('pool2d: ')}") from exc
-    out = run_op("pool2d", problem, [x32.reshape(n, c, h, w)], device, backend)
-    return out.reshape(n, c, *([1] * len(spatial)))
-
-
-def global_average_pool(x: Any, *, device: str | int = "auto", backend: str | None = None) -> np.ndarray:
-    """ONNX GlobalAveragePool: the mean over every spatial axis of ``(N, C, ...)``, kept as size-1 axes.
-
-    Raises:
-        ShapeError: When ``x`` is not a non-empty array of rank 3 or more.
-    """
-    return _global("global_average_pool", "avg", x, device, backend)
-
-
-def global_max_pool(x: Any, *, device: str | int = "auto", backend: str | None = None) -> np.ndarray:
-    """ONNX GlobalMaxPool: the maximum over every spatial axis of ``(N, C, ...)``, kept as size-1 axes.
-
-    Raises:
-        ShapeError: When ``x`` is not a non-empty array of rank 3 or more.
-    """
-    return _global("global_max_pool", "max", x, device, backend)

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from kernelforge.errors import ShapeError
-from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
-from kernelforge.ops._texture import TexLayout, first_too_big
+from kernelforge.ops.spec import GlLaunch, Launch, Limits, OpSpec, Param, Params, input_shape
+from kernelforge.ops.texture import TexLayout, first_too_big
 
 MODES = ("nearest", "linear")
 COORDINATE_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "half_pixel_symmetric")
@@ -50,7 +50,7 @@ _PAIR_F = re.compile(r"^s([0-9.e+-]+),([0-9.e+-]+)$")
 _PAIR_I = re.compile(r"^o(\d+),(\d+)$")
 
 
-def _f32(value: float) -> float:
+def f32(value: float) -> float:
     """Round a scale to float32, as an ONNX ``scales`` tensor holds it."""
     return float(np.float32(value))
 
@@ -136,7 +136,7 @@ class ResizeProblem:
                 if isinstance(s, bool) or not isinstance(s, (int, float)) or not (math.isfinite(s) and s > 0):
                     raise ShapeError(f"resize: scales must be finite numbers > 0, got {self.scales!r}")
             # ONNX scales are a float32 tensor: the rounded value decides output sizes and coordinates
-            object.__setattr__(self, "scales", (_f32(self.scales[0]), _f32(self.scales[1])))
+            object.__setattr__(self, "scales", (f32(self.scales[0]), f32(self.scales[1])))
         if self.sizes is not None:
             if not isinstance(self.sizes, tuple) or len(self.sizes) != 2:
                 raise ShapeError(f"resize: sizes must be a tuple (h_out, w_out), got {self.sizes!r}")
@@ -210,6 +210,12 @@ class ResizeSpec(OpSpec[ResizeProblem]):
         ),
     }
 
+    def from_node(self, shapes: Sequence[tuple[int, ...] | None], attrs: Mapping[str, Any]) -> ResizeProblem:
+        """Build the problem of a node resizing x ``[n, c, h, w]``: attrs are the other fields of the problem."""
+        x = input_shape(self.name, shapes, 0)
+        n, c, h, w = x
+        return ResizeProblem(n=n, c=c, h=h, w=w, **attrs)
+
     def parse_problem(self, text: str) -> ResizeProblem:
         """Parse ``NxCxHxW:sSH,SW`` or ``NxCxHxW:oHO,WO`` with optional ``:MODE``, ``:COORD_MODE``, ``:NEAREST_MODE``.
 
@@ -241,7 +247,7 @@ class ResizeSpec(OpSpec[ResizeProblem]):
                 raise ShapeError(f"resize shape {text!r}: bad or repeated field {part!r}")
             if scales:
                 try:
-                    found[key] = ("s", (_f32(float(scales.group(1))), _f32(float(scales.group(2)))))
+                    found[key] = ("s", (f32(float(scales.group(1))), f32(float(scales.group(2)))))
                 except ValueError:
                     raise ShapeError(f"resize shape {text!r}: scales {part!r} are not numbers") from None
             else:
@@ -412,84 +418,3 @@ class ResizeSpec(OpSpec[ResizeProblem]):
 
 
 SPEC = ResizeSpec()
-
-
-def _pair(name: str, value: Any, dims: tuple[int, ...], integer: bool) -> tuple[Any, Any]:
-    """Return the H and W entries of ONNX ``scales``/``sizes`` (4 values, N and C unchanged) or of 2 values."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
-        raise ShapeError(f"resize: {name} must be a sequence of 4 (N, C, H, W) or 2 (H, W) numbers, got {value!r}")
-    values = list(np.asarray(value).reshape(-1).tolist())
-    if len(values) not in (2, 4):
-        raise ShapeError(f"resize: {name} must have 4 (N, C, H, W) or 2 (H, W) entries, got {len(values)}")
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
-        raise ShapeError(f"resize: {name} must hold numbers, got {value!r}")
-    if integer and any(not float(v).is_integer() for v in values):
-        raise ShapeError(f"resize: sizes must be integers, got {value!r}")
-    if len(values) == 4:
-        keep = dims[:2] if integer else (1, 1)
-        if [float(v) for v in values[:2]] != [float(k) for k in keep]:
-            what = f"equal the input's N and C {dims[:2]}" if integer else "be 1"
-            raise ShapeError(f"resize: {name} for N and C must {what} (only H and W are resized), got {values[:2]}")
-        values = values[2:]
-    if integer:
-        return int(values[0]), int(values[1])
-    return _f32(values[0]), _f32(values[1])
-
-
-def resize(
-    x: np.ndarray,
-    scales: Sequence[float] | None = None,
-    sizes: Sequence[int] | None = None,
-    mode: str = "nearest",
-    coordinate_transformation_mode: str = "half_pixel",
-    nearest_mode: str = "round_prefer_floor",
-    *,
-    device: str | int = "auto",
-    backend: str | None = None,
-) -> np.ndarray:
-    """Resize an NCHW tensor over H and W on a GPU, as ONNX Resize (opset 13-19, ``onnx.reference`` semantics).
-
-    ONNX Upsample (opsets 7-9) is ``resize(x, scales, mode=mode, coordinate_transformation_mode="asymmetric",
-    nearest_mode="floor")``: its nearest mode picks ``floor(out / scale)``, its linear mode interpolates with
-    asymmetric coordinates.
-
-    Args:
-        x: ``(N, C, H, W)`` tensor.
-        scales: ``[1, 1, scale_h, scale_w]`` (ONNX) or ``[scale_h, scale_w]``; rounded to float32 as ONNX does.
-            Output size is ``floor(input * scale)``.
-        sizes: ``[N, C, h_out, w_out]`` (ONNX) or ``[h_out, w_out]``; exactly one of ``scales``/``sizes``.
-        mode: ``"nearest"`` or ``"linear"`` (bilinear); ``cubic`` is not supported.
-        coordinate_transformation_mode: ``"half_pixel"``, ``"pytorch_half_pixel"``, ``"align_corners"``,
-            ``"asymmetric"`` or ``"half_pixel_symmetric"``; ``tf_crop_and_resize`` is not supported.
-        nearest_mode: ``"round_prefer_floor"``, ``"round_prefer_ceil"``, ``"floor"`` or ``"ceil"``.
-        device: A ``--device`` selector.
-        backend: ``"wgsl"`` or ``"glsl"`` to choose the kernel language; ``None`` takes the device's.
-
-    Returns:
-        float32 array ``(N, C, h_out, w_out)``.
-
-    Raises:
-        ShapeError: Naming the argument that does not fit (N or C resized, both or neither of scales/sizes,
-            an unsupported mode).
-    """
-    from kernelforge.runtime.api import float_array, run_op
-
-    data = float_array("resize", "x", x)
-    if data.ndim != 4 or 0 in data.shape:
-        raise ShapeError(f"resize: x must be a non-empty 4-D NCHW array, got shape {data.shape}")
-    if (scales is None) == (sizes is None):
-        raise ShapeError("resize: give exactly one of scales and sizes")
-    dims = tuple(int(d) for d in data.shape)
-    n, c, h, w = dims
-    problem = ResizeProblem(
-        n,
-        c,
-        h,
-        w,
-        scales=_pair("scales", scales, dims, False) if scales is not None else None,
-        sizes=_pair("sizes", sizes, dims, True) if sizes is not None else None,
-        mode=str(mode),
-        coordinate_transformation_mode=str(coordinate_transformation_mode),
-        nearest_mode=str(nearest_mode),
-    )
-    return run_op("resize", problem, [data], device, backend)

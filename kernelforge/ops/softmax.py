@@ -1,29 +1,24 @@
 """Softmax (ONNX opset 13) along one axis of an N-D tensor; spec, reference, space, launch.
 
 The tensor is viewed as ``[outer, L, inner]`` with ``L`` the softmax axis: there are ``outer * inner`` rows of
-``L`` elements each, a row's elements ``inner`` apart. Also home to two small helpers the other shape ops
-(concat, transpose) share: :func:`parse_dims` and :func:`linear_grid`.
+``L`` elements each, a row's elements ``inner`` apart.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from kernelforge.errors import ShapeError
-from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
-from kernelforge.ops._texture import TexLayout
+from kernelforge.ops.shapes import check_axis, check_dims, linear_grid, parse_dims
+from kernelforge.ops.spec import GlLaunch, Launch, Limits, OpSpec, Param, Params, input_shape
+from kernelforge.ops.texture import TexLayout
 
-MAX_RANK = 8
-# WebGPU's default maxComputeWorkgroupsPerDimension: 1-D kernels spill their workgroups into y past it.
-GRID_X = 65535
-
-_DIMS = re.compile(r"^\d+(?:x\d+)*$")
 _SHAPE = re.compile(r"^(?P<dims>[0-9x]+)(?::a(?P<axis>-?\d+))?$")
 
 DEFAULT_PARAMS: Params = {"threads": 64, "rows_per_wg": 1, "online": 0}
@@ -38,56 +33,6 @@ _GLSL_FALLBACKS: tuple[Params, ...] = (
     {"pack": 4, "square": 1, "online": 0},
     {"pack": 1, "square": 1, "online": 0},
 )
-
-
-def parse_dims(op: str, text: str) -> tuple[int, ...]:
-    """Parse ``AxBxC`` into a tuple of ints (each >= 1 is checked by the problem).
-
-    Raises:
-        ShapeError: Naming ``op`` when ``text`` is not dims joined by ``x``.
-    """
-    if not _DIMS.match(text):
-        raise ShapeError(f"{op}: dims {text!r} are not integers joined by 'x' (like 8x1000)")
-    return tuple(int(d) for d in text.split("x"))
-
-
-def check_dims(op: str, field: str, dims: Any, max_rank: int = MAX_RANK) -> tuple[int, ...]:
-    """Return ``dims`` as a tuple of plain ints after checking rank and sizes.
-
-    Raises:
-        ShapeError: Naming the op and field.
-    """
-    if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence):
-        raise ShapeError(f"{op}: {field} must be a sequence of integers, got {dims!r}")
-    out = []
-    for d in dims:
-        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or int(d) < 1:
-            raise ShapeError(f"{op}: {field} sizes must be integers >= 1, got {tuple(dims)!r}")
-        out.append(int(d))
-    if not 1 <= len(out) <= max_rank:
-        raise ShapeError(f"{op}: {field} rank must be 1..{max_rank}, got {len(out)}")
-    return tuple(out)
-
-
-def check_axis(op: str, axis: Any, rank: int) -> int:
-    """Return ``axis`` normalised to ``0 .. rank-1`` (ONNX allows ``-rank .. rank-1``).
-
-    Raises:
-        ShapeError: Naming the op when the axis is not an integer in range.
-    """
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -rank <= int(axis) < rank:
-        raise ShapeError(f"{op}: axis must be an integer in [{-rank}, {rank - 1}], got {axis!r}")
-    return int(axis) % rank
-
-
-def linear_grid(groups: int) -> tuple[int, int, int]:
-    """Return a dispatch of at least ``groups`` workgroups, spilling into y past :data:`GRID_X`.
-
-    Kernels recover the linear workgroup index as ``wid.y * num_workgroups.x + wid.x`` and skip indices past
-    their work.
-    """
-    gx = max(1, min(groups, GRID_X))
-    return (gx, max(1, math.ceil(groups / gx)), 1)
 
 
 @dataclass(frozen=True)
@@ -150,6 +95,11 @@ class SoftmaxSpec(OpSpec[SoftmaxProblem]):
             Param("online", (0, 1), "max and sum in one pass with a running rescale (1) or two passes (0)"),
         ),
     }
+
+    def from_node(self, shapes: Sequence[tuple[int, ...] | None], attrs: Mapping[str, Any]) -> SoftmaxProblem:
+        """Build the problem of a node normalising x along ``attrs["axis"]`` (ONNX-13 semantics: one axis)."""
+        x = input_shape(self.name, shapes, 0)
+        return SoftmaxProblem(x, int(attrs["axis"]))
 
     def parse_problem(self, text: str) -> SoftmaxProblem:
         """Parse ``dims[:a<axis>]``: ``8x1000`` (axis -1), ``8x1000:a-1``, ``2x64x7x7:a1``."""
@@ -264,30 +214,3 @@ class SoftmaxSpec(OpSpec[SoftmaxProblem]):
 
 
 SPEC = SoftmaxSpec()
-
-
-def softmax(x: Any, axis: int = -1, *, device: str | int = "auto", backend: str | None = None) -> np.ndarray:
-    """Compute ONNX Softmax (opset 13) of ``x`` along ``axis`` on a GPU.
-
-    Args:
-        x: An array of any rank 1..8 (real numbers; converted to float32).
-        axis: The axis normalised over, ``-rank .. rank-1``.
-        device: A ``--device`` selector.
-        backend: ``"wgsl"`` or ``"glsl"`` to choose the kernel language; ``None`` takes the device's.
-
-    Returns:
-        float32 array of ``x``'s shape.
-
-    Raises:
-        ShapeError: When ``x`` is not numeric, a scalar, or ``axis`` is out of range.
-    """
-    from kernelforge.runtime.api import float_array, run_op
-
-    x32 = float_array("softmax", "x", x)
-    if np.ndim(x) == 0:  # float_array returns at least 1-D
-        raise ShapeError("softmax: x must have at least one dimension, got a scalar")
-    check_axis("softmax", axis, x32.ndim)
-    if x32.size == 0:
-        return np.empty(x32.shape, np.float32)
-    problem = SoftmaxProblem(tuple(x32.shape), axis)
-    return run_op("softmax", problem, [x32], device, backend)

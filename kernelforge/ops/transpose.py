@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from kernelforge.errors import ShapeError
-from kernelforge.ops._spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
-from kernelforge.ops._texture import TexLayout, first_too_big
-from kernelforge.ops.softmax import check_dims, linear_grid, parse_dims
+from kernelforge.ops.shapes import check_dims, linear_grid, parse_dims
+from kernelforge.ops.spec import GlLaunch, Launch, Limits, OpSpec, Param, Params, input_shape
+from kernelforge.ops.texture import TexLayout, first_too_big
 
 MAX_RANK = 6
 
@@ -128,6 +128,12 @@ class TransposeSpec(OpSpec[TransposeProblem]):
             Param("square", (0, 1), "textures row-aligned (0) or wrapped square-ish (1)"),
         ),
     }
+
+    def from_node(self, shapes: Sequence[tuple[int, ...] | None], attrs: Mapping[str, Any]) -> TransposeProblem:
+        """Build the problem of a node permuting x's axes by ``attrs["perm"]`` (None: reversed, as in ONNX)."""
+        x = input_shape(self.name, shapes, 0)
+        perm = attrs.get("perm")
+        return TransposeProblem(x, None if perm is None else tuple(perm))
 
     def parse_problem(self, text: str) -> TransposeProblem:
         """Parse ``dims[:p<perm>]``: ``1x64x56x56:p0231`` (one digit per axis), ``3x5`` (reversed axes)."""
@@ -270,33 +276,3 @@ class TransposeSpec(OpSpec[TransposeProblem]):
 
 
 SPEC = TransposeSpec()
-
-
-def transpose(
-    x: Any, perm: Sequence[int] | None = None, *, device: str | int = "auto", backend: str | None = None
-) -> np.ndarray:
-    """Permute the axes of ``x`` on a GPU (ONNX Transpose; also NCHW <-> NHWC with perm 0231 / 0312).
-
-    Args:
-        x: An array of rank 1..6.
-        perm: The input axis of each output axis; ``None`` reverses the axes, as in ONNX.
-        device: A ``--device`` selector.
-        backend: ``"wgsl"`` or ``"glsl"`` to choose the kernel language; ``None`` takes the device's.
-
-    Returns:
-        float32 array of shape ``x.shape[perm[i]]``.
-
-    Raises:
-        ShapeError: When ``x`` is not numeric, of rank 0 or above 6, or ``perm`` is not a permutation.
-    """
-    from kernelforge.runtime.api import float_array, run_op
-
-    x32 = float_array("transpose", "x", x)
-    if not 1 <= np.ndim(x) <= MAX_RANK:  # np.ndim: float_array returns at least 1-D
-        raise ShapeError(f"transpose: x must have rank 1..{MAX_RANK}, got shape {x32.shape}")
-    if x32.size == 0:
-        # validate perm on a stand-in shape, then let numpy move the empty axes
-        axes = TransposeProblem(tuple(1 for _ in x32.shape), None if perm is None else tuple(perm)).axes
-        return np.empty(tuple(x32.shape[a] for a in axes), np.float32)
-    problem = TransposeProblem(tuple(x32.shape), None if perm is None else tuple(perm))
-    return run_op("transpose", problem, [x32], device, backend)

@@ -1,13 +1,13 @@
-"""How kernels run natively: device enumeration, opened backends and op execution."""
+"""How programs run natively: device enumeration, opened backends, the Program executor and sessions."""
 
 from __future__ import annotations
 
 import functools
 from typing import Any
 
+from kernelforge.devices import DeviceInfo, select
 from kernelforge.runtime.backends import BACKENDS, load_backend_module
-from kernelforge.runtime.backends._base import Backend
-from kernelforge.runtime.devices import DeviceInfo, select
+from kernelforge.runtime.backends.base import Backend
 
 __all__ = ["Backend", "DeviceInfo", "list_devices", "open_device", "select_device"]
 
@@ -23,7 +23,7 @@ def list_devices() -> tuple[DeviceInfo, ...]:
 
 
 def select_device(selector: str | int = "auto", language: str | None = None) -> DeviceInfo:
-    """Resolve a ``--device`` selector to one device (see :func:`kernelforge.runtime.devices.select`).
+    """Resolve a ``--device`` selector to one device (see :func:`kernelforge.devices.select`).
 
     Args:
         selector: ``auto``, a class, an index or a name substring.
@@ -32,10 +32,10 @@ def select_device(selector: str | int = "auto", language: str | None = None) -> 
     return select(selector, list_devices(), language)
 
 
-_opened: dict[int, Backend] = {}
+_opened: dict[int, Backend[Any, Any, Any]] = {}
 
 
-def open_device(selector: str | int | DeviceInfo = "auto", language: str | None = None) -> Backend:
+def open_device(selector: str | int | DeviceInfo = "auto", language: str | None = None) -> Backend[Any, Any, Any]:
     """Return the (cached) opened backend for a selector or device."""
     info = selector if isinstance(selector, DeviceInfo) else select_device(selector, language)
     backend = _opened.get(info.index)

@@ -1,42 +1,47 @@
-"""Run one op with given params on a backend: check, render, compile (cached), bind inputs, run."""
+"""Run one op with given params on a backend: a one-kernel Program, loaded and ready to run or time."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from kernelforge.ops._spec import OpSpec, Params
-from kernelforge.runtime.backends._base import Backend, Bound
-from kernelforge.templates import render
+from kernelforge.graph.program import OUTPUT, Program, kernel_program
+from kernelforge.ops.spec import OpSpec, Params
+from kernelforge.runtime.backends.base import Backend
+from kernelforge.runtime.executor import Executable
 
 P = TypeVar("P")
 
 
 @dataclass
 class PreparedKernel(Generic[P]):
-    """A compiled kernel bound to device copies of its inputs and its outputs, ready to run."""
+    """A compiled kernel bound to device copies of its inputs and its output, ready to run."""
 
-    backend: Backend
     spec: OpSpec[P]
     problem: P
     params: Params
-    source: str
-    bound: Bound
+    program: Program
+    executable: Executable[Any, Any, Any]
+
+    @property
+    def source(self) -> str:
+        """The kernel's rendered shader text."""
+        return self.program.shaders[self.program.steps[0].shader]
 
     def run(self) -> np.ndarray:
         """Run once and return the output, shaped as the op's output."""
-        return self.spec.from_device(self.problem, self.params, self.bound.run())
+        return self.executable.run()[OUTPUT]
 
     def time(self) -> float:
-        """Run once and return the kernel time in seconds."""
-        return self.bound.time()
+        """Run the kernel once and return its time in seconds."""
+        return self.executable.time(0)
 
 
 def prepare(
-    backend: Backend, spec: OpSpec[P], problem: P, params: Params, inputs: Sequence[np.ndarray]
+    backend: Backend[Any, Any, Any], spec: OpSpec[P], problem: P, params: Params, inputs: Sequence[np.ndarray]
 ) -> PreparedKernel[P]:
     """Check, render and compile a kernel and bind it to uploaded inputs.
 
@@ -44,10 +49,6 @@ def prepare(
         InvalidParamsError: When params are outside the space or break a constraint (before any compile).
         KernelCompileError: When the driver rejects the rendered source.
     """
-    language = backend.language
-    params = spec.validate_params(params, language)
-    spec.check(problem, params, backend.limits, language)
-    source = render(spec, language, problem, params)
-    kernel = backend.compile(source, f"{spec.name}:{spec.problem_key(problem)}")
-    bound = backend.bind_op(kernel, spec, problem, params, spec.device_inputs(problem, params, inputs))
-    return PreparedKernel(backend, spec, problem, params, source, bound)
+    program = kernel_program(spec, problem, params, backend.limits, backend.language, inputs)
+    params = program.steps[0].params
+    return PreparedKernel(spec, problem, params, program, Executable(backend, program))

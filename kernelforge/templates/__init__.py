@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 import jinja2.meta
 
-from kernelforge.ops._spec import OpSpec
+from kernelforge.ops.spec import OpSpec
 
 TEMPLATE_DIR = Path(__file__).resolve().parent
 

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kernelforge.ops._spec import Limits, OpSpec, Params
+from kernelforge.ops.spec import Limits, OpSpec, Params
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from kernelforge.runtime.backends._base import Backend
+    from kernelforge.runtime.backends.base import Backend
     from kernelforge.tuner.tune import TuneResult
 
 
@@ -99,7 +99,7 @@ def assert_default_fits(spec: OpSpec[Any], problem: Any, limits: Limits, languag
 
 
 def check_op(
-    backend: Backend,
+    backend: Backend[Any, Any, Any],
     spec: OpSpec[Any],
     problem: Any,
     params: Params,
@@ -137,7 +137,7 @@ def check_op(
 
 
 def check_sampled_configs(
-    backend: Backend, spec: OpSpec[Any], problem: Any, count: int, seed: int, rtol: float = 1e-4
+    backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: Any, count: int, seed: int, rtol: float = 1e-4
 ) -> list[Params]:
     """Check the default and ``count`` sampled configs (:func:`sampled_configs`) in the backend's language.
 
@@ -161,7 +161,7 @@ def check_sampled_configs(
     return configs
 
 
-def quick_tune(backend: Backend, spec: OpSpec[Any], problem: Any, db_dir: Path) -> TuneResult:
+def quick_tune(backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: Any, db_dir: Path) -> TuneResult:
     """Tune one problem with three random trials and minimal measuring: a smoke test of the tuner on an op.
 
     Args:

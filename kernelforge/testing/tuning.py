@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from kernelforge.db import new_record
+from kernelforge.graph.prepare import model_kernels
 from kernelforge.ops import get_op
 from kernelforge.ops.conv import DEFAULT_PARAMS
-from kernelforge.runtime.session import model_kernels
 from kernelforge.templates import kernel_hash
-from kernelforge.tuner.db import new_record
 
 
 def subgroup_db(root: Path, model: Path, lanes: int, subgroup_size: object) -> Path:

@@ -11,8 +11,8 @@ import numpy as np
 import optuna
 
 from kernelforge.errors import KernelCompileError
-from kernelforge.ops._spec import OpSpec, Params
-from kernelforge.runtime.backends._base import Backend
+from kernelforge.ops.spec import OpSpec, Params
+from kernelforge.runtime.backends.base import Backend
 from kernelforge.runtime.kernel import prepare
 from kernelforge.tuner.measure import MeasureConfig, measure, side_by_side
 from kernelforge.tuner.space import from_indices, suggest
@@ -51,7 +51,7 @@ class Objective:
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Backend[Any, Any, Any],
         spec: OpSpec[Any],
         problem: Any,
         inputs: Sequence[np.ndarray],

@@ -6,7 +6,7 @@ from typing import Any
 
 import optuna
 
-from kernelforge.ops._spec import OpSpec, Params
+from kernelforge.ops.spec import OpSpec, Params
 
 
 def suggest(trial: optuna.Trial, spec: OpSpec[Any], language: str) -> Params:

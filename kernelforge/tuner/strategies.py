@@ -7,7 +7,7 @@ from typing import Any
 
 import optuna
 
-from kernelforge.ops._spec import OpSpec
+from kernelforge.ops.spec import OpSpec
 
 
 def _grid(spec: OpSpec[Any], language: str, seed: int | None) -> optuna.samplers.BaseSampler:

@@ -14,10 +14,10 @@ import optuna
 from tqdm import tqdm
 
 from kernelforge import _config
-from kernelforge.ops._spec import OpSpec, Params
-from kernelforge.runtime.backends._base import Backend
+from kernelforge.db import Query, Record, TuningDB, device_meta, new_record
+from kernelforge.ops.spec import OpSpec, Params
+from kernelforge.runtime.backends.base import Backend
 from kernelforge.templates import kernel_hash
-from kernelforge.tuner.db import Query, Record, TuningDB, device_meta, new_record
 from kernelforge.tuner.measure import MeasureConfig
 from kernelforge.tuner.objective import Objective, TrialFailedError
 from kernelforge.tuner.space import from_indices, to_indices
@@ -91,7 +91,7 @@ def default_storage(db_dir: Path) -> optuna.storages.BaseStorage:
 MEASURE_VERSION = 2
 
 
-def study_name(backend: Backend, spec: OpSpec[Any], problem: Any) -> str:
+def study_name(backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: Any) -> str:
     """Return the study name: device, op, shape, dtype, language, template hash and measurement version."""
     template = kernel_hash(spec, backend.language)[:12]
     key = spec.problem_key(problem)
@@ -146,7 +146,7 @@ MAX_PRUNED_PER_TRIAL = 20
 """Sampled configs per asked-for trial at most, pruned ones included (bounds a search in a nearly empty space)."""
 
 
-def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: TuneOptions) -> TuneResult:
+def tune_problem(backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: Any, options: TuneOptions) -> TuneResult:
     """Tune one problem, store the winner in the database and return the outcome.
 
     Trial 0 of a new study is the built-in default, and the default is re-measured beside the top
@@ -177,7 +177,7 @@ def tune_problem(backend: Backend, spec: OpSpec[Any], problem: Any, options: Tun
     # between neighbouring shapes far better than a random start), then the op's own seed configs (diverse
     # known-good shapes, CLBlast-style starting points)
     db = TuningDB(options.db_dir)
-    query = Query(backend.info, spec, language, problem, backend.limits, kernel_hash(spec, language))
+    query = Query.make(backend.info, spec.name, problem, language, backend.limits)
     known = db.stale_params(query)[:1] + [k.params for k in db.candidates(query)[: options.warm_start]]
     seeds = [s for s in spec.seed_params(problem, backend.limits, language) if s != default]
     for params in (default, *known, *seeds):

@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-import kernelforge.ops as kops
+import kernelforge.api as kops
 from kernelforge.errors import ShapeError
 from kernelforge.ops import get_op
 from kernelforge.ops.eltwise import EltwiseProblem

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-import kernelforge.ops as kops
+import kernelforge.api as kops
 from kernelforge.errors import InvalidParamsError, ShapeError
 from kernelforge.ops import get_op
 from kernelforge.ops._epilogue import ACTIVATIONS, Activation
@@ -119,12 +119,12 @@ def test_kernel_times_are_gpu_timestamps_on_vulkan(fresh_device, selector):
     problem = SPEC.parse_problem("1x128x64t")
     params = SPEC.seed_params(problem, backend.limits, "wgsl")[0]
     check_op(backend, SPEC, problem, params)
-    bound = prepare(backend, SPEC, problem, params, SPEC.make_inputs(problem, np.random.default_rng(0))).bound
+    kernel = prepare(backend, SPEC, problem, params, SPEC.make_inputs(problem, np.random.default_rng(0)))
     times, walls = [], []
     for _ in range(9):  # alternated, so a busy spell of the host reaches both lists alike
-        times.append(bound.time())
+        times.append(kernel.time())
         start = time.perf_counter()
-        bound.run()
+        kernel.run()
         walls.append(time.perf_counter() - start)
     assert backend.has_timestamps, f"{selector}: timestamps were switched off"
     # A pass's GPU time excludes the submit and the read-back that a wall clock counts: 0.13 vs 0.5 ms here,

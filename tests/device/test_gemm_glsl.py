@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import kernelforge.ops as kops
+import kernelforge.api as kops
 from kernelforge import _config
 from kernelforge.errors import KernelCompileError
 from kernelforge.ops import get_op

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-import kernelforge.ops as kops
+import kernelforge.api as kops
 from kernelforge.ops import get_op
 from kernelforge.ops.pool import PoolProblem
 from kernelforge.runtime.kernel import prepare
@@ -211,7 +211,7 @@ def test_api_keeps_infinities(lavapipe):
 
 @pytest.mark.parametrize("fixture", ["lavapipe", "gl"])
 def test_tuner_smoke(tmp_path, request, fixture):
-    from kernelforge.tuner.db import TuningDB
+    from kernelforge.db import TuningDB
 
     backend = request.getfixturevalue(fixture)
     problem = PoolProblem(1, 8, 9, 9, "avg", (3, 3), (2, 2), (1, 1, 1, 1), count_include_pad=1)

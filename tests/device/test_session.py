@@ -13,7 +13,7 @@ from onnx import helper
 
 import kernelforge
 from kernelforge.errors import ShapeError
-from kernelforge.runtime.graph import GraphError
+from kernelforge.graph.ir import GraphError
 from kernelforge.testing.models import MODELS, min_opset
 
 pytestmark = pytest.mark.device

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-import kernelforge.ops as kops
+import kernelforge.api as kops
 from kernelforge.errors import ShapeError
 from kernelforge.ops import get_op
 from kernelforge.ops.softmax import SoftmaxProblem

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import kernelforge.ops as kops
+import kernelforge.api as kops
 from kernelforge.errors import ShapeError
 from kernelforge.ops import get_op
 from kernelforge.testing.ops import check_op, check_sampled_configs, every_config, valid_configs

@@ -8,12 +8,12 @@ import warnings
 
 import pytest
 
+from kernelforge.db import SCHEMA_VERSION, Query, Record, TuningDB, device_meta, new_record
+from kernelforge.devices import DeviceInfo
 from kernelforge.errors import DatabaseError
 from kernelforge.ops import Limits, get_op
 from kernelforge.ops.gemm import DEFAULT_PARAMS
-from kernelforge.runtime.devices import DeviceInfo
 from kernelforge.templates import kernel_hash
-from kernelforge.tuner.db import SCHEMA_VERSION, Query, Record, TuningDB, device_meta, new_record
 
 SPEC = get_op("gemm")
 HASH = kernel_hash(SPEC, "wgsl")

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kernelforge.errors import DeviceNotFoundError
-from kernelforge.ops import Limits
-from kernelforge.runtime.devices import (
+from kernelforge.devices import (
     DeviceInfo,
     classify,
     driver_version,
@@ -14,6 +12,8 @@ from kernelforge.runtime.devices import (
     select,
     vendor_token,
 )
+from kernelforge.errors import DeviceNotFoundError
+from kernelforge.ops import Limits
 
 
 def dev(index, name, api, cls, slug) -> DeviceInfo:

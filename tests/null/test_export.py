@@ -16,8 +16,8 @@ from kernelforge.errors import ExportError
 from kernelforge.export import export
 from kernelforge.export.targets import keywords
 from kernelforge.export.weights import ALIGN, compact
-from kernelforge.runtime.graph import GraphError
-from kernelforge.runtime.session import model_kernels
+from kernelforge.graph.ir import GraphError
+from kernelforge.graph.prepare import model_kernels
 from kernelforge.testing.models import mlp, mobilenet_v2_style, save
 from kernelforge.testing.tuning import subgroup_db
 
@@ -193,9 +193,9 @@ def test_keywords_and_compact():
 
 
 def test_planned_kernels_include_layout_conversions(mnv2, tmp_path):
+    from kernelforge.db import TuningDB
     from kernelforge.export.targets import select_targets
-    from kernelforge.runtime.session import planned_kernels
-    from kernelforge.tuner.db import TuningDB
+    from kernelforge.graph.prepare import planned_kernels
 
     db = TuningDB(subgroup_db(tmp_path / "db", mnv2, 4, 4))  # an NHWC record, used near its shape too
     swift = next(t for t in select_targets(db, ["swiftshader"]) if not t.is_default)
@@ -214,44 +214,46 @@ def test_small_transposes_default_to_the_naive_kernel():
 
 
 def test_glsl_textures_are_shared_only_between_disjoint_lifetimes(mnv2, monkeypatch):
-    import copy as copy_mod
-
-    import kernelforge.export.webgl as webgl
+    import kernelforge.graph.program_glsl as program_glsl
 
     captured = []
 
-    def record(body):
-        captured.append(copy_mod.deepcopy(body))
-        return real(body)
+    def record(program):
+        shared = real(program)
+        captured.append((program, shared))
+        return shared
 
-    real = webgl.share_textures
-    monkeypatch.setattr(webgl, "share_textures", record)
+    real = program_glsl.share_textures
+    monkeypatch.setattr(program_glsl, "share_textures", record)
     export_dir = Path(mnv2).parent / "shared"
     export(mnv2, export_dir, db=REPO_DB, targets=["glsl"])
     targets = json.loads((export_dir / "manifest.json").read_text())["targets"]
     shared = [t["plan"] for t in targets if t["language"] == "glsl"]
     assert len(captured) == len(shared) == 2
-    for before, after in zip(captured, shared, strict=True):
-        assert len(after["textures"]) < len(before["textures"])  # some reuse happens
-        # where every original texture went, from the identical structure of the two plans
+    for (before, after), written in zip(captured, shared, strict=True):
+        assert [(t.width, t.height, t.pack) for t in after.resources] == [
+            (t["width"], t["height"], t["pack"]) for t in written["textures"]
+        ]
+        assert len(after.resources) < len(before.resources)  # some reuse happens
+        # where every original texture went, from the identical structure of the two programs
         slot = {}
-        for b, a in zip(before["steps"], after["steps"], strict=True):
-            slot.update(zip(b["targets"], a["targets"], strict=True))
-            slot.update((x["texture"], y["texture"]) for x, y in zip(b["inputs"], a["inputs"], strict=True))
-        for b, a in zip(before["inputs"] + before["constants"], after["inputs"] + after["constants"], strict=True):
-            slot[b["texture"]] = a["texture"]
+        for b, a in zip(before.steps, after.steps, strict=True):
+            slot.update(zip([x.resource for x in b.outputs], [x.resource for x in a.outputs], strict=True))
+            slot.update(zip([x.resource for x in b.inputs], [x.resource for x in a.inputs], strict=True))
+        for b, a in zip((*before.inputs, *before.uploads), (*after.inputs, *after.uploads), strict=True):
+            slot[b.resource] = a.resource
         for t, s in slot.items():
-            assert before["textures"][t] == after["textures"][s]
+            assert before.resources[t] == after.resources[s]
         # replay: the texture a pass reads still holds what its producer wrote
-        holds = {slot[i["texture"]]: i["texture"] for i in before["inputs"] + before["constants"]}
-        for b in before["steps"]:
-            for i in b["inputs"]:
-                assert holds[slot[i["texture"]]] == i["texture"], f"{b['node']} reads an overwritten texture"
-            assert not {slot[i["texture"]] for i in b["inputs"]} & {slot[t] for t in b["targets"]}
-            for t in b["targets"]:
-                holds[slot[t]] = t
-        for o in before["outputs"]:
-            assert holds[slot[o["texture"]]] == o["texture"]
+        holds = {slot[i.resource]: i.resource for i in (*before.inputs, *before.uploads)}
+        for b in before.steps:
+            for i in b.inputs:
+                assert holds[slot[i.resource]] == i.resource, f"{b.node} reads an overwritten texture"
+            assert not {slot[i.resource] for i in b.inputs} & {slot[t.resource] for t in b.outputs}
+            for t in b.outputs:
+                holds[slot[t.resource]] = t.resource
+        for o in before.outputs:
+            assert holds[slot[o.resources[0]]] == o.resources[0]
 
 
 def test_subgroup_kernels_enable_subgroups_and_their_plan_says_the_size(tmp_path):

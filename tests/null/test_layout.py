@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kernelforge.graph.ir import Graph, Node, Value
+from kernelforge.graph.layout import NHWC, assign_layouts, is_free, physical_shape
+from kernelforge.graph.lower import lower_node
+from kernelforge.graph.memory import plan_memory
+from kernelforge.graph.reference import run_graph
 from kernelforge.ops import get_op
 from kernelforge.ops._epilogue import Activation
-from kernelforge.ops._spec import Limits, Params
-from kernelforge.runtime.graph import Graph, Node, Value
-from kernelforge.runtime.layout import NHWC, assign_layouts, is_free, physical_shape
-from kernelforge.runtime.lower import lower_node
-from kernelforge.runtime.memory import plan_memory
-from kernelforge.runtime.reference import run_graph
+from kernelforge.ops.spec import Limits, Params
 
 
 def _conv(graph: Graph, name: str, x: str, c: int, m: int, size: int, rng: np.random.Generator) -> str:
@@ -20,7 +20,7 @@ def _conv(graph: Graph, name: str, x: str, c: int, m: int, size: int, rng: np.ra
     out = f"{name}.y"
     graph.values[out] = Value(out, (1, m, size, size))
     attrs = {"strides": (1, 1), "pads": (1, 1, 1, 1), "dilations": (1, 1), "group": 1, "activation": Activation()}
-    graph.nodes.append(Node(name, "conv", [x, w], [out], attrs, f"Conv node {name!r}"))
+    graph.nodes.append(Node(name, "conv2d", [x, w], [out], attrs, f"Conv node {name!r}"))
     return out
 
 
@@ -33,7 +33,7 @@ def _chain(rng: np.random.Generator) -> Graph:
     g.nodes.append(Node("relu", "elementwise", [b, a], ["r"], {"expr": "relu(v0) + v1"}))
     g.values["p"] = Value("p", (1, 8, 1, 1))
     pool = {"mode": "average", "global_": True}
-    g.nodes.append(Node("gap", "pool", ["r"], ["p"], pool))
+    g.nodes.append(Node("gap", "pool2d", ["r"], ["p"], pool))
     g.values["f"] = Value("f", (1, 8))
     g.nodes.append(Node("flat", "reshape", ["p"], ["f"]))
     wfc = g.add_const("fc.w", rng.standard_normal((8, 3)).astype(np.float32))

@@ -14,9 +14,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from kernelforge.runtime.graph import Graph, GraphError
-from kernelforge.runtime.onnx_import import ModelError, UnsupportedModelError, import_model
-from kernelforge.runtime.reference import run_graph
+from kernelforge.graph.ir import Graph, GraphError
+from kernelforge.graph.onnx_import import ModelError, UnsupportedModelError, import_model
+from kernelforge.graph.reference import run_graph
 
 LIGHT = sorted(glob.glob(os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/light/*.onnx")))
 
@@ -184,7 +184,7 @@ def test_conv(attrs: dict[str, Any], group: int, bias: bool) -> None:
     node = helper.make_node("Conv", ["x", "w", "b"] if bias else ["x", "w"], ["y"], group=group, **attrs)
     graph = check_numerics(make_model([node], {"x": [1, 4, 9, 8]}, ["y"], inits))
     (conv,) = graph.nodes
-    assert conv.op == "conv" and conv.attrs["group"] == group and len(conv.inputs) == (3 if bias else 2)
+    assert conv.op == "conv2d" and conv.attrs["group"] == group and len(conv.inputs) == (3 if bias else 2)
     assert conv.attrs["activation"].kind == "none" and len(conv.attrs["pads"]) == 4
 
 
@@ -286,7 +286,7 @@ def test_pool(op: str, attrs: dict[str, Any], opset: int) -> None:
         make_model([helper.make_node(op, ["x"], ["y"], **attrs)], {"x": [1, 3, 9, 10]}, ["y"], {}, opset)
     )
     (pool,) = graph.nodes
-    assert pool.op == "pool" and pool.attrs["mode"] == ("max" if "Max" in op else "avg")
+    assert pool.op == "pool2d" and pool.attrs["mode"] == ("max" if "Max" in op else "avg")
     assert pool.attrs["global_"] == op.startswith("Global")
 
 
@@ -302,7 +302,7 @@ def test_lrn(size: int) -> None:
         sq = np.stack([(x[:, max(0, c - 1) : c + 3] ** 2).sum(axis=1) for c in range(6)], axis=1)
         want = x / (1.5 + 0.02 / size * sq) ** 0.6
         np.testing.assert_allclose(run_graph(graph, {"x": x.astype(np.float32)})["y"], want, rtol=1e-5, atol=1e-6)
-    assert ops(graph) == ["elementwise", "conv", "elementwise"]
+    assert ops(graph) == ["elementwise", "conv2d", "elementwise"]
     band = graph.values[graph.nodes[1].inputs[1]].data
     assert band is not None and band.shape == (6, 6, 1, 1)
     # output channel 2 sums input channels 2 - floor((size-1)/2) .. 2 + ceil((size-1)/2)
@@ -438,10 +438,10 @@ def test_resize(opset: int, op: str, attrs: dict[str, Any], kind: str, values: l
 @pytest.mark.parametrize(
     ("opset", "axes", "keepdims", "expected"),
     [
-        (13, [2, 3], 1, ["pool"]),
-        (13, [-1, -2], 0, ["pool", "reshape"]),
+        (13, [2, 3], 1, ["pool2d"]),
+        (13, [-1, -2], 0, ["pool2d", "reshape"]),
         (18, [1], 1, ["transpose", "reshape", "gemm", "reshape"]),
-        (18, [2, 3], 0, ["pool", "reshape"]),
+        (18, [2, 3], 0, ["pool2d", "reshape"]),
         (13, [3], 0, ["reshape", "gemm", "reshape"]),
         (18, None, 0, ["reshape", "gemm", "reshape"]),
     ],
@@ -543,10 +543,10 @@ def test_light_models_import(path: str) -> None:
     expected = numpy_helper.to_array(onnx.load_tensor(path.replace(".onnx", "_output_0.pb")))
     assert graph.values[graph.outputs[0]].shape == expected.shape
     assert set(ops(graph)) <= {
-        "conv",
+        "conv2d",
         "batchnorm",
         "elementwise",
-        "pool",
+        "pool2d",
         "concat",
         "reshape",
         "gemm",

@@ -8,11 +8,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
-from kernelforge.ops import _expr
-from kernelforge.ops._epilogue import Activation
-from kernelforge.runtime.graph import Graph, GraphError, Node, Value
-from kernelforge.runtime.memory import MemoryPlan
-from kernelforge.runtime.passes import (
+from kernelforge.graph.ir import Graph, GraphError, Node, Value
+from kernelforge.graph.memory import MemoryPlan
+from kernelforge.graph.passes import (
     MAX_FUSED_INPUTS,
     fold_batchnorm,
     fold_constants,
@@ -22,7 +20,9 @@ from kernelforge.runtime.passes import (
     plan_memory,
     program_of,
 )
-from kernelforge.runtime.reference import run_graph
+from kernelforge.graph.reference import run_graph
+from kernelforge.ops import _expr
+from kernelforge.ops._epilogue import Activation
 
 
 class Builder:
@@ -64,7 +64,7 @@ class Builder:
         inputs = [x, weight] + ([self.const((m,), name="b")] if bias else [])
         a = {"strides": (1, 1), "pads": (pad,) * 4, "dilations": (1, 1), "group": group, "activation": Activation()}
         a.update(attrs)
-        return self.node("conv", inputs, (n, m, h + 2 * pad - k + 1, w + 2 * pad - k + 1), a)
+        return self.node("conv2d", inputs, (n, m, h + 2 * pad - k + 1, w + 2 * pad - k + 1), a)
 
     def gemm(self, a: str, n: int, trans_b: bool = False, bias: bool = False) -> str:
         *lead, k = self.shape(a)
@@ -146,7 +146,7 @@ def test_fold_batchnorm_into_conv(group: int, bias: bool) -> None:
     y = b.bn(b.conv(x, 4, 3, group=group, pad=1, bias=bias))
     b.output(y)
     graph = check_pass(b, fold_batchnorm)
-    assert ops(graph) == ["conv"]
+    assert ops(graph) == ["conv2d"]
     conv = graph.nodes[0]
     assert conv.output == y and graph.value(conv.inputs[2]).shape == (4,)
     assert all(graph.value(n).is_const for n in conv.inputs[1:3])
@@ -169,7 +169,7 @@ def test_fold_batchnorm_blocked_becomes_affine_elementwise() -> None:
     side = b.ew("v0 + 1.0", shared)  # a second consumer blocks folding
     b.output(b.bn(conv), b.bn(shared), side)
     graph = check_pass(b, fold_batchnorm)
-    assert ops(graph) == ["conv", "conv", "elementwise", "elementwise", "elementwise"]
+    assert ops(graph) == ["conv2d", "conv2d", "elementwise", "elementwise", "elementwise"]
     for node in graph.nodes[3:]:
         assert program_of(node) == _expr.parse("v0*v1 + v2")[0]
         assert [graph.value(n).shape for n in node.inputs[1:]] == [(3, 1, 1), (3, 1, 1)]
@@ -192,7 +192,7 @@ def test_batchnorm_with_dynamic_params_becomes_elementwise() -> None:
     params = [scale, b.const((3,)), b.const((3,)), b.const((3,), 0.5, 1.0)]
     b.output(b.bn(b.conv(x, 3), params))
     graph = check_pass(b, fold_batchnorm)
-    assert ops(graph) == ["conv", "reshape", "elementwise"]
+    assert ops(graph) == ["conv2d", "reshape", "elementwise"]
 
 
 # --------------------------------------------------------------------------------------------- fuse_epilogues
@@ -207,7 +207,7 @@ def test_fuse_bias_into_conv_and_gemm() -> None:
     gemm = b.ew("v0 + v1", b.gemm(a, 6, bias=True), b.const((6,)))
     b.output(conv, gemm)
     graph = check_pass(b, fuse_epilogues)
-    assert ops(graph) == ["conv", "gemm"]
+    assert ops(graph) == ["conv2d", "gemm"]
     assert [len(n.inputs) for n in graph.nodes] == [3, 3]
 
 
@@ -217,7 +217,7 @@ def test_fuse_residual_then_activation() -> None:
     y = b.ew("relu(v0)", b.ew("v0 + v1", b.conv(x, 4, 3, pad=1, bias=True), x))
     b.output(y)
     graph = check_pass(b, fuse_epilogues)
-    assert ops(graph) == ["conv"]
+    assert ops(graph) == ["conv2d"]
     conv = graph.nodes[0]
     assert conv.inputs[3] == x and conv.attrs["activation"] == Activation("relu") and conv.output == y
 
@@ -227,7 +227,7 @@ def test_residual_after_activation_is_not_fused() -> None:
     x = b.input((1, 4, 5, 5))
     b.output(b.ew("v0 + v1", b.ew("relu(v0)", b.conv(x, 4, 3, pad=1)), x))
     graph = check_pass(b, fuse_epilogues)
-    assert ops(graph) == ["conv", "elementwise"]
+    assert ops(graph) == ["conv2d", "elementwise"]
     assert graph.nodes[0].attrs["activation"].kind == "relu" and len(graph.nodes[0].inputs) == 2
 
 
@@ -238,7 +238,7 @@ def test_residual_must_be_computed_before_the_conv() -> None:
     b.output(b.ew("v0 + v1", first, second))
     graph = check_pass(b, fuse_epilogues)
     # `second` is computed after `first`: only the second conv may take the other as its residual
-    assert ops(graph) == ["conv", "conv"]
+    assert ops(graph) == ["conv2d", "conv2d"]
     assert len(graph.nodes[0].inputs) == 2 and graph.nodes[1].inputs[3] == first
 
 
@@ -250,7 +250,7 @@ def test_gemm_takes_no_residual_and_shared_values_do_not_fuse() -> None:
     shared = b.conv(b.input((1, 2, 3, 3)), 2)
     b.output(b.ew("v0 + v1", gemm, r), b.ew("relu(v0)", shared), b.ew("sigmoid(v0)", shared))
     graph = check_pass(b, fuse_epilogues)
-    assert ops(graph) == ["gemm", "conv", "elementwise", "elementwise", "elementwise"]
+    assert ops(graph) == ["gemm", "conv2d", "elementwise", "elementwise", "elementwise"]
 
 
 def test_graph_output_is_not_fused() -> None:
@@ -258,7 +258,7 @@ def test_graph_output_is_not_fused() -> None:
     conv = b.conv(b.input((1, 2, 3, 3)), 2)
     b.output(conv, b.ew("relu(v0)", conv))
     graph = check_pass(b, fuse_epilogues)
-    assert ops(graph) == ["conv", "elementwise"]
+    assert ops(graph) == ["conv2d", "elementwise"]
 
 
 @pytest.mark.parametrize(
@@ -279,7 +279,7 @@ def test_fuse_activations(expr: str, activation: Activation) -> None:
     x = b.input((1, 3, 4, 4))
     b.output(b.ew(expr, b.conv(x, 4, bias=True)), b.ew(expr, b.gemm(b.input((2, 3), "a"), 4)))
     graph = check_pass(b, fuse_epilogues)
-    assert ops(graph) == ["conv", "gemm"]
+    assert ops(graph) == ["conv2d", "gemm"]
     assert all(node.attrs["activation"] == activation for node in graph.nodes)
 
 
@@ -288,7 +288,7 @@ def test_non_epilogue_elementwise_is_left_alone() -> None:
     x = b.input((1, 3, 4, 4))
     b.output(b.ew("exp(v0)", b.ew("v0 * v1", b.conv(x, 3), b.const((3, 1, 1)))))
     graph = check_pass(b, fuse_epilogues)
-    assert ops(graph) == ["conv", "elementwise", "elementwise"]
+    assert ops(graph) == ["conv2d", "elementwise", "elementwise"]
 
 
 # ------------------------------------------------------------------------------------------- fuse_elementwise
@@ -352,7 +352,7 @@ def test_inverted_residual_block_is_three_convs() -> None:
     y = b.ew("v0 + v1", x, b.bn(b.conv(h, 8)))
     b.output(y)
     graph = check_pass(b, optimize, rtol=1e-4)
-    assert ops(graph) == ["conv", "conv", "conv"]
+    assert ops(graph) == ["conv2d", "conv2d", "conv2d"]
     first, dw, project = graph.nodes
     assert first.attrs["activation"] == dw.attrs["activation"] == Activation("relu6")
     assert project.inputs[3] == x and project.attrs["activation"].kind == "none" and project.output == y

@@ -8,10 +8,11 @@ import warnings
 import numpy as np
 import pytest
 
-import kernelforge.ops as kops
+import kernelforge.api as kops
 from kernelforge.errors import InvalidParamsError, ShapeError
 from kernelforge.ops import Limits, get_op
-from kernelforge.ops.pool import DEFAULT_PARAMS, GLSL_DEFAULT_PARAMS, PoolProblem, output_size, resolve_auto_pad
+from kernelforge.ops._attrs import resolve_auto_pad
+from kernelforge.ops.pool import DEFAULT_PARAMS, GLSL_DEFAULT_PARAMS, PoolProblem, output_size
 from kernelforge.templates import render
 from kernelforge.testing.ops import assert_default_fits, assert_params_reach_template, every_config, valid_configs
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kernelforge.graph.ir import GraphError
+from kernelforge.graph.reference import evaluate, run_graph
 from kernelforge.ops._epilogue import Activation
-from kernelforge.runtime.graph import GraphError
-from kernelforge.runtime.reference import evaluate, run_graph
 from tests.null.test_passes import Builder
 
 
@@ -56,7 +56,7 @@ def test_data_movement_ops_match_numpy() -> None:
     b = Builder(32)
     x = b.input((1, 2, 4, 4))
     pooled = b.node(
-        "pool",
+        "pool2d",
         [x],
         (1, 2, 2, 2),
         {
@@ -103,7 +103,7 @@ def test_import_conv_bn_relu_matches_onnxruntime() -> None:
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from kernelforge.runtime import onnx_import as importer
+    from kernelforge.graph import onnx_import as importer
 
     rng = np.random.default_rng(34)
     inits = {

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from kernelforge.api._tensor import _pair
 from kernelforge.errors import InvalidParamsError, ShapeError
 from kernelforge.ops import Limits, get_op
 from kernelforge.ops.resize import (
@@ -14,7 +15,6 @@ from kernelforge.ops.resize import (
     DEFAULT_PARAMS,
     NEAREST_MODES,
     ResizeProblem,
-    _pair,
     axis_table,
 )
 from kernelforge.templates import render

@@ -10,7 +10,8 @@ from onnx.reference import ReferenceEvaluator
 
 from kernelforge.errors import InvalidParamsError, ShapeError
 from kernelforge.ops import Limits, get_op
-from kernelforge.ops.softmax import SoftmaxProblem, linear_grid
+from kernelforge.ops.shapes import linear_grid
+from kernelforge.ops.softmax import SoftmaxProblem
 from kernelforge.templates import render
 from kernelforge.testing.ops import assert_default_fits, assert_params_reach_template, valid_configs
 

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-import kernelforge.ops as kops
+import kernelforge.api as kops
 from kernelforge.tuner.objective import verify
 
 pytestmark = pytest.mark.device

@@ -7,8 +7,8 @@ import optuna
 import pytest
 
 import kernelforge.tuner.objective as objective_mod
+from kernelforge.db import TuningDB, device_meta, new_record
 from kernelforge.ops import get_op
-from kernelforge.tuner.db import TuningDB, device_meta, new_record
 from kernelforge.tuner.measure import MeasureConfig
 from kernelforge.tuner.strategies import STRATEGIES
 from kernelforge.tuner.tune import TuneOptions, default_storage, pick_winner, study_name, tune_problem

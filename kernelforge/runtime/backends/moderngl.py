@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
+from kernelforge.devices import DeviceInfo, classify, driver_version, fingerprint, vendor_token
 from kernelforge.errors import KernelCompileError, KernelforgeError
-from kernelforge.ops._spec import GlLaunch, Limits, OpSpec, Params
-from kernelforge.ops._texture import TexLayout, interleave_rows
-from kernelforge.runtime.backends._base import Backend, Bound
-from kernelforge.runtime.devices import DeviceInfo, classify, driver_version, fingerprint, vendor_token
+from kernelforge.graph.program import ProgramStep, Resource, Texture
+from kernelforge.ops.spec import Limits
+from kernelforge.runtime.backends.base import Backend
 from kernelforge.templates import GLSL_VERSIONS, render_template
 
 # Native GL offers more than most WebGL2 devices; tuning within WebGL2's common limits keeps every tuned
@@ -70,71 +72,19 @@ def enumerate_devices(start: int) -> list[DeviceInfo]:
     ]
 
 
-class _GlBound(Bound):
-    def __init__(
-        self, backend: ModernglBackend, program: Any, textures: list[Any], launch: GlLaunch, label: str
-    ) -> None:
-        import moderngl
+@dataclass(frozen=True)
+class Draw:
+    """A bound GLSL step: its program, input textures (unit k = input k), framebuffer and viewport."""
 
-        ctx = backend.current()
-        self._backend = backend
-        self._program = program
-        self._layouts: tuple[TexLayout, ...] = launch.targets
-        self._rows = launch.rows
-        self._targets = [ctx.texture((t.width, t.height), t.pack, dtype="f4") for t in launch.targets]
-        for tex in (*textures, *self._targets):
-            tex.filter = (moderngl.NEAREST, moderngl.NEAREST)
-        try:
-            self._fbo = ctx.framebuffer(color_attachments=self._targets)
-        except moderngl.Error as exc:
-            raise KernelforgeError(
-                f"{label}: {len(self._targets)} float render target(s) of {launch.targets[0].width}x"
-                f"{launch.targets[0].height} are not supported on {backend.info.slug}: {exc}"
-            ) from exc
-        self._vao = ctx.vertex_array(program, [])
-        self._viewport = (0, 0, launch.targets[0].width, launch.targets[0].height)
-        self._textures = textures
-        # sampler units are fixed per kernel: set them once, not on every draw
-        for unit, name in enumerate(launch.samplers):
-            if name in program:
-                program[name].value = unit
-
-    def update(self, index: int, array: np.ndarray, layout: TexLayout) -> None:
-        """Overwrite input texture ``index`` with new data of the same layout (graph executors, per run)."""
-        self._backend.current()
-        data = layout.pack_array(np.asarray(array, np.float32).reshape(layout.rows, layout.cols))
-        self._textures[index].write(data.tobytes())
-
-    def _draw(self) -> None:
-        import moderngl
-
-        ctx = self._backend.current()
-        self._fbo.use()
-        ctx.viewport = self._viewport
-        ctx.disable(moderngl.BLEND | moderngl.DEPTH_TEST)
-        for unit, tex in enumerate(self._textures):
-            tex.use(location=unit)
-        self._vao.render(moderngl.TRIANGLES, vertices=3)
-
-    def run(self) -> np.ndarray:
-        self._draw()  # leaves our context current for the reads
-        parts = [
-            layout.unpack(np.frombuffer(tex.read(), dtype=np.float32))
-            for layout, tex in zip(self._layouts, self._targets, strict=True)
-        ]
-        return interleave_rows(parts, self._rows)
-
-    def time(self) -> float:
-        # NOTE: wall clock around draw + glFinish, not GL_TIME_ELAPSED: llvmpipe's timer query ends when the
-        # draw is queued, before its rasterizer threads run (it read 0.05 s for a 1.1 s GEMM).
-        start = time.perf_counter()
-        self._draw()
-        self._backend.ctx.finish()
-        return time.perf_counter() - start
+    program: Any
+    textures: tuple[Any, ...]
+    framebuffer: Any
+    vao: Any
+    viewport: tuple[int, int, int, int]
 
 
-class ModernglBackend(Backend):
-    """The standalone moderngl context."""
+class ModernglBackend(Backend[Any, Any, Draw]):
+    """The standalone moderngl context: float textures, fragment-shader programs, full-screen draws."""
 
     language: ClassVar[str] = "glsl"
 
@@ -160,7 +110,7 @@ class ModernglBackend(Backend):
 
     @property
     def has_timestamps(self) -> bool:
-        """False: kernels are timed by the wall clock around glFinish (see ``_GlBound.time``)."""
+        """False: kernels are timed by the wall clock around glFinish (see :meth:`_time`)."""
         return False
 
     def _compile(self, source: str, label: str) -> Any:
@@ -171,13 +121,61 @@ class ModernglBackend(Backend):
         except moderngl.Error as exc:
             raise KernelCompileError(f"{label}: GLSL rejected on {self.info.slug}:\n{exc}") from exc
 
-    def _bind_op(self, kernel: Any, spec: OpSpec[Any], problem: Any, params: Params, inputs: list[np.ndarray]) -> Bound:
-        launch = spec.gl_launch(problem, params)
+    def _alloc(self, resource: Resource) -> Any:
+        import moderngl
+
+        assert isinstance(resource, Texture)
+        texture = self.current().texture((resource.width, resource.height), resource.pack, dtype="f4")
+        texture.filter = (moderngl.NEAREST, moderngl.NEAREST)
+        return texture
+
+    def _write(self, handle: Any, data: np.ndarray) -> None:
+        self.current()
+        handle.write(data.tobytes())
+
+    def _read(self, handle: Any, count: int) -> np.ndarray:
+        self.current()
+        return np.frombuffer(handle.read(), dtype=np.float32, count=count).copy()
+
+    def _bind(self, kernel: Any, step: ProgramStep, inputs: Sequence[Any], outputs: Sequence[Any]) -> Draw:
+        import moderngl
+
         ctx = self.current()
-        if len(launch.inputs) != len(inputs):
-            raise KernelforgeError(f"{spec.name}: {len(inputs)} inputs for {len(launch.inputs)} textures")
-        textures = []
-        for layout, array in zip(launch.inputs, inputs, strict=True):
-            data = layout.pack_array(array.reshape(layout.rows, layout.cols))
-            textures.append(ctx.texture((layout.width, layout.height), layout.pack, data.tobytes(), dtype="f4"))
-        return _GlBound(self, kernel, textures, launch, f"{spec.name}:{spec.problem_key(problem)}")
+        try:
+            framebuffer = ctx.framebuffer(color_attachments=list(outputs))
+        except moderngl.Error as exc:
+            width, height = step.size
+            raise KernelforgeError(
+                f"{step.label}: {len(outputs)} float render target(s) of {width}x{height} are not supported on "
+                f"{self.info.slug}: {exc}"
+            ) from exc
+        # sampler units are fixed per kernel: set them once, not on every draw
+        for unit, arg in enumerate(step.inputs):
+            if arg.sampler in kernel:
+                kernel[arg.sampler].value = unit
+        vao = ctx.vertex_array(kernel, [])
+        return Draw(kernel, tuple(inputs), framebuffer, vao, (0, 0, *step.size))
+
+    def _draw(self, step: Draw) -> None:
+        import moderngl
+
+        ctx = self.current()
+        step.framebuffer.use()
+        ctx.viewport = step.viewport
+        ctx.disable(moderngl.BLEND | moderngl.DEPTH_TEST)
+        for unit, texture in enumerate(step.textures):
+            texture.use(location=unit)
+        step.vao.render(moderngl.TRIANGLES, vertices=3)
+
+    def _run(self, steps: Sequence[Draw]) -> None:
+        for step in steps:
+            self._draw(step)
+        self.ctx.finish()
+
+    def _time(self, step: Draw) -> float:
+        # NOTE: wall clock around draw + glFinish, not GL_TIME_ELAPSED: llvmpipe's timer query ends when the
+        # draw is queued, before its rasterizer threads run (it read 0.05 s for a 1.1 s GEMM).
+        start = time.perf_counter()
+        self._draw(step)
+        self.ctx.finish()
+        return time.perf_counter() - start

@@ -6,16 +6,14 @@ import os
 import struct
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
 
 from kernelforge import _config
-from kernelforge.errors import KernelCompileError
-from kernelforge.ops._spec import SUBGROUP_SIZES, Launch, Limits, OpSpec, Params
-from kernelforge.runtime.backends._base import Backend, Bound
-from kernelforge.runtime.devices import (
+from kernelforge.devices import (
     DeviceInfo,
     classify,
     driver_version,
@@ -23,6 +21,10 @@ from kernelforge.runtime.devices import (
     vendor_token,
     wide_tile_compiler,
 )
+from kernelforge.errors import KernelCompileError, KernelforgeError
+from kernelforge.graph.program import Buffer, ProgramStep, Resource
+from kernelforge.ops.spec import SUBGROUP_SIZES, Limits
+from kernelforge.runtime.backends.base import Backend
 
 _adapters: dict[int, Any] = {}
 
@@ -121,30 +123,17 @@ def enumerate_devices(start: int) -> list[DeviceInfo]:
 
 
 @dataclass(frozen=True)
-class _Dispatch:
+class Dispatch:
+    """A bound WGSL step: its pipeline, bind group (uniforms at binding 0) and workgroup counts."""
+
     pipeline: Any
     bind_group: Any
     workgroups: tuple[int, int, int]
     keepalive: tuple[Any, ...]
 
 
-class _WgpuBound(Bound):
-    def __init__(self, backend: WgpuBackend, dispatch: _Dispatch, output: Any, count: int) -> None:
-        self._backend = backend
-        self._dispatch = dispatch
-        self._output = output
-        self._count = count
-
-    def run(self) -> np.ndarray:
-        self._backend.run([self._dispatch])
-        return self._backend.read(self._output, self._count)
-
-    def time(self) -> float:
-        return self._backend.time(self._dispatch)
-
-
-class WgpuBackend(Backend):
-    """A wgpu-py device opened on one enumerated adapter."""
+class WgpuBackend(Backend[Any, Any, Dispatch]):
+    """A wgpu-py device opened on one enumerated adapter: storage buffers, compute pipelines, dispatches."""
 
     language: ClassVar[str] = "wgsl"
 
@@ -178,10 +167,10 @@ class WgpuBackend(Backend):
                 kernel = self._compile(_SUBGROUP_PROBE.format(wg=wg), "subgroup-probe")
             except KernelCompileError:
                 return 0
-            out = self._alloc(4 * wg)
+            out = self._alloc(Buffer(4 * wg))
             entries = [{"binding": 0, "resource": {"buffer": out, "offset": 0, "size": out.size}}]
             group = self._device.create_bind_group(layout=kernel.get_bind_group_layout(0), entries=entries)
-            self._run([_Dispatch(kernel, group, (1, 1, 1), (out,))])
+            self._run([Dispatch(kernel, group, (1, 1, 1), (out,))])
             sizes |= {int(v) for v in np.frombuffer(self._device.queue.read_buffer(out), dtype=np.uint32)}
         (size,) = sizes if len(sizes) == 1 else (0,)
         return size if size in SUBGROUP_SIZES else 0
@@ -201,76 +190,37 @@ class WgpuBackend(Backend):
         except (wgpu.GPUError, RuntimeError, ValueError) as exc:
             raise KernelCompileError(f"{label}: WGSL rejected on {self.info.slug}:\n{exc}") from exc
 
-    def _bind_op(self, kernel: Any, spec: OpSpec[Any], problem: Any, params: Params, inputs: list[np.ndarray]) -> Bound:
-        launch = spec.launch(problem, params)
-        count = int(np.prod(spec.output_shape(problem), dtype=np.int64))
-        buffers = [self.upload(x) for x in inputs]
-        output = self.alloc(4 * count)
-        return _WgpuBound(self, self.bind(kernel, [*buffers, output], launch), output, count)
-
-    def upload(self, array: np.ndarray) -> Any:
-        """Copy a float32 array to a new storage buffer."""
-        data = np.ascontiguousarray(array, dtype=np.float32)
-        return self._upload(data if data.size else np.zeros(1, np.float32))
-
-    def alloc(self, nbytes: int) -> Any:
-        """Allocate a storage buffer of at least ``nbytes`` (4-byte aligned)."""
-        return self._alloc(max(4, (nbytes + 3) // 4 * 4))
-
-    def read(self, buffer: Any, count: int) -> np.ndarray:
-        """Read ``count`` float32 values back."""
-        return self._read(buffer, count)
-
-    def bind(self, kernel: Any, buffers: list[Any], launch: Launch) -> _Dispatch:
-        """Prepare one dispatch: uniforms at binding 0, then ``buffers`` in binding order.
-
-        Each item of ``buffers`` is a buffer (bound whole) or ``(buffer, nbytes)`` (its first ``nbytes``).
-        """
-        if any(g < 1 for g in launch.workgroups):
-            raise ValueError(f"workgroup counts must be >= 1, got {launch.workgroups}")
-        return self._bind(kernel, buffers, launch)
-
-    def write(self, buffer: Any, array: np.ndarray) -> None:
-        """Copy a float32 array into the start of an existing buffer."""
-        data = np.ascontiguousarray(array, dtype=np.float32)
-        if data.size:
-            self._device.queue.write_buffer(buffer, 0, data)
-
-    def run(self, dispatches: list[_Dispatch]) -> None:
-        """Submit dispatches in order, in one submission, and wait."""
-        self._run(dispatches)
-
-    def time(self, dispatch: _Dispatch) -> float:
-        """Run one dispatch alone and return its duration in seconds."""
-        return self._time(dispatch)
-
-    def _upload(self, data: np.ndarray) -> Any:
+    def _alloc(self, resource: Resource) -> Any:
+        assert isinstance(resource, Buffer)
         usage = self._wgpu.BufferUsage
-        return self._device.create_buffer_with_data(data=data, usage=usage.STORAGE | usage.COPY_SRC | usage.COPY_DST)
-
-    def _alloc(self, nbytes: int) -> Any:
-        usage = self._wgpu.BufferUsage
+        nbytes = max(4, (resource.nbytes + 3) // 4 * 4)
         return self._device.create_buffer(size=nbytes, usage=usage.STORAGE | usage.COPY_SRC | usage.COPY_DST)
 
-    def _read(self, buffer: Any, count: int) -> np.ndarray:
-        raw = self._device.queue.read_buffer(buffer, 0, 4 * count) if count else b""
+    def _write(self, handle: Any, data: np.ndarray) -> None:
+        self._device.queue.write_buffer(handle, 0, data)
+
+    def _read(self, handle: Any, count: int) -> np.ndarray:
+        raw = self._device.queue.read_buffer(handle, 0, 4 * count)
         return np.frombuffer(raw, dtype=np.float32, count=count).copy()
 
-    def _bind(self, kernel: Any, buffers: list[Any], launch: Launch) -> _Dispatch:
+    def _bind(self, kernel: Any, step: ProgramStep, inputs: Sequence[Any], outputs: Sequence[Any]) -> Dispatch:
+        if any(g < 1 for g in step.workgroups):
+            raise KernelforgeError(f"{step.label}: workgroup counts must be >= 1, got {step.workgroups}")
         usage = self._wgpu.BufferUsage
-        words = list(launch.uniforms) + [0] * (-len(launch.uniforms) % 4)
+        words = list(step.uniforms) + [0] * (-len(step.uniforms) % 4)
         uniform = self._device.create_buffer_with_data(
             data=struct.pack(f"<{len(words)}I", *words), usage=usage.UNIFORM | usage.COPY_DST
         )
         entries = [{"binding": 0, "resource": {"buffer": uniform, "offset": 0, "size": uniform.size}}]
-        for i, item in enumerate(buffers):
-            # (buffer, nbytes) binds a prefix: a graph's planned buffer may be larger than the tensor it holds
-            buf, size = item if isinstance(item, tuple) else (item, item.size)
-            entries.append({"binding": i + 1, "resource": {"buffer": buf, "offset": 0, "size": size}})
+        buffers = [*inputs, *outputs]
+        for i, (buffer, arg) in enumerate(zip(buffers, (*step.inputs, *step.outputs), strict=True)):
+            # a prefix: a graph's planned buffer may be larger than the tensor it holds
+            size = arg.nbytes or buffer.size
+            entries.append({"binding": i + 1, "resource": {"buffer": buffer, "offset": 0, "size": size}})
         bind_group = self._device.create_bind_group(layout=kernel.get_bind_group_layout(0), entries=entries)
-        return _Dispatch(kernel, bind_group, launch.workgroups, (uniform, *buffers))
+        return Dispatch(kernel, bind_group, step.workgroups, (uniform, *buffers))
 
-    def _encode(self, dispatches: list[_Dispatch], timestamps: Any = None) -> Any:
+    def _encode(self, dispatches: Sequence[Dispatch], timestamps: Any = None) -> Any:
         encoder = self._device.create_command_encoder()
         kwargs = {"timestamp_writes": timestamps} if timestamps else {}
         compute = encoder.begin_compute_pass(**kwargs)
@@ -285,14 +235,14 @@ class WgpuBackend(Backend):
         # NOTE: queue.on_submitted_work_done_sync() is broken in wgpu-py 0.32 (a cffi callback signature
         # mismatch); reading back 4 bytes waits for all submitted work just the same.
         if self._sync is None:
-            self._sync = self._alloc(4)
+            self._sync = self._alloc(Buffer(4))
         self._device.queue.read_buffer(self._sync, 0, 4)
 
-    def _run(self, dispatches: list[_Dispatch]) -> None:
+    def _run(self, dispatches: Sequence[Dispatch]) -> None:
         self._device.queue.submit([self._encode(dispatches).finish()])
         self._wait()
 
-    def _time(self, dispatch: _Dispatch) -> float:
+    def _time(self, dispatch: Dispatch) -> float:
         if not self._timestamps:
             start = time.perf_counter()
             self._run([dispatch])
@@ -318,7 +268,7 @@ class WgpuBackend(Backend):
         self._suspect = 0
         return gpu
 
-    def _timed(self, dispatch: _Dispatch) -> tuple[float, float]:
+    def _timed(self, dispatch: Dispatch) -> tuple[float, float]:
         """Run one dispatch between pass timestamps; return (wall clock, GPU time) in seconds."""
         writes = {"query_set": self._query_set, "beginning_of_pass_write_index": 0, "end_of_pass_write_index": 1}
         start = time.perf_counter()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kernelforge.errors import DeviceNotFoundError
-from kernelforge.ops._spec import Limits
+from kernelforge.ops.spec import Limits
 
 DEVICE_CLASSES = ("dgpu", "igpu", "cpu", "other")
 

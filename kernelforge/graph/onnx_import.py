@@ -18,12 +18,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from kernelforge.ops._attrs import AUTO_PADS
-from kernelforge.ops.pad import MODES as PAD_MODES
-from kernelforge.ops.resize import COORDINATE_MODES, NEAREST_MODES
-from kernelforge.ops.resize import MODES as RESIZE_MODES
-from kernelforge.runtime.graph import Graph, GraphError, Value
-from kernelforge.runtime.onnx_context import (
+from kernelforge.graph.ir import Graph, GraphError, Value
+from kernelforge.graph.onnx_context import (
     Context,
     NodeUnsupported,
     flatten_shape,
@@ -31,7 +27,12 @@ from kernelforge.runtime.onnx_context import (
     squeeze_shape,
     unsqueeze_shape,
 )
-from kernelforge.runtime.onnx_ops import CONVERTERS
+from kernelforge.graph.onnx_ops import CONVERTERS, DIRECT, node_attrs
+from kernelforge.ops import get_op
+from kernelforge.ops._attrs import AUTO_PADS
+from kernelforge.ops.pad import MODES as PAD_MODES
+from kernelforge.ops.resize import COORDINATE_MODES, NEAREST_MODES
+from kernelforge.ops.resize import MODES as RESIZE_MODES
 
 __all__ = ["MAX_OPSET", "MIN_OPSET", "ModelError", "UnsupportedModelError", "import_model"]
 
@@ -225,6 +226,21 @@ CHECKS: dict[str, Check] = {
     "Dropout": lambda node, opset, used: _extra_outputs(node, used, "mask"),
 }
 """ONNX op type -> attribute check run on every node (of a runtime value) before conversion: a reason or None."""
+
+
+def _check_direct(node: onnx.NodeProto, opset: int, used: set[str]) -> str | None:
+    """Check an ONNX node that a registered op runs as it stands: its spec reads the attributes."""
+    extra = _extra_outputs(node, used, "optional")
+    if extra:
+        return extra
+    try:
+        get_op(DIRECT[node.op_type]).from_onnx(node.op_type, opset, node_attrs(node))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+CHECKS.update({onnx_op: _check_direct for onnx_op in DIRECT if onnx_op not in CHECKS})
 
 
 # --- loading and checking ------------------------------------------------------------------------------------

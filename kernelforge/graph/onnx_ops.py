@@ -1,6 +1,6 @@
 """ONNX op converters: one function per ONNX op type, lowering a node to IR nodes of :mod:`.graph`.
 
-:data:`CONVERTERS` is the table :mod:`kernelforge.runtime.onnx_import` dispatches on. Semantics follow ONNX
+:data:`CONVERTERS` is the table :mod:`kernelforge.graph.onnx_import` dispatches on. Semantics follow ONNX
 opsets 9-21, including the attributes that became inputs (Clip, Pad, Squeeze/Unsqueeze, ReduceMean, Resize).
 Attribute values no converter supports are rejected earlier, by the importer's checks over the whole model.
 """
@@ -13,25 +13,10 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx import helper
 
 from kernelforge.errors import ShapeError
-from kernelforge.ops._attrs import resolve_auto_pad
-from kernelforge.ops._epilogue import Activation
-from kernelforge.ops._expr import broadcast_shape
-from kernelforge.ops.concat import SPEC as CONCAT
-from kernelforge.ops.concat import ConcatProblem
-from kernelforge.ops.conv import SPEC as CONV
-from kernelforge.ops.conv import ConvProblem
-from kernelforge.ops.pad import SPEC as PAD
-from kernelforge.ops.pad import PadProblem
-from kernelforge.ops.pool import SPEC as POOL
-from kernelforge.ops.pool import PoolProblem
-from kernelforge.ops.resize import SPEC as RESIZE
-from kernelforge.ops.resize import ResizeProblem
-from kernelforge.ops.softmax import SoftmaxProblem
-from kernelforge.ops.transpose import SPEC as TRANSPOSE
-from kernelforge.ops.transpose import TransposeProblem
-from kernelforge.runtime.onnx_context import (
+from kernelforge.graph.onnx_context import (
     Context,
     NodeUnsupported,
     flatten_shape,
@@ -41,6 +26,10 @@ from kernelforge.runtime.onnx_context import (
     squeeze_shape,
     unsqueeze_shape,
 )
+from kernelforge.ops import OPS, get_op
+from kernelforge.ops._attrs import resolve_auto_pad
+from kernelforge.ops._epilogue import Activation
+from kernelforge.ops._expr import broadcast_shape
 
 Converter = Callable[[Context, onnx.NodeProto], None]
 
@@ -314,7 +303,7 @@ def _rank4(ctx: Context, name: str) -> tuple[int, int, int, int]:
 
 def _conv(ctx: Context, node: onnx.NodeProto) -> None:
     x, w, bias = ctx.input(0), ctx.input(1), ctx.input(2)
-    n, c, h, wd = _rank4(ctx, x)
+    _, c, h, wd = _rank4(ctx, x)
     m, cg, kh, kw = _rank4(ctx, w)
     kernel = _pair(ctx, "kernel_shape", 0)
     if kernel != (0, 0) and kernel != (kh, kw):
@@ -325,15 +314,14 @@ def _conv(ctx: Context, node: onnx.NodeProto) -> None:
         raise ctx.fail(f"weight {ctx.shape(w)} with group {group} does not fit {c} input channels")
     if bias and ctx.shape(bias) != (m,):
         raise ctx.fail(f"bias of shape {ctx.shape(bias)} must be [{m}]")
-    problem = ctx.problem(lambda: ConvProblem(n, c, h, wd, m, kh, kw, strides, pads, dils, group, has_bias=bool(bias)))
     attrs = {"strides": strides, "pads": pads, "dilations": dils, "group": group, "activation": Activation()}
     inputs = [ctx.ir(x), ctx.ir(w)] + ([ctx.ir(bias)] if bias else [])
-    ctx.emit("conv", inputs, attrs, CONV.output_shape(problem), node.output[0])
+    ctx.emit("conv2d", inputs, attrs, out=node.output[0])
 
 
 def _pool(ctx: Context, node: onnx.NodeProto) -> None:
     x = ctx.input(0)
-    n, c, h, w = _rank4(ctx, x)
+    _, _, h, w = _rank4(ctx, x)
     mode = "max" if "Max" in node.op_type else "avg"
     if node.op_type.startswith("Global"):
         fields: dict[str, Any] = {"kernel_shape": (h, w), "strides": (1, 1), "pads": (0, 0, 0, 0)}
@@ -344,8 +332,7 @@ def _pool(ctx: Context, node: onnx.NodeProto) -> None:
         fields = {"kernel_shape": kernel, "strides": strides, "pads": _window_pads(ctx, (h, w), kernel, strides, dils)}
         cip = int(ctx.attr("count_include_pad", 0)) if mode == "avg" else 0
         fields.update(dilations=dils, ceil_mode=int(ctx.attr("ceil_mode", 0)), count_include_pad=cip, global_=False)
-    problem = ctx.problem(lambda: PoolProblem(n, c, h, w, mode, **fields))
-    ctx.emit("pool", [ctx.ir(x)], {"mode": mode, **fields}, POOL.output_shape(problem), node.output[0])
+    ctx.emit("pool2d", [ctx.ir(x)], {"mode": mode, **fields}, out=node.output[0])
 
 
 def _batchnorm(ctx: Context, node: onnx.NodeProto) -> None:
@@ -374,7 +361,7 @@ def _lrn(ctx: Context, node: onnx.NodeProto) -> None:
     x_ir = ctx.ir(x)
     sq = ctx.emit("elementwise", [x_ir], {"expr": "v0 * v0"}, (n, c, h, w))
     attrs = {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1), "group": 1, "activation": Activation()}
-    s = ctx.emit("conv", [sq, ctx.add_const(f"{node.output[0]}_band", band)], attrs, (n, c, h, w))
+    s = ctx.emit("conv2d", [sq, ctx.add_const(f"{node.output[0]}_band", band)], attrs, (n, c, h, w))
     expr = f"v0 / pow({literal(bias)} + {literal(alpha / size)} * v1, {literal(beta)})"
     ctx.emit("elementwise", [x_ir, s], {"expr": expr}, (n, c, h, w), node.output[0])
 
@@ -388,19 +375,21 @@ def _concat(ctx: Context, node: onnx.NodeProto) -> None:
     if len(inputs) == 1:
         ctx.alias(node.output[0], inputs[0])
         return
-    problem = ctx.problem(lambda: ConcatProblem(shapes, int(ctx.attr("axis", 0))))
-    out_shape = CONCAT.output_shape(problem)
-    ctx.emit("concat", [ctx.ir(i) for i in inputs], {"axis": problem.axis}, out_shape, node.output[0])
+    try:
+        axis = norm_axis(int(ctx.attr("axis", 0)), len(shapes[0]))
+    except ValueError as exc:
+        raise ctx.fail(str(exc)) from None
+    ctx.emit("concat", [ctx.ir(i) for i in inputs], {"axis": axis}, out=node.output[0])
 
 
 def _transpose(ctx: Context, node: onnx.NodeProto) -> None:
     x, perm = node.input[0], ctx.attr("perm")
-    problem = ctx.problem(lambda: TransposeProblem(ctx.shape(x), None if perm is None else tuple(perm)))
-    if problem.axes == tuple(range(len(problem.axes))):
+    x_ir = ctx.ir(x)
+    axes = ctx.kernel_problem("transpose", [x_ir], {"perm": perm}).axes
+    if axes == tuple(range(len(axes))):
         ctx.alias(node.output[0], x)
         return
-    shape = TRANSPOSE.output_shape(problem)
-    ctx.emit("transpose", [ctx.ir(x)], {"perm": problem.axes}, shape, node.output[0])
+    ctx.emit("transpose", [x_ir], {"perm": axes}, out=node.output[0])
 
 
 def _softmax(ctx: Context, node: onnx.NodeProto) -> None:
@@ -412,8 +401,7 @@ def _softmax(ctx: Context, node: onnx.NodeProto) -> None:
         raise ctx.fail(str(exc)) from None
     x_ir = ctx.ir(x)
     if ctx.opset >= 13 or axis == len(shape) - 1:
-        ctx.problem(lambda: SoftmaxProblem(shape, axis))
-        ctx.emit("softmax", [x_ir], {"axis": axis}, shape, node.output[0])
+        ctx.emit("softmax", [x_ir], {"axis": axis}, out=node.output[0])
         return
     # opset < 13 normalises over all axes from `axis` on: a softmax of the 2-D view's rows
     rows = (math.prod(shape[:axis]), math.prod(shape[axis:]))
@@ -439,12 +427,13 @@ def _pad(ctx: Context, node: onnx.NodeProto) -> None:
             for j, a in enumerate(axes):
                 full[a % len(shape)], full[a % len(shape) + len(shape)] = pads[j], pads[j + len(axes)]
             pads = full
-    problem = ctx.problem(lambda: PadProblem(shape, tuple(pads), mode, value))
+    x_ir = ctx.ir(x)
+    attrs = {"pads": tuple(pads), "mode": mode, "constant_value": value}
+    ctx.kernel_problem("pad", [x_ir], attrs)  # checks the pads before an all-zero one becomes an alias
     if not any(pads):
         ctx.alias(node.output[0], x)
         return
-    attrs = {"pads": problem.pads, "mode": mode, "constant_value": value}
-    ctx.emit("pad", [ctx.ir(x)], attrs, PAD.output_shape(problem), node.output[0])
+    ctx.emit("pad", [x_ir], attrs, out=node.output[0])
 
 
 def _resize(ctx: Context, node: onnx.NodeProto) -> None:
@@ -486,8 +475,7 @@ def _resize(ctx: Context, node: onnx.NodeProto) -> None:
         "coordinate_transformation_mode": coord,
         "nearest_mode": nearest,
     }
-    problem = ctx.problem(lambda: ResizeProblem(n, c, h, w, **fields))
-    ctx.emit("resize", [ctx.ir(x)], fields, RESIZE.output_shape(problem), node.output[0])
+    ctx.emit("resize", [ctx.ir(x)], fields, out=node.output[0])
 
 
 def _reduce_mean(ctx: Context, node: onnx.NodeProto) -> None:
@@ -510,7 +498,7 @@ def _reduce_mean(ctx: Context, node: onnx.NodeProto) -> None:
         fields: dict[str, Any] = {"kernel_shape": shape[2:], "strides": (1, 1), "pads": (0, 0, 0, 0)}
         fields.update(dilations=(1, 1), ceil_mode=0, count_include_pad=0, global_=True)
         pooled = (shape[0], shape[1], 1, 1)
-        y = ctx.emit("pool", [x_ir], {"mode": "avg", **fields}, pooled, out if keep else None)
+        y = ctx.emit("pool2d", [x_ir], {"mode": "avg", **fields}, pooled, out if keep else None)
         if not keep:
             ctx.reshape(y, out_shape, out=out)
         return
@@ -531,6 +519,34 @@ def _reduce_mean(ctx: Context, node: onnx.NodeProto) -> None:
 def _cast(ctx: Context, node: onnx.NodeProto) -> None:
     _identity(ctx, node)  # CHECKS let only a cast to float32 of a (float32) runtime tensor through
 
+
+# --- ops that run as they stand ------------------------------------------------------------------------------
+
+
+def node_attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    """Return a node's attributes as Python values (strings decoded)."""
+    attrs: dict[str, Any] = {}
+    for attribute in node.attribute:
+        value = helper.get_attribute_value(attribute)
+        attrs[attribute.name] = value.decode() if isinstance(value, bytes) else value
+    return attrs
+
+
+def _direct(op: str) -> Converter:
+    """Return the converter of an ONNX op that one registered op runs as it stands (its spec's ``onnx_ops``)."""
+
+    def convert(ctx: Context, node: onnx.NodeProto) -> None:
+        try:
+            attrs = get_op(op).from_onnx(node.op_type, ctx.opset, node_attrs(node))
+        except ValueError as exc:
+            raise NodeUnsupported(str(exc)) from None
+        ctx.emit(op, [ctx.ir(name) if name else "" for name in node.input], attrs, out=node.output[0])
+
+    return convert
+
+
+DIRECT: dict[str, str] = {onnx_op: name for name in OPS for onnx_op in get_op(name).onnx_ops}
+"""ONNX op type -> the registered op that runs it as it stands (from each spec's ``onnx_ops``)."""
 
 # --- the table -----------------------------------------------------------------------------------------------
 
@@ -563,4 +579,5 @@ CONVERTERS: dict[str, Converter] = {
     "Upsample": _resize,
     "ReduceMean": _reduce_mean,
 }
+CONVERTERS.update({onnx_op: _direct(op) for onnx_op, op in DIRECT.items() if onnx_op not in CONVERTERS})
 """ONNX op type -> converter; ops that only fold to constants live in onnx_import's folder table."""

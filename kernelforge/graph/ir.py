@@ -1,31 +1,19 @@
 """The model IR: values with static shapes, nodes of a small closed op set, and a graph in topological order.
 
-ONNX import (:mod:`kernelforge.runtime.onnx_import`) lowers every ONNX node to IR nodes; graph passes
-(:mod:`kernelforge.runtime.passes`) rewrite the IR; the session turns each remaining node into one kernel of
-an op spec (or a free view). The IR op set is closed and every attribute is typed and validated by the
-importer, so passes and the session can trust it:
+ONNX import (:mod:`kernelforge.graph.onnx_import`) lowers every ONNX node to IR nodes; graph passes
+(:mod:`kernelforge.graph.passes`) rewrite the IR; planning (:mod:`kernelforge.graph.plan`) turns each
+remaining node into one kernel of an op spec (or a free view). The IR op set is closed and every attribute is
+typed and validated by the importer, so passes and planning can trust it.
+
+Every op of :data:`kernelforge.ops.OPS` is an IR op of the same name (``conv2d``, ``gemm``, ``elementwise``,
+``pool2d``, ...): its node's inputs and attributes are what the op spec's ``from_node`` reads (the spec's
+docstring names them), so lowering a node to a kernel needs no per-op table. Two IR ops run no kernel:
 
 =============  ====================================  =============================================================
 IR op          inputs                                attrs
 =============  ====================================  =============================================================
-``conv``       x, w ``[m, c/g, kh, kw]``, bias?,     strides ``(sy, sx)``, pads ``(t, l, b, r)``, dilations
-               residual?                             ``(dy, dx)``, group, activation (:class:`Activation`).
-                                                     Output ``act(conv(x, w) + bias + residual)``.
-``gemm``       a ``[m, k]`` or ``[b, m, k]``,        trans_b (bool), activation. Output ``act(a @ op(b) + bias)``
-               b ``[k, n]`` (``[n, k]`` with         (``[m, n]`` or ``[b, m, n]``); a 3-D ``b`` has the same
-               trans_b, or batched), bias ``[n]``?   leading dim as ``a``.
-``batchnorm``  x, scale, bias, mean, var             epsilon (float). Inference form, per channel (axis 1).
-``elementwise``  v0, v1, ... (broadcast as numpy)    expr (str): a program of :mod:`kernelforge.ops._expr`
-                                                     whose names are ``v0, v1, ...`` in input order.
-``pool``       x ``[n, c, h, w]``                    mode (``max``/``avg``), kernel_shape, strides, pads
-                                                     ``(t, l, b, r)``, dilations, ceil_mode, count_include_pad,
-                                                     global_ (bool; the other attrs are then ignored).
-``concat``     x0, x1, ...                           axis (non-negative).
-``softmax``    x                                     axis (non-negative; ONNX-13 semantics: one axis).
-``transpose``  x                                     perm (tuple).
-``pad``        x                                     pads (``begin..., end...`` per axis), mode, constant_value.
-``resize``     x                                     the fields of :class:`kernelforge.ops.resize.ResizeProblem`
-                                                     other than its input shape, as a dict.
+``batchnorm``  x, scale, bias, mean, var             epsilon (float). Inference form, per channel (axis 1); the
+                                                     graph passes fold it into a conv, a GEMM or an elementwise.
 ``reshape``    x                                     none: the output value's shape is the new shape. A view:
                                                      no kernel, the output aliases the input's buffer.
 =============  ====================================  =============================================================
@@ -43,22 +31,12 @@ from typing import Any
 import numpy as np
 
 from kernelforge.errors import KernelforgeError
+from kernelforge.ops import OPS
 
-IR_OPS = (
-    "conv",
-    "gemm",
-    "batchnorm",
-    "elementwise",
-    "pool",
-    "concat",
-    "softmax",
-    "transpose",
-    "pad",
-    "resize",
-    "reshape",
-)
 VIEW_OPS = ("reshape",)
 """Ops that run no kernel: their output shares the input's buffer (contiguous row-major data)."""
+IR_OPS = (*OPS, "batchnorm", *VIEW_OPS)
+"""Every IR op: the registered ops (one kernel each), ``batchnorm`` (folded away by the passes) and the views."""
 
 
 class GraphError(KernelforgeError):

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernelforge.graph.ir import Graph, GraphError, Node, Value
+from kernelforge.graph.memory import MemoryPlan, plan_memory
 from kernelforge.ops import _expr
 from kernelforge.ops._epilogue import Activation
 from kernelforge.ops.eltwise import MAX_RANK
-from kernelforge.runtime import reference
-from kernelforge.runtime.graph import Graph, GraphError, Node, Value
-from kernelforge.runtime.memory import MemoryPlan, plan_memory
+from kernelforge.graph import reference
 
 __all__ = [
     "MAX_FUSED_INPUTS",
@@ -210,7 +210,7 @@ def _fold_into_producer(graph: Graph, bn: Node, affine: _BatchNorm) -> bool:
     """Fold ``bn`` into the conv/gemm computing its input; return whether it did."""
     x = bn.inputs[0]
     producer = graph.producers().get(x)
-    if producer is None or producer.op not in ("conv", "gemm") or _single_consumer(graph, x) is not bn:
+    if producer is None or producer.op not in ("conv2d", "gemm") or _single_consumer(graph, x) is not bn:
         return False
     if _activation(producer).kind != "none" or _input(producer, 3):
         return False
@@ -220,7 +220,7 @@ def _fold_into_producer(graph: Graph, bn: Node, affine: _BatchNorm) -> bool:
     if weight is None or (bias_name and old_bias is None):
         return False
     w = np.asarray(weight, np.float64)
-    if producer.op == "conv":
+    if producer.op == "conv2d":
         if affine.a.size != w.shape[0]:
             return False
         w = w * affine.a.reshape(-1, 1, 1, 1)
@@ -282,7 +282,7 @@ def fuse_epilogues(graph: Graph) -> Graph:
     consumer and not be a graph output.
     """
     for node in list(graph.nodes):
-        if node.op in ("conv", "gemm"):
+        if node.op in ("conv2d", "gemm"):
             while _fuse_one(graph, node):
                 pass
     return graph
@@ -338,7 +338,7 @@ def _fuse_bias(graph: Graph, node: Node, name: str, sign: float) -> bool:
     """Add the constant ``sign * name`` to ``node``'s bias when it is one number per output channel."""
     out_shape = graph.value(node.output).shape
     data = np.asarray(graph.const(name), np.float64)
-    axis = 1 if node.op == "conv" else len(out_shape) - 1
+    axis = 1 if node.op == "conv2d" else len(out_shape) - 1
     if data.ndim > len(out_shape):
         return False
     padded = (1,) * (len(out_shape) - data.ndim) + data.shape
@@ -356,7 +356,7 @@ def _fuse_bias(graph: Graph, node: Node, name: str, sign: float) -> bool:
 
 def _fuse_residual(graph: Graph, node: Node, name: str) -> bool:
     """Make ``name`` the residual of conv ``node`` when it has the output's shape and is ready before it."""
-    if node.op != "conv" or _input(node, 3):
+    if node.op != "conv2d" or _input(node, 3):
         return False
     if graph.value(name).shape != graph.value(node.output).shape:
         return False

@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from kernelforge.graph.ir import Graph, Node, Value
+from kernelforge.graph.lower import Lowered
 from kernelforge.ops import get_op
-from kernelforge.ops._spec import Params
-from kernelforge.runtime.graph import Graph, Node, Value
-from kernelforge.runtime.lower import Lowered
+from kernelforge.ops.spec import Params
 
 NHWC = (0, 2, 3, 1)
 FLEXIBLE_KERNELS = ("conv2d", "pool2d", "resize")

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 
 from kernelforge.errors import InvalidParamsError, ShapeError
-from kernelforge.ops._texture import TexLayout
+from kernelforge.ops.texture import TexLayout
 
 Params = dict[str, int]
 """Tuned parameters of one kernel: tunable name -> chosen value (always an int)."""
@@ -114,6 +114,18 @@ class GlLaunch:
     cols: int
 
 
+def input_shape(op: str, shapes: Sequence[tuple[int, ...] | None], k: int) -> tuple[int, ...]:
+    """Return the shape of a node's required input ``k``.
+
+    Raises:
+        ShapeError: Naming the op when the input is missing.
+    """
+    shape = shapes[k] if k < len(shapes) else None
+    if shape is None:
+        raise ShapeError(f"{op}: input {k} is required")
+    return shape
+
+
 P = TypeVar("P")
 
 
@@ -185,6 +197,36 @@ class OpSpec(abc.ABC, Generic[P]):
         for p in self.params(language):
             size *= len(p.choices)
         return size
+
+    @abc.abstractmethod
+    def from_node(self, shapes: Sequence[tuple[int, ...] | None], attrs: Mapping[str, Any]) -> P:
+        """Build the problem of a graph node that runs this op (lowering needs no per-op table).
+
+        Args:
+            shapes: The shape of each of the node's inputs, ``None`` for an omitted optional input.
+            attrs: The node's attributes, named as the op's module docstring says.
+
+        Raises:
+            ShapeError: Naming what does not fit (KeyError or TypeError for a missing or malformed attribute).
+        """
+
+    def node_inputs(self, problem: P, present: Sequence[bool]) -> tuple[int, ...]:
+        """Return the indices of the node's inputs the kernel binds, in its input order (default: those present)."""
+        return tuple(i for i, given in enumerate(present) if given)
+
+    onnx_ops: ClassVar[tuple[str, ...]] = ()
+    """ONNX op types this op runs as it stands: one ONNX node becomes one node of this op, its inputs in order and
+    its attributes from :meth:`from_onnx` (ops that need more than that have a converter in the graph layer)."""
+
+    def from_onnx(self, op_type: str, opset: int, attrs: Mapping[str, Any]) -> dict[str, Any]:
+        """Return this op's node attributes for an ONNX node of one of :attr:`onnx_ops` (ONNX attribute values).
+
+        Called before shapes are known, so that every unsupported node of a model is listed at once.
+
+        Raises:
+            ValueError: Naming the attribute whose value is not supported.
+        """
+        raise ValueError(f"{self.name} runs no ONNX op directly")
 
     @abc.abstractmethod
     def parse_problem(self, text: str) -> P:

@@ -1,7 +1,7 @@
 """Static memory planning: which device buffer holds each intermediate value of a graph.
 
 Liveness is measured in node order (the order the session runs kernels). Each planned value belongs to a
-*group*: a value and every view (:data:`~kernelforge.runtime.graph.VIEW_OPS`) of it share one buffer, so a
+*group*: a value and every view (:data:`~kernelforge.graph.ir.VIEW_OPS`) of it share one buffer, so a
 group lives from its first definition to the last read of any member. Graph inputs are live from the start
 of a run (they are written before the first kernel) to their last reader; graph outputs from their
 definition to the end of the run (they are read back after the last kernel); a value that is both gets a
@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from kernelforge.runtime.graph import VIEW_OPS, Graph, GraphError
+from kernelforge.graph.ir import VIEW_OPS, Graph, GraphError
 
 _FOREVER = 1 << 62
 

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from kernelforge.graph.ir import Graph, GraphError, Node
+from kernelforge.graph.lower import lower_node
 from kernelforge.ops import get_op
-from kernelforge.runtime.graph import Graph, GraphError, Node
-from kernelforge.runtime.lower import lower_node
 
 __all__ = ["batchnorm", "evaluate", "run_graph"]
 

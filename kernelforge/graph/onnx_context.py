@@ -1,6 +1,6 @@
 """The state ONNX import shares with its op converters, and the shape arithmetic of the shape ops.
 
-Converters (:mod:`kernelforge.runtime.onnx_ops`) see the model through a :class:`Context`: an ONNX tensor
+Converters (:mod:`kernelforge.graph.onnx_ops`) see the model through a :class:`Context`: an ONNX tensor
 name resolves either to a folded constant (a numpy array of any dtype: integer tensors stay integers for
 shape arithmetic, apart from the float32 IR) or to an IR value. Constants become float32 IR values only
 when a node reads them as tensors.
@@ -9,7 +9,7 @@ when a node reads them as tensors.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,9 +17,10 @@ import onnx
 from onnx import helper
 
 from kernelforge.errors import ShapeError
+from kernelforge.graph.ir import Graph, GraphError, Node, Value
+from kernelforge.ops import get_op
 from kernelforge.ops._expr import broadcast_shape
 from kernelforge.ops.eltwise import EltwiseProblem
-from kernelforge.runtime.graph import Graph, GraphError, Node, Value
 
 
 class NodeUnsupported(Exception):
@@ -146,10 +147,32 @@ class Context:
         """Add a float32 IR constant under a fresh name and return it."""
         return self.graph.add_const(self.fresh(base), data)
 
+    def kernel_problem(self, op: str, inputs: Sequence[str], attrs: Mapping[str, Any]) -> Any:
+        """Return the problem a node of registered op ``op`` would run (its spec's ``from_node``).
+
+        Raises:
+            GraphError: Naming the current node when the shapes or attributes do not fit the op.
+        """
+        shapes = [self.graph.values[name].shape if name else None for name in inputs]
+        try:
+            return get_op(op).from_node(shapes, attrs)
+        except (ShapeError, KeyError, TypeError, ValueError) as exc:
+            raise self.fail(str(exc)) from None
+
     def emit(
-        self, op: str, inputs: Sequence[str], attrs: dict[str, Any], shape: Sequence[int], out: str | None = None
+        self,
+        op: str,
+        inputs: Sequence[str],
+        attrs: dict[str, Any],
+        shape: Sequence[int] | None = None,
+        out: str | None = None,
     ) -> str:
-        """Append an IR node writing ``out`` (the ONNX output name) or a fresh intermediate; return its value."""
+        """Append an IR node writing ``out`` (the ONNX output name) or a fresh intermediate; return its value.
+
+        ``shape`` is the output's; left out for a registered op, the op spec computes it (checking the node).
+        """
+        if shape is None:
+            shape = get_op(op).output_shape(self.kernel_problem(op, inputs, attrs))
         name = out if out is not None else self.fresh(f"{self.node.output[0]}_{op}")
         dims = tuple(int(d) for d in shape)
         if any(d < 1 for d in dims):
@@ -175,13 +198,6 @@ class Context:
             self.names[out] = self.names[source]
         else:
             self.consts[out] = self.consts[source]
-
-    def problem(self, build: Callable[[], Any]) -> Any:
-        """Build an op's problem dataclass, turning its ShapeError into a GraphError naming the node."""
-        try:
-            return build()
-        except ShapeError as exc:
-            raise self.fail(str(exc)) from None
 
     def elementwise(self, inputs: Sequence[str], build: Callable[[list[str]], str], out: str | None = None) -> str:
         """Emit one ``elementwise`` node over ONNX ``inputs``.
@@ -216,7 +232,10 @@ class Context:
             ir_inputs, atoms[0] = [self.ir(inputs[0])], "v0"
         expr = build(atoms)
         shape_map = {f"v{j}": self.graph.values[n].shape for j, n in enumerate(ir_inputs)}
-        problem = self.problem(lambda: EltwiseProblem.from_text(expr, shape_map))
+        try:
+            problem = EltwiseProblem.from_text(expr, shape_map)
+        except ShapeError as exc:
+            raise self.fail(str(exc)) from None
         shape = broadcast_shape(dict(zip(problem.names, problem.shapes, strict=True)))
         return self.emit("elementwise", ir_inputs, {"expr": expr}, shape, out)
 

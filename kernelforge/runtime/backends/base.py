@@ -1,0 +1,127 @@
+"""The backend contract: the device operations a checked Program needs, on one opened device.
+
+A backend is generic in three handle types of its own: ``R`` (a resource: a storage buffer or a texture),
+``K`` (a compiled kernel) and ``B`` (a step bound to its resources, ready to launch). The executor
+(:mod:`kernelforge.runtime.executor`) only ever passes back the handles a backend gave it, so mypy checks
+every call it makes.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import ClassVar, Generic, TypeVar
+
+import numpy as np
+
+from kernelforge.devices import DeviceInfo
+from kernelforge.errors import KernelCompileError, KernelforgeError
+from kernelforge.graph.program import Buffer, ProgramStep, Resource, Texture
+from kernelforge.ops.spec import Limits
+
+R = TypeVar("R")
+K = TypeVar("K")
+B = TypeVar("B")
+
+
+class Backend(abc.ABC, Generic[R, K, B]):
+    """One opened device.
+
+    Public methods check their arguments and wrap driver errors around the ``_hooks`` an implementation
+    provides (tinygrad's ``Allocator.alloc``/``_alloc`` split). A backend is used from one thread; handles it
+    returns belong to it and die with it. ``compile`` caches by source text, so compiling the same kernel
+    twice costs one driver compile.
+    """
+
+    language: ClassVar[str]
+    """The kernel language the backend runs: ``wgsl`` (a :class:`Buffer` per resource) or ``glsl`` (a
+    :class:`Texture` per resource)."""
+
+    def __init__(self, info: DeviceInfo) -> None:
+        self.info = info
+        self._kernels: dict[str, K] = {}
+
+    @property
+    @abc.abstractmethod
+    def limits(self) -> Limits:
+        """Limits of the opened device (what constraints must respect)."""
+
+    @property
+    @abc.abstractmethod
+    def has_timestamps(self) -> bool:
+        """Whether :meth:`time` reads a GPU timer rather than the wall clock."""
+
+    def compile(self, source: str, label: str) -> K:
+        """Compile a kernel (cached by source).
+
+        Raises:
+            KernelCompileError: With the label and the driver's message.
+        """
+        kernel = self._kernels.get(source)
+        if kernel is None:
+            try:
+                kernel = self._compile(source, label)
+            except KernelCompileError:
+                raise
+            except Exception as exc:
+                raise KernelCompileError(f"{label}: the driver rejected the kernel on {self.info.slug}: {exc}") from exc
+            self._kernels[source] = kernel
+        return kernel
+
+    def alloc(self, resource: Resource) -> R:
+        """Create a resource of the backend's language (its contents undefined until written).
+
+        Raises:
+            KernelforgeError: When the resource is of the other language's kind.
+        """
+        expected = Buffer if self.language == "wgsl" else Texture
+        if not isinstance(resource, expected):
+            kind = type(resource).__name__
+            raise KernelforgeError(f"{self.info.slug} runs {self.language}: it cannot allocate a {kind}")
+        return self._alloc(resource)
+
+    def write(self, handle: R, data: np.ndarray) -> None:
+        """Write float32 values at the start of a resource (a texture: its texels row by row, ``pack`` per texel)."""
+        flat = np.ascontiguousarray(data, dtype=np.float32).reshape(-1)
+        if flat.size:
+            self._write(handle, flat)
+
+    def read(self, handle: R, count: int) -> np.ndarray:
+        """Return the first ``count`` float32 values of a resource (after the work submitted so far)."""
+        return self._read(handle, count) if count else np.zeros(0, np.float32)
+
+    def bind(self, kernel: K, step: ProgramStep, inputs: Sequence[R], outputs: Sequence[R]) -> B:
+        """Tie a compiled kernel to the resources one step reads and writes (in the step's argument order)."""
+        if len(inputs) != len(step.inputs) or len(outputs) != len(step.outputs):
+            raise KernelforgeError(f"{step.label}: {len(inputs)}+{len(outputs)} resources for a step of "
+                                   f"{len(step.inputs)}+{len(step.outputs)}")  # fmt: skip
+        return self._bind(kernel, step, inputs, outputs)
+
+    def run(self, steps: Sequence[B]) -> None:
+        """Launch bound steps in order, as one submission, and wait until they finish."""
+        self._run(steps)
+
+    def time(self, step: B) -> float:
+        """Launch one bound step alone and return its duration in seconds (GPU timer where there is one)."""
+        return self._time(step)
+
+    @abc.abstractmethod
+    def _compile(self, source: str, label: str) -> K: ...
+
+    @abc.abstractmethod
+    def _alloc(self, resource: Resource) -> R: ...
+
+    @abc.abstractmethod
+    def _write(self, handle: R, data: np.ndarray) -> None: ...
+
+    @abc.abstractmethod
+    def _read(self, handle: R, count: int) -> np.ndarray: ...
+
+    @abc.abstractmethod
+    def _bind(self, kernel: K, step: ProgramStep, inputs: Sequence[R], outputs: Sequence[R]) -> B: ...
+
+    @abc.abstractmethod
+    def _run(self, steps: Sequence[B]) -> None: ...
+
+    @abc.abstractmethod
+    def _time(self, step: B) -> float: ...
