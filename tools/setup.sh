@@ -28,7 +28,7 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[dev]'
-# the browser runtime's dev tools (eslint, terser, Dawn for Node), pinned by package-lock.json
+# the browser runtime's dev tools (eslint, TypeScript, terser, Dawn for Node), pinned by package-lock.json
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error >/dev/null
 fi

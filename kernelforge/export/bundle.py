@@ -20,10 +20,10 @@ from typing import Any
 from kernelforge._version import __version__
 from kernelforge.db import TuningDB
 from kernelforge.errors import ExportError, KernelforgeError
+from kernelforge.graph.build import build_program
 from kernelforge.graph.ir import Graph
 from kernelforge.graph.plan import plan_graph
 from kernelforge.graph.prepare import ModelSource, prepare_graph
-from kernelforge.graph.program import build_program
 
 from .plans import glsl_json, wgsl_json
 from .targets import NO_RECORDS, Target, select_targets

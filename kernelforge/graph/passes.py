@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernelforge.graph import reference
 from kernelforge.graph.ir import Graph, GraphError, Node, Value
 from kernelforge.graph.memory import MemoryPlan, plan_memory
 from kernelforge.ops import _expr
 from kernelforge.ops._epilogue import Activation
 from kernelforge.ops.eltwise import MAX_RANK
-from kernelforge.graph import reference
 
 __all__ = [
     "MAX_FUSED_INPUTS",

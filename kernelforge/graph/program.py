@@ -24,9 +24,10 @@ from kernelforge.errors import KernelforgeError
 from kernelforge.graph.ir import GraphError, Value
 from kernelforge.graph.memory import plan_memory
 from kernelforge.graph.plan import Plan, Step
+from kernelforge.ops import get_op
 from kernelforge.ops.spec import Limits, OpSpec, Params
 from kernelforge.ops.texture import TexLayout
-from kernelforge.templates import render
+from kernelforge.templates import render_valid
 
 TARGETS = ("native", "web")
 """What a program's shaders are rendered for: ``native`` (wgpu-py, moderngl's GLSL 3.30) or ``web`` (WebGPU,
@@ -285,7 +286,7 @@ def checked_kernel(
         raise KernelforgeError(f"program target must be one of {TARGETS}, got {target!r}")
     clean = spec.validate_params(params, language)
     spec.check(problem, clean, limits, language)
-    source = render(spec, language, problem, clean, target=target)
+    source = render_valid(spec, language, problem, clean, target)
     if language == "wgsl" and target == "web" and spec.subgroup_size(clean):
         source = f"enable subgroups;\n{source}"
     return Kernel(spec, problem, clean, source, label)
@@ -383,8 +384,6 @@ def wgsl_program(plan: Plan, target: str = "native") -> Program:
     Every tensor stays on the device between kernels, in planned, shared buffers; a constant gets a buffer of
     its own (equal constants share one).
     """
-    from kernelforge.ops import get_op
-
     graph = plan.graph
     memory = plan_memory(graph)
     b = ProgramBuilder("wgsl", target)
@@ -432,15 +431,6 @@ def wgsl_program(plan: Plan, target: str = "native") -> Program:
         else:
             outputs.append(Output(name, value.shape, (memory.buffer_of[name],)))
     return b.build(inputs, outputs, subgroup_size=plan.limits.subgroup_size if subgroups else 0, planned=planned)
-
-
-def build_program(plan: Plan, target: str = "native") -> Program:
-    """Build the program of a plan in its language (see :func:`wgsl_program` and ``program_glsl``)."""
-    if plan.language == "wgsl":
-        return wgsl_program(plan, target)
-    from kernelforge.graph.program_glsl import glsl_program
-
-    return glsl_program(plan, target)
 
 
 # -- one kernel -------------------------------------------------------------------------------------------------

@@ -190,7 +190,7 @@ class ConcatSpec(OpSpec[ConcatProblem]):
 
     def template_context(self, problem: ConcatProblem, params: Params, language: str) -> dict[str, Any]:
         """Return validated params plus the constant column offsets and widths of the inputs."""
-        p = self.validate_params(params, language)
+        p = params
         if language == "glsl":
             launch = self.gl_launch(problem, p)
             return {

@@ -395,7 +395,7 @@ class ConvSpec(OpSpec[ConvProblem]):
 
     def template_context(self, problem: ConvProblem, params: Params, language: str) -> dict[str, Any]:
         """Return validated params, the (baked-in) shapes and attributes, and the epilogue."""
-        p, q = self.validate_params(params, language), problem
+        p, q = params, problem
         sizes = ("n", "c", "h", "w", "m", "kh", "kw", "oh", "ow", "group", "cg", "mg", "has_bias", "has_residual")
         context: dict[str, Any] = {**p, **{name: getattr(q, name) for name in sizes}, "act": q.activation}
         (context["sy"], context["sx"]), (context["dy"], context["dx"]) = q.strides, q.dilations

@@ -274,7 +274,7 @@ class GemmSpec(OpSpec[GemmProblem]):
 
     def template_context(self, problem: GemmProblem, params: Params, language: str) -> dict[str, Any]:
         """Return validated params plus the derived sizes, texture layouts and epilogue."""
-        p = self.validate_params(params, language)
+        p = params
         if language == "glsl":
             launch = self.gl_launch(problem, p)
             return {

@@ -313,7 +313,7 @@ class PadSpec(OpSpec[PadProblem]):
 
     def template_context(self, problem: PadProblem, params: Params, language: str) -> dict[str, Any]:
         """Return validated params plus the per-axis maps (outer axes decode a row, the last one columns)."""
-        p = self.validate_params(params, language)
+        p = params
         axes = problem.axes
         out_rows, cols = _matrix(problem.out_shape)
         outer = []

@@ -334,7 +334,7 @@ class PoolSpec(OpSpec[PoolProblem]):
 
     def template_context(self, problem: PoolProblem, params: Params, language: str) -> dict[str, Any]:
         """Return validated params, the attributes as ints and (GLSL) the shapes and texture layouts."""
-        p = self.validate_params(params, language)
+        p = params
         (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = (
             problem.kernel_shape,
             problem.strides,

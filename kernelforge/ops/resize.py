@@ -352,7 +352,7 @@ class ResizeSpec(OpSpec[ResizeProblem]):
 
     def template_context(self, problem: ResizeProblem, params: Params, language: str) -> dict[str, Any]:
         """Return validated params plus the sizes, the vector width and (GLSL) the texture layouts."""
-        p = self.validate_params(params, language)
+        p = params
         ho, wo = problem.out_hw
         context: dict[str, Any] = {
             **p,

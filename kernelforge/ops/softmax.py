@@ -180,7 +180,7 @@ class SoftmaxSpec(OpSpec[SoftmaxProblem]):
 
     def template_context(self, problem: SoftmaxProblem, params: Params, language: str) -> dict[str, Any]:
         """Return validated params plus the view sizes (GLSL) or the reduction steps (WGSL)."""
-        p = self.validate_params(params, language)
+        p = params
         if language == "glsl":
             launch = self.gl_launch(problem, p)
             return {

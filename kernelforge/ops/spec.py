@@ -266,7 +266,11 @@ class OpSpec(abc.ABC, Generic[P]):
 
     @abc.abstractmethod
     def template_context(self, problem: P, params: Params, language: str) -> dict[str, Any]:
-        """Return every variable the template of ``language`` uses (validated params plus derived values)."""
+        """Return every variable the template of ``language`` uses (the params plus derived values).
+
+        ``params`` come from :meth:`validate_params` (``templates.render`` sees to it): only values of the declared
+        choices reach shader text.
+        """
 
     @abc.abstractmethod
     def launch(self, problem: P, params: Params) -> Launch:

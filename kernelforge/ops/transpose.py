@@ -226,7 +226,7 @@ class TransposeSpec(OpSpec[TransposeProblem]):
 
     def template_context(self, problem: TransposeProblem, params: Params, language: str) -> dict[str, Any]:
         """Return validated params plus the collapsed output dims and input strides."""
-        p = self.validate_params(params, language)
+        p = params
         out_dims, strides = self._strides(problem)
         dims, perm = problem.collapsed
         if language == "glsl":

@@ -21,12 +21,12 @@ from kernelforge import _config
 from kernelforge.db import TuningDB
 from kernelforge.devices import DeviceInfo
 from kernelforge.errors import KernelforgeError, ShapeError
+from kernelforge.graph.build import build_program
 from kernelforge.graph.ir import Graph
 from kernelforge.graph.layout import LayoutPlan
 from kernelforge.graph.memory import MemoryPlan, plan_memory
 from kernelforge.graph.plan import plan_graph
 from kernelforge.graph.prepare import ModelSource, prepare_graph
-from kernelforge.graph.program import build_program
 from kernelforge.ops import get_op
 from kernelforge.runtime import open_device
 from kernelforge.runtime.backends.base import Backend

@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 import jinja2.meta
 
-from kernelforge.ops.spec import OpSpec
+from kernelforge.ops.spec import OpSpec, Params
 
 TEMPLATE_DIR = Path(__file__).resolve().parent
 
@@ -115,10 +115,18 @@ def render(spec: OpSpec[Any], language: str, problem: Any, params: Mapping[str, 
         InvalidParamsError: When a parameter is unknown, missing or not one of its choices.
         KeyError: When the op has no template in that language or the target is unknown.
     """
+    return render_valid(spec, language, problem, spec.validate_params(params, language), target)
+
+
+def render_valid(spec: OpSpec[Any], language: str, problem: Any, params: Params, target: str = "native") -> str:
+    """Render an op's kernel from params that :meth:`OpSpec.validate_params` returned (see :func:`render`).
+
+    The one place params are validated on the way to a shader is the caller's ``validate_params``; template
+    contexts trust what they get.
+    """
     if language not in spec.templates:
         raise KeyError(f"op {spec.name} has no {language} template (has {sorted(spec.templates)})")
-    clean = spec.validate_params(params, language)
-    context = spec.template_context(problem, clean, language)
+    context = spec.template_context(problem, params, language)
     context["version"] = GLSL_VERSIONS[target]
     return render_template(spec.templates[language], context)
 
