@@ -25,6 +25,7 @@ OPS: dict[str, str] = {
     "softmax": "kernelforge.ops.softmax",
     "concat": "kernelforge.ops.concat",
     "transpose": "kernelforge.ops.transpose",
+    "layernorm": "kernelforge.ops.layernorm",
 }
 """Registry: op name -> module defining ``SPEC`` (one row per op; the name is also the op's IR name)."""
 

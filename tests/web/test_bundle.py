@@ -22,6 +22,8 @@ from kernelforge.testing.light import light_models, randomized
 from kernelforge.testing.models import MODELS, save
 from kernelforge.testing.tuning import subgroup_db
 
+from ..null.test_layernorm_spec import layernorm_model, mlp_layernorm_model
+
 pytestmark = pytest.mark.device
 
 REPO_DB = Path(__file__).resolve().parents[2] / "tuning_db"
@@ -50,6 +52,9 @@ def _models(root: Path) -> dict[str, Path]:
     paths = {name: save(MODELS[name](), root / f"{name}.onnx") for name in ("mlp", "small_cnn", "mobilenet_v2_style")}
     squeeze = randomized(onnx.load(str(light_models()["squeezenet"])), seed=1)
     paths["squeezenet"] = save(squeeze, root / "squeezenet.onnx")
+    # LayerNormalization: after a MatMul over the last axis, and alone over the last two axes without B
+    paths["layernorm"] = save(mlp_layernorm_model(17), root / "layernorm.onnx")
+    paths["layernorm_axes"] = save(layernorm_model((2, 3, 4, 5), 2, 1e-3, False, 18)[0], root / "layernorm_axes.onnx")
     return paths
 
 
@@ -92,7 +97,9 @@ def _feeds(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
 
 
 @pytest.mark.parametrize("backend", ["webgpu", "webgl2"])
-@pytest.mark.parametrize("model", ["mlp", "small_cnn", "mobilenet_v2_style", "squeezenet"])
+@pytest.mark.parametrize(
+    "model", ["mlp", "small_cnn", "mobilenet_v2_style", "squeezenet", "layernorm", "layernorm_axes"]
+)
 def test_bundle_matches_onnxruntime(browser_page: Any, served: Any, model: str, backend: str) -> None:
     base, models, _ = served
     feeds, want = _feeds(models[model])
