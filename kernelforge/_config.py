@@ -6,6 +6,7 @@ Every other module asks this one, so the set of knobs stays greppable and docume
 ``KF_DB_DIR``             tuning database directory (default: ``tuning_db/`` of a source checkout,
                           else ``~/.local/share/kernelforge/tuning_db``)
 ``KF_REQUIRE_DEVICE``     ``1``: device tests fail instead of skipping when no adapter exists (CI)
+``KF_REQUIRE_POSTGRES``   ``1``: shared-storage tests fail instead of skipping without PostgreSQL (CI)
 ``KF_SWIFTSHADER_ICD``    Vulkan ICD manifest of SwiftShader to expose as an extra adapter
                           (default: Chromium's ``/usr/lib/chromium/vk_swiftshader_icd.json``); ``0`` off
 ``KF_PROGRESS``           ``0`` hides tuning progress bars
@@ -43,6 +44,11 @@ def db_dir() -> Path:
 def require_device() -> bool:
     """Return True when a missing GPU adapter must be an error rather than a skip."""
     return _flag("KF_REQUIRE_DEVICE", False)
+
+
+def require_postgres() -> bool:
+    """Return True when missing PostgreSQL binaries or drivers must fail the storage tests rather than skip them."""
+    return _flag("KF_REQUIRE_POSTGRES", False)
 
 
 def swiftshader_icd() -> str | None:

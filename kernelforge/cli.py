@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import os
+import signal
 import statistics
 import sys
 import time
@@ -23,6 +26,35 @@ if TYPE_CHECKING:
 
 class UsageError(KernelforgeError):
     """A command line names something that does not exist or does not fit (exit code 2, like argparse's)."""
+
+
+def _db_dir(text: str, create: bool) -> Path:
+    """Return a ``--db`` directory; a command that writes (``create``) makes a missing one, one that reads fails.
+
+    Raises:
+        UsageError: When it is a file, missing (reading commands), cannot be created or is not writable.
+    """
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--db {text}: not a directory")
+    if not path.exists():
+        if not create:
+            raise UsageError(f"--db {text}: no such directory")
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise UsageError(f"--db {text}: cannot create it ({exc.strerror or exc})") from None
+        print(f"created tuning database {path}")
+    if create and not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--db {text}: not writable")
+    return path
+
+
+def _check_budget(args: argparse.Namespace) -> None:
+    if args.trials < 1:
+        raise UsageError(f"--trials must be >= 1, got {args.trials}")
+    if args.time_budget is not None and not (math.isfinite(args.time_budget) and args.time_budget > 0):
+        raise UsageError(f"--time-budget must be a finite number of seconds > 0, got {args.time_budget}")
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
@@ -61,39 +93,101 @@ def _split_shapes(values: Sequence[str], separator: str) -> list[str]:
 def _cmd_tune(args: argparse.Namespace) -> int:
     from kernelforge.ops import get_op
     from kernelforge.runtime import open_device, select_device
-    from kernelforge.tuner.tune import TuneOptions, format_results, tune_problem
+    from kernelforge.tuner.tune import TuneOptions, format_results, tune_problem, worker_seed
 
     if args.model is not None:
         if args.op is not None:
             raise UsageError("--op and --model exclude each other (--model tunes every kernel of the model)")
         return _tune_model(args)
+    _check_budget(args)
+    jobs: list[tuple[Any, Any]] = []
+    if not args.stale:
+        spec = get_op(args.op or "gemm")
+        for text in _split_shapes(args.shape, spec.shape_separator):
+            try:
+                jobs.append((spec, spec.parse_problem(text)))
+            except KernelforgeError as exc:
+                raise UsageError(f"--shape {text!r}: {exc}") from None
+        if not jobs:
+            raise UsageError("--shape names no shape")
+    db = _db_dir(args.db, create=True)
     info = select_device(args.device, args.backend)  # fails with the device list before anything else
-    spec = get_op(args.op or "gemm")
-    problems = [spec.parse_problem(text) for text in _split_shapes(args.shape, spec.shape_separator)]
-    if not problems:
-        raise KernelforgeError("--shape names no shape")
-    if args.trials < 1:
-        raise KernelforgeError("--trials must be >= 1")
     backend = open_device(info)
-    print(f"tuning {spec.name} on {info.describe()} with {args.sampler}, {args.trials} trials per shape")
+    if args.stale:
+        jobs = _stale_jobs(db, info.slug, backend.language, args.op)
+    for spec, problem in jobs:  # a problem too big for the device is refused before its inputs are allocated
+        try:
+            spec.default_params(problem, backend.limits, backend.language)
+        except KernelforgeError as exc:
+            raise UsageError(f"--shape {spec.problem_key(problem)}: {exc}") from None
+    seed = args.seed if args.seed is not None else worker_seed()
+    what = f"{len(jobs)} shapes with stale records" if args.stale else f"{jobs[0][0].name}"
+    print(f"tuning {what} on {info.describe()} with {args.sampler} (seed {seed}), {args.trials} trials per shape")
     options = TuneOptions(
         trials=args.trials,
         time_budget=args.time_budget,
         sampler=args.sampler,
-        seed=args.seed,
-        db_dir=Path(args.db),
+        seed=seed,
+        db_dir=db,
         storage=args.storage,
+        replace=args.replace,
     )
     results = []
-    for problem in problems:
+    for spec, problem in jobs:
         result = tune_problem(backend, spec, problem, options)
-        results.append(result)
+        results.append(dataclasses.replace(result, shape=f"{spec.name} {result.shape}") if args.stale else result)
         if result.interrupted:
             break
     print(format_results(results))
     for r in results:
-        if r.record is not None:
-            print(f"{r.shape}: best {r.best_params} -> {Path(args.db) / (info.slug + '.json')}")
+        print(_stored_line(r.shape, r, db / f"{info.slug}.json"))
+    return _tune_status(results)
+
+
+def _stale_jobs(db: Path, slug: str, language: str, op: str | None) -> list[tuple[Any, Any]]:
+    """Return ``(spec, problem)`` of every shape whose record on a device is of an older template, and none current.
+
+    ``tune --stale`` re-tunes them after a template edit: each study starts from the default and the stale record,
+    so a few trials find the old optimum again under the new template.
+    """
+    from kernelforge.db import TuningDB
+    from kernelforge.ops import get_op
+    from kernelforge.templates import kernel_hash
+
+    path = db / f"{slug}.json"
+    records = TuningDB(db).load(path).records.values() if path.exists() else []
+    mine = [r for r in records if r.language == language and (op is None or r.op == op)]
+    current = {(r.op, r.dtype, r.shape) for r in mine if r.template_hash == kernel_hash(get_op(r.op), language)}
+    jobs: dict[tuple[str, str], tuple[Any, Any]] = {}
+    for r in mine:
+        if r.template_hash != kernel_hash(get_op(r.op), language) and (r.op, r.dtype, r.shape) not in current:
+            spec = get_op(r.op)
+            jobs.setdefault((r.op, r.shape), (spec, spec.parse_problem(r.shape)))
+    if not jobs:
+        raise UsageError(f"no stale {language} records of {slug} in {db}: nothing to re-tune")
+    return list(jobs.values())
+
+
+def _stored_line(label: str, result: Any, path: Path) -> str:
+    """Say what became of a result's record: written (new, or faster than the stored one) or not."""
+    stored = result.stored
+    if result.record is None or stored is None:
+        return f"{label}: nothing stored (the default did not verify, or no trial finished)"
+    mine = f"{result.record.time_s * 1e3:.3f} ms"
+    if stored.written:
+        was = f", replacing {stored.previous_time_s * 1e3:.3f} ms" if stored.previous_time_s is not None else ""
+        return f"{label}: best {result.best_params} ({mine}{was}) -> {path}"
+    if stored.previous_time_s is None:
+        return f"{label}: kept the stored record this version cannot read ({mine} not written; --replace writes it)"
+    return f"{label}: kept the stored {stored.previous_time_s * 1e3:.3f} ms record, faster than this run's {mine}"
+
+
+def _tune_status(results: Sequence[Any]) -> int:
+    """Report interruptions and storage outages; return the exit code (130 interrupted, 1 storage lost)."""
+    lost = next((r.storage_error for r in results if r.storage_error), "")
+    if lost:
+        print(f"kernelforge: stopped: {lost}; finished trials are kept, this worker's best is stored", file=sys.stderr)
+        return 1
     if any(r.interrupted for r in results):
         print("interrupted: finished trials are kept in the study; run the same command again to resume")
         return 130
@@ -122,29 +216,31 @@ def _tune_model(args: argparse.Namespace) -> int:
 
     from kernelforge.ops import get_op
     from kernelforge.runtime import open_device, select_device
-    from kernelforge.tuner.tune import TuneOptions, TuneResult, format_results, tune_problem
+    from kernelforge.tuner.tune import TuneOptions, TuneResult, format_results, tune_problem, worker_seed
 
     path = _model_path(args.model)
+    _check_budget(args)
+    db_dir = _db_dir(args.db, create=True)
     info = select_device(args.device, args.backend)
     from kernelforge.db import TuningDB
     from kernelforge.graph.prepare import model_kernels, planned_kernels  # after the checks: no importer needed
 
-    if args.trials < 1:
-        raise KernelforgeError("--trials-per-kernel must be >= 1")
     # big kernels first: they dominate the model's time, so a budget that runs out leaves the small ones
     kernels = sorted(model_kernels(str(path)), key=lambda k: get_op(k[0]).flops(k[1]), reverse=True)
     backend = open_device(info)
     budget = f", {args.time_budget:g} s in all" if args.time_budget is not None else ""
+    seed = args.seed if args.seed is not None else worker_seed()
     print(
-        f"tuning {len(kernels)} kernels of {path.name} on {info.describe()} with {args.sampler}, "
+        f"tuning {len(kernels)} kernels of {path.name} on {info.describe()} with {args.sampler} (seed {seed}), "
         f"{args.trials} trials per kernel{budget}"
     )
     base = TuneOptions(
         trials=args.trials,
         sampler=args.sampler,
-        seed=args.seed,
-        db_dir=Path(args.db),
+        seed=seed,
+        db_dir=db_dir,
         storage=args.storage,
+        replace=args.replace,
         progress=False,  # one bar for the model below, not one per kernel
     )
     deadline = None if args.time_budget is None else time.monotonic() + args.time_budget
@@ -176,7 +272,7 @@ def _tune_model(args: argparse.Namespace) -> int:
             if i == len(kernels) and not second_round:
                 # the tuned convs' layouts decide where layout conversions go: tune those kernels too
                 second_round = True
-                db = TuningDB(args.db)
+                db = TuningDB(db_dir)
                 planned = planned_kernels(str(path), info, backend.language, backend.limits, db)
                 extra = [k for k in planned if k not in kernels]
                 kernels += extra
@@ -184,14 +280,15 @@ def _tune_model(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     print(format_results(results))
-    stored = sum(r.record is not None for r in results)
-    print(f"{stored} of {len(kernels)} kernels stored in {Path(args.db) / (info.slug + '.json')}")
+    written = sum(bool(r.stored and r.stored.written) for r in results)
+    kept = sum(bool(r.stored and not r.stored.written) for r in results)
+    print(
+        f"{written} of {len(kernels)} kernels stored in {db_dir / (info.slug + '.json')}"
+        + (f"; {kept} stored records were faster and kept" if kept else "")
+    )
     if skipped:
         print(f"time budget spent; not tuned: {', '.join(skipped)}")
-    if any(r.interrupted for r in results):
-        print("interrupted: finished trials are kept in the study; run the same command again to resume")
-        return 130
-    return 0
+    return _tune_status(results)
 
 
 def _parse_inputs(texts: Sequence[str]) -> dict[str, np.ndarray]:
@@ -265,11 +362,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     given = _parse_inputs(args.input)
     if args.bench is not None and args.bench < 1:
         raise UsageError("--bench must be >= 1")
+    if args.output and Path(args.output).is_dir():
+        raise UsageError(f"--output {args.output}: is a directory (name an .npz file)")
+    db = str(_db_dir(args.db, create=False)) if args.db is not None else None
     proto = _load_onnx(path)
     shapes = _check_inputs(given, _declared_inputs(proto))
     from kernelforge.runtime.session import load  # after the checks: argument errors need no device stack
 
-    session = load(proto, device=args.device, backend=args.backend, db=args.db, input_shapes=shapes or None)
+    session = load(proto, device=args.device, backend=args.backend, db=db, input_shapes=shapes or None)
     rng = np.random.default_rng(args.seed)
     feeds = {
         name: given[name] if name in given else rng.standard_normal(shape).astype(np.float32)
@@ -298,10 +398,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(session.summary(session.profile(feeds)))
     if args.output:
         out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("wb") as handle:  # an open file: np.savez would append .npz to a bare name
-            savez: Any = np.savez  # numpy's stub types **kwds as its allow_pickle flag
-            savez(handle, **outputs)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with out.open("wb") as handle:  # an open file: np.savez would append .npz to a bare name
+                savez: Any = np.savez  # numpy's stub types **kwds as its allow_pickle flag
+                savez(handle, **outputs)
+        except OSError as exc:
+            raise UsageError(f"--output {args.output}: cannot write it ({exc.strerror or exc})") from None
         print(f"wrote {len(outputs)} outputs to {out}")
     return 0
 
@@ -314,9 +417,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     selectors = [s.strip() for s in args.targets.split(",") if s.strip()]
     if not selectors:
         raise UsageError("--targets is empty (use 'all', a class, a language or a device name)")
-    db_dir = Path(args.db)
-    if not db_dir.is_dir():
-        raise UsageError(f"--db {db_dir}: no such directory")
+    db_dir = _db_dir(args.db, create=False)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {args.out}: is a file (the bundle is a folder)")
     proto = _load_onnx(path)
     from kernelforge.export import export  # after the checks: argument errors need no importer
 
@@ -330,7 +434,7 @@ def _cmd_db_show(args: argparse.Namespace) -> int:
     from kernelforge.ops import get_op
     from kernelforge.templates import kernel_hash
 
-    db = TuningDB(args.db)
+    db = TuningDB(_db_dir(args.db, create=False))
     slug = None
     if args.device:
         from kernelforge.runtime import select_device
@@ -358,7 +462,7 @@ def _cmd_db_show(args: argparse.Namespace) -> int:
             )
             print(f"         {json.dumps(r.params, sort_keys=True)}")
         for key, reason in loaded.rejected:
-            print(f"  REJECTED {key}: {reason}")
+            print(f"  UNREADABLE (kept as it is, never looked up) {key}: {reason}")
             status = 1
     if shown == 0:
         print(f"no tuning records{' for ' + slug if slug else ''} in {db.root}")
@@ -368,21 +472,35 @@ def _cmd_db_show(args: argparse.Namespace) -> int:
 def _cmd_db_merge(args: argparse.Namespace) -> int:
     from kernelforge.db import TuningDB
 
-    target, other = TuningDB(args.db), TuningDB(args.other)
-    if not other.root.is_dir():
-        raise KernelforgeError(f"{other.root} is not a directory")
+    if not Path(args.other).is_dir():
+        raise UsageError(f"{args.other}: no such directory")
+    target, other = TuningDB(_db_dir(args.db, create=True)), TuningDB(args.other)
     status = 0
     for path, loaded in other.iter_files():
         if isinstance(loaded, DatabaseError):
             print(f"skipped: {loaded}")
             status = 1
             continue
-        for key, reason in loaded.rejected:
-            print(f"skipped record {key}: {reason}")
-            status = 1
         written = target.update(loaded.device, list(loaded.records.values()), keep_faster=True)
         print(f"{path.name}: {written} of {len(loaded.records)} records taken (faster or new)")
+        unread = {key: loaded.raw[key] for key, _ in loaded.rejected}
+        if unread:
+            copied = target.adopt(loaded.device, unread)
+            print(f"{path.name}: {copied} of {len(unread)} records this version cannot read copied as they are")
     return status
+
+
+def _cmd_db_sync(args: argparse.Namespace) -> int:
+    from kernelforge.tuner.sync import sync
+
+    report = sync(args.storage, _db_dir(args.db, create=True))
+    print(
+        f"{report.studies} studies, {report.records} worker records: {report.written} written to {args.db} "
+        f"(new or faster), {report.records - report.written - len(report.rejected)} kept (stored one faster)"
+    )
+    for reason in report.rejected:
+        print(f"  rejected: {reason}")
+    return 1 if report.rejected else 0
 
 
 def _cmd_db_prune(args: argparse.Namespace) -> int:
@@ -391,7 +509,8 @@ def _cmd_db_prune(args: argparse.Namespace) -> int:
     from kernelforge.templates import kernel_hash
 
     status = 0
-    for path, dropped in TuningDB(args.db).prune(lambda op, language: kernel_hash(get_op(op), language)):
+    db = TuningDB(_db_dir(args.db, create=False))
+    for path, dropped in db.prune(lambda op, language: kernel_hash(get_op(op), language)):
         if isinstance(dropped, DatabaseError):
             print(f"skipped: {dropped}")
             status = 1
@@ -447,6 +566,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default=None, metavar="MODEL.onnx", help="tune every distinct kernel of an ONNX model instead"
     )
     what.add_argument(
+        "--stale",
+        action="store_true",
+        help="re-tune every shape whose record on this device was made with an older template (after an edit)",
+    )
+    what.add_argument(
         "--shape",
         action="append",
         help="shapes of the op (syntax above), separated by ';' or by repeating --shape; also by ',' for ops "
@@ -462,9 +586,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds per shape (with --model: for the whole model, shared fairly between its kernels)",
     )
     p.add_argument("--sampler", default="tpe", choices=["tpe", "random", "grid", "cmaes"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--db", default=str(_config.db_dir()), help="tuning database directory")
-    p.add_argument("--storage", default=None, help="Optuna storage URL (default: a journal under DB/.studies)")
+    p.add_argument("--seed", type=int, default=None, help="sampler seed (default: one of this worker's own, printed)")
+    p.add_argument("--db", default=str(_config.db_dir()), help="tuning database directory (created if missing)")
+    p.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="shared study storage for workers on several machines, e.g. postgresql://user:pass@host/db "
+        "(pip install 'kernelforge[postgres]'); default: a journal under DB/.studies",
+    )
+    p.add_argument(
+        "--replace", action="store_true", help="store this run's winner even where the stored record is faster"
+    )
     p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser(
@@ -486,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=str(_config.db_dir()), help="tuning database directory")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("db", help="inspect, merge or prune tuning databases")
+    p = sub.add_parser("db", help="inspect, merge, sync or prune tuning databases")
     db_sub = p.add_subparsers(dest="db_command", required=True)
     q = db_sub.add_parser("show", help="list records")
     q.add_argument("--device", default=None, help=device_help)
@@ -496,15 +629,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("other")
     q.add_argument("--db", default=str(_config.db_dir()))
     q.set_defaults(func=_cmd_db_merge)
+    q = db_sub.add_parser("sync", help="store the records that workers left in a shared study storage (faster wins)")
+    q.add_argument("--storage", required=True, metavar="URL", help="the study storage the workers used")
+    q.add_argument("--db", default=str(_config.db_dir()))
+    q.set_defaults(func=_cmd_db_sync)
     q = db_sub.add_parser("prune", help="remove records made with templates that have changed since (STALE)")
     q.add_argument("--db", default=str(_config.db_dir()))
     q.set_defaults(func=_cmd_db_prune)
     return parser
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    # SIGTERM (a scheduler or `kill` stopping a worker) ends a run as Ctrl-C does: the trial in flight is given
+    # up, finished trials stay in the study and the best so far is stored
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit code (2 for a device, file or input that does not exist or fit)."""
+    """Run the CLI; return the exit code (2 for a device, file, value or input that does not exist or fit)."""
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args))
     except (DeviceNotFoundError, UsageError) as exc:
@@ -513,9 +657,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KernelforgeError, KeyError) as exc:
         print(f"kernelforge: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a path that cannot be read or written, named by the OS
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"kernelforge: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("kernelforge: interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -160,6 +160,11 @@ def select(selector: str | int, devices: Sequence[DeviceInfo], language: str | N
             silently falls back to another kind of device.
     """
     text = str(selector).strip().lower()
+    if not text:
+        listing = "\n".join("  " + d.describe() for d in devices) or "  (none: no adapter was found)"
+        raise DeviceNotFoundError(
+            f"--device is empty: name auto, a class, an index or a name. Available devices:\n{listing}"
+        )
     pool = [d for d in devices if language is None or d.language == language]
     if text == "auto":
         matches = list(pool)

@@ -34,6 +34,7 @@ def test_run_given_input_matches_onnxruntime(request, mlp_path, tmp_path, capsys
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "out" / "y.npz"
     argv = ["run", str(mlp_path), "--device", device, "--input", f"x={tmp_path / 'x.npy'}", "--output", str(out)]
+    (tmp_path / "db").mkdir()  # an empty database: every kernel on its defaults
     argv += ["--db", str(tmp_path / "db")] + (["--backend", backend] if backend else [])
     assert main(argv) == 0
     text = capsys.readouterr().out
@@ -47,6 +48,7 @@ def test_run_given_input_matches_onnxruntime(request, mlp_path, tmp_path, capsys
 def test_run_random_inputs_profile_and_bench(lavapipe, mlp_path, tmp_path, capsys):
     out = tmp_path / "y.npz"
     argv = ["run", str(mlp_path), "--device", "lavapipe", "--seed", "3", "--profile", "--bench", "2"]
+    (tmp_path / "db").mkdir()
     assert main([*argv, "--output", str(out), "--db", str(tmp_path / "db")]) == 0
     text = capsys.readouterr().out
     assert "input  x [1, 64] (random)" in text

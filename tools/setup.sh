@@ -3,6 +3,7 @@
 #   - Mesa lavapipe (Vulkan) + llvmpipe (OpenGL through EGL): real shaders on the CPU when there is no GPU
 #   - Chromium: its SwiftShader Vulkan driver is the software GPU headless Chromium runs WebGPU on
 #   - Node.js + npm: the JS runtime's lint, minifier (size benchmark) and Node test tools, into node_modules/
+#   - PostgreSQL: the tests of workers sharing one study (tune --storage postgresql://...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,8 @@ dpkg-query -W -f='${Status}' libegl1 2>/dev/null | grep -q "ok installed" || pkg
 dpkg-query -W -f='${Status}' libgl1-mesa-dri 2>/dev/null | grep -q "ok installed" || pkgs+=(libgl1-mesa-dri)
 [ -e /usr/lib/chromium/vk_swiftshader_icd.json ] || pkgs+=(chromium)
 command -v npm >/dev/null || pkgs+=(nodejs npm)
+# PostgreSQL's server binaries: the shared-storage tests start a private server of their own (no system cluster)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null || pkgs+=(postgresql)
 if [ ${#pkgs[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null; then
     echo "setup: installing ${pkgs[*]}"

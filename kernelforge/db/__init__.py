@@ -4,7 +4,17 @@ It sits below the graph, the runtime and the tuner: planning asks it for params
 (:meth:`TuningDB.params_for`), the tuner writes records, ``kernelforge db`` shows, merges and prunes them.
 """
 
-from kernelforge.db.records import SCHEMA_VERSION, DeviceFile, Lookup, Query, Record, device_meta, new_record
+from kernelforge.db.records import SCHEMA_VERSION, DeviceFile, Lookup, Query, Record, Stored, device_meta, new_record
 from kernelforge.db.store import TuningDB
 
-__all__ = ["SCHEMA_VERSION", "DeviceFile", "Lookup", "Query", "Record", "TuningDB", "device_meta", "new_record"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "DeviceFile",
+    "Lookup",
+    "Query",
+    "Record",
+    "Stored",
+    "TuningDB",
+    "device_meta",
+    "new_record",
+]

@@ -105,12 +105,39 @@ def _number(value: Any, origin: str, name: str) -> float:
 
 @dataclass
 class DeviceFile:
-    """One parsed device file: its device description, valid records and rejected ones (key, reason)."""
+    """One parsed device file.
+
+    Attributes:
+        path: The file.
+        device: Its device description.
+        records: The records this version reads (validated).
+        rejected: ``(key, reason)`` of the records it cannot read: a newer kernelforge's op or tunable, a value out
+            of range, a field missing. They never reach a lookup, and they are kept as they are on every rewrite.
+        raw: Every record's JSON as read, readable or not (what a rewrite keeps of the records it does not
+            replace, fields of newer versions included).
+    """
 
     path: Path
     device: dict[str, Any]
     records: dict[str, Record]
     rejected: list[tuple[str, str]]
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What storing one record did.
+
+    Attributes:
+        key: The record's key.
+        written: Whether it was written (new, faster than the stored one, or ``replace``).
+        previous_time_s: The time of the record it met under the same key (None: there was none, or it was
+            unreadable); a record is kept when it is this fast or faster.
+    """
+
+    key: str
+    written: bool
+    previous_time_s: float | None = None
 
 
 @dataclass(frozen=True)

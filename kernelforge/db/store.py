@@ -7,10 +7,12 @@ Layout: ``<root>/<device-fingerprint>.json``::
                 "subgroup_size": ...},  # subgroup_size only where the device has fixed-size subgroups
      "records": {"gemm/wgsl/f32/1024x1024x1024/<template hash[:12]>": {...Record...}}}
 
-Files are data, never code: every record's params are validated against its op's search space when the
-file is read, and a record that fails is reported and ignored. A file that cannot be parsed is reported with
-its path and never overwritten. Writes take a lock file, re-read, modify, and replace atomically, so two
-tuners writing at once lose nothing.
+Files are data, never code: a file is read within bounds (size, nesting, number lengths), every record's
+params are validated against its op's search space, and a record that fails is reported, never looked up,
+and kept verbatim on every rewrite (it may be a newer kernelforge's). A file that cannot be parsed is
+reported with its path, skipped for its device alone, and never overwritten. A stored record is replaced only
+by a faster one of the same key (device, op, shape, template) unless the caller says ``replace``. Writes take a
+lock file, re-read, modify, and replace atomically, so tuners writing at once lose nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from typing import Any
 
 import filelock
 
-from kernelforge.db.records import SCHEMA_VERSION, DeviceFile, Lookup, Query, Record
+from kernelforge.db import _json
+from kernelforge.db.records import SCHEMA_VERSION, DeviceFile, Lookup, Query, Record, Stored
 from kernelforge.devices import DeviceInfo
 from kernelforge.errors import DatabaseError
 from kernelforge.ops.spec import Limits, Params
@@ -79,8 +82,8 @@ class TuningDB:
         if not path.exists():
             return DeviceFile(path, {"fingerprint": path.stem}, {}, [])
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = _json.read(path)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError, MemoryError) as exc:
             raise DatabaseError(f"tuning database file {path} is corrupt ({exc}); it was left untouched") from None
         if not isinstance(data, dict) or "schema_version" not in data:
             raise DatabaseError(f"tuning database file {path} has no schema_version; it was left untouched")
@@ -106,14 +109,11 @@ class TuningDB:
                 records[key] = record
             except DatabaseError as exc:
                 rejected.append((str(key), str(exc)))
-        return DeviceFile(path, device, records, rejected)
+        return DeviceFile(path, device, records, rejected, dict(raw))
 
-    def _write(self, path: Path, device: dict[str, Any], records: Mapping[str, Record]) -> None:
-        payload = {
-            "schema_version": SCHEMA_VERSION,
-            "device": device,
-            "records": {k: records[k].to_json() for k in sorted(records)},
-        }
+    def _write(self, path: Path, device: dict[str, Any], records: Mapping[str, Any]) -> None:
+        """Replace a device file atomically with ``records`` (key -> the JSON of each record)."""
+        payload = {"schema_version": SCHEMA_VERSION, "device": device, "records": dict(records)}
         text = json.dumps(payload, indent=1, sort_keys=True) + "\n"
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
@@ -127,34 +127,63 @@ class TuningDB:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def update(self, device: dict[str, Any], incoming: list[Record], keep_faster: bool = False) -> int:
-        """Add records to a device's file under its lock; return how many were written.
+    def store(self, device: dict[str, Any], incoming: list[Record], replace: bool = False) -> list[Stored]:
+        """Add records to a device's file under its lock, keeping whichever of two records is faster.
 
         Args:
             device: The device description (its ``fingerprint`` names the file).
             incoming: Records to store.
-            keep_faster: Keep an existing record with the same key when it is faster (merge); otherwise
-                the incoming record replaces it (a fresh tuning run). Records of other template hashes
-                stay: whether they are older or newer than this code's is not known (``prune`` drops them).
+            replace: Write every incoming record, even over a faster one (``tune --replace``).
+
+        Returns:
+            One :class:`Stored` per incoming record, in order: written or not, and the time of the record it met.
+            A record meeting an unreadable one (a newer kernelforge's) is not written unless ``replace``. Records
+            of other keys stay as they are, unreadable ones and other template hashes included (``prune`` drops
+            stale ones).
 
         Raises:
             DatabaseError: When the existing file is corrupt (it is never overwritten).
         """
         path = self.path_for(str(device.get("fingerprint", "")))
         self.root.mkdir(parents=True, exist_ok=True)
+        outcomes: list[Stored] = []
         with filelock.FileLock(str(path) + ".lock", timeout=60):
             current = self._parse(path)  # fresh read under the lock: another writer may have just written
-            records = dict(current.records)
-            written = 0
+            raw = dict(current.raw)
+            times = {k: r.time_s for k, r in current.records.items()}
             for record in incoming:
-                old = records.get(record.key)
-                if keep_faster and old is not None and old.time_s <= record.time_s:
+                previous = times.get(record.key)
+                known = record.key in raw
+                if known and not replace and (previous is None or previous <= record.time_s):
+                    outcomes.append(Stored(record.key, False, previous))
                     continue
-                records[record.key] = record
-                written += 1
-            if written:
-                self._write(path, {**current.device, **device}, records)
-        return written
+                raw[record.key] = record.to_json()
+                times[record.key] = record.time_s
+                outcomes.append(Stored(record.key, True, previous))
+            if any(o.written for o in outcomes):
+                self._write(path, {**current.device, **device}, raw)
+        return outcomes
+
+    def update(self, device: dict[str, Any], incoming: list[Record], keep_faster: bool = True) -> int:
+        """Store records (see :meth:`store`; ``keep_faster=False`` replaces); return how many were written."""
+        return sum(o.written for o in self.store(device, incoming, replace=not keep_faster))
+
+    def adopt(self, device: dict[str, Any], raw: Mapping[str, Any]) -> int:
+        """Copy records this version cannot read (``DeviceFile.raw`` entries) into a device's file, where absent.
+
+        ``db merge`` uses it so that a newer kernelforge's records survive a merge by an older one.
+
+        Returns:
+            How many were copied.
+        """
+        path = self.path_for(str(device.get("fingerprint", "")))
+        self.root.mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(str(path) + ".lock", timeout=60):
+            current = self._parse(path)
+            new = {k: v for k, v in raw.items() if k not in current.raw}
+            if new:
+                self._write(path, {**device, **current.device}, {**current.raw, **new})
+        return len(new)
 
     def prune(self, current_hash: Callable[[str, str], str]) -> list[tuple[Path, int | DatabaseError]]:
         """Drop the records whose template hash is not ``current_hash(op, language)``; per file, how many.
@@ -170,10 +199,10 @@ class TuningDB:
                 except DatabaseError as exc:
                     done.append((path, exc))
                     continue
-                keep = {k: r for k, r in current.records.items() if r.template_hash == current_hash(r.op, r.language)}
-                if len(keep) < len(current.records):
-                    self._write(path, current.device, keep)
-                done.append((path, len(current.records) - len(keep)))
+                stale = {k for k, r in current.records.items() if r.template_hash != current_hash(r.op, r.language)}
+                if stale:  # records this version cannot read are not judged: they stay
+                    self._write(path, current.device, {k: v for k, v in current.raw.items() if k not in stale})
+                done.append((path, len(stale)))
         return done
 
     def iter_files(self) -> Iterator[tuple[Path, DeviceFile | DatabaseError]]:

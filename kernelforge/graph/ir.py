@@ -39,8 +39,25 @@ IR_OPS = (*OPS, "batchnorm", *VIEW_OPS)
 """Every IR op: the registered ops (one kernel each), ``batchnorm`` (folded away by the passes) and the views."""
 
 
+MAX_ELEMENTS = 1 << 28
+"""Most elements of one tensor (1 GiB of float32): a larger one is refused, naming its node and shape, before
+anything is allocated (WebGPU's default storage binding holds 128 MiB)."""
+
+
 class GraphError(KernelforgeError):
     """A model graph is malformed or uses something kernelforge does not support; the message names the node."""
+
+
+def check_size(shape: tuple[int, ...] | list[int], what: str) -> None:
+    """Raise :class:`GraphError` naming ``what`` when a tensor of ``shape`` would exceed :data:`MAX_ELEMENTS`."""
+    count = 1
+    for d in shape:
+        count *= int(d)
+    if count > MAX_ELEMENTS:
+        raise GraphError(
+            f"{what}: a tensor of shape {list(shape)} has {count} elements, more than kernelforge handles "
+            f"({MAX_ELEMENTS}, 1 GiB of float32)"
+        )
 
 
 @dataclass

@@ -17,7 +17,7 @@ import onnx
 from onnx import helper
 
 from kernelforge.errors import ShapeError
-from kernelforge.graph.ir import Graph, GraphError, Node, Value
+from kernelforge.graph.ir import Graph, GraphError, Node, Value, check_size
 from kernelforge.ops import get_op
 from kernelforge.ops._expr import broadcast_shape
 from kernelforge.ops.eltwise import EltwiseProblem
@@ -177,6 +177,7 @@ class Context:
         dims = tuple(int(d) for d in shape)
         if any(d < 1 for d in dims):
             raise self.fail(f"{op} output {name!r} would have the empty shape {dims}")
+        check_size(dims, f"{self.origin}: {op} output {name!r}")
         self.graph.values[name] = Value(name, dims)
         self._pending.append(Node("", op, list(inputs), [name], attrs, self.origin))
         if out is not None:

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from kernelforge.graph.ir import Graph, GraphError, Value
+from kernelforge.graph.ir import Graph, GraphError, Value, check_size
 from kernelforge.graph.onnx_context import (
     Context,
     NodeUnsupported,
@@ -67,7 +67,9 @@ def _constant(ctx: Context, node: onnx.NodeProto, inputs: list[np.ndarray]) -> l
 def _constant_of_shape(ctx: Context, node: onnx.NodeProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
     value = ctx.attr("value")
     fill = numpy_helper.to_array(value).reshape(-1) if value is not None else np.zeros(1, np.float32)
-    return [np.full(tuple(int(d) for d in inputs[0].reshape(-1)), fill[0], fill.dtype)]
+    shape = tuple(int(d) for d in inputs[0].reshape(-1))
+    check_size(shape, ctx.origin)  # before numpy allocates it: a 220-byte model can ask for 10 GB
+    return [np.full(shape, fill[0], fill.dtype)]
 
 
 def _shape(ctx: Context, node: onnx.NodeProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -98,7 +100,15 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _elementwise(fn: Callable[..., np.ndarray]) -> Folder:
-    return lambda ctx, node, inputs: [np.asarray(functools.reduce(fn, inputs) if len(inputs) > 1 else fn(*inputs))]
+    def fold(ctx: Context, node: onnx.NodeProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            shape = np.broadcast_shapes(*(x.shape for x in inputs))
+        except ValueError as exc:
+            raise ctx.fail(f"inputs do not broadcast: {exc}") from None
+        check_size(shape, ctx.origin)  # broadcasting [n, 1] against [1, n] makes n * n
+        return [np.asarray(functools.reduce(fn, inputs) if len(inputs) > 1 else fn(*inputs))]
+
+    return fold
 
 
 def _unary(fn: Callable[[np.ndarray], np.ndarray]) -> Folder:
@@ -346,6 +356,7 @@ def _input_shapes(
                         f"give its shape in input_shapes"
                     )
             shape = tuple(shape_list)
+        check_size(shape, f"{where}: input {name!r}")
         shapes[name] = shape
     return shapes
 

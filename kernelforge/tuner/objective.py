@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,6 +65,11 @@ class Objective:
         self.inputs = list(inputs)
         self.reference = reference
         self.config = config
+        self.results: dict[tuple[tuple[str, int], ...], tuple[float, float]] = {}
+        """Config -> (median seconds, compile seconds) of every trial this worker measured itself: what it can
+        still store when the shared storage is lost."""
+        self.in_flight: int | None = None
+        """The number of the trial being run (None between trials): the one a storage outage leaves behind."""
 
     def _fail(self, trial: optuna.Trial, kind: str, reason: str) -> TrialFailedError:
         trial.set_user_attr("invalidity", kind)
@@ -87,6 +93,12 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         """Run one trial."""
+        self.in_flight = trial.number
+        value = self._run(trial)
+        self.in_flight = None
+        return value
+
+    def _run(self, trial: optuna.Trial) -> float:
         language = self.backend.language
         params = suggest(trial, self.spec, language)
         trial.set_user_attr("params", params)
@@ -95,12 +107,24 @@ class Objective:
             trial.set_user_attr("invalidity", "constraints")
             trial.set_user_attr("reason", reason)
             raise optuna.TrialPruned(reason)
-        done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        # claim the config before looking at the others: of two workers that picked it at once, the one with the
+        # lower trial number measures it and the other is pruned, so no config is measured twice
+        config = json.dumps(params, sort_keys=True)
+        trial.set_user_attr("config", config)
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+        others = [t for t in trial.study.get_trials(deepcopy=False, states=states) if t.number != trial.number]
+        done = [t for t in others if t.state == optuna.trial.TrialState.COMPLETE]
         for previous in done:
             if from_indices(self.spec, previous.params, language) == params and previous.value is not None:
                 # samplers do propose configs again; a repeat costs nothing and changes nothing
                 trial.set_user_attr("duplicate_of", previous.number)
                 return previous.value
+        running = optuna.trial.TrialState.RUNNING
+        for other in others:
+            if other.state == running and other.number < trial.number and other.user_attrs.get("config") == config:
+                trial.set_user_attr("invalidity", "duplicate")
+                trial.set_user_attr("reason", f"trial {other.number} of another worker is measuring it")
+                raise optuna.TrialPruned(f"measured by trial {other.number}")
         best = min((t.value for t in done if t.value is not None), default=None)
         started = time.perf_counter()
         try:
@@ -123,4 +147,5 @@ class Objective:
             )
         result = measure(kernel.time, self.config, best)
         trial.set_user_attr("times", list(result.times))
+        self.results[tuple(sorted(params.items()))] = (result.median, compile_s)
         return result.median

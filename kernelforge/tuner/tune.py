@@ -1,9 +1,19 @@
-"""A tuning run: one resumable Optuna study per (device, op, shape, dtype, language, template)."""
+"""A tuning run: one resumable Optuna study per (device, op, shape, dtype, language, template).
+
+Several workers may share a study (``--storage``, on one machine or many): each samples with its own seed,
+claims a config before measuring it so no config is measured twice, and stores its winner under the database
+lock, where the faster of two records wins. A storage outage is waited out; past ``outage_s`` the worker stops
+with the trials it finished, stores the best of those it measured itself, and says why.
+"""
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import os
+import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,13 +24,14 @@ import optuna
 from tqdm import tqdm
 
 from kernelforge import _config
-from kernelforge.db import Query, Record, TuningDB, device_meta, new_record
+from kernelforge.db import Query, Record, Stored, TuningDB, device_meta, new_record
 from kernelforge.ops.spec import OpSpec, Params
 from kernelforge.runtime.backends.base import Backend
 from kernelforge.templates import kernel_hash
 from kernelforge.tuner.measure import MeasureConfig
 from kernelforge.tuner.objective import Objective, TrialFailedError
 from kernelforge.tuner.space import from_indices, to_indices
+from kernelforge.tuner.storage import describe, is_outage, open_storage, redact, retry
 from kernelforge.tuner.strategies import make_sampler
 
 DTYPE = "f32"
@@ -33,9 +44,14 @@ class TuneOptions:
     trials: int = 40
     time_budget: float | None = None
     sampler: str = "tpe"
-    seed: int | None = 0
+    seed: int | None = None
+    """The sampler's seed; None: one of this worker's own (workers sharing a study must not share seeds)."""
     db_dir: Path = field(default_factory=_config.db_dir)
     storage: str | None = None
+    replace: bool = False
+    """Store this run's winner even over a faster stored record of the same key."""
+    outage_s: float = 60.0
+    """How long a storage outage is waited out (retries with backoff) before the worker stops."""
     top_k: int = 3
     warm_start: int = 3
     measure: MeasureConfig = field(default_factory=MeasureConfig)
@@ -57,6 +73,11 @@ class TuneResult:
     reasons: dict[str, int]
     record: Record | None
     interrupted: bool = False
+    stored: Stored | None = None
+    """What storing the record did (None: no record); when it was not written the stored one is faster."""
+    seed: int | None = None
+    storage_error: str = ""
+    """Why the storage was lost mid-run ("" when it was not)."""
 
     @property
     def speedup(self) -> float | None:
@@ -69,20 +90,6 @@ class TuneResult:
     def gflops(self) -> float | None:
         """GFLOP/s of the best config."""
         return self.flops / self.best_time / 1e9 if self.best_time else None
-
-
-def default_storage(db_dir: Path) -> optuna.storages.BaseStorage:
-    """Return the embedded study storage under the database directory (an append-only journal file).
-
-    The journal is written trial by trial, so an interrupted run keeps every finished trial and the next
-    run with the same arguments resumes the study.
-    """
-    folder = Path(db_dir) / ".studies"
-    folder.mkdir(parents=True, exist_ok=True)
-    from optuna.storages.journal import JournalFileBackend
-
-    backend = JournalFileBackend(str(folder / "studies.journal"))
-    return optuna.storages.JournalStorage(backend)
 
 
 # Bumped when trial values change meaning, so a resumed study never ranks old values against new ones.
@@ -146,31 +153,86 @@ MAX_PRUNED_PER_TRIAL = 20
 """Sampled configs per asked-for trial at most, pruned ones included (bounds a search in a nearly empty space)."""
 
 
+def _fail_in_flight(storage: Any, name: str, objective: Objective) -> None:
+    """Fail the trial an outage cut short (it would stay RUNNING); quietly, as the storage may still be down."""
+    number, objective.in_flight = objective.in_flight, None
+    if number is None:
+        return
+    try:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number)
+        if storage.get_trial(trial_id).state == optuna.trial.TrialState.RUNNING:
+            storage.set_trial_user_attr(trial_id, "invalidity", "storage")
+            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+    except Exception:  # still down: the heartbeat's grace period fails it later, on whichever worker looks first
+        objective.in_flight = number
+
+
+def worker_seed() -> int:
+    """Return a sampler seed of this process's own (host, process and clock), so workers sample apart."""
+    return hash((socket.gethostname(), os.getpid(), time.time_ns())) & 0x7FFFFFFF
+
+
+def _trial_times(
+    trials: Sequence[optuna.trial.FrozenTrial], spec: OpSpec[Any], language: str
+) -> tuple[dict[tuple[tuple[str, int], ...], float], dict[tuple[tuple[str, int], ...], float]]:
+    """Return config -> median seconds and config -> compile seconds of the completed trials."""
+    times: dict[tuple[tuple[str, int], ...], float] = {}
+    compile_s: dict[tuple[tuple[str, int], ...], float] = {}
+    for t in sorted(
+        (t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None),
+        key=lambda t: float(t.value or 0.0),
+    ):
+        key = tuple(sorted(from_indices(spec, t.params, language).items()))
+        times.setdefault(key, float(t.value or 0.0))
+        if "compile_s" in t.user_attrs:
+            compile_s.setdefault(key, float(t.user_attrs["compile_s"]))
+    return times, compile_s
+
+
 def tune_problem(backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: Any, options: TuneOptions) -> TuneResult:
     """Tune one problem, store the winner in the database and return the outcome.
 
     Trial 0 of a new study is the built-in default, and the default is re-measured beside the top
-    ``top_k`` configs at the end, so the stored config is never slower than the default as measured.
+    ``top_k`` configs at the end, so the stored config is never slower than the default as measured; it
+    replaces a stored record only when it is faster (or ``options.replace``).
+
+    Raises:
+        StorageError: When the study storage cannot be opened (one line naming it).
     """
     # ERROR: Optuna logs every failed trial at WARNING with a traceback; the end-of-run table counts the
     # failures by reason, and each trial keeps its reason in the study
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("optuna").setLevel(logging.ERROR)
     language = backend.language
+    # the default first: a problem no config can run on this device (its buffers past the binding limit) is a
+    # ShapeError naming it, before gigabytes of inputs are allocated
+    default = spec.default_params(problem, backend.limits, language)
     rng = np.random.default_rng(1234)
     inputs = spec.make_inputs(problem, rng)
     reference = spec.reference(problem, inputs)
     objective = Objective(backend, spec, problem, inputs, reference, options.measure)
-    storage: Any = options.storage or default_storage(options.db_dir)
-    study = optuna.create_study(
-        study_name=study_name(backend, spec, problem),
-        storage=storage,
-        sampler=make_sampler(options.sampler, spec, language, options.seed),
-        direction="minimize",
-        load_if_exists=True,
+    seed = options.seed if options.seed is not None else worker_seed()
+    where = redact(options.storage) if options.storage else "the study journal"
+    storage = open_storage(options.storage, options.db_dir)
+    name = study_name(backend, spec, problem)
+    study = retry(
+        lambda: optuna.create_study(
+            study_name=name,
+            storage=storage,
+            sampler=make_sampler(options.sampler, spec, language, seed),
+            direction="minimize",
+            load_if_exists=True,
+        ),
+        f"study {name} in {where}",
+        4,
     )
-    default = spec.default_params(problem, backend.limits, language)
-    seen = [from_indices(spec, t.params, language) for t in study.get_trials(deepcopy=False) if t.params]
+    names = [p.name for p in spec.params(language)]
+    # a running trial of another worker may have some of its params suggested, not all: only whole configs count
+    seen = [
+        from_indices(spec, t.params, language)
+        for t in study.get_trials(deepcopy=False)
+        if all(n in t.params for n in names)
+    ]
     # trial 0 is the default; then this shape's best record from before a template edit (re-verified and
     # re-timed like any trial: an edit rarely moves the optimum far, so re-tuning after one is cheap), the best
     # known configs of this shape, the nearest shapes and similar devices (warm start: good configs transfer
@@ -212,37 +274,61 @@ def tune_problem(backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: An
             bar.set_postfix_str(f"best {best * 1e3:.2f} ms")
 
     interrupted = False
+    storage_error = ""
+    started = time.monotonic()
+    outage_since: float | None = None
+    wait = 0.5
     try:
-        study.optimize(
-            objective,
-            n_trials=options.trials * MAX_PRUNED_PER_TRIAL,
-            timeout=options.time_budget,
-            catch=(TrialFailedError,),
-            callbacks=[advance],
-            gc_after_trial=False,
-        )
+        while measured < options.trials:
+            timeout = None if options.time_budget is None else options.time_budget - (time.monotonic() - started)
+            if timeout is not None and timeout <= 0:
+                break
+            try:
+                study.optimize(
+                    objective,
+                    n_trials=(options.trials - measured) * MAX_PRUNED_PER_TRIAL,
+                    timeout=timeout,
+                    catch=(TrialFailedError,),
+                    callbacks=[advance],
+                    gc_after_trial=False,
+                )
+                break
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                # the storage is unreachable: wait it out (the trial in flight is failed by the heartbeat and
+                # queued again), up to outage_s, then stop with what this worker finished
+                outage_since = outage_since or time.monotonic()
+                if time.monotonic() - outage_since > options.outage_s:
+                    storage_error = f"{where} unreachable for {options.outage_s:g} s ({describe(exc)})"
+                    break
+                time.sleep(wait)
+                wait = min(2 * wait, 8.0)
+                _fail_in_flight(storage, name, objective)
+                continue
     except KeyboardInterrupt:
         interrupted = True
     finally:
         bar.close()
 
-    trials = study.get_trials(deepcopy=False)
+    try:
+        trials = study.get_trials(deepcopy=False) if not storage_error else []
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        storage_error, trials = f"{where} unreachable ({describe(exc)})", []
     counts, reasons = _summarise(trials)
-    complete = sorted(
-        (t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None),
-        key=lambda t: float(t.value or 0.0),
-    )
-    times: dict[tuple[tuple[str, int], ...], float] = {}
-    compile_s: dict[tuple[tuple[str, int], ...], float] = {}
-    for t in complete:
-        key = tuple(sorted(from_indices(spec, t.params, language).items()))
-        times.setdefault(key, float(t.value or 0.0))
-        if "compile_s" in t.user_attrs:
-            compile_s.setdefault(key, float(t.user_attrs["compile_s"]))
+    times, compile_s = _trial_times(trials, spec, language)
+    if storage_error:  # only what this worker measured itself is known
+        times = {k: t for k, (t, _) in objective.results.items()}
+        compile_s = {k: c for k, (_, c) in objective.results.items()}
+        counts["ok"] = len(times)
     default_key = tuple(sorted(default.items()))
-    if default_key not in times:
-        return TuneResult(shape, spec.flops(problem), default, None, None, None, counts, reasons, None, interrupted)
-
+    if default_key not in times:  # the default never passed (or, the storage lost, this worker never ran it)
+        return TuneResult(
+            shape, spec.flops(problem), default, None, None, None, counts, reasons, None, interrupted,
+            seed=seed, storage_error=storage_error,
+        )  # fmt: skip
     if not interrupted:
         # re-measure the leaders and the default side by side: single measurements are noisy (the luckiest
         # of many noisy trials wins the search), and the default must face the winner under the same
@@ -267,7 +353,13 @@ def tune_problem(backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: An
         backend.info.driver,
         DTYPE,
     )
-    TuningDB(options.db_dir).update(device_meta(backend.info, backend.limits.subgroup_size), [record])
+    meta = device_meta(backend.info, backend.limits.subgroup_size)
+    (stored,) = TuningDB(options.db_dir).store(meta, [record], replace=options.replace)
+    if not storage_error and options.storage:
+        # a shared study also keeps each worker's record, so `db sync` can gather them on any machine
+        with contextlib.suppress(Exception):
+            study.set_user_attr("kernelforge/device", meta)
+            study.set_user_attr(f"kernelforge/record/{socket.gethostname()}/{os.getpid()}", record.to_json())
     return TuneResult(
         shape,
         spec.flops(problem),
@@ -279,6 +371,9 @@ def tune_problem(backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: An
         reasons,
         record,
         interrupted,
+        stored,
+        seed,
+        storage_error,
     )
 
 

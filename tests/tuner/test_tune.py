@@ -10,8 +10,9 @@ import kernelforge.tuner.objective as objective_mod
 from kernelforge.db import TuningDB, device_meta, new_record
 from kernelforge.ops import get_op
 from kernelforge.tuner.measure import MeasureConfig
+from kernelforge.tuner.storage import default_storage
 from kernelforge.tuner.strategies import STRATEGIES
-from kernelforge.tuner.tune import TuneOptions, default_storage, pick_winner, study_name, tune_problem
+from kernelforge.tuner.tune import TuneOptions, pick_winner, study_name, tune_problem
 
 pytestmark = pytest.mark.device
 SPEC = get_op("gemm")

@@ -1,0 +1,142 @@
+"""Bad command lines: each one exits 2 (a usage error) or 1 with one line naming the problem, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kernelforge.cli import main
+from kernelforge.testing.models import mlp, save
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    model = save(mlp(), root / "mlp.onnx")
+    (root / "notes.txt").write_text("not a model")
+    (root / "a_file").write_text("x")
+    (root / "db").mkdir()
+    (root / "out_dir").mkdir()
+    import numpy as np
+
+    np.save(root / "x.npy", np.zeros((1, 64), np.float32))
+    np.save(root / "wrong.npy", np.zeros((2, 3), np.float32))
+    (root / "bad.npy").write_text("garbage")
+    return {"root": root, "model": model}
+
+
+def cases(root: Path, model: Path) -> list[tuple[list[str], int, str]]:
+    m, db, f = str(model), str(root / "db"), str(root / "a_file")
+    tune = ["tune", "--device", "lavapipe", "--db", db]
+    return [
+        ([*tune, "--shape", "8x8"], 2, "not MxNxK"),
+        ([*tune, "--shape", "axbxc"], 2, "--shape 'axbxc'"),
+        ([*tune, "--shape", "0x8x8"], 2, "--shape '0x8x8'"),
+        ([*tune, "--shape", ";"], 2, "names no shape"),
+        ([*tune, "--shape", "30000x30000x30000"], 2, "storage binding limit"),
+        ([*tune, "--op", "conv2d", "--shape", "1x3x8x8:4x3x3:s0"], 2, "--shape"),
+        ([*tune, "--shape", "8x8x8", "--trials", "0"], 2, "--trials must be >= 1"),
+        ([*tune, "--shape", "8x8x8", "--trials", "-3"], 2, "--trials must be >= 1"),
+        ([*tune, "--shape", "8x8x8", "--time-budget", "0"], 2, "--time-budget"),
+        ([*tune, "--shape", "8x8x8", "--time-budget", "-5"], 2, "--time-budget"),
+        ([*tune, "--shape", "8x8x8", "--time-budget", "nan"], 2, "--time-budget"),
+        ([*tune, "--shape", "8x8x8", "--time-budget", "inf"], 2, "--time-budget"),
+        (["tune", "--device", "", "--shape", "8x8x8", "--db", db], 2, "--device is empty"),
+        (["tune", "--device", "   ", "--shape", "8x8x8", "--db", db], 2, "--device is empty"),
+        (["tune", "--device", "no-such-gpu", "--shape", "8x8x8", "--db", db], 2, "no device matching"),
+        (["tune", "--device", "lavapipe", "--shape", "8x8x8", "--db", f], 2, "not a directory"),
+        (["tune", "--device", "lavapipe", "--shape", "8x8x8", "--db", f"{f}/sub"], 2, "cannot create"),
+        ([*tune, "--shape", "8x8x8", "--storage", "notaurl"], 1, "not a storage URL"),
+        ([*tune, "--shape", "8x8x8", "--storage", "postgresql+nosuch://u@127.0.0.1/x"], 1, "not installed"),
+        (["tune", "--device", "lavapipe", "--model", str(root / "missing.onnx")], 2, "no such model file"),
+        (["tune", "--device", "lavapipe", "--model", m, "--trials", "0", "--db", db], 2, "--trials"),
+        (["run", str(root / "missing.onnx")], 2, "no such model file"),
+        (["run", str(root / "notes.txt")], 2, "not an ONNX model"),
+        (["run", m, "--input", "x"], 2, "expected NAME=FILE.npy"),
+        (["run", m, "--input", f"x={root / 'nope.npy'}"], 2, "no such file"),
+        (["run", m, "--input", f"x={root / 'bad.npy'}"], 2, "cannot read"),
+        (["run", m, "--input", f"nosuch={root / 'x.npy'}"], 2, "has no input"),
+        (["run", m, "--input", f"x={root / 'wrong.npy'}"], 2, "does not fit"),
+        (["run", m, "--bench", "0"], 2, "--bench must be >= 1"),
+        (["run", m, "--output", str(root / "out_dir")], 2, "is a directory"),
+        (["run", m, "--db", str(root / "nodb")], 2, "no such directory"),
+        (["run", m, "--db", f], 2, "not a directory"),
+        (["run", m, "--device", ""], 2, "--device is empty"),
+        (["export", m, "--out", f], 2, "is a file"),
+        (["export", m, "--out", str(root / "b"), "--db", str(root / "nodb")], 2, "no such directory"),
+        (["export", m, "--out", str(root / "b"), "--targets", " , "], 2, "--targets is empty"),
+        (["export", m, "--out", str(root / "b"), "--targets", "nosuchgpu", "--db", db], 1, "matched no device"),
+        (["export", m, "--out", f"{f}/sub/b"], 1, "cannot write the bundle"),
+        (["export", str(root / "notes.txt"), "--out", str(root / "b")], 2, "not an ONNX model"),
+        (["db", "show", "--db", str(root / "nodb")], 2, "no such directory"),
+        (["db", "show", "--db", f], 2, "not a directory"),
+        (["db", "prune", "--db", str(root / "nodb")], 2, "no such directory"),
+        (["db", "merge", str(root / "nodb"), "--db", db], 2, "no such directory"),
+        (["db", "merge", db, "--db", f], 2, "not a directory"),
+        (["db", "sync", "--storage", "notaurl", "--db", db], 1, "not a storage URL"),
+    ]
+
+
+def test_every_bad_command_line_is_one_clear_line(files, lavapipe, capsys, monkeypatch):
+    monkeypatch.setenv("KF_PROGRESS", "0")
+    root = files["root"]
+    results = []
+    for argv, code, text in cases(root, files["model"]):
+        got = main(argv)
+        err = capsys.readouterr().err.strip()
+        results.append((argv, got, err))
+        assert got == code, (argv, got, err)
+        one_line = err.startswith("kernelforge: ") and err.count("\n") == 0
+        assert one_line or "Available devices" in err, (argv, err)  # a device list follows its one line
+        assert text.lower() in err.lower(), (argv, err)
+        assert "Traceback" not in err
+    assert len(results) >= 45
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["tune", "--op", "nope", "--shape", "8x8x8"],
+        ["run", "m.onnx", "--backend", "cuda"],
+        ["export", "m.onnx", "--out", "x", "--weights", "int3"],
+        ["tune", "--shape", "8x8x8", "--trials", "many"],
+        ["tune", "--shape", "8x8x8", "--time-budget", "soon"],
+        ["db"],
+        ["frobnicate"],
+    ],
+)
+def test_argparse_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_sigterm_ends_a_tune_like_ctrl_c_and_stores_the_best_so_far(tmp_path, lavapipe):
+    db = tmp_path / "db"
+    argv = ["tune", "--device", "lavapipe", "--shape", "96x80x72", "--trials", "400", "--db", str(db)]
+    code = f"import sys; from kernelforge.cli import main; sys.exit(main({argv!r}))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "KF_PROGRESS": "0"},
+    )
+    journal = db / ".studies" / "studies.journal"
+    deadline = time.monotonic() + 240
+    finished = re.compile(r'"state": ?1\b')  # TrialState.COMPLETE in the journal's JSON lines
+    while time.monotonic() < deadline and (not journal.exists() or len(finished.findall(journal.read_text())) < 3):
+        time.sleep(0.5)  # until a few trials have finished
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stdout and "Traceback" not in stderr
+    assert list(db.glob("*.json")), "SIGTERM must still store the best config found so far"
