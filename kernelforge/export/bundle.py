@@ -4,11 +4,15 @@ The bundle holds data only (``manifest.json``, ``weights.bin``) and the static r
 ``kernelforge/export/js``. Only the kernels the model runs are shipped (WebDNN's per-model bundles), each
 shader text once, each constant once; one execution plan per target device, so the runtime picks tuned
 kernels for the adapter it finds without any search in the browser. Format: ``FORMAT.md`` beside this file.
+
+The manifest carries the SHA-256 of ``weights.bin`` and ends with an integrity member, the SHA-256 of its own
+text before that member (:func:`manifest_text`), so that the runtime refuses an altered or damaged bundle.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -29,7 +33,7 @@ from .plans import glsl_json, wgsl_json
 from .targets import NO_RECORDS, Target, select_targets
 from .weights import Constants, Shaders
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 JS_DIR = Path(__file__).resolve().parent / "js"
 RUNTIME_FILES = ("kernelforge.js", "kernelforge.d.ts", "index.html")
 
@@ -52,6 +56,8 @@ class ExportReport:
     weights_bytes: int
     manifest_bytes: int
     shaders: int
+    skipped: tuple[str, ...] = ()
+    """Why devices of the database were left out (corrupt files, skipped for their device alone)."""
 
     def summary(self) -> str:
         """Return a short human-readable table."""
@@ -62,7 +68,21 @@ class ExportReport:
         for t in self.targets:
             kinds = ", ".join(f"{n} {k}" for k, n in sorted(t.kernels.items()))
             lines.append(f"  {t.id:40} {t.steps:3} passes  kernel params: {kinds or '-'}")
+        lines += [f"  skipped: {reason}" for reason in self.skipped]
         return "\n".join(lines)
+
+
+def manifest_text(manifest: Mapping[str, Any]) -> str:
+    """Return the text of ``manifest.json``: compact JSON whose last member is its integrity hash (FORMAT.md).
+
+    The manifest without ``integrity`` is serialised, its UTF-8 bytes hashed, and the member
+    ``"integrity":"sha256-<hex>"`` appended before the closing brace; a runtime hashes the text before that
+    member plus ``}``, so no JSON needs to be serialised alike by both sides. An ``integrity`` already in
+    ``manifest`` is replaced.
+    """
+    body = json.dumps({k: v for k, v in manifest.items() if k != "integrity"}, separators=(",", ":"))
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    return f'{body[:-1]},"integrity":"sha256-{digest}"}}'
 
 
 def _target_json(target: Target, graph: Graph, db: TuningDB, constants: Constants, shaders: Shaders) -> dict[str, Any]:
@@ -106,17 +126,20 @@ def export(
 
     Raises:
         GraphError: For a malformed model or unsupported nodes (every one named, before anything is written).
-        ExportError: For a bad selector, a corrupt database file, or a kernel that cannot be planned.
+        ExportError: For a bad selector (or one naming a corrupt database file; other corrupt files are skipped
+            and named in the report), or a kernel that cannot be planned.
     """
     from kernelforge import _config
 
     tuning = db if isinstance(db, TuningDB) else TuningDB(db if db is not None else _config.db_dir())
     graph = prepare_graph(model, input_shapes)
     constants, shaders = Constants(weights), Shaders()
-    chosen = select_targets(tuning, targets)
+    skipped: list[str] = []
+    chosen = select_targets(tuning, targets, skipped)
     plans = [_target_json(t, graph, tuning, constants, shaders) for t in chosen]
     if name is None:
         name = Path(os.fspath(model)).stem if isinstance(model, (str, os.PathLike)) else "model"
+    weights_bin = constants.data()
     manifest = {
         "format": "kernelforge-bundle",
         "version": FORMAT_VERSION,
@@ -126,7 +149,7 @@ def export(
             "inputs": [{"name": n, "shape": list(graph.value(n).shape)} for n in graph.inputs],
             "outputs": [{"name": n, "shape": list(graph.value(n).shape)} for n in graph.outputs],
         },
-        "weights": constants.meta("weights.bin"),
+        "weights": {**constants.meta("weights.bin"), "sha256": hashlib.sha256(weights_bin).hexdigest()},
         "constants": constants.table,
         "shaders": shaders.texts,
         "targets": plans,
@@ -135,12 +158,14 @@ def export(
     if missing:
         raise ExportError(f"the package lacks its runtime files {missing}; reinstall kernelforge")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(manifest, separators=(",", ":"))
-    weights_bin = constants.data()
-    (out / "weights.bin").write_bytes(weights_bin)
-    (out / "manifest.json").write_text(text)
-    for file in RUNTIME_FILES:
-        shutil.copyfile(JS_DIR / file, out / file)
+    text = manifest_text(manifest)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "weights.bin").write_bytes(weights_bin)
+        (out / "manifest.json").write_text(text)
+        for file in RUNTIME_FILES:
+            shutil.copyfile(JS_DIR / file, out / file)
+    except OSError as exc:
+        raise ExportError(f"cannot write the bundle to {out}: {exc.strerror or exc}") from None
     reports = tuple(TargetReport(p["id"], len(p["plan"]["steps"]), dict(p["kernels"])) for p in plans)
-    return ExportReport(out, reports, len(weights_bin), len(text), len(shaders.texts))
+    return ExportReport(out, reports, len(weights_bin), len(text), len(shaders.texts), tuple(skipped))

@@ -102,22 +102,25 @@ def _matches(selector: str, meta: dict[str, Any], language: str) -> bool:
     return s in _info(meta, language).search_text()  # what --device matches, aliases included
 
 
-def select_targets(db: TuningDB, selectors: Sequence[str] = ("all",)) -> list[Target]:
+def select_targets(db: TuningDB, selectors: Sequence[str] = ("all",), skipped: list[str] | None = None) -> list[Target]:
     """Return the bundle's targets: matching database devices per language they have records in, then defaults.
 
     Args:
         db: The tuning database.
         selectors: ``all``, a class (``cpu``, ``igpu``, ``dgpu``), a language, or a fingerprint/name substring;
             a device is taken when any selector matches it. Both default targets are always included.
+        skipped: Where to say which corrupt database files were skipped (their devices alone; the files are
+            left untouched).
 
     Raises:
-        ExportError: When a database file is corrupt (named, never skipped silently), or a selector other than
-            ``all`` matches no device.
+        ExportError: When a selector other than ``all`` matches no device, or names the device of a corrupt file.
     """
     found: list[tuple[DeviceFile, str]] = []
+    corrupt: dict[str, str] = {}
     for path, loaded in db.iter_files():
         if not isinstance(loaded, DeviceFile):
-            raise ExportError(f"tuning database file {path} is unreadable: {loaded}")
+            corrupt[path.stem] = f"tuning database file {path} is unreadable and was skipped: {loaded}"
+            continue
         languages = {r.language for r in loaded.records.values()}
         found += [(loaded, lang) for lang in LANGUAGES if lang in languages]
     targets = []
@@ -137,6 +140,12 @@ def select_targets(db: TuningDB, selectors: Sequence[str] = ("all",)) -> list[Ta
             }
             targets.append(Target(f"{meta['fingerprint']}/{language}", language, _info(meta, language), device))
     unmatched = {s for s in unmatched if s.strip().lower() not in ("all", "*", *LANGUAGES)}
+    for slug, reason in corrupt.items():
+        named = [s for s in unmatched if s.strip().lower() in slug.lower()]
+        if named:
+            raise ExportError(f"--targets {', '.join(named)}: {reason}")
+        if skipped is not None:
+            skipped.append(reason)
     if unmatched:
         have = sorted({df.device["fingerprint"] for df, _ in found}) or ["(none)"]
         raise ExportError(f"--targets {', '.join(sorted(unmatched))} matched no device in {db.root}; it has {have}")

@@ -1,8 +1,10 @@
 // Unit tests of the GPU-free parts of the browser runtime (kernelforge/export/js/kernelforge.js): target choice,
 // adapter classes, the constant reader, manifest validation, the readback pacer on a fake device, and load()'s
-// backend choice where neither WebGPU nor WebGL2 exists. Run with `node --test tests/js/` (Node >= 20).
+// backend choice where neither WebGPU nor WebGL2 exists. Hashing, integrity and plan validation: validate.test.mjs.
+// Run with `node --test tests/js/` (Node >= 20).
 
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
 
 import kf, {
@@ -164,13 +166,6 @@ describe("constantReader", () => {
     assert.equal(constant(0), constant(0));
   });
 
-  it("copies fp32 constants at offsets that are not a multiple of 4", () => {
-    const buf = weights(12, (d) => [7, -8].forEach((v, k) => d.setFloat32(2 + 4 * k, v, true)));
-    const c = constantReader(manifestOf("fp32", [{ offset: 2, count: 2 }]), buf)(0);
-    assert.deepEqual(Array.from(c), [7, -8]);
-    assert.notEqual(c.buffer, buf);
-  });
-
   it("widens fp16 to fp32: normals, subnormals, zeros, infinities and NaN", () => {
     const cases = [
       [0x3c00, 1],
@@ -194,34 +189,23 @@ describe("constantReader", () => {
     cases.forEach(([h, want], k) => assert.ok(Object.is(c[k], want), `0x${h.toString(16)} -> ${c[k]}, want ${want}`));
   });
 
-  it("reads fp16 constants at odd offsets", () => {
-    const buf = weights(8, (d) => [0x3c00, 0xc400].forEach((h, k) => d.setUint16(3 + 2 * k, h, true)));
-    assert.deepEqual(Array.from(constantReader(manifestOf("fp16", [{ offset: 3, count: 2 }]), buf)(0)), [1, -4]);
-  });
-
-  it("fails on a constant that is not in the table", () => {
-    const constant = constantReader(manifestOf("fp32", [{ offset: 0, count: 1 }]), new ArrayBuffer(16));
-    throwsKf(() => constant(1), /constant 1 is not in the manifest's constants table$/);
-  });
-
-  it("fails on a constant that lies outside the weights", () => {
-    const m = manifestOf("fp32", [{ offset: 0, count: 4 }, { offset: 16, count: 4 }, { offset: 8, count: 3 }]);
-    const constant = constantReader(m, new ArrayBuffer(24));
-    assert.equal(constant(0).length, 4);
-    throwsKf(() => constant(1), /constant 1 \(bytes 16\.\.32\) lies outside weights \(24 bytes\)$/);
-    const half = constantReader(manifestOf("fp16", [{ offset: 4, count: 3 }]), new ArrayBuffer(8));
-    throwsKf(() => half(0), /constant 0 \(bytes 4\.\.10\) lies outside weights \(8 bytes\)$/);
+  it("reads fp16 constants at their offsets", () => {
+    const buf = weights(24, (d) => [0x3c00, 0xc400].forEach((h, k) => d.setUint16(16 + 2 * k, h, true)));
+    const constant = constantReader(manifestOf("fp16", [{ offset: 0, count: 3 }, { offset: 16, count: 2 }]), buf);
+    assert.deepEqual(Array.from(constant(1)), [1, -4]);
+    assert.deepEqual(Array.from(constant(0)), [0, 0, 0]);
   });
 });
 
 // ---------------------------------------------------------------------------------------------------------------
 // manifest validation
 
+const ZEROS16 = createHash("sha256").update(new Uint8Array(16)).digest("hex");
 const validManifest = () => ({
   format: "kernelforge-bundle",
-  version: 1,
+  version: 2,
   model: { name: "m", inputs: [{ name: "x", shape: [4] }], outputs: [{ name: "z", shape: [4] }] },
-  weights: { file: "weights.bin", bytes: 16, dtype: "fp32" },
+  weights: { file: "weights.bin", bytes: 16, dtype: "fp32", sha256: ZEROS16 },
   constants: [{ offset: 0, count: 4 }],
   shaders: ["..."],
   targets: [],
@@ -231,7 +215,7 @@ const URL_ = "http://x/manifest.json";
 describe("checkManifest", () => {
   it("accepts a valid manifest, fp32 or fp16", () => {
     checkManifest(validManifest(), URL_);
-    checkManifest({ ...validManifest(), weights: { bytes: 0, dtype: "fp16" } }, URL_);
+    checkManifest({ ...validManifest(), weights: { bytes: 0, dtype: "fp16", sha256: ZEROS16 } }, URL_);
   });
 
   it("rejects what is not a JSON object", () => {
@@ -244,8 +228,10 @@ describe("checkManifest", () => {
     throwsKf(() => checkManifest({ ...validManifest(), format: "onnx" }, URL_), /format is "onnx", expected "kernelforge-bundle"$/);
   });
 
-  it("rejects a version it does not read", () => {
-    throwsKf(() => checkManifest({ ...validManifest(), version: 2 }, URL_), /has bundle version 2; this runtime reads version 1$/);
+  it("rejects a version it does not read, telling to re-export an older one", () => {
+    throwsKf(() => checkManifest({ ...validManifest(), version: 1 }, URL_), /has bundle version 1; this runtime reads version 2: re-export the model/);
+    throwsKf(() => checkManifest({ ...validManifest(), version: 3 }, URL_), /has bundle version 3; this runtime reads version 2$/);
+    throwsKf(() => checkManifest({ ...validManifest(), version: "2" }, URL_), /has bundle version "2"; this runtime reads version 2$/);
   });
 
   it("rejects missing tables", () => {
@@ -256,10 +242,22 @@ describe("checkManifest", () => {
     throwsKf(() => checkManifest({ ...validManifest(), model: undefined }, URL_), /has no model inputs\/outputs$/);
   });
 
-  it("rejects weights without an integer byte count or with an unknown dtype", () => {
+  it("rejects weights without an integer byte count, with an unknown dtype or without a SHA-256", () => {
     throwsKf(() => checkManifest({ ...validManifest(), weights: undefined }, URL_), /has no weights\.bytes$/);
     throwsKf(() => checkManifest({ ...validManifest(), weights: { bytes: 1.5, dtype: "fp32" } }, URL_), /has no weights\.bytes$/);
+    throwsKf(() => checkManifest({ ...validManifest(), weights: { bytes: -16, dtype: "fp32" } }, URL_), /has no weights\.bytes$/);
     throwsKf(() => checkManifest({ ...validManifest(), weights: { bytes: 4, dtype: "bf16" } }, URL_), /unsupported weights dtype "bf16"$/);
+    throwsKf(() => checkManifest({ ...validManifest(), weights: { bytes: 4, dtype: "fp32" } }, URL_), /^kernelforge: weights\.sha256 is undefined; /);
+    const upper = ZEROS16.toUpperCase();
+    throwsKf(() => checkManifest({ ...validManifest(), weights: { bytes: 16, dtype: "fp32", sha256: upper } }, URL_), /weights\.sha256 is "/);
+  });
+
+  it("rejects model inputs and outputs without a name or with a shape of non-positive integers", () => {
+    const model = (inputs) => ({ ...validManifest(), model: { inputs, outputs: [] } });
+    throwsKf(() => checkManifest(model([{ shape: [4] }]), URL_), /^kernelforge: model\.inputs\[0\]\.name is undefined; expected a string$/);
+    throwsKf(() => checkManifest(model([{ name: "x", shape: [4, 0] }]), URL_), /^kernelforge: model\.inputs\[0\]\.shape\[1\] is 0; /);
+    throwsKf(() => checkManifest(model([{ name: "x", shape: [2.5] }]), URL_), /^kernelforge: model\.inputs\[0\]\.shape\[0\] is 2\.5; /);
+    throwsKf(() => checkManifest(model([{ name: "x", shape: 4 }]), URL_), /^kernelforge: model\.inputs\[0\]\.shape is 4; expected an array$/);
   });
 });
 
@@ -345,11 +343,27 @@ describe("readbackPacer", () => {
 // ---------------------------------------------------------------------------------------------------------------
 // load() without a GPU: choosing the backend, and saying why none runs
 
+/** manifest.json's text as FORMAT.md's "Integrity" says: the JSON, its last member the SHA-256 of what precedes it. */
+const seal = (manifest) => {
+  const body = JSON.stringify(manifest);
+  return `${body.slice(0, -1)},"integrity":"sha256-${createHash("sha256").update(body).digest("hex")}"}`;
+};
 const bundleFetch = (manifest) => async (url) => {
-  if (url.endsWith("manifest.json")) return new Response(JSON.stringify(manifest));
+  if (url.endsWith("manifest.json")) return new Response(seal(manifest));
   return new Response(new Uint8Array(manifest.weights.bytes));
 };
-const withTargets = (...targets) => ({ ...validManifest(), targets });
+// plans that pass validatePlan(): the output is the input, in place
+const plans = {
+  wgsl: { buffers: [16], inputs: [{ name: "x", buffer: 0, bytes: 16 }], outputs: [{ name: "z", buffer: 0, bytes: 16 }], steps: [] },
+  glsl: {
+    vertex: 0,
+    textures: [{ width: 1, height: 1, pack: 4 }],
+    inputs: [{ name: "x", texture: 0, layout: { rows: 1, cols: 4, pack: 4, width: 1, height: 1 } }],
+    outputs: [{ name: "z", texture: 0, size: 4 }],
+    steps: [],
+  },
+};
+const withTargets = (...targets) => ({ ...validManifest(), targets: targets.map((t) => ({ ...t, plan: plans[t.language] })) });
 const rejectsKf = (promise, pattern) =>
   assert.rejects(promise, (e) => e instanceof Error && e.message.startsWith("kernelforge: ") && pattern.test(e.message));
 
@@ -402,6 +416,14 @@ describe("load without WebGPU or WebGL2", () => {
   it("rejects a bad backend option, a bad manifest, and an aborted signal", async () => {
     await rejectsKf(load("http://x/", { fetch: bundleFetch(both), backend: "cpu" }), /backend must be "auto", "webgpu" or "webgl2", not "cpu"$/);
     await rejectsKf(load("http://x/", { fetch: bundleFetch({ ...both, version: 9 }) }), /http:\/\/x\/manifest.json has bundle version 9/);
+    const unsealed = async (url) => (url.endsWith("manifest.json") ? new Response(JSON.stringify(both)) : new Response(new Uint8Array(16)));
+    await rejectsKf(load("http://x/", { fetch: unsealed }), /http:\/\/x\/manifest.json has no integrity hash/);
+    const edited = async (url) => new Response(url.endsWith("manifest.json") ? seal(both).replace('"m"', '"n"') : new Uint8Array(16));
+    await rejectsKf(load("http://x/", { fetch: edited }), /http:\/\/x\/manifest.json fails its integrity check: /);
+    const broken = withTargets(t("default/wgsl", "wgsl", null));
+    broken.targets[0].plan = { ...plans.wgsl, inputs: [{ name: "x", buffer: 0, bytes: 12 }] };
+    // validated before any backend is looked for
+    await rejectsKf(load("http://x/", { fetch: bundleFetch(broken) }), /^kernelforge: targets\[0\]\.plan\.inputs\[0\]\.bytes is 12; "x" has 4 values \(16 bytes\)$/);
     const fetch = async () => new Response("{nope");
     await rejectsKf(load("http://x/m.json", { fetch }), /^kernelforge: http:\/\/x\/m.json is not JSON: /);
     const missing = async () => new Response("", { status: 404, statusText: "Not Found" });

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ from onnx import TensorProto, helper
 from kernelforge.cli import main
 from kernelforge.errors import ExportError
 from kernelforge.export import export
+from kernelforge.export.bundle import FORMAT_VERSION, manifest_text
 from kernelforge.export.targets import keywords
 from kernelforge.export.weights import ALIGN, compact
 from kernelforge.graph.ir import GraphError
@@ -52,7 +54,7 @@ def test_bundle_files_and_manifest_header(bundle):
         "manifest.json",
         "weights.bin",
     ]
-    assert manifest["format"] == "kernelforge-bundle" and manifest["version"] == 1
+    assert manifest["format"] == "kernelforge-bundle" and manifest["version"] == FORMAT_VERSION == 2
     assert manifest["model"]["inputs"] == [{"name": "x", "shape": [1, 3, 64, 64]}]
     assert manifest["model"]["outputs"] == [{"name": "logits", "shape": [1, 10]}]
     assert (out / "weights.bin").stat().st_size == manifest["weights"]["bytes"] == report.weights_bytes
@@ -62,6 +64,25 @@ def test_bundle_files_and_manifest_header(bundle):
     ids = [t["id"] for t in manifest["targets"]]
     assert ids[-2:] == ["default/wgsl", "default/glsl"]
     assert "google-swiftshader-vulkan/wgsl" in ids and "mesa-llvmpipe-gl-22.3/glsl" in ids
+
+
+def test_manifest_ends_with_its_integrity_hash_and_carries_the_weights_hash(bundle):
+    out, _, manifest = bundle
+    text = (out / "manifest.json").read_text()
+    # FORMAT.md, "Integrity": the last member, the SHA-256 of the text before it closed by "}"
+    body, marker, rest = text.rpartition(',"integrity":"')
+    assert marker and rest == f'sha256-{hashlib.sha256((body + "}").encode()).hexdigest()}"}}'
+    assert list(manifest)[-1] == "integrity" and manifest["integrity"] == rest[:-2]
+    assert json.loads(body + "}") == {k: v for k, v in manifest.items() if k != "integrity"}
+    assert manifest["weights"]["sha256"] == hashlib.sha256((out / "weights.bin").read_bytes()).hexdigest()
+    assert manifest_text(manifest) == text  # an integrity member already there is replaced, not hashed
+
+
+def test_manifest_text_hashes_exact_bytes():
+    text = manifest_text({"format": "f", "name": "é", "x": 1.5e-05})
+    body, _, rest = text.rpartition(',"integrity":"')
+    assert body == '{"format":"f","name":"\\u00e9","x":1.5e-05'
+    assert rest == f'sha256-{hashlib.sha256((body + "}").encode()).hexdigest()}"}}'
 
 
 def test_targets_carry_device_match_data_and_sources(bundle):
@@ -163,14 +184,18 @@ def test_target_selectors(mnv2, tmp_path):
         export(mnv2, tmp_path / "c", db=REPO_DB, targets=["nosuchgpu"])
 
 
-def test_corrupt_database_file_is_named_and_left_alone(mnv2, tmp_path):
+def test_corrupt_database_file_is_named_skipped_for_its_device_and_left_alone(mnv2, tmp_path):
     db = tmp_path / "db"
     shutil.copytree(REPO_DB, db, ignore=shutil.ignore_patterns(".studies", "*.lock"))
     bad = db / "mesa-llvmpipe-vulkan-22.3.json"
     bad.write_text('{"schema_version": 1, "records": {')
     before = bad.read_bytes()
-    with pytest.raises(ExportError, match=r"mesa-llvmpipe-vulkan-22\.3\.json"):
-        export(mnv2, tmp_path / "b", db=db)
+    report = export(mnv2, tmp_path / "b", db=db)
+    assert "mesa-llvmpipe-vulkan-22.3.json" in report.summary() and "skipped" in report.summary()
+    ids = [t.id for t in report.targets]
+    assert "google-swiftshader-vulkan/wgsl" in ids and not any("llvmpipe-vulkan" in i for i in ids)
+    with pytest.raises(ExportError, match=r"mesa-llvmpipe-vulkan-22\.3\.json"):  # asked for by name: an error
+        export(mnv2, tmp_path / "c", db=db, targets=["llvmpipe-vulkan"])
     assert bad.read_bytes() == before
 
 

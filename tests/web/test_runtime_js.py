@@ -9,6 +9,7 @@ where a texel-wise multiply-add needs no addressing. Headless Chromium runs WebG
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -196,7 +197,7 @@ def manifest(
     """A whole manifest.json of the mul-add model (unless inputs / outputs / shaders say otherwise)."""
     return {
         "format": "kernelforge-bundle",
-        "version": 1,
+        "version": 2,
         "generator": "kernelforge tests",
         "model": {
             "name": "mul_add",
@@ -210,10 +211,20 @@ def manifest(
     }
 
 
+def seal(man: dict[str, Any], weights: bytes) -> str:
+    """manifest.json's text (FORMAT.md, "Integrity"): ``man`` with ``weights.sha256`` of ``weights``, indented, and
+    ``,"integrity":"sha256-<hex>"`` put before its closing brace, the SHA-256 of the text before it plus "}"."""
+    man = {k: v for k, v in man.items() if k != "integrity"}
+    man["weights"] = {**man["weights"], "sha256": hashlib.sha256(weights).hexdigest()}
+    body = json.dumps(man, indent=1)
+    return f'{body[:-1]},"integrity":"sha256-{hashlib.sha256(body.encode()).hexdigest()}"}}'
+
+
 def write_bundle(directory: Path, man: dict[str, Any], weights: bytes, demo: bool = False) -> Path:
-    """Write manifest.json and weights.bin (plus the runtime and demo page when ``demo``) into ``directory``."""
+    """Write manifest.json (sealed for ``weights``) and weights.bin (plus the runtime and demo page when ``demo``)
+    into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "manifest.json").write_text(json.dumps(man, indent=1))
+    (directory / "manifest.json").write_text(seal(man, weights))
     (directory / "weights.bin").write_bytes(weights)
     if demo:
         for name in ("kernelforge.js", "index.html"):
@@ -573,16 +584,30 @@ def test_bad_manifests_are_rejected(site: Site) -> None:
     good = json.loads((site.root / "wgsl" / "manifest.json").read_text())
     weights = (site.root / "wgsl" / "weights.bin").read_bytes()
     site.bundle("other", {**good, "format": "something-else"}, weights)
-    site.bundle("future", {**good, "version": 2}, weights)
+    site.bundle("future", {**good, "version": 3}, weights)
+    site.bundle("past", {**good, "version": 1}, weights)
     site.bundle("notjson", good, weights)
     (site.root / "notjson" / "manifest.json").write_text("{not json")
+    site.bundle("edited", good, weights)
+    edited = site.root / "edited" / "manifest.json"
+    edited.write_text(edited.read_text().replace('"mul_add"', '"mul_adx"'))
+    site.bundle("unsealed", good, weights)
+    (site.root / "unsealed" / "manifest.json").write_text(json.dumps({**good, "integrity": None}))
+    site.bundle("flipped", good, weights)
+    (site.root / "flipped" / "weights.bin").write_bytes(bytes([weights[0] ^ 1]) + weights[1:])
+    names = ["other", "future", "past", "notjson", "edited", "unsealed", "flipped"]
     got = site.js(
-        "return Object.fromEntries(await Promise.all(['other', 'future', 'notjson'].map("
-        "async (d) => [d, (await reason(kf.load(base + d + '/'))).message])));"
+        "return Object.fromEntries(await Promise.all(arg.map("
+        "async (d) => [d, (await reason(kf.load(base + d + '/'))).message])));",
+        names,
     )
     assert 'format is "something-else"' in got["other"]
-    assert "version 2" in got["future"] and "version 1" in got["future"]
+    assert "version 3" in got["future"] and "reads version 2" in got["future"]
+    assert "version 1" in got["past"] and "re-export" in got["past"]
     assert "not JSON" in got["notjson"] and "notjson/manifest.json" in got["notjson"]
+    assert "edited/manifest.json fails its integrity check" in got["edited"]
+    assert "unsealed/manifest.json has no integrity hash" in got["unsealed"]
+    assert got["flipped"].startswith("kernelforge: weights.bin fails its integrity check")
 
 
 WRAP_DEVICE_DESTROY = """

@@ -50,7 +50,10 @@ export interface Model {
   dispose(): void;
 }
 
-/** Load a bundle from the URL of its manifest.json (or of its folder, ending in "/"). */
+/**
+ * Load a bundle from the URL of its manifest.json (or of its folder, ending in "/"). Rejects, naming the field or
+ * the failed check, a bundle whose integrity hashes do not match or whose plans are malformed (FORMAT.md).
+ */
 export function load(url: string | URL, options?: LoadOptions): Promise<Model>;
 
 declare const kernelforge: { load: typeof load };

@@ -7,8 +7,12 @@
 // framebuffers, readback buffers) is done in load(), so run() only uploads inputs, records the steps and reads
 // the outputs back.
 //
-// Parts of this module, in order: types; downloads and constants; manifest validation; target choice; readback
-// scheduling; the WebGPU backend; the WebGL2 backend; load(). Both backends are values of the Backend type below
+// Nothing from the bundle is trusted before it is checked: load() verifies the manifest's integrity hash, then
+// every field every plan uses (validatePlan), all before a GPU object exists, and the weights' SHA-256 before any
+// of their values reaches the GPU (FORMAT.md, "Integrity" and "What a runtime checks").
+//
+// Parts of this module, in order: types; downloads, hashing and constants; manifest validation; target choice;
+// readback scheduling; the WebGPU backend; the WebGL2 backend; load(). Both backends are values of the Backend type below
 // and load() drives them through it alone. `tsc -p tsconfig.json` type-checks the JSDoc types, and
 // tools/check_dts.mjs checks that kernelforge.d.ts agrees with them.
 
@@ -17,7 +21,7 @@
 const KF_WEBGL2 = true;
 
 const FORMAT = "kernelforge-bundle";
-const VERSIONS = [1];
+const VERSION = 2;
 
 // WebGPU flag values, as numbers so the module also works where the GPUBufferUsage / GPUMapMode globals are
 // not installed (Node with the webgpu package, before Object.assign(globalThis, globals)).
@@ -67,16 +71,17 @@ const STORAGE = 0x80;
  */
 
 /**
- * manifest.json (FORMAT.md). checkManifest() vouches for the top level; the plans are trusted as written.
+ * manifest.json (FORMAT.md). checkManifest() vouches for the top level, validatePlan() for each target.
  * @typedef {object} Manifest
  * @property {string} format
  * @property {number} version
  * @property {{ name?: string, inputs: TensorInfo[], outputs: TensorInfo[] }} model
- * @property {{ file?: string, bytes: number, dtype: "fp32" | "fp16" }} weights
+ * @property {Weights} weights
  * @property {{ offset: number, count: number }[]} constants
  * @property {string[]} shaders
  * @property {Target[]} targets
  */
+/** @typedef {{ file?: string, bytes: number, dtype: "fp32" | "fp16", sha256: string }} Weights */
 /**
  * @typedef {object} Target
  * @property {string} id
@@ -184,16 +189,16 @@ async function get(fetchFn, url, signal) {
 }
 
 /**
- * Download the weights, reporting progress as chunks arrive, and check the length the manifest promises.
+ * Download the weights, reporting progress as chunks arrive, and check the length and SHA-256 the manifest
+ * promises (the hash before anything is made of them: a flipped bit loads as a wrong weight, not as an error).
  * @param {FetchFn} fetchFn
  * @param {string} url
  * @param {AbortSignal | undefined} signal
- * @param {string} file
- * @param {number} expected
+ * @param {Weights} weights the manifest's weights entry, checked by checkManifest()
  * @param {Progress} progress
  * @returns {Promise<ArrayBuffer>}
  */
-async function fetchWeights(fetchFn, url, signal, file, expected, progress) {
+async function fetchWeights(fetchFn, url, signal, { file = "weights.bin", bytes: expected, sha256: want }, progress) {
   const res = await get(fetchFn, url, signal);
   progress("weights", 0, expected);
   let got = 0;
@@ -222,7 +227,98 @@ async function fetchWeights(fetchFn, url, signal, file, expected, progress) {
   }
   if (got < expected) fail(`${file} is truncated: got ${got} bytes, manifest says ${expected}`);
   if (got > expected) fail(`${file} is too long: got ${got} bytes, manifest says ${expected}`);
+  const hash = await sha256(out);
+  if (hash !== want) fail(`${file} fails its integrity check: its SHA-256 is ${hash}, weights.sha256 says ${want}`);
   return out.buffer;
+}
+
+/** @type {Uint32Array | undefined} */
+let SHA;
+/**
+ * SHA-256 (FIPS 180-4) in plain JS, for where crypto.subtle is missing: browsers expose it only in secure contexts,
+ * so a bundle served over plain http from a LAN address has none. Written for this file, small rather than fast
+ * (~100 MB/s); its tests compare it with crypto.subtle and the standard's vectors.
+ * @param {Uint8Array} data
+ * @returns {Uint8Array} the 32-byte digest
+ */
+function sha256js(data) {
+  if (!SHA) {
+    // the 64 round constants (cube roots of the first 64 primes), then the initial hash value (square roots of the
+    // first 8 primes): the first 32 bits of their fractional parts, which doubles carry (the test vectors check)
+    SHA = new Uint32Array(72);
+    for (let n = 2, i = 0; i < 64; n++) {
+      let d = 2;
+      while (n % d) d++;
+      if (d < n) continue;
+      SHA[i] = (Math.cbrt(n) % 1) * 2 ** 32;
+      if (i < 8) SHA[64 + i] = (Math.sqrt(n) % 1) * 2 ** 32;
+      i++;
+    }
+  }
+  const h = SHA.slice(64);
+  const w = new Uint32Array(64);
+  const n = data.length;
+  const full = n - (n % 64);
+  // the last one or two blocks: the data's rest, a 1 bit, zeros, then its length in bits as a big-endian u64
+  const tail = new Uint8Array(n % 64 < 56 ? 64 : 128);
+  tail.set(data.subarray(full));
+  tail[n % 64] = 0x80;
+  const tv = new DataView(tail.buffer);
+  tv.setUint32(tail.length - 8, n / 2 ** 29);
+  tv.setUint32(tail.length - 4, n << 3);
+  const dv = new DataView(data.buffer, data.byteOffset, n);
+  /** @type {(x: number, r: number) => number} */
+  const rot = (x, r) => (x >>> r) | (x << (32 - r));
+  for (let at = 0; at < full + tail.length; at += 64) {
+    const [v, o] = at < full ? [dv, at] : [tv, at - full];
+    for (let i = 0; i < 16; i++) w[i] = v.getUint32(o + 4 * i);
+    for (let i = 16; i < 64; i++) {
+      const x = w[i - 15];
+      const y = w[i - 2];
+      w[i] = w[i - 16] + w[i - 7] + (rot(x, 7) ^ rot(x, 18) ^ (x >>> 3)) + (rot(y, 17) ^ rot(y, 19) ^ (y >>> 10));
+    }
+    // plain variables: destructuring here halves the speed
+    let a = h[0];
+    let b = h[1];
+    let c = h[2];
+    let d = h[3];
+    let e = h[4];
+    let f = h[5];
+    let g = h[6];
+    let hh = h[7];
+    for (let i = 0; i < 64; i++) {
+      const t = (hh + (rot(e, 6) ^ rot(e, 11) ^ rot(e, 25)) + ((e & f) ^ (~e & g)) + SHA[i] + w[i]) | 0;
+      hh = g;
+      g = f;
+      f = e;
+      e = (d + t) | 0;
+      d = c;
+      c = b;
+      b = a;
+      a = (t + (rot(b, 2) ^ rot(b, 13) ^ rot(b, 22)) + ((b & c) ^ (b & d) ^ (c & d))) | 0;
+    }
+    h[0] += a;
+    h[1] += b;
+    h[2] += c;
+    h[3] += d;
+    h[4] += e;
+    h[5] += f;
+    h[6] += g;
+    h[7] += hh;
+  }
+  const out = new DataView(new ArrayBuffer(32));
+  h.forEach((x, i) => out.setUint32(4 * i, x));
+  return new Uint8Array(out.buffer);
+}
+
+/**
+ * The SHA-256 of `data` as 64 lower-case hex digits: crypto.subtle where there is one, else sha256js().
+ * @param {Uint8Array<ArrayBuffer>} data
+ */
+async function sha256(data) {
+  const subtle = globalThis.crypto?.subtle;
+  const digest = subtle ? new Uint8Array(await subtle.digest("SHA-256", data)) : sha256js(data);
+  return Array.from(digest, (x) => x.toString(16).padStart(2, "0")).join("");
 }
 
 /** @type {Float32Array | undefined} */
@@ -242,34 +338,25 @@ function halfTable() {
 }
 
 /**
- * Return constant(i) -> Float32Array of constant i of the manifest, decoded on first use. fp32 constants are
- * views of the weights (offsets are 16-byte aligned); typed arrays use the platform's byte order, which is
- * little-endian on every browser platform, like weights.bin.
+ * Return constant(i) -> Float32Array of constant i of the manifest, decoded on first use. validatePlan() has
+ * checked that every constant a plan uses lies inside the weights at a 16-byte aligned offset, so fp32 constants
+ * are views of the weights; typed arrays use the platform's byte order, which is little-endian on every browser
+ * platform, like weights.bin.
  * @param {Pick<Manifest, "weights" | "constants">} manifest
  * @param {ArrayBuffer} buf
  * @returns {(i: number) => Float32Array}
  */
 function constantReader(manifest, buf) {
-  const fp16 = manifest.weights.dtype === "fp16";
-  const size = fp16 ? 2 : 4;
   /** @type {Map<number, Float32Array>} */
   const cache = new Map();
   return (i) => {
-    if (cache.has(i)) return /** @type {Float32Array} */ (cache.get(i));
-    const c = manifest.constants[i] ?? fail(`constant ${i} is not in the manifest's constants table`);
-    const end = c.offset + c.count * size;
-    if (end > buf.byteLength) fail(`constant ${i} (bytes ${c.offset}..${end}) lies outside weights (${buf.byteLength} bytes)`);
-    const src = c.offset % size ? buf.slice(c.offset, end) : buf;
-    const at = c.offset % size ? 0 : c.offset;
-    let v;
-    if (fp16) {
-      const h = new Uint16Array(src, at, c.count);
+    const { offset, count } = manifest.constants[i];
+    let v = cache.get(i);
+    if (!v && manifest.weights.dtype === "fp16") {
       const t = halfTable();
-      v = new Float32Array(c.count);
-      for (let j = 0; j < c.count; j++) v[j] = t[h[j]];
-    } else {
-      v = new Float32Array(src, at, c.count);
+      v = Float32Array.from(new Uint16Array(buf, offset, count), (h) => t[h]);
     }
+    v ??= new Float32Array(buf, offset, count);
     cache.set(i, v);
     return v;
   };
@@ -278,20 +365,245 @@ function constantReader(manifest, buf) {
 // ---------------------------------------------------------------------------------------------------------------
 // Manifest validation
 
+// Every check below fails with the path of the offending field (`targets[1].plan.steps[3].bindings[1].bytes`),
+// so that a broken or altered bundle is refused before a GPU object exists, and no field can reach a typed-array
+// constructor or a GPU call as a RangeError, a wrong size or an out-of-range index.
+
+/** A manifest value for messages: its JSON, cut short. @param {unknown} v */
+const str = (v) => String(JSON.stringify(v)).slice(0, 80);
+/** `v` when it is an integer in lo..hi, else fail naming `path`. @type {(v: any, path: string, lo?: number, hi?: number) => number} */
+const int = (v, path, lo = 0, hi = 2 ** 32 - 1) => (Number.isInteger(v) && v >= lo && v <= hi ? v : fail(`${path} is ${str(v)}; expected an integer in ${lo}..${hi}`));
+/** `v` when it is an array, else fail naming `path`. @type {(v: unknown, path: string) => any[]} */
+const list = (v, path) => (Array.isArray(v) ? v : fail(`${path} is ${str(v)}; expected an array`));
+
 /**
- * Reject a manifest this runtime cannot read, naming what is wrong.
+ * Reject a manifest whose format or version this runtime does not read (before its integrity is checked: how
+ * the rest is read depends on them).
+ * @param {any} m parsed manifest.json
+ * @param {string} url
+ */
+function checkFormat(m, url) {
+  if (!m || typeof m !== "object") fail(`${url} is not a kernelforge manifest (not a JSON object)`);
+  if (m.format !== FORMAT) fail(`${url} is not a kernelforge manifest: format is ${str(m.format)}, expected "${FORMAT}"`);
+  if (m.version !== VERSION) {
+    fail(`${url} has bundle version ${str(m.version)}; this runtime reads version ${VERSION}${m.version < VERSION ? ": re-export the model with a current kernelforge" : ""}`);
+  }
+}
+
+/**
+ * Check manifest.json's integrity member (FORMAT.md, "Integrity"): it is the text's last member, and the SHA-256
+ * of the text before it, closed by "}", is its value. Exact bytes are hashed, not re-serialized JSON.
+ * @param {string} text manifest.json as downloaded
+ * @param {string} url
+ */
+async function checkIntegrity(text, url) {
+  const at = text.lastIndexOf(',"integrity":"');
+  const want = at > 0 && /^,"integrity":"sha256-([0-9a-f]{64})"\}\s*$/.exec(text.slice(at))?.[1];
+  if (!want) fail(`${url} has no integrity hash (a last member "integrity":"sha256-<hex>"); re-export the model`);
+  const got = await sha256(new TextEncoder().encode(text.slice(0, at) + "}"));
+  if (got !== want) fail(`${url} fails its integrity check: the SHA-256 of its text is ${got}, its integrity member says ${want}`);
+}
+
+/**
+ * Reject a manifest whose top level this runtime cannot read, naming what is wrong. The plans are validatePlan()'s.
  * @param {any} m parsed manifest.json
  * @param {string} url
  * @returns {asserts m is Manifest}
  */
 function checkManifest(m, url) {
-  if (!m || typeof m !== "object") fail(`${url} is not a kernelforge manifest (not a JSON object)`);
-  if (m.format !== FORMAT) fail(`${url} is not a kernelforge manifest: format is ${JSON.stringify(m.format)}, expected "${FORMAT}"`);
-  if (!VERSIONS.includes(m.version)) fail(`${url} has bundle version ${m.version}; this runtime reads version ${VERSIONS.join(", ")}`);
+  checkFormat(m, url);
   for (const k of ["shaders", "targets", "constants"]) if (!Array.isArray(m[k])) fail(`${url} has no "${k}" array`);
   if (!Array.isArray(m.model?.inputs) || !Array.isArray(m.model?.outputs)) fail(`${url} has no model inputs/outputs`);
-  if (!m.weights || !Number.isInteger(m.weights.bytes)) fail(`${url} has no weights.bytes`);
-  if (!["fp32", "fp16"].includes(m.weights.dtype)) fail(`${url}: unsupported weights dtype ${JSON.stringify(m.weights.dtype)}`);
+  for (const k of ["inputs", "outputs"]) {
+    m.model[k].forEach((/** @type {any} */ t, /** @type {number} */ i) => {
+      const p = `model.${k}[${i}]`;
+      if (typeof t?.name !== "string") fail(`${p}.name is ${str(t?.name)}; expected a string`);
+      list(t.shape, `${p}.shape`).forEach((d, j) => int(d, `${p}.shape[${j}]`, 1));
+    });
+  }
+  if (!m.weights || !Number.isInteger(m.weights.bytes) || m.weights.bytes < 0) fail(`${url} has no weights.bytes`);
+  if (!["fp32", "fp16"].includes(m.weights.dtype)) fail(`${url}: unsupported weights dtype ${str(m.weights.dtype)}`);
+  if (!["string", "undefined"].includes(typeof m.weights.file)) fail(`weights.file is ${str(m.weights.file)}; expected a string`);
+  if (!/^[0-9a-f]{64}$/.test(m.weights.sha256)) fail(`weights.sha256 is ${str(m.weights.sha256)}; expected 64 lower-case hex digits`);
+}
+
+/**
+ * Check every field of `target` and of the manifest's tables that its plan uses (FORMAT.md, "What a runtime
+ * checks"), failing with the field's path. Pure: nothing is created, so load() runs it on every target before
+ * anything else. `manifest` must have passed checkManifest().
+ * @param {Manifest} manifest
+ * @param {Target} target one of manifest.targets
+ */
+function validatePlan(manifest, target) {
+  const at = `targets[${manifest.targets.indexOf(target)}]`;
+  const { model, constants, shaders, weights } = manifest;
+  if (!target || typeof target.id !== "string") fail(`${at}.id is ${str(target?.id)}; expected a string`);
+  if (target.device != null) list(target.device.keywords ?? [], `${at}.device.keywords`);
+  const p = `${at}.plan`;
+  /** @type {any} */
+  const plan = target.plan;
+  if (!plan || typeof plan !== "object") fail(`${p} is ${str(plan)}; expected an object`);
+
+  const ins = new Map(model.inputs.map((t) => [t.name, numel(t.shape)]));
+  const outs = new Map(model.outputs.map((t) => [t.name, numel(t.shape)]));
+  /**
+   * The element count of the model tensor `o.name` names.
+   * @param {Map<string, number>} tensors
+   * @param {any} o
+   * @param {string} path
+   */
+  const tensor = (tensors, o, path) => tensors.get(o?.name) ?? fail(`${path}.name is ${str(o?.name)}, which is not a model ${tensors === ins ? "input" : "output"}`);
+  /**
+   * Constant `i`'s value count, once its entry is known to lie inside the weights at an aligned offset.
+   * @param {unknown} i
+   * @param {string} path
+   */
+  const constant = (i, path) => {
+    const c = constants[int(i, path, 0, constants.length - 1)];
+    const cp = `constants[${i}]`;
+    if (int(c?.offset, `${cp}.offset`, 0, 2 ** 53) % 16) fail(`${cp}.offset is ${c.offset}; constants start at multiples of 16 bytes`);
+    const end = c.offset + int(c.count, `${cp}.count`, 0, 2 ** 53) * (weights.dtype === "fp16" ? 2 : 4);
+    if (end > weights.bytes) fail(`${cp} lies outside weights.bin: bytes ${c.offset}..${end} of ${weights.bytes}`);
+    return c.count;
+  };
+  /** @type {(i: unknown, path: string) => void} */
+  const shader = (i, path) => {
+    if (typeof shaders[int(i, path, 0, shaders.length - 1)] !== "string") fail(`shaders[${i}] is not a string`);
+  };
+  /** Each output: a model output, with a constant of its size or `check` of its resource. */
+  const outputs = (/** @type {(o: any, path: string, n: number) => void} */ check) => {
+    list(plan.outputs, `${p}.outputs`).forEach((o, k) => {
+      const op = `${p}.outputs[${k}]`;
+      const n = tensor(outs, o, op);
+      if (o.constant === undefined) check(o, op, n);
+      else if (constant(o.constant, `${op}.constant`) !== n) fail(`${op}.constant is ${o.constant}, of ${constants[o.constant].count} values; output "${o.name}" has ${n}`);
+    });
+    for (const name of outs.keys()) if (!plan.outputs.some((/** @type {any} */ o) => o.name === name)) fail(`${p}.outputs has no "${name}"`);
+  };
+  const steps = list(plan.steps, `${p}.steps`);
+
+  if (target.language === "wgsl") {
+    if (plan.subgroup_size !== undefined) int(plan.subgroup_size, `${p}.subgroup_size`, 1, 128);
+    const buffers = list(plan.buffers, `${p}.buffers`).map((b, k) => int(b, `${p}.buffers[${k}]`, 1));
+    /** @type {Map<number, number>} buffer -> bytes of the tensor last written to it: each read must bind those */
+    const written = new Map();
+    /** `o.bytes` of planned buffer `o.buffer`, within it. @type {(o: any, path: string) => number} */
+    const span = (o, path) => int(o?.bytes, `${path}.bytes`, 1, buffers[int(o?.buffer, `${path}.buffer`, 0, buffers.length - 1)]);
+    /** @type {(o: any, path: string, n: number) => void} */
+    const tensorBytes = (o, path, n) => {
+      if (span(o, path) !== 4 * n) fail(`${path}.bytes is ${o.bytes}; "${o.name}" has ${n} values (${4 * n} bytes)`);
+    };
+    list(plan.inputs, `${p}.inputs`).forEach((i, k) => {
+      tensorBytes(i, `${p}.inputs[${k}]`, tensor(ins, i, `${p}.inputs[${k}]`));
+      written.set(i.buffer, i.bytes);
+    });
+    steps.forEach((s, k) => {
+      const sp = `${p}.steps[${k}]`;
+      shader(s?.shader, `${sp}.shader`);
+      const groups = list(s.workgroups, `${sp}.workgroups`);
+      if (groups.length !== 3) fail(`${sp}.workgroups is ${str(groups)}; expected 3 counts`);
+      groups.forEach((n, j) => int(n, `${sp}.workgroups[${j}]`, 1, 65535));
+      list(s.uniforms ?? [], `${sp}.uniforms`).forEach((u, j) => int(u, `${sp}.uniforms[${j}]`));
+      const bindings = list(s.bindings, `${sp}.bindings`);
+      // binding 0 is the uniforms: the shader declares bindings 0..bindings.length
+      const declared = Math.max(0, ...[...shaders[s.shader].matchAll(/@binding\s*\(\s*(\d+)/g)].map((m) => +m[1]));
+      if (bindings.length !== declared) fail(`${sp}.bindings has ${bindings.length} entries; shader ${s.shader} declares ${declared}`);
+      bindings.forEach((b, j) => {
+        const bp = `${sp}.bindings[${j}]`;
+        const out = j === bindings.length - 1;
+        if (b?.constant !== undefined) {
+          if (out) fail(`${bp} is the step's output, not a constant`);
+          return constant(b.constant, `${bp}.constant`);
+        }
+        const bytes = span(b, bp);
+        const has = written.get(b.buffer);
+        if (out) written.set(b.buffer, bytes);
+        else if (has === undefined) fail(`${bp} reads buffer ${b.buffer} before anything is written to it`);
+        else if (has !== bytes) fail(`${bp}.bytes is ${bytes}; buffer ${b.buffer} holds a tensor of ${has} bytes`);
+      });
+    });
+    outputs((o, op, n) => {
+      tensorBytes(o, op, n);
+      if (written.get(o.buffer) !== o.bytes) fail(`${op}.buffer is ${o.buffer}, which does not hold a tensor of ${o.bytes} bytes`);
+    });
+  } else if (target.language === "glsl") {
+    shader(plan.vertex, `${p}.vertex`);
+    const textures = list(plan.textures, `${p}.textures`).map((t, k) => {
+      const tp = `${p}.textures[${k}]`;
+      int(t?.width, `${tp}.width`, 1, 16384);
+      int(t.height, `${tp}.height`, 1, 16384);
+      if (t.pack !== 1 && t.pack !== 4) fail(`${tp}.pack is ${str(t.pack)}; expected 1 or 4`);
+      return t;
+    });
+    /** @type {(i: unknown, path: string) => any} */
+    const texture = (i, path) => textures[int(i, path, 0, textures.length - 1)];
+    /** @type {Set<number>} textures holding data: uploads, then what the steps draw */
+    const ready = new Set();
+    /** Upload `o` of `n` values to `o.texture` by `o.layout`. @type {(o: any, path: string, n: number) => void} */
+    const upload = (o, path, n) => {
+      const t = texture(o?.texture, `${path}.texture`);
+      const lp = `${path}.layout`;
+      const l = o.layout;
+      const rows = int(l?.rows, `${lp}.rows`, 1);
+      const cols = int(l.cols, `${lp}.cols`, 1);
+      if (l.pack !== t.pack) fail(`${lp}.pack is ${str(l.pack)}; texture ${o.texture} has pack ${t.pack}`);
+      const texels = int(l.width, `${lp}.width`, 1, t.width) * int(l.height, `${lp}.height`, 1, t.height);
+      if (rows * Math.ceil(cols / l.pack) > texels) fail(`${lp}: ${rows} rows of ${cols} values do not fit ${l.width}x${l.height} texels`);
+      if (rows * cols !== n) fail(`${lp} holds ${rows}x${cols} values; the tensor has ${n}`);
+      ready.add(o.texture);
+    };
+    list(plan.constants ?? [], `${p}.constants`).forEach((c, k) => upload(c, `${p}.constants[${k}]`, constant(c?.constant, `${p}.constants[${k}].constant`)));
+    list(plan.inputs, `${p}.inputs`).forEach((i, k) => upload(i, `${p}.inputs[${k}]`, tensor(ins, i, `${p}.inputs[${k}]`)));
+    steps.forEach((s, k) => {
+      const sp = `${p}.steps[${k}]`;
+      shader(s?.shader, `${sp}.shader`);
+      const [width, height] = ["width", "height"].map((d) => int(s[d], `${sp}.${d}`, 1, 16384));
+      const inputs = list(s.inputs, `${sp}.inputs`);
+      if (inputs.length > 16) fail(`${sp}.inputs has ${inputs.length} entries; WebGL2 promises 16 texture units`);
+      inputs.forEach((i, j) => {
+        const ip = `${sp}.inputs[${j}]`;
+        texture(i?.texture, `${ip}.texture`);
+        if (!ready.has(i.texture)) fail(`${ip}.texture is ${i.texture}, which holds nothing yet`);
+        if (typeof i.sampler !== "string" || !/^[A-Za-z_]\w*$/.test(i.sampler)) fail(`${ip}.sampler is ${str(i.sampler)}; expected a GLSL identifier`);
+      });
+      const targets = list(s.targets, `${sp}.targets`);
+      if (!targets.length || targets.length > 4) fail(`${sp}.targets has ${targets.length} entries; expected 1 to 4`);
+      targets.forEach((ti, j) => {
+        const t = texture(ti, `${sp}.targets[${j}]`);
+        if (t.width !== width || t.height !== height) fail(`${sp}.targets[${j}] is texture ${ti}, of ${t.width}x${t.height} texels; the step draws ${width}x${height}`);
+        if (inputs.some((i) => i.texture === ti)) fail(`${sp}.targets[${j}] is texture ${ti}, which the step also reads`);
+      });
+      targets.forEach((ti) => ready.add(ti));
+    });
+    outputs((o, op, n) => {
+      const t = texture(o.texture, `${op}.texture`);
+      if (!ready.has(o.texture)) fail(`${op}.texture is ${o.texture}, which holds nothing`);
+      if (o.size !== n) fail(`${op}.size is ${str(o.size)}; "${o.name}" has ${n} values`);
+      if (n > t.width * t.height * t.pack) fail(`${op}.texture is ${o.texture}, of ${t.width * t.height * t.pack} values; "${o.name}" has ${n}`);
+    });
+  } else {
+    fail(`${at}.language is ${str(target.language)}; expected "wgsl" or "glsl"`);
+  }
+}
+
+/**
+ * Parse and check manifest.json: format and version, integrity, top level, then every target's plan.
+ * @param {string} text
+ * @param {string} url
+ * @returns {Promise<Manifest>}
+ */
+async function readManifest(text, url) {
+  let m;
+  try {
+    m = JSON.parse(text);
+  } catch (e) {
+    fail(`${url} is not JSON: ${/** @type {Error} */ (e).message}`);
+  }
+  checkFormat(m, url);
+  await checkIntegrity(text, url);
+  checkManifest(m, url);
+  for (const t of m.targets) validatePlan(m, t);
+  return m;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -499,10 +811,8 @@ async function openWebGPU(adapter, manifest, plan, weights, progress, checkAbort
     progress("compile", 0, shaders.length);
     const compiling = Promise.all(
       shaders.map(async (index) => {
-        const code = manifest.shaders[index];
-        if (typeof code !== "string") fail(`node ${nodeOf(plan, index)} uses shader ${index}, which is not in shaders`);
         device.pushErrorScope("validation");
-        const module = device.createShaderModule({ code, label: `shader ${index}` });
+        const module = device.createShaderModule({ code: manifest.shaders[index], label: `shader ${index}` });
         const scope = device.popErrorScope();
         try {
           const pipeline = await device.createComputePipelineAsync({
@@ -525,8 +835,6 @@ async function openWebGPU(adapter, manifest, plan, weights, progress, checkAbort
     checkAbort();
 
     const buffers = plan.buffers.map((size) => buffer(size, STORAGE | COPY_SRC | COPY_DST));
-    /** @type {(i: number | undefined, what: string) => GPUBuffer} */
-    const planned = (i, what) => buffers[/** @type {number} */ (i)] ?? fail(`${what} refers to buffer ${i}; the plan has ${buffers.length}`);
     /** @type {Map<number, GPUBuffer>} */
     const constantBuffers = new Map();
     /** @param {number} i */
@@ -560,7 +868,7 @@ async function openWebGPU(adapter, manifest, plan, weights, progress, checkAbort
         const resource =
           b.constant !== undefined
             ? { buffer: constantBuffer(b.constant) }
-            : { buffer: planned(b.buffer, `node ${s.node}`), offset: 0, size: b.bytes };
+            : { buffer: buffers[/** @type {number} */ (b.buffer)], offset: 0, size: b.bytes };
         entries.push({ binding: k + 1, resource });
       });
       device.pushErrorScope("validation");
@@ -571,12 +879,12 @@ async function openWebGPU(adapter, manifest, plan, weights, progress, checkAbort
     });
     await Promise.all(scopes);
 
-    const inputs = plan.inputs.map((i) => /** @type {const} */ ([i.name, planned(i.buffer, `input ${i.name}`)]));
+    const inputs = plan.inputs.map((i) => /** @type {const} */ ([i.name, buffers[i.buffer]]));
     // readback buffers are made once and reused by every run
     const outputs = plan.outputs.map((o) =>
       o.constant !== undefined
         ? { name: o.name, value: constant(o.constant).slice() }
-        : { name: o.name, src: planned(o.buffer, `output ${o.name}`), bytes: o.bytes, staging: buffer(o.bytes, MAP_READ | COPY_DST) },
+        : { name: o.name, src: buffers[o.buffer], bytes: o.bytes, staging: buffer(o.bytes, MAP_READ | COPY_DST) },
     );
     const read = /** @type {{ name: string, src: GPUBuffer, bytes: number, staging: GPUBuffer }[]} */ (outputs.filter((o) => o.staging));
 
@@ -695,11 +1003,9 @@ async function openWebGL2(gl, manifest, plan, weights, progress, checkAbort) {
      * @param {number} index
      */
     const compile = (type, index) => {
-      const text = manifest.shaders[index];
-      if (typeof text !== "string") fail(`shader ${index} is not in shaders`);
       const s = /** @type {WebGLShader} */ (gl.createShader(type)); // null only on a lost context
       owned.shaders.push(s);
-      gl.shaderSource(s, text);
+      gl.shaderSource(s, manifest.shaders[index]);
       gl.compileShader(s);
       return s;
     };
@@ -746,23 +1052,17 @@ async function openWebGL2(gl, manifest, plan, weights, progress, checkAbort) {
       for (const p of [gl.TEXTURE_WRAP_S, gl.TEXTURE_WRAP_T]) gl.texParameteri(TEXTURE_2D, p, gl.CLAMP_TO_EDGE);
       return { t, width, height, pack, format: pack === 4 ? gl.RGBA : gl.RED };
     });
-    /** @param {number} i @param {string} what */
-    const texture = (i, what) => textures[i] ?? fail(`${what} refers to texture ${i}; the plan has ${textures.length}`);
 
     // FORMAT.md's layout rule: row r of a [rows, cols] matrix starts at float r * ceil(cols / pack) * pack
     // of a zero-filled width * height * pack array; `staging` is that array, made once per texture
+    // (validatePlan() has checked that each layout fits its texture and holds the tensor's values)
     /**
      * @param {(typeof textures)[number]} tex
      * @param {Layout} layout
-     * @param {string} what
      */
-    const uploader = (tex, layout, what) => {
-      const { rows, cols, pack, width, height } = layout;
+    const uploader = (tex, { rows, cols, pack, width, height }) => {
       const rowFloats = Math.ceil(cols / pack) * pack;
       const staging = new Float32Array(width * height * pack);
-      if (pack !== tex.pack || width > tex.width || height > tex.height || rows * rowFloats > staging.length) {
-        fail(`${what}: layout ${JSON.stringify(layout)} does not fit texture ${JSON.stringify({ width: tex.width, height: tex.height, pack: tex.pack })}`);
-      }
       /** @param {Float32Array} values */
       return (values) => {
         if (rowFloats === cols) staging.set(values);
@@ -771,13 +1071,8 @@ async function openWebGL2(gl, manifest, plan, weights, progress, checkAbort) {
         gl.texSubImage2D(TEXTURE_2D, 0, 0, 0, width, height, tex.format, FLOAT, staging);
       };
     };
-    for (const c of plan.constants ?? []) {
-      const values = constant(c.constant);
-      const { rows, cols } = c.layout;
-      if (values.length !== rows * cols) fail(`constant ${c.constant} has ${values.length} values, its layout ${rows}x${cols}`);
-      uploader(texture(c.texture, `constant ${c.constant}`), c.layout, `constant ${c.constant}`)(values);
-    }
-    const inputs = plan.inputs.map((i) => /** @type {const} */ ([i.name, uploader(texture(i.texture, `input ${i.name}`), i.layout, `input ${i.name}`)]));
+    for (const c of plan.constants ?? []) uploader(textures[c.texture], c.layout)(constant(c.constant));
+    const inputs = plan.inputs.map((i) => /** @type {const} */ ([i.name, uploader(textures[i.texture], i.layout)]));
 
     /**
      * @param {number[]} targets
@@ -787,7 +1082,7 @@ async function openWebGL2(gl, manifest, plan, weights, progress, checkAbort) {
       const fb = gl.createFramebuffer();
       owned.framebuffers.push(fb);
       gl.bindFramebuffer(FRAMEBUFFER, fb);
-      targets.forEach((ti, k) => gl.framebufferTexture2D(FRAMEBUFFER, ATTACH0 + k, TEXTURE_2D, texture(ti, what).t, 0));
+      targets.forEach((ti, k) => gl.framebufferTexture2D(FRAMEBUFFER, ATTACH0 + k, TEXTURE_2D, textures[ti].t, 0));
       gl.drawBuffers(targets.map((_, k) => ATTACH0 + k)); // draw-buffer state belongs to the framebuffer
       const status = gl.checkFramebufferStatus(FRAMEBUFFER);
       if (status !== gl.FRAMEBUFFER_COMPLETE) fail(`${what}: framebuffer incomplete (status 0x${status.toString(16)})`);
@@ -795,13 +1090,12 @@ async function openWebGL2(gl, manifest, plan, weights, progress, checkAbort) {
     };
     const steps = plan.steps.map((s) => {
       const { p } = /** @type {{ p: WebGLProgram }} */ (programs.get(s.shader));
-      const samplers = s.inputs.map(({ texture: ti, sampler }) => /** @type {const} */ ([texture(ti, `node ${s.node}`).t, gl.getUniformLocation(p, sampler)]));
+      const samplers = s.inputs.map(({ texture: ti, sampler }) => /** @type {const} */ ([textures[ti].t, gl.getUniformLocation(p, sampler)]));
       return { fb: framebuffer(s.targets, `node ${s.node}`), p, samplers, width: s.width, height: s.height };
     });
     const outputs = plan.outputs.map((o) => {
       if (o.constant !== undefined) return { name: o.name, value: constant(o.constant).slice() };
-      const tex = texture(o.texture, `output ${o.name}`);
-      if (o.size > tex.width * tex.height * tex.pack) fail(`output ${o.name}: size ${o.size} exceeds its texture`);
+      const tex = textures[o.texture];
       const pixels = new Float32Array(tex.width * tex.height * 4);
       return { name: o.name, fb: framebuffer([o.texture], `output ${o.name}`), tex, size: o.size, pixels };
     });
@@ -877,13 +1171,8 @@ export async function load(url, opts = {}) {
   manifestUrl = resolve(manifestUrl, globalThis.location?.href);
   progress("manifest", 0, 1);
   const text = await (await get(fetchFn, manifestUrl, signal)).text();
-  let manifest;
-  try {
-    manifest = JSON.parse(text);
-  } catch (e) {
-    fail(`${manifestUrl} is not JSON: ${/** @type {Error} */ (e).message}`);
-  }
-  checkManifest(manifest, manifestUrl);
+  // everything load() and the backends use below has been checked once this returns
+  const manifest = await readManifest(text, manifestUrl);
   progress("manifest", 1, 1);
   checkAbort();
 
@@ -929,17 +1218,13 @@ export async function load(url, opts = {}) {
     if (plan.subgroup_size && plan.subgroup_size !== sg) {
       fail(`target ${target.id} needs subgroups of ${plan.subgroup_size} lanes; this adapter has ${sg ? `${sg}` : "no fixed-size subgroups"}`);
     }
-    for (const { name } of plan.inputs) {
-      if (!manifest.model.inputs.some((i) => i.name === name)) fail(`target ${target.id} feeds "${name}", which is not a model input`);
-    }
   } catch (e) {
     adapter.release(); // nothing else was made yet
     throw e;
   }
 
   // the weights download overlaps shader compilation; the backend awaits it once its pipelines are on the way
-  const file = manifest.weights.file ?? "weights.bin";
-  const weights = fetchWeights(fetchFn, resolve(file, manifestUrl), signal, file, manifest.weights.bytes, progress);
+  const weights = fetchWeights(fetchFn, resolve(manifest.weights.file ?? "weights.bin", manifestUrl), signal, manifest.weights, progress);
   weights.catch(() => {}); // awaited inside the backend; this only stops an early failure being reported as unhandled
   const impl = await adapter.open(manifest, plan, weights, progress, checkAbort);
 
@@ -996,4 +1281,4 @@ export default { load };
 
 // Internal: exported for the Node unit tests (tests/js) only. Not part of the API (kernelforge.d.ts does not
 // declare them) and free to change.
-export { adapterClass, checkManifest, constantReader, pickTarget, readbackPacer };
+export { adapterClass, checkIntegrity, checkManifest, constantReader, fetchWeights, pickTarget, readbackPacer, readManifest, sha256, sha256js, validatePlan };
