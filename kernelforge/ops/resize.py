@@ -325,6 +325,9 @@ class ResizeSpec(OpSpec[ResizeProblem]):
         for axis, rows in zip((2, 3), problem.tables(), strict=True):
             i0, i1, w = rows[:, 0].astype(np.intp), rows[:, 1].astype(np.intp), rows[:, 2]
             shape = (-1, 1) if axis == 2 else (-1,)
+            if problem.mode == "nearest":  # a pick, not a blend: a NaN or inf neighbour must not leak in as 0 * inf
+                x = np.take(x, i0, axis=axis)  # nearest tables hold the pick in both columns
+                continue
             x = np.take(x, i0, axis=axis) * (1 - w.reshape(shape)) + np.take(x, i1, axis=axis) * w.reshape(shape)
         return x.astype(np.float32)
 

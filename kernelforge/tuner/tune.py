@@ -211,6 +211,7 @@ def tune_problem(backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: An
     inputs = spec.make_inputs(problem, rng)
     reference = spec.reference(problem, inputs)
     objective = Objective(backend, spec, problem, inputs, reference, options.measure)
+    backend.reset_clock()  # each study decides its own clock
     seed = options.seed if options.seed is not None else worker_seed()
     where = redact(options.storage) if options.storage else "the study journal"
     storage = open_storage(options.storage, options.db_dir)
@@ -349,7 +350,12 @@ def tune_problem(backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: An
         best_params,
         best_time,
         times[default_key],
-        {**counts, "reasons": reasons, "sampler": options.sampler},
+        {
+            **counts,
+            "reasons": reasons,
+            "sampler": options.sampler,
+            "clock": "gpu" if backend.has_timestamps else "wall",
+        },
         backend.info.driver,
         DTYPE,
     )

@@ -156,7 +156,12 @@ def test_space_has_valid_points_in_both_languages():
 def test_wgsl_text_is_generated_from_the_ir():
     problem = SPEC.parse_problem("relu(x*a+b)+y:x=2x4x3,a=4x1,b=4x1,y=2x4x3")
     text = render(SPEC, "wgsl", problem, {"wg": 128, "ept": 2, "vec4": 0})
-    for line in ("let t0 = v0 * v1;", "let t1 = t0 + v2;", "let t2 = max(t1, f32(0.0));", "y[i] = t3;"):
+    for line in (
+        "let t0 = v0 * v1;",
+        "let t1 = t0 + v2;",
+        "let t2 = select(max(t1, f32(0.0)), t1, kf_nan_s(t1));",
+        "y[i] = t3;",
+    ):
         assert line in text
     assert "@workgroup_size(128, 1, 1)" in text and "const EPT: u32 = 2u;" in text
     assert "fn off1(e: u32)" in text and "fn off0" not in text  # x is read at the output's own offset

@@ -51,6 +51,12 @@ class Backend(abc.ABC, Generic[R, K, B]):
     def has_timestamps(self) -> bool:
         """Whether :meth:`time` reads a GPU timer rather than the wall clock."""
 
+    def reset_clock(self) -> None:
+        """Forget what earlier timings concluded about the clock (a backend may stop believing its GPU timer).
+
+        The tuner calls it when a study starts, so one odd kernel cannot decide the clock of every later study.
+        """
+
     def compile(self, source: str, label: str) -> K:
         """Compile a kernel (cached by source).
 
