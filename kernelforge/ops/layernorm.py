@@ -19,7 +19,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kernelforge.errors import ShapeError
-from kernelforge.ops.shapes import check_axis, check_dims, linear_grid, parse_dims
+from kernelforge.ops.shapes import (
+    check_axis,
+    check_dims,
+    linear_grid,
+    next_pow2,
+    parse_dims,
+    row_reduction_problem,
+)
 from kernelforge.ops.spec import GlLaunch, Launch, Limits, OpSpec, Param, Params, input_shape
 from kernelforge.ops.texture import TexLayout, first_too_big
 
@@ -96,10 +103,6 @@ class LayerNormProblem:
     def size(self) -> int:
         """Number of elements of x."""
         return math.prod(self.shape)
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
 
 
 def _strip_ones(shape: Sequence[int]) -> tuple[int, ...]:
@@ -219,8 +222,8 @@ class LayerNormSpec(OpSpec[LayerNormProblem]):
         else:
             # short rows: a thread per row; longer ones about 4 elements per thread, up to 64 threads a row;
             # 64 invocations per workgroup either way
-            threads = 1 if problem.length <= 16 else min(64, _next_pow2(math.ceil(problem.length / 4)))
-            rows_per_wg = min(64 // threads, _next_pow2(problem.rows))
+            threads = 1 if problem.length <= 16 else min(64, next_pow2(math.ceil(problem.length / 4)))
+            rows_per_wg = min(64 // threads, next_pow2(problem.rows))
             first = {"threads": threads, "rows_per_wg": rows_per_wg, "one_pass": 0}
             candidates = (first, DEFAULT_PARAMS, *_FALLBACKS)
         return self.first_fitting(problem, candidates, limits, language)
@@ -237,23 +240,10 @@ class LayerNormSpec(OpSpec[LayerNormProblem]):
             launch = self.gl_launch(problem, params)
             named = [("x", launch.inputs[0]), ("Scale", launch.inputs[1]), ("output", launch.targets[0])]
             return first_too_big(named, limits.max_texture_size)
-        t, r = params["threads"], params["rows_per_wg"]
-        if t > limits.max_wg_x or r > limits.max_wg_y:
-            return f"workgroup {t}x{r} exceeds the device's per-axis limits"
-        if t * r > limits.max_invocations:
-            return f"{t * r} invocations per workgroup > device limit {limits.max_invocations}"
-        if t > _next_pow2(problem.length):
-            return f"threads={t} per row leaves threads idle on rows of {problem.length}"
-        if r > _next_pow2(problem.rows):
-            return f"rows_per_wg={r} leaves rows idle with {problem.rows} rows"
-        if t > 1 and 8 * t * r > limits.max_workgroup_storage:
-            return f"{8 * t * r} bytes of workgroup memory > device limit {limits.max_workgroup_storage}"
         groups = self.launch(problem, params).workgroups
-        if max(groups) > limits.max_workgroups_per_dim:
-            return f"dispatch {groups} exceeds {limits.max_workgroups_per_dim} workgroups per dimension"
-        if 4 * problem.size > limits.max_storage_binding:
-            return f"a {4 * problem.size}-byte buffer exceeds the storage binding limit {limits.max_storage_binding}"
-        return None
+        return row_reduction_problem(
+            params["threads"], params["rows_per_wg"], problem.length, problem.rows, groups, problem.size, limits
+        )
 
     # --- numbers -------------------------------------------------------------------------------------------
 

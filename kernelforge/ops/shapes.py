@@ -66,3 +66,34 @@ def linear_grid(groups: int) -> tuple[int, int, int]:
     """
     gx = max(1, min(groups, GRID_X))
     return (gx, max(1, math.ceil(groups / gx)), 1)
+
+
+def next_pow2(n: int) -> int:
+    """Return the smallest power of two >= ``n`` (1 for ``n <= 1``)."""
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def row_reduction_problem(
+    threads: int, rows_per_wg: int, length: int, rows: int, groups: tuple[int, int, int], size: int, limits: Any
+) -> str | None:
+    """Return why a WGSL row reduction cannot run, or None (softmax, layernorm: rows of ``length`` elements).
+
+    A workgroup holds ``threads`` x ``rows_per_wg`` invocations, ``threads`` per row reducing through workgroup
+    memory (8 bytes each); ``groups`` is the dispatch, ``size`` the tensor's element count.
+    """
+    t, r = threads, rows_per_wg
+    if t > limits.max_wg_x or r > limits.max_wg_y:
+        return f"workgroup {t}x{r} exceeds the device's per-axis limits"
+    if t * r > limits.max_invocations:
+        return f"{t * r} invocations per workgroup > device limit {limits.max_invocations}"
+    if t > next_pow2(length):
+        return f"threads={t} per row leaves threads idle on rows of {length}"
+    if r > next_pow2(rows):
+        return f"rows_per_wg={r} leaves rows idle with {rows} rows"
+    if t > 1 and 8 * t * r > limits.max_workgroup_storage:
+        return f"{8 * t * r} bytes of workgroup memory > device limit {limits.max_workgroup_storage}"
+    if max(groups) > limits.max_workgroups_per_dim:
+        return f"dispatch {groups} exceeds {limits.max_workgroups_per_dim} workgroups per dimension"
+    if 4 * size > limits.max_storage_binding:
+        return f"a {4 * size}-byte buffer exceeds the storage binding limit {limits.max_storage_binding}"
+    return None

@@ -15,7 +15,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kernelforge.errors import ShapeError
-from kernelforge.ops.shapes import check_axis, check_dims, linear_grid, parse_dims
+from kernelforge.ops.shapes import (
+    check_axis,
+    check_dims,
+    linear_grid,
+    next_pow2,
+    parse_dims,
+    row_reduction_problem,
+)
 from kernelforge.ops.spec import GlLaunch, Launch, Limits, OpSpec, Param, Params, input_shape
 from kernelforge.ops.texture import TexLayout
 
@@ -73,10 +80,6 @@ class SoftmaxProblem:
         return math.prod(self.shape)
 
 
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
-
-
 class SoftmaxSpec(OpSpec[SoftmaxProblem]):
     """The Softmax op."""
 
@@ -128,8 +131,8 @@ class SoftmaxSpec(OpSpec[SoftmaxProblem]):
         else:
             # short rows: a thread per row; longer ones: about 4 elements per thread, up to 64 threads a row
             # (ORT WebGPU reduces a row with one workgroup); 64 threads per workgroup either way
-            threads = 1 if problem.length <= 16 else min(64, _next_pow2(math.ceil(problem.length / 4)))
-            rows_per_wg = min(64 // threads, _next_pow2(problem.rows))
+            threads = 1 if problem.length <= 16 else min(64, next_pow2(math.ceil(problem.length / 4)))
+            rows_per_wg = min(64 // threads, next_pow2(problem.rows))
             first = {"threads": threads, "rows_per_wg": rows_per_wg, "online": 0}
             candidates = (first, DEFAULT_PARAMS, *_FALLBACKS)
         return self.first_fitting(problem, candidates, limits, language)
@@ -139,23 +142,10 @@ class SoftmaxSpec(OpSpec[SoftmaxProblem]):
         if language == "glsl":
             layout = self.gl_launch(problem, params).inputs[0]
             return layout.too_big(limits.max_texture_size)
-        t, r = params["threads"], params["rows_per_wg"]
-        if t > limits.max_wg_x or r > limits.max_wg_y:
-            return f"workgroup {t}x{r} exceeds the device's per-axis limits"
-        if t * r > limits.max_invocations:
-            return f"{t * r} invocations per workgroup > device limit {limits.max_invocations}"
-        if t > _next_pow2(problem.length):
-            return f"threads={t} per row leaves threads idle on rows of {problem.length}"
-        if r > _next_pow2(problem.rows):
-            return f"rows_per_wg={r} leaves rows idle with {problem.rows} rows"
-        if t > 1 and 8 * t * r > limits.max_workgroup_storage:
-            return f"{8 * t * r} bytes of workgroup memory > device limit {limits.max_workgroup_storage}"
         groups = self.launch(problem, params).workgroups
-        if max(groups) > limits.max_workgroups_per_dim:
-            return f"dispatch {groups} exceeds {limits.max_workgroups_per_dim} workgroups per dimension"
-        if 4 * problem.size > limits.max_storage_binding:
-            return f"a {4 * problem.size}-byte buffer exceeds the storage binding limit {limits.max_storage_binding}"
-        return None
+        return row_reduction_problem(
+            params["threads"], params["rows_per_wg"], problem.length, problem.rows, groups, problem.size, limits
+        )
 
     def output_shape(self, problem: SoftmaxProblem) -> tuple[int, ...]:
         """Return the input shape."""
