@@ -302,3 +302,7 @@ def flatten_shape(shape: Sequence[int], axis: int) -> tuple[int, int]:
     if axis < 0:
         axis += len(shape)
     return math.prod(shape[:axis]), math.prod(shape[axis:])
+
+
+Converter = Callable[[Context, onnx.NodeProto], None]
+"""An ONNX op converter: lowers the context's current node to IR nodes (or folds it)."""

@@ -3,12 +3,11 @@
 :func:`import_model` checks the whole model before converting anything: an unsupported op, attribute value,
 domain or dtype anywhere makes one :class:`UnsupportedModelError` that lists every such node. Shape
 subgraphs (``Shape -> Gather -> Concat -> Reshape`` and the like) are evaluated in numpy at import
-(:data:`FOLDERS`), since every shape is static; the per-op lowering lives in :mod:`.onnx_ops`.
+(:mod:`.onnx_fold`), since every shape is static; the per-op lowering lives in :mod:`.onnx_ops`.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -19,14 +18,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from kernelforge.graph.ir import Graph, GraphError, Value, check_size
-from kernelforge.graph.onnx_context import (
-    Context,
-    NodeUnsupported,
-    flatten_shape,
-    reshape_target,
-    squeeze_shape,
-    unsqueeze_shape,
-)
+from kernelforge.graph.onnx_context import Context, NodeUnsupported
+from kernelforge.graph.onnx_fold import ALWAYS_FOLD, CONST_INPUTS, CONSTANT_VALUES, FOLDERS
 from kernelforge.graph.onnx_ops import CONVERTERS, DIRECT, node_attrs
 from kernelforge.ops import get_op
 from kernelforge.ops._attrs import AUTO_PADS
@@ -37,7 +30,10 @@ from kernelforge.ops.resize import MODES as RESIZE_MODES
 __all__ = ["MAX_OPSET", "MIN_OPSET", "ModelError", "UnsupportedModelError", "import_model"]
 
 MIN_OPSET = 9
-MAX_OPSET = 21
+MAX_OPSET = 28
+"""The newest opset onnx 1.23 defines. Ops kernelforge runs changed in 22-28 only by new types (bfloat16, float8,
+int4), Mod (float inputs with fmod=0: floor modulo, as ``onnx_elementwise`` converts it) and Range (``stash_type``, for
+float16 only); ``tests/null/test_onnx_import.py`` checks this against the installed onnx."""
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
@@ -47,123 +43,6 @@ class ModelError(GraphError):
 
 class UnsupportedModelError(GraphError):
     """A model uses ops, attributes, opsets or dtypes kernelforge does not support; lists every offender."""
-
-
-# --- constant folding ----------------------------------------------------------------------------------------
-
-Folder = Callable[[Context, onnx.NodeProto, list[np.ndarray]], list[np.ndarray]]
-
-
-def _constant(ctx: Context, node: onnx.NodeProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    for key, dtype in (("value_float", np.float32), ("value_floats", np.float32)):
-        if ctx.attr(key) is not None:
-            return [np.array(ctx.attr(key), dtype)]
-    for key in ("value_int", "value_ints"):
-        if ctx.attr(key) is not None:
-            return [np.array(ctx.attr(key), np.int64)]
-    return [numpy_helper.to_array(ctx.attr("value"))]
-
-
-def _constant_of_shape(ctx: Context, node: onnx.NodeProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    value = ctx.attr("value")
-    fill = numpy_helper.to_array(value).reshape(-1) if value is not None else np.zeros(1, np.float32)
-    shape = tuple(int(d) for d in inputs[0].reshape(-1))
-    check_size(shape, ctx.origin)  # before numpy allocates it: a 220-byte model can ask for 10 GB
-    return [np.full(shape, fill[0], fill.dtype)]
-
-
-def _shape(ctx: Context, node: onnx.NodeProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    start, end = int(ctx.attr("start", 0)), ctx.attr("end")
-    shape = ctx.shape(node.input[0])
-    return [np.array(shape[start : None if end is None else int(end)], np.int64)]
-
-
-def _slice(ctx: Context, node: onnx.NodeProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    data = inputs[0]
-    if ctx.opset < 10:
-        starts, ends, axes, steps = ctx.attr("starts"), ctx.attr("ends"), ctx.attr("axes"), None
-    else:
-        starts, ends, axes, steps = (ctx.const_ints(k, f"input {k}") for k in range(1, 5))
-    axes = list(range(len(starts))) if axes is None else axes
-    steps = [1] * len(starts) if steps is None else steps
-    index = [slice(None)] * data.ndim
-    # Python slicing clamps out-of-range starts/ends exactly as ONNX does, for either step sign
-    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
-        index[axis % data.ndim] = slice(int(start), int(end), int(step))
-    return [data[tuple(index)]]
-
-
-def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if a.dtype.kind in "iu" and b.dtype.kind in "iu":
-        return np.trunc(a / b).astype(np.result_type(a, b))  # ONNX integer Div truncates
-    return np.divide(a, b)
-
-
-def _elementwise(fn: Callable[..., np.ndarray]) -> Folder:
-    def fold(ctx: Context, node: onnx.NodeProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        try:
-            shape = np.broadcast_shapes(*(x.shape for x in inputs))
-        except ValueError as exc:
-            raise ctx.fail(f"inputs do not broadcast: {exc}") from None
-        check_size(shape, ctx.origin)  # broadcasting [n, 1] against [1, n] makes n * n
-        return [np.asarray(functools.reduce(fn, inputs) if len(inputs) > 1 else fn(*inputs))]
-
-    return fold
-
-
-def _unary(fn: Callable[[np.ndarray], np.ndarray]) -> Folder:
-    return lambda ctx, node, inputs: [np.asarray(fn(inputs[0])).astype(inputs[0].dtype)]
-
-
-FOLDERS: dict[str, Folder] = {
-    "Constant": _constant,
-    "ConstantOfShape": _constant_of_shape,
-    "Shape": _shape,
-    "Gather": lambda ctx, node, x: [np.take(x[0], x[1].astype(np.int64), axis=int(ctx.attr("axis", 0)))],
-    "Slice": _slice,
-    "Concat": lambda ctx, node, x: [np.concatenate(x, axis=int(ctx.attr("axis", 0)))],
-    "Unsqueeze": lambda ctx, node, x: [x[0].reshape(unsqueeze_shape(x[0].shape, ctx.axes(1, 13) or []))],
-    "Squeeze": lambda ctx, node, x: [x[0].reshape(squeeze_shape(x[0].shape, ctx.axes(1, 13)))],
-    "Reshape": lambda ctx, node, x: [
-        x[0].reshape(reshape_target(x[0].shape, [int(d) for d in x[1]], int(ctx.attr("allowzero", 0))))
-    ],
-    "Flatten": lambda ctx, node, x: [x[0].reshape(flatten_shape(x[0].shape, int(ctx.attr("axis", 1))))],
-    "Transpose": lambda ctx, node, x: [np.ascontiguousarray(np.transpose(x[0], ctx.attr("perm")))],
-    "Cast": lambda ctx, node, x: [x[0].astype(helper.tensor_dtype_to_np_dtype(int(ctx.attr("to"))))],
-    "Identity": lambda ctx, node, x: [x[0]],
-    "Dropout": lambda ctx, node, x: [x[0]],
-    "Add": _elementwise(np.add),
-    "Sub": _elementwise(np.subtract),
-    "Mul": _elementwise(np.multiply),
-    "Div": _elementwise(_div),
-    "Pow": lambda ctx, node, x: [np.power(x[0], x[1]).astype(x[0].dtype)],
-    "Sum": _elementwise(np.add),
-    "Max": _elementwise(np.maximum),
-    "Min": _elementwise(np.minimum),
-    "Neg": _unary(np.negative),
-    "Abs": _unary(np.abs),
-    "Sqrt": _unary(np.sqrt),
-    "Exp": _unary(np.exp),
-    "Reciprocal": _unary(lambda x: 1.0 / x),
-    "Relu": _unary(lambda x: np.maximum(x, 0)),
-    "Sigmoid": _unary(lambda x: 1.0 / (1.0 + np.exp(-x))),
-    "Tanh": _unary(np.tanh),
-}
-"""ONNX op type -> numpy evaluation of a node whose inputs are all constants (Shape: whatever its input)."""
-
-_CONST_INPUTS: dict[str, tuple[int, ...]] = {
-    "Reshape": (1,),
-    "Squeeze": (1,),
-    "Unsqueeze": (1,),
-    "Pad": (1, 2, 3),
-    "Resize": (2, 3),
-    "Upsample": (1,),
-    "ReduceMean": (1,),
-}
-"""Inputs (shapes, axes, pads, scales) a converted node needs as constants: every shape is static."""
-_CONSTANT_VALUES = {"value", "value_float", "value_floats", "value_int", "value_ints"}
-_ALWAYS_FOLD = ("Shape",)
-"""Ops that fold whatever their input: every shape is static."""
 
 
 # --- attribute checks ---------------------------------------------------------------------------------------
@@ -210,11 +89,20 @@ def _check_resize(node: onnx.NodeProto, opset: int, used: set[str]) -> str | Non
     return None if policy == "stretch" else f"keep_aspect_ratio_policy={policy!r} (supported: stretch)"
 
 
+_CASTABLE = {
+    onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16,
+    onnx.TensorProto.BOOL, onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32,
+    onnx.TensorProto.INT64, onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32,
+    onnx.TensorProto.UINT64,
+}  # fmt: skip
+
+
 def _check_cast(node: onnx.NodeProto, opset: int, used: set[str]) -> str | None:
     to = int(_attr(node, "to", 0))
-    if to == onnx.TensorProto.FLOAT:
+    if to in _CASTABLE:
         return None
-    return f"casts a runtime tensor to {onnx.TensorProto.DataType.Name(to)}; only float32 tensors are supported"
+    name = onnx.TensorProto.DataType.Name(to) if to in onnx.TensorProto.DataType.values() else str(to)
+    return f"casts a runtime tensor to {name}; supported: float, integer and bool types"
 
 
 CHECKS: dict[str, Check] = {
@@ -403,18 +291,18 @@ def _scan(
         opset = opsets.get(domain, 0)
         reason = None
         folds = node.op_type in FOLDERS and (
-            node.op_type in _ALWAYS_FOLD or all(not i or i in constant for i in node.input)
+            node.op_type in ALWAYS_FOLD or all(not i or i in constant for i in node.input)
         )
         if domain:
             reason = f"domain {domain!r} is not supported (only the default ai.onnx domain)"
         elif node.op_type not in CONVERTERS and node.op_type not in FOLDERS:
             reason = "op type is not supported"
-        elif node.op_type == "Constant" and not {a.name for a in node.attribute} & _CONSTANT_VALUES:
-            reason = f"only the attributes {sorted(_CONSTANT_VALUES)} are supported"
+        elif node.op_type == "Constant" and not {a.name for a in node.attribute} & CONSTANT_VALUES:
+            reason = f"only the attributes {sorted(CONSTANT_VALUES)} are supported"
         elif not folds and node.op_type not in CONVERTERS:
             reason = "needs a runtime value: it is supported only when every input is a constant"
         elif not folds:
-            runtime = [(k, node.input[k]) for k in _CONST_INPUTS.get(node.op_type, ()) if k < len(node.input)]
+            runtime = [(k, node.input[k]) for k in CONST_INPUTS.get(node.op_type, ()) if k < len(node.input)]
             runtime = [(k, name) for k, name in runtime if name and name not in constant]
             if runtime:
                 k, name = runtime[0]
@@ -496,7 +384,7 @@ def _convert(ctx: Context, node: onnx.NodeProto, display: str, where: str) -> No
     ctx.begin(node, display, ctx.opset)
     try:
         inputs = [ctx.const(i) for i in node.input if i]
-        if node.op_type in FOLDERS and (node.op_type in _ALWAYS_FOLD or all(x is not None for x in inputs)):
+        if node.op_type in FOLDERS and (node.op_type in ALWAYS_FOLD or all(x is not None for x in inputs)):
             with np.errstate(all="ignore"):
                 results = FOLDERS[node.op_type](ctx, node, [x for x in inputs if x is not None])
             for name, data in zip(node.output, results, strict=False):

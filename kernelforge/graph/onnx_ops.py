@@ -1,7 +1,7 @@
 """ONNX op converters: one function per ONNX op type, lowering a node to IR nodes of :mod:`.graph`.
 
 :data:`CONVERTERS` is the table :mod:`kernelforge.graph.onnx_import` dispatches on. Semantics follow ONNX
-opsets 9-21, including the attributes that became inputs (Clip, Pad, Squeeze/Unsqueeze, ReduceMean, Resize).
+opsets 9-28, including the attributes that became inputs (Clip, Pad, Squeeze/Unsqueeze, ReduceMean, Resize).
 Attribute values no converter supports are rejected earlier, by the importer's checks over the whole model.
 """
 
@@ -18,6 +18,7 @@ from onnx import helper
 from kernelforge.errors import ShapeError
 from kernelforge.graph.onnx_context import (
     Context,
+    Converter,
     NodeUnsupported,
     flatten_shape,
     literal,
@@ -26,15 +27,11 @@ from kernelforge.graph.onnx_context import (
     squeeze_shape,
     unsqueeze_shape,
 )
+from kernelforge.graph.onnx_elementwise import CONVERTERS as ELEMENTWISE
 from kernelforge.ops import OPS, get_op
 from kernelforge.ops._attrs import resolve_auto_pad
 from kernelforge.ops._epilogue import Activation
 from kernelforge.ops._expr import broadcast_shape
-
-Converter = Callable[[Context, onnx.NodeProto], None]
-
-# float32's largest value: opset < 11 Clip uses +-FLT_MAX for "no bound"
-_FLT_MAX = float(np.finfo(np.float32).max)
 
 
 def _shape_op(ctx: Context, compute: Callable[[tuple[int, ...]], tuple[int, ...]]) -> None:
@@ -83,99 +80,6 @@ def _unsqueeze(ctx: Context, node: onnx.NodeProto) -> None:
 
 def _identity(ctx: Context, node: onnx.NodeProto) -> None:
     ctx.alias(node.output[0], node.input[0])
-
-
-# --- elementwise ---------------------------------------------------------------------------------------------
-
-_UNARY = {
-    "Relu": "relu",
-    "Sigmoid": "sigmoid",
-    "Tanh": "tanh",
-    "HardSwish": "hardswish",
-    "Sqrt": "sqrt",
-    "Exp": "exp",
-    "Reciprocal": "reciprocal",
-    "Neg": "neg",
-    "Abs": "abs",
-    "Gelu": "gelu",
-}
-_INFIX = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}
-
-
-def _unary(ctx: Context, node: onnx.NodeProto) -> None:
-    fn = _UNARY[node.op_type]
-    ctx.elementwise([node.input[0]], lambda v: f"{fn}({v[0]})", node.output[0])
-
-
-def _binary(ctx: Context, node: onnx.NodeProto) -> None:
-    op = _INFIX[node.op_type]
-    ctx.elementwise(node.input[:2], lambda v: f"{v[0]} {op} {v[1]}", node.output[0])
-
-
-def _variadic(ctx: Context, node: onnx.NodeProto) -> None:
-    inputs = list(node.input)
-    if len(inputs) == 1:
-        _identity(ctx, node)
-        return
-
-    def build(v: list[str]) -> str:
-        if node.op_type == "Sum":
-            return " + ".join(v)
-        fn = node.op_type.lower()
-        expr = v[0]
-        for operand in v[1:]:
-            expr = f"{fn}({expr}, {operand})"
-        return expr
-
-    ctx.elementwise(inputs, build, node.output[0])
-
-
-def _pow(ctx: Context, node: onnx.NodeProto) -> None:
-    ctx.elementwise(node.input[:2], lambda v: f"pow({v[0]}, {v[1]})", node.output[0])
-
-
-def _leaky_relu(ctx: Context, node: onnx.NodeProto) -> None:
-    alpha = literal(ctx.attr("alpha", 0.01))
-    ctx.elementwise([node.input[0]], lambda v: f"leaky_relu({v[0]}, {alpha})", node.output[0])
-
-
-def _hard_sigmoid(ctx: Context, node: onnx.NodeProto) -> None:
-    alpha, beta = literal(ctx.attr("alpha", 0.2)), literal(ctx.attr("beta", 0.5))
-    ctx.elementwise([node.input[0]], lambda v: f"hardsigmoid({v[0]}, {alpha}, {beta})", node.output[0])
-
-
-def _clip(ctx: Context, node: onnx.NodeProto) -> None:
-    bounds: list[str | float | None] = []
-    if ctx.opset < 11:
-        for name, default in (("min", -_FLT_MAX), ("max", _FLT_MAX)):
-            value = float(ctx.attr(name, default))
-            bounds.append(None if abs(value) >= _FLT_MAX else value)
-    else:
-        for k in (1, 2):
-            name = ctx.input(k)
-            data = ctx.const(name)
-            if data is not None:
-                value = float(np.asarray(data).reshape(-1)[0])
-                bounds.append(None if not math.isfinite(value) or abs(value) >= _FLT_MAX else value)
-            else:
-                bounds.append(name or None)
-    lo, hi = bounds
-    if isinstance(lo, float) and isinstance(hi, float):
-        ctx.elementwise([node.input[0]], lambda v: f"clip({v[0]}, {literal(lo)}, {literal(hi)})", node.output[0])
-        return
-    inputs = [node.input[0]] + [b for b in bounds if isinstance(b, str)]
-
-    def build(v: list[str]) -> str:
-        expr, rest = v[0], iter(v[1:])
-        for bound, fn in ((lo, "max"), (hi, "min")):
-            if bound is not None:
-                expr = f"{fn}({expr}, {next(rest) if isinstance(bound, str) else literal(bound)})"
-        return expr
-
-    if lo is None and hi is None:
-        _identity(ctx, node)
-    else:
-        ctx.elementwise(inputs, build, node.output[0])
 
 
 # --- dense ops -----------------------------------------------------------------------------------------------
@@ -516,10 +420,6 @@ def _reduce_mean(ctx: Context, node: onnx.NodeProto) -> None:
     ctx.reshape(y, out_shape or (1,), out=out) if out_shape else ctx.reshape(y, (), out=out)
 
 
-def _cast(ctx: Context, node: onnx.NodeProto) -> None:
-    _identity(ctx, node)  # CHECKS let only a cast to float32 of a (float32) runtime tensor through
-
-
 # --- ops that run as they stand ------------------------------------------------------------------------------
 
 
@@ -551,17 +451,11 @@ DIRECT: dict[str, str] = {onnx_op: name for name in OPS for onnx_op in get_op(na
 # --- the table -----------------------------------------------------------------------------------------------
 
 CONVERTERS: dict[str, Converter] = {
+    **ELEMENTWISE,
     "Conv": _conv,
     "Gemm": _gemm,
     "MatMul": _matmul,
     "BatchNormalization": _batchnorm,
-    **dict.fromkeys(_UNARY, _unary),
-    **dict.fromkeys(_INFIX, _binary),
-    **dict.fromkeys(("Sum", "Max", "Min"), _variadic),
-    "Pow": _pow,
-    "Clip": _clip,
-    "LeakyRelu": _leaky_relu,
-    "HardSigmoid": _hard_sigmoid,
     **dict.fromkeys(("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"), _pool),
     "Concat": _concat,
     "Reshape": _reshape,
@@ -572,7 +466,6 @@ CONVERTERS: dict[str, Converter] = {
     "Softmax": _softmax,
     "Dropout": _identity,
     "Identity": _identity,
-    "Cast": _cast,
     "LRN": _lrn,
     "Pad": _pad,
     "Resize": _resize,

@@ -11,7 +11,11 @@ IR nodes are tuples ``(op, attrs, *children)``:
 - ``("const", (value,))``: a finite float;
 - ``(unary, attrs, child)`` for the ops in :data:`UNARY` (``clip`` has ``(lo, hi)``, ``hardsigmoid``
   ``(alpha, beta)``, ``leaky_relu`` ``(alpha,)``, ``powi`` an integer exponent ``(n,)``);
-- ``(binary, (), left, right)`` for the ops in :data:`BINARY`.
+- ``(binary, (), left, right)`` for the ops in :data:`BINARY`;
+- ``("where", (), cond, x, y)``: ``x`` where ``cond`` is not 0, else ``y``.
+
+Comparisons and logic give 1.0 or 0.0 (a boolean tensor is a float tensor of 0 and 1 inside kernelforge), and
+treat any non-zero value as true.
 
 Canonical form: constant subtrees are folded (float64), ``-c`` is a constant, ``-0.0`` is ``0.0``, unary minus
 and ``neg()`` are one op, ``pow(v, n)`` with a small integer constant ``n`` is ``powi`` (expanded into
@@ -70,6 +74,16 @@ UNARY: dict[str, Callable[..., np.ndarray]] = {
     "hardsigmoid": lambda x, alpha, beta: np.maximum(0.0, np.minimum(1.0, alpha * x + beta)),
     "leaky_relu": _leaky,
     "powi": lambda x, n: np.power(x, float(n)),
+    "erf": _erf,
+    "floor": np.floor,
+    "ceil": np.ceil,
+    "round": np.round,  # half to even, as ONNX Round
+    "trunc": np.trunc,
+    "sign": np.sign,
+    "log": np.log,
+    "sin": np.sin,
+    "cos": np.cos,
+    "logical_not": lambda x: (x == 0.0).astype(np.float64),
 }
 BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "add": np.add,
@@ -79,6 +93,19 @@ BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "max": np.maximum,
     "min": np.minimum,
     "pow": np.power,
+    "equal": lambda a, b: (a == b).astype(np.float64),
+    "less": lambda a, b: (a < b).astype(np.float64),
+    "greater": lambda a, b: (a > b).astype(np.float64),
+    "less_equal": lambda a, b: (a <= b).astype(np.float64),
+    "greater_equal": lambda a, b: (a >= b).astype(np.float64),
+    "logical_and": lambda a, b: ((a != 0.0) & (b != 0.0)).astype(np.float64),
+    "logical_or": lambda a, b: ((a != 0.0) | (b != 0.0)).astype(np.float64),
+    "logical_xor": lambda a, b: ((a != 0.0) != (b != 0.0)).astype(np.float64),
+    "mod": lambda a, b: a - b * np.floor(a / b),  # the divisor's sign, as ONNX Mod with fmod=0
+    "fmod": np.fmod,  # the dividend's sign, as ONNX Mod with fmod=1 (C fmod)
+}
+TERNARY: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
+    "where": lambda c, x, y: np.where(c != 0.0, x, y),
 }
 ATTRS: dict[str, int] = {"clip": 2, "hardsigmoid": 2, "leaky_relu": 1, "powi": 1}
 """Number of attributes of each unary op that has any."""
@@ -89,9 +116,8 @@ FUNCTIONS: dict[str, tuple[int, tuple[str, ...], tuple[float | None, ...]]] = {
     "clip": (1, ("lo", "hi"), (None, None)),
     "hardsigmoid": (1, ("alpha", "beta"), (0.2, 0.5)),
     "leaky_relu": (1, ("alpha",), (0.01,)),
-    "max": (2, (), ()),
-    "min": (2, (), ()),
-    "pow": (2, (), ()),
+    **{name: (2, (), ()) for name in BINARY if name not in ("add", "sub", "mul", "div")},
+    "where": (3, (), ()),
 }
 RESERVED = frozenset(FUNCTIONS) | {"device", "backend", "expr"}
 """Names no input may take: the functions, and the keyword parameters of ``elementwise()``."""
@@ -282,7 +308,10 @@ def validate(node: Any, inputs: int, depth: int = 0) -> set[int]:
         if children or len(attrs) != 1 or type(attrs[0]) is not float or not math.isfinite(attrs[0]):
             raise bad("a constant must be one finite float")
         return set()
-    if op in BINARY:
+    if op in TERNARY:
+        if len(children) != 3 or attrs:
+            raise bad("a ternary op takes three children and no attributes")
+    elif op in BINARY:
         if len(children) != 2 or attrs:
             raise bad("a binary op takes two children and no attributes")
     elif op in UNARY:
@@ -310,6 +339,8 @@ def evaluate(node: Node, inputs: Sequence[np.ndarray]) -> np.ndarray:
         return np.asarray(attrs[0], np.float64)
     args = [evaluate(c, inputs) for c in children]
     with np.errstate(all="ignore"):
+        if op in TERNARY:
+            return np.asarray(TERNARY[op](args[0], args[1], args[2]), np.float64)
         if op in BINARY:
             return np.asarray(BINARY[op](args[0], args[1]), np.float64)
         return np.asarray(UNARY[op](args[0], *attrs), np.float64)
@@ -330,7 +361,7 @@ def ops_used(node: Node) -> set[str]:
 
 def has_domain_ops(node: Node) -> bool:
     """Return whether the program has an op that is not finite everywhere (div, sqrt, pow, ...)."""
-    return bool(ops_used(node) & {"div", "sqrt", "reciprocal", "pow"}) or any(
+    return bool(ops_used(node) & {"div", "sqrt", "reciprocal", "pow", "log", "mod", "fmod"}) or any(
         n[0] == "powi" and n[1][0] < 0 for n in _walk(node)
     )
 

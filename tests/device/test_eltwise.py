@@ -36,8 +36,38 @@ UNARY = [
     "pow(x, -2)",
     "pow(x, 0)",
     "pow(x, 1.5)",
+    "erf(x * 2)",
+    "floor(x * 4)",
+    "ceil(x * 4)",
+    "round(x * 4)",
+    "trunc(x * 4)",
+    "sign(x)",
+    "log(x)",
+    "sin(x * 3)",
+    "cos(x * 3)",
+    "logical_not(floor(x * 2))",
 ]
-BINARY = ["x + y", "x - y", "x * y", "x / y", "max(x, y)", "min(x, y)", "pow(x, y)"]
+BINARY = [
+    "x + y",
+    "x - y",
+    "x * y",
+    "x / y",
+    "max(x, y)",
+    "min(x, y)",
+    "pow(x, y)",
+    # rounded to quarters so that equal pairs occur
+    "equal(floor(x * 4), floor(y * 4))",
+    "less(x, y)",
+    "greater(x, y)",
+    "less_equal(floor(x * 4), floor(y * 4))",
+    "greater_equal(floor(x * 4), floor(y * 4))",
+    "logical_and(floor(x * 2), floor(y * 2))",
+    "logical_or(floor(x * 2), floor(y * 2))",
+    "logical_xor(floor(x * 2), floor(y * 2))",
+    "mod(x * 4, y)",
+    "fmod(x * 4, y)",
+    "where(greater(x, y), x * 2, y - 1)",
+]
 LONG_CHAIN = (
     "clip(sigmoid(tanh(relu(x * a + b) - y) * 2 + 0.5) / (abs(y) + 1) + gelu(x) * hardswish(y)"
     " - leaky_relu(x - a, 0.1) + max(x, y) * min(a, b) + exp(neg(abs(b))), -2, 2)"
@@ -102,6 +132,38 @@ def test_two_dimensional_dispatch(lavapipe):
     check_op(lavapipe, SPEC, problem, params)
 
 
+SPECIAL = np.array([-2.5, -1.5, -0.5, -0.0, 0.0, 0.5, 1.5, 2.5, -7.0, 7.0, np.nan, 3.0], np.float32)
+SPECIAL_Y = np.array([2.0, -2.0, 0.5, 1.0, -1.0, 0.5, 1.5, -1.0, 3.0, -3.0, 1.0, np.nan], np.float32)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "round(x)",  # ties go to the even neighbour
+        "sign(x)",
+        "mod(x, y)",  # the divisor's sign
+        "fmod(x, y)",  # the dividend's sign
+        "less(x, y)",  # every comparison with NaN is false
+        "greater_equal(x, y)",
+        "equal(x, y)",
+        "where(less(x, y), y, x)",  # NaN chosen or not by the condition, never blended
+        "floor(x) + ceil(y)",
+    ],
+)
+def test_special_values_follow_numpy(lavapipe, gl, text):
+    arrays = [SPECIAL, SPECIAL_Y] if "y" in text else [SPECIAL]
+    problem = EltwiseProblem.from_text(text, dict(zip("xy", [(12,)] * len(arrays), strict=False)))
+    ref = SPEC.reference(problem, arrays)
+    for backend, params in (
+        (lavapipe, {"wg": 64, "ept": 1, "vec4": 1}),
+        (lavapipe, {"wg": 64, "ept": 1, "vec4": 0}),
+        (gl, {"pack_out": 4, "pack_in": 1, "square": 0}),
+        (gl, {"pack_out": 1, "pack_in": 1, "square": 0}),
+    ):
+        out = prepare(backend, SPEC, problem, params, arrays).run()
+        np.testing.assert_array_equal(out, ref, err_msg=f"{text} {backend.language} {params}")
+
+
 def test_nan_and_inf_follow_numpy(lavapipe, gl):
     x = np.array([-8.0, -2.0, -0.5, 0.0, 0.0, 0.5, 2.0, 3.0], np.float32)
     y = np.array([1 / 3, 3.0, 2.0, -1.0, 0.0, -2.0, 0.0, 0.5], np.float32)
@@ -138,8 +200,24 @@ ONNX_CASES = [
     ("Max", {}, "max(x, y)", [(3, 1, 5), (4, 5)]),
     ("Min", {}, "min(x, y)", [(3, 1, 5), (4, 5)]),
     ("Pow", {}, "pow(x, y)", [(3, 1, 5), (4, 5)]),
+    ("Erf", {}, "erf(x)", [(3, 1, 5)]),
+    ("Floor", {}, "floor(x)", [(3, 1, 5)]),
+    ("Ceil", {}, "ceil(x)", [(3, 1, 5)]),
+    ("Round", {}, "round(x)", [(3, 1, 5)]),
+    ("Sign", {}, "sign(x)", [(3, 1, 5)]),
+    ("Log", {}, "log(x)", [(3, 1, 5)]),
+    ("Sin", {}, "sin(x)", [(3, 1, 5)]),
+    ("Cos", {}, "cos(x)", [(3, 1, 5)]),
+    ("Equal", {}, "equal(x, y)", [(3, 1, 5), (4, 5)]),
+    ("Less", {}, "less(x, y)", [(3, 1, 5), (4, 5)]),
+    ("Greater", {}, "greater(x, y)", [(3, 1, 5), (4, 5)]),
+    ("LessOrEqual", {}, "less_equal(x, y)", [(3, 1, 5), (4, 5)]),
+    ("GreaterOrEqual", {}, "greater_equal(x, y)", [(3, 1, 5), (4, 5)]),
+    ("Mod", {"fmod": 1}, "fmod(x, y)", [(3, 1, 5), (4, 5)]),
 ]
-POSITIVE = {"Sqrt", "Reciprocal", "Div", "Pow"}
+POSITIVE = {"Sqrt", "Reciprocal", "Div", "Pow", "Log", "Mod"}
+# comparisons see inputs rounded to halves, so that equal pairs occur
+ROUNDED = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"}
 
 
 def onnx_run(op: str, attrs: dict, arrays: list[np.ndarray]) -> np.ndarray:
@@ -167,7 +245,9 @@ def test_matches_onnx_reference(lavapipe, gl, op, attrs, text, shapes):
     rng = np.random.default_rng(len(op))
     lo, hi = (0.5, 2.0) if op in POSITIVE else (-3.0, 3.0)
     arrays = [rng.uniform(lo, hi, s).astype(np.float32) for s in shapes]
-    expected = onnx_run(op, attrs, arrays)
+    if op in ROUNDED:
+        arrays = [np.round(a * 2) / 2 for a in arrays]
+    expected = onnx_run(op, attrs, arrays).astype(np.float32)  # comparisons give bool
     problem = EltwiseProblem.from_text(text, dict(zip("xy", shapes, strict=False)))
     np.testing.assert_allclose(SPEC.reference(problem, arrays), expected, rtol=1e-6, atol=1e-6)
     for backend in (lavapipe, gl):

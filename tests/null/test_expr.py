@@ -52,6 +52,30 @@ FUNCTION_CASES = [
     ("pow(y, -2)", Y**-2.0),
     ("pow(x, 0)", np.ones_like(X)),
     ("pow(y, 0.5)", np.sqrt(Y)),
+    ("erf(x)", np.array([math.erf(v) for v in X])),
+    ("floor(x)", np.floor(X)),
+    ("ceil(x)", np.ceil(X)),
+    # X holds -1.5, -0.5, 0.5 and 1.5: ties go to the even neighbour, as ONNX Round
+    ("round(x)", np.array([-2.0, -2.0, -1.0, -0.0, 0.0, 0.0, 1.0, 2.0, 2.0])),
+    ("trunc(x)", np.trunc(X)),
+    ("sign(x)", np.sign(X)),
+    ("log(y)", np.log(Y)),
+    ("sin(x)", np.sin(X)),
+    ("cos(x)", np.cos(X)),
+    ("logical_not(x)", (X == 0).astype(float)),
+    ("equal(x, 1)", (X == 1).astype(float)),
+    ("less(x, y)", (X < Y).astype(float)),
+    ("greater(x, y)", (X > Y).astype(float)),
+    ("less_equal(x, 0.5)", (X <= 0.5).astype(float)),
+    ("greater_equal(x, 0.5)", (X >= 0.5).astype(float)),
+    ("logical_and(x, y)", ((X != 0) & (Y != 0)).astype(float)),
+    ("logical_or(x, 0)", (X != 0).astype(float)),
+    ("logical_xor(x, 1)", (X == 0).astype(float)),
+    # floor modulo takes the sign of the divisor, fmod that of the dividend (written out by hand)
+    ("mod(x, 0.75)", np.array([0.25, 0.0, 0.5, 0.25, 0.0, 0.5, 0.25, 0.0, 0.5])),
+    ("mod(x, -0.75)", np.array([-0.5, 0.0, -0.25, -0.5, 0.0, -0.25, -0.5, 0.0, -0.25])),
+    ("fmod(x, 0.75)", np.array([-0.5, 0.0, -0.25, -0.5, 0.0, 0.5, 0.25, 0.0, 0.5])),
+    ("where(greater(x, 0), x, y)", np.where(X > 0, X, Y)),
 ]
 
 
