@@ -134,7 +134,7 @@ def _measure(
 ) -> dict[str, Any]:
     """Time the two sessions and ONNX Runtime side by side on the same seeded inputs; return the row."""
     rng = np.random.default_rng(0)
-    feeds = {n: rng.standard_normal(shape).astype(np.float32) for n, shape in tuned.inputs}
+    feeds = tuned.random_feeds(rng)
     if name not in ort_cache:  # one ORT session per model; its runs are timed beside each device's
         ort_cache[name] = OrtModel(source, feeds)
     ort = ort_cache[name]

@@ -303,7 +303,7 @@ def _parse_inputs(texts: Sequence[str]) -> dict[str, np.ndarray]:
         if not Path(file).is_file():
             raise UsageError(f"--input {name}: no such file {file}")
         try:
-            arrays[name] = np.asarray(np.load(file, allow_pickle=False), dtype=np.float32)
+            arrays[name] = np.asarray(np.load(file, allow_pickle=False))  # the session checks its dtype
         except (OSError, ValueError) as exc:
             raise UsageError(f"--input {name}: cannot read {file} as a .npy array ({exc})") from None
     return arrays
@@ -369,15 +369,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     shapes = _check_inputs(given, _declared_inputs(proto))
     from kernelforge.runtime.session import load  # after the checks: argument errors need no device stack
 
-    session = load(proto, device=args.device, backend=args.backend, db=db, input_shapes=shapes or None)
-    rng = np.random.default_rng(args.seed)
-    feeds = {
-        name: given[name] if name in given else rng.standard_normal(shape).astype(np.float32)
-        for name, shape in session.inputs
-    }
+    # the path, not the parsed proto: errors then name the file rather than the graph inside it
+    session = load(path, device=args.device, backend=args.backend, db=db, input_shapes=shapes or None)
+    feeds = {**session.random_feeds(np.random.default_rng(args.seed)), **given}
     print(f"{path.name} on {session.device.describe()}")
     for name, shape in session.inputs:
-        print(f"  input  {name} {list(shape)}{'' if name in given else ' (random)'}")
+        dtype = "" if session.dtypes[name] == "float32" else f" {session.dtypes[name]}"
+        print(f"  input  {name} {list(shape)}{dtype}{'' if name in given else ' (random)'}")
     start = time.perf_counter()
     outputs = session.run(feeds)
     first = time.perf_counter() - start
@@ -421,10 +419,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {args.out}: is a file (the bundle is a folder)")
-    proto = _load_onnx(path)
+    _load_onnx(path)  # a file that is not ONNX at all is a usage error
     from kernelforge.export import export  # after the checks: argument errors need no importer
 
-    report = export(proto, args.out, targets=selectors, weights=args.weights, db=db_dir, name=path.stem)
+    report = export(path, args.out, targets=selectors, weights=args.weights, db=db_dir, name=path.stem)
     print(report.summary())
     return 0
 

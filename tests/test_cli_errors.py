@@ -100,6 +100,25 @@ def test_every_bad_command_line_is_one_clear_line(files, lavapipe, capsys, monke
     assert len(results) >= 45
 
 
+def test_an_unsupported_model_is_named_by_its_file_with_every_problem(tmp_path, lavapipe, capsys):
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Hardmax", ["ids"], ["h"], name="hm"), helper.make_node("Det", ["h"], ["y"], name="det")]
+    graph = helper.make_graph(
+        nodes,
+        "main_graph",
+        [helper.make_tensor_value_info("ids", TensorProto.STRING, [2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "odd.onnx")
+    for argv in (["run", str(path), "--device", "lavapipe"], ["export", str(path), "--out", str(tmp_path / "b")]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert f"{path}: 2 unsupported node(s) and 1 unsupported graph input/output dtype(s)" in err, err
+        assert "main_graph" not in err
+        assert "graph input 'ids': dtype STRING" in err and "Hardmax node 'hm'" in err and "Det node 'det'" in err
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -85,6 +85,11 @@ def manifest_text(manifest: Mapping[str, Any]) -> str:
     return f'{body[:-1]},"integrity":"sha256-{digest}"}}'
 
 
+def _tensor(graph: Graph, name: str) -> dict[str, Any]:
+    """A model input or output of the manifest: name, shape and the dtype it is fed or read as."""
+    return {"name": name, "shape": list(graph.value(name).shape), "dtype": graph.dtype(name)}
+
+
 def _target_json(target: Target, graph: Graph, db: TuningDB, constants: Constants, shaders: Shaders) -> dict[str, Any]:
     plan = plan_graph(
         copy.deepcopy(graph), target.info, target.language, target.info.limits, NO_RECORDS if target.is_default else db
@@ -146,8 +151,8 @@ def export(
         "generator": f"kernelforge {__version__}",
         "model": {
             "name": name,
-            "inputs": [{"name": n, "shape": list(graph.value(n).shape)} for n in graph.inputs],
-            "outputs": [{"name": n, "shape": list(graph.value(n).shape)} for n in graph.outputs],
+            "inputs": [_tensor(graph, n) for n in graph.inputs],
+            "outputs": [_tensor(graph, n) for n in graph.outputs],
         },
         "weights": {**constants.meta("weights.bin"), "sha256": hashlib.sha256(weights_bin).hexdigest()},
         "constants": constants.table,

@@ -117,13 +117,23 @@ class Node:
 
 @dataclass
 class Graph:
-    """Values, nodes in topological order, graph inputs and outputs (value names)."""
+    """Values, nodes in topological order, graph inputs and outputs (value names).
+
+    ``dtypes`` names the dtype of each graph input and output that is not float32 (``"int64"``, ``"bool"``,
+    ``"float16"``, ...; see :mod:`kernelforge.graph.edges`): every value inside is float32, and feeds and
+    results are converted at the edges.
+    """
 
     values: dict[str, Value]
     nodes: list[Node]
     inputs: list[str]
     outputs: list[str]
     name: str = "model"
+    dtypes: dict[str, str] = field(default_factory=dict)
+
+    def dtype(self, name: str) -> str:
+        """Return the edge dtype of graph input or output ``name`` (float32 unless the model says otherwise)."""
+        return self.dtypes.get(name, "float32")
 
     def value(self, name: str) -> Value:
         """Return a value by name.

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from kernelforge.graph.edges import EDGE_DTYPES, edge_dtype
 from kernelforge.graph.ir import Graph, GraphError, Value, check_size
 from kernelforge.graph.onnx_context import Context, NodeUnsupported
 from kernelforge.graph.onnx_fold import ALWAYS_FOLD, CONST_INPUTS, CONSTANT_VALUES, FOLDERS
@@ -196,16 +197,26 @@ def _describe(infos: Sequence[onnx.ValueInfoProto]) -> str:
     return ", ".join(parts) or "(none)"
 
 
-def _check_dtypes(inputs: Sequence[onnx.ValueInfoProto], outputs: Sequence[onnx.ValueInfoProto], where: str) -> None:
-    bad = []
+def _edge_dtypes(
+    inputs: Sequence[onnx.ValueInfoProto], outputs: Sequence[onnx.ValueInfoProto]
+) -> tuple[dict[str, str], list[str]]:
+    """Return the non-float32 dtypes of graph inputs and outputs, and one problem line per unsupported one."""
+    dtypes: dict[str, str] = {}
+    problems = []
     for kind, infos in (("input", inputs), ("output", outputs)):
         for info in infos:
             elem = info.type.tensor_type.elem_type if info.type.HasField("tensor_type") else -1
-            if elem not in (onnx.TensorProto.UNDEFINED, onnx.TensorProto.FLOAT):
-                dtype = onnx.TensorProto.DataType.Name(elem) if elem >= 0 else "a non-tensor type"
-                bad.append(f"graph {kind} {info.name!r} has dtype {dtype}")
-    if bad:
-        raise UnsupportedModelError(f"{where}: only float32 graph inputs and outputs are supported:\n" + "\n".join(bad))
+            dtype = edge_dtype(elem) if elem >= 0 else None
+            if dtype is None:
+                known = elem in onnx.TensorProto.DataType.values()
+                name = onnx.TensorProto.DataType.Name(elem) if known else "a non-tensor type"
+                problems.append(
+                    f"graph {kind} {info.name!r}: dtype {name} is not supported "
+                    f"(supported: {', '.join(sorted(set(EDGE_DTYPES.values())))})"
+                )
+            elif dtype != "float32":
+                dtypes[info.name] = dtype
+    return dtypes, problems
 
 
 def _input_shapes(
@@ -334,8 +345,8 @@ def import_model(
     Raises:
         ModelError: For a missing or malformed file, a graph that reads undefined values, or input shapes
             that are unknown, contradict the model or are missing.
-        UnsupportedModelError: Listing every unsupported node (op type, attribute value, domain), or naming an
-            unsupported opset or a non-float32 graph input/output.
+        UnsupportedModelError: Listing every unsupported node (op type, attribute value, domain) and graph
+            input/output dtype at once, or naming an unsupported opset.
         GraphError: Naming the node, when a node's shapes or attributes are invalid.
     """
     proto, where = _load(model)
@@ -343,7 +354,7 @@ def import_model(
     g = proto.graph
     initializers = {t.name: t for t in g.initializer}
     inputs = [i for i in g.input if i.name not in initializers]
-    _check_dtypes(inputs, g.output, where)
+    dtypes, dtype_problems = _edge_dtypes(inputs, g.output)
     shapes = _input_shapes(inputs, input_shapes or {}, where)
     nodes = list(g.node)
     order = _topological(nodes, set(initializers) | set(shapes), where)
@@ -356,7 +367,7 @@ def import_model(
             used.update(i for i in nodes[k].input if i)
     live.reverse()
 
-    graph = Graph({}, [], list(shapes), [o.name for o in g.output], g.name or "model")
+    graph = Graph({}, [], list(shapes), [o.name for o in g.output], g.name or "model", dtypes)
     reserved = set(shapes) | set(initializers) | {o for node in nodes for o in node.output}
     ctx = Context(graph, opsets[""], reserved)
     for name, shape in shapes.items():
@@ -367,9 +378,12 @@ def import_model(
             ctx.consts[name] = numpy_helper.to_array(tensor)
         except Exception as exc:  # external data that is missing, a bad raw_data size...
             raise ModelError(f"{where}: cannot read initializer {name!r}: {type(exc).__name__}: {exc}") from None
-    problems = _scan(ctx, live, opsets, used)
+    problems = dtype_problems + _scan(ctx, live, opsets, used)
     if problems:
-        raise UnsupportedModelError(f"{where}: {len(problems)} unsupported node(s):\n" + "\n".join(problems))
+        what = f"{len(problems) - len(dtype_problems)} unsupported node(s)"
+        if dtype_problems:
+            what += f" and {len(dtype_problems)} unsupported graph input/output dtype(s)"
+        raise UnsupportedModelError(f"{where}: {what}:\n" + "\n".join(problems))
 
     for index, node in live:
         _convert(ctx, node, node.name or f"{node.op_type}_{index}", where)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from kernelforge.graph.edges import EdgeError, from_compute, to_compute
 from kernelforge.graph.ir import Graph, GraphError, Node
 from kernelforge.graph.lower import lower_node
 from kernelforge.ops import get_op
@@ -72,16 +73,20 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.nda
         feeds: Graph input name -> array of the input's shape (constant inputs may be left out).
 
     Returns:
-        Graph output name -> float32 array.
+        Graph output name -> array of the output's dtype (float32 unless the model says otherwise).
 
     Raises:
-        GraphError: For a missing feed, a feed of the wrong shape or a node that cannot be evaluated.
+        GraphError: For a missing feed, a feed that does not convert to its input's dtype exactly, a feed of
+            the wrong shape or a node that cannot be evaluated.
     """
     env: dict[str, np.ndarray] = {name: v.data for name, v in graph.values.items() if v.data is not None}
     for name in graph.inputs:
         value = graph.value(name)
         if name in feeds:
-            array = np.asarray(feeds[name], dtype=np.float32)
+            try:
+                array = to_compute(name, feeds[name], graph.dtype(name))
+            except EdgeError as exc:
+                raise GraphError(f"graph {graph.name!r}: {exc}") from None
             if array.shape != value.shape:
                 raise GraphError(
                     f"graph {graph.name!r}: input {name!r} has shape {array.shape}, expected {value.shape}"
@@ -97,4 +102,4 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.nda
         for name in dict.fromkeys(node.inputs):
             if name and last_use.get(name) == index and name not in keep:
                 env.pop(name, None)
-    return {name: env[name] for name in graph.outputs}
+    return {name: from_compute(env[name], graph.dtype(name)) for name in graph.outputs}

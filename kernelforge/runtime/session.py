@@ -22,6 +22,7 @@ from kernelforge.db import TuningDB
 from kernelforge.devices import DeviceInfo
 from kernelforge.errors import KernelforgeError, ShapeError
 from kernelforge.graph.build import build_program
+from kernelforge.graph.edges import EdgeError, from_compute, to_compute
 from kernelforge.graph.ir import Graph
 from kernelforge.graph.layout import LayoutPlan
 from kernelforge.graph.memory import MemoryPlan, plan_memory
@@ -59,6 +60,8 @@ class Session:
         self.language: str = backend.language
         self.inputs = tuple((n, graph.value(n).shape) for n in graph.inputs)
         self.outputs = tuple((n, graph.value(n).shape) for n in graph.outputs)
+        self.dtypes = {n: graph.dtype(n) for n in (*graph.inputs, *graph.outputs)}
+        """Graph input and output name -> the dtype it is fed or read as (kernels compute in float32)."""
         self.plan = plan_graph(graph, backend.info, backend.language, backend.limits, db)
         self.layout_plan: LayoutPlan | None = self.plan.layout_plan
         self.steps = self.plan.steps
@@ -80,26 +83,45 @@ class Session:
         checked = {}
         for name, shape in self.inputs:
             array = np.asarray(feeds[name])
-            if array.dtype.kind not in "fiu":
-                raise ShapeError(f"input {name!r}: expected float32 data, got dtype {array.dtype}")
             if array.shape != shape:
                 raise ShapeError(f"input {name!r}: expected shape {shape}, got {array.shape}")
-            checked[name] = np.ascontiguousarray(array, dtype=np.float32)
+            try:
+                checked[name] = to_compute(name, array, self.graph.dtype(name))
+            except EdgeError as exc:
+                raise ShapeError(str(exc)) from None
         return checked
+
+    def random_feeds(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Return a feed for every input: standard normal floats, or 0/1 for integer and bool inputs.
+
+        0 and 1 are valid token ids, positions and mask values for any model, so a random run never indexes
+        out of a table.
+        """
+        feeds = {}
+        for name, shape in self.inputs:
+            dtype = np.dtype(self.dtypes[name])
+            if dtype.kind == "f":
+                feeds[name] = rng.standard_normal(shape).astype(dtype)
+            else:
+                feeds[name] = rng.integers(0, 2, shape).astype(dtype)
+        return feeds
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run the model once.
 
         Args:
-            feeds: Input name -> array of the input's shape (float data; converted to float32).
+            feeds: Input name -> array of the input's shape and dtype (see :attr:`dtypes`): float data for a
+                float input (converted to float32), integers within 2**24 for an integer or bool input.
 
         Returns:
-            Output name -> float32 array.
+            Output name -> array of the output's dtype (float32 unless the model declares another).
 
         Raises:
-            ShapeError: For an unknown or missing input name, a wrong shape or non-numeric data.
+            ShapeError: For an unknown or missing input name, a wrong shape, data of the wrong kind, or an
+                integer beyond what float32 compute holds exactly.
         """
-        return self._executable.run(self._check_feeds(feeds))
+        results = self._executable.run(self._check_feeds(feeds))
+        return {name: from_compute(data, self.graph.dtype(name)) for name, data in results.items()}
 
     def profile(self, feeds: Mapping[str, Any]) -> list[NodeTime]:
         """Run once, then time each of the model's kernels alone (GPU timestamps where the device has them).

@@ -13,7 +13,7 @@ form that opset defines, so one model family exercises every import path of the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -115,8 +115,17 @@ class _Builder:
             return self.node(op, [x], op.lower(), axes=list(axes))
         return self.node(op, [x, self.ints("axes", axes)], op.lower())
 
-    def model(self, inputs: Sequence[tuple[str, Sequence[int]]], outputs: Sequence[tuple[str, str]]) -> onnx.ModelProto:
-        """Return the checked model; ``outputs`` pairs an internal value with its public output name."""
+    def model(
+        self,
+        inputs: Sequence[tuple[str, Sequence[int]]],
+        outputs: Sequence[tuple[str, str]],
+        dtypes: Mapping[str, int] | None = None,
+    ) -> onnx.ModelProto:
+        """Return the checked model; ``outputs`` pairs an internal value with its public output name.
+
+        ``dtypes`` gives the ONNX element type of inputs and (public) outputs that are not float32.
+        """
+        types = dtypes or {}
         # outputs get stable, readable names whatever the internal numbering is: rename the value everywhere
         # (an Identity node would do too, but would make every model exercise Identity)
         renames = dict(outputs)
@@ -127,8 +136,8 @@ class _Builder:
         graph = helper.make_graph(
             self.nodes,
             self.name,
-            [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in inputs],
-            [helper.make_tensor_value_info(public, TensorProto.FLOAT, None) for _, public in outputs],
+            [helper.make_tensor_value_info(n, types.get(n, TensorProto.FLOAT), list(s)) for n, s in inputs],
+            [helper.make_tensor_value_info(p, types.get(p, TensorProto.FLOAT), None) for _, p in outputs],
             initializer=self.initializers,
         )
         opsets = [helper.make_opsetid("", self.opset)]
@@ -273,12 +282,39 @@ def elementwise_mix(opset: int = 13, batch: int = 1, size: int = 8) -> onnx.Mode
     return b.model([("x", (batch, 4, size, size))], [(reshaped, "y"), (resized, "z")])
 
 
+def masked_tokens(opset: int = 13, batch: int = 1, size: int = 8) -> onnx.ModelProto:
+    """Typed graph edges and a runtime mask, as token models have them, on ``size`` tokens.
+
+    Inputs: ``ids`` int64 ``[batch, size]`` (0 is padding), ``x`` float32 and ``h`` float16 of the same shape.
+    The mask ``ids > 0`` (bool) picks ``x`` or -1e4 before a Softmax over the tokens; ``h`` is added at half
+    weight. Outputs: ``y`` float32, ``y16`` (y as float16), ``mask`` (bool) and ``twice`` (``ids + ids``, int64).
+    """
+    b = _Builder("masked_tokens", opset, seed=7)
+    f = b.node("Cast", ["ids"], "ids_f", to=TensorProto.FLOAT)
+    mask = b.node("Greater", [f, b.floats("half", 0.5)], "mask")
+    masked = b.node("Where", [mask, "x", b.floats("neg", -1e4)], "masked")
+    attention = b.node("Softmax", [masked], "softmax", axis=1)
+    h = b.node("Cast", ["h"], "h_f", to=TensorProto.FLOAT)
+    y = b.node("Add", [attention, b.node("Mul", [h, b.floats("w", 0.5)], "scaled")], "y")
+    y16 = b.node("Cast", [y], "y16", to=TensorProto.FLOAT16)
+    twice = b.node("Add", ["ids", "ids"], "twice")
+    dtypes = {"ids": TensorProto.INT64, "h": TensorProto.FLOAT16, "y16": TensorProto.FLOAT16}
+    dtypes |= {"mask": TensorProto.BOOL, "twice": TensorProto.INT64}
+    shape = (batch, size)
+    return b.model(
+        [("ids", shape), ("x", shape), ("h", shape)],
+        [(y, "y"), (y16, "y16"), (mask, "mask"), (twice, "twice")],
+        dtypes,
+    )
+
+
 MODELS: dict[str, Callable[..., onnx.ModelProto]] = {
     "mlp": mlp,
     "small_cnn": small_cnn,
     "mobilenet_v2_style": mobilenet_v2_style,
     "resnet18_style": resnet18_style,
     "elementwise_mix": elementwise_mix,
+    "masked_tokens": masked_tokens,
 }
 """Builder per model name; each takes ``opset``, ``batch`` and ``size`` keywords."""
 

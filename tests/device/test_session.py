@@ -29,8 +29,7 @@ def device(request: pytest.FixtureRequest) -> tuple[Any, str]:
 
 
 def _feeds(session: Any, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {name: rng.standard_normal(shape).astype(np.float32) for name, shape in session.inputs}
+    return session.random_feeds(np.random.default_rng(seed))
 
 
 def assert_matches_ort(model: onnx.ModelProto | str | Path, outputs: dict[str, np.ndarray], feeds: dict) -> None:
@@ -43,8 +42,12 @@ def assert_matches_ort(model: onnx.ModelProto | str | Path, outputs: dict[str, n
     for name, want in expected.items():
         got = outputs[name]
         assert got.shape == want.shape, name
+        assert got.dtype == want.dtype, f"{name}: {got.dtype}, ONNX Runtime gives {want.dtype}"
+        if want.dtype.kind != "f":  # integers and bools: exactly
+            np.testing.assert_array_equal(got, want, err_msg=name)
+            continue
         scale = max(float(np.abs(want).max()), 1e-6)
-        np.testing.assert_allclose(got, want, rtol=0, atol=RTOL * scale, err_msg=name)
+        np.testing.assert_allclose(got.astype(np.float64), want, rtol=0, atol=RTOL * scale, err_msg=name)
 
 
 # each model at opsets 11 and 13, where its ops exist in that opset (min_opset)
@@ -104,8 +107,30 @@ def test_bad_feeds_are_named(device: tuple[Any, str]) -> None:
         session.run({})
     with pytest.raises(ShapeError, match=f"input '{name}': expected shape"):
         session.run({name: np.zeros((*shape, 1), np.float32)})
-    with pytest.raises(ShapeError, match="float32"):
+    with pytest.raises(ShapeError, match=f"input '{name}': expected float data, got dtype <U1"):
         session.run({name: np.full(shape, "x")})
+
+
+def test_typed_inputs_are_checked_and_outputs_typed(device: tuple[Any, str]) -> None:
+    info, language = device
+    session = kernelforge.load(MODELS["masked_tokens"](), device=info.index, backend=language)
+    assert session.dtypes == {
+        "ids": "int64", "x": "float32", "h": "float16", "y": "float32", "y16": "float16", "mask": "bool",
+        "twice": "int64",
+    }  # fmt: skip
+    feeds = {"ids": np.array([[0, 3, 1, 0, 7, 2, 0, 5]]), "x": np.ones((1, 8)), "h": np.zeros((1, 8), np.float16)}
+    out = session.run(feeds)
+    assert out["twice"].dtype == np.int64 and out["twice"].tolist() == [[0, 6, 2, 0, 14, 4, 0, 10]]
+    assert out["mask"].dtype == np.bool_ and out["mask"].tolist() == [[v > 0 for v in feeds["ids"][0]]]
+    np.testing.assert_allclose(out["y"], np.where(feeds["ids"] > 0, 0.2, 0.0), atol=1e-6)
+    # an int32 array feeds an int64 input too: lossless, though ONNX Runtime would refuse it
+    np.testing.assert_array_equal(session.run({**feeds, "ids": feeds["ids"].astype(np.int32)})["twice"], out["twice"])
+    with pytest.raises(ShapeError, match=r"input 'ids': expected int64 data \(integers or bools\), got dtype float"):
+        session.run({**feeds, "ids": feeds["ids"].astype(np.float32)})
+    big = feeds["ids"].copy()
+    big[0, 5] = 1 << 25
+    with pytest.raises(ShapeError, match=r"input 'ids': value 33554432 at index \(0, 5\) is beyond \+-2\*\*24"):
+        session.run({**feeds, "ids": big})
 
 
 def test_unsupported_nodes_are_all_listed_at_load(lavapipe: Any) -> None:

@@ -259,6 +259,14 @@ describe("checkManifest", () => {
     throwsKf(() => checkManifest(model([{ name: "x", shape: [2.5] }]), URL_), /^kernelforge: model\.inputs\[0\]\.shape\[0\] is 2\.5; /);
     throwsKf(() => checkManifest(model([{ name: "x", shape: 4 }]), URL_), /^kernelforge: model\.inputs\[0\]\.shape is 4; expected an array$/);
   });
+
+  it("accepts the edge dtypes (float32 when absent) and rejects any other, naming the field", () => {
+    const model = (dtype) => ({ ...validManifest(), model: { inputs: [{ name: "ids", shape: [4], dtype }], outputs: [] } });
+    for (const dtype of [undefined, "float32", "float16", "int64", "int32", "bool", "uint8"]) checkManifest(model(dtype), URL_);
+    for (const dtype of ["string", "complex64", "toString", 7]) {
+      throwsKf(() => checkManifest(model(dtype), URL_), /^kernelforge: model\.inputs\[0\]\.dtype is .*; expected one of float32, float16, /);
+    }
+  });
 });
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -625,11 +625,15 @@ def test_bytes_and_proto_inputs() -> None:
     assert ops(import_model(model.SerializeToString())) == ops(import_model(model)) == ["elementwise"]
 
 
-@pytest.mark.parametrize("dtype", [TensorProto.INT64, TensorProto.FLOAT16])
-def test_wrong_input_dtype(dtype: int) -> None:
-    model = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": [3]}, ["y"], dtype=dtype)
-    with pytest.raises(UnsupportedModelError, match=r"graph input 'x' has dtype (INT64|FLOAT16)"):
+def test_unsupported_dtypes_are_listed_with_unsupported_nodes() -> None:
+    nodes = [helper.make_node("Hardmax", ["x"], ["h"], name="hm"), helper.make_node("Relu", ["h"], ["y"])]
+    model = make_model(nodes, {"x": [3]}, ["y"], dtype=TensorProto.COMPLEX64)
+    with pytest.raises(UnsupportedModelError) as info:
         import_model(model)
+    lines = str(info.value).splitlines()
+    assert "1 unsupported node(s) and 1 unsupported graph input/output dtype(s)" in lines[0]
+    assert lines[1].startswith("graph input 'x': dtype COMPLEX64 is not supported (supported: bool, float16,")
+    assert lines[2] == "Hardmax node 'hm' (opset 13): op type is not supported"
 
 
 def test_runtime_cast_to_string_is_unsupported() -> None:

@@ -23,25 +23,32 @@ from kernelforge.testing.models import MODELS, save
 from kernelforge.testing.tuning import subgroup_db
 
 from ..null.test_layernorm_spec import layernorm_model, mlp_layernorm_model
+from ..null.test_models_build import feeds_for
 
 pytestmark = pytest.mark.device
 
 REPO_DB = Path(__file__).resolve().parents[2] / "tuning_db"
+# the array type kernelforge.js returns for an output of each dtype (FORMAT.md)
+ARRAY_TYPES = {"float32": "Float32Array", "float16": "Float32Array", "int64": "BigInt64Array", "bool": "Uint8Array"}
 
 RUN_JS = """
 async ([base, backend, inputs, target]) => {
   const kf = await import(base + "kernelforge.js");
   const m = await kf.load(base + "manifest.json", {backend, target: target || undefined});
   const feeds = {};
-  for (const [name, values] of Object.entries(inputs)) feeds[name] = new Float32Array(values);
+  // int64 inputs as BigInt64Array (as onnxruntime-web takes them), every other as a Float32Array
+  for (const {name, dtype} of m.inputs) {
+    feeds[name] = dtype === "int64" ? BigInt64Array.from(inputs[name], BigInt) : new Float32Array(inputs[name]);
+  }
   const out = await m.run(feeds);
   const again = await m.run(feeds);  // a second run reuses every buffer: it must give the same result
-  const outputs = {}, same = {};
+  const outputs = {}, same = {}, types = {};
   for (const [name, values] of Object.entries(out)) {
-    outputs[name] = Array.from(values);
+    outputs[name] = Array.from(values, Number);
+    types[name] = values.constructor.name;
     same[name] = values.every((v, i) => Object.is(v, again[name][i]));
   }
-  const info = {backend: m.backend, device: m.device, outputs, same};
+  const info = {backend: m.backend, device: m.device, outputs, same, types};
   m.dispose();
   return info;
 }
@@ -49,7 +56,8 @@ async ([base, backend, inputs, target]) => {
 
 
 def _models(root: Path) -> dict[str, Path]:
-    paths = {name: save(MODELS[name](), root / f"{name}.onnx") for name in ("mlp", "small_cnn", "mobilenet_v2_style")}
+    names = ("mlp", "small_cnn", "mobilenet_v2_style", "masked_tokens")
+    paths = {name: save(MODELS[name](), root / f"{name}.onnx") for name in names}
     squeeze = randomized(onnx.load(str(light_models()["squeezenet"])), seed=1)
     paths["squeezenet"] = save(squeeze, root / "squeezenet.onnx")
     # LayerNormalization: after a MatMul over the last axis, and alone over the last two axes without B
@@ -87,18 +95,14 @@ def _run(page: Any, base: str, model: str, backend: str, feeds: dict[str, np.nda
 
 def _feeds(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    feeds = {
-        i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
-        for i in session.get_inputs()
-    }
+    feeds = feeds_for(onnx.load(str(path)))
     want = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
     return feeds, want
 
 
 @pytest.mark.parametrize("backend", ["webgpu", "webgl2"])
 @pytest.mark.parametrize(
-    "model", ["mlp", "small_cnn", "mobilenet_v2_style", "squeezenet", "layernorm", "layernorm_axes"]
+    "model", ["mlp", "small_cnn", "mobilenet_v2_style", "squeezenet", "layernorm", "layernorm_axes", "masked_tokens"]
 )
 def test_bundle_matches_onnxruntime(browser_page: Any, served: Any, model: str, backend: str) -> None:
     base, models, _ = served
@@ -107,6 +111,10 @@ def test_bundle_matches_onnxruntime(browser_page: Any, served: Any, model: str, 
     assert got["backend"] == backend
     assert set(got["outputs"]) == set(want)
     for name, expected in want.items():
+        assert got["types"][name] == ARRAY_TYPES[expected.dtype.name], f"{model} {name}: {got['types'][name]}"
+        if expected.dtype.kind != "f":  # integers and bools: exactly
+            np.testing.assert_array_equal(np.asarray(got["outputs"][name]).reshape(expected.shape), expected)
+            continue
         values = np.asarray(got["outputs"][name], np.float32).reshape(expected.shape)
         scale = float(np.abs(expected).max())
         assert scale > 0

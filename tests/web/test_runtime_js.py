@@ -333,8 +333,12 @@ def test_runs_the_plan_and_matches_numpy(site: Site, backend: str, language: str
     assert "swiftshader" in info["device"]["adapter"]
     assert info["device"]["class"] == "cpu"
     assert info["device"]["kernels"] == {"tuned": 0, "nearest": 0, "class": 0, "default": 2}
-    assert info["inputs"] == [{"name": "x", "shape": SHAPE}]
-    assert info["outputs"] == [{"name": "z", "shape": SHAPE}, {"name": "c", "shape": [6]}]
+    # a manifest without dtypes: every input and output is float32
+    assert info["inputs"] == [{"name": "x", "shape": SHAPE, "dtype": "float32"}]
+    assert info["outputs"] == [
+        {"name": "z", "shape": SHAPE, "dtype": "float32"},
+        {"name": "c", "shape": [6], "dtype": "float32"},
+    ]
     assert info["isF32"]
     assert sorted(info["first"]) == ["c", "z"]
     _close(info["first"]["z"], mul_add(x1, *consts[:2]))

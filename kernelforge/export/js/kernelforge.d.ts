@@ -1,9 +1,16 @@
 // TypeScript declarations of kernelforge.js, the browser runtime of a kernelforge bundle (see FORMAT.md).
 
+/** The dtype of a model input or output; kernels compute in float32 and convert at the edges. */
+export type DType = "float32" | "float16" | "float64" | "int64" | "int32" | "int16" | "int8" | "uint8" | "uint16" | "uint32" | "bool";
+
+/** An input or output: float inputs/outputs are Float32Array; int64 is BigInt64Array, int32 Int32Array, bool Uint8Array... */
+export type Tensor = Float32Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array | Uint16Array | Uint32Array;
+
 /** A model input or output as the manifest declares it. */
 export interface TensorInfo {
   name: string;
   shape: number[];
+  dtype: DType;
 }
 
 /** What load() reports while it works; `loaded` / `total`: 0 then 1 for manifest, bytes for weights, shaders for compile. */
@@ -44,8 +51,11 @@ export interface Model {
   readonly device: DeviceInfo;
   readonly inputs: TensorInfo[];
   readonly outputs: TensorInfo[];
-  /** Run once; every input by name, each with exactly the element count of its shape. Runs are serialized. */
-  run(inputs: Record<string, Float32Array | ArrayLike<number>>): Promise<Record<string, Float32Array>>;
+  /**
+   * Run once; every input by name, each with exactly the element count of its shape (integer inputs: integers within
+   * 2**24). Outputs come back as the array type of their dtype (Tensor). Runs are serialized.
+   */
+  run(inputs: Record<string, Tensor | ArrayLike<number | bigint>>): Promise<Record<string, Tensor>>;
   /** Free every GPU buffer / texture / framebuffer / program, and the device (WebGPU) or context (WebGL2). */
   dispose(): void;
 }

@@ -30,11 +30,20 @@ const COPY_SRC = 0x4;
 const COPY_DST = 0x8;
 const UNIFORM = 0x40;
 const STORAGE = 0x80;
+// Model inputs and outputs of these dtypes are converted at the edges (kernels compute in float32): the array type
+// an output of each is returned as. Integer inputs must be integers within 2**24, which float32 holds exactly.
+/** @type {Record<DType, { from(a: ArrayLike<number>, f: (x: number) => any): Tensor }>} */
+const EDGE = {
+  float32: Float32Array, float16: Float32Array, float64: Float32Array, int64: BigInt64Array, int32: Int32Array,
+  int16: Int16Array, int8: Int8Array, uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array, bool: Uint8Array,
+};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Types. The public ones mirror kernelforge.d.ts (tools/check_dts.mjs fails when they disagree).
 
-/** @typedef {{ name: string, shape: number[] }} TensorInfo A model input or output as the manifest declares it. */
+/** @typedef {{ name: string, shape: number[], dtype: DType }} TensorInfo A model input or output as the manifest declares it. */
+/** @typedef {"float32" | "float16" | "float64" | "int64" | "int32" | "int16" | "int8" | "uint8" | "uint16" | "uint32" | "bool"} DType */
+/** @typedef {Float32Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array | Uint16Array | Uint32Array} Tensor */
 /** @typedef {"manifest" | "weights" | "compile"} Stage */
 /** @typedef {{ stage: Stage, loaded: number, total: number }} LoadProgress What load() reports while it works. */
 
@@ -58,7 +67,7 @@ const STORAGE = 0x80;
  */
 /** @typedef {"exact" | "class" | "default" | "forced"} Match */
 /** @typedef {"cpu" | "igpu" | "dgpu" | null} AdapterClass */
-/** @typedef {Record<string, Float32Array>} Outputs */
+/** @typedef {Record<string, Tensor>} Outputs */
 
 /**
  * @typedef {object} Model
@@ -66,7 +75,7 @@ const STORAGE = 0x80;
  * @property {DeviceInfo} device
  * @property {TensorInfo[]} inputs
  * @property {TensorInfo[]} outputs
- * @property {(inputs: Record<string, Float32Array | ArrayLike<number>>) => Promise<Outputs>} run
+ * @property {(inputs: Record<string, Tensor | ArrayLike<number | bigint>>) => Promise<Outputs>} run
  * @property {() => void} dispose
  */
 
@@ -136,7 +145,7 @@ const STORAGE = 0x80;
 /**
  * A plan built on a device. run() gets validated inputs (name -> Float32Array) and is never re-entered.
  * @typedef {object} Runner
- * @property {(feeds: Record<string, Float32Array>) => Promise<Outputs>} run
+ * @property {(feeds: Record<string, Float32Array>) => Promise<Record<string, Float32Array>>} run
  * @property {() => void} dispose
  */
 
@@ -419,6 +428,7 @@ function checkManifest(m, url) {
       const p = `model.${k}[${i}]`;
       if (typeof t?.name !== "string") fail(`${p}.name is ${str(t?.name)}; expected a string`);
       list(t.shape, `${p}.shape`).forEach((d, j) => int(d, `${p}.shape[${j}]`, 1));
+      if (!Object.hasOwn(EDGE, t.dtype ?? "float32")) fail(`${p}.dtype is ${str(t.dtype)}; expected one of ${Object.keys(EDGE).join(", ")}`);
     });
   }
   if (!m.weights || !Number.isInteger(m.weights.bytes) || m.weights.bytes < 0) fail(`${url} has no weights.bytes`);
@@ -912,7 +922,7 @@ async function openWebGPU(adapter, manifest, plan, weights, progress, checkAbort
       const scoped = validated ? Promise.resolve(null) : device.popErrorScope();
       const mapped = Promise.allSettled([scoped, ...read.map((o) => o.staging.mapAsync(1))]);
       const [scope, ...maps] = await pace(mapped, started);
-      /** @type {Outputs} */
+      /** @type {Record<string, Float32Array>} */
       const result = {};
       read.forEach((o, k) => {
         if (maps[k].status === "fulfilled") {
@@ -1117,7 +1127,7 @@ async function openWebGL2(gl, manifest, plan, weights, progress, checkAbort) {
         });
         gl.drawArrays(gl.TRIANGLES, 0, 3);
       }
-      /** @type {Outputs} */
+      /** @type {Record<string, Float32Array>} */
       const result = {};
       for (const o of outputs) {
         if (o.value) {
@@ -1155,7 +1165,8 @@ async function openWebGL2(gl, manifest, plan, weights, progress, checkAbort) {
  * @param {string | URL} url URL of manifest.json, or of the bundle folder (ending in "/").
  * @param {LoadOptions} [opts]
  * @returns {Promise<Model>} {backend, device, inputs, outputs, run(feeds), dispose()}: run({name: Float32Array})
- *   resolves to {name: Float32Array} for every output; runs are serialized.
+ *   resolves to {name: typed array} for every output (Float32Array for float outputs, BigInt64Array for int64,
+ *   Int32Array for int32, Uint8Array for bool, ...); runs are serialized.
  */
 export async function load(url, opts = {}) {
   const { backend = "auto", onProgress, signal, target: forced } = opts;
@@ -1228,11 +1239,14 @@ export async function load(url, opts = {}) {
   weights.catch(() => {}); // awaited inside the backend; this only stops an early failure being reported as unhandled
   const impl = await adapter.open(manifest, plan, weights, progress, checkAbort);
 
-  const inputs = manifest.model.inputs.map(({ name, shape }) => ({ name, shape: [...shape] }));
+  /** @param {TensorInfo} t */
+  const info = ({ name, shape, dtype }) => ({ name, shape: [...shape], dtype: dtype ?? "float32" });
+  const inputs = manifest.model.inputs.map(info);
+  const outputs = manifest.model.outputs.map(info);
   const names = inputs.map((i) => `"${i.name}" ${show(i.shape)}`).join(", ");
   /**
    * Validate run() inputs against the model's, naming the offender; return name -> Float32Array.
-   * @param {Record<string, Float32Array | ArrayLike<number>>} feeds
+   * @param {Record<string, Tensor | ArrayLike<number | bigint>>} feeds
    * @returns {Record<string, Float32Array>}
    */
   const check = (feeds) => {
@@ -1241,15 +1255,19 @@ export async function load(url, opts = {}) {
       if (!inputs.some((i) => i.name === k)) fail(`run(): unknown input "${k}"; the model's inputs are ${names}`);
     }
     return Object.fromEntries(
-      inputs.map(({ name, shape }) => {
+      inputs.map(({ name, shape, dtype }) => {
         let v = feeds[name];
         if (v == null) fail(`run(): missing input "${name}" (shape ${show(shape)})`);
-        if (!(v instanceof Float32Array)) {
-          if (!Array.isArray(v) && !ArrayBuffer.isView(v)) fail(`run(): input "${name}" must be a Float32Array`);
-          v = Float32Array.from(v);
+        if (!Array.isArray(v) && !ArrayBuffer.isView(v)) fail(`run(): input "${name}" must be a typed array (${dtype})`);
+        const src = /** @type {ArrayLike<number | bigint>} */ (v);
+        if (src.length !== numel(shape)) fail(`run(): input "${name}" has ${src.length} values; its shape ${show(shape)} needs ${numel(shape)}`);
+        if (EDGE[dtype] !== Float32Array) {
+          for (let i = 0; i < src.length; i++) {
+            const x = Number(src[i]);
+            if (!Number.isInteger(x) || Math.abs(x) > 2 ** 24) fail(`run(): input "${name}" (${dtype}) has ${src[i]} at ${i}; expected an integer within 2**24`);
+          }
         }
-        if (v.length !== numel(shape)) fail(`run(): input "${name}" has ${v.length} values; its shape ${show(shape)} needs ${numel(shape)}`);
-        return [name, /** @type {Float32Array} */ (v)];
+        return [name, v instanceof Float32Array ? v : Float32Array.from(src, Number)];
       }),
     );
   };
@@ -1262,11 +1280,23 @@ export async function load(url, opts = {}) {
     backend: chosen.name,
     device: { target: target.id, match, adapter: desc, class: cls, kernels: { ...target.kernels } },
     inputs,
-    outputs: manifest.model.outputs.map(({ name, shape }) => ({ name, shape: [...shape] })),
+    outputs,
     async run(feeds) {
       if (disposed) fail("run() after dispose()");
       const checked = check(feeds);
-      const result = queue.then(() => (disposed ? fail("run() after dispose()") : impl.run(checked)));
+      const result = queue.then(async () => {
+        const out = await (disposed ? fail("run() after dispose()") : impl.run(checked));
+        /** @type {Outputs} */
+        const typed = {};
+        for (const { name, dtype } of outputs) {
+          const T = EDGE[dtype];
+          const v = out[name];
+          // integers rounded to the nearest (NaN and infinities: 0), bools 1 where not 0
+          const n = (/** @type {number} */ x) => (Number.isFinite(x) ? Math.round(x) : 0);
+          typed[name] = T === Float32Array ? v : T.from(v, dtype === "bool" ? (x) => +(x !== 0) : T === BigInt64Array ? (x) => BigInt(n(x)) : n);
+        }
+        return typed;
+      });
       queue = result.catch(() => {});
       return result;
     },

@@ -1,0 +1,91 @@
+"""Dtypes at a model's edges: graph inputs and outputs that are not float32.
+
+Kernels compute in float32 only; integer tensors are carried as exact float values and booleans as 0.0/1.0. So
+a graph input of type int64 (token ids), int32, bool or float16 is converted to float32 when it is fed, and a
+graph output of such a type is converted back when it is read. float32 holds every integer up to 2**24 exactly:
+a larger integer input is refused, naming the input and the value, rather than silently rounded (token ids and
+positions are far below that; a vocabulary of 16.7 million is not).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+
+__all__ = ["EDGE_DTYPES", "MAX_EXACT_INT", "EdgeError", "edge_dtype", "from_compute", "to_compute"]
+
+MAX_EXACT_INT = 1 << 24
+"""The largest magnitude of an integer input that float32 compute holds exactly."""
+
+EDGE_DTYPES: dict[int, str] = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.DOUBLE: "float64",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.INT16: "int16",
+    onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.UINT16: "uint16",
+    onnx.TensorProto.UINT32: "uint32",
+    onnx.TensorProto.BOOL: "bool",
+}
+"""ONNX element type -> the numpy dtype name a graph input or output of that type is fed and read as."""
+
+
+class EdgeError(ValueError):
+    """A feed cannot be converted to its input's dtype exactly (or is not of a compatible kind)."""
+
+
+def edge_dtype(elem_type: int) -> str | None:
+    """Return the dtype name of an ONNX element type at a graph edge (UNDEFINED: float32), None if unsupported."""
+    if elem_type == onnx.TensorProto.UNDEFINED:
+        return "float32"
+    return EDGE_DTYPES.get(elem_type)
+
+
+def to_compute(name: str, array: Any, dtype: str) -> np.ndarray:
+    """Return ``array``, fed for input ``name`` of dtype ``dtype``, as the float32 the kernels compute on.
+
+    Float inputs take any real numbers (as ONNX Runtime, a float feed for an integer input is refused);
+    integer and bool inputs take integers or bools, each within ``MAX_EXACT_INT``.
+
+    Raises:
+        EdgeError: Naming the input, the dtypes and the first value that does not convert exactly.
+    """
+    data = np.asarray(array)
+    floating = np.dtype(dtype).kind == "f"
+    kinds = "fiub" if floating else "iub"
+    if data.dtype.kind not in kinds:
+        want = "float data" if floating else f"{dtype} data (integers or bools)"
+        raise EdgeError(f"input {name!r}: expected {want}, got dtype {data.dtype}")
+    if not floating and data.dtype.kind in "iu" and data.size:
+        bad = np.flatnonzero(np.abs(data.astype(np.float64)) > MAX_EXACT_INT)  # float64: no int overflow
+        if bad.size:
+            at = np.unravel_index(int(bad[0]), data.shape)
+            raise EdgeError(
+                f"input {name!r}: value {data[at]} at index {tuple(int(i) for i in at)} is beyond +-2**24 "
+                f"({MAX_EXACT_INT}), the integers float32 compute holds exactly"
+            )
+    return data.astype(np.float32, order="C", copy=False)  # ascontiguousarray would make a 0-d feed 1-d
+
+
+def from_compute(data: np.ndarray, dtype: str) -> np.ndarray:
+    """Return a float32 result as output dtype ``dtype``.
+
+    Integers are rounded to the nearest (NaN and infinities become 0, as in ``kernelforge.js``) and clipped to
+    the type's range; bools are True where not 0.
+    """
+    target = np.dtype(dtype)
+    if target == np.float32:
+        return data
+    if target.kind == "b":
+        return data != 0
+    if target.kind in "iu":
+        info = np.iinfo(target)
+        rounded = np.where(np.isfinite(data), np.rint(data), 0.0)
+        return np.clip(rounded, info.min, info.max).astype(target)
+    with np.errstate(over="ignore"):  # beyond float16's range: infinity, as a float16 cast gives
+        return data.astype(target)
