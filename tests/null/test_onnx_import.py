@@ -573,7 +573,7 @@ def test_unsupported_ops_are_all_listed() -> None:
         helper.make_node("Conv", ["b", "w"], ["c"], name="conv1", auto_pad="SAME_MIDDLE"),
         helper.make_node("Gelu", ["c"], ["d"], name="gelu1", approximate="tanh"),
         helper.make_node("Resize", ["d", "", "s"], ["e"], mode="cubic"),
-        helper.make_node("Gather", ["e", "i"], ["f"], name="g"),
+        helper.make_node("Range", ["e", "i", "i"], ["f"], name="g"),
         helper.make_node("Custom", ["f"], ["h"], name="mine", domain="com.example"),
         helper.make_node("Reshape", ["h", "a"], ["y"], name="rs"),
     ]
@@ -587,7 +587,7 @@ def test_unsupported_ops_are_all_listed() -> None:
     assert lines[1].startswith("Conv node 'conv1' (opset 20): auto_pad='SAME_MIDDLE'")
     assert lines[2].startswith("Gelu node 'gelu1' (opset 20): approximate='tanh'")
     assert lines[3].startswith("Resize node 'Resize_4' (opset 20): mode='cubic'")
-    assert lines[4].startswith("Gather node 'g' (opset 20): needs a runtime value")
+    assert lines[4].startswith("Range node 'g' (opset 20): needs a runtime value")
     assert lines[5].startswith("Custom node 'mine' (opset 1): domain 'com.example'")
     assert lines[6] == "Reshape node 'rs' (opset 20): input 1 ('a') needs a runtime value; only a constant is supported"
     assert len(lines) == 7
