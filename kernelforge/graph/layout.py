@@ -3,7 +3,7 @@
 Conv and pool kernels have a ``layout`` tunable, and a tuned record says which layout was fastest for that
 layer on that device. Converting a tensor between layouts is a kernel of its own, so choosing per kernel
 would litter the graph with transposes. Instead, kernels that can run in either layout (conv, pool, and
-elementwise and concat over 4-D tensors, which only need their axes relabelled) are grouped into regions
+elementwise, concat and slice over 4-D tensors, which only need their axes relabelled) are grouped into regions
 connected by the tensors they exchange; each region takes the layout that the FLOP-weighted majority of its
 conv/pool records chose, the minority switch layout, and a conversion is inserted only where a tensor
 crosses a region's border (model inputs and outputs, reshapes, GEMMs, softmax). A conversion that moves only
@@ -58,7 +58,7 @@ def physical_shape(value: Value) -> tuple[int, ...]:
 def _flexible(graph: Graph, node: Node, lowered: Lowered | None) -> bool:
     if lowered is not None and lowered.op in FLEXIBLE_KERNELS:
         return True
-    if node.op not in ("elementwise", "concat") or len(graph.value(node.output).shape) != 4:
+    if node.op not in ("elementwise", "concat", "slice") or len(graph.value(node.output).shape) != 4:
         return False
     # every computed input must be 4-D (a computed lower-rank input would need a real conversion)
     return all(graph.value(i).is_const or len(graph.value(i).shape) == 4 for i in node.inputs if i)

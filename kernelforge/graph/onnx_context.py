@@ -30,7 +30,7 @@ class NodeUnsupported(Exception):
 class Context:
     """Import state shared by the converters: the IR graph being built and where each ONNX name lives."""
 
-    def __init__(self, graph: Graph, opset: int, reserved: set[str]) -> None:
+    def __init__(self, graph: Graph, opset: int, reserved: set[str], used: set[str] | None = None) -> None:
         self.graph = graph
         self.opset = opset
         self.consts: dict[str, np.ndarray] = {}
@@ -39,6 +39,8 @@ class Context:
         """ONNX name -> IR value name of a runtime tensor (aliases map to their source)."""
         self.reserved = reserved
         """Every ONNX tensor name: intermediate IR names must not take one a later node writes."""
+        self.used = reserved if used is None else used
+        """ONNX names a live node or a graph output reads (a node's other outputs need no kernel)."""
         self._materialized: dict[str, str] = {}
         self._node_names: set[str] = set()
         self.node = onnx.NodeProto()

@@ -16,6 +16,7 @@ from onnx import helper, numpy_helper
 
 from kernelforge.graph.ir import check_size
 from kernelforge.graph.onnx_context import Context, flatten_shape, reshape_target, squeeze_shape, unsqueeze_shape
+from kernelforge.graph.onnx_slice import fold_split
 
 __all__ = ["ALWAYS_FOLD", "CONSTANT_VALUES", "CONST_INPUTS", "FOLDERS", "Folder"]
 
@@ -119,6 +120,7 @@ FOLDERS: dict[str, Folder] = {
     "Shape": _shape,
     "Gather": lambda ctx, node, x: [np.take(x[0], x[1].astype(np.int64), axis=int(ctx.attr("axis", 0)))],
     "Slice": _slice,
+    "Split": fold_split,
     "Concat": lambda ctx, node, x: [np.concatenate(x, axis=int(ctx.attr("axis", 0)))],
     "Unsqueeze": lambda ctx, node, x: [x[0].reshape(unsqueeze_shape(x[0].shape, ctx.axes(1, 13) or []))],
     "Squeeze": lambda ctx, node, x: [x[0].reshape(squeeze_shape(x[0].shape, ctx.axes(1, 13)))],
@@ -179,6 +181,8 @@ CONST_INPUTS: dict[str, tuple[int, ...]] = {
     "Resize": (2, 3),
     "Upsample": (1,),
     "ReduceMean": (1,),
+    "Slice": (1, 2, 3, 4),
+    "Split": (1,),
 }
 """Inputs (shapes, axes, pads, scales) a converted node needs as constants: every shape is static."""
 CONSTANT_VALUES = {"value", "value_float", "value_floats", "value_int", "value_ints"}

@@ -369,7 +369,7 @@ def import_model(
 
     graph = Graph({}, [], list(shapes), [o.name for o in g.output], g.name or "model", dtypes)
     reserved = set(shapes) | set(initializers) | {o for node in nodes for o in node.output}
-    ctx = Context(graph, opsets[""], reserved)
+    ctx = Context(graph, opsets[""], reserved, used)
     for name, shape in shapes.items():
         graph.values[name] = Value(name, shape)
         ctx.names[name] = name

@@ -29,6 +29,7 @@ from kernelforge.graph.onnx_context import (
 )
 from kernelforge.graph.onnx_elementwise import CONVERTERS as ELEMENTWISE
 from kernelforge.graph.onnx_gather import CONVERTERS as GATHER
+from kernelforge.graph.onnx_slice import CONVERTERS as SLICING
 from kernelforge.ops import OPS, get_op
 from kernelforge.ops._attrs import resolve_auto_pad
 from kernelforge.ops._epilogue import Activation
@@ -454,6 +455,7 @@ DIRECT: dict[str, str] = {onnx_op: name for name in OPS for onnx_op in get_op(na
 CONVERTERS: dict[str, Converter] = {
     **ELEMENTWISE,
     **GATHER,
+    **SLICING,
     "Conv": _conv,
     "Gemm": _gemm,
     "MatMul": _matmul,

@@ -45,7 +45,7 @@ class Plan:
 
 
 def _physical(graph: Graph, node: Node, call: Lowered) -> Lowered:
-    """Return the kernel call on the buffers' shapes for layout-following ops (elementwise, concat, relayouts)."""
+    """Return the kernel call on the buffers' shapes for layout-following ops (elementwise, concat, slice, ...)."""
     out = graph.value(node.output)
     if node.op == "transpose":
         src = graph.value(node.inputs[0])
@@ -60,6 +60,12 @@ def _physical(graph: Graph, node: Node, call: Lowered) -> Lowered:
     if node.op == "concat":
         parts: Sequence[tuple[int, ...] | None] = [physical_shape(graph.value(i)) for i in node.inputs]
         return lower("concat", parts, {"axis": out.layout.index(int(node.attrs["axis"]))}, node.inputs)
+    if node.op == "slice":
+        axes = node.attrs.get("axes") or range(len(node.attrs["starts"]))
+        physical = tuple(out.layout.index(int(a) % len(out.shape)) for a in axes)
+        return lower(
+            "slice", [physical_shape(graph.value(node.inputs[0]))], {**node.attrs, "axes": physical}, node.inputs
+        )
     if node.op == "elementwise":
         shapes = [_const_physical_shape(graph.value(i), out.layout) for i in node.inputs]
         return lower("elementwise", shapes, node.attrs, node.inputs)

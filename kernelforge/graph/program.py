@@ -355,7 +355,7 @@ def device_arrays(
 def check_layouts(plan: Plan, step: Step, spec: OpSpec[Any]) -> None:
     """Fail loudly if a WGSL kernel would read or write a buffer in another axis order than it holds."""
     graph, problem, params = plan.graph, step.call.problem, step.params
-    follows = step.call.op in ("elementwise", "concat", "transpose")  # built on the buffers' shapes
+    follows = step.call.op in ("elementwise", "concat", "slice", "transpose")  # built on the buffers' shapes
     wanted = spec.input_layouts(problem, params)
     for k, name in enumerate(step.call.inputs):
         value = graph.value(name)

@@ -27,6 +27,7 @@ OPS: dict[str, str] = {
     "transpose": "kernelforge.ops.transpose",
     "layernorm": "kernelforge.ops.layernorm",
     "gather": "kernelforge.ops.gather",
+    "slice": "kernelforge.ops.slice",
 }
 """Registry: op name -> module defining ``SPEC`` (one row per op; the name is also the op's IR name)."""
 
