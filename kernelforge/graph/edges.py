@@ -30,6 +30,7 @@ EDGE_DTYPES: dict[int, str] = {
     onnx.TensorProto.UINT8: "uint8",
     onnx.TensorProto.UINT16: "uint16",
     onnx.TensorProto.UINT32: "uint32",
+    onnx.TensorProto.UINT64: "uint64",
     onnx.TensorProto.BOOL: "bool",
 }
 """ONNX element type -> the numpy dtype name a graph input or output of that type is fed and read as."""

@@ -169,7 +169,7 @@ class Graph:
     def add_const(self, name: str, data: np.ndarray) -> str:
         """Add a float32 constant under a fresh name derived from ``name`` and return that name."""
         fresh = self.fresh_name(name)
-        array = np.ascontiguousarray(data, dtype=np.float32)
+        array = np.require(data, np.float32, "C")  # ascontiguousarray would make a 0-d constant 1-d
         self.values[fresh] = Value(fresh, tuple(int(d) for d in array.shape), array)
         return fresh
 

@@ -12,7 +12,7 @@ size-1 axes (``[n, c, 1, 1]`` after a global pool) is a free view.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from kernelforge.graph.ir import Graph, Node, Value
@@ -23,6 +23,8 @@ from kernelforge.ops.spec import Params
 NHWC = (0, 2, 3, 1)
 FLEXIBLE_KERNELS = ("conv2d", "pool2d", "resize")
 """Ops whose kernels have a ``layout`` tunable (0 = NCHW, 1 = NHWC)."""
+FOLLOWERS = ("elementwise", "concat", "slice")
+"""Ops that take their region's layout for every 4-D tensor (their kernels are built on the buffers' shapes)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ def physical_shape(value: Value) -> tuple[int, ...]:
 def _flexible(graph: Graph, node: Node, lowered: Lowered | None) -> bool:
     if lowered is not None and lowered.op in FLEXIBLE_KERNELS:
         return True
-    if node.op not in ("elementwise", "concat", "slice") or len(graph.value(node.output).shape) != 4:
+    if node.op not in FOLLOWERS or len(graph.value(node.output).shape) != 4:
         return False
     # every computed input must be 4-D (a computed lower-rank input would need a real conversion)
     return all(graph.value(i).is_const or len(graph.value(i).shape) == 4 for i in node.inputs if i)
@@ -124,7 +126,13 @@ def assign_layouts(
             layout = NHWC if params[node.name]["layout"] else None
         node_layout[node.name] = layout
         graph.value(node.output).layout = layout
-    conversions, views = _insert_conversions(graph, node_layout)
+    # a kernel reads each input in the order its spec declares (a runtime conv weight may need HWIO)
+    kernel_wants = {
+        node.name: get_op(call.op).input_layouts(call.problem, params[node.name])
+        for node in graph.nodes
+        if (call := lowered.get(node.name)) is not None and node.name in params and node.op != "elementwise"
+    }
+    conversions, views = _insert_conversions(graph, node_layout, kernel_wants)
     return LayoutPlan(region_of, layouts, conversions, views)
 
 
@@ -140,7 +148,11 @@ def _relayout(graph: Graph, src: str, dst: str, origin: str) -> tuple[Node, bool
     return Node(graph.fresh_name(f"{src}/relayout"), op, [src], [dst], attrs, origin), free
 
 
-def _insert_conversions(graph: Graph, node_layout: dict[str, tuple[int, ...] | None]) -> tuple[int, int]:
+def _insert_conversions(
+    graph: Graph,
+    node_layout: dict[str, tuple[int, ...] | None],
+    kernel_wants: Mapping[str, Sequence[tuple[int, ...] | None]],
+) -> tuple[int, int]:
     made: dict[tuple[str, tuple[int, ...] | None], str] = {}
     out_nodes: list[Node] = []
     conversions = views = 0
@@ -163,9 +175,16 @@ def _insert_conversions(graph: Graph, node_layout: dict[str, tuple[int, ...] | N
 
     for node in graph.nodes:
         want = node_layout.get(node.name)
-        node.inputs = [
-            convert(i, want if len(graph.value(i).shape) == 4 else None, node.origin) if i else i for i in node.inputs
-        ]
+        declared = None if node.op in FOLLOWERS else kernel_wants.get(node.name)
+        inputs: list[str] = []
+        for k, i in enumerate(node.inputs):
+            if not i:
+                inputs.append(i)
+            elif declared is not None:  # a kernel: the order it reads (None: logical), whatever the rank
+                inputs.append(convert(i, declared[k] if k < len(declared) else None, node.origin))
+            else:  # follows its region: 4-D inputs in the region's layout
+                inputs.append(convert(i, want if len(graph.value(i).shape) == 4 else None, node.origin))
+        node.inputs = inputs
         out_nodes.append(node)
     graph.nodes = out_nodes
     # model outputs leave in NCHW: the producer writes a renamed tensor, a conversion restores the name

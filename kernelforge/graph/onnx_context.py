@@ -22,6 +22,11 @@ from kernelforge.ops import get_op
 from kernelforge.ops._expr import broadcast_shape
 from kernelforge.ops.eltwise import EltwiseProblem
 
+_INTEGER_TYPES = {
+    onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+    onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
+}  # fmt: skip
+
 
 class NodeUnsupported(Exception):
     """A node uses something kernelforge does not support; the argument is the reason (without the node)."""
@@ -41,6 +46,8 @@ class Context:
         """Every ONNX tensor name: intermediate IR names must not take one a later node writes."""
         self.used = reserved if used is None else used
         """ONNX names a live node or a graph output reads (a node's other outputs need no kernel)."""
+        self.types: dict[str, int] = {}
+        """ONNX name -> element type (``onnx.TensorProto`` enum) where the model or shape inference says it."""
         self._materialized: dict[str, str] = {}
         self._node_names: set[str] = set()
         self.node = onnx.NodeProto()
@@ -112,6 +119,13 @@ class Context:
             return self.const_ints(k, "axes")
         value = self.attr("axes")
         return None if value is None else [int(a) for a in value]
+
+    def is_integer(self, name: str) -> bool:
+        """Return whether an ONNX tensor holds integers (its declared or inferred type, or a constant's dtype)."""
+        data = self.const(name)
+        if data is not None:
+            return data.dtype.kind in "iu"
+        return self.types.get(name) in _INTEGER_TYPES
 
     def shape(self, name: str) -> tuple[int, ...]:
         """Return the static shape of an ONNX tensor."""

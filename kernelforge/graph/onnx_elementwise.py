@@ -7,6 +7,7 @@ float tensor of 0 and 1 inside kernelforge), Where, Expand (a broadcast), Clip a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -33,7 +34,6 @@ _UNARY = {
     "Reciprocal": "reciprocal",
     "Neg": "neg",
     "Abs": "abs",
-    "Gelu": "gelu",
     "Erf": "erf",
     "Floor": "floor",
     "Ceil": "ceil",
@@ -65,7 +65,36 @@ def _unary(ctx: Context, node: onnx.NodeProto) -> None:
 
 def _binary(ctx: Context, node: onnx.NodeProto) -> None:
     op = _INFIX[node.op_type]
+    if op == "/" and ctx.is_integer(node.input[0]):  # integer Div truncates toward zero
+        ctx.elementwise(node.input[:2], lambda v: f"trunc({v[0]} / {v[1]})", node.output[0])
+        return
     ctx.elementwise(node.input[:2], lambda v: f"{v[0]} {op} {v[1]}", node.output[0])
+
+
+def _gelu(ctx: Context, node: onnx.NodeProto) -> None:
+    if ctx.attr("approximate", "none") == "tanh":  # ONNX's tanh approximation, written out
+        c = literal(math.sqrt(2.0 / math.pi))
+        ctx.elementwise(
+            [node.input[0]],
+            lambda v: f"0.5 * {v[0]} * (1 + tanh({c} * ({v[0]} + 0.044715 * pow({v[0]}, 3))))",
+            node.output[0],
+        )
+        return
+    ctx.elementwise([node.input[0]], lambda v: f"gelu({v[0]})", node.output[0])
+
+
+def _trilu(ctx: Context, node: onnx.NodeProto) -> None:
+    """Trilu of a runtime tensor: where(mask, x, 0) with the triangle as a constant 0/1 mask over the last two axes."""
+    x, shape = node.input[0], ctx.shape(node.input[0])
+    if len(shape) < 2:
+        raise ctx.fail(f"Trilu needs a tensor of rank >= 2, got shape {shape}")
+    k = ctx.const_ints(1, "k")
+    diagonal = int(k[0]) if k else 0
+    ones = np.ones(shape[-2:], np.float32)
+    mask = np.triu(ones, diagonal) if int(ctx.attr("upper", 1)) else np.tril(ones, diagonal)
+    name = ctx.fresh(f"{node.output[0]}_mask")
+    ctx.consts[name] = mask
+    ctx.elementwise([name, x], lambda v: f"where({v[0]}, {v[1]}, 0)", node.output[0])
 
 
 def _function2(ctx: Context, node: onnx.NodeProto) -> None:
@@ -85,8 +114,7 @@ def _where(ctx: Context, node: onnx.NodeProto) -> None:
 def _expand(ctx: Context, node: onnx.NodeProto) -> None:
     """Expand as a broadcast: x + zeros, the zeros only as large as the axes that grow.
 
-    A mask of [1, 1, s, s]
-    expanded to [b, h, s, s] adds a [b, h, 1, 1] constant.
+    A mask of [1, 1, s, s] expanded to [b, h, s, s] adds a [b, h, 1, 1] constant.
     """
     x = node.input[0]
     shape = ctx.const_ints(1, "shape")
@@ -200,13 +228,98 @@ def _cast(ctx: Context, node: onnx.NodeProto) -> None:
         _identity(ctx, node)  # float16/double: compute stays float32 (CHECKS refused other targets)
 
 
+def _cast_like(ctx: Context, node: onnx.NodeProto) -> None:
+    """CastLike: Cast to the element type of input 1 (only its type is read)."""
+    like = ctx.const(node.input[1])
+    to = int(onnx.helper.np_dtype_to_tensor_dtype(like.dtype)) if like is not None else ctx.types.get(node.input[1])
+    if to is None:
+        raise ctx.fail(f"the element type of {node.input[1]!r} is unknown")
+    if to in _INT_TYPES:
+        ctx.elementwise([node.input[0]], lambda v: f"trunc({v[0]})", node.output[0])
+    elif to == onnx.TensorProto.BOOL:
+        ctx.elementwise([node.input[0]], lambda v: f"logical_not(logical_not({v[0]}))", node.output[0])
+    else:
+        _identity(ctx, node)
+
+
+# activations written with the expression language's primitives: ONNX op -> (attributes with defaults, build)
+def _softplus(v: str) -> str:
+    """Return log(1 + exp(x)) as max(x, 0) + log1p(exp(-|x|)).
+
+    No overflow for large x, and log1p by its series where 1 + u would round u away (float32 has no log1p).
+    """
+    u = f"exp(-abs({v}))"
+    return f"max({v}, 0) + where(less({u}, 0.0001), {u} - {u} * {u} / 2, log(1 + {u}))"
+
+
+_COMPOSED: dict[str, tuple[dict[str, float], Callable[[str, dict[str, str]], str]]] = {
+    "Elu": ({"alpha": 1.0}, lambda x, a: f"where(greater({x}, 0), {x}, {a['alpha']} * (exp({x}) - 1))"),
+    "Selu": (
+        {"alpha": 1.67326319217681884765625, "gamma": 1.05070102214813232421875},
+        lambda x, a: f"{a['gamma']} * where(greater({x}, 0), {x}, {a['alpha']} * (exp({x}) - 1))",
+    ),
+    "Celu": ({"alpha": 1.0}, lambda x, a: f"max({x}, 0) + min(0, {a['alpha']} * (exp({x} / {a['alpha']}) - 1))"),
+    "ThresholdedRelu": ({"alpha": 1.0}, lambda x, a: f"where(greater({x}, {a['alpha']}), {x}, 0)"),
+    "Softsign": ({}, lambda x, a: f"{x} / (1 + abs({x}))"),
+    "Softplus": ({}, lambda x, a: _softplus(x)),
+    "Mish": ({}, lambda x, a: f"{x} * tanh({_softplus(x)})"),
+    "Swish": ({"alpha": 1.0}, lambda x, a: f"{x} * sigmoid({a['alpha']} * {x})"),
+    "Shrink": (
+        {"bias": 0.0, "lambd": 0.5},
+        lambda x, a: (
+            f"where(less({x}, -{a['lambd']}), {x} + {a['bias']}, "
+            f"where(greater({x}, {a['lambd']}), {x} - {a['bias']}, 0))"
+        ),
+    ),
+    "Tan": ({}, lambda x, a: f"sin({x}) / cos({x})"),
+    "IsNaN": ({}, lambda x, a: f"logical_not(equal({x}, {x}))"),
+}
+
+
+def _composed(ctx: Context, node: onnx.NodeProto) -> None:
+    defaults, build = _COMPOSED[node.op_type]
+    attrs = {k: f"({literal(float(ctx.attr(k, d)))})" for k, d in defaults.items()}
+    ctx.elementwise([node.input[0]], lambda v: build(v[0], attrs), node.output[0])
+
+
+def _is_inf(ctx: Context, node: onnx.NodeProto) -> None:
+    """IsInf: beyond float32's largest finite value (NaN compares false), on the sides asked for."""
+    big = literal(_FLT_MAX)
+    positive, negative = int(ctx.attr("detect_positive", 1)), int(ctx.attr("detect_negative", 1))
+    if not positive and not negative:
+        ctx.consts[node.output[0]] = np.zeros(ctx.shape(node.input[0]), bool)
+        return
+
+    def build(v: list[str]) -> str:
+        tests = ([f"greater({v[0]}, {big})"] if positive else []) + ([f"less({v[0]}, -{big})"] if negative else [])
+        return tests[0] if len(tests) == 1 else f"logical_or({tests[0]}, {tests[1]})"
+
+    ctx.elementwise([node.input[0]], build, node.output[0])
+
+
+def _prelu(ctx: Context, node: onnx.NodeProto) -> None:
+    ctx.elementwise(node.input[:2], lambda v: f"where(less({v[0]}, 0), {v[1]} * {v[0]}, {v[0]})", node.output[0])
+
+
+def _mean(ctx: Context, node: onnx.NodeProto) -> None:
+    n = len(node.input)
+    ctx.elementwise(list(node.input), lambda v: f"({' + '.join(v)}) / {n}", node.output[0])
+
+
 CONVERTERS: dict[str, Converter] = {
+    **dict.fromkeys(_COMPOSED, _composed),
+    "IsInf": _is_inf,
+    "PRelu": _prelu,
+    "Mean": _mean,
+    "CastLike": _cast_like,
     **dict.fromkeys(_UNARY, _unary),
     **dict.fromkeys(_INFIX, _binary),
     **dict.fromkeys(_FUNCTION2, _function2),
     **dict.fromkeys(("Sum", "Max", "Min"), _variadic),
     "Mod": _mod,
     "Where": _where,
+    "Gelu": _gelu,
+    "Trilu": _trilu,
     "Expand": _expand,
     "Pow": _pow,
     "Clip": _clip,

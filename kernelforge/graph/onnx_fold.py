@@ -131,7 +131,7 @@ FOLDERS: dict[str, Folder] = {
     "Transpose": lambda ctx, node, x: [np.ascontiguousarray(np.transpose(x[0], ctx.attr("perm")))],
     "Cast": lambda ctx, node, x: [x[0].astype(helper.tensor_dtype_to_np_dtype(int(ctx.attr("to"))))],
     "Identity": lambda ctx, node, x: [x[0]],
-    "Dropout": lambda ctx, node, x: [x[0]],
+    "Dropout": lambda ctx, node, x: [x[0], np.ones(x[0].shape, bool)],
     "Add": _elementwise(np.add),
     "Sub": _elementwise(np.subtract),
     "Mul": _elementwise(np.multiply),
@@ -168,11 +168,14 @@ FOLDERS: dict[str, Folder] = {
     "Range": _range,
     "Tile": _tile,
     "Trilu": _trilu,
-    "Size": lambda ctx, node, x: [np.array(x[0].size, np.int64)],
+    "Size": lambda ctx, node, x: [np.array(int(np.prod(ctx.shape(node.input[0]))), np.int64)],
 }
 """ONNX op type -> numpy evaluation of a node whose inputs are all constants (Shape: whatever its input)."""
 
 CONST_INPUTS: dict[str, tuple[int, ...]] = {
+    "Trilu": (1,),
+    "Dropout": (1, 2),
+    "Tile": (1,),
     "Expand": (1,),
     "Reshape": (1,),
     "Squeeze": (1,),
@@ -186,5 +189,5 @@ CONST_INPUTS: dict[str, tuple[int, ...]] = {
 }
 """Inputs (shapes, axes, pads, scales) a converted node needs as constants: every shape is static."""
 CONSTANT_VALUES = {"value", "value_float", "value_floats", "value_int", "value_ints"}
-ALWAYS_FOLD = ("Shape",)
+ALWAYS_FOLD = ("Shape", "Size")
 """Ops that fold whatever their input: every shape is static."""

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from kernelforge.graph.edges import EDGE_DTYPES, edge_dtype
+from kernelforge.graph.edges import EDGE_DTYPES, MAX_EXACT_INT, edge_dtype
 from kernelforge.graph.ir import Graph, GraphError, Value, check_size
 from kernelforge.graph.onnx_context import Context, NodeUnsupported
 from kernelforge.graph.onnx_fold import ALWAYS_FOLD, CONST_INPUTS, CONSTANT_VALUES, FOLDERS
@@ -30,7 +30,10 @@ from kernelforge.ops.resize import MODES as RESIZE_MODES
 
 __all__ = ["MAX_OPSET", "MIN_OPSET", "ModelError", "UnsupportedModelError", "import_model"]
 
-MIN_OPSET = 9
+MIN_OPSET = 1
+"""Models of any opset load; below :data:`FULL_OPSET` only nodes whose op is the same as at FULL_OPSET do."""
+FULL_OPSET = 9
+"""The oldest opset whose every supported op is converted as its schema of that opset defines."""
 MAX_OPSET = 28
 """The newest opset onnx 1.23 defines. Ops kernelforge runs changed in 22-28 only by new types (bfloat16, float8,
 int4), Mod (float inputs with fmod=0: floor modulo, as ``onnx_elementwise`` converts it) and Range (``stash_type``, for
@@ -112,7 +115,9 @@ CHECKS: dict[str, Check] = {
     "Upsample": _check_resize,
     "Cast": _check_cast,
     "Gelu": lambda node, opset, used: (
-        None if _attr(node, "approximate", "none") == "none" else "approximate='tanh' is not supported"
+        None
+        if _attr(node, "approximate", "none") in ("none", "tanh")
+        else f"approximate={_attr(node, 'approximate')!r} is not supported"
     ),
     "Pad": lambda node, opset, used: (
         None if _attr(node, "mode", "constant") in PAD_MODES else f"mode={_attr(node, 'mode')!r} is not supported"
@@ -122,7 +127,6 @@ CHECKS: dict[str, Check] = {
         if _attr(node, "training_mode", 0)
         else _extra_outputs(node, used, "training statistics")
     ),
-    "Dropout": lambda node, opset, used: _extra_outputs(node, used, "mask"),
 }
 """ONNX op type -> attribute check run on every node (of a runtime value) before conversion: a reason or None."""
 
@@ -169,10 +173,8 @@ def _load(model: str | os.PathLike[str] | bytes | onnx.ModelProto) -> tuple[onnx
 
 def _opsets(proto: onnx.ModelProto, where: str) -> dict[str, int]:
     opsets = {("" if o.domain in _DEFAULT_DOMAINS else o.domain): int(o.version) for o in proto.opset_import}
-    version = opsets.get("")
-    if version is None:
-        raise UnsupportedModelError(f"{where}: the model imports no default-domain (ai.onnx) opset")
-    if not MIN_OPSET <= version <= MAX_OPSET:
+    version = opsets.setdefault("", 0)  # none imported: each default-domain node says so (_kind_reason)
+    if version and not MIN_OPSET <= version <= MAX_OPSET:
         raise UnsupportedModelError(
             f"{where}: default-domain opset {version} is not supported (supported: {MIN_OPSET}..{MAX_OPSET})"
         )
@@ -291,6 +293,61 @@ def _topological(nodes: Sequence[onnx.NodeProto], known: set[str], where: str) -
     return order
 
 
+def _older_schema(op_type: str, opset: int) -> str | None:
+    """Return why ``op_type`` at an opset below FULL_OPSET is not the op kernelforge converts, or None if it is."""
+    try:
+        old = onnx.defs.get_schema(op_type, opset).since_version
+    except onnx.defs.SchemaError:
+        return f"op type does not exist at opset {opset}"
+    try:
+        full = onnx.defs.get_schema(op_type, FULL_OPSET).since_version
+    except onnx.defs.SchemaError:
+        full = -1
+    if old != full:
+        return f"{op_type}-{old} (the version at opset {opset}) is older than the {op_type} kernelforge converts"
+    return None
+
+
+def _kind_reason(node: onnx.NodeProto, opsets: Mapping[str, int]) -> str | None:
+    """Return why a node's domain, op type or opset is unsupported (whatever its inputs), or None."""
+    domain = "" if node.domain in _DEFAULT_DOMAINS else node.domain
+    opset = opsets.get(domain, 0)
+    if domain:
+        return f"domain {domain!r} is not supported (only the default ai.onnx domain)"
+    if node.op_type not in CONVERTERS and node.op_type not in FOLDERS:
+        return "op type is not supported"
+    if not opset:
+        return "the model imports no default-domain (ai.onnx) opset"
+    if opset < FULL_OPSET and (old := _older_schema(node.op_type, opset)):
+        return old
+    return None
+
+
+def _kind_problems(graph: onnx.GraphProto, opsets: Mapping[str, int]) -> list[str]:
+    """Return a line per node an output depends on whose op type, domain or opset is unsupported.
+
+    Needs no shapes and no order, so it is listed even when the model is otherwise malformed or its inputs
+    need ``input_shapes``.
+    """
+    producer = {out: k for k, node in enumerate(graph.node) for out in node.output if out}
+    live: set[int] = set()
+    todo = [o.name for o in graph.output]
+    while todo:
+        k = producer.get(todo.pop(), -1)
+        if k >= 0 and k not in live:
+            live.add(k)
+            todo.extend(i for i in graph.node[k].input if i)
+    problems = []
+    for k in sorted(live):
+        node = graph.node[k]
+        reason = _kind_reason(node, opsets)
+        if reason is not None:
+            domain = "" if node.domain in _DEFAULT_DOMAINS else node.domain
+            opset = opsets.get(domain, 0)
+            problems.append(f"{node.op_type} node '{node.name or f'{node.op_type}_{k}'}' (opset {opset}): {reason}")
+    return problems
+
+
 def _scan(
     ctx: Context, nodes: Sequence[tuple[int, onnx.NodeProto]], opsets: dict[str, int], used: set[str]
 ) -> list[str]:
@@ -304,10 +361,8 @@ def _scan(
         folds = node.op_type in FOLDERS and (
             node.op_type in ALWAYS_FOLD or all(not i or i in constant for i in node.input)
         )
-        if domain:
-            reason = f"domain {domain!r} is not supported (only the default ai.onnx domain)"
-        elif node.op_type not in CONVERTERS and node.op_type not in FOLDERS:
-            reason = "op type is not supported"
+        if (kind := _kind_reason(node, opsets)) is not None:
+            reason = kind
         elif node.op_type == "Constant" and not {a.name for a in node.attribute} & CONSTANT_VALUES:
             reason = f"only the attributes {sorted(CONSTANT_VALUES)} are supported"
         elif not folds and node.op_type not in CONVERTERS:
@@ -355,9 +410,16 @@ def import_model(
     initializers = {t.name: t for t in g.initializer}
     inputs = [i for i in g.input if i.name not in initializers]
     dtypes, dtype_problems = _edge_dtypes(inputs, g.output)
-    shapes = _input_shapes(inputs, input_shapes or {}, where)
     nodes = list(g.node)
-    order = _topological(nodes, set(initializers) | set(shapes), where)
+    try:
+        shapes = _input_shapes(inputs, input_shapes or {}, where)
+        order = _topological(nodes, set(initializers) | set(shapes), where)
+    except ModelError as exc:
+        # what is unsupported is said first: fixing the shapes would not make such a model load
+        early = dtype_problems + _kind_problems(g, opsets)
+        if early:
+            raise UnsupportedModelError(_unsupported(where, early, dtype_problems) + f"\nand: {exc}") from None
+        raise
     # only nodes that feed an output matter (models from the wild carry dead branches)
     used = {o.name for o in g.output}
     live = []
@@ -370,6 +432,7 @@ def import_model(
     graph = Graph({}, [], list(shapes), [o.name for o in g.output], g.name or "model", dtypes)
     reserved = set(shapes) | set(initializers) | {o for node in nodes for o in node.output}
     ctx = Context(graph, opsets[""], reserved, used)
+    ctx.types = _value_types(proto)
     for name, shape in shapes.items():
         graph.values[name] = Value(name, shape)
         ctx.names[name] = name
@@ -380,10 +443,7 @@ def import_model(
             raise ModelError(f"{where}: cannot read initializer {name!r}: {type(exc).__name__}: {exc}") from None
     problems = dtype_problems + _scan(ctx, live, opsets, used)
     if problems:
-        what = f"{len(problems) - len(dtype_problems)} unsupported node(s)"
-        if dtype_problems:
-            what += f" and {len(dtype_problems)} unsupported graph input/output dtype(s)"
-        raise UnsupportedModelError(f"{where}: {what}:\n" + "\n".join(problems))
+        raise UnsupportedModelError(_unsupported(where, problems, dtype_problems))
 
     for index, node in live:
         _convert(ctx, node, node.name or f"{node.op_type}_{index}", where)
@@ -392,6 +452,29 @@ def import_model(
     graph.prune()
     graph.validate()
     return graph
+
+
+def _unsupported(where: str, problems: list[str], dtype_problems: list[str]) -> str:
+    what = f"{len(problems) - len(dtype_problems)} unsupported node(s)"
+    if dtype_problems:
+        what += f" and {len(dtype_problems)} unsupported graph input/output dtype(s)"
+    return f"{where}: {what}:\n" + "\n".join(problems)
+
+
+def _value_types(proto: onnx.ModelProto) -> dict[str, int]:
+    """Return the element type of every tensor the model declares or ONNX shape inference can type.
+
+    Integer tensors are exact floats inside kernelforge; a few ops (Div) differ on them, so converters ask.
+    """
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False).graph
+    except Exception:  # a model shape inference rejects still imports; converters then see declared types only
+        inferred = proto.graph
+    types = {}
+    for info in (*inferred.input, *inferred.value_info, *inferred.output):
+        if info.type.HasField("tensor_type") and info.type.tensor_type.elem_type:
+            types[info.name] = int(info.type.tensor_type.elem_type)
+    return types
 
 
 def _convert(ctx: Context, node: onnx.NodeProto, display: str, where: str) -> None:
@@ -425,8 +508,12 @@ def _bind_output(ctx: Context, name: str, where: str) -> None:
             ctx.finish()
     elif name in ctx.consts:
         data = ctx.consts[name]
-        if data.dtype != np.float32:
-            raise UnsupportedModelError(f"{where}: graph output {name!r} is a constant of dtype {data.dtype}")
+        exact = data.dtype.kind in "fb" or not data.size or np.abs(data.astype(np.float64)).max() <= MAX_EXACT_INT
+        if not exact:
+            raise UnsupportedModelError(
+                f"{where}: graph output {name!r} is a constant of dtype {data.dtype} with values beyond 2**24, "
+                "which float32 cannot hold exactly"
+            )
         ctx.ir(name)
     else:
         raise ModelError(f"{where}: graph output {name!r} is computed by no node")

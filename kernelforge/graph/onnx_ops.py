@@ -135,6 +135,17 @@ def _gemm(ctx: Context, node: onnx.NodeProto) -> None:
     ctx.emit("elementwise", [y, rest] if rest else [y], {"expr": " + ".join(parts)}, shape, out)
 
 
+def _broadcast_ir(ctx: Context, x_ir: str, shape: tuple[int, ...], target: tuple[int, ...]) -> str:
+    """Return IR value ``x_ir`` (logically of ``shape``) broadcast to ``target``: x + zeros of the grown axes."""
+    if tuple(shape) == tuple(target):
+        return x_ir
+    padded = (1,) * (len(target) - len(shape)) + tuple(shape)
+    x4 = ctx.reshape(x_ir, padded)
+    zeros = np.zeros([t if p == 1 else 1 for p, t in zip(padded, target, strict=True)], np.float32)
+    grow = ctx.add_const(f"{ctx.node.output[0]}_broadcast", zeros)
+    return ctx.emit("elementwise", [x4, grow], {"expr": "v0 + v1"}, target)
+
+
 def _matmul(ctx: Context, node: onnx.NodeProto) -> None:
     a, b = ctx.input(0), ctx.input(1)
     a_shape, b_shape = ctx.shape(a), ctx.shape(b)
@@ -159,11 +170,12 @@ def _matmul(ctx: Context, node: onnx.NodeProto) -> None:
         rows = math.prod(a2[:-1])
         inputs = [ctx.reshape(a_ir, (rows, k)), ctx.reshape(b_ir, (k, n))]
         shape: tuple[int, ...] = (rows, n)
-    elif a_lead == b_lead:
-        batch = math.prod(a_lead)
-        inputs, shape = [ctx.reshape(a_ir, (batch, m, k)), ctx.reshape(b_ir, (batch, k, n))], (batch, m, n)
     else:
-        raise NodeUnsupported(f"MatMul broadcasting batch dims {a_lead} against {b_lead} is not supported")
+        # batch dims broadcast: an operand with fewer (or size-1) batch dims is expanded first
+        batch = math.prod(lead)
+        a_full = _broadcast_ir(ctx, a_ir, a2, (*lead, m, k))
+        b_full = _broadcast_ir(ctx, b_ir, b2, (*lead, k, n))
+        inputs, shape = [ctx.reshape(a_full, (batch, m, k)), ctx.reshape(b_full, (batch, k, n))], (batch, m, n)
     direct = shape == out_shape
     y = ctx.emit("gemm", inputs, attrs, shape, out if direct else None)
     if not direct:
@@ -273,6 +285,32 @@ def _lrn(ctx: Context, node: onnx.NodeProto) -> None:
 
 
 # --- data movement -------------------------------------------------------------------------------------------
+
+
+def _dropout(ctx: Context, node: onnx.NodeProto) -> None:
+    """Inference Dropout: the input itself, and a mask of all True; training with a ratio > 0 is random."""
+    ratio = ctx.const(ctx.input(1))
+    training = ctx.const(ctx.input(2))
+    if training is not None and bool(training) and (ratio is None or float(ratio) > 0):
+        raise NodeUnsupported("training_mode=1 with a ratio > 0 (random dropout) is not supported")
+    _identity(ctx, node)
+    if len(node.output) > 1 and node.output[1]:
+        ctx.consts[node.output[1]] = np.ones(ctx.shape(node.input[0]), bool)
+
+
+def _tile(ctx: Context, node: onnx.NodeProto) -> None:
+    """Tile of a runtime tensor: per repeated axis, a concat of copies (repeats is a constant)."""
+    repeats = ctx.const_ints(1, "repeats")
+    shape = ctx.shape(node.input[0])
+    if repeats is None or len(repeats) != len(shape) or min(repeats, default=1) < 1:
+        raise ctx.fail(f"Tile repeats {repeats} must be one integer >= 1 per axis of {shape}")
+    current, todo = ctx.ir(node.input[0]), [(a, r) for a, r in enumerate(repeats) if r > 1]
+    if not todo:
+        ctx.alias(node.output[0], node.input[0])
+        return
+    for k, (axis, r) in enumerate(todo):
+        last = k == len(todo) - 1
+        current = ctx.emit("concat", [current] * r, {"axis": axis}, out=node.output[0] if last else None)
 
 
 def _concat(ctx: Context, node: onnx.NodeProto) -> None:
@@ -462,13 +500,14 @@ CONVERTERS: dict[str, Converter] = {
     "BatchNormalization": _batchnorm,
     **dict.fromkeys(("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"), _pool),
     "Concat": _concat,
+    "Tile": _tile,
     "Reshape": _reshape,
     "Flatten": _flatten,
     "Squeeze": _squeeze,
     "Unsqueeze": _unsqueeze,
     "Transpose": _transpose,
     "Softmax": _softmax,
-    "Dropout": _identity,
+    "Dropout": _dropout,
     "Identity": _identity,
     "LRN": _lrn,
     "Pad": _pad,

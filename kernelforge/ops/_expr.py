@@ -101,7 +101,7 @@ BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "logical_and": lambda a, b: ((a != 0.0) & (b != 0.0)).astype(np.float64),
     "logical_or": lambda a, b: ((a != 0.0) | (b != 0.0)).astype(np.float64),
     "logical_xor": lambda a, b: ((a != 0.0) != (b != 0.0)).astype(np.float64),
-    "mod": lambda a, b: a - b * np.floor(a / b),  # the divisor's sign, as ONNX Mod with fmod=0
+    "mod": np.mod,  # floor modulo, the divisor's sign; x mod +-inf is x or the divisor (ONNX Mod-28, fmod=0)
     "fmod": np.fmod,  # the dividend's sign, as ONNX Mod with fmod=1 (C fmod)
 }
 TERNARY: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {

@@ -504,9 +504,16 @@ class ConvSpec(OpSpec[ConvProblem]):
         return (q.n, q.oh, q.ow, q.m) if params["layout"] == NHWC else self.output_shape(q)
 
     def input_layouts(self, problem: ConvProblem, params: Params) -> tuple[tuple[int, ...] | None, ...]:
-        """Return NHWC for X and the residual of ``layout=1`` kernels (W and bias go through device_inputs)."""
+        """Return NHWC for X and the residual of ``layout=1`` kernels, and W's order as :meth:`device_inputs` makes it.
+
+        W is HWIO (``[kh, kw, cg, m]``, the ``(2, 3, 1, 0)`` transpose of OIHW) for WGSL ``w_layout=1`` and for
+        NHWC GLSL kernels: a weight that is a runtime tensor (a graph input) is converted to it by a relayout.
+        """
         nhwc = NHWC_AXES if params["layout"] == NHWC else None
-        return (nhwc, None, None, nhwc) if problem.has_bias else (nhwc, None, nhwc)
+        glsl = "c_unroll" in params
+        hwio = (glsl and params["layout"] == NHWC) or (not glsl and params["w_layout"] == HWIO)
+        w = (2, 3, 1, 0) if hwio else None
+        return (nhwc, w, None, nhwc) if problem.has_bias else (nhwc, w, nhwc)
 
     def output_layout(self, problem: ConvProblem, params: Params) -> tuple[int, ...] | None:
         """Return NHWC for ``layout=1`` kernels."""

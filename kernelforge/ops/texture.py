@@ -77,7 +77,13 @@ class TexLayout:
 
     def context(self) -> dict[str, Any]:
         """Return what the texture macros need to address a texel."""
-        return {"pack": self.pack, "square": self.square, "width": self.width, "row_texels": self.row_texels}
+        return {
+            "pack": self.pack,
+            "square": self.square,
+            "width": self.width,
+            "row_texels": self.row_texels,
+            "cols": self.cols,
+        }
 
 
 def interleave_rows(parts: list[np.ndarray], rows: int) -> np.ndarray:

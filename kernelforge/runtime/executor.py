@@ -67,6 +67,12 @@ class Executable(Generic[R, K, B]):
         """Launch step ``index`` alone (on whatever its resources hold) and return its seconds."""
         return self.backend.time(self._steps[index])
 
+    def stored(self, resource: int) -> np.ndarray:
+        """Return resource ``resource`` as it is stored, every texel and lane (tests of the layout contract)."""
+        texture = self.program.resources[resource]
+        count = texture.floats if isinstance(texture, Texture) else texture.nbytes // 4
+        return self.backend.read(self._handles[resource], count)
+
     def _read(self, output: Output) -> np.ndarray:
         if output.data is not None:  # an output that folded to a constant
             return output.data.reshape(output.shape).copy()

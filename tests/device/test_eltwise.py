@@ -164,6 +164,43 @@ def test_special_values_follow_numpy(lavapipe, gl, text):
         np.testing.assert_array_equal(out, ref, err_msg=f"{text} {backend.language} {params}")
 
 
+def test_tanh_of_tiny_values_keeps_its_relative_precision(lavapipe, gl):
+    # tanh built from exp cancels for tiny x; below 2**-12 tanh(x) is x in float32 (Mish's tail needs it)
+    x = np.float32([1e-30, -3e-8, 1e-6, -5e-5, 2.4e-4, -2.5e-4, 1e-3, -0.02])
+    for backend, params in (
+        (lavapipe, {"wg": 64, "ept": 1, "vec4": 1}),
+        (gl, {"pack_out": 4, "pack_in": 1, "square": 0}),
+    ):
+        problem = EltwiseProblem.from_text("tanh(x)", {"x": (8,)})
+        out = prepare(backend, SPEC, problem, params, [x]).run()
+        np.testing.assert_allclose(out, np.tanh(x.astype(np.float64)), rtol=2e-6, atol=0, err_msg=backend.language)
+
+
+def test_mod_edge_cases_follow_onnx(lavapipe, gl):
+    # ONNX Mod-28's special cases (its own test data): signed zeros, infinite dividends and divisors, NaN
+    # (and two more, for 16 lanes)
+    x = np.array([0, -0.0, 0, -0.0, -3, 3, -1, 1, np.inf, -np.inf, 1, 1, np.nan, 1, 2.5, -2.5], np.float32)
+    y = np.array(
+        [-2, 2, 2, -2, np.inf, np.inf, -np.inf, -np.inf, 2, 2, 0, -0.0, 2, np.nan, -np.inf, -np.inf], np.float32
+    )
+    nan = [np.nan] * 6
+    want = {
+        "mod(x, y)": [-0.0, 0, 0, -0.0, np.inf, 3, -1, -np.inf, *nan, -np.inf, -2.5],
+        "fmod(x, y)": [0, -0.0, 0, -0.0, -3, 3, -1, 1, *nan, 2.5, -2.5],
+    }
+    for text, expected in want.items():
+        problem = EltwiseProblem.from_text(text, {"x": (16,), "y": (16,)})
+        np.testing.assert_array_equal(SPEC.reference(problem, [x, y]), np.float32(expected))
+        for backend, params in (
+            (lavapipe, {"wg": 64, "ept": 1, "vec4": 1}),
+            (lavapipe, {"wg": 64, "ept": 1, "vec4": 0}),
+            (gl, {"pack_out": 4, "pack_in": 1, "square": 0}),
+            (gl, {"pack_out": 1, "pack_in": 1, "square": 0}),
+        ):
+            out = prepare(backend, SPEC, problem, params, [x, y]).run()
+            np.testing.assert_allclose(out, np.float32(expected), rtol=0, atol=0, err_msg=f"{text} {params}")
+
+
 def test_nan_and_inf_follow_numpy(lavapipe, gl):
     x = np.array([-8.0, -2.0, -0.5, 0.0, 0.0, 0.5, 2.0, 3.0], np.float32)
     y = np.array([1 / 3, 3.0, 2.0, -1.0, 0.0, -2.0, 0.0, 0.5], np.float32)

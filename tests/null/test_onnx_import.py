@@ -254,10 +254,13 @@ def test_matmul_constant_weight_is_reshaped_at_import() -> None:
     assert graph.values[graph.nodes[1].inputs[1]].data is not None
 
 
-def test_matmul_batch_broadcast_is_unsupported() -> None:
-    model = make_model([helper.make_node("MatMul", ["a", "b"], ["y"])], {"a": [1, 3, 4], "b": [2, 4, 5]}, ["y"])
-    with pytest.raises(UnsupportedModelError, match="broadcasting batch dims"):
-        import_model(model)
+@pytest.mark.parametrize(
+    ("a", "b"), [([1, 3, 4], [2, 4, 5]), ([4], [2, 4, 5]), ([3, 4], [2, 1, 4, 5]), ([2, 1, 3, 4], [1, 6, 4, 5])]
+)
+def test_matmul_batch_dims_broadcast(a: list[int], b: list[int]) -> None:
+    model = make_model([helper.make_node("MatMul", ["a", "b"], ["y"])], {"a": a, "b": b}, ["y"])
+    graph = check_numerics(model)
+    assert [op for op in ops(graph) if op == "gemm"] == ["gemm"]
 
 
 def test_batchnorm() -> None:
@@ -571,7 +574,7 @@ def test_unsupported_ops_are_all_listed() -> None:
         helper.make_node("Relu", ["x"], ["a"], name="ok"),
         helper.make_node("Hardmax", ["a"], ["b"], name="hm1"),
         helper.make_node("Conv", ["b", "w"], ["c"], name="conv1", auto_pad="SAME_MIDDLE"),
-        helper.make_node("Gelu", ["c"], ["d"], name="gelu1", approximate="tanh"),
+        helper.make_node("Gelu", ["c"], ["d"], name="gelu1", approximate="erf"),
         helper.make_node("Resize", ["d", "", "s"], ["e"], mode="cubic"),
         helper.make_node("Range", ["e", "i", "i"], ["f"], name="g"),
         helper.make_node("Custom", ["f"], ["h"], name="mine", domain="com.example"),
@@ -585,7 +588,7 @@ def test_unsupported_ops_are_all_listed() -> None:
     lines = str(info.value).splitlines()[1:]
     assert lines[0] == "Hardmax node 'hm1' (opset 20): op type is not supported"
     assert lines[1].startswith("Conv node 'conv1' (opset 20): auto_pad='SAME_MIDDLE'")
-    assert lines[2].startswith("Gelu node 'gelu1' (opset 20): approximate='tanh'")
+    assert lines[2].startswith("Gelu node 'gelu1' (opset 20): approximate='erf' is not supported")
     assert lines[3].startswith("Resize node 'Resize_4' (opset 20): mode='cubic'")
     assert lines[4].startswith("Range node 'g' (opset 20): needs a runtime value")
     assert lines[5].startswith("Custom node 'mine' (opset 1): domain 'com.example'")
@@ -650,7 +653,34 @@ def test_every_opset_of_the_installed_onnx_is_accepted() -> None:
     assert ops(import_model(model)) == ["elementwise"]
 
 
-@pytest.mark.parametrize("opset", [8, MAX_OPSET + 1])
+def test_old_opsets_load_ops_that_did_not_change_since() -> None:
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),  # Relu-6: the same op at opset 9
+        helper.make_node("Upsample", ["r"], ["u"], scales=[1.0, 2.0], name="up"),  # Upsample-7: scales attribute
+        helper.make_node("Flatten", ["u"], ["y"], name="fl"),  # Flatten-1, before Flatten-9
+    ]
+    model = make_model(nodes, {"x": [2, 3]}, ["y"], opset=7)
+    with pytest.raises(UnsupportedModelError) as info:
+        import_model(model)
+    lines = str(info.value).splitlines()[1:]
+    older = "(the version at opset 7) is older than the"
+    assert lines == [
+        f"Upsample node 'up' (opset 7): Upsample-7 {older} Upsample kernelforge converts",
+        f"Flatten node 'fl' (opset 7): Flatten-1 {older} Flatten kernelforge converts",
+    ]
+    graph = check_numerics(make_model(nodes[:1], {"x": [2, 3]}, ["r"], opset=6))
+    assert ops(graph) == ["elementwise"]
+
+
+def test_a_model_without_a_default_opset_names_each_node() -> None:
+    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="r")], {"x": [3]}, ["y"])
+    del model.opset_import[:]
+    model.opset_import.append(helper.make_opsetid("ai.onnx.ml", 3))
+    with pytest.raises(UnsupportedModelError, match=r"Relu node 'r' \(opset 0\): the model imports no default-domain"):
+        import_model(model)
+
+
+@pytest.mark.parametrize("opset", [MAX_OPSET + 1, 100])
 def test_opset_out_of_range(opset: int) -> None:
     model = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": [3]}, ["y"])
     model.opset_import[0].version = opset

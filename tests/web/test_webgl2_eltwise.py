@@ -21,6 +21,10 @@ PROGRAMS = [
     "hardsigmoid(x, 0.3, 0.4) + leaky_relu(y, 0.1) * exp(x) - sqrt(abs(y)):x=2x8,y=8",
     "pow(x, y) + pow(x, 3) - pow(x, -2) + reciprocal(max(x, min(y, 1))):x=scalar,y=7x3",
     "clip(-x, -1, 1) + neg(y):x=6x4,y=6x1",
+    # the comparison, logic, rounding and modulo ops, with their NaN/inf helpers, in vec4 and scalar forms
+    "where(logical_and(less(x, y), logical_not(equal(x, 0))), mod(x, y), fmod(y, x)):x=4x8,y=8",
+    "sign(x) + round(y) + floor(x) - ceil(y) + trunc(x) + erf(y) + log(abs(x) + 1):x=3x5,y=5",
+    "logical_or(greater(x, y), less_equal(x, 0)) + logical_xor(greater_equal(x, y), x) * sin(y) * cos(x):x=2x4,y=4",
 ]
 
 

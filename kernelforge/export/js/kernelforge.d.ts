@@ -1,10 +1,10 @@
 // TypeScript declarations of kernelforge.js, the browser runtime of a kernelforge bundle (see FORMAT.md).
 
 /** The dtype of a model input or output; kernels compute in float32 and convert at the edges. */
-export type DType = "float32" | "float16" | "float64" | "int64" | "int32" | "int16" | "int8" | "uint8" | "uint16" | "uint32" | "bool";
+export type DType = "float32" | "float16" | "float64" | "int64" | "int32" | "int16" | "int8" | "uint8" | "uint16" | "uint32" | "uint64" | "bool";
 
 /** An input or output: float inputs/outputs are Float32Array; int64 is BigInt64Array, int32 Int32Array, bool Uint8Array... */
-export type Tensor = Float32Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array | Uint16Array | Uint32Array;
+export type Tensor = Float32Array | BigInt64Array | BigUint64Array | Int32Array | Int16Array | Int8Array | Uint8Array | Uint16Array | Uint32Array;
 
 /** A model input or output as the manifest declares it. */
 export interface TensorInfo {

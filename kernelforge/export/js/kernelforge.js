@@ -35,15 +35,16 @@ const STORAGE = 0x80;
 /** @type {Record<DType, { from(a: ArrayLike<number>, f: (x: number) => any): Tensor }>} */
 const EDGE = {
   float32: Float32Array, float16: Float32Array, float64: Float32Array, int64: BigInt64Array, int32: Int32Array,
-  int16: Int16Array, int8: Int8Array, uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array, bool: Uint8Array,
+  int16: Int16Array, int8: Int8Array, uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array, uint64: BigUint64Array,
+  bool: Uint8Array,
 };
 
 // ---------------------------------------------------------------------------------------------------------------
 // Types. The public ones mirror kernelforge.d.ts (tools/check_dts.mjs fails when they disagree).
 
 /** @typedef {{ name: string, shape: number[], dtype: DType }} TensorInfo A model input or output as the manifest declares it. */
-/** @typedef {"float32" | "float16" | "float64" | "int64" | "int32" | "int16" | "int8" | "uint8" | "uint16" | "uint32" | "bool"} DType */
-/** @typedef {Float32Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array | Uint16Array | Uint32Array} Tensor */
+/** @typedef {"float32" | "float16" | "float64" | "int64" | "int32" | "int16" | "int8" | "uint8" | "uint16" | "uint32" | "uint64" | "bool"} DType */
+/** @typedef {Float32Array | BigInt64Array | BigUint64Array | Int32Array | Int16Array | Int8Array | Uint8Array | Uint16Array | Uint32Array} Tensor */
 /** @typedef {"manifest" | "weights" | "compile"} Stage */
 /** @typedef {{ stage: Stage, loaded: number, total: number }} LoadProgress What load() reports while it works. */
 
@@ -1293,7 +1294,7 @@ export async function load(url, opts = {}) {
           const v = out[name];
           // integers rounded to the nearest (NaN and infinities: 0), bools 1 where not 0
           const n = (/** @type {number} */ x) => (Number.isFinite(x) ? Math.round(x) : 0);
-          typed[name] = T === Float32Array ? v : T.from(v, dtype === "bool" ? (x) => +(x !== 0) : T === BigInt64Array ? (x) => BigInt(n(x)) : n);
+          typed[name] = T === Float32Array ? v : T.from(v, dtype === "bool" ? (x) => +(x !== 0) : T === BigInt64Array || T === BigUint64Array ? (x) => BigInt(n(x)) : n);
         }
         return typed;
       });
