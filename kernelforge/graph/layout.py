@@ -2,7 +2,7 @@
 
 Conv and pool kernels have a ``layout`` tunable, and a tuned record says which layout was fastest for that
 layer on that device. Converting a tensor between layouts is a kernel of its own, so choosing per kernel
-would litter the graph with transposes. Instead, kernels that can run in either layout (conv, pool, and
+would litter the graph with transposes. Instead, kernels that can run in either layout (conv, pool, reduce, and
 elementwise, concat and slice over 4-D tensors, which only need their axes relabelled) are grouped into regions
 connected by the tensors they exchange; each region takes the layout that the FLOP-weighted majority of its
 conv/pool records chose, the minority switch layout, and a conversion is inserted only where a tensor
@@ -21,7 +21,7 @@ from kernelforge.ops import get_op
 from kernelforge.ops.spec import Params
 
 NHWC = (0, 2, 3, 1)
-FLEXIBLE_KERNELS = ("conv2d", "pool2d", "resize")
+FLEXIBLE_KERNELS = ("conv2d", "pool2d", "resize", "reduce")
 """Ops whose kernels have a ``layout`` tunable (0 = NCHW, 1 = NHWC)."""
 FOLLOWERS = ("elementwise", "concat", "slice")
 """Ops that take their region's layout for every 4-D tensor (their kernels are built on the buffers' shapes)."""

@@ -1,7 +1,7 @@
 """ONNX op converters: one function per ONNX op type, lowering a node to IR nodes of :mod:`.graph`.
 
 :data:`CONVERTERS` is the table :mod:`kernelforge.graph.onnx_import` dispatches on. Semantics follow ONNX
-opsets 9-28, including the attributes that became inputs (Clip, Pad, Squeeze/Unsqueeze, ReduceMean, Resize).
+opsets 9-28, including the attributes that became inputs (Clip, Pad, Squeeze/Unsqueeze, Reduce*, Resize).
 Attribute values no converter supports are rejected earlier, by the importer's checks over the whole model.
 """
 
@@ -29,6 +29,7 @@ from kernelforge.graph.onnx_context import (
 )
 from kernelforge.graph.onnx_elementwise import CONVERTERS as ELEMENTWISE
 from kernelforge.graph.onnx_gather import CONVERTERS as GATHER
+from kernelforge.graph.onnx_reduce import CONVERTERS as REDUCE
 from kernelforge.graph.onnx_slice import CONVERTERS as SLICING
 from kernelforge.ops import OPS, get_op
 from kernelforge.ops._attrs import resolve_auto_pad
@@ -422,44 +423,6 @@ def _resize(ctx: Context, node: onnx.NodeProto) -> None:
     ctx.emit("resize", [ctx.ir(x)], fields, out=node.output[0])
 
 
-def _reduce_mean(ctx: Context, node: onnx.NodeProto) -> None:
-    x = node.input[0]
-    shape = ctx.shape(x)
-    rank, keep = len(shape), bool(ctx.attr("keepdims", 1))
-    axes = ctx.axes(1, 18)
-    if not axes:
-        if axes is not None and ctx.opset >= 18 and ctx.attr("noop_with_empty_axes", 0):
-            _identity(ctx, node)
-            return
-        axes = list(range(rank))
-    try:
-        reduced = sorted({norm_axis(a, rank) for a in axes})
-    except ValueError as exc:
-        raise ctx.fail(str(exc)) from None
-    out_shape = tuple(1 if i in reduced else d for i, d in enumerate(shape) if keep or i not in reduced)
-    x_ir, out = ctx.ir(x), node.output[0]
-    if rank == 4 and reduced == [2, 3]:
-        fields: dict[str, Any] = {"kernel_shape": shape[2:], "strides": (1, 1), "pads": (0, 0, 0, 0)}
-        fields.update(dilations=(1, 1), ceil_mode=0, count_include_pad=0, global_=True)
-        pooled = (shape[0], shape[1], 1, 1)
-        y = ctx.emit("pool2d", [x_ir], {"mode": "avg", **fields}, pooled, out if keep else None)
-        if not keep:
-            ctx.reshape(y, out_shape, out=out)
-        return
-    kept = [i for i in range(rank) if i not in reduced]
-    perm = tuple(kept + reduced)
-    moved = tuple(shape[i] for i in perm)
-    if perm != tuple(range(rank)):
-        x_ir = ctx.emit("transpose", [x_ir], {"perm": perm}, moved)
-    k = math.prod(shape[i] for i in reduced)
-    rows = math.prod(shape[i] for i in kept)
-    ones = ctx.add_const(f"{out}_mean", np.full((k, 1), 1.0 / k, np.float32))
-    y = ctx.emit(
-        "gemm", [ctx.reshape(x_ir, (rows, k)), ones], {"trans_b": False, "activation": Activation()}, (rows, 1)
-    )
-    ctx.reshape(y, out_shape or (1,), out=out) if out_shape else ctx.reshape(y, (), out=out)
-
-
 # --- ops that run as they stand ------------------------------------------------------------------------------
 
 
@@ -494,6 +457,7 @@ CONVERTERS: dict[str, Converter] = {
     **ELEMENTWISE,
     **GATHER,
     **SLICING,
+    **REDUCE,
     "Conv": _conv,
     "Gemm": _gemm,
     "MatMul": _matmul,
@@ -513,7 +477,6 @@ CONVERTERS: dict[str, Converter] = {
     "Pad": _pad,
     "Resize": _resize,
     "Upsample": _resize,
-    "ReduceMean": _reduce_mean,
 }
 CONVERTERS.update({onnx_op: _direct(op) for onnx_op, op in DIRECT.items() if onnx_op not in CONVERTERS})
 """ONNX op type -> converter; ops that only fold to constants live in onnx_import's folder table."""

@@ -30,6 +30,7 @@ CASES = {
     "pool2d": "max:1x2x5x5:k2:s1",
     "resize": "1x2x3x3:s1,2:nearest:asymmetric:floor",
     "conv2d": "1x3x5x5:6x3x3:p1",
+    "reduce": "3x5x7:a2:sum",
 }
 
 

@@ -24,6 +24,7 @@ from kernelforge.testing.tuning import subgroup_db
 
 from ..null.test_layernorm_spec import layernorm_model, mlp_layernorm_model
 from ..null.test_models_build import feeds_for
+from ..null.test_onnx_reduce import group_norm_model, squeeze_excite_model
 
 pytestmark = pytest.mark.device
 
@@ -63,6 +64,8 @@ def _models(root: Path) -> dict[str, Path]:
     # LayerNormalization: after a MatMul over the last axis, and alone over the last two axes without B
     paths["layernorm"] = save(mlp_layernorm_model(17), root / "layernorm.onnx")
     paths["layernorm_axes"] = save(layernorm_model((2, 3, 4, 5), 2, 1e-3, False, 18)[0], root / "layernorm_axes.onnx")
+    paths["group_norm"] = save(group_norm_model()[0], root / "group_norm.onnx")
+    paths["reductions"] = save(squeeze_excite_model()[0], root / "reductions.onnx")
     return paths
 
 
@@ -102,7 +105,18 @@ def _feeds(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
 
 @pytest.mark.parametrize("backend", ["webgpu", "webgl2"])
 @pytest.mark.parametrize(
-    "model", ["mlp", "small_cnn", "mobilenet_v2_style", "squeezenet", "layernorm", "layernorm_axes", "masked_tokens"]
+    "model",
+    [
+        "mlp",
+        "small_cnn",
+        "mobilenet_v2_style",
+        "squeezenet",
+        "layernorm",
+        "layernorm_axes",
+        "masked_tokens",
+        "group_norm",
+        "reductions",
+    ],
 )
 def test_bundle_matches_onnxruntime(browser_page: Any, served: Any, model: str, backend: str) -> None:
     base, models, _ = served
