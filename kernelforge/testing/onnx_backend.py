@@ -187,7 +187,10 @@ LIMITS: dict[str, str] = {
     r"dtype (FLOAT8\w*|FLOAT4E2M1|U?INT[24]|BFLOAT16|STRING|a non-tensor type) is not supported": (
         "dtypes kernelforge does not carry: 8-bit and 4-bit floats, 2/4-bit integers, bfloat16, strings, sequences"
     ),
-    r"is empty|keeps no values|contradicts the declared shape": "empty tensors (a dim of 0)",
+    r"is empty|keeps no values|contradicts the declared shape|zero-size array": "empty tensors (a dim of 0)",
+    r"needs a runtime value; only a constant is supported": (
+        "a shape, axes, pads or pad value computed at run time (every shape is fixed at load)"
+    ),
     r"optional output '(Mean|InvStdDev)' is used": "LayerNormalization's Mean and InvStdDev outputs",
     r"mode='cubic'|tf_crop_and_resize|keep_aspect_ratio_policy|antialias=1": "Resize: cubic, crop, aspect, antialias",
     r"only 2-D windows|only 4-D \(2-D spatial\)": "pooling and convolution other than 2-D",
