@@ -16,6 +16,8 @@ from onnx import helper, numpy_helper
 
 from kernelforge.graph.ir import check_size
 from kernelforge.graph.onnx_context import Context, flatten_shape, reshape_target, squeeze_shape, unsqueeze_shape
+from kernelforge.graph.onnx_quant import CONST_INPUTS as QUANT_CONST_INPUTS
+from kernelforge.graph.onnx_quant import FOLDERS as QUANT_FOLDERS
 from kernelforge.graph.onnx_slice import fold_split
 
 __all__ = ["ALWAYS_FOLD", "CONSTANT_VALUES", "CONST_INPUTS", "FOLDERS", "Folder"]
@@ -169,6 +171,7 @@ FOLDERS: dict[str, Folder] = {
     "Tile": _tile,
     "Trilu": _trilu,
     "Size": lambda ctx, node, x: [np.array(x[0].size, np.int64)],
+    **QUANT_FOLDERS,
 }
 """ONNX op type -> numpy evaluation of a node whose inputs are all constants (Shape: whatever its input)."""
 
@@ -183,6 +186,7 @@ CONST_INPUTS: dict[str, tuple[int, ...]] = {
     "ReduceMean": (1,),
     "Slice": (1, 2, 3, 4),
     "Split": (1,),
+    **QUANT_CONST_INPUTS,
 }
 """Inputs (shapes, axes, pads, scales) a converted node needs as constants: every shape is static."""
 CONSTANT_VALUES = {"value", "value_float", "value_floats", "value_int", "value_ints"}
