@@ -33,7 +33,7 @@ from .plans import glsl_json, wgsl_json
 from .targets import NO_RECORDS, Target, select_targets
 from .weights import Constants, Shaders
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 JS_DIR = Path(__file__).resolve().parent / "js"
 RUNTIME_FILES = ("kernelforge.js", "kernelforge.d.ts", "index.html")
 

@@ -1,4 +1,9 @@
-"""The constants of a bundle: deduplicated, aligned, fp32 or fp16 in one ``weights.bin``."""
+"""The constants of a bundle: deduplicated, aligned, fp32 or fp16 in one ``weights.bin``; quantized ones int8.
+
+A constant a quantized model dequantized from int8/uint8 (:class:`~kernelforge.graph.quant.Quantized`) is stored
+as those integers, one byte each, with its scales and zero points in the manifest: the runtime widens it at load
+to exactly the float32 values a native session binds.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from kernelforge.errors import ExportError
+from kernelforge.graph.quant import Quantized
 
 ALIGN = 16
 """Byte alignment of every constant (lets a runtime view fp32 data in place and keeps offsets tidy)."""
@@ -22,27 +28,34 @@ class Constants:
             raise ExportError(f"--weights must be fp32 or fp16, got {dtype!r}")
         self.dtype = dtype
         self._index: dict[str, int] = {}
-        self._entries: list[dict[str, int]] = []
+        self._entries: list[dict[str, Any]] = []
         self._chunks: list[bytes] = []
         self._size = 0
 
-    def add(self, array: np.ndarray, what: str) -> int:
-        """Store an array (flattened to float32) and return its constant index.
+    def add(self, array: np.ndarray, what: str, quant: Quantized | None = None) -> int:
+        """Store an array (flattened to float32, or as the integers of ``quant``) and return its constant index.
 
         Args:
             array: The values as a kernel binds them.
             what: Where it comes from, for error messages (node and input).
+            quant: The integers ``array`` dequantizes from, in its order (stored instead of the floats).
 
         Raises:
             ExportError: For fp16 weights beyond fp16's range, or non-finite values.
         """
         data = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
-        key = hashlib.sha256(data.tobytes()).hexdigest()
+        key = hashlib.sha256(data.tobytes()).hexdigest() + ("/q" if quant is not None else "")
         if key in self._index:
             return self._index[key]
         if not np.isfinite(data).all():
             raise ExportError(f"{what}: constant has non-finite values")
-        if self.dtype == "fp16":
+        entry: dict[str, Any] = {"offset": self._size, "count": int(data.size)}
+        if quant is not None:
+            if quant.q.size != data.size:
+                raise ExportError(f"{what}: {quant.q.size} quantized values for a constant of {data.size}")
+            raw = np.ascontiguousarray(quant.q).tobytes()
+            entry.update(quant_entry(quant))
+        elif self.dtype == "fp16":
             big = float(np.abs(data).max(initial=0.0))
             if big > FP16_MAX:
                 raise ExportError(f"{what}: |value| {big:g} exceeds fp16's range; export with --weights fp32")
@@ -50,14 +63,14 @@ class Constants:
         else:
             raw = data.astype("<f4").tobytes()
         self._index[key] = len(self._entries)
-        self._entries.append({"offset": self._size, "count": int(data.size)})
+        self._entries.append(entry)
         pad = -len(raw) % ALIGN
         self._chunks.append(raw + b"\0" * pad)
         self._size += len(raw) + pad
         return self._index[key]
 
     @property
-    def table(self) -> list[dict[str, int]]:
+    def table(self) -> list[dict[str, Any]]:
         """The manifest's ``constants`` list."""
         return list(self._entries)
 
@@ -68,6 +81,19 @@ class Constants:
     def data(self) -> bytes:
         """The contents of ``weights.bin``."""
         return b"".join(self._chunks)
+
+
+def quant_entry(quant: Quantized) -> dict[str, Any]:
+    """Return a quantized constant's manifest fields: dtype, scale, zero_point (and axis and shape per channel)."""
+    entry: dict[str, Any] = {
+        "dtype": quant.dtype,
+        # float32 scales as the exact doubles they are: JSON numbers that every reader parses back bit for bit
+        "scale": [float(s) for s in quant.scale],
+        "zero_point": [int(z) for z in quant.zero_point],
+    }
+    if quant.axis is not None:
+        entry.update(axis=quant.axis, shape=[int(d) for d in quant.q.shape])
+    return entry
 
 
 def compact(text: str) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from kernelforge.errors import KernelforgeError
+from kernelforge.graph.quant import Quantized
 from kernelforge.ops import OPS
 
 VIEW_OPS = ("reshape",)
@@ -65,13 +66,15 @@ class Value:
     """A tensor of the graph: float32 with a static shape; ``data`` is set for constants.
 
     ``layout`` is the physical axis order chosen by layout assignment: the buffer holds
-    ``logical.transpose(layout)``; ``None`` means the logical row-major order.
+    ``logical.transpose(layout)``; ``None`` means the logical row-major order. ``quant`` holds the integers a
+    constant was dequantized from (:mod:`kernelforge.graph.quant`): ``data`` is their dequantization.
     """
 
     name: str
     shape: tuple[int, ...]
     data: np.ndarray | None = None
     layout: tuple[int, ...] | None = None
+    quant: Quantized | None = None
 
     @property
     def is_const(self) -> bool:

@@ -18,6 +18,7 @@ from onnx import helper
 
 from kernelforge.errors import ShapeError
 from kernelforge.graph.ir import Graph, GraphError, Node, Value, check_size
+from kernelforge.graph.quant import Quantized
 from kernelforge.ops import get_op
 from kernelforge.ops._expr import broadcast_shape
 from kernelforge.ops.eltwise import EltwiseProblem
@@ -41,6 +42,8 @@ class Context:
         self.consts: dict[str, np.ndarray] = {}
         """ONNX name -> folded constant (any dtype; integers stay integers for shape arithmetic)."""
         self.names: dict[str, str] = {}
+        self.quantized: dict[str, Quantized] = {}
+        """ONNX name of a folded constant -> the integers it was dequantized from (kept for bundles)."""
         """ONNX name -> IR value name of a runtime tensor (aliases map to their source)."""
         self.reserved = reserved
         """Every ONNX tensor name: intermediate IR names must not take one a later node writes."""
@@ -146,6 +149,7 @@ class Context:
                 raise self.fail(f"constant {name!r} of dtype {data.dtype} cannot be a float tensor")
             fresh = name if name not in self.graph.values else self.fresh(name)
             self._materialized[name] = self.graph.add_const(fresh, data.astype(np.float32, copy=False))
+            self.graph.values[self._materialized[name]].quant = self.quantized.get(name)
         return self._materialized[name]
 
     # --- building IR ----------------------------------------------------------------------------------------
@@ -215,6 +219,8 @@ class Context:
             self.names[out] = self.names[source]
         else:
             self.consts[out] = self.consts[source]
+            if source in self.quantized:
+                self.quantized[out] = self.quantized[source]
 
     def elementwise(self, inputs: Sequence[str], build: Callable[[list[str]], str], out: str | None = None) -> str:
         """Emit one ``elementwise`` node over ONNX ``inputs``.

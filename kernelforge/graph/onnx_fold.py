@@ -16,6 +16,8 @@ from onnx import helper, numpy_helper
 
 from kernelforge.graph.ir import check_size
 from kernelforge.graph.onnx_context import Context, flatten_shape, reshape_target, squeeze_shape, unsqueeze_shape
+from kernelforge.graph.onnx_quant import CONST_INPUTS as QUANT_CONST_INPUTS
+from kernelforge.graph.onnx_quant import FOLDERS as QUANT_FOLDERS
 from kernelforge.graph.onnx_reduce import CONST_INPUTS as REDUCE_CONST_INPUTS
 from kernelforge.graph.onnx_reduce import FOLDERS as REDUCE_FOLDERS
 from kernelforge.graph.onnx_slice import fold_split
@@ -172,6 +174,7 @@ FOLDERS: dict[str, Folder] = {
     "Trilu": _trilu,
     "Size": lambda ctx, node, x: [np.array(int(np.prod(ctx.shape(node.input[0]))), np.int64)],
     **REDUCE_FOLDERS,
+    **QUANT_FOLDERS,
 }
 """ONNX op type -> numpy evaluation of a node whose inputs are all constants (Shape: whatever its input)."""
 
@@ -189,6 +192,7 @@ CONST_INPUTS: dict[str, tuple[int, ...]] = {
     "Slice": (1, 2, 3, 4),
     "Split": (1,),
     **REDUCE_CONST_INPUTS,
+    **QUANT_CONST_INPUTS,
 }
 """Inputs (shapes, axes, pads, scales) a converted node needs as constants: every shape is static."""
 CONSTANT_VALUES = {"value", "value_float", "value_floats", "value_int", "value_ints"}

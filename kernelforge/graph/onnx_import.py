@@ -22,6 +22,8 @@ from kernelforge.graph.ir import Graph, GraphError, Value, check_size
 from kernelforge.graph.onnx_context import Context, NodeUnsupported
 from kernelforge.graph.onnx_fold import ALWAYS_FOLD, CONST_INPUTS, CONSTANT_VALUES, FOLDERS
 from kernelforge.graph.onnx_ops import CONVERTERS, DIRECT, node_attrs
+from kernelforge.graph.onnx_quant import CHECKS as QUANT_CHECKS
+from kernelforge.graph.onnx_quant import carry_quantized
 from kernelforge.ops import get_op
 from kernelforge.ops._attrs import AUTO_PADS
 from kernelforge.ops.pad import MODES as PAD_MODES
@@ -110,7 +112,8 @@ def _check_cast(node: onnx.NodeProto, opset: int, used: set[str]) -> str | None:
 
 
 CHECKS: dict[str, Check] = {
-    **dict.fromkeys(("Conv", "MaxPool", "AveragePool"), _check_window),
+    **dict.fromkeys(("Conv", "ConvInteger", "MaxPool", "AveragePool"), _check_window),
+    **QUANT_CHECKS,
     "Resize": _check_resize,
     "Upsample": _check_resize,
     "Cast": _check_cast,
@@ -487,6 +490,7 @@ def _convert(ctx: Context, node: onnx.NodeProto, display: str, where: str) -> No
             for name, data in zip(node.output, results, strict=False):
                 if name:
                     ctx.consts[name] = np.asarray(data)
+            carry_quantized(ctx, node, FOLDERS[node.op_type], [x for x in inputs if x is not None])
         else:
             CONVERTERS[node.op_type](ctx, node)
     except NodeUnsupported as exc:

@@ -29,6 +29,7 @@ from kernelforge.graph.onnx_context import (
 )
 from kernelforge.graph.onnx_elementwise import CONVERTERS as ELEMENTWISE
 from kernelforge.graph.onnx_gather import CONVERTERS as GATHER
+from kernelforge.graph.onnx_quant import converters as quant_converters
 from kernelforge.graph.onnx_reduce import CONVERTERS as REDUCE
 from kernelforge.graph.onnx_slice import CONVERTERS as SLICING
 from kernelforge.ops import OPS, get_op
@@ -477,6 +478,7 @@ CONVERTERS: dict[str, Converter] = {
     "Pad": _pad,
     "Resize": _resize,
     "Upsample": _resize,
+    **quant_converters(matmul=_matmul, conv=_conv),
 }
 CONVERTERS.update({onnx_op: _direct(op) for onnx_op, op in DIRECT.items() if onnx_op not in CONVERTERS})
 """ONNX op type -> converter; ops that only fold to constants live in onnx_import's folder table."""

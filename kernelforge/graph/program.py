@@ -13,6 +13,7 @@ GPU by relayout passes); this module holds the types, the WGSL graph builder and
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from kernelforge.errors import KernelforgeError
 from kernelforge.graph.ir import GraphError, Value
 from kernelforge.graph.memory import plan_memory
 from kernelforge.graph.plan import Plan, Step
+from kernelforge.graph.quant import Quantized, relocate
 from kernelforge.ops import get_op
 from kernelforge.ops.spec import Limits, OpSpec, Params
 from kernelforge.ops.texture import TexLayout
@@ -71,12 +73,14 @@ class Upload:
         data: float32 values: the whole buffer (WGSL), or the ``[rows, cols]`` matrix ``layout`` packs (GLSL).
         layout: GLSL only: how the matrix is stored in the texture.
         what: What the constant is, for error messages (a node and input).
+        quant: Web programs: the integers ``data`` dequantizes from, in ``data``'s order (None: floats only).
     """
 
     resource: int
     data: np.ndarray
     layout: TexLayout | None = None
     what: str = ""
+    quant: Quantized | None = None
 
 
 @dataclass(frozen=True)
@@ -214,23 +218,23 @@ class ProgramBuilder:
             self.shaders.append(text)
         return self._shader_index[text]
 
-    def constant_buffer(self, data: np.ndarray, what: str) -> int:
+    def constant_buffer(self, data: np.ndarray, what: str, quant: Quantized | None = None) -> int:
         """Return a WGSL buffer holding ``data`` (flattened to float32); equal data shares one buffer."""
         flat = np.ascontiguousarray(data, dtype=np.float32).reshape(-1)
         key = flat.tobytes()
         if key not in self._constant_index:
             index = self.resource(Buffer(max(4, 4 * flat.size)))
-            self.uploads.append(Upload(index, flat, None, what))
+            self.uploads.append(Upload(index, flat, None, what, quant))
             self._constant_index[key] = index
         return self._constant_index[key]
 
-    def constant_texture(self, data: np.ndarray, layout: TexLayout, what: str) -> int:
+    def constant_texture(self, data: np.ndarray, layout: TexLayout, what: str, quant: Quantized | None = None) -> int:
         """Return a new GLSL texture of ``layout`` holding ``data`` (a matrix of ``layout.rows`` x ``cols``)."""
         flat = np.ascontiguousarray(data, dtype=np.float32).reshape(-1)
         if flat.size != layout.rows * layout.cols:
             raise ProgramError(f"{what}: constant has {flat.size} values for {layout}")
         index = self.resource(Texture(layout.width, layout.height, layout.pack))
-        self.uploads.append(Upload(index, flat, layout, what))
+        self.uploads.append(Upload(index, flat, layout, what, quant))
         return index
 
     def build(
@@ -330,7 +334,7 @@ def device_arrays(
     """Return a step's device inputs: constants converted for its kernel, fed tensors, placeholders elsewhere.
 
     Placeholders (zeros of the kernel's input shape) stand for tensors produced on the device; only the
-    constants of the result are uploaded from it.
+    constants of the result are uploaded from it. ``feeds`` may also stand in for a constant (index probes).
     """
     graph, feeds = plan.graph, feeds or {}
     arrays = []
@@ -339,6 +343,8 @@ def device_arrays(
         value = graph.value(name)
         if value.is_const:
             follow = out_layout if step.call.op == "elementwise" else None
+            if name in feeds:
+                value = Value(name, value.shape, np.asarray(feeds[name], np.float32))
             arrays.append(const_physical_data(value, follow))
         elif name in feeds:
             arrays.append(feeds[name])
@@ -350,6 +356,28 @@ def device_arrays(
     if len(device) < len(arrays):
         raise ProgramError(f"{step.node.origin}: {spec.name} takes {len(device)} device inputs, not {len(arrays)}")
     return device
+
+
+def device_quants(plan: Plan, step: Step, spec: OpSpec[Any], device: Sequence[np.ndarray]) -> list[Quantized | None]:
+    """Return, per device input, the integers it dequantizes from when it is a quantized constant rearranged.
+
+    Only web programs need them (a bundle stores the integers); None wherever the kernel's conversion of the
+    constant is not a rearrangement of its values (:func:`~kernelforge.graph.quant.relocate`).
+    """
+    found: list[Quantized | None] = []
+    for k, array in enumerate(device):
+        name = step.call.inputs[k] if k < len(step.call.inputs) else ""
+        quant = plan.graph.value(name).quant if name else None
+        if quant is None:
+            found.append(None)
+            continue
+        convert = functools.partial(_convert_one, plan, step, spec, name, k)
+        found.append(relocate(quant, np.asarray(array), convert))
+    return found
+
+
+def _convert_one(plan: Plan, step: Step, spec: OpSpec[Any], name: str, k: int, data: np.ndarray) -> np.ndarray:
+    return np.asarray(device_arrays(plan, step, spec, {name: data})[k])
 
 
 def check_layouts(plan: Plan, step: Step, spec: OpSpec[Any]) -> None:
@@ -400,10 +428,12 @@ def wgsl_program(plan: Plan, target: str = "native") -> Program:
         kernel = step_kernel(plan, step, spec, target)
         check_layouts(plan, step, spec)
         args = []
-        for k, array in enumerate(device_arrays(plan, step, spec)):
+        device = device_arrays(plan, step, spec)
+        quants = device_quants(plan, step, spec, device) if target == "web" else [None] * len(device)
+        for k, array in enumerate(device):
             name = step.call.inputs[k] if k < len(step.call.inputs) else ""
             if not name or graph.value(name).is_const:
-                args.append(Arg(b.constant_buffer(array, f"{step.node.origin} input {k}")))
+                args.append(Arg(b.constant_buffer(array, f"{step.node.origin} input {k}", quants[k])))
             else:
                 args.append(tensor(name))
         launch = spec.launch(kernel.problem, kernel.params)

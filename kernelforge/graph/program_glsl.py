@@ -26,6 +26,7 @@ from kernelforge.graph.program import (
     ProgramStep,
     Texture,
     device_arrays,
+    device_quants,
     output_order,
     step_kernel,
 )
@@ -153,12 +154,13 @@ class _Builder:
         device = device_arrays(plan, step, spec)
         if len(device) != len(launch.inputs):
             raise ProgramError(f"{who}: {len(device)} device inputs for {len(launch.inputs)} textures")
+        quants = device_quants(plan, step, spec, device) if self.target == "web" else [None] * len(device)
         wanted = spec.input_layouts(problem, params)
         inputs = []
         for k, (layout, sampler) in enumerate(zip(launch.inputs, launch.samplers, strict=True)):
             name = step.call.inputs[k] if k < len(step.call.inputs) else ""
             if not name or graph.value(name).is_const:
-                texture = self.b.constant_texture(device[k], layout, f"{who} input {k}")
+                texture = self.b.constant_texture(device[k], layout, f"{who} input {k}", quants[k])
             else:
                 perm = wanted[k] if k < len(wanted) else None
                 _check_input_order(plan, step, k, perm)

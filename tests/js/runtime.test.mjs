@@ -195,6 +195,46 @@ describe("constantReader", () => {
     assert.deepEqual(Array.from(constant(1)), [1, -4]);
     assert.deepEqual(Array.from(constant(0)), [0, 0, 0]);
   });
+
+  it("widens per-tensor int8 and uint8 constants to (q - zero_point) * scale, beside fp16 ones", () => {
+    const buf = weights(48, (d) => {
+      [-128, -1, 0, 127].forEach((q, k) => d.setInt8(k, q));
+      [0, 128, 255].forEach((q, k) => d.setUint8(16 + k, q));
+      d.setUint16(32, 0x3c00, true);
+    });
+    const constants = [
+      { offset: 0, count: 4, dtype: "int8", scale: [0.5], zero_point: [-1] },
+      { offset: 16, count: 3, dtype: "uint8", scale: [0.25], zero_point: [128] },
+      { offset: 32, count: 1 },
+    ];
+    const constant = constantReader(manifestOf("fp16", constants), buf);
+    assert.deepEqual(Array.from(constant(0)), [-63.5, 0, 0.5, 64]);
+    assert.deepEqual(Array.from(constant(1)), [-32, 0, 31.75]);
+    assert.ok(constant(0) instanceof Float32Array);
+    assert.equal(constant(0), constant(0));
+    assert.deepEqual(Array.from(constant(2)), [1], "the others stay fp16");
+  });
+
+  it("takes each value's scale and zero point from its index along the axis of the shape", () => {
+    // shape [2, 3, 2], axis 1: value j is in channel floor(j / 2) % 3
+    const q = [1, 2, 3, 4, 5, 6, -1, -2, -3, -4, -5, -6];
+    const buf = weights(16, (d) => q.forEach((v, k) => d.setInt8(k, v)));
+    const entry = { offset: 0, count: 12, dtype: "int8", scale: [1, 10, 100], zero_point: [0, 1, 2], axis: 1, shape: [2, 3, 2] };
+    const got = constantReader(manifestOf("fp32", [entry]), buf)(0);
+    assert.deepEqual(Array.from(got), [1, 2, 20, 30, 300, 400, -1, -2, -40, -50, -700, -800]);
+    // the last axis, and the first
+    const last = constantReader(manifestOf("fp32", [{ ...entry, scale: [1, 2], zero_point: [0, 0], axis: 2 }]), buf)(0);
+    assert.deepEqual(Array.from(last).slice(0, 4), [1, 4, 3, 8]);
+    const first = constantReader(manifestOf("fp32", [{ ...entry, scale: [1, -1], zero_point: [0, 0], axis: 0 }]), buf)(0);
+    assert.deepEqual(Array.from(first), [1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6]);
+  });
+
+  it("rounds once to float32, as a native run dequantizes", () => {
+    const scale = Math.fround(0.1); // a float32 scale, written to JSON as the exact double it is
+    const buf = weights(16, (d) => d.setInt8(0, 127));
+    const got = constantReader(manifestOf("fp32", [{ offset: 0, count: 1, dtype: "int8", scale: [scale], zero_point: [0] }]), buf)(0);
+    assert.equal(got[0], Math.fround(127 * scale));
+  });
 });
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -203,7 +243,7 @@ describe("constantReader", () => {
 const ZEROS16 = createHash("sha256").update(new Uint8Array(16)).digest("hex");
 const validManifest = () => ({
   format: "kernelforge-bundle",
-  version: 2,
+  version: 3,
   model: { name: "m", inputs: [{ name: "x", shape: [4] }], outputs: [{ name: "z", shape: [4] }] },
   weights: { file: "weights.bin", bytes: 16, dtype: "fp32", sha256: ZEROS16 },
   constants: [{ offset: 0, count: 4 }],
@@ -229,9 +269,14 @@ describe("checkManifest", () => {
   });
 
   it("rejects a version it does not read, telling to re-export an older one", () => {
-    throwsKf(() => checkManifest({ ...validManifest(), version: 1 }, URL_), /has bundle version 1; this runtime reads version 2: re-export the model/);
-    throwsKf(() => checkManifest({ ...validManifest(), version: 3 }, URL_), /has bundle version 3; this runtime reads version 2$/);
-    throwsKf(() => checkManifest({ ...validManifest(), version: "2" }, URL_), /has bundle version "2"; this runtime reads version 2$/);
+    throwsKf(() => checkManifest({ ...validManifest(), version: 1 }, URL_), /has bundle version 1; this runtime reads versions 2 to 3: re-export the model/);
+    throwsKf(() => checkManifest({ ...validManifest(), version: 4 }, URL_), /has bundle version 4; this runtime reads versions 2 to 3$/);
+    throwsKf(() => checkManifest({ ...validManifest(), version: "3" }, URL_), /has bundle version "3"; this runtime reads versions 2 to 3$/);
+    throwsKf(() => checkManifest({ ...validManifest(), version: 2.5 }, URL_), /has bundle version 2.5; this runtime reads versions 2 to 3$/);
+  });
+
+  it("reads version 2 (a version-3 bundle without quantized constants)", () => {
+    checkManifest({ ...validManifest(), version: 2 }, URL_);
   });
 
   it("rejects missing tables", () => {

@@ -117,7 +117,7 @@ describe("checkIntegrity", () => {
 
 const manifest = (plan, language, constants = [{ offset: 0, count: 4 }]) => ({
   format: "kernelforge-bundle",
-  version: 2,
+  version: 3,
   model: { name: "m", inputs: [{ name: "x", shape: [4] }], outputs: [{ name: "z", shape: [4] }] },
   weights: { file: "weights.bin", bytes: 32, dtype: "fp32", sha256: "0".repeat(64) },
   constants,
@@ -166,6 +166,42 @@ describe("validatePlan", () => {
       [{ count: 4 }, /^kernelforge: constants\[0\]\.offset is undefined; /],
       [{ offset: 16, count: 5 }, /^kernelforge: constants\[0\] lies outside weights\.bin: bytes 16\.\.36 of 32$/],
       [{ offset: 0, count: -1 }, /^kernelforge: constants\[0\]\.count is -1; /],
+    ];
+    for (const language of ["wgsl", "glsl"]) {
+      for (const [entry, pattern] of cases) throwsKf(() => check(language === "wgsl" ? wgsl : glsl, language, (_, m) => (m.constants[0] = entry)), pattern);
+    }
+  });
+
+  it("checks quantized constants: dtype, scales, zero points, axis and shape, one byte per value", () => {
+    const q = { offset: 0, count: 4, dtype: "int8", scale: [0.5], zero_point: [0] };
+    const channels = { ...q, scale: [1, 2], zero_point: [0, -3], axis: 1, shape: [2, 2] };
+    for (const language of ["wgsl", "glsl"]) {
+      const make = language === "wgsl" ? wgsl : glsl;
+      check(make, language, (_, m) => (m.constants[0] = q));
+      check(make, language, (_, m) => (m.constants[0] = channels));
+      check(make, language, (_, m) => (m.constants[0] = { ...q, offset: 16, dtype: "uint8", zero_point: [255] }));
+      check(make, language, (_, m) => ((m.version = 2), (m.constants[0] = q)));
+    }
+    const cases = [
+      [{ ...q, offset: 32 }, /^kernelforge: constants\[0\] lies outside weights\.bin: bytes 32\.\.36 of 32$/],
+      [{ ...q, dtype: "int4" }, /^kernelforge: constants\[0\]\.dtype is "int4"; expected "int8" or "uint8"$/],
+      [{ ...q, dtype: null }, /^kernelforge: constants\[0\]\.dtype is null; /],
+      [{ ...q, scale: 0.5 }, /^kernelforge: constants\[0\]\.scale is 0\.5; expected an array$/],
+      [{ ...q, scale: [] }, /^kernelforge: constants\[0\]\.scale is empty$/],
+      [{ ...q, scale: [null] }, /^kernelforge: constants\[0\]\.scale\[0\] is null; expected a finite number$/],
+      [{ ...q, scale: ["1"] }, /^kernelforge: constants\[0\]\.scale\[0\] is "1"; expected a finite number$/],
+      [{ ...q, zero_point: undefined }, /^kernelforge: constants\[0\]\.zero_point is undefined; expected an array$/],
+      [{ ...q, zero_point: [0, 0] }, /^kernelforge: constants\[0\]\.zero_point has 2 entries; scale has 1$/],
+      [{ ...q, zero_point: [128] }, /^kernelforge: constants\[0\]\.zero_point\[0\] is 128; expected an integer in -128\.\.127$/],
+      [{ ...q, dtype: "uint8", zero_point: [-1] }, /^kernelforge: constants\[0\]\.zero_point\[0\] is -1; expected an integer in 0\.\.255$/],
+      [{ ...q, zero_point: [0.5] }, /^kernelforge: constants\[0\]\.zero_point\[0\] is 0\.5; /],
+      [{ ...q, axis: 0 }, /^kernelforge: constants\[0\] has one scale \(per tensor\) and an axis or shape$/],
+      [{ ...channels, shape: undefined }, /^kernelforge: constants\[0\]\.shape is undefined; expected an array$/],
+      [{ ...channels, shape: [2, 3] }, /^kernelforge: constants\[0\]\.shape is \[2, 3\], of 6 values; count is 4$/],
+      [{ ...channels, shape: [4, 0] }, /^kernelforge: constants\[0\]\.shape\[1\] is 0; /],
+      [{ ...channels, axis: 2 }, /^kernelforge: constants\[0\]\.axis is 2; expected an integer in 0\.\.1$/],
+      [{ ...channels, axis: undefined }, /^kernelforge: constants\[0\]\.axis is undefined; /],
+      [{ ...channels, shape: [1, 4] }, /^kernelforge: constants\[0\]\.shape\[1\] is 4; scale has 2 entries$/],
     ];
     for (const language of ["wgsl", "glsl"]) {
       for (const [entry, pattern] of cases) throwsKf(() => check(language === "wgsl" ? wgsl : glsl, language, (_, m) => (m.constants[0] = entry)), pattern);

@@ -21,7 +21,9 @@
 const KF_WEBGL2 = true;
 
 const FORMAT = "kernelforge-bundle";
-const VERSION = 2;
+// Version 3 added quantized (int8/uint8) constants; a version-2 bundle is a version-3 bundle without them.
+const VERSION = 3;
+const OLDEST = 2;
 
 // WebGPU flag values, as numbers so the module also works where the GPUBufferUsage / GPUMapMode globals are
 // not installed (Node with the webgpu package, before Object.assign(globalThis, globals)).
@@ -30,6 +32,8 @@ const COPY_SRC = 0x4;
 const COPY_DST = 0x8;
 const UNIFORM = 0x40;
 const STORAGE = 0x80;
+/** @type {Record<string, [number, number]>} quantized constants' integer types and their ranges */
+const QUANT = { int8: [-128, 127], uint8: [0, 255] };
 // Model inputs and outputs of these dtypes are converted at the edges (kernels compute in float32): the array type
 // an output of each is returned as. Integer inputs must be integers within 2**24, which float32 holds exactly.
 /** @type {Record<DType, { from(a: ArrayLike<number>, f: (x: number) => any): Tensor }>} */
@@ -87,11 +91,17 @@ const EDGE = {
  * @property {number} version
  * @property {{ name?: string, inputs: TensorInfo[], outputs: TensorInfo[] }} model
  * @property {Weights} weights
- * @property {{ offset: number, count: number }[]} constants
+ * @property {Constant[]} constants
  * @property {string[]} shaders
  * @property {Target[]} targets
  */
 /** @typedef {{ file?: string, bytes: number, dtype: "fp32" | "fp16", sha256: string }} Weights */
+/**
+ * A constant of weights.bin: `count` values of weights.dtype, or of its own `dtype` (int8/uint8 integers that
+ * widen to `(q - zero_point[c]) * scale[c]`, c the index along `axis` of `shape`; one scale: per tensor).
+ * @typedef {{ offset: number, count: number, dtype?: "int8" | "uint8", scale?: number[], zero_point?: number[],
+ *   axis?: number, shape?: number[] }} Constant
+ */
 /**
  * @typedef {object} Target
  * @property {string} id
@@ -351,7 +361,8 @@ function halfTable() {
  * Return constant(i) -> Float32Array of constant i of the manifest, decoded on first use. validatePlan() has
  * checked that every constant a plan uses lies inside the weights at a 16-byte aligned offset, so fp32 constants
  * are views of the weights; typed arrays use the platform's byte order, which is little-endian on every browser
- * platform, like weights.bin.
+ * platform, like weights.bin. Quantized constants widen to exactly the float32 values a native run binds: the
+ * product of an 8-bit difference and a float32 scale is exact in a double, and storing it rounds it once.
  * @param {Pick<Manifest, "weights" | "constants">} manifest
  * @param {ArrayBuffer} buf
  * @returns {(i: number) => Float32Array}
@@ -360,9 +371,17 @@ function constantReader(manifest, buf) {
   /** @type {Map<number, Float32Array>} */
   const cache = new Map();
   return (i) => {
-    const { offset, count } = manifest.constants[i];
+    const c = manifest.constants[i];
+    const { offset, count, scale = [], zero_point: zp = [], shape = [], axis = 0 } = c;
     let v = cache.get(i);
-    if (!v && manifest.weights.dtype === "fp16") {
+    if (!v && c.dtype) {
+      const inner = numel(shape.slice(axis + 1));
+      const n = scale.length;
+      v = Float32Array.from(new (c.dtype === "int8" ? Int8Array : Uint8Array)(buf, offset, count), (x, j) => {
+        const k = n > 1 ? Math.floor(j / inner) % n : 0;
+        return (x - zp[k]) * scale[k];
+      });
+    } else if (!v && manifest.weights.dtype === "fp16") {
       const t = halfTable();
       v = Float32Array.from(new Uint16Array(buf, offset, count), (h) => t[h]);
     }
@@ -395,8 +414,8 @@ const list = (v, path) => (Array.isArray(v) ? v : fail(`${path} is ${str(v)}; ex
 function checkFormat(m, url) {
   if (!m || typeof m !== "object") fail(`${url} is not a kernelforge manifest (not a JSON object)`);
   if (m.format !== FORMAT) fail(`${url} is not a kernelforge manifest: format is ${str(m.format)}, expected "${FORMAT}"`);
-  if (m.version !== VERSION) {
-    fail(`${url} has bundle version ${str(m.version)}; this runtime reads version ${VERSION}${m.version < VERSION ? ": re-export the model with a current kernelforge" : ""}`);
+  if (!Number.isInteger(m.version) || m.version < OLDEST || m.version > VERSION) {
+    fail(`${url} has bundle version ${str(m.version)}; this runtime reads versions ${OLDEST} to ${VERSION}${m.version < OLDEST ? ": re-export the model with a current kernelforge" : ""}`);
   }
 }
 
@@ -473,7 +492,7 @@ function validatePlan(manifest, target) {
     const c = constants[int(i, path, 0, constants.length - 1)];
     const cp = `constants[${i}]`;
     if (int(c?.offset, `${cp}.offset`, 0, 2 ** 53) % 16) fail(`${cp}.offset is ${c.offset}; constants start at multiples of 16 bytes`);
-    const end = c.offset + int(c.count, `${cp}.count`, 0, 2 ** 53) * (weights.dtype === "fp16" ? 2 : 4);
+    const end = c.offset + int(c.count, `${cp}.count`, 0, 2 ** 53) * (c.dtype !== undefined ? checkQuantized(c, cp) : weights.dtype === "fp16" ? 2 : 4);
     if (end > weights.bytes) fail(`${cp} lies outside weights.bin: bytes ${c.offset}..${end} of ${weights.bytes}`);
     return c.count;
   };
@@ -595,6 +614,30 @@ function validatePlan(manifest, target) {
   } else {
     fail(`${at}.language is ${str(target.language)}; expected "wgsl" or "glsl"`);
   }
+}
+
+/**
+ * Check a quantized constant's fields (FORMAT.md, "Quantized constants"), naming the field; return 1 (bytes per value).
+ * @param {any} c
+ * @param {string} cp its path
+ */
+function checkQuantized(c, cp) {
+  const range = QUANT[c.dtype] ?? fail(`${cp}.dtype is ${str(c.dtype)}; expected "int8" or "uint8"`);
+  const scale = list(c.scale, `${cp}.scale`);
+  if (!scale.length) fail(`${cp}.scale is empty`);
+  scale.forEach((s, k) => Number.isFinite(s) || fail(`${cp}.scale[${k}] is ${str(s)}; expected a finite number`));
+  const zp = list(c.zero_point, `${cp}.zero_point`);
+  if (zp.length !== scale.length) fail(`${cp}.zero_point has ${zp.length} entries; scale has ${scale.length}`);
+  zp.forEach((z, k) => int(z, `${cp}.zero_point[${k}]`, range[0], range[1]));
+  if (scale.length === 1) {
+    if (c.axis !== undefined || c.shape !== undefined) fail(`${cp} has one scale (per tensor) and an axis or shape`);
+    return 1;
+  }
+  const shape = list(c.shape, `${cp}.shape`).map((d, k) => int(d, `${cp}.shape[${k}]`, 1, 2 ** 53));
+  if (numel(shape) !== c.count) fail(`${cp}.shape is ${show(shape)}, of ${numel(shape)} values; count is ${c.count}`);
+  const axis = int(c.axis, `${cp}.axis`, 0, shape.length - 1);
+  if (shape[axis] !== scale.length) fail(`${cp}.shape[${axis}] is ${shape[axis]}; scale has ${scale.length} entries`);
+  return 1;
 }
 
 /**

@@ -1,0 +1,90 @@
+"""Bundles of quantized models: int8 weights in weights.bin, about a quarter of the fp32 model's, decoding exactly."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kernelforge.export import export
+from kernelforge.graph import program, program_glsl
+from kernelforge.testing.models import MODELS
+from kernelforge.testing.quantized import quantized
+
+REPO_DB = Path(__file__).resolve().parents[2] / "tuning_db"
+
+
+def decode(entry: dict[str, Any], weights: bytes, dtype: str) -> np.ndarray:
+    """Constant values as FORMAT.md defines them (the runtime's reading, in numpy)."""
+    offset, count = entry["offset"], entry["count"]
+    if "dtype" not in entry:
+        kind = "<f2" if dtype == "fp16" else "<f4"
+        return np.frombuffer(weights, kind, count, offset).astype(np.float32)
+    q = np.frombuffer(weights, np.int8 if entry["dtype"] == "int8" else np.uint8, count, offset).astype(np.float64)
+    scale, zp = np.asarray(entry["scale"]), np.asarray(entry["zero_point"])
+    channel = np.zeros(count, np.int64)
+    if len(scale) > 1:
+        shape, axis = entry["shape"], entry["axis"]
+        channel = (np.arange(count) // math.prod(shape[axis + 1 :])) % shape[axis]
+    # the double product is exact; one rounding to float32
+    return ((q - zp[channel]) * scale[channel]).astype(np.float32)
+
+
+def _bundle(path: Path) -> tuple[dict[str, Any], bytes]:
+    return json.loads((path / "manifest.json").read_text()), (path / "weights.bin").read_bytes()
+
+
+@pytest.mark.parametrize(("name", "kind", "most"), [("mlp", "static_per_channel", 0.27), ("mlp", "dynamic", 0.27)])
+def test_quantized_bundle_weights_are_int8_and_a_quarter_of_fp32(
+    tmp_path: Path, name: str, kind: str, most: float
+) -> None:
+    fp32 = export(MODELS[name](), tmp_path / "fp32", db=REPO_DB)
+    quant = export(quantized(name, kind), tmp_path / "quant", db=REPO_DB)
+    ratio = quant.weights_bytes / fp32.weights_bytes
+    assert 0.24 < ratio <= most, (quant.weights_bytes, fp32.weights_bytes)
+    manifest, _ = _bundle(tmp_path / "quant")
+    stored = {c.get("dtype", "float"): 0 for c in manifest["constants"]}
+    for c in manifest["constants"]:
+        stored[c.get("dtype", "float")] += c["count"]
+    # every weight matrix of every target is int8: only biases (and the like) stay float
+    assert stored["int8"] > 50 * stored["float"], stored
+
+
+def test_mobilenet_bundle_keeps_its_per_channel_constants_float(tmp_path: Path) -> None:
+    # the batchnorms after a quantized activation become per-channel float scales and shifts (they cannot fold
+    # into the int8 weights across the fake quantization), so the ratio is above a quarter for so small a model
+    fp32 = export(MODELS["mobilenet_v2_style"](), tmp_path / "fp32", db=REPO_DB)
+    quant = export(quantized("mobilenet_v2_style", "static_per_channel"), tmp_path / "quant", db=REPO_DB)
+    assert quant.weights_bytes / fp32.weights_bytes < 0.36, (quant.weights_bytes, fp32.weights_bytes)
+    manifest, _ = _bundle(tmp_path / "quant")
+    channels = [c for c in manifest["constants"] if len(c.get("scale", [])) > 1]
+    assert channels and all(c["shape"][c["axis"]] == len(c["scale"]) for c in channels)
+    assert {c["axis"] for c in channels} >= {0, 1}  # OIHW weights, and GLSL's [kh * kw * cg, m] matrices
+
+
+@pytest.mark.parametrize("weights", ["fp32", "fp16"])
+@pytest.mark.parametrize(
+    ("name", "kind"), [("small_cnn", "static"), ("mobilenet_v2_style", "static_per_channel"), ("mlp", "dynamic")]
+)
+def test_int8_constants_decode_to_the_floats_of_a_float_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, kind: str, weights: str
+) -> None:
+    model = quantized(name, kind)
+    export(model, tmp_path / "int8", db=REPO_DB, weights=weights)
+    with monkeypatch.context() as patch:  # the same bundle with every constant written as floats
+        for module in (program, program_glsl):
+            patch.setattr(module, "device_quants", lambda plan, step, spec, device: [None] * len(device))
+        export(model, tmp_path / "float", db=REPO_DB)
+    (qm, qw), (fm, fw) = _bundle(tmp_path / "int8"), _bundle(tmp_path / "float")
+    assert len(qm["constants"]) == len(fm["constants"]) and qm["targets"] == fm["targets"]
+    assert any("dtype" in c for c in qm["constants"]) and not any("dtype" in c for c in fm["constants"])
+    for mine, theirs in zip(qm["constants"], fm["constants"], strict=True):
+        got, want = decode(mine, qw, weights), decode(theirs, fw, "fp32")
+        if "dtype" in mine or weights == "fp32":
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+        else:
+            np.testing.assert_array_equal(got, want.astype(np.float16).astype(np.float32))
