@@ -294,6 +294,12 @@ def _centered(ctx: Context, k: int, zp_shape: Callable[[tuple[int, ...]], tuple[
         fresh = ctx.fresh(f"{zp_name}_{what}")
         ctx.consts[fresh] = zp.astype(np.float32)
         zp_name = fresh
+    elif len(zp_dims := ctx.shape(zp_name)) == 1 and zp_dims[0] > 1:
+        # a runtime zero-point vector broadcasts along its axis (W's output channels), not along the last one
+        target = tuple(zp_dims[0] if d == -1 else d for d in zp_shape(shape))
+        fresh = ctx.fresh(f"{zp_name}_{what}")
+        ctx.reshape(ctx.ir(zp_name), target, out=fresh)
+        zp_name = fresh
     out = ctx.fresh(f"{name}_centered")
     ctx.elementwise([name, zp_name], lambda v: f"{v[0]} - {v[1]}", out)
     return out, 255  # |a - zp| of two 8-bit values of one type

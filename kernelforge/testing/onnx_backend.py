@@ -197,6 +197,7 @@ LIMITS: dict[str, str] = {
     r"training_mode=1": "training-mode Dropout and BatchNormalization",
     r"its indices output": "MaxPool's indices output",
     r"mode='wrap'": "Pad's wrap mode",
+    r"block_size=\d+ on a runtime tensor": "blocked (de)quantization of runtime tensors (blocked weights fold)",
 }
 """Error message pattern -> the documented limitation it is: a case of a supported op type may fail only so."""
 
