@@ -178,3 +178,28 @@ def test_folded_sizes_are_checked() -> None:
     model = make_model(nodes, {"x": [1]}, ["y"], inits)
     with pytest.raises(GraphError, match=r"Expand node 'grow'"):
         import_model(model)
+
+
+@pytest.mark.parametrize(("half", "fused"), [(0.5, True), (0.49, False)])
+def test_exact_gelu_written_out_becomes_the_gemm_epilogue(half: float, fused: bool) -> None:
+    # how exporters before opset 20 write torch.nn.GELU: x * 0.5 * (1 + erf(x / sqrt(2)))
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"]),
+        helper.make_node("Div", ["h", "sqrt2"], ["s"]),
+        helper.make_node("Erf", ["s"], ["e"]),
+        helper.make_node("Add", ["e", "one"], ["e1"]),
+        helper.make_node("Mul", ["h", "e1"], ["m"]),
+        helper.make_node("Mul", ["m", "half"], ["y"]),
+    ]
+    inits = {
+        "w": np.random.default_rng(4).standard_normal((8, 6)).astype(np.float32),
+        "sqrt2": np.array(1.4142135381698608, np.float32),
+        "one": np.array(1.0, np.float32),
+        "half": np.array(half, np.float32),
+    }
+    graph = check_numerics(make_model(nodes, {"x": [3, 8]}, ["y"], inits, opset=17))
+    optimized = optimize(graph)
+    if fused:  # one kernel: the GEMM with a GELU epilogue
+        assert kernels(optimized) == ["gemm"] and optimized.nodes[0].attrs["activation"].kind == "gelu"
+    else:  # not GELU: the chain stays one elementwise kernel after the GEMM
+        assert kernels(optimized) == ["gemm", "elementwise"]
