@@ -24,6 +24,7 @@ with ``data``; every other value is produced by exactly one node or is a graph i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,7 @@ import numpy as np
 
 from kernelforge.errors import KernelforgeError
 from kernelforge.graph.quant import Quantized
-from kernelforge.ops import OPS
+from kernelforge.ops import OPS, _expr
 
 VIEW_OPS = ("reshape",)
 """Ops that run no kernel: their output shares the input's buffer (contiguous row-major data)."""
@@ -229,3 +230,34 @@ class Graph:
         for name in self.outputs:
             if name not in known:
                 raise GraphError(f"graph {self.name!r}: output {name!r} is never computed")
+
+
+_VNAME = re.compile(r"^v(0|[1-9][0-9]*)$")
+
+
+def program_of(node: Node) -> _expr.Node:
+    """Return an elementwise node's program as _expr IR whose input ``k`` is ``node.inputs[k]``.
+
+    Raises:
+        GraphError: When the program does not parse or names something other than ``v0..v{n-1}``.
+    """
+    try:
+        tree, names = _expr.parse(node.attrs["expr"])
+    except (KeyError, _expr.ExpressionError) as exc:
+        raise GraphError(f"{node.origin or node.name}: elementwise attribute 'expr' is unusable: {exc}") from None
+    index: list[int] = []
+    for name in names:
+        match = _VNAME.match(name)
+        if match is None or int(match.group(1)) >= len(node.inputs):
+            raise GraphError(
+                f"{node.origin or node.name}: elementwise expr names {name!r}, not one of v0..v{len(node.inputs) - 1}"
+            )
+        index.append(int(match.group(1)))
+    return remap_program(tree, index)
+
+
+def remap_program(tree: _expr.Node, index: list[int]) -> _expr.Node:
+    """Renumber the ``in`` leaves of ``tree``: input ``i`` becomes ``index[i]``."""
+    if tree[0] == "in":
+        return ("in", (index[tree[1][0]],))
+    return (tree[0], tree[1], *(remap_program(child, index) for child in tree[2:]))

@@ -11,13 +11,13 @@ look the same to a pass.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from kernelforge.graph import reference
-from kernelforge.graph.ir import Graph, GraphError, Node, Value
+from kernelforge.graph.fuse_norm import fuse_layernorm
+from kernelforge.graph.ir import Graph, Node, Value, program_of, remap_program
 from kernelforge.graph.memory import MemoryPlan, plan_memory
 from kernelforge.ops import _expr
 from kernelforge.ops._epilogue import ACTIVATIONS, Activation
@@ -40,7 +40,6 @@ __all__ = [
 MAX_FUSED_INPUTS = 7
 """Most inputs of a fused elementwise node: WebGPU's default maxStorageBuffersPerShaderStage (8) less the output."""
 
-_VNAME = re.compile(r"^v(0|[1-9][0-9]*)$")
 # single-op programs that become a fused activation: _expr op -> activation kind
 _ACTIVATIONS = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "gelu": "gelu", "hardswish": "hardswish"}
 
@@ -48,11 +47,12 @@ _ACTIVATIONS = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "gelu": "g
 def optimize(graph: Graph) -> Graph:
     """Run the passes in order.
 
-    fold_constants, fold_batchnorm, fold_constants, fuse_epilogues, fuse_elementwise, name_activations, and
-    fuse_epilogues again, for the activations that only the fused chains reveal.
+    fold_constants, fold_batchnorm, fold_constants, fuse_epilogues, fuse_elementwise, fuse_layernorm
+    (:mod:`.fuse_norm`), name_activations, and fuse_epilogues again, for the activations that only the fused
+    chains reveal.
     """
-    steps = (fold_constants, fold_batchnorm, fold_constants, fuse_epilogues, fuse_elementwise, name_activations)
-    for step in (*steps, fuse_epilogues):
+    steps = (fold_constants, fold_batchnorm, fold_constants, fuse_epilogues, fuse_elementwise, fuse_layernorm)
+    for step in (*steps, name_activations, fuse_epilogues):
         graph = step(graph)
     return graph
 
@@ -63,34 +63,6 @@ def optimize(graph: Graph) -> Graph:
 def channel_shape(rank: int, channels: int) -> tuple[int, ...]:
     """Return the shape that broadcasts a per-channel vector over axis 1 of a rank-``rank`` tensor (ONNX)."""
     return (channels,) + (1,) * max(rank - 2, 0)
-
-
-def program_of(node: Node) -> _expr.Node:
-    """Return an elementwise node's program as _expr IR whose input ``k`` is ``node.inputs[k]``.
-
-    Raises:
-        GraphError: When the program does not parse or names something other than ``v0..v{n-1}``.
-    """
-    try:
-        tree, names = _expr.parse(node.attrs["expr"])
-    except (KeyError, _expr.ExpressionError) as exc:
-        raise GraphError(f"{node.origin or node.name}: elementwise attribute 'expr' is unusable: {exc}") from None
-    index: list[int] = []
-    for name in names:
-        match = _VNAME.match(name)
-        if match is None or int(match.group(1)) >= len(node.inputs):
-            raise GraphError(
-                f"{node.origin or node.name}: elementwise expr names {name!r}, not one of v0..v{len(node.inputs) - 1}"
-            )
-        index.append(int(match.group(1)))
-    return _remap(tree, index)
-
-
-def _remap(tree: _expr.Node, index: list[int]) -> _expr.Node:
-    """Renumber the ``in`` leaves of ``tree``: input ``i`` becomes ``index[i]``."""
-    if tree[0] == "in":
-        return ("in", (index[tree[1][0]],))
-    return (tree[0], tree[1], *(_remap(child, index) for child in tree[2:]))
 
 
 def _leaves(tree: _expr.Node) -> list[int]:
@@ -107,7 +79,7 @@ def _set_program(node: Node, tree: _expr.Node, inputs: list[str]) -> bool:
     """Make ``node`` compute ``tree`` over ``inputs``; return False (node untouched) if it cannot parse."""
     order = _leaves(tree)  # renumber so that the text names v0, v1, ... in order of appearance
     renumber = {old: new for new, old in enumerate(order)}
-    canonical = _remap(tree, [renumber.get(i, -1) for i in range(len(inputs))])
+    canonical = remap_program(tree, [renumber.get(i, -1) for i in range(len(inputs))])
     text = _expr.to_text(canonical, [f"v{k}" for k in range(len(order))])
     try:
         _expr.parse(text)
@@ -418,7 +390,7 @@ def _merge(graph: Graph, producer: Node, consumer: Node) -> bool:
     inputs = list(dict.fromkeys(name for name in (*consumer.inputs, *producer.inputs) if name != middle))
     if len(inputs) > MAX_FUSED_INPUTS or any(len(graph.value(n).shape) > MAX_RANK for n in inputs):
         return False
-    inner = _remap(program_of(producer), [inputs.index(n) for n in producer.inputs])
+    inner = remap_program(program_of(producer), [inputs.index(n) for n in producer.inputs])
 
     def substitute(tree: _expr.Node) -> _expr.Node:
         if tree[0] == "in":
