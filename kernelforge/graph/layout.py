@@ -21,7 +21,7 @@ from kernelforge.ops import get_op
 from kernelforge.ops.spec import Params
 
 NHWC = (0, 2, 3, 1)
-FLEXIBLE_KERNELS = ("conv2d", "pool2d", "resize")
+FLEXIBLE_KERNELS = ("conv2d", "pool2d", "resize", "conv_transpose2d")
 """Ops whose kernels have a ``layout`` tunable (0 = NCHW, 1 = NHWC)."""
 
 

@@ -28,6 +28,7 @@ from kernelforge.graph.onnx_context import (
     unsqueeze_shape,
 )
 from kernelforge.graph.onnx_elementwise import CONVERTERS as ELEMENTWISE
+from kernelforge.graph.onnx_windows import lift_windows
 from kernelforge.ops import OPS, get_op
 from kernelforge.ops._attrs import resolve_auto_pad
 from kernelforge.ops._epilogue import Activation
@@ -473,4 +474,5 @@ CONVERTERS: dict[str, Converter] = {
     "ReduceMean": _reduce_mean,
 }
 CONVERTERS.update({onnx_op: _direct(op) for onnx_op, op in DIRECT.items() if onnx_op not in CONVERTERS})
+CONVERTERS.update(lift_windows(CONVERTERS))  # 1-D windows run as 2-D ones over H = 1
 """ONNX op type -> converter; ops that only fold to constants live in onnx_import's folder table."""

@@ -26,6 +26,7 @@ OPS: dict[str, str] = {
     "concat": "kernelforge.ops.concat",
     "transpose": "kernelforge.ops.transpose",
     "layernorm": "kernelforge.ops.layernorm",
+    "conv_transpose2d": "kernelforge.ops.conv_transpose",
 }
 """Registry: op name -> module defining ``SPEC`` (one row per op; the name is also the op's IR name)."""
 
