@@ -21,7 +21,7 @@ from kernelforge.ops import get_op
 from kernelforge.ops.spec import Params
 
 NHWC = (0, 2, 3, 1)
-FLEXIBLE_KERNELS = ("conv2d", "pool2d", "resize", "reduce")
+FLEXIBLE_KERNELS = ("conv2d", "pool2d", "resize", "reduce", "conv_transpose2d")
 """Ops whose kernels have a ``layout`` tunable (0 = NCHW, 1 = NHWC)."""
 FOLLOWERS = ("elementwise", "concat", "slice")
 """Ops that take their region's layout for every 4-D tensor (their kernels are built on the buffers' shapes)."""

@@ -74,8 +74,8 @@ def _check_window(node: onnx.NodeProto, opset: int, used: set[str]) -> str | Non
     if auto_pad not in AUTO_PADS:
         return f"auto_pad={auto_pad!r} (supported: {', '.join(AUTO_PADS)})"
     kernel = _attr(node, "kernel_shape")
-    if kernel is not None and len(kernel) != 2:
-        return f"kernel_shape={list(kernel)}: only 2-D windows are supported"
+    if kernel is not None and len(kernel) not in (1, 2):
+        return f"kernel_shape={list(kernel)}: only 1-D and 2-D windows are supported"
     return _extra_outputs(node, used, "indices") if node.op_type == "MaxPool" else None
 
 

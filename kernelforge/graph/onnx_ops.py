@@ -32,6 +32,7 @@ from kernelforge.graph.onnx_gather import CONVERTERS as GATHER
 from kernelforge.graph.onnx_quant import converters as quant_converters
 from kernelforge.graph.onnx_reduce import CONVERTERS as REDUCE
 from kernelforge.graph.onnx_slice import CONVERTERS as SLICING
+from kernelforge.graph.onnx_windows import lift_windows
 from kernelforge.ops import OPS, get_op
 from kernelforge.ops._attrs import resolve_auto_pad
 from kernelforge.ops._epilogue import Activation
@@ -481,4 +482,5 @@ CONVERTERS: dict[str, Converter] = {
     **quant_converters(matmul=_matmul, conv=_conv),
 }
 CONVERTERS.update({onnx_op: _direct(op) for onnx_op, op in DIRECT.items() if onnx_op not in CONVERTERS})
+CONVERTERS.update(lift_windows(CONVERTERS))  # 1-D windows run as 2-D ones over H = 1
 """ONNX op type -> converter; ops that only fold to constants live in onnx_import's folder table."""

@@ -252,7 +252,7 @@ def _to_elementwise(graph: Graph, bn: Node, affine: _BatchNorm | None) -> None:
 
 
 def fuse_epilogues(graph: Graph) -> Graph:
-    """Fuse bias adds, residual adds and activations that follow a conv/gemm into it.
+    """Fuse bias adds, residual adds and activations that follow a conv/gemm (or conv_transpose) into it.
 
     In order: a constant per-output-channel add (or subtract) joins the bias, an add of a tensor of the
     exact output shape computed before the conv becomes its residual (conv only), and a single activation
@@ -260,7 +260,7 @@ def fuse_epilogues(graph: Graph) -> Graph:
     consumer and not be a graph output.
     """
     for node in list(graph.nodes):
-        if node.op in ("conv2d", "gemm"):
+        if node.op in ("conv2d", "gemm", "conv_transpose2d"):
             while _fuse_one(graph, node):
                 pass
     return graph
@@ -316,7 +316,7 @@ def _fuse_bias(graph: Graph, node: Node, name: str, sign: float) -> bool:
     """Add the constant ``sign * name`` to ``node``'s bias when it is one number per output channel."""
     out_shape = graph.value(node.output).shape
     data = np.asarray(graph.const(name), np.float64)
-    axis = 1 if node.op == "conv2d" else len(out_shape) - 1
+    axis = len(out_shape) - 1 if node.op == "gemm" else 1
     if data.ndim > len(out_shape):
         return False
     padded = (1,) * (len(out_shape) - data.ndim) + data.shape

@@ -29,6 +29,7 @@ OPS: dict[str, str] = {
     "gather": "kernelforge.ops.gather",
     "slice": "kernelforge.ops.slice",
     "reduce": "kernelforge.ops.reduce",
+    "conv_transpose2d": "kernelforge.ops.conv_transpose",
 }
 """Registry: op name -> module defining ``SPEC`` (one row per op; the name is also the op's IR name)."""
 

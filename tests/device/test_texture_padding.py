@@ -31,6 +31,7 @@ CASES = {
     "resize": "1x2x3x3:s1,2:nearest:asymmetric:floor",
     "conv2d": "1x3x5x5:6x3x3:p1",
     "reduce": "3x5x7:a2:sum",
+    "conv_transpose2d": "1x3x3x3:6x2x2:s2",
 }
 
 

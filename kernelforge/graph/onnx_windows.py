@@ -1,0 +1,104 @@
+"""Windowed ONNX ops beyond the 2-D converters of :mod:`.onnx_ops`: ConvTranspose, and every window in 1-D.
+
+ConvTranspose becomes one ``conv_transpose2d`` node (its attributes read by the op spec's ``from_onnx``); its
+weights must be constants, which the kernels read rearranged at load.
+
+1-D windows (Conv, ConvTranspose, MaxPool, AveragePool and the global pools over ``[N, C, L]``) run as their
+2-D kernels over ``H = 1``: X is reshaped to ``[N, C, 1, L]`` (a view), 3-D weights ``[O, I, K]`` become
+``[O, I, 1, K]`` (folded, when constant), the attributes get a neutral H axis
+(:func:`kernelforge.ops._attrs.lift_1d_attrs`), the op's 2-D converter runs on that node, and its output is
+reshaped back to 3-D. Audio models (Conv1d front ends, keyword spotters) then run on the tuned 2-D kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import onnx
+from onnx import helper
+
+from kernelforge.graph.onnx_context import Context, Converter, NodeUnsupported
+from kernelforge.ops import get_op
+from kernelforge.ops._attrs import lift_1d_attrs
+
+WINDOWED = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
+"""ONNX op types whose 1-D form runs through their 2-D converter."""
+_WEIGHTED = ("Conv", "ConvTranspose")
+"""Of those, the ones whose input 1 is a weight tensor with the window's axes."""
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    """Return a node's attributes as Python values (strings decoded)."""
+    values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
+
+
+def _check_weight(ctx: Context, node: onnx.NodeProto) -> None:
+    """Refuse a ConvTranspose whose weights are computed at run time (the kernels rearrange them at load)."""
+    if node.op_type == "ConvTranspose" and ctx.const(node.input[1]) is None:
+        raise NodeUnsupported(
+            f"weight input 1 ({node.input[1]!r}) is computed at run time; only constant weights are supported"
+        )
+
+
+def _conv_transpose(ctx: Context, node: onnx.NodeProto) -> None:
+    """Convert a 2-D ConvTranspose: ``conv_transpose2d`` over X, W and the optional bias."""
+    _check_weight(ctx, node)
+    try:
+        attrs = get_op("conv_transpose2d").from_onnx(node.op_type, ctx.opset, _attrs(node))
+    except ValueError as exc:
+        raise NodeUnsupported(str(exc)) from None
+    inputs = [ctx.ir(name) if name else "" for name in node.input]
+    ctx.emit("conv_transpose2d", inputs, attrs, out=node.output[0])
+
+
+def _lifted(ctx: Context, name: str, what: str) -> str:
+    """Return an ONNX-level name for tensor ``name`` (``[a, b, L]``) viewed as ``[a, b, 1, L]``."""
+    shape = ctx.shape(name)
+    if len(shape) != 3:
+        raise ctx.fail(f"{what} {name!r} of shape {shape} must be 3-D in a 1-D {ctx.node.op_type}")
+    view = (shape[0], shape[1], 1, shape[2])
+    lifted = ctx.fresh(f"{name}_2d")
+    ctx.reserved.add(lifted)  # an ONNX-level name from now on: no later IR value may take it
+    data = ctx.const(name)
+    if data is not None:
+        ctx.consts[lifted] = data.reshape(view)
+    else:
+        ctx.names[lifted] = ctx.reshape(ctx.ir(name), view)
+    return lifted
+
+
+def lift_1d(convert: Converter) -> Converter:
+    """Return a converter that runs a 1-D node (3-D input) through ``convert`` over ``H = 1``, others as they are."""
+
+    def convert_any(ctx: Context, node: onnx.NodeProto) -> None:
+        if len(ctx.shape(node.input[0])) != 3:
+            convert(ctx, node)
+            return
+        _check_weight(ctx, node)  # before the weight gets a lifted name
+        inputs = list(node.input)
+        inputs[0] = _lifted(ctx, inputs[0], "input")
+        if node.op_type in _WEIGHTED and len(inputs) > 1 and inputs[1]:
+            inputs[1] = _lifted(ctx, inputs[1], "weight")
+        out = ctx.fresh(f"{node.output[0]}_2d")
+        ctx.reserved.add(out)
+        flat = helper.make_node(node.op_type, inputs, [out], name=node.name, **lift_1d_attrs(_attrs(node)))
+        ctx.node = flat  # the 2-D converter reads its attributes from the context's node
+        try:
+            convert(ctx, flat)
+        finally:
+            ctx.node = node
+        n, c, _, length = ctx.shape(out)
+        ctx.reshape(ctx.ir(out), (n, c, length), out=node.output[0])
+
+    return convert_any
+
+
+def lift_windows(converters: Mapping[str, Converter]) -> dict[str, Converter]:
+    """Return the :data:`WINDOWED` ops' converters, taking 1-D nodes too (:func:`lift_1d`).
+
+    Each wraps the 2-D converter in ``converters``, except ConvTranspose's, which is this module's.
+    """
+    two_d = {**converters, "ConvTranspose": _conv_transpose}
+    return {op: lift_1d(two_d[op]) for op in WINDOWED if op in two_d}
