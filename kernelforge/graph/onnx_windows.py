@@ -35,15 +35,23 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
 
 
 def _check_weight(ctx: Context, node: onnx.NodeProto) -> None:
-    """Refuse a ConvTranspose whose weights are computed at run time (the kernels rearrange them at load)."""
-    if node.op_type == "ConvTranspose" and ctx.const(node.input[1]) is None:
+    """Refuse a grouped ConvTranspose whose weights are computed at run time.
+
+    Runtime weights reach the kernel through a relayout to the order it reads (``input_layouts``), a
+    permutation of W's axes, except for the grouped NHWC GLSL kernel, which splits W's first axis.
+    """
+    if node.op_type == "ConvTranspose" and ctx.const(node.input[1]) is None and int(ctx.attr("group", 1)) > 1:
         raise NodeUnsupported(
-            f"weight input 1 ({node.input[1]!r}) is computed at run time; only constant weights are supported"
+            f"weight input 1 ({node.input[1]!r}) is computed at run time with group > 1; only constant weights "
+            "are supported there"
         )
 
 
 def _conv_transpose(ctx: Context, node: onnx.NodeProto) -> None:
     """Convert a 2-D ConvTranspose: ``conv_transpose2d`` over X, W and the optional bias."""
+    rank = len(ctx.shape(node.input[0]))
+    if rank != 4:
+        raise NodeUnsupported(f"X of rank {rank}: only 1-D and 2-D windows are supported")
     _check_weight(ctx, node)
     try:
         attrs = get_op("conv_transpose2d").from_onnx(node.op_type, ctx.opset, _attrs(node))

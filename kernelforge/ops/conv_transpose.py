@@ -514,8 +514,15 @@ class ConvTransposeSpec(OpSpec[ConvTransposeProblem]):
         return (q.n, q.oh, q.ow, q.m) if params["layout"] == NHWC else self.output_shape(q)
 
     def input_layouts(self, problem: ConvTransposeProblem, params: Params) -> tuple[tuple[int, ...] | None, ...]:
-        """Return NHWC for X of ``layout=1`` kernels (W and bias go through device_inputs)."""
-        return (NHWC_AXES if params["layout"] == NHWC else None, None, None)
+        """Return NHWC for X of ``layout=1`` kernels, and W's order as :meth:`device_inputs` makes it.
+
+        W is ``[kh, kw, c, mg]`` (its ``(2, 3, 0, 1)`` transpose) for WGSL and for NHWC GLSL kernels without
+        groups: a weight that is a runtime tensor is converted to it by a relayout.
+        """
+        nhwc = params["layout"] == NHWC
+        glsl = "c_unroll" in params
+        w = (2, 3, 0, 1) if not glsl or (nhwc and problem.group == 1) else None
+        return (NHWC_AXES if nhwc else None, w, None)
 
     def output_layout(self, problem: ConvTransposeProblem, params: Params) -> tuple[int, ...] | None:
         """Return NHWC for ``layout=1`` kernels."""

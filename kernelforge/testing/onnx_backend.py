@@ -193,10 +193,13 @@ LIMITS: dict[str, str] = {
     ),
     r"optional output '(Mean|InvStdDev)' is used": "LayerNormalization's Mean and InvStdDev outputs",
     r"mode='cubic'|tf_crop_and_resize|keep_aspect_ratio_policy|antialias=1": "Resize: cubic, crop, aspect, antialias",
-    r"only 2-D windows|only 4-D \(2-D spatial\)": "pooling and convolution other than 2-D",
+    r"only 2-D windows|only 1-D and 2-D windows|only 4-D \(2-D spatial\)|only 3-D or 4-D": (
+        "pooling and convolution other than 1-D and 2-D"
+    ),
     r"training_mode=1": "training-mode Dropout and BatchNormalization",
     r"its indices output": "MaxPool's indices output",
     r"mode='wrap'": "Pad's wrap mode",
+    r"computed at run time with group > 1": "grouped ConvTranspose whose weights are computed at run time",
     r"block_size=\d+ on a runtime tensor": "blocked (de)quantization of runtime tensors (blocked weights fold)",
 }
 """Error message pattern -> the documented limitation it is: a case of a supported op type may fail only so."""

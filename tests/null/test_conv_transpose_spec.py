@@ -559,17 +559,28 @@ def test_export_writes_conv_transpose_steps_for_both_languages(tmp_path):
     assert languages == {"wgsl", "glsl"}
 
 
-def test_runtime_weights_are_refused_by_name():
-    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2], name="up1d")]
+def test_runtime_weights_run_and_grouped_ones_are_refused_by_name():
     inputs = [
         helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8]),
         helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 3, 3]),
     ]
-    model = _model(nodes, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 17])], [], 17)
-    with pytest.raises(
-        UnsupportedModelError, match=r"ConvTranspose node 'up1d' .*weight input 1 \('w'\) is computed at run time"
-    ):
-        import_model(model)
+    out = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 17])]
+    # a weight that is a graph input reaches the kernel through a relayout to the order it reads
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2], name="up1d")]
+    model = _model(nodes, inputs, out, [], 17)
+    rng = np.random.default_rng(3)
+    feeds = {
+        "x": rng.standard_normal((1, 2, 8)).astype(np.float32),
+        "w": rng.standard_normal((2, 3, 3)).astype(np.float32),
+    }
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(run_graph(import_model(model), feeds)["y"], want, rtol=1e-5, atol=1e-5)
+    grouped = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2], group=2, name="up_g")]
+    inputs[1] = helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 1, 3])
+    with pytest.raises(UnsupportedModelError, match=r"ConvTranspose node 'up_g' .*computed at run time with group > 1"):
+        import_model(
+            _model(grouped, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 17])], [], 17)
+        )
 
 
 def test_bias_add_and_activation_fuse_into_the_kernel():
