@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernelforge.graph import reference
+from kernelforge.graph.fuse_attention import fuse_attention
 from kernelforge.graph.ir import Graph, GraphError, Node, Value
 from kernelforge.graph.memory import MemoryPlan, plan_memory
 from kernelforge.ops import _expr
@@ -45,8 +46,8 @@ _ACTIVATIONS = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "gelu": "g
 
 
 def optimize(graph: Graph) -> Graph:
-    """Run fold_constants, fold_batchnorm, fold_constants, fuse_epilogues and fuse_elementwise, in that order."""
-    for step in (fold_constants, fold_batchnorm, fold_constants, fuse_epilogues, fuse_elementwise):
+    """Run fold_constants, fold_batchnorm, fold_constants, fuse_attention, fuse_epilogues and fuse_elementwise."""
+    for step in (fold_constants, fold_batchnorm, fold_constants, fuse_attention, fuse_epilogues, fuse_elementwise):
         graph = step(graph)
     return graph
 

@@ -28,6 +28,7 @@ OPS: dict[str, str] = {
     "layernorm": "kernelforge.ops.layernorm",
     "gather": "kernelforge.ops.gather",
     "slice": "kernelforge.ops.slice",
+    "attention": "kernelforge.ops.attention",
 }
 """Registry: op name -> module defining ``SPEC`` (one row per op; the name is also the op's IR name)."""
 
