@@ -16,6 +16,7 @@ import onnx
 from onnx import helper
 
 from kernelforge.errors import ShapeError
+from kernelforge.graph.onnx_attention import CONVERTERS as ATTENTION
 from kernelforge.graph.onnx_context import (
     Context,
     Converter,
@@ -460,6 +461,7 @@ CONVERTERS: dict[str, Converter] = {
     **GATHER,
     **SLICING,
     **REDUCE,
+    **ATTENTION,
     "Conv": _conv,
     "Gemm": _gemm,
     "MatMul": _matmul,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernelforge.graph import reference
+from kernelforge.graph.fuse_attention import fuse_attention
 from kernelforge.graph.fuse_norm import fuse_layernorm
 from kernelforge.graph.ir import Graph, Node, Value, program_of, remap_program
 from kernelforge.graph.memory import MemoryPlan, plan_memory
@@ -47,12 +48,12 @@ _ACTIVATIONS = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "gelu": "g
 def optimize(graph: Graph) -> Graph:
     """Run the passes in order.
 
-    fold_constants, fold_batchnorm, fold_constants, fuse_epilogues, fuse_elementwise, fuse_layernorm
-    (:mod:`.fuse_norm`), name_activations, and fuse_epilogues again, for the activations that only the fused
-    chains reveal.
+    fold_constants, fold_batchnorm, fold_constants, fuse_attention (:mod:`.fuse_attention`), fuse_epilogues,
+    fuse_elementwise, fuse_layernorm (:mod:`.fuse_norm`), name_activations, and fuse_epilogues again, for the
+    activations that only the fused chains reveal.
     """
-    steps = (fold_constants, fold_batchnorm, fold_constants, fuse_epilogues, fuse_elementwise, fuse_layernorm)
-    for step in (*steps, name_activations, fuse_epilogues):
+    steps = (fold_constants, fold_batchnorm, fold_constants, fuse_attention, fuse_epilogues, fuse_elementwise)
+    for step in (*steps, fuse_layernorm, name_activations, fuse_epilogues):
         graph = step(graph)
     return graph
 

@@ -30,6 +30,7 @@ OPS: dict[str, str] = {
     "slice": "kernelforge.ops.slice",
     "reduce": "kernelforge.ops.reduce",
     "conv_transpose2d": "kernelforge.ops.conv_transpose",
+    "attention": "kernelforge.ops.attention",
 }
 """Registry: op name -> module defining ``SPEC`` (one row per op; the name is also the op's IR name)."""
 

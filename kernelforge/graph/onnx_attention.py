@@ -1,0 +1,129 @@
+"""ONNX ``Attention`` (opset 23+) as one ``attention`` node.
+
+4-D Q, K, V ``[batch, heads, seq, head_size]`` run as they stand, K/V with fewer heads than Q too (grouped-query
+attention: query head ``h`` reads K/V head ``h // (q_heads / kv_heads)``); 3-D ones ``[batch, seq, heads *
+head_size]`` (``q_num_heads``, ``kv_num_heads``) are split into heads with a reshape and a transpose, and the
+output merged back. ``is_causal`` (upper-left aligned, as ONNX defines it without a cache) and ``scale``
+(default ``1/sqrt(head_size)``) map to the node's attributes. ``attn_mask`` is additive when it is a float
+tensor and selects (False: ``-inf``) when it is a boolean one; a row with no key left gives 0, as ONNX defines.
+
+Refused, naming them: a KV cache (``past_key``/``past_value``, ``present_*`` outputs), ``nonpad_kv_seqlen``,
+``softcap``, a sliding window, a ``softmax_precision`` other than float32, the ``qk_matmul_output`` output, and
+a mask shorter than the keys (ONNX pads it with ``-inf``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from kernelforge.graph.onnx_context import Context, Converter, NodeUnsupported
+from kernelforge.ops import _expr, get_op
+
+_BOOLEAN_OPS = {"equal", "less", "greater", "less_equal", "greater_equal", "logical_and", "logical_or",
+                "logical_xor", "logical_not"}  # fmt: skip
+_DATA_MOVES = {"reshape": 1, "transpose": 1, "slice": 1, "gather": 1, "concat": 0}
+"""IR ops that move values without changing them -> how many leading inputs carry data (0: all)."""
+
+
+def _boolean_ir(ctx: Context, name: str, depth: int = 0) -> bool:
+    """Return whether an IR value holds a boolean tensor (0.0 / 1.0).
+
+    That is a bool graph input, or a tensor moved or computed by a comparison or logic op from one. Other values
+    are taken as float: an ``attn_mask`` is bool or float.
+    """
+    graph = ctx.graph
+    if name in graph.inputs:
+        return graph.dtype(name) == "bool"
+    producer = next((n for n in reversed(graph.nodes) if name in n.outputs), None)
+    if producer is None or depth > 64:
+        return False
+    if producer.op in _DATA_MOVES:
+        data = producer.inputs[: _DATA_MOVES[producer.op] or len(producer.inputs)]
+        return all(_boolean_ir(ctx, i, depth + 1) for i in data if i)
+    if producer.op != "elementwise":
+        return False
+    try:
+        tree, names = _expr.parse(producer.attrs["expr"])
+    except _expr.ExpressionError:
+        return False
+    inputs = {f"v{k}": i for k, i in enumerate(producer.inputs)}
+
+    def boolean(t: _expr.Node) -> bool:
+        if t[0] == "in":
+            return _boolean_ir(ctx, inputs[names[t[1][0]]], depth + 1)
+        if t[0] in _BOOLEAN_OPS:
+            return True
+        if t[0] == "where":
+            return boolean(t[3]) and boolean(t[4])
+        if t[0] == "add":  # Expand broadcasts by adding zeros
+            for this, other in ((t[2], t[3]), (t[3], t[2])):
+                data = graph.const(inputs[names[other[1][0]]]) if other[0] == "in" else None
+                if data is not None and not np.any(data):
+                    return boolean(this)
+        return False
+
+    return boolean(tree)
+
+
+def _is_boolean(ctx: Context, name: str) -> bool:
+    data = ctx.const(name)
+    if data is not None:
+        return data.dtype == bool
+    return _boolean_ir(ctx, ctx.ir(name))
+
+
+def _heads(ctx: Context, name: str, heads: int, what: str) -> str:
+    """Split a 3-D ``[batch, seq, heads * size]`` input into ``[batch, heads, seq, size]``."""
+    b, s, width = ctx.shape(name)
+    if heads < 1 or width % heads:
+        raise ctx.fail(f"{what} of shape {(b, s, width)} does not split into {heads} heads")
+    split = ctx.reshape(ctx.ir(name), (b, s, heads, width // heads))
+    return ctx.emit("transpose", [split], {"perm": (0, 2, 1, 3)}, (b, heads, s, width // heads))
+
+
+def _attention(ctx: Context, node: onnx.NodeProto) -> None:
+    for index, what in ((4, "past_key"), (5, "past_value"), (6, "nonpad_kv_seqlen")):
+        if ctx.input(index):
+            raise NodeUnsupported(f"input {what} ({ctx.input(index)!r}, a KV cache) is not supported")
+    try:
+        given = {a.name: ctx.attr(a.name) for a in node.attribute}
+        attrs = get_op("attention").from_onnx(node.op_type, ctx.opset, given)
+    except ValueError as exc:
+        raise NodeUnsupported(str(exc)) from None
+    q, k, v, mask = (ctx.input(i) for i in range(4))
+    ranks = {len(ctx.shape(n)) for n in (q, k, v)}
+    if ranks == {3}:
+        q_heads, kv_heads = ctx.attr("q_num_heads"), ctx.attr("kv_num_heads")
+        if q_heads is None or kv_heads is None:
+            raise ctx.fail("3-D Q, K and V need the q_num_heads and kv_num_heads attributes")
+        counts = (int(q_heads), int(kv_heads), int(kv_heads))
+        inputs = [_heads(ctx, name, n, what) for name, n, what in zip((q, k, v), counts, "QKV", strict=True)]
+    elif ranks == {4}:
+        inputs = [ctx.ir(q), ctx.ir(k), ctx.ir(v)]
+    else:
+        raise ctx.fail(f"Q, K and V must be all 3-D or all 4-D, got {ctx.shape(q)}, {ctx.shape(k)}, {ctx.shape(v)}")
+    kv_len = ctx.graph.values[inputs[1]].shape[2]
+    add = select = ""
+    if mask:
+        if ctx.shape(mask)[-1] != kv_len:
+            raise NodeUnsupported(
+                f"attn_mask of shape {ctx.shape(mask)} does not cover the {kv_len} keys along its last axis "
+                "(ONNX pads a shorter mask with -inf: not supported)"
+            )
+        if _is_boolean(ctx, mask):
+            select = ctx.ir(mask)
+        else:
+            add = ctx.ir(mask)
+    out = node.output[0]
+    if ranks == {4}:
+        ctx.emit("attention", [*inputs, add, select], attrs, out=out)
+        return
+    y = ctx.emit("attention", [*inputs, add, select], attrs)
+    b, heads, sq, dv = ctx.graph.values[y].shape
+    merged = ctx.emit("transpose", [y], {"perm": (0, 2, 1, 3)}, (b, sq, heads, dv))
+    ctx.reshape(merged, (b, sq, heads * dv), out=out)
+
+
+CONVERTERS: dict[str, Converter] = {"Attention": _attention}
+"""ONNX op type -> converter (merged into :data:`kernelforge.graph.onnx_ops.CONVERTERS`)."""
