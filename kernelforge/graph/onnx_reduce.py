@@ -152,7 +152,51 @@ def _instance_norm(ctx: Context, node: onnx.NodeProto) -> None:
     ctx.emit("elementwise", inputs, {"expr": expr}, shape, out)
 
 
-CONVERTERS: dict[str, Converter] = {**dict.fromkeys(KINDS, _reduce), "InstanceNormalization": _instance_norm}
+def _log_softmax(ctx: Context, node: onnx.NodeProto) -> None:
+    """LogSoftmax as x - logsumexp(x): the reduction subtracts the max first, so no exp overflows.
+
+    Before opset 13 the input is viewed as 2-D at ``axis`` (default 1), which is the reduction over every axis
+    from ``axis`` on; from 13, over ``axis`` (default -1) alone.
+    """
+    x = ctx.input(0)
+    shape = ctx.shape(x)
+    try:
+        axis = norm_axis(int(ctx.attr("axis", -1 if ctx.opset >= 13 else 1)), len(shape))
+    except ValueError as exc:
+        raise ctx.fail(str(exc)) from None
+    axes = (axis,) if ctx.opset >= 13 else tuple(range(axis, len(shape)))
+    x_ir = ctx.ir(x)
+    lse = ctx.emit("reduce", [x_ir], {"axes": axes, "kind": "log_sum_exp"})
+    ctx.emit("elementwise", [x_ir, lse], {"expr": "v0 - v1"}, shape, node.output[0])
+
+
+def _rms_norm(ctx: Context, node: onnx.NodeProto) -> None:
+    """RMSNormalization (opset 23): x / sqrt(mean(x^2) + epsilon) * scale over the axes from ``axis`` on."""
+    x, scale = ctx.input(0), ctx.input(1)
+    shape = ctx.shape(x)
+    try:
+        axis = norm_axis(int(ctx.attr("axis", -1)), len(shape))
+    except ValueError as exc:
+        raise ctx.fail(str(exc)) from None
+    if int(ctx.attr("stash_type", 1)) != 1:
+        raise ctx.fail(f"stash_type={ctx.attr('stash_type')} is not supported (only 1: float32)")
+    epsilon = float(ctx.attr("epsilon", 1e-5))
+    if not (math.isfinite(epsilon) and epsilon >= 0):
+        raise ctx.fail(f"epsilon={epsilon!r} must be finite and >= 0")
+    axes = tuple(range(axis, len(shape)))
+    x_ir = ctx.ir(x)
+    squares = ctx.emit("reduce", [x_ir], {"axes": axes, "kind": "sum_square"})
+    length = literal(float(math.prod(shape[axis:])))
+    expr = f"v0 / sqrt(v1 / {length} + {literal(epsilon)}) * v2"
+    ctx.emit("elementwise", [x_ir, squares, ctx.ir(scale)], {"expr": expr}, shape, node.output[0])
+
+
+CONVERTERS: dict[str, Converter] = {
+    **dict.fromkeys(KINDS, _reduce),
+    "InstanceNormalization": _instance_norm,
+    "LogSoftmax": _log_softmax,
+    "RMSNormalization": _rms_norm,
+}
 """ONNX op type -> converter (merged into :data:`kernelforge.graph.onnx_ops.CONVERTERS`)."""
 
 FOLDERS = dict.fromkeys(KINDS, _fold_reduce)
