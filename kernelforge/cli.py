@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from kernelforge import _config
 from kernelforge._version import __version__
+from kernelforge.cli_shapes import ShapeUsageError, from_arrays, parse_flags, resolve, variants
 from kernelforge.errors import DatabaseError, DeviceNotFoundError, KernelforgeError
 
 if TYPE_CHECKING:
@@ -366,7 +367,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--output {args.output}: is a directory (name an .npz file)")
     db = str(_db_dir(args.db, create=False)) if args.db is not None else None
     proto = _load_onnx(path)
-    shapes = _check_inputs(given, _declared_inputs(proto))
+    declared = _declared_inputs(proto)
+    arrays = _check_inputs(given, declared)
+    shapes = resolve(declared, parse_flags(args.shape, args.dim, declared), from_arrays(arrays))
     from kernelforge.runtime.session import load  # after the checks: argument errors need no device stack
 
     # the path, not the parsed proto: errors then name the file rather than the graph inside it
@@ -375,7 +378,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"{path.name} on {session.device.describe()}")
     for name, shape in session.inputs:
         dtype = "" if session.dtypes[name] == "float32" else f" {session.dtypes[name]}"
-        print(f"  input  {name} {list(shape)}{dtype}{'' if name in given else ' (random)'}")
+        dims = declared.get(name)
+        said = "no shape" if dims is None else f"[{', '.join(map(str, dims))}]"
+        fixed = "" if dims == shape else f" (declared {said})"
+        print(f"  input  {name} {list(shape)}{dtype}{'' if name in given else ' (random)'}{fixed}")
     start = time.perf_counter()
     outputs = session.run(feeds)
     first = time.perf_counter() - start
@@ -419,10 +425,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {args.out}: is a file (the bundle is a folder)")
-    _load_onnx(path)  # a file that is not ONNX at all is a usage error
+    declared = _declared_inputs(_load_onnx(path))  # a file that is not ONNX at all is a usage error
+    base = parse_flags(args.shape, args.dim, declared)
+    shapes = variants(declared, base, args.variant) if args.variant else [resolve(declared, base)]
     from kernelforge.export import export  # after the checks: argument errors need no importer
 
-    report = export(path, args.out, targets=selectors, weights=args.weights, db=db_dir, name=path.stem)
+    report = export(path, args.out, targets=selectors, weights=args.weights, db=db_dir, name=path.stem, variants=shapes)
     print(report.summary())
     return 0
 
@@ -517,6 +525,23 @@ def _cmd_db_prune(args: argparse.Namespace) -> int:
     return status
 
 
+def _shape_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shape",
+        default=[],
+        action="append",
+        metavar="NAME=DxD...",
+        help="fix an input's shape, e.g. input_ids=1x128 (repeatable, or comma-joined)",
+    )
+    p.add_argument(
+        "--dim",
+        default=[],
+        action="append",
+        metavar="SYMBOL=N",
+        help="fix a symbolic dim in every input that declares it, e.g. seq=128 (a symbolic leading dim defaults to 1)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser."""
     parser = argparse.ArgumentParser(prog="kernelforge", description="Per-device autotuned GPU kernels.")
@@ -540,6 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--input", default=[], action="append", metavar="NAME=FILE.npy", help="an input from a .npy file (repeatable)"
     )
+    _shape_flags(p)
     p.add_argument("--output", default=None, metavar="OUT.npz", help="write the outputs to an .npz file")
     p.add_argument("--bench", type=int, default=None, metavar="N", help="time N more runs: median and min")
     p.add_argument("--profile", action="store_true", help="print the per-kernel time table of one run")
@@ -614,6 +640,15 @@ def build_parser() -> argparse.ArgumentParser:
         "a language (wgsl, glsl) or a fingerprint/name substring; the default plans are always included",
     )
     p.add_argument("--weights", default="fp32", choices=["fp32", "fp16"], help="storage of weights.bin")
+    _shape_flags(p)
+    p.add_argument(
+        "--variant",
+        default=[],
+        action="append",
+        metavar="ITEM,...",
+        help="one shape set of the bundle (repeatable; weights and shaders are shipped once): items NAME=DxD... "
+        "(an input) or SYMBOL=N (a symbolic dim), e.g. --variant seq=32 --variant seq=128",
+    )
     p.add_argument("--db", default=str(_config.db_dir()), help="tuning database directory")
     p.set_defaults(func=_cmd_export)
 
@@ -649,7 +684,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args))
-    except (DeviceNotFoundError, UsageError) as exc:
+    except (DeviceNotFoundError, UsageError, ShapeUsageError) as exc:
         print(f"kernelforge: {exc}", file=sys.stderr)
         return 2
     except (KernelforgeError, KeyError) as exc:

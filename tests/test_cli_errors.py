@@ -14,12 +14,14 @@ import pytest
 
 from kernelforge.cli import main
 from kernelforge.testing.models import mlp, save
+from kernelforge.testing.symbolic import seq_attention
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     model = save(mlp(), root / "mlp.onnx")
+    save(seq_attention(), root / "seq.onnx")  # inputs [batch, seq]
     (root / "notes.txt").write_text("not a model")
     (root / "a_file").write_text("x")
     (root / "db").mkdir()
@@ -29,6 +31,7 @@ def files(tmp_path_factory):
     np.save(root / "x.npy", np.zeros((1, 64), np.float32))
     np.save(root / "wrong.npy", np.zeros((2, 3), np.float32))
     (root / "bad.npy").write_text("garbage")
+    np.save(root / "ids16.npy", np.zeros((1, 16), np.int64))
     return {"root": root, "model": model}
 
 
@@ -81,6 +84,67 @@ def cases(root: Path, model: Path) -> list[tuple[list[str], int, str]]:
         (["db", "merge", str(root / "nodb"), "--db", db], 2, "no such directory"),
         (["db", "merge", db, "--db", f], 2, "not a directory"),
         (["db", "sync", "--storage", "notaurl", "--db", db], 1, "not a storage URL"),
+        *shape_cases(root),
+    ]
+
+
+def shape_cases(root: Path) -> list[tuple[list[str], int, str]]:
+    """--shape, --dim and --variant of run and export, on a model whose inputs are [batch, seq]."""
+    seq, m, out = str(root / "seq.onnx"), str(root / "mlp.onnx"), str(root / "b")
+    run, export = ["run", seq], ["export", seq, "--out", out]
+    return [
+        (
+            run,
+            2,
+            "input 'ids' [batch, seq] has symbolic dim 1 ('seq') and only a leading one defaults (to 1): give "
+            "--dim seq=N or --shape ids=1xN",
+        ),
+        ([*run, "--shape", "ids"], 2, "--shape 'ids': expected NAME=VALUE"),
+        ([*run, "--shape", "ids=1xq"], 2, "--shape ids=1xq: '1xq' is not a shape like 1x128"),
+        ([*run, "--shape", "ids=1x0"], 2, "--shape ids=1x0: sizes must be >= 1"),
+        ([*run, "--shape", "tokens=1x8"], 2, "--shape tokens=1x8: the model has no input 'tokens' (inputs: ids [batch"),
+        ([*run, "--shape", "ids=8"], 2, "--shape ids=8: 8 does not fit the model's ids [batch, seq]"),
+        ([*run, "--shape", "ids=1x8,ids=1x8"], 2, "--shape ids=1x8: ids is given twice"),
+        (
+            [*run, "--dim", "len=8"],
+            2,
+            "--dim len=8: the model has no symbolic dim 'len' (its symbolic dims: batch, seq)",
+        ),
+        ([*run, "--dim", "seq=abc"], 2, "--dim seq=abc: 'abc' is not a size"),
+        ([*run, "--dim", "seq=0"], 2, "--dim seq=0: sizes must be >= 1"),
+        ([*run, "--dim", "seq=8", "--dim", "seq=9"], 2, "--dim seq=9: seq is given twice"),
+        (
+            [*run, "--shape", "ids=1x8", "--shape", "mask=1x16"],
+            2,
+            "--shape mask=1x16 makes seq 16, but --shape ids=1x8 makes it 8",
+        ),
+        (
+            [*run, "--dim", "seq=8", "--input", f"ids={root / 'ids16.npy'}"],
+            2,
+            "--input ids (shape 1x16) makes seq 16, but --dim seq=8 makes it 8",
+        ),
+        (["run", m, "--dim", "seq=3"], 2, "the model has no symbolic dim 'seq' (its symbolic dims: none)"),
+        (export, 2, "has symbolic dim 1 ('seq')"),
+        (
+            [*export, "--variant", "seq=8", "--variant", "seq=8"],
+            2,
+            "--variant 2 (seq=8) gives the shapes of --variant 1",
+        ),
+        ([*export, "--variant", "seq=8", "--variant", "ids=1x8"], 2, "--variant 2 (ids=1x8) gives the shapes of"),
+        (
+            [*export, "--variant", "len=8"],
+            2,
+            "--variant 1 (len=8): 'len' is neither an input (ids, mask) nor a symbolic dim",
+        ),
+        ([*export, "--variant", ","], 2, "--variant 1 ',': names nothing"),
+        (
+            [*export, "--variant", "ids=1x8,mask=1x16"],
+            2,
+            "--variant 1 (mask=1x16) makes seq 16, but --variant 1 (ids=1x8)",
+        ),
+        ([*export, "--dim", "seq=8", "--variant", "seq=16"], 2, "--variant 1 (seq=16) makes seq 16, but --dim seq=8"),
+        ([*export, "--variant", "seq=8", "--variant", "batch=2"], 2, "input 'ids' [batch, seq] has symbolic dim 1"),
+        ([*export, "--variant", "ids=8"], 2, "--variant 1 (ids=8): 8 does not fit the model's ids [batch, seq]"),
     ]
 
 
@@ -125,6 +189,8 @@ def test_an_unsupported_model_is_named_by_its_file_with_every_problem(tmp_path, 
         ["tune", "--op", "nope", "--shape", "8x8x8"],
         ["run", "m.onnx", "--backend", "cuda"],
         ["export", "m.onnx", "--out", "x", "--weights", "int3"],
+        ["export", "m.onnx", "--out", "x", "--variant"],
+        ["run", "m.onnx", "--dim"],
         ["tune", "--shape", "8x8x8", "--trials", "many"],
         ["tune", "--shape", "8x8x8", "--time-budget", "soon"],
         ["db"],

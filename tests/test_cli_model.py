@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -10,6 +11,7 @@ import pytest
 
 from kernelforge.cli import main
 from kernelforge.testing.models import mlp, save
+from kernelforge.testing.symbolic import seq_attention, seq_feeds
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +136,66 @@ def test_tune_model_time_budget_stops_starting_kernels(lavapipe, mlp_path, tmp_p
     stored = re.search(r"(\d+) of (\d+) kernels stored", text)
     assert stored is not None, text
     assert 1 <= int(stored.group(1)) < int(stored.group(2))
+
+
+# --- symbolic dims: --shape, --dim, --variant -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def seq_path(tmp_path_factory):
+    return save(seq_attention(), tmp_path_factory.mktemp("models") / "seq.onnx")  # inputs [batch, seq]
+
+
+@pytest.mark.device
+@pytest.mark.parametrize(("device", "backend"), [("lavapipe", None), ("auto", "glsl")])
+def test_run_fixes_the_sequence_dim_from_inputs_or_flags(request, seq_path, tmp_path, capsys, device, backend):
+    request.getfixturevalue("gl" if backend == "glsl" else "lavapipe")
+    feeds = seq_feeds(12)
+    for name, array in feeds.items():
+        np.save(tmp_path / f"{name}.npy", array)
+    (tmp_path / "db").mkdir()
+    base = ["run", str(seq_path), "--device", device, "--db", str(tmp_path / "db")] + (
+        ["--backend", backend] if backend else []
+    )
+    # the arrays fix seq; --dim agrees with them
+    out = tmp_path / "y.npz"
+    argv = [
+        *base,
+        "--input",
+        f"ids={tmp_path / 'ids.npy'}",
+        "--input",
+        f"mask={tmp_path / 'mask.npy'}",
+        "--dim",
+        "seq=12",
+    ]
+    assert main([*argv, "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "input  ids [1, 12] int64 (declared [batch, seq])" in text and "output y [1, 12, 16]" in text
+    _close(np.load(out)["y"], _ort(seq_path, feeds)["y"])
+    # a flag alone: random inputs of the fixed shapes, which the profile's summary shows
+    assert main([*base, "--dim", "seq=5", "--profile"]) == 0
+    text = capsys.readouterr().out
+    assert "input  mask [1, 5] (random) (declared [batch, seq])" in text
+    assert "inputs (static, as loaded): ids [1, 5] int64, mask [1, 5]" in text
+    assert main([*base, "--shape", "ids=1x7"]) == 0  # mask takes seq from ids
+    assert "input  mask [1, 7] (random)" in capsys.readouterr().out
+
+
+def test_export_variants_from_the_command_line(seq_path, tmp_path, capsys):
+    import json
+
+    db = str(Path(__file__).resolve().parents[1] / "tuning_db")
+    out = tmp_path / "b"
+    argv = ["export", str(seq_path), "--out", str(out), "--db", db, "--variant", "seq=8", "--variant", "ids=1x16"]
+    assert main([*argv, "--variant", "ids=1x32,mask=1x32"]) == 0
+    text = capsys.readouterr().out
+    assert "variant 2: ids [1, 16], mask [1, 16]" in text and "variant 3: ids [1, 32], mask [1, 32]" in text
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["version"] == 4
+    assert [v["inputs"][1]["shape"] for v in manifest["variants"]] == [[1, 8], [1, 16], [1, 32]]
+    # one shape set: the version-3 layout; --shape and --dim as in run
+    for flags in (["--dim", "seq=8"], ["--shape", "mask=1x8"], ["--variant", "seq=8"], ["--dim", "batch=1,seq=8"]):
+        assert main(["export", str(seq_path), "--out", str(tmp_path / "one"), "--db", db, *flags]) == 0, flags
+        manifest = json.loads((tmp_path / "one" / "manifest.json").read_text())
+        assert manifest["version"] == 3 and manifest["model"]["inputs"][0]["shape"] == [1, 8], flags
+    capsys.readouterr()

@@ -3,7 +3,9 @@
 The bundle holds data only (``manifest.json``, ``weights.bin``) and the static runtime copied from
 ``kernelforge/export/js``. Only the kernels the model runs are shipped (WebDNN's per-model bundles), each
 shader text once, each constant once; one execution plan per target device, so the runtime picks tuned
-kernels for the adapter it finds without any search in the browser. Format: ``FORMAT.md`` beside this file.
+kernels for the adapter it finds without any search in the browser. A model with symbolic dims (a sequence
+length) can ship several *variants*, each a full set of plans for one set of input shapes, sharing the
+constants and shaders tables, so the weights are stored once. Format: ``FORMAT.md`` beside this file.
 
 The manifest carries the SHA-256 of ``weights.bin`` and ends with an integrity member, the SHA-256 of its own
 text before that member (:func:`manifest_text`), so that the runtime refuses an altered or damaged bundle.
@@ -33,7 +35,9 @@ from .plans import glsl_json, wgsl_json
 from .targets import NO_RECORDS, Target, select_targets
 from .weights import Constants, Shaders
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
+"""The version of a bundle with several variants (shape sets); one with a single variant is written as version 3."""
+SINGLE_VARIANT_VERSION = 3
 JS_DIR = Path(__file__).resolve().parent / "js"
 RUNTIME_FILES = ("kernelforge.js", "kernelforge.d.ts", "index.html")
 
@@ -48,16 +52,27 @@ class TargetReport:
 
 
 @dataclass(frozen=True)
+class VariantReport:
+    """One exported shape set: its input shapes and its plans."""
+
+    inputs: dict[str, tuple[int, ...]]
+    targets: tuple[TargetReport, ...]
+
+
+@dataclass(frozen=True)
 class ExportReport:
     """What ``export`` wrote."""
 
     out_dir: Path
     targets: tuple[TargetReport, ...]
+    """The plans of the first variant (the only one, unless ``export`` was given several)."""
     weights_bytes: int
     manifest_bytes: int
     shaders: int
     skipped: tuple[str, ...] = ()
     """Why devices of the database were left out (corrupt files, skipped for their device alone)."""
+    variants: tuple[VariantReport, ...] = ()
+    """Every variant, in the manifest's order."""
 
     def summary(self) -> str:
         """Return a short human-readable table."""
@@ -65,9 +80,15 @@ class ExportReport:
             f"wrote {self.out_dir}/: manifest.json ({self.manifest_bytes / 1024:.1f} KiB, {self.shaders} "
             f"shaders), weights.bin ({self.weights_bytes / 2**20:.2f} MiB), {', '.join(RUNTIME_FILES)}"
         ]
-        for t in self.targets:
-            kinds = ", ".join(f"{n} {k}" for k, n in sorted(t.kernels.items()))
-            lines.append(f"  {t.id:40} {t.steps:3} passes  kernel params: {kinds or '-'}")
+        several = len(self.variants) > 1
+        for number, v in enumerate(self.variants or (VariantReport({}, self.targets),), start=1):
+            if several:
+                lines.append(f"  variant {number}: " + ", ".join(f"{n} {list(s)}" for n, s in v.inputs.items()))
+            for t in v.targets:
+                kinds = ", ".join(f"{n} {k}" for k, n in sorted(t.kernels.items()))
+                lines.append(
+                    f"{'    ' if several else '  '}{t.id:40} {t.steps:3} passes  kernel params: {kinds or '-'}"
+                )
         lines += [f"  skipped: {reason}" for reason in self.skipped]
         return "\n".join(lines)
 
@@ -117,6 +138,7 @@ def export(
     db: TuningDB | str | os.PathLike[str] | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     name: str | None = None,
+    variants: Sequence[Mapping[str, Sequence[int]]] | None = None,
 ) -> ExportReport:
     """Write a browser bundle of a model.
 
@@ -126,39 +148,51 @@ def export(
         targets: Device selectors (see :func:`select_targets`); the default targets are always added.
         weights: ``fp32``, or ``fp16`` to halve ``weights.bin`` (the runtime widens it; compute stays fp32).
         db: The tuning database or its directory (default: the configured one).
-        input_shapes: Shapes for inputs with symbolic dims.
+        input_shapes: Shapes for inputs with symbolic dims (a symbolic leading dim defaults to 1).
         name: The model's name in the manifest (default: the file's stem, or the graph's name).
+        variants: Several shape sets to ship in one bundle, each ``input_shapes`` (over ``input_shapes``, which
+            then holds what they share), each a full plan of every target; weights and shaders are stored once.
+            One variant (or none) writes the version-3 layout, several version 4 (FORMAT.md, "Variants").
 
     Raises:
         GraphError: For a malformed model or unsupported nodes (every one named, before anything is written).
         ExportError: For a bad selector (or one naming a corrupt database file; other corrupt files are skipped
-            and named in the report), or a kernel that cannot be planned.
+            and named in the report), two variants of the same input shapes, or a kernel that cannot be planned.
     """
     from kernelforge import _config
 
     tuning = db if isinstance(db, TuningDB) else TuningDB(db if db is not None else _config.db_dir())
-    graph = prepare_graph(model, input_shapes)
+    graphs = _variant_graphs(model, input_shapes, variants)
     constants, shaders = Constants(weights), Shaders()
     skipped: list[str] = []
     chosen = select_targets(tuning, targets, skipped)
-    plans = [_target_json(t, graph, tuning, constants, shaders) for t in chosen]
+    bodies = []
+    for k, graph in enumerate(graphs):
+        try:
+            plans = [_target_json(t, graph, tuning, constants, shaders) for t in chosen]
+        except ExportError as exc:
+            raise ExportError(f"variant {k + 1} ({_shapes(graph)}): {exc}" if len(graphs) > 1 else str(exc)) from None
+        io = {
+            "inputs": [_tensor(graph, n) for n in graph.inputs],
+            "outputs": [_tensor(graph, n) for n in graph.outputs],
+        }
+        bodies.append((io, plans))
     if name is None:
         name = Path(os.fspath(model)).stem if isinstance(model, (str, os.PathLike)) else "model"
     weights_bin = constants.data()
-    manifest = {
+    manifest: dict[str, Any] = {
         "format": "kernelforge-bundle",
-        "version": FORMAT_VERSION,
+        "version": FORMAT_VERSION if len(bodies) > 1 else SINGLE_VARIANT_VERSION,
         "generator": f"kernelforge {__version__}",
-        "model": {
-            "name": name,
-            "inputs": [_tensor(graph, n) for n in graph.inputs],
-            "outputs": [_tensor(graph, n) for n in graph.outputs],
-        },
+        "model": {"name": name, **bodies[0][0]} if len(bodies) == 1 else {"name": name},
         "weights": {**constants.meta("weights.bin"), "sha256": hashlib.sha256(weights_bin).hexdigest()},
         "constants": constants.table,
         "shaders": shaders.texts,
-        "targets": plans,
     }
+    if len(bodies) == 1:
+        manifest["targets"] = bodies[0][1]
+    else:
+        manifest["variants"] = [{**io, "targets": plans} for io, plans in bodies]
     missing = [str(JS_DIR / f) for f in RUNTIME_FILES if not (JS_DIR / f).is_file()]
     if missing:
         raise ExportError(f"the package lacks its runtime files {missing}; reinstall kernelforge")
@@ -172,5 +206,35 @@ def export(
             shutil.copyfile(JS_DIR / file, out / file)
     except OSError as exc:
         raise ExportError(f"cannot write the bundle to {out}: {exc.strerror or exc}") from None
-    reports = tuple(TargetReport(p["id"], len(p["plan"]["steps"]), dict(p["kernels"])) for p in plans)
-    return ExportReport(out, reports, len(weights_bin), len(text), len(shaders.texts), tuple(skipped))
+    reports = tuple(
+        VariantReport(
+            {n: graph.value(n).shape for n in graph.inputs},
+            tuple(TargetReport(p["id"], len(p["plan"]["steps"]), dict(p["kernels"])) for p in plans),
+        )
+        for graph, (_, plans) in zip(graphs, bodies, strict=True)
+    )
+    return ExportReport(
+        out, reports[0].targets, len(weights_bin), len(text), len(shaders.texts), tuple(skipped), reports
+    )
+
+
+def _shapes(graph: Graph) -> str:
+    return ", ".join(f"{n} {list(graph.value(n).shape)}" for n in graph.inputs)
+
+
+def _variant_graphs(
+    model: ModelSource,
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    variants: Sequence[Mapping[str, Sequence[int]]] | None,
+) -> list[Graph]:
+    """Return the prepared graph of each variant (one without ``variants``); two of the same input shapes fail."""
+    if variants is not None and not variants:
+        raise ExportError("variants is empty: give at least one shape set, or None")
+    graphs: list[Graph] = []
+    for k, shapes in enumerate(variants or [{}]):
+        graph = prepare_graph(model, {**(input_shapes or {}), **shapes})
+        same = [j for j, g in enumerate(graphs) if _shapes(g) == _shapes(graph)]
+        if same:
+            raise ExportError(f"variants {same[0] + 1} and {k + 1} have the same input shapes ({_shapes(graph)})")
+        graphs.append(graph)
+    return graphs

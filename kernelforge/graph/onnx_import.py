@@ -255,14 +255,22 @@ def _input_shapes(
                 elif k == 0:
                     shape_list.append(1)  # a symbolic batch dim: one sample
                 else:
-                    raise ModelError(
-                        f"{where}: input {name!r} has symbolic dim {k} ({d!r}) in {list(dims)}; "
-                        f"give its shape in input_shapes"
-                    )
+                    raise ModelError(f"{where}: {_fix_dim(name, dims, k)}")
             shape = tuple(shape_list)
         check_size(shape, f"{where}: input {name!r}")
         shapes[name] = shape
     return shapes
+
+
+def _fix_dim(name: str, dims: Sequence[int | str], k: int) -> str:
+    """Say that input ``name`` leaves symbolic dim ``k`` open, and how to set it in Python and on the command line."""
+    symbol = dims[k]
+    example = [d if isinstance(d, int) else 1 if j == 0 else f"<{d}>" for j, d in enumerate(dims)]
+    flags = f"--shape {name}={'x'.join(map(str, example))}" + (f" or --dim {symbol}=N" if symbol != "?" else "")
+    return (
+        f"input {name!r} has symbolic dim {k} ({symbol!r}) in {list(dims)}; only a leading dim defaults (to 1): "
+        f"set it with input_shapes={{{name!r}: [{', '.join(map(str, example))}]}} (command line: {flags})"
+    )
 
 
 def _topological(nodes: Sequence[onnx.NodeProto], known: set[str], where: str) -> list[int]:

@@ -137,7 +137,10 @@ class Session:
         ]
 
     def summary(self, profile: Sequence[NodeTime] | None = None) -> str:
-        """Return a table of the kernels: node, op, shape, params source, time (when profiled); then memory."""
+        """Return a table of the kernels: node, op, shape, params source, time (when profiled); then more.
+
+        After the table: the input shapes (symbolic dims as ``input_shapes`` fixed them at load), memory, layouts.
+        """
         times = {t.node: t.seconds for t in profile or ()}
         rows = [("node", "op", "shape", "params", "ms")]
         for step in self.steps:
@@ -150,6 +153,11 @@ class Session:
         if times:
             lines.append(f"total kernel time: {sum(times.values()) * 1e3:.3f} ms")
         m = self.memory
+        edges = [
+            f"{n} {list(shape)}" + ("" if self.dtypes[n] == "float32" else f" {self.dtypes[n]}")
+            for n, shape in self.inputs
+        ]
+        lines.append(f"inputs (static, as loaded): {', '.join(edges)}")
         lines.append(
             f"{len(self.steps)} kernels on {self.device.slug} ({self.language}); activation memory planned "
             f"{m.planned_bytes / 2**20:.2f} MiB in {len(m.buffer_bytes)} buffers, "
@@ -179,7 +187,8 @@ def load(
         device: A ``--device`` selector.
         backend: ``"wgsl"`` or ``"glsl"``; ``None`` takes the selected device's language.
         db: A tuning database or its directory (default: the configured one).
-        input_shapes: Shapes for inputs with symbolic dims (a symbolic batch dim defaults to 1).
+        input_shapes: Shapes for inputs with symbolic dims (a symbolic leading dim defaults to 1; any other must
+            be given, and the error names it). The session's ``inputs`` and ``summary()`` show the fixed shapes.
 
     Raises:
         GraphError: For a malformed model or unsupported nodes (all of them named at once).

@@ -269,10 +269,10 @@ describe("checkManifest", () => {
   });
 
   it("rejects a version it does not read, telling to re-export an older one", () => {
-    throwsKf(() => checkManifest({ ...validManifest(), version: 1 }, URL_), /has bundle version 1; this runtime reads versions 2 to 3: re-export the model/);
-    throwsKf(() => checkManifest({ ...validManifest(), version: 4 }, URL_), /has bundle version 4; this runtime reads versions 2 to 3$/);
-    throwsKf(() => checkManifest({ ...validManifest(), version: "3" }, URL_), /has bundle version "3"; this runtime reads versions 2 to 3$/);
-    throwsKf(() => checkManifest({ ...validManifest(), version: 2.5 }, URL_), /has bundle version 2.5; this runtime reads versions 2 to 3$/);
+    throwsKf(() => checkManifest({ ...validManifest(), version: 1 }, URL_), /has bundle version 1; this runtime reads versions 2 to 4: re-export the model/);
+    throwsKf(() => checkManifest({ ...validManifest(), version: 5 }, URL_), /has bundle version 5; this runtime reads versions 2 to 4$/);
+    throwsKf(() => checkManifest({ ...validManifest(), version: "3" }, URL_), /has bundle version "3"; this runtime reads versions 2 to 4$/);
+    throwsKf(() => checkManifest({ ...validManifest(), version: 2.5 }, URL_), /has bundle version 2.5; this runtime reads versions 2 to 4$/);
   });
 
   it("reads version 2 (a version-3 bundle without quantized constants)", () => {

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 from kernelforge.cli import main
 from kernelforge.errors import ExportError
 from kernelforge.export import export
-from kernelforge.export.bundle import FORMAT_VERSION, manifest_text
+from kernelforge.export.bundle import SINGLE_VARIANT_VERSION, manifest_text
 from kernelforge.export.targets import keywords
 from kernelforge.export.weights import ALIGN, compact
 from kernelforge.graph.ir import GraphError
@@ -54,7 +54,7 @@ def test_bundle_files_and_manifest_header(bundle):
         "manifest.json",
         "weights.bin",
     ]
-    assert manifest["format"] == "kernelforge-bundle" and manifest["version"] == FORMAT_VERSION == 3
+    assert manifest["format"] == "kernelforge-bundle" and manifest["version"] == SINGLE_VARIANT_VERSION == 3
     assert manifest["model"]["inputs"] == [{"name": "x", "shape": [1, 3, 64, 64], "dtype": "float32"}]
     assert manifest["model"]["outputs"] == [{"name": "logits", "shape": [1, 10], "dtype": "float32"}]
     assert (out / "weights.bin").stat().st_size == manifest["weights"]["bytes"] == report.weights_bytes

@@ -3,9 +3,12 @@
 Each mutation gives a class-1 case (the edit alone: the integrity member stays as exported) and, where listed, a
 class-2 case (the edit, then ``weights.bytes``, ``weights.sha256`` when the weights were edited, and the integrity
 member recomputed, as a buggy or hostile exporter would). The corpus file says what the ops and paths mean.
+A mutation with ``"bundle": "variants"`` edits the variants bundle (version 4: a token model in three sequence
+lengths) instead of the single-variant one (version 3: a small CNN).
 
-``python -m tests.web._tampered OUT`` (run from the repository root; the Node tests do) exports the corpus model
-into ``OUT/original`` and writes every case to ``OUT/cases/<class>-<name>/`` with ``OUT/cases.json`` listing them.
+``python -m tests.web._tampered OUT`` (run from the repository root; the Node tests do) exports the corpus models
+into ``OUT/original`` and ``OUT/original-variants`` and writes every case to ``OUT/cases/<class>-<name>/`` with
+``OUT/cases.json`` listing them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from kernelforge.export import export
 from kernelforge.export.bundle import manifest_text
 from kernelforge.testing.models import save, small_cnn
+from kernelforge.testing.symbolic import seq_attention
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "data" / "tampered_bundles.json"
@@ -49,10 +53,25 @@ def mutations() -> list[dict[str, Any]]:
     return list(json.loads(CORPUS.read_text())["mutations"])
 
 
+SEQS = (8, 16, 32)
+"""The sequence lengths of the variants bundle."""
+
+
+def variants_dir(original: Path) -> Path:
+    """Where :func:`export_original` writes the variants bundle beside ``original``."""
+    return original.with_name(f"{original.name}-variants")
+
+
 def export_original(out: Path) -> Path:
-    """Export the corpus model (a small CNN: convolutions, pooling, GEMM, softmax) into ``out``; return it."""
+    """Export the corpus models into ``out`` and :func:`variants_dir` of it; return ``out``.
+
+    ``out``: a small CNN (convolutions, pooling, GEMM, softmax), version 3. Beside it: a token model with a
+    symbolic sequence length in the :data:`SEQS` variants, version 4.
+    """
     model = save(small_cnn(), out.parent / f"{out.name}.onnx")
     export(model, out, db=REPO_DB)
+    shapes = [{"ids": [1, n], "mask": [1, n]} for n in SEQS]
+    export(seq_attention(), variants_dir(out), db=REPO_DB, variants=shapes, name="seq_attention")
     return out
 
 
@@ -147,13 +166,15 @@ def _pattern(text: str) -> str:
 
 
 def cases(original: Path) -> list[Case]:
-    """Every case of the corpus, applied to the bundle in ``original``."""
-    text = (original / "manifest.json").read_text()
-    manifest = json.loads(text)
-    weights = (original / "weights.bin").read_bytes()
-    assert as_edited(manifest) == text, "the corpus relies on re-serialising the exporter's text exactly"
+    """Every case of the corpus, applied to the bundles in ``original`` and :func:`variants_dir` of it."""
+    bundles = {}
+    for kind, folder in (("single", original), ("variants", variants_dir(original))):
+        text = (folder / "manifest.json").read_text()
+        bundles[kind] = (json.loads(text), (folder / "weights.bin").read_bytes())
+        assert as_edited(bundles[kind][0]) == text, "the corpus relies on re-serialising the exporter's text exactly"
     out = []
     for mutation in mutations():
+        manifest, weights = bundles[mutation.get("bundle", "single")]
         m, w, first = apply(mutation, manifest, weights)
         assert (m, w) != (manifest, weights), f"{mutation['name']} changes nothing"
         for cls in mutation["classes"]:

@@ -588,7 +588,7 @@ def test_bad_manifests_are_rejected(site: Site) -> None:
     good = json.loads((site.root / "wgsl" / "manifest.json").read_text())
     weights = (site.root / "wgsl" / "weights.bin").read_bytes()
     site.bundle("other", {**good, "format": "something-else"}, weights)
-    site.bundle("future", {**good, "version": 4}, weights)
+    site.bundle("future", {**good, "version": 5}, weights)
     site.bundle("past", {**good, "version": 1}, weights)
     site.bundle("notjson", good, weights)
     (site.root / "notjson" / "manifest.json").write_text("{not json")
@@ -606,7 +606,7 @@ def test_bad_manifests_are_rejected(site: Site) -> None:
         names,
     )
     assert 'format is "something-else"' in got["other"]
-    assert "version 4" in got["future"] and "reads versions 2 to 3" in got["future"]
+    assert "version 5" in got["future"] and "reads versions 2 to 4" in got["future"]
     assert "version 1" in got["past"] and "re-export" in got["past"]
     assert "not JSON" in got["notjson"] and "notjson/manifest.json" in got["notjson"]
     assert "edited/manifest.json fails its integrity check" in got["edited"]

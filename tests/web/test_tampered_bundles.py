@@ -1,10 +1,11 @@
 """Tampered bundles in headless Chromium: the runtime refuses every case of ``tests/data/tampered_bundles.json``.
 
-The corpus's mutations are applied to a freshly exported bundle (``tests/web/_tampered.py``): class 1 edits leave
+The corpus's mutations are applied to freshly exported bundles (``tests/web/_tampered.py``): class 1 edits leave
 the integrity member as exported, class 2 edits are re-hashed as a buggy or hostile exporter would write them. One
 page loads every case in turn with the bundle's own ``kernelforge.js``, forcing WebGPU, then WebGL2: each load
 must reject with a plain ``Error`` (never a RangeError or TypeError, never a model that runs) whose message names
-the integrity failure (class 1) or the field (class 2). The untouched bundle loads and runs on both.
+the integrity failure (class 1) or the field (class 2). The untouched bundles (one of a single variant, one of
+three) load and run on both.
 """
 
 from __future__ import annotations
@@ -69,11 +70,12 @@ def test_every_tampered_bundle_is_refused_naming_what_is_wrong(browser_page: Any
     base, all_cases = corpus
     browser_page.goto(base + "blank.html")
     by_dir = {f"cases/{c.dir}": c for c in all_cases}
-    results = browser_page.evaluate(LOAD_ALL, [base, ["original", *by_dir], list(BACKENDS)])
+    originals = ["original", "original-variants"]  # version 3, and version 4 (its first variant runs)
+    results = browser_page.evaluate(LOAD_ALL, [base, [*originals, *by_dir], list(BACKENDS)])
 
-    control = [r for r in results if r["dir"] == "original"]
-    want = [(b, True, ["y"]) for b in BACKENDS]
-    assert [(r["backend"], r["loaded"], r.get("outputs")) for r in control] == want, control
+    control = [r for r in results if r["dir"] in originals]
+    want = [(b, d, True, ["y"]) for b in BACKENDS for d in originals]
+    assert [(r["backend"], r["dir"], r["loaded"], r.get("outputs")) for r in control] == want, control
     caught: Counter[tuple[str, int]] = Counter()
     failures = []
     for r in results:

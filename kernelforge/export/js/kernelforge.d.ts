@@ -13,7 +13,33 @@ export interface TensorInfo {
   dtype: DType;
 }
 
-/** What load() reports while it works; `loaded` / `total`: 0 then 1 for manifest, bytes for weights, shaders for compile. */
+/** Input name -> dims, e.g. {input_ids: [1, 128]}. */
+export type Shapes = Record<string, readonly number[]>;
+
+/**
+ * One shape set of a bundle (`kernelforge export --variant`): its inputs and outputs. Every variant has the same
+ * names and dtypes; a bundle exported without variants has one.
+ */
+export interface VariantInfo {
+  inputs: TensorInfo[];
+  outputs: TensorInfo[];
+}
+
+/** An input with its dims, like onnxruntime-web's Tensor (whose `data` and `dims` these are): the dims pick the variant. */
+export interface Feed {
+  data: Tensor | ArrayLike<number | bigint>;
+  dims?: readonly number[];
+}
+
+export interface RunOptions {
+  /** Dims of inputs given as flat arrays (else element counts pick the variant, where exactly one has them). */
+  shapes?: Shapes;
+}
+
+/**
+ * What load() reports while it works; `loaded` / `total`: 0 then 1 for manifest, bytes for weights, shaders for compile
+ * (reported again when run() builds a variant on its first run).
+ */
 export interface LoadProgress {
   stage: "manifest" | "weights" | "compile";
   loaded: number;
@@ -30,6 +56,12 @@ export interface LoadOptions {
   target?: string;
   /** fetch() to use instead of the global one (Node tests pass one that reads files). */
   fetch?: (url: string, init?: { signal?: AbortSignal }) => Promise<Response>;
+  /**
+   * Input shapes of the variant to build at load, and to describe in `inputs`/`outputs`; a bundle of several
+   * variants otherwise builds each (compiles its shaders, allocates its buffers or textures) on its first run.
+   * Shapes that fit no variant reject, naming the variants' shapes.
+   */
+  shapes?: Shapes;
 }
 
 /** The target the runtime chose for this device, and why. */
@@ -48,14 +80,21 @@ export interface DeviceInfo {
 
 export interface Model {
   readonly backend: "webgpu" | "webgl2";
+  /** The target of the variant `inputs` describes (each variant picks its own target alike). */
   readonly device: DeviceInfo;
+  /** The inputs and outputs of the variant opts.shapes named, else of the first (the only one, without variants). */
   readonly inputs: TensorInfo[];
   readonly outputs: TensorInfo[];
+  /** Every variant of the bundle, in its order. */
+  readonly variants: VariantInfo[];
   /**
    * Run once; every input by name, each with exactly the element count of its shape (integer inputs: integers within
-   * 2**24). Outputs come back as the array type of their dtype (Tensor). Runs are serialized.
+   * 2**24). Outputs come back as the array type of their dtype (Tensor). Runs are serialized. With several variants,
+   * the one whose input shapes the inputs have runs: dims from {data, dims} inputs or options.shapes, else element
+   * counts (which must fit exactly one); none fitting rejects naming every variant's shapes. A variant not built yet
+   * is built first (its shaders compile: the first run of each variant is slower).
    */
-  run(inputs: Record<string, Tensor | ArrayLike<number | bigint>>): Promise<Record<string, Tensor>>;
+  run(inputs: Record<string, Tensor | ArrayLike<number | bigint> | Feed>, options?: RunOptions): Promise<Record<string, Tensor>>;
   /** Free every GPU buffer / texture / framebuffer / program, and the device (WebGPU) or context (WebGL2). */
   dispose(): void;
 }

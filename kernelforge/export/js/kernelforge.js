@@ -4,8 +4,9 @@
 //
 // The runtime never generates shader code: it compiles the WGSL / GLSL text of the manifest and replays the
 // target's plan. Everything that can be done once (pipelines, programs, buffers, textures, bind groups,
-// framebuffers, readback buffers) is done in load(), so run() only uploads inputs, records the steps and reads
-// the outputs back.
+// framebuffers, readback buffers) is done before the first run, so run() only uploads inputs, records the steps
+// and reads the outputs back. A bundle of several variants (shape sets) has a plan per variant: load() builds
+// the one opts.shapes names (or the only one), run() builds any other when it first runs it.
 //
 // Nothing from the bundle is trusted before it is checked: load() verifies the manifest's integrity hash, then
 // every field every plan uses (validatePlan), all before a GPU object exists, and the weights' SHA-256 before any
@@ -22,7 +23,8 @@ const KF_WEBGL2 = true;
 
 const FORMAT = "kernelforge-bundle";
 // Version 3 added quantized (int8/uint8) constants; a version-2 bundle is a version-3 bundle without them.
-const VERSION = 3;
+// Version 4 added variants (FORMAT.md, "Variants"); a single-variant bundle is still written as version 3.
+const VERSION = 4;
 const OLDEST = 2;
 
 // WebGPU flag values, as numbers so the module also works where the GPUBufferUsage / GPUMapMode globals are
@@ -59,7 +61,12 @@ const EDGE = {
  * @property {AbortSignal} [signal] aborts the downloads; checked between stages.
  * @property {string} [target] force a target id (e.g. "default/wgsl") instead of matching the adapter.
  * @property {FetchFn} [fetch] fetch function to use (Node tests pass one that reads files).
+ * @property {Shapes} [shapes] input shapes of the variant to build at load (and describe in inputs/outputs).
  */
+/** @typedef {Record<string, readonly number[]>} Shapes input name -> dims */
+/** @typedef {{ inputs: TensorInfo[], outputs: TensorInfo[] }} VariantInfo One shape set of a bundle. */
+/** @typedef {{ data: Tensor | ArrayLike<number | bigint>, dims?: readonly number[] }} Feed An input with its dims. */
+/** @typedef {{ shapes?: Shapes }} RunOptions */
 /** @typedef {(url: string, init?: { signal?: AbortSignal }) => Promise<Response>} FetchFn */
 
 /**
@@ -80,21 +87,25 @@ const EDGE = {
  * @property {DeviceInfo} device
  * @property {TensorInfo[]} inputs
  * @property {TensorInfo[]} outputs
- * @property {(inputs: Record<string, Tensor | ArrayLike<number | bigint>>) => Promise<Outputs>} run
+ * @property {VariantInfo[]} variants
+ * @property {(inputs: Record<string, Tensor | ArrayLike<number | bigint> | Feed>, options?: RunOptions) => Promise<Outputs>} run
  * @property {() => void} dispose
  */
 
 /**
- * manifest.json (FORMAT.md). checkManifest() vouches for the top level, validatePlan() for each target.
+ * manifest.json (FORMAT.md). checkManifest() vouches for the top level and sets `variants` (a version-3 bundle's
+ * model inputs, outputs and targets as its one variant), validatePlan() for each target.
  * @typedef {object} Manifest
  * @property {string} format
  * @property {number} version
- * @property {{ name?: string, inputs: TensorInfo[], outputs: TensorInfo[] }} model
+ * @property {{ name?: string, inputs?: TensorInfo[], outputs?: TensorInfo[] }} model
  * @property {Weights} weights
  * @property {Constant[]} constants
  * @property {string[]} shaders
- * @property {Target[]} targets
+ * @property {Target[]} [targets]
+ * @property {Variant[]} variants
  */
+/** @typedef {{ inputs: TensorInfo[], outputs: TensorInfo[], targets: Target[] }} Variant */
 /** @typedef {{ file?: string, bytes: number, dtype: "fp32" | "fp16", sha256: string }} Weights */
 /**
  * A constant of weights.bin: `count` values of weights.dtype, or of its own `dtype` (int8/uint8 integers that
@@ -149,15 +160,21 @@ const EDGE = {
  * @typedef {object} Adapter
  * @property {string} desc lower-cased description that targets are matched against (FORMAT.md)
  * @property {number} subgroupSize fixed subgroup size, else 0 (see subgroupSize())
- * @property {(manifest: Manifest, plan: Plan, weights: Promise<ArrayBuffer>, progress: Progress,
- *   checkAbort: () => void) => Promise<Runner>} open builds everything for `plan`; awaits `weights` itself
+ * @property {(manifest: Manifest, subgroups: boolean) => Promise<Device>} open makes the device (with the
+ *   "subgroups" feature when a plan to run needs it)
  * @property {() => void} release gives the device up when open() is not called
  */
 /**
- * A plan built on a device. run() gets validated inputs (name -> Float32Array) and is never re-entered.
- * @typedef {object} Runner
- * @property {(feeds: Record<string, Float32Array>) => Promise<Record<string, Float32Array>>} run
+ * A device and what the bundle's plans share on it (compiled shaders, WebGPU's constant and uniform buffers).
+ * build() makes one plan's own objects and returns its runner (it awaits `weights` once its shaders are on the
+ * way, and keeps no reference to them); dispose() frees every plan's objects, and the device.
+ * @typedef {object} Device
+ * @property {(plan: Plan, weights: Promise<ArrayBuffer>, progress: Progress, checkAbort: () => void) => Promise<Runner>} build
  * @property {() => void} dispose
+ */
+/**
+ * A plan built on a device: gets validated inputs (name -> Float32Array) and is never re-entered.
+ * @typedef {(feeds: Record<string, Float32Array>) => Promise<Record<string, Float32Array>>} Runner
  */
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -441,16 +458,42 @@ async function checkIntegrity(text, url) {
  */
 function checkManifest(m, url) {
   checkFormat(m, url);
-  for (const k of ["shaders", "targets", "constants"]) if (!Array.isArray(m[k])) fail(`${url} has no "${k}" array`);
-  if (!Array.isArray(m.model?.inputs) || !Array.isArray(m.model?.outputs)) fail(`${url} has no model inputs/outputs`);
-  for (const k of ["inputs", "outputs"]) {
-    m.model[k].forEach((/** @type {any} */ t, /** @type {number} */ i) => {
-      const p = `model.${k}[${i}]`;
-      if (typeof t?.name !== "string") fail(`${p}.name is ${str(t?.name)}; expected a string`);
-      list(t.shape, `${p}.shape`).forEach((d, j) => int(d, `${p}.shape[${j}]`, 1));
-      if (!Object.hasOwn(EDGE, t.dtype ?? "float32")) fail(`${p}.dtype is ${str(t.dtype)}; expected one of ${Object.keys(EDGE).join(", ")}`);
-    });
+  const v4 = m.version > 3;
+  for (const k of ["shaders", v4 ? "variants" : "targets", "constants"]) if (!Array.isArray(m[k])) fail(`${url} has no "${k}" array`);
+  if (v4 && !m.variants.length) fail(`${url} has no variants`);
+  if (!v4) {
+    if (!Array.isArray(m.model?.inputs) || !Array.isArray(m.model?.outputs)) fail(`${url} has no model inputs/outputs`);
+    m.variants = [{ inputs: m.model.inputs, outputs: m.model.outputs, targets: m.targets }];
   }
+  // every variant has the first one's tensors (names, dtypes) and targets (ids, languages), in its order
+  const [first] = m.variants;
+  /** @type {(t: any) => string} */
+  const dtype = (t) => t?.dtype ?? "float32";
+  /** @type {(v: Variant) => string} */
+  const shapes = (v) => JSON.stringify(v.inputs.map((t) => t.shape));
+  m.variants.forEach((/** @type {any} */ v, /** @type {number} */ i) => {
+    const at = v4 ? `variants[${i}]` : "model";
+    for (const k of ["inputs", "outputs", "targets"]) {
+      const n = list(v?.[k], `${at}.${k}`).length;
+      if (n !== first[k].length) fail(`${at}.${k} has ${n} entries; variants[0].${k} has ${first[k].length}`);
+    }
+    for (const k of ["inputs", "outputs"]) {
+      v[k].forEach((/** @type {any} */ t, /** @type {number} */ j) => {
+        const p = `${at}.${k}[${j}]`;
+        const f = first[k][j];
+        if (typeof t?.name !== "string") fail(`${p}.name is ${str(t?.name)}; expected a string`);
+        list(t.shape, `${p}.shape`).forEach((d, j) => int(d, `${p}.shape[${j}]`, 1));
+        if (!Object.hasOwn(EDGE, dtype(t))) fail(`${p}.dtype is ${str(t.dtype)}; expected one of ${Object.keys(EDGE).join(", ")}`);
+        if (t.name !== f.name || dtype(t) !== dtype(f)) fail(`${p} is "${t.name}" (${dtype(t)}); variants[0].${k}[${j}] is "${f.name}" (${dtype(f)})`);
+      });
+    }
+    v.targets.forEach((/** @type {any} */ t, /** @type {number} */ j) => {
+      const f = first.targets[j];
+      if (t?.id !== f?.id || t?.language !== f?.language) fail(`${at}.targets[${j}] is ${str(t?.id)} (${str(t?.language)}); variants[0].targets[${j}] is ${str(f?.id)} (${str(f?.language)})`);
+    });
+    const same = m.variants.findIndex((/** @type {Variant} */ w) => shapes(w) === shapes(v));
+    if (same < i) fail(`${at}.inputs have the shapes of variants[${same}].inputs: ${shapes(v)}`);
+  });
   if (!m.weights || !Number.isInteger(m.weights.bytes) || m.weights.bytes < 0) fail(`${url} has no weights.bytes`);
   if (!["fp32", "fp16"].includes(m.weights.dtype)) fail(`${url}: unsupported weights dtype ${str(m.weights.dtype)}`);
   if (!["string", "undefined"].includes(typeof m.weights.file)) fail(`weights.file is ${str(m.weights.file)}; expected a string`);
@@ -459,14 +502,16 @@ function checkManifest(m, url) {
 
 /**
  * Check every field of `target` and of the manifest's tables that its plan uses (FORMAT.md, "What a runtime
- * checks"), failing with the field's path. Pure: nothing is created, so load() runs it on every target before
- * anything else. `manifest` must have passed checkManifest().
+ * checks"), failing with the field's path. Pure: nothing is created, so load() runs it on every target of every
+ * variant before anything else. `manifest` must have passed checkManifest().
  * @param {Manifest} manifest
- * @param {Target} target one of manifest.targets
+ * @param {Target} target one of the targets of manifest.variants
  */
 function validatePlan(manifest, target) {
-  const at = `targets[${manifest.targets.indexOf(target)}]`;
-  const { model, constants, shaders, weights } = manifest;
+  const vi = manifest.variants.findIndex((v) => v.targets.includes(target));
+  const { inputs, outputs: outputTensors, targets } = manifest.variants[vi];
+  const at = `${manifest.version > 3 ? `variants[${vi}].` : ""}targets[${targets.indexOf(target)}]`;
+  const { constants, shaders, weights } = manifest;
   if (!target || typeof target.id !== "string") fail(`${at}.id is ${str(target?.id)}; expected a string`);
   if (target.device != null) list(target.device.keywords ?? [], `${at}.device.keywords`);
   const p = `${at}.plan`;
@@ -474,8 +519,8 @@ function validatePlan(manifest, target) {
   const plan = target.plan;
   if (!plan || typeof plan !== "object") fail(`${p} is ${str(plan)}; expected an object`);
 
-  const ins = new Map(model.inputs.map((t) => [t.name, numel(t.shape)]));
-  const outs = new Map(model.outputs.map((t) => [t.name, numel(t.shape)]));
+  const ins = new Map(inputs.map((t) => [t.name, numel(t.shape)]));
+  const outs = new Map(outputTensors.map((t) => [t.name, numel(t.shape)]));
   /**
    * The element count of the model tensor `o.name` names.
    * @param {Map<string, number>} tensors
@@ -656,7 +701,7 @@ async function readManifest(text, url) {
   checkFormat(m, url);
   await checkIntegrity(text, url);
   checkManifest(m, url);
-  for (const t of m.targets) validatePlan(m, t);
+  for (const v of m.variants) for (const t of v.targets) validatePlan(m, t);
   return m;
 }
 
@@ -697,6 +742,30 @@ function pickTarget(targets, language, desc, cls, sg) {
   const fallback = mine.find((t) => !t.device);
   if (fallback) return [fallback, "default"];
   return fail(`the bundle has no default ${language} target (targets: ${targets.map((t) => t.id).join(", ")})`);
+}
+
+/**
+ * The index of the variant whose inputs `given` describes (FORMAT.md, "Variants"): an input's dims where given,
+ * else its element count, must be the variant's; an input not given fits any. Fails, naming every variant's
+ * input shapes, when none fits, or when several do (counts alone cannot tell [1, 64] from [2, 32]).
+ * @param {VariantInfo[]} variants
+ * @param {Record<string, { count?: number, dims?: readonly number[] }>} given
+ * @param {string} what the caller, for messages
+ */
+function pickVariant(variants, given, what) {
+  /** @type {(t: TensorInfo) => boolean} */
+  const fits = ({ name, shape }) => {
+    const g = given[name];
+    return !g || (g.dims ? show([...g.dims]) === show(shape) : g.count === numel(shape));
+  };
+  const found = variants.flatMap((v, k) => (v.inputs.every(fits) ? [k] : []));
+  if (found.length === 1) return found[0];
+  /** @type {(ks: number[]) => string} */
+  const sizes = (ks) => ks.map((k) => variants[k].inputs.map((t) => `${t.name} ${show(t.shape)}`).join(", ")).join(" | ");
+  const got = Object.entries(given).map(([n, g]) => `"${n}" ${g.dims ? show([...g.dims]) : `of ${g.count} values`}`).join(", ");
+  return fail(found.length
+    ? `${what}: ${got} fit ${found.length} variants (${sizes(found)}); give the dims ({data, dims} inputs, or the shapes option)`
+    : `${what}: no variant takes ${got}; the bundle has ${sizes(variants.map((_, k) => k))}`);
 }
 
 /**
@@ -814,24 +883,22 @@ const WEBGPU = {
     return {
       desc: await gpuDescription(adapter),
       subgroupSize: subgroupSize(adapter),
-      open: (manifest, plan, ...rest) => openWebGPU(adapter, manifest, /** @type {WgslPlan} */ (plan), ...rest),
+      open: (manifest, subgroups) => openWebGPU(adapter, manifest, subgroups),
       release() {},
     };
   },
 };
 
 /**
- * Build everything for `plan` on a new device of `adapter`.
+ * Make a device of `adapter`; build() then makes a plan's objects on it. Pipelines, constant buffers and uniform
+ * blocks are shared by the plans built on the device (variants bind the same weights).
  * @param {GPUAdapter} adapter
  * @param {Manifest} manifest
- * @param {WgslPlan} plan
- * @param {Promise<ArrayBuffer>} weights
- * @param {Progress} progress
- * @param {() => void} checkAbort
- * @returns {Promise<Runner>}
+ * @param {boolean} subgroups whether a plan to run uses subgroup operations
+ * @returns {Promise<Device>}
  */
-async function openWebGPU(adapter, manifest, plan, weights, progress, checkAbort) {
-  const device = await adapter.requestDevice(plan.subgroup_size ? { requiredFeatures: ["subgroups"] } : undefined);
+async function openWebGPU(adapter, manifest, subgroups) {
+  const device = await adapter.requestDevice(subgroups ? { requiredFeatures: ["subgroups"] } : undefined);
   /** @type {GPUDeviceLostInfo | null} */
   let lost = null;
   device.lost.then((info) => (lost = info));
@@ -856,32 +923,63 @@ async function openWebGPU(adapter, manifest, plan, weights, progress, checkAbort
     }
     return b;
   };
-  try {
+  /** @type {Map<number, Promise<GPUComputePipeline>>} shader index -> its pipeline, compiled once */
+  const pipelines = new Map();
+  /**
+   * @param {number} index
+   * @param {WgslPlan} plan the first plan that uses it, to name its node in errors
+   */
+  const pipeline = (index, plan) => {
+    if (!pipelines.has(index)) {
+      device.pushErrorScope("validation");
+      const module = device.createShaderModule({ code: manifest.shaders[index], label: `shader ${index}` });
+      const scope = device.popErrorScope();
+      const compiled = device.createComputePipelineAsync({ label: `shader ${index}`, layout: "auto", compute: { module, entryPoint: "main" } }).catch(async (e) => {
+        // the compilation messages carry line numbers; the pipeline error alone often does not
+        const info = await module.getCompilationInfo?.();
+        const log = (info?.messages ?? []).map((m) => `${m.type} at line ${m.lineNum}:${m.linePos}: ${m.message}`);
+        return fail(`WGSL shader ${index} (node ${nodeOf(plan, index)}) failed to compile: ${log.join("\n") || (await scope)?.message || /** @type {Error} */ (e).message}`);
+      });
+      pipelines.set(index, compiled);
+    }
+    return /** @type {Promise<GPUComputePipeline>} */ (pipelines.get(index));
+  };
+  /** @type {Map<number, GPUBuffer>} */
+  const constantBuffers = new Map();
+  /**
+   * @param {number} i
+   * @param {(i: number) => Float32Array} constant
+   */
+  const constantBuffer = (i, constant) => {
+    if (!constantBuffers.has(i)) constantBuffers.set(i, buffer(constant(i).byteLength, STORAGE, constant(i)));
+    return /** @type {GPUBuffer} */ (constantBuffers.get(i));
+  };
+  // uniform blocks: u32 words padded to a multiple of 4 (16 bytes at least); identical blocks share a buffer
+  /** @type {Map<string, GPUBuffer>} */
+  const uniforms = new Map();
+  /** @param {number[]} words */
+  const uniformBuffer = (words = []) => {
+    const key = words.join();
+    if (!uniforms.has(key)) {
+      const data = new Uint32Array(Math.max(4, Math.ceil(words.length / 4) * 4));
+      data.set(words);
+      uniforms.set(key, buffer(data.byteLength, UNIFORM, data));
+    }
+    return /** @type {GPUBuffer} */ (uniforms.get(key));
+  };
+
+  /** @type {Device["build"]} */
+  const build = async (p, weights, progress, checkAbort) => {
+    const plan = /** @type {WgslPlan} */ (p);
     // every pipeline compiles at once (and while weights still download); a shader used by several steps once
     const shaders = [...new Set(plan.steps.map((s) => s.shader))];
-    /** @type {Map<number, GPUComputePipeline>} */
-    const pipelines = new Map();
     let compiled = 0;
     progress("compile", 0, shaders.length);
     const compiling = Promise.all(
       shaders.map(async (index) => {
-        device.pushErrorScope("validation");
-        const module = device.createShaderModule({ code: manifest.shaders[index], label: `shader ${index}` });
-        const scope = device.popErrorScope();
-        try {
-          const pipeline = await device.createComputePipelineAsync({
-            label: `shader ${index}`,
-            layout: "auto",
-            compute: { module, entryPoint: "main" },
-          });
-          pipelines.set(index, pipeline);
-        } catch (e) {
-          // the compilation messages carry line numbers; the pipeline error alone often does not
-          const info = await module.getCompilationInfo?.();
-          const log = (info?.messages ?? []).map((m) => `${m.type} at line ${m.lineNum}:${m.linePos}: ${m.message}`);
-          fail(`WGSL shader ${index} (node ${nodeOf(plan, index)}) failed to compile: ${log.join("\n") || (await scope)?.message || /** @type {Error} */ (e).message}`);
-        }
+        const made = await pipeline(index, plan);
         progress("compile", ++compiled, shaders.length);
+        return /** @type {const} */ ([index, made]);
       }),
     );
     compiling.catch(() => {}); // awaited below; this only stops an early failure being reported as unhandled
@@ -889,39 +987,18 @@ async function openWebGPU(adapter, manifest, plan, weights, progress, checkAbort
     checkAbort();
 
     const buffers = plan.buffers.map((size) => buffer(size, STORAGE | COPY_SRC | COPY_DST));
-    /** @type {Map<number, GPUBuffer>} */
-    const constantBuffers = new Map();
-    /** @param {number} i */
-    const constantBuffer = (i) => {
-      if (!constantBuffers.has(i)) constantBuffers.set(i, buffer(constant(i).byteLength, STORAGE, constant(i)));
-      return /** @type {GPUBuffer} */ (constantBuffers.get(i));
-    };
-    // uniform blocks: u32 words padded to a multiple of 4 (16 bytes at least); identical blocks share a buffer
-    /** @type {Map<string, GPUBuffer>} */
-    const uniforms = new Map();
-    /** @param {number[]} words */
-    const uniformBuffer = (words = []) => {
-      const key = words.join();
-      if (!uniforms.has(key)) {
-        const data = new Uint32Array(Math.max(4, Math.ceil(words.length / 4) * 4));
-        data.set(words);
-        uniforms.set(key, buffer(data.byteLength, UNIFORM, data));
-      }
-      return /** @type {GPUBuffer} */ (uniforms.get(key));
-    };
-
-    await compiling;
+    const ready = new Map(await compiling);
     checkAbort();
     /** @type {Promise<unknown>[]} */
     const scopes = [];
     const steps = plan.steps.map((s) => {
-      const pipeline = /** @type {GPUComputePipeline} */ (pipelines.get(s.shader));
+      const pipeline = /** @type {GPUComputePipeline} */ (ready.get(s.shader));
       /** @type {GPUBindGroupEntry[]} */
       const entries = [{ binding: 0, resource: { buffer: uniformBuffer(s.uniforms) } }];
       s.bindings.forEach((b, k) => {
         const resource =
           b.constant !== undefined
-            ? { buffer: constantBuffer(b.constant) }
+            ? { buffer: constantBuffer(b.constant, constant) }
             : { buffer: buffers[/** @type {number} */ (b.buffer)], offset: 0, size: b.bytes };
         entries.push({ binding: k + 1, resource });
       });
@@ -947,8 +1024,7 @@ async function openWebGPU(adapter, manifest, plan, weights, progress, checkAbort
     let validated = false;
     // readback: see readbackPacer()
     const pace = readbackPacer(device);
-    /** @param {Record<string, Float32Array>} feeds */
-    const run = async (feeds) => {
+    return async (feeds) => {
       if (lost) fail(`the WebGPU device was lost: ${lost.message || lost.reason}`);
       const started = performance.now();
       for (const [name, buf] of inputs) device.queue.writeBuffer(buf, 0, /** @type {Float32Array<ArrayBuffer>} */ (feeds[name]));
@@ -983,11 +1059,8 @@ async function openWebGPU(adapter, manifest, plan, weights, progress, checkAbort
       for (const o of outputs) if (o.value) result[o.name] = o.value.slice();
       return result;
     };
-    return { run, dispose };
-  } catch (e) {
-    dispose();
-    throw e;
-  }
+  };
+  return { build, dispose };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1013,23 +1086,20 @@ const WEBGL2 = KF_WEBGL2 && {
     return {
       desc: strings.map((p) => gl.getParameter(p)).join(" ").toLowerCase(),
       subgroupSize: 0,
-      open: (manifest, plan, ...rest) => openWebGL2(gl, manifest, /** @type {GlslPlan} */ (plan), ...rest),
+      open: (manifest) => openWebGL2(gl, manifest),
       release: () => gl.getExtension("WEBGL_lose_context")?.loseContext(),
     };
   },
 };
 
 /**
- * Build everything for `plan` on `gl`.
+ * Set `gl` up to run plans; build() then makes a plan's objects on it. Compiled shaders and linked programs are
+ * shared by the plans built on it; each plan has its own textures (its constants' layouts are its own).
  * @param {WebGL2RenderingContext} gl
  * @param {Manifest} manifest
- * @param {GlslPlan} plan
- * @param {Promise<ArrayBuffer>} weights
- * @param {Progress} progress
- * @param {() => void} checkAbort
- * @returns {Promise<Runner>}
+ * @returns {Promise<Device>}
  */
-async function openWebGL2(gl, manifest, plan, weights, progress, checkAbort) {
+async function openWebGL2(gl, manifest) {
   /** @type {{ textures: WebGLTexture[], framebuffers: WebGLFramebuffer[], programs: WebGLProgram[], shaders: WebGLShader[] }} */
   const owned = { textures: [], framebuffers: [], programs: [], shaders: [] };
   const vao = gl.createVertexArray();
@@ -1042,38 +1112,53 @@ async function openWebGL2(gl, manifest, plan, weights, progress, checkAbort) {
     for (const k in owned) owned[/** @type {keyof typeof owned} */ (k)].length = 0;
     gl.getExtension("WEBGL_lose_context")?.loseContext();
   };
-  try {
-    if (!gl.getExtension("EXT_color_buffer_float")) {
-      fail("this WebGL2 lacks EXT_color_buffer_float, so it cannot render to float textures");
-    }
-    const { TEXTURE_2D, FRAMEBUFFER, COLOR_ATTACHMENT0: ATTACH0, FLOAT } = gl;
-    for (const cap of [gl.BLEND, gl.DEPTH_TEST, gl.SCISSOR_TEST, gl.CULL_FACE, gl.DITHER]) gl.disable(cap);
-    gl.pixelStorei(gl.UNPACK_ALIGNMENT, 1);
-    gl.pixelStorei(gl.PACK_ALIGNMENT, 1);
-
-    // compile everything before checking anything, so drivers with KHR_parallel_shader_compile overlap them
-    /**
-     * @param {number} type
-     * @param {number} index
-     */
-    const compile = (type, index) => {
+  if (!gl.getExtension("EXT_color_buffer_float")) {
+    dispose();
+    fail("this WebGL2 lacks EXT_color_buffer_float, so it cannot render to float textures");
+  }
+  const { TEXTURE_2D, FRAMEBUFFER, COLOR_ATTACHMENT0: ATTACH0, FLOAT } = gl;
+  for (const cap of [gl.BLEND, gl.DEPTH_TEST, gl.SCISSOR_TEST, gl.CULL_FACE, gl.DITHER]) gl.disable(cap);
+  gl.pixelStorei(gl.UNPACK_ALIGNMENT, 1);
+  gl.pixelStorei(gl.PACK_ALIGNMENT, 1);
+  /** @type {Map<string, any>} compiled shaders ("v3", "f7") and linked programs ("3,7"), made once */
+  const made = new Map();
+  /**
+   * @param {number} type
+   * @param {number} index
+   * @returns {WebGLShader}
+   */
+  const compile = (type, index) => {
+    const key = `${type === gl.VERTEX_SHADER ? "v" : "f"}${index}`;
+    if (!made.has(key)) {
       const s = /** @type {WebGLShader} */ (gl.createShader(type)); // null only on a lost context
       owned.shaders.push(s);
       gl.shaderSource(s, manifest.shaders[index]);
       gl.compileShader(s);
-      return s;
-    };
+      made.set(key, s);
+    }
+    return made.get(key);
+  };
+
+  /** @type {Device["build"]} */
+  const build = async (pl, weights, progress, checkAbort) => {
+    const plan = /** @type {GlslPlan} */ (pl);
+    // compile everything before checking anything, so drivers with KHR_parallel_shader_compile overlap them
     const vertex = compile(gl.VERTEX_SHADER, plan.vertex);
     const indices = [...new Set(plan.steps.map((s) => s.shader))];
+    /** @type {Map<number, { p: WebGLProgram, fragment: WebGLShader }>} */
     const programs = new Map(
       indices.map((index) => {
-        const fragment = compile(gl.FRAGMENT_SHADER, index);
-        const p = gl.createProgram();
-        owned.programs.push(p);
-        gl.attachShader(p, vertex);
-        gl.attachShader(p, fragment);
-        gl.linkProgram(p);
-        return [index, { p, fragment }];
+        const key = `${plan.vertex},${index}`;
+        if (!made.has(key)) {
+          const fragment = compile(gl.FRAGMENT_SHADER, index);
+          const p = gl.createProgram();
+          owned.programs.push(p);
+          gl.attachShader(p, vertex);
+          gl.attachShader(p, fragment);
+          gl.linkProgram(p);
+          made.set(key, { p, fragment });
+        }
+        return [index, made.get(key)];
       }),
     );
     const parallel = gl.getExtension("KHR_parallel_shader_compile");
@@ -1155,7 +1240,7 @@ async function openWebGL2(gl, manifest, plan, weights, progress, checkAbort) {
     });
     gl.bindFramebuffer(FRAMEBUFFER, null);
 
-    /** @param {Record<string, Float32Array>} feeds */
+    /** @type {Runner} */
     const run = async (feeds) => {
       if (gl.isContextLost()) fail("the WebGL2 context was lost");
       for (const [name, upload] of inputs) upload(feeds[name]);
@@ -1193,11 +1278,9 @@ async function openWebGL2(gl, manifest, plan, weights, progress, checkAbort) {
     };
     const error = gl.getError();
     if (error) fail(`setting up the WebGL2 plan failed: WebGL error 0x${error.toString(16)}`);
-    return { run, dispose };
-  } catch (e) {
-    dispose();
-    throw e;
-  }
+    return run;
+  };
+  return { build, dispose };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1208,12 +1291,14 @@ async function openWebGL2(gl, manifest, plan, weights, progress, checkAbort) {
  *
  * @param {string | URL} url URL of manifest.json, or of the bundle folder (ending in "/").
  * @param {LoadOptions} [opts]
- * @returns {Promise<Model>} {backend, device, inputs, outputs, run(feeds), dispose()}: run({name: Float32Array})
- *   resolves to {name: typed array} for every output (Float32Array for float outputs, BigInt64Array for int64,
- *   Int32Array for int32, Uint8Array for bool, ...); runs are serialized.
+ * @returns {Promise<Model>} {backend, device, inputs, outputs, variants, run(feeds), dispose()}:
+ *   run({name: Float32Array}) resolves to {name: typed array} for every output (Float32Array for float outputs,
+ *   BigInt64Array for int64, Int32Array for int32, Uint8Array for bool, ...); runs are serialized. With several
+ *   variants, run() takes the one whose input shapes the inputs have ({data, dims} inputs or options.shapes give
+ *   dims; else element counts) and builds its plan on first use; load() builds the one opts.shapes names.
  */
 export async function load(url, opts = {}) {
-  const { backend = "auto", onProgress, signal, target: forced } = opts;
+  const { backend = "auto", onProgress, signal, target: forced, shapes } = opts;
   const fetchFn = opts.fetch ?? globalThis.fetch?.bind(globalThis) ?? fail("no fetch() here; pass opts.fetch");
   if (!["auto", "webgpu", "webgl2"].includes(backend)) fail(`backend must be "auto", "webgpu" or "webgl2", not ${JSON.stringify(backend)}`);
   /** @type {Progress} */
@@ -1231,7 +1316,9 @@ export async function load(url, opts = {}) {
   progress("manifest", 1, 1);
   checkAbort();
 
-  const { targets } = manifest;
+  // every variant has the first one's targets, in its order (checkManifest): the backend is chosen on those
+  const { variants } = manifest;
+  const { targets } = variants[0];
   /** @type {Target | undefined} */
   let forcedTarget;
   if (forced !== undefined) {
@@ -1242,6 +1329,20 @@ export async function load(url, opts = {}) {
   const wants = (language) => (forcedTarget ? forcedTarget.language === language : targets.some((t) => t.language === language));
   if (forcedTarget && backend !== "auto" && !wants(backend === "webgpu" ? "wgsl" : "glsl")) {
     fail(`target "${forced}" is ${forcedTarget.language}, which the ${backend} backend does not run`);
+  }
+  /** @param {TensorInfo} t */
+  const info = ({ name, shape, dtype }) => ({ name, shape: [...shape], dtype: dtype ?? "float32" });
+  /** @type {VariantInfo[]} */
+  const infos = variants.map((v) => ({ inputs: v.inputs.map(info), outputs: v.outputs.map(info) }));
+  const names = infos[0].inputs.map((i) => i.name);
+  const known = (/** @type {object} */ given, /** @type {string} */ what) => {
+    for (const k of Object.keys(given)) if (!names.includes(k)) fail(`${what}: unknown input "${k}"; the model's inputs are ${names.map((n) => `"${n}"`).join(", ")}`);
+  };
+  // the variant built now: the one opts.shapes names, or the only one (others are built when first run)
+  let first = 0;
+  if (shapes) {
+    known(shapes, "load(): shapes");
+    first = pickVariant(infos, Object.fromEntries(Object.entries(shapes).map(([n, dims]) => [n, { dims }])), "load(): shapes");
   }
 
   // backend: WebGPU when asked for (or auto) and an adapter exists, else WebGL2; say why each one is out
@@ -1263,76 +1364,110 @@ export async function load(url, opts = {}) {
   if (!chosen || !adapter) return fail(`cannot run here: ${why.join("; ")}`);
   checkAbort();
 
+  // each variant's target (they may differ where a tuned plan of one variant needs other subgroups)
   const { desc } = adapter;
   const cls = adapterClass(desc);
-  let target, match, plan;
+  const sg = adapter.subgroupSize;
+  /** @type {[Target, Match][]} */
+  let picks;
   try {
-    const sg = adapter.subgroupSize;
-    [target, match] = forcedTarget ? [forcedTarget, /** @type {Match} */ ("forced")] : pickTarget(targets, chosen.language, desc, cls, sg);
-    plan = target.plan ?? fail(`target ${target.id} has no plan`);
-    if (plan.subgroup_size && plan.subgroup_size !== sg) {
-      fail(`target ${target.id} needs subgroups of ${plan.subgroup_size} lanes; this adapter has ${sg ? `${sg}` : "no fixed-size subgroups"}`);
-    }
+    picks = variants.map((v) => {
+      /** @type {[Target, Match]} */
+      const pick = forcedTarget ? [v.targets[targets.indexOf(forcedTarget)], "forced"] : pickTarget(v.targets, /** @type {Backend} */ (chosen).language, desc, cls, sg);
+      const need = pick[0].plan?.subgroup_size;
+      if (need && need !== sg) fail(`target ${pick[0].id} needs subgroups of ${need} lanes; this adapter has ${sg ? `${sg}` : "no fixed-size subgroups"}`);
+      return pick;
+    });
   } catch (e) {
     adapter.release(); // nothing else was made yet
     throw e;
   }
 
-  // the weights download overlaps shader compilation; the backend awaits it once its pipelines are on the way
+  // the weights download overlaps shader compilation; a build awaits it once its pipelines are on the way
   const weights = fetchWeights(fetchFn, resolve(manifest.weights.file ?? "weights.bin", manifestUrl), signal, manifest.weights, progress);
-  weights.catch(() => {}); // awaited inside the backend; this only stops an early failure being reported as unhandled
-  const impl = await adapter.open(manifest, plan, weights, progress, checkAbort);
+  weights.catch(() => {}); // awaited below and in builds; this only stops an early failure being reported as unhandled
+  const impl = await adapter.open(manifest, picks.some(([t]) => t.plan?.subgroup_size));
+  /** @type {Promise<Runner>[]} each variant's runner, built once (its plan was checked by readManifest) */
+  const runners = [];
+  // load() holds weights.bin only while a variant may still be built
+  /** @type {Promise<ArrayBuffer> | null} */
+  let held = weights;
+  /** @type {(k: number, abort?: () => void) => Promise<Runner>} */
+  const runner = (k, abort = () => {}) => {
+    runners[k] ??= impl.build(/** @type {Plan} */ (picks[k][0].plan), /** @type {Promise<ArrayBuffer>} */ (held), progress, abort);
+    if (Object.keys(runners).length === variants.length) held = null;
+    return runners[k];
+  };
+  try {
+    await Promise.all([weights, (shapes || variants.length === 1) && runner(first, checkAbort)]);
+  } catch (e) {
+    impl.dispose();
+    throw e;
+  }
 
-  /** @param {TensorInfo} t */
-  const info = ({ name, shape, dtype }) => ({ name, shape: [...shape], dtype: dtype ?? "float32" });
-  const inputs = manifest.model.inputs.map(info);
-  const outputs = manifest.model.outputs.map(info);
-  const names = inputs.map((i) => `"${i.name}" ${show(i.shape)}`).join(", ");
+  // an input's shapes across the variants (inputs are in the same order in each), for messages
+  const shapesOf = names.map((_, j) => [...new Set(infos.map((v) => show(v.inputs[j].shape)))].join(" or "));
+  const list = names.map((n, j) => `"${n}" ${shapesOf[j]}`).join(", ");
   /**
-   * Validate run() inputs against the model's, naming the offender; return name -> Float32Array.
-   * @param {Record<string, Tensor | ArrayLike<number | bigint>>} feeds
-   * @returns {Record<string, Float32Array>}
+   * Validate run() inputs against the model's, naming the offender; return the variant they fit and name ->
+   * Float32Array.
+   * @param {Record<string, Tensor | ArrayLike<number | bigint> | Feed>} feeds
+   * @param {Shapes} shapes
+   * @returns {[number, Record<string, Float32Array>]}
    */
-  const check = (feeds) => {
-    if (!feeds || typeof feeds !== "object") fail(`run() takes an object of inputs: ${names}`);
-    for (const k of Object.keys(feeds)) {
-      if (!inputs.some((i) => i.name === k)) fail(`run(): unknown input "${k}"; the model's inputs are ${names}`);
+  const check = (feeds, shapes = {}) => {
+    if (!feeds || typeof feeds !== "object") fail(`run() takes an object of inputs: ${list}`);
+    known({ ...feeds, ...shapes }, "run()");
+    /** @type {Record<string, ArrayLike<number | bigint>>} */
+    const values = {};
+    /** @type {Record<string, { count: number, dims?: readonly number[] }>} */
+    const given = {};
+    for (const [j, name] of names.entries()) {
+      /** @type {any} */
+      let v = feeds[name];
+      let dims = shapes[name];
+      if (v == null) fail(`run(): missing input "${name}" (shape ${shapesOf[j]})`);
+      if (!Array.isArray(v) && !ArrayBuffer.isView(v)) [v, dims] = [v.data, dims ?? v.dims]; // {data, dims}, like onnxruntime-web's Tensor
+      if (!Array.isArray(v) && !ArrayBuffer.isView(v)) fail(`run(): input "${name}" must be a typed array or {data, dims}`);
+      const src = (values[name] = /** @type {ArrayLike<number | bigint>} */ (v));
+      given[name] = { count: src.length, dims: dims && Array.from(dims) };
     }
-    return Object.fromEntries(
-      inputs.map(({ name, shape, dtype }) => {
-        let v = feeds[name];
-        if (v == null) fail(`run(): missing input "${name}" (shape ${show(shape)})`);
-        if (!Array.isArray(v) && !ArrayBuffer.isView(v)) fail(`run(): input "${name}" must be a typed array (${dtype})`);
-        const src = /** @type {ArrayLike<number | bigint>} */ (v);
-        if (src.length !== numel(shape)) fail(`run(): input "${name}" has ${src.length} values; its shape ${show(shape)} needs ${numel(shape)}`);
-        if (EDGE[dtype] !== Float32Array) {
-          for (let i = 0; i < src.length; i++) {
-            const x = Number(src[i]);
-            if (!Number.isInteger(x) || Math.abs(x) > 2 ** 24) fail(`run(): input "${name}" (${dtype}) has ${src[i]} at ${i}; expected an integer within 2**24`);
-          }
+    const k = infos.length > 1 ? pickVariant(infos, given, "run()") : 0;
+    const checked = infos[k].inputs.map(({ name, shape, dtype }) => {
+      const src = values[name];
+      const { dims } = given[name];
+      if (dims && show([...dims]) !== show(shape)) fail(`run(): input "${name}" has dims ${show([...dims])}; its shape is ${show(shape)}`);
+      if (src.length !== numel(shape)) fail(`run(): input "${name}" has ${src.length} values; its shape ${show(shape)} needs ${numel(shape)}`);
+      if (EDGE[dtype] !== Float32Array) {
+        for (let i = 0; i < src.length; i++) {
+          const x = Number(src[i]);
+          if (!Number.isInteger(x) || Math.abs(x) > 2 ** 24) fail(`run(): input "${name}" (${dtype}) has ${src[i]} at ${i}; expected an integer within 2**24`);
         }
-        return [name, v instanceof Float32Array ? v : Float32Array.from(src, Number)];
-      }),
-    );
+      }
+      return [name, src instanceof Float32Array ? src : Float32Array.from(src, Number)];
+    });
+    return [k, Object.fromEntries(checked)];
   };
 
   // runs are serialized: they share the activation buffers and the readback buffers
   /** @type {Promise<unknown>} */
   let queue = Promise.resolve();
   let disposed = false;
+  const [target, match] = picks[first];
   return {
     backend: chosen.name,
     device: { target: target.id, match, adapter: desc, class: cls, kernels: { ...target.kernels } },
-    inputs,
-    outputs,
-    async run(feeds) {
+    inputs: infos[first].inputs,
+    outputs: infos[first].outputs,
+    variants: infos,
+    async run(feeds, options = {}) {
       if (disposed) fail("run() after dispose()");
-      const checked = check(feeds);
+      const [k, checked] = check(feeds, options.shapes);
       const result = queue.then(async () => {
-        const out = await (disposed ? fail("run() after dispose()") : impl.run(checked));
+        const out = await (disposed ? fail("run() after dispose()") : (await runner(k))(checked));
         /** @type {Outputs} */
         const typed = {};
-        for (const { name, dtype } of outputs) {
+        for (const { name, dtype } of infos[k].outputs) {
           const T = EDGE[dtype];
           const v = out[name];
           // integers rounded to the nearest (NaN and infinities: 0), bools 1 where not 0
@@ -1355,4 +1490,4 @@ export default { load };
 
 // Internal: exported for the Node unit tests (tests/js) only. Not part of the API (kernelforge.d.ts does not
 // declare them) and free to change.
-export { adapterClass, checkIntegrity, checkManifest, constantReader, fetchWeights, pickTarget, readbackPacer, readManifest, sha256, sha256js, validatePlan };
+export { adapterClass, checkIntegrity, checkManifest, constantReader, fetchWeights, pickTarget, pickVariant, readbackPacer, readManifest, sha256, sha256js, validatePlan };
