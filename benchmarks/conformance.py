@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, error in info["errors"].items():
             print(f"  {slug}: ERROR {name}: {error[:160]}")
     print("unsupported op types by cases: " + ", ".join(f"{t} {n}" for t, n in missing.most_common(25)) + ", ...")
-    write_json("conformance.json", result)
+    write_json("conformance", result)
     return 0
 
 

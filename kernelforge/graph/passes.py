@@ -17,6 +17,7 @@ import numpy as np
 
 from kernelforge.graph import reference
 from kernelforge.graph.fuse_attention import fuse_attention
+from kernelforge.graph.fuse_heads import fold_head_transposes
 from kernelforge.graph.fuse_norm import fuse_layernorm
 from kernelforge.graph.ir import Graph, Node, Value, program_of, remap_program
 from kernelforge.graph.memory import MemoryPlan, plan_memory
@@ -48,12 +49,13 @@ _ACTIVATIONS = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "gelu": "g
 def optimize(graph: Graph) -> Graph:
     """Run the passes in order.
 
-    fold_constants, fold_batchnorm, fold_constants, fuse_attention (:mod:`.fuse_attention`), fuse_epilogues,
-    fuse_elementwise, fuse_layernorm (:mod:`.fuse_norm`), name_activations, and fuse_epilogues again, for the
-    activations that only the fused chains reveal.
+    fold_constants, fold_batchnorm, fold_constants, fuse_attention (:mod:`.fuse_attention`),
+    fold_head_transposes (:mod:`.fuse_heads`), fuse_epilogues, fuse_elementwise, fuse_layernorm
+    (:mod:`.fuse_norm`), name_activations, and fuse_epilogues again, for the activations that only the fused
+    chains reveal.
     """
-    steps = (fold_constants, fold_batchnorm, fold_constants, fuse_attention, fuse_epilogues, fuse_elementwise)
-    for step in (*steps, fuse_layernorm, name_activations, fuse_epilogues):
+    steps = (fold_constants, fold_batchnorm, fold_constants, fuse_attention, fold_head_transposes, fuse_epilogues)
+    for step in (*steps, fuse_elementwise, fuse_layernorm, name_activations, fuse_epilogues):
         graph = step(graph)
     return graph
 

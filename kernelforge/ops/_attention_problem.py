@@ -31,7 +31,9 @@ from kernelforge.ops.shapes import check_dims, parse_dims
 Shape4 = tuple[int, int, int, int]
 
 _DIMS4 = re.compile(r"^\d+x\d+x\d+x\d+$")
-_OPTION = re.compile(r"^(kv|dv|g|kt|s|m|w|f|c|z)(.*)$")
+_OPTION = re.compile(r"^(kv|dv|g|kt|s|m|w|f|c|z|l)(.*)$")
+SEQ_MAJOR = "qkvo"
+"""The tensors that may be laid out sequence-major, ``[B, S, H, D]``, in this order: Q, K, V and the output."""
 
 
 def f32_number(value: Any, what: str, finite: bool = True) -> float:
@@ -75,6 +77,9 @@ class AttentionProblem:
         fill: The score where the select mask is 0 (``-inf`` allowed).
         causal: Keys ``j <= i + causal`` are attended (None: no causal limit).
         zero_empty: A row with no attendable key gives 0 instead of NaN.
+        seq_major: The tensors (letters of ``qkvo``) laid out ``[B, S, H, D]`` (heads inside the sequence, as a
+            projection writes them) instead of ``[B, H, S, D]``: the kernels read and write them in place, so
+            the transposes exporters put around attention (``split_heads``/``merge_heads``) cost nothing.
     """
 
     batch: int
@@ -91,6 +96,7 @@ class AttentionProblem:
     fill: float = -math.inf
     causal: int | None = None
     zero_empty: bool = False
+    seq_major: str = ""
 
     def __post_init__(self) -> None:
         dims = check_dims("attention", "shape", (self.batch, self.heads, self.q_len, self.head_dim))
@@ -117,6 +123,11 @@ class AttentionProblem:
         if causal is not None and (isinstance(causal, bool) or not isinstance(causal, (int, np.integer))):
             raise ShapeError(f"attention: causal must be an integer offset or None, got {causal!r}")
         object.__setattr__(self, "causal", None if causal is None else int(causal))
+        if not isinstance(self.seq_major, str) or not set(self.seq_major) <= set(SEQ_MAJOR):
+            raise ShapeError(f"attention: seq_major must be letters of {SEQ_MAJOR!r}, got {self.seq_major!r}")
+        object.__setattr__(self, "seq_major", "".join(c for c in SEQ_MAJOR if c in self.seq_major))
+        if self.k_transposed and "k" in self.seq_major:
+            raise ShapeError("attention: K given transposed ([B, Hkv, D, Skv]) cannot also be sequence-major")
 
     # every field is an int after __post_init__; these spell it out for the type checker
     @property
@@ -147,27 +158,42 @@ class AttentionProblem:
         """Query heads over the batch: ``B * H``."""
         return self.batch * self.heads
 
+    def _laid_out(self, tensor: str, heads: int, seq: int, dim: int) -> Shape4:
+        if tensor in self.seq_major:
+            return (self.batch, seq, heads, dim)
+        return (self.batch, heads, seq, dim)
+
     @property
     def q_shape(self) -> Shape4:
-        """Q's shape."""
-        return (self.batch, self.heads, self.q_len, self.head_dim)
+        """Q's shape as it arrives: ``[B, H, Sq, D]``, or ``[B, Sq, H, D]`` when sequence-major."""
+        return self._laid_out("q", self.heads, self.q_len, self.head_dim)
 
     @property
     def k_shape(self) -> Shape4:
-        """K's shape as it arrives (transposed or not)."""
+        """K's shape as it arrives (transposed, sequence-major or neither)."""
         if self.k_transposed:
             return (self.batch, self.hkv, self.head_dim, self.skv)
-        return (self.batch, self.hkv, self.skv, self.head_dim)
+        return self._laid_out("k", self.hkv, self.skv, self.head_dim)
 
     @property
     def v_shape(self) -> Shape4:
-        """V's shape."""
-        return (self.batch, self.hkv, self.skv, self.dv)
+        """V's shape as it arrives."""
+        return self._laid_out("v", self.hkv, self.skv, self.dv)
 
     @property
     def out_shape(self) -> Shape4:
-        """The output's shape ``[B, H, Sq, Dv]``."""
-        return (self.batch, self.heads, self.q_len, self.dv)
+        """The output's shape: ``[B, H, Sq, Dv]``, or ``[B, Sq, H, Dv]`` when sequence-major."""
+        return self._laid_out("o", self.heads, self.q_len, self.dv)
+
+    def row_strides(self, tensor: str) -> tuple[int, int, int]:
+        """Return the rows (of D or Dv values) between neighbours along (batch, head, sequence) of ``tensor``.
+
+        ``tensor`` is a letter of ``qkvo``; K's are those of its ``[B, Hkv, Skv, D]`` rows (not of Kᵀ).
+        """
+        heads, seq = (self.hkv, self.skv) if tensor in "kv" else (self.heads, self.q_len)
+        if tensor in self.seq_major:
+            return (seq * heads, 1, heads)
+        return (heads * seq, seq, 1)
 
     @property
     def masks(self) -> tuple[Shape4, ...]:
@@ -237,6 +263,8 @@ def parse_attention(text: str) -> AttentionProblem:
             fields["fill"] = _number(value, "fill", text)
         elif name == "c":
             fields["causal"] = _int(value, "causal offset", text) if value else 0
+        elif name == "l":
+            fields["seq_major"] = value
         else:
             fields["zero_empty"] = True
     if "fill" in fields and "select_mask" not in fields:
@@ -269,7 +297,8 @@ def attention_key(p: AttentionProblem) -> str:
             key += f":f{_fill_text(p.fill)}"
     if p.causal is not None:
         key += ":c" if p.causal == 0 else f":c{p.causal}"
-    return key + (":z" if p.zero_empty else "")
+    key += ":z" if p.zero_empty else ""
+    return key + (f":l{p.seq_major}" if p.seq_major else "")
 
 
 # --- the reference ---------------------------------------------------------------------------------------------
@@ -294,9 +323,10 @@ def _products(a: np.ndarray, b: np.ndarray, keep: np.ndarray | None = None) -> n
 
 def attention_reference(p: AttentionProblem, inputs: Sequence[np.ndarray]) -> np.ndarray:
     """Compute the attention of :class:`AttentionProblem` in float64 (see the module docstring), as float32."""
-    q = np.asarray(inputs[0], np.float64).reshape(p.q_shape)
-    k = np.asarray(inputs[1], np.float64).reshape(p.k_shape)
-    v = np.asarray(inputs[2], np.float64).reshape(p.v_shape)
+    q, k, v = (
+        _heads_first(np.asarray(x, np.float64).reshape(shape), c in p.seq_major)
+        for x, shape, c in zip(inputs[:3], (p.q_shape, p.k_shape, p.v_shape), "qkv", strict=True)
+    )
     rest = list(inputs[3:])
     add = np.asarray(rest.pop(0), np.float64).reshape(p.add_mask) if p.add_mask is not None else None
     select = np.asarray(rest.pop(0), np.float64).reshape(p.select_mask) if p.select_mask is not None else None
@@ -305,7 +335,7 @@ def attention_reference(p: AttentionProblem, inputs: Sequence[np.ndarray]) -> np
     keep = None
     if p.causal is not None:
         rows, cols = np.arange(p.q_len)[:, None], np.arange(p.skv)[None, :]
-        keep = np.broadcast_to(cols <= rows + p.causal, (*p.q_shape[:2], p.q_len, p.skv))
+        keep = np.broadcast_to(cols <= rows + p.causal, (p.batch, p.heads, p.q_len, p.skv))
     with np.errstate(all="ignore"):
         s = _products(q, k) * p.scale
         if select is not None:
@@ -322,4 +352,9 @@ def attention_reference(p: AttentionProblem, inputs: Sequence[np.ndarray]) -> np
         probs = np.where(bad | empty, 0.0, e / e.sum(axis=-1, keepdims=True))
         out = _products(probs, v, keep)
     out = np.where(empty, 0.0 if p.zero_empty else np.nan, out)
-    return np.where(bad, np.nan, out).astype(np.float32)
+    return _heads_first(np.where(bad, np.nan, out), "o" in p.seq_major).astype(np.float32)
+
+
+def _heads_first(x: np.ndarray, seq_major: bool) -> np.ndarray:
+    """``[B, S, H, D]`` as ``[B, H, S, D]`` when ``seq_major`` (and back: the swap is its own inverse)."""
+    return x.swapaxes(1, 2) if seq_major else x

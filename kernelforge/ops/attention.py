@@ -13,8 +13,10 @@ key with the same online softmax; ``key_block`` scores four keys per step.
 
 Node inputs: ``q, k, v, add_mask, select_mask`` (either mask ``""`` when absent). Node attributes:
 ``scale`` (float), ``k_transposed`` (bool), ``causal`` (int offset or None), ``fill`` (float, may be -inf),
-``zero_empty`` (bool). :meth:`AttentionSpec.from_onnx` reads an ONNX ``Attention`` node's attributes (the graph
-layer's converter handles its 3-D form, boolean masks and the inputs it cannot run); the graph pass
+``zero_empty`` (bool), ``seq_major`` (letters of ``qkvo``: those tensors are ``[B, S, H, D]``; the graph
+pass ``graph/fuse_heads.py`` sets it when it drops the head transposes around the node).
+:meth:`AttentionSpec.from_onnx` reads an ONNX ``Attention`` node's attributes (the graph layer's converter
+handles its 3-D form, boolean masks and the inputs it cannot run); the graph pass
 ``graph/fuse_attention.py`` builds these nodes from the unfused MatMul/Softmax/MatMul pattern.
 """
 
@@ -82,7 +84,8 @@ class AttentionSpec(OpSpec[AttentionProblem]):
     shape_syntax: ClassVar[str] = (
         "BxHxSqxD, then options: ':kv<Skv>', ':dv<Dv>', ':g<kv heads>', ':kt' (K given as Kᵀ), ':s<scale>', "
         "':m<dims>' (additive mask), ':w<dims>' (select mask) with ':f<fill>' (default -inf), ':c' or ':c<offset>' "
-        "(causal), ':z' (empty rows give 0): 1x12x128x64:m1x1x1x128, 1x12x1x64:kv128, 2x8x197x64:c:z"
+        "(causal), ':z' (empty rows give 0), ':l<letters of qkvo>' (those tensors [B, S, H, D]): "
+        "1x12x128x64:m1x1x1x128, 1x12x1x64:kv128, 2x8x197x64:c:z, 1x12x128x64:lqkvo"
     )
     onnx_ops: ClassVar[tuple[str, ...]] = ("Attention",)
     spaces: ClassVar[dict[str, tuple[Param, ...]]] = {
@@ -119,6 +122,9 @@ class AttentionSpec(OpSpec[AttentionProblem]):
         q, k, v = (input_shape(self.name, shapes, i) for i in range(3))
         if len(q) != 4 or len(k) != 4 or len(v) != 4:
             raise ShapeError(f"attention: q, k and v must be 4-D, got {q}, {k} and {v}")
+        seq_major = str(attrs.get("seq_major", ""))
+        # the problem's fields are of the [B, H, S, D] view; a sequence-major tensor swaps its middle axes
+        q, k, v = ((x[0], x[2], x[1], x[3]) if c in seq_major else x for x, c in zip((q, k, v), "qkv", strict=True))
         transposed = bool(attrs.get("k_transposed", False))
         kv_len, k_dim = (k[3], k[2]) if transposed else (k[2], k[3])
         if k[:2] != v[:2] or k[0] != q[0] or kv_len != v[2] or k_dim != q[3]:
@@ -129,7 +135,7 @@ class AttentionSpec(OpSpec[AttentionProblem]):
         return AttentionProblem(
             q[0], q[1], q[2], q[3], kv_len, v[3], k[1], transposed,
             attrs.get("scale"), add, select, attrs.get("fill", -math.inf), attrs.get("causal"),
-            bool(attrs.get("zero_empty", False)),
+            bool(attrs.get("zero_empty", False)), seq_major,
         )  # fmt: skip
 
     def from_onnx(self, op_type: str, opset: int, attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -345,6 +351,10 @@ class AttentionSpec(OpSpec[AttentionProblem]):
                 "am_shape": p.add_mask,
                 "sm_shape": p.select_mask,
                 "out": launch.targets[0].context(),
+                "out_seq_major": "o" in p.seq_major,
+                "rows_q": p.row_strides("q"),
+                "rows_k": p.row_strides("k"),
+                "rows_v": p.row_strides("v"),
             }
         width = 4 if params["vec4"] else 1
         return {**common, "du": p.head_dim // width, "dvu": p.dv // width, "vw": width}
@@ -357,13 +367,15 @@ class AttentionSpec(OpSpec[AttentionProblem]):
         """Return one workgroup per ``q_per_wg * q_per_thread`` queries of each head, and the uniforms.
 
         Uniforms: ``B*H, H, H/Hkv, Sq, Skv, query blocks, fill bits, NaN bits``, then the additive and the
-        select mask's strides along (b, h, q, k).
+        select mask's strides along (b, h, q, k), then the row strides of Q, K, V and the output along (b, h, s)
+        (each padded to four): the layout (heads first or sequence first) is data, so one shader serves both.
         """
         p = problem
         blocks = math.ceil(p.q_len / (params["q_per_wg"] * params["q_per_thread"]))
+        rows = [x for c in "qkvo" for x in (*p.row_strides(c), 0)]
         uniforms = (
             p.bh, p.heads, p.group, p.q_len, p.skv, blocks, _f32_bits(p.fill), NAN_BITS,
-            *mask_strides(p.add_mask), *mask_strides(p.select_mask),
+            *mask_strides(p.add_mask), *mask_strides(p.select_mask), *rows,
         )  # fmt: skip
         return Launch(linear_grid(p.bh * blocks), uniforms)
 

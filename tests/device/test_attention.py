@@ -29,6 +29,10 @@ SHAPES = [
     "1x3x197x64",  # ViT-B/16: 196 patches and [CLS]
     "1x4x23x32:kv23:g2:dv16:w1x1x23x23:f-3.4028234663852886e38",  # GPT-2's Where(causal, scores, finfo.min)
     "2x2x9x12:kv5:m9x5:c-1:z",  # a mask over (q, k), empty first rows as ONNX Attention
+    # sequence-major tensors, read and written where the projections put them ([B, S, H, D])
+    "2x3x7x32:m2x1x1x7:lqkvo",
+    "1x4x23x32:kv23:g2:dv16:c:lqo",  # grouped K/V heads first, Q and the output sequence-major
+    "1x2x9x16:kv11:kt:lqv",  # Kᵀ with a sequence-major Q and V
 ]
 
 
@@ -56,15 +60,17 @@ def test_wgsl_kernel_shapes_on_lavapipe(lavapipe):
         {**base, "q_per_wg": 8, "sg_share": 8, "vec4": 1},
         {**base, "q_per_wg": 1, "threads_per_q": 8, "sg_share": 8},
     ]
+    seq_major = SPEC.parse_problem("2x2x19x16:kv21:g1:m2x1x19x21:c3:lqkvo")
     for params in configs:
         check_op(lavapipe, SPEC, problem, params)
+        check_op(lavapipe, SPEC, seq_major, params)
     transposed = SPEC.parse_problem("1x2x19x16:kv21:kt")
     check_op(lavapipe, SPEC, transposed, {**base, "stage_kv": 1, "tile_kv": 8, "vec4": 1})
     check_op(lavapipe, SPEC, transposed, {**base, "q_per_wg": 8, "sg_share": 8, "vec4": 1})
 
 
 def test_glsl_every_config(gl):
-    for shape in ("1x2x7x8:kv9:m1x1x1x9:c1", "1x1x6x12:kv6:dv6:kt:w6x6:f-2.0"):
+    for shape in ("1x2x7x8:kv9:m1x1x1x9:c1", "1x1x6x12:kv6:dv6:kt:w6x6:f-2.0", "2x2x7x8:kv5:g1:m2x1x1x5:lqkvo"):
         problem = SPEC.parse_problem(shape)
         for pack in (1, 4):
             for mrt in (1, 2):

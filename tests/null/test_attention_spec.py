@@ -261,12 +261,17 @@ def test_rendered_sources_reflect_params():
 
 def test_launch_uniforms_carry_mask_strides_and_special_values():
     p = SPEC.parse_problem("2x3x5x8:kv7:m2x1x1x7:w3x5x7")
-    launch = SPEC.launch(p, {"q_per_wg": 2, "q_per_thread": 2, "tile_kv": 16, "threads_per_q": 1, "vec4": 0,
-                             "stage_kv": 0, "sg_share": 0})  # fmt: skip
+    launch_params = {"q_per_wg": 2, "q_per_thread": 2, "tile_kv": 16, "threads_per_q": 1, "vec4": 0,
+                     "stage_kv": 0, "sg_share": 0}  # fmt: skip
+    launch = SPEC.launch(p, launch_params)
     assert launch.workgroups == (12, 1, 1)  # 6 heads x 2 query blocks
     assert launch.uniforms[:6] == (6, 3, 1, 5, 7, 2)
     assert launch.uniforms[6] == 0xFF800000 and launch.uniforms[7] == NAN_BITS
-    assert launch.uniforms[8:] == (7, 0, 0, 1, 0, 35, 7, 1)
+    assert launch.uniforms[8:16] == (7, 0, 0, 1, 0, 35, 7, 1)
+    # rows between neighbours along (b, h, s) of Q, K, V and the output, heads first: [B, H, S, D]
+    assert launch.uniforms[16:] == (15, 5, 1, 0, 21, 7, 1, 0, 21, 7, 1, 0, 15, 5, 1, 0)
+    seq_major = SPEC.launch(SPEC.parse_problem("2x3x5x8:kv7:m2x1x1x7:w3x5x7:lqvo"), launch_params)
+    assert seq_major.uniforms[16:] == (15, 1, 3, 0, 21, 7, 1, 0, 21, 1, 3, 0, 15, 1, 3, 0)
 
 
 def test_gl_launch_views_v_by_rows_of_dv_where_texels_line_up():
