@@ -7,9 +7,13 @@ output merged back. ``is_causal`` (upper-left aligned, as ONNX defines it withou
 (default ``1/sqrt(head_size)``) map to the node's attributes. ``attn_mask`` is additive when it is a float
 tensor and selects (False: ``-inf``) when it is a boolean one; a row with no key left gives 0, as ONNX defines.
 
-Refused, naming them: a KV cache (``past_key``/``past_value``, ``present_*`` outputs), ``nonpad_kv_seqlen``,
-``softcap``, a sliding window, a ``softmax_precision`` other than float32, the ``qk_matmul_output`` output, and
-a mask shorter than the keys (ONNX pads it with ``-inf``).
+A KV cache: ``past_key``/``past_value`` ``[batch, kv_heads, past, size]`` are concatenated before the new K
+and V along the sequence (one ``concat`` node each, which is also what the ``present_key``/``present_value``
+outputs are), and ``is_causal`` then aligns to the bottom right (query ``i`` sees keys up to ``past + i``). A
+mask shorter than the keys is padded with -inf (False), as ONNX defines.
+
+Refused, naming them: ``nonpad_kv_seqlen``, ``softcap``, a sliding window, a ``softmax_precision`` other than
+float32, and the ``qk_matmul_output`` output.
 """
 
 from __future__ import annotations
@@ -82,10 +86,35 @@ def _heads(ctx: Context, name: str, heads: int, what: str) -> str:
     return ctx.emit("transpose", [split], {"perm": (0, 2, 1, 3)}, (b, heads, s, width // heads))
 
 
+def _with_past(ctx: Context, past: str, new: str, what: str, out: str) -> str:
+    """Return ``concat(past, new)`` along the sequence (written to ``out`` when that output is used)."""
+    if not past:
+        if out:  # present_* without a past: the new K or V as it stands
+            ctx.emit("reshape", [new], {}, ctx.graph.values[new].shape, out=out)
+        return new
+    p, n = ctx.shape(past), ctx.graph.values[new].shape
+    if len(p) != 4 or p[:2] != n[:2] or p[3] != n[3]:
+        raise ctx.fail(f"past_{what} of shape {p} does not extend {what} of shape {n} along its sequence axis")
+    return ctx.emit("concat", [ctx.ir(past), new], {"axis": 2}, out=out or None)
+
+
+def _padded_mask(ctx: Context, mask: str, kv_len: int, boolean: bool) -> str:
+    """Return ``mask`` padded along its last axis to ``kv_len`` keys with -inf (False: 0), as ONNX pads it."""
+    shape = ctx.shape(mask)
+    if shape[-1] > kv_len:
+        raise ctx.fail(f"attn_mask of shape {shape} is longer than the {kv_len} keys along its last axis")
+    if shape[-1] == kv_len:
+        return ctx.ir(mask)
+    fill = np.full((*shape[:-1], kv_len - shape[-1]), 0.0 if boolean else -np.inf, np.float32)
+    return ctx.emit("concat", [ctx.ir(mask), ctx.add_const(f"{mask}_padding", fill)], {"axis": len(shape) - 1})
+
+
 def _attention(ctx: Context, node: onnx.NodeProto) -> None:
-    for index, what in ((4, "past_key"), (5, "past_value"), (6, "nonpad_kv_seqlen")):
-        if ctx.input(index):
-            raise NodeUnsupported(f"input {what} ({ctx.input(index)!r}, a KV cache) is not supported")
+    if ctx.input(6):
+        raise NodeUnsupported(f"input nonpad_kv_seqlen ({ctx.input(6)!r}, an external KV cache) is not supported")
+    past_key, past_value = ctx.input(4), ctx.input(5)
+    if bool(past_key) != bool(past_value):
+        raise ctx.fail("past_key and past_value must be given together")
     try:
         given = {a.name: ctx.attr(a.name) for a in node.attribute}
         attrs = get_op("attention").from_onnx(node.op_type, ctx.opset, given)
@@ -103,18 +132,18 @@ def _attention(ctx: Context, node: onnx.NodeProto) -> None:
         inputs = [ctx.ir(q), ctx.ir(k), ctx.ir(v)]
     else:
         raise ctx.fail(f"Q, K and V must be all 3-D or all 4-D, got {ctx.shape(q)}, {ctx.shape(k)}, {ctx.shape(v)}")
+    presents = [node.output[i] if len(node.output) > i else "" for i in (1, 2)]
+    inputs[1] = _with_past(ctx, past_key, inputs[1], "key", presents[0])
+    inputs[2] = _with_past(ctx, past_value, inputs[2], "value", presents[1])
+    if past_key and attrs["causal"] is not None:
+        attrs["causal"] = ctx.shape(past_key)[2]  # bottom-right aligned: the past is all visible
     kv_len = ctx.graph.values[inputs[1]].shape[2]
     add = select = ""
     if mask:
-        if ctx.shape(mask)[-1] != kv_len:
-            raise NodeUnsupported(
-                f"attn_mask of shape {ctx.shape(mask)} does not cover the {kv_len} keys along its last axis "
-                "(ONNX pads a shorter mask with -inf: not supported)"
-            )
         if _is_boolean(ctx, mask):
-            select = ctx.ir(mask)
+            select = _padded_mask(ctx, mask, kv_len, True)
         else:
-            add = ctx.ir(mask)
+            add = _padded_mask(ctx, mask, kv_len, False)
     out = node.output[0]
     if ranks == {4}:
         ctx.emit("attention", [*inputs, add, select], attrs, out=out)

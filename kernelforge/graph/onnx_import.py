@@ -64,8 +64,12 @@ def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
     return default
 
 
+_WRITTEN_OUTPUTS = {"Attention": 3}
+"""ONNX op type -> how many leading outputs its converter writes (the rest, where used, are refused)."""
+
+
 def _extra_outputs(node: onnx.NodeProto, used: set[str], what: str) -> str | None:
-    extra = [o for o in node.output[1:] if o and o in used]
+    extra = [o for o in node.output[_WRITTEN_OUTPUTS.get(node.op_type, 1) :] if o and o in used]
     return f"its {what} output {extra[0]!r} is used" if extra else None
 
 

@@ -199,8 +199,8 @@ LIMITS: dict[str, str] = {
     r"training_mode=1": "training-mode Dropout and BatchNormalization",
     r"its indices output": "MaxPool's indices output",
     r"mode='wrap'": "Pad's wrap mode",
-    r"Attention node .*(optional output|softcap|window_size|nonpad_kv_seqlen|softmax_precision|past)": (
-        "ONNX Attention's own KV cache (past/present), softcap, sliding windows, nonpad_kv_seqlen and qk output"
+    r"Attention node .*(optional output|softcap|window_size|nonpad_kv_seqlen|softmax_precision)": (
+        "ONNX Attention's softcap, sliding windows, external KV cache (nonpad_kv_seqlen) and qk output"
     ),
     r"computed at run time with group > 1": "grouped ConvTranspose whose weights are computed at run time",
     r"block_size=\d+ on a runtime tensor": "blocked (de)quantization of runtime tensors (blocked weights fold)",

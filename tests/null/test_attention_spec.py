@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
 
 from kernelforge.errors import InvalidParamsError, ShapeError
 from kernelforge.export import export
@@ -413,18 +414,67 @@ def test_onnx_attention_refuses_what_it_cannot_run_naming_it():
     shapes = [(1, 2, 5, 8), (1, 2, 7, 8), (1, 2, 7, 8)]
     with pytest.raises(UnsupportedModelError, match=r"Attention node 'att' \(opset 23\): softcap=50.0"):
         import_model(attention_model(shapes, softcap=50.0))
-    with pytest.raises(UnsupportedModelError, match="its optional output 'present_key' is used"):
-        import_model(attention_model(shapes, outputs=2))
-    cache = attention_model(shapes)
-    cache.graph.input.append(helper.make_tensor_value_info("past", TensorProto.FLOAT, [1, 2, 3, 8]))
-    cache.graph.node[0].input.extend(["", "past", "past"])
-    with pytest.raises(UnsupportedModelError, match=r"input past_key \('past', a KV cache\) is not supported"):
-        import_model(cache)
-    short = attention_model(shapes, mask=(TensorProto.FLOAT, (5, 6)))
-    with pytest.raises(UnsupportedModelError, match=r"attn_mask of shape \(5, 6\) does not cover the 7 keys"):
-        import_model(short)
+    with pytest.raises(UnsupportedModelError, match="its optional output 'qk' is used"):
+        import_model(attention_model(shapes, outputs=4))
+    external = attention_model(shapes)
+    external.graph.input.append(helper.make_tensor_value_info("n", TensorProto.INT64, [1]))
+    external.graph.node[0].input.extend(["", "", "", "n"])
+    with pytest.raises(UnsupportedModelError, match=r"input nonpad_kv_seqlen \('n', an external KV cache\)"):
+        import_model(external)
+    lonely = attention_model(shapes)
+    lonely.graph.input.append(helper.make_tensor_value_info("past", TensorProto.FLOAT, [1, 2, 3, 8]))
+    lonely.graph.node[0].input.extend(["", "past"])
+    with pytest.raises(GraphError, match="past_key and past_value must be given together"):
+        import_model(lonely)
+    long = attention_model(shapes, mask=(TensorProto.FLOAT, (5, 9)))
+    with pytest.raises(GraphError, match=r"attn_mask of shape \(5, 9\) is longer than the 7 keys"):
+        import_model(long)
     with pytest.raises(GraphError, match="q_num_heads and kv_num_heads"):
         import_model(attention_model([(1, 5, 16), (1, 7, 16), (1, 7, 16)]))
+
+
+def _with_cache(model, past: int, mask_keys: int | None = None):
+    """Add ``past_key``/``past_value`` inputs of ``past`` steps to an Attention model of 4-D K and V."""
+    k = model.graph.input[1].type.tensor_type.shape.dim
+    v = model.graph.input[2].type.tensor_type.shape.dim
+    b, h, d, dv = k[0].dim_value, k[1].dim_value, k[3].dim_value, v[3].dim_value
+    model.graph.input.append(helper.make_tensor_value_info("pk", TensorProto.FLOAT, [b, h, past, d]))
+    model.graph.input.append(helper.make_tensor_value_info("pv", TensorProto.FLOAT, [b, h, past, dv]))
+    node = model.graph.node[0]
+    while len(node.input) < 4:
+        node.input.append("")
+    node.input.extend(["pk", "pv"])
+    return model
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        {"shapes": [(1, 2, 1, 8), (1, 2, 1, 8), (1, 2, 1, 8)], "is_causal": 1},  # a decoder step
+        {"shapes": [(2, 4, 3, 8), (2, 2, 3, 8), (2, 2, 3, 4)], "is_causal": 1},  # grouped heads, 3 new tokens
+        # a mask over the past and new keys, and one over the new keys only (padded with -inf, as ONNX does)
+        {"shapes": [(1, 2, 3, 8), (1, 2, 3, 8), (1, 2, 3, 8)], "mask": (TensorProto.FLOAT, (1, 2, 3, 8))},
+        {"shapes": [(1, 2, 3, 8), (1, 2, 3, 8), (1, 2, 3, 8)], "mask": (TensorProto.BOOL, (3, 3))},
+    ],
+)
+def test_onnx_attention_kv_cache_extends_the_past_and_returns_the_present(case):
+    model = _with_cache(attention_model(opset=23, outputs=3, **case), past=5)
+    graph = optimize(import_model(model))
+    assert [n.op for n in graph.nodes].count("attention") == 1
+    feeds = attention_feeds(model)
+    if "mask" in case and case["mask"][0] == TensorProto.BOOL:
+        feeds["m"][...] = True  # ONNX pads the rest with False: keep every given key, so no row is empty
+    if "mask" in case and case["mask"][1][-1] < 8:
+        # ONNX Runtime refuses a mask shorter than the keys: ONNX's reference implementation defines it
+        results = ReferenceEvaluator(model).run(None, feeds)
+    else:
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        results = session.run(None, feeds)
+    want = dict(zip(["y", "present_key", "present_value"], results, strict=True))
+    got = run_graph(graph, feeds)
+    assert want["present_key"].shape[2] == 5 + case["shapes"][1][2]
+    for name, expected in want.items():
+        np.testing.assert_allclose(got[name], expected, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_export_writes_attention_steps_for_both_languages(tmp_path):
