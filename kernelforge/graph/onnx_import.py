@@ -64,7 +64,7 @@ def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
     return default
 
 
-_WRITTEN_OUTPUTS = {"Attention": 3}
+_WRITTEN_OUTPUTS = {"Attention": 3, "LayerNormalization": 3}
 """ONNX op type -> how many leading outputs its converter writes (the rest, where used, are refused)."""
 
 

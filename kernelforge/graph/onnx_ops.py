@@ -32,6 +32,7 @@ from kernelforge.graph.onnx_elementwise import CONVERTERS as ELEMENTWISE
 from kernelforge.graph.onnx_gather import CONVERTERS as GATHER
 from kernelforge.graph.onnx_quant import converters as quant_converters
 from kernelforge.graph.onnx_reduce import CONVERTERS as REDUCE
+from kernelforge.graph.onnx_reduce import layernorm_statistics
 from kernelforge.graph.onnx_slice import CONVERTERS as SLICING
 from kernelforge.graph.onnx_windows import lift_windows
 from kernelforge.ops import OPS, get_op
@@ -451,6 +452,11 @@ def _direct(op: str) -> Converter:
     return convert
 
 
+def _layernorm(ctx: Context, node: onnx.NodeProto) -> None:
+    _direct("layernorm")(ctx, node)
+    layernorm_statistics(ctx, node)  # Mean and InvStdDev, where the node names them
+
+
 DIRECT: dict[str, str] = {onnx_op: name for name in OPS for onnx_op in get_op(name).onnx_ops}
 """ONNX op type -> the registered op that runs it as it stands (from each spec's ``onnx_ops``)."""
 
@@ -481,6 +487,7 @@ CONVERTERS: dict[str, Converter] = {
     "Pad": _pad,
     "Resize": _resize,
     "Upsample": _resize,
+    "LayerNormalization": _layernorm,
     **quant_converters(matmul=_matmul, conv=_conv),
 }
 CONVERTERS.update({onnx_op: _direct(op) for onnx_op, op in DIRECT.items() if onnx_op not in CONVERTERS})

@@ -199,6 +199,31 @@ CONVERTERS: dict[str, Converter] = {
 }
 """ONNX op type -> converter (merged into :data:`kernelforge.graph.onnx_ops.CONVERTERS`)."""
 
+
+def layernorm_statistics(ctx: Context, node: onnx.NodeProto) -> None:
+    """Emit LayerNormalization's optional ``Mean`` and ``InvStdDev`` outputs, where the node names them.
+
+    They are ``mean(x)`` and ``1 / sqrt(mean((x - mean)^2) + epsilon)`` over the normalised axes, kept as 1s
+    (float32 statistics: ``stash_type`` 1). The ``layernorm`` kernel does not write them, so two mean
+    reductions beside it do; a model that ignores them (every exported one) runs none of this.
+    """
+    names = [node.output[i] if len(node.output) > i else "" for i in (1, 2)]
+    if not any(names):
+        return
+    x = node.input[0]
+    shape = ctx.shape(x)
+    axis = norm_axis(int(ctx.attr("axis", -1)), len(shape))  # in range: the layernorm node took it
+    epsilon = float(np.float32(ctx.attr("epsilon", 1e-5)))
+    axes = {"axes": tuple(range(axis, len(shape))), "kind": "mean"}
+    x_ir = ctx.ir(x)
+    mean = ctx.emit("reduce", [x_ir], axes, None, names[0] or None)
+    if names[1]:
+        squares = ctx.emit("elementwise", [x_ir, mean], {"expr": "(v0-v1)*(v0-v1)"}, shape)
+        variance = ctx.emit("reduce", [squares], axes)
+        expr = f"1.0/sqrt(v0+{literal(epsilon)})"
+        ctx.emit("elementwise", [variance], {"expr": expr}, ctx.graph.values[variance].shape, names[1])
+
+
 FOLDERS = dict.fromkeys(KINDS, _fold_reduce)
 """ONNX op type -> numpy evaluation when every input is a constant (merged into ``onnx_fold.FOLDERS``)."""
 

@@ -5,7 +5,8 @@ The tensor is viewed as ``rows = prod(shape[:axis])`` contiguous rows of ``L = p
 Scale and B (optional) hold ``L`` values each, in the row-major order of ``shape[axis:]``.
 
 Node attributes (what :meth:`LayerNormSpec.from_onnx` makes of an ONNX node): ``axis`` (int) and ``epsilon``
-(float). Only ``stash_type=1`` (float32 statistics) runs; the optional Mean and InvStdDev outputs do not.
+(float). Only ``stash_type=1`` (float32 statistics) runs; the optional Mean and InvStdDev outputs are the
+graph layer's (``onnx_reduce.layernorm_statistics``).
 """
 
 from __future__ import annotations

@@ -191,7 +191,6 @@ LIMITS: dict[str, str] = {
     r"needs a runtime value; only a constant is supported": (
         "a shape, axes, pads or pad value computed at run time (every shape is fixed at load)"
     ),
-    r"optional output '(Mean|InvStdDev)' is used": "LayerNormalization's Mean and InvStdDev outputs",
     r"mode='cubic'|tf_crop_and_resize|keep_aspect_ratio_policy|antialias=1": "Resize: cubic, crop, aspect, antialias",
     r"only 2-D windows|only 1-D and 2-D windows|only 4-D \(2-D spatial\)|only 3-D or 4-D": (
         "pooling and convolution other than 1-D and 2-D"

@@ -18,6 +18,7 @@ from kernelforge.export import export
 from kernelforge.graph.ir import GraphError
 from kernelforge.graph.lower import lower
 from kernelforge.graph.onnx_import import UnsupportedModelError, import_model
+from kernelforge.graph.passes import optimize
 from kernelforge.graph.prepare import model_kernels
 from kernelforge.graph.reference import run_graph
 from kernelforge.ops import Limits, get_op
@@ -454,21 +455,28 @@ def test_bad_scale_shape_fails_at_import_naming_the_node_and_shapes():
         import_model(model)
 
 
-def test_unsupported_stash_type_and_used_mean_output_are_listed():
+def test_unsupported_stash_type_is_listed():
     stash, _ = layernorm_model((4, 8), stash_type=0)
     with pytest.raises(UnsupportedModelError, match=r"LayerNormalization node 'ln' \(opset 17\): stash_type=0"):
         import_model(stash)
-    model, _ = layernorm_model((4, 8))
+
+
+@pytest.mark.parametrize(("shape", "axis"), [((4, 8), -1), ((2, 3, 5, 4), 2), ((3, 6), 0)])
+def test_mean_and_inv_std_dev_outputs_match_onnxruntime_and_cost_nothing_unused(shape, axis):
+    model, feeds = layernorm_model(shape, axis=axis, epsilon=1e-3)
     node = model.graph.node[0]
     node.output.extend(["mean", "inv_std"])
-    model.graph.output.append(helper.make_tensor_value_info("mean", TensorProto.FLOAT, None))
-    with pytest.raises(UnsupportedModelError) as info:
-        import_model(model)
-    lines = str(info.value).splitlines()[1:]
-    assert lines == ["LayerNormalization node 'ln' (opset 17): its optional output 'mean' is used"]
-    # unused optional outputs are fine
-    model.graph.output.pop()
-    assert [n.op for n in import_model(model).nodes] == ["layernorm"]
+    model.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("mean", "inv_std"))
+    graph = optimize(import_model(model))
+    assert [n.op for n in graph.nodes].count("reduce") == 2
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    got = run_graph(graph, feeds)
+    for name, expected in zip(("y", "mean", "inv_std"), want, strict=True):
+        assert got[name].shape == expected.shape, name
+        np.testing.assert_allclose(got[name], expected, rtol=1e-5, atol=1e-5, err_msg=name)
+    # outputs nobody reads are not computed
+    del model.graph.output[1:]
+    assert [n.op for n in optimize(import_model(model)).nodes] == ["layernorm"]
 
 
 def test_export_writes_layernorm_steps_for_both_languages(tmp_path):
@@ -478,7 +486,8 @@ def test_export_writes_layernorm_steps_for_both_languages(tmp_path):
     languages = set()
     for target in manifest["targets"]:
         (step,) = [s for s in target["plan"]["steps"] if s["op"] == "layernorm"]
-        assert step["node"] == "ln" and step["source"] == "default", target["id"]
+        # the mlp's own shape was never tuned: a stored neighbour's params or the default
+        assert step["node"] == "ln" and step["source"] != "tuned", target["id"]
         assert "EPS" in manifest["shaders"][step["shader"]]
         languages.add(target["language"])
     assert languages == {"wgsl", "glsl"}
