@@ -202,7 +202,6 @@ LIMITS: dict[str, str] = {
         "ONNX Attention's softcap, sliding windows, external KV cache (nonpad_kv_seqlen) and qk output"
     ),
     r"computed at run time with group > 1": "grouped ConvTranspose whose weights are computed at run time",
-    r"block_size=\d+ on a runtime tensor": "blocked (de)quantization of runtime tensors (blocked weights fold)",
 }
 """Error message pattern -> the documented limitation it is: a case of a supported op type may fail only so."""
 

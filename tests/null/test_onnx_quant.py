@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from kernelforge.graph.ir import Graph
+from kernelforge.graph.ir import Graph, GraphError
 from kernelforge.graph.onnx_import import UnsupportedModelError, import_model
 from kernelforge.graph.passes import optimize
 from kernelforge.graph.quant import Quantized, relocate
@@ -252,7 +252,7 @@ def test_runtime_quantize_refusals_name_node_and_reason() -> None:
         import_model(q)
     blocked = helper.make_node("DequantizeLinear", ["x", "s"], ["y"], axis=0, block_size=2)
     m = model([blocked], {"x": ("int8", (4,))}, {"y": "float"}, [s], 21)
-    with pytest.raises(UnsupportedModelError, match="block_size=2 on a runtime tensor is not supported"):
+    with pytest.raises(GraphError, match=r"block_size=2: scale of shape \(\) for x \(4,\) along axis 0; want \(2,\)"):
         import_model(m)
     runtime_scale = model(
         [helper.make_node("DequantizeLinear", ["x", "r"], ["y"])],
@@ -422,3 +422,20 @@ def test_dropping_fake_quant_pairs_loses_the_activations_onnxruntime_folded_into
         worst["ort-fp32"] = max(worst["ort-fp32"], float(np.abs(want - reference).max()))
     assert worst["kept"] <= worst["ort-fp32"] < worst["dropped"], worst
     assert worst["dropped"] > 10 * worst["kept"], worst
+
+
+def test_blocked_quantize_and_dequantize_of_a_runtime_tensor_match_onnxruntime() -> None:
+    rng = np.random.default_rng(4)
+    scale = numpy_helper.from_array(rng.uniform(0.01, 0.1, (3, 2)).astype(np.float32), "s")
+    point = tensor("zp", "int8", rng.integers(-5, 5, (3, 2)))
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"], axis=1, block_size=4),
+        helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"], axis=1, block_size=4),
+    ]
+    m = model(nodes, {"x": ("float", (3, 7))}, {"q": "int8", "y": "float"}, [scale, point], 21)
+    feeds = {"x": rng.uniform(-3, 3, (3, 7)).astype(np.float32)}
+    graph = optimize(import_model(m))
+    got = run_graph(graph, feeds)
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    np.testing.assert_array_equal(got["q"], want[0].astype(np.float32))  # the int8 values, carried as floats
+    np.testing.assert_allclose(got["y"], want[1], rtol=1e-6, atol=1e-7)
