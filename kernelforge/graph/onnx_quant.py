@@ -36,7 +36,7 @@ from onnx import helper
 from kernelforge.graph.onnx_context import Context, Converter, NodeUnsupported, norm_axis
 from kernelforge.graph.quant import Quantized, relocate
 
-__all__ = ["CHECKS", "CONST_INPUTS", "FOLDERS", "carry_quantized", "converters"]
+__all__ = ["CHECKS", "CONST_INPUTS", "FOLDERS", "LOAD_TIME_INPUTS", "carry_quantized", "converters"]
 
 RANGES: dict[str, tuple[int, int]] = {
     "int8": (-128, 127),
@@ -210,8 +210,48 @@ def _operands(ctx: Context, p: _Params) -> tuple[str, str]:
     return names[0], names[1]
 
 
+def _computed_params(ctx: Context, node: onnx.NodeProto) -> tuple[str, str, str] | None:
+    """Return (scale, zero point, integer dtype) of a Q/DQ node with a scale or zero point computed at run time.
+
+    That is DynamicQuantizeLinear written out; None when both are constants.
+
+    Only per-tensor ones (one value) run: the zero point's integer type comes from the model's type
+    information, as its values are only known on the device.
+    """
+    scale, zp = ctx.input(1), ctx.input(2)
+    if ctx.const(scale) is not None and (not zp or ctx.const(zp) is not None):
+        return None
+    for name, what in ((scale, "scale"), (zp, "zero point")):
+        if name and math.prod(ctx.shape(name)) != 1:
+            raise NodeUnsupported(f"a {what} computed at run time must be one value, got shape {ctx.shape(name)}")
+    if ctx.opset >= 21 and int(ctx.attr("block_size", 0)):
+        raise NodeUnsupported(f"block_size={ctx.attr('block_size')} with a scale computed at run time")
+    given = int(ctx.attr("output_dtype", 0)) if ctx.opset >= 21 and node.op_type == "QuantizeLinear" else 0
+    if zp:
+        data = ctx.const(zp)
+        elem = ctx.types.get(zp, 0) if data is None else _ELEMS.get(_name(data.dtype), 0)
+        dtype = _elem_name(elem) if elem else ""
+    else:
+        dtype = _elem_name(given) if given else "uint8"
+    if dtype not in RANGES:
+        raise NodeUnsupported(f"a zero point of type {dtype or 'unknown'} is not supported ({', '.join(RANGES)})")
+    return scale, zp, dtype
+
+
 def _quantize(ctx: Context, node: onnx.NodeProto) -> None:
     x = node.input[0]
+    computed = _computed_params(ctx, node)
+    if computed is not None:
+        _check_precision(ctx)
+        s_name, z_name, dtype = computed
+        lo, hi = RANGES[dtype]
+        if z_name:
+            ctx.elementwise(
+                [x, s_name, z_name], lambda v: f"clip(round({v[0]} / {v[1]}) + {v[2]}, {lo}, {hi})", node.output[0]
+            )
+        else:
+            ctx.elementwise([x, s_name], lambda v: f"clip(round({v[0]} / {v[1]}), {lo}, {hi})", node.output[0])
+        return
     scale, zp = _runtime_params(ctx, node)
     _check_precision(ctx)
     dtype = _q_dtype(ctx, zp)
@@ -226,6 +266,14 @@ def _quantize(ctx: Context, node: onnx.NodeProto) -> None:
 
 def _dequantize(ctx: Context, node: onnx.NodeProto) -> None:
     x = node.input[0]
+    computed = _computed_params(ctx, node)
+    if computed is not None:
+        s_name, z_name, _ = computed
+        if z_name:
+            ctx.elementwise([x, s_name, z_name], lambda v: f"({v[0]} - {v[2]}) * {v[1]}", node.output[0])
+        else:
+            ctx.elementwise([x, s_name], lambda v: f"{v[0]} * {v[1]}", node.output[0])
+        return
     scale, zp = _runtime_params(ctx, node)
     p = _params(ctx, ctx.shape(x), scale, zp, _dq_dtype(ctx, None, zp))
     if _output_dtype(ctx, scale) not in _SCALE_DTYPES:
@@ -392,8 +440,11 @@ def carry_quantized(
 
 FOLDERS = {"QuantizeLinear": _fold_quantize, "DequantizeLinear": _fold_dequantize}
 """Folding of Q/DQ nodes whose inputs are all constants (merged into :data:`.onnx_fold.FOLDERS`)."""
-CONST_INPUTS: dict[str, tuple[int, ...]] = {"QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2)}
-"""Scales and zero points must be constants (merged into :data:`.onnx_fold.CONST_INPUTS`)."""
+CONST_INPUTS: dict[str, tuple[int, ...]] = {}
+"""No input must be a constant: scales and zero points computed at run time run per tensor (merged into
+:data:`.onnx_fold.CONST_INPUTS`)."""
+LOAD_TIME_INPUTS: dict[str, tuple[int, ...]] = {"QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2)}
+"""Inputs that run in every form only as constants: per-axis and blocked scales and zero points."""
 
 
 def _check_qdq(node: onnx.NodeProto, opset: int, used: set[str]) -> str | None:

@@ -29,6 +29,7 @@ from onnx.backend.base import Backend, BackendRep
 from kernelforge.errors import KernelforgeError
 from kernelforge.graph.onnx_fold import ALWAYS_FOLD, CONST_INPUTS, FOLDERS
 from kernelforge.graph.onnx_ops import CONVERTERS, DIRECT
+from kernelforge.graph.onnx_quant import LOAD_TIME_INPUTS
 from kernelforge.runtime.session import Session, load
 
 __all__ = [
@@ -71,6 +72,10 @@ def load_time_inputs(model: onnx.ModelProto) -> set[str]:
             todo.extend(i for i in node.input if i)
         else:
             todo.extend(node.input[k] for k in CONST_INPUTS.get(node.op_type, ()) if k < len(node.input))
+            # scales given as graph inputs stand for initializers (per-axis and blocked ones run only so); a
+            # scale the graph computes stays a runtime value
+            preferred = LOAD_TIME_INPUTS.get(node.op_type, ())
+            todo.extend(node.input[k] for k in preferred if k < len(node.input) and node.input[k] not in producer)
     while todo:
         name = todo.pop()
         if not name or name in needed:

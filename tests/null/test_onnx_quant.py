@@ -259,8 +259,7 @@ def test_runtime_quantize_refusals_name_node_and_reason() -> None:
         {"x": ("int8", (4,)), "r": ("float", ())},
         {"y": "float"},
     )
-    with pytest.raises(UnsupportedModelError, match=r"input 1 \('r'\) needs a runtime value"):
-        import_model(runtime_scale)
+    assert [n.op for n in import_model(runtime_scale).nodes] == ["elementwise"]  # a scale fed at run time
     precise = helper.make_node("QuantizeLinear", ["x", "s"], ["y"], precision=TensorProto.FLOAT16)
     with pytest.raises(UnsupportedModelError, match="precision=float16 is not supported"):
         import_model(model([precise], {"x": ("float", (4,))}, {"y": "uint8"}, [s], 23))
@@ -439,3 +438,31 @@ def test_blocked_quantize_and_dequantize_of_a_runtime_tensor_match_onnxruntime()
     want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
     np.testing.assert_array_equal(got["q"], want[0].astype(np.float32))  # the int8 values, carried as floats
     np.testing.assert_allclose(got["y"], want[1], rtol=1e-6, atol=1e-7)
+
+
+def test_a_scale_and_zero_point_computed_at_run_time_quantize_per_tensor() -> None:
+    # DynamicQuantizeLinear written out: the scale and the zero point come from the data
+    two = numpy_helper.from_array(np.array(255.0, np.float32), "steps")
+    nodes = [
+        helper.make_node("ReduceMax", ["x"], ["hi"], keepdims=0),
+        helper.make_node("Div", ["hi", "steps"], ["s"]),
+        helper.make_node("Cast", ["steps"], ["zp"], to=TensorProto.UINT8),
+        helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"]),
+    ]
+    m = model(nodes, {"x": ("float", (2, 5))}, {"q": "uint8", "y": "float"}, [two], 13)
+    m = onnx.shape_inference.infer_shapes(m)
+    feeds = {"x": np.random.default_rng(2).uniform(0, 4, (2, 5)).astype(np.float32)}
+    graph = import_model(m)
+    assert "reduce" in [n.op for n in graph.nodes]  # the scale is computed on the device
+    got = run_graph(optimize(graph), feeds)
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    np.testing.assert_array_equal(got["q"], want[0].astype(np.float32))
+    np.testing.assert_allclose(got["y"], want[1], rtol=1e-6, atol=1e-6)
+    per_axis = model(
+        [helper.make_node("DequantizeLinear", ["x", "r"], ["y"], axis=0)],
+        {"x": ("int8", (3, 4)), "r": ("float", (3,))},
+        {"y": "float"},
+    )
+    with pytest.raises(UnsupportedModelError, match=r"computed at run time must be one value, got shape \(3,\)"):
+        import_model(per_axis)
