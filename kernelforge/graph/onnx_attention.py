@@ -12,8 +12,9 @@ and V along the sequence (one ``concat`` node each, which is also what the ``pre
 outputs are), and ``is_causal`` then aligns to the bottom right (query ``i`` sees keys up to ``past + i``). A
 mask shorter than the keys is padded with -inf (False), as ONNX defines.
 
-Refused, naming them: ``nonpad_kv_seqlen``, ``softcap``, a sliding window, a ``softmax_precision`` other than
-float32, and the ``qk_matmul_output`` output.
+``softcap`` and sliding windows (``left_window_size``, ``right_window_size``, aligned like ``is_causal``) run
+in the kernel. Refused, naming them: ``nonpad_kv_seqlen`` (an external cache), a ``softmax_precision`` other
+than float32, and the ``qk_matmul_output`` output.
 """
 
 from __future__ import annotations
@@ -135,8 +136,10 @@ def _attention(ctx: Context, node: onnx.NodeProto) -> None:
     presents = [node.output[i] if len(node.output) > i else "" for i in (1, 2)]
     inputs[1] = _with_past(ctx, past_key, inputs[1], "key", presents[0])
     inputs[2] = _with_past(ctx, past_value, inputs[2], "value", presents[1])
-    if past_key and attrs["causal"] is not None:
-        attrs["causal"] = ctx.shape(past_key)[2]  # bottom-right aligned: the past is all visible
+    past = ctx.shape(past_key)[2] if past_key else 0
+    for limit in ("causal", "lower"):  # bottom-right aligned: query i is at position past + i
+        if attrs.get(limit) is not None:
+            attrs[limit] += past
     kv_len = ctx.graph.values[inputs[1]].shape[2]
     add = select = ""
     if mask:

@@ -8,7 +8,11 @@ reads K/V head ``h // (H / Hkv)`` (grouped-query attention when ``Hkv < H``). Th
 2. with a select mask (broadcastable to ``[B, H, Sq, Skv]``): ``fill`` where the mask is 0, the score elsewhere
    (``Where(mask, scores, fill)``; ONNX Attention's boolean ``attn_mask`` is this with ``fill = -inf``);
 3. with an additive mask (broadcastable likewise): plus the mask;
-4. with ``causal = c``: keys ``j > i + c`` take no part at all (ONNX Attention's ``is_causal`` is ``c = 0``).
+4. with ``causal = c``: keys ``j > i + c`` take no part at all (ONNX Attention's ``is_causal`` is ``c = 0``);
+   with ``lower = w``: keys ``j < i + w`` take no part either (a sliding window's left edge).
+
+With ``softcap = t``, step 1 is ``t * tanh(scale * q·k / t)`` (Gemma 2's logit soft-capping, ONNX Attention's
+``softcap``).
 
 A row whose max is NaN or +inf gives NaN (a NaN score, or ``inf - inf`` in the softmax, as ONNX Runtime's
 Softmax). A row with no key left, or only scores of -inf, gives NaN like an unfused Softmax of -inf, or 0 with
@@ -31,7 +35,7 @@ from kernelforge.ops.shapes import check_dims, parse_dims
 Shape4 = tuple[int, int, int, int]
 
 _DIMS4 = re.compile(r"^\d+x\d+x\d+x\d+$")
-_OPTION = re.compile(r"^(kv|dv|g|kt|s|m|w|f|c|z|l)(.*)$")
+_OPTION = re.compile(r"^(kv|dv|kt|cap|lb|g|s|m|w|f|c|z|l)(.*)$")
 SEQ_MAJOR = "qkvo"
 """The tensors that may be laid out sequence-major, ``[B, S, H, D]``, in this order: Q, K, V and the output."""
 
@@ -76,6 +80,8 @@ class AttentionProblem:
         select_mask: The select mask's shape, left-padded to 4-D, or None.
         fill: The score where the select mask is 0 (``-inf`` allowed).
         causal: Keys ``j <= i + causal`` are attended (None: no causal limit).
+        lower: Keys ``j >= i + lower`` are attended (None: no lower limit).
+        softcap: Scores are soft-capped to ``(-softcap, softcap)`` (None: not capped), a positive float32.
         zero_empty: A row with no attendable key gives 0 instead of NaN.
         seq_major: The tensors (letters of ``qkvo``) laid out ``[B, S, H, D]`` (heads inside the sequence, as a
             projection writes them) instead of ``[B, H, S, D]``: the kernels read and write them in place, so
@@ -96,6 +102,8 @@ class AttentionProblem:
     fill: float = -math.inf
     causal: int | None = None
     zero_empty: bool = False
+    lower: int | None = None
+    softcap: float | None = None
     seq_major: str = ""
 
     def __post_init__(self) -> None:
@@ -123,6 +131,15 @@ class AttentionProblem:
         if causal is not None and (isinstance(causal, bool) or not isinstance(causal, (int, np.integer))):
             raise ShapeError(f"attention: causal must be an integer offset or None, got {causal!r}")
         object.__setattr__(self, "causal", None if causal is None else int(causal))
+        lower = self.lower
+        if lower is not None and (isinstance(lower, bool) or not isinstance(lower, (int, np.integer))):
+            raise ShapeError(f"attention: lower must be an integer offset or None, got {lower!r}")
+        object.__setattr__(self, "lower", None if lower is None else int(lower))
+        if self.softcap is not None:
+            cap = f32_number(self.softcap, "softcap")
+            if cap <= 0.0:
+                raise ShapeError(f"attention: softcap must be positive, got {self.softcap!r}")
+            object.__setattr__(self, "softcap", cap)
         if not isinstance(self.seq_major, str) or not set(self.seq_major) <= set(SEQ_MAJOR):
             raise ShapeError(f"attention: seq_major must be letters of {SEQ_MAJOR!r}, got {self.seq_major!r}")
         object.__setattr__(self, "seq_major", "".join(c for c in SEQ_MAJOR if c in self.seq_major))
@@ -265,6 +282,10 @@ def parse_attention(text: str) -> AttentionProblem:
             fields["causal"] = _int(value, "causal offset", text) if value else 0
         elif name == "l":
             fields["seq_major"] = value
+        elif name == "lb":
+            fields["lower"] = _int(value, "lower offset", text)
+        elif name == "cap":
+            fields["softcap"] = _number(value, "softcap", text)
         else:
             fields["zero_empty"] = True
     if "fill" in fields and "select_mask" not in fields:
@@ -297,6 +318,10 @@ def attention_key(p: AttentionProblem) -> str:
             key += f":f{_fill_text(p.fill)}"
     if p.causal is not None:
         key += ":c" if p.causal == 0 else f":c{p.causal}"
+    if p.lower is not None:
+        key += f":lb{p.lower}"
+    if p.softcap is not None:
+        key += f":cap{p.softcap!r}"
     key += ":z" if p.zero_empty else ""
     return key + (f":l{p.seq_major}" if p.seq_major else "")
 
@@ -333,11 +358,15 @@ def attention_reference(p: AttentionProblem, inputs: Sequence[np.ndarray]) -> np
     k = k if p.k_transposed else k.swapaxes(-1, -2)  # [B, Hkv, D, Skv]
     k, v = np.repeat(k, p.group, axis=1), np.repeat(v, p.group, axis=1)
     keep = None
-    if p.causal is not None:
+    if p.causal is not None or p.lower is not None:
         rows, cols = np.arange(p.q_len)[:, None], np.arange(p.skv)[None, :]
-        keep = np.broadcast_to(cols <= rows + p.causal, (p.batch, p.heads, p.q_len, p.skv))
+        upper = cols <= rows + p.causal if p.causal is not None else True
+        lower = cols >= rows + p.lower if p.lower is not None else True
+        keep = np.broadcast_to(upper & lower, (p.batch, p.heads, p.q_len, p.skv))
     with np.errstate(all="ignore"):
         s = _products(q, k) * p.scale
+        if p.softcap is not None:
+            s = p.softcap * np.tanh(s / p.softcap)
         if select is not None:
             s = np.where(select != 0.0, s, p.fill)
         if add is not None:

@@ -84,7 +84,8 @@ class AttentionSpec(OpSpec[AttentionProblem]):
     shape_syntax: ClassVar[str] = (
         "BxHxSqxD, then options: ':kv<Skv>', ':dv<Dv>', ':g<kv heads>', ':kt' (K given as Kᵀ), ':s<scale>', "
         "':m<dims>' (additive mask), ':w<dims>' (select mask) with ':f<fill>' (default -inf), ':c' or ':c<offset>' "
-        "(causal), ':z' (empty rows give 0), ':l<letters of qkvo>' (those tensors [B, S, H, D]): "
+        "(causal), ':lb<offset>' (keys j < i + offset take no part), ':cap<softcap>', ':z' (empty rows give 0), "
+        "':l<letters of qkvo>' (those tensors [B, S, H, D]): "
         "1x12x128x64:m1x1x1x128, 1x12x1x64:kv128, 2x8x197x64:c:z, 1x12x128x64:lqkvo"
     )
     onnx_ops: ClassVar[tuple[str, ...]] = ("Attention",)
@@ -135,28 +136,41 @@ class AttentionSpec(OpSpec[AttentionProblem]):
         return AttentionProblem(
             q[0], q[1], q[2], q[3], kv_len, v[3], k[1], transposed,
             attrs.get("scale"), add, select, attrs.get("fill", -math.inf), attrs.get("causal"),
-            bool(attrs.get("zero_empty", False)), seq_major,
+            bool(attrs.get("zero_empty", False)), lower=attrs.get("lower"), softcap=attrs.get("softcap"),
+            seq_major=seq_major,
         )  # fmt: skip
 
     def from_onnx(self, op_type: str, opset: int, attrs: Mapping[str, Any]) -> dict[str, Any]:
         """Return the node attributes of an ONNX ``Attention`` node (opset 23+), refusing what no kernel runs.
 
+        The causal limit and a sliding window (``left_window_size``/``right_window_size``, opset 24+) become
+        ``causal`` and ``lower`` for a query at position ``i``; with a KV cache the graph layer shifts both by
+        the past's length.
+
         Raises:
-            ValueError: Naming ``softcap``, ``softmax_precision`` other than float32, or a sliding window.
+            ValueError: Naming a negative ``softcap``, ``softmax_precision`` other than float32, or a window
+                size below -1.
         """
-        if float(attrs.get("softcap", 0.0)) != 0.0:
-            raise ValueError(f"softcap={attrs['softcap']} is not supported")
+        cap = float(attrs.get("softcap", 0.0))
+        if cap < 0.0 or not math.isfinite(cap):
+            raise ValueError(f"softcap={attrs['softcap']} is not a finite number >= 0")
         precision = int(attrs.get("softmax_precision", 1))
         if precision not in (0, 1):
             raise ValueError(f"softmax_precision={precision} is not supported (only float32)")
-        for side in ("left_window_size", "right_window_size"):
-            if int(attrs.get(side, -1)) != -1:
-                raise ValueError(f"{side}={attrs[side]} (a sliding window) is not supported")
+        left, right = (int(attrs.get(side, -1)) for side in ("left_window_size", "right_window_size"))
+        for side, size in (("left_window_size", left), ("right_window_size", right)):
+            if size < -1:
+                raise ValueError(f"{side}={size} is not -1 or a size >= 0")
         causal = attrs.get("is_causal", 0)
         if causal not in (0, 1):
             raise ValueError(f"is_causal={causal!r} is not 0 or 1")
+        uppers = ([0] if causal else []) + ([right] if right >= 0 else [])
         scale = attrs.get("scale")
-        out: dict[str, Any] = {"k_transposed": False, "causal": 0 if causal else None, "zero_empty": True}
+        out: dict[str, Any] = {"k_transposed": False, "causal": min(uppers) if uppers else None, "zero_empty": True}
+        if left >= 0:
+            out["lower"] = -left
+        if cap > 0.0:
+            out["softcap"] = cap
         if scale is not None:
             if not math.isfinite(float(scale)):
                 raise ValueError(f"scale={scale!r} is not finite")
@@ -325,6 +339,8 @@ class AttentionSpec(OpSpec[AttentionProblem]):
             "has_add": p.add_mask is not None,
             "has_select": p.select_mask is not None,
             "causal": p.causal,
+            "lower": p.lower,
+            "softcap": p.softcap,
             "zero_empty": p.zero_empty,
             "head_dim": p.head_dim,
             "v_dim": p.dv,

@@ -203,8 +203,8 @@ LIMITS: dict[str, str] = {
     r"training_mode=1": "training-mode Dropout and BatchNormalization",
     r"its indices output": "MaxPool's indices output",
     r"mode='wrap'": "Pad's wrap mode",
-    r"Attention node .*(optional output|softcap|window_size|nonpad_kv_seqlen|softmax_precision)": (
-        "ONNX Attention's softcap, sliding windows, external KV cache (nonpad_kv_seqlen) and qk output"
+    r"Attention node .*(optional output|nonpad_kv_seqlen|softmax_precision)": (
+        "ONNX Attention's external KV cache (nonpad_kv_seqlen), qk output and reduced-precision softmax"
     ),
     r"computed at run time with group > 1": "grouped ConvTranspose whose weights are computed at run time",
 }

@@ -33,6 +33,10 @@ SHAPES = [
     "2x3x7x32:m2x1x1x7:lqkvo",
     "1x4x23x32:kv23:g2:dv16:c:lqo",  # grouped K/V heads first, Q and the output sequence-major
     "1x2x9x16:kv11:kt:lqv",  # Kᵀ with a sequence-major Q and V
+    # Gemma-2-style soft-capping, and sliding windows (a lower edge, with and without the causal limit)
+    "1x2x9x16:kv13:cap5.0:c4:lb0:m1x1x1x13",
+    "2x2x7x8:kv7:lb-2:w2x1x7x7",
+    "1x1x5x8:kv9:c1:lb3:z",  # rows whose window holds no key: 0, as ONNX Attention
 ]
 
 
@@ -61,16 +65,23 @@ def test_wgsl_kernel_shapes_on_lavapipe(lavapipe):
         {**base, "q_per_wg": 1, "threads_per_q": 8, "sg_share": 8},
     ]
     seq_major = SPEC.parse_problem("2x2x19x16:kv21:g1:m2x1x19x21:c3:lqkvo")
+    windowed = SPEC.parse_problem("1x2x19x16:kv21:c2:lb-5:cap3.0")
     for params in configs:
         check_op(lavapipe, SPEC, problem, params)
         check_op(lavapipe, SPEC, seq_major, params)
+        check_op(lavapipe, SPEC, windowed, params)
     transposed = SPEC.parse_problem("1x2x19x16:kv21:kt")
     check_op(lavapipe, SPEC, transposed, {**base, "stage_kv": 1, "tile_kv": 8, "vec4": 1})
     check_op(lavapipe, SPEC, transposed, {**base, "q_per_wg": 8, "sg_share": 8, "vec4": 1})
 
 
 def test_glsl_every_config(gl):
-    for shape in ("1x2x7x8:kv9:m1x1x1x9:c1", "1x1x6x12:kv6:dv6:kt:w6x6:f-2.0", "2x2x7x8:kv5:g1:m2x1x1x5:lqkvo"):
+    for shape in (
+        "1x2x7x8:kv9:m1x1x1x9:c1",
+        "1x1x6x12:kv6:dv6:kt:w6x6:f-2.0",
+        "2x2x7x8:kv5:g1:m2x1x1x5:lqkvo",
+        "1x2x7x8:kv11:c3:lb-1:cap2.5",
+    ):
         problem = SPEC.parse_problem(shape)
         for pack in (1, 4):
             for mrt in (1, 2):

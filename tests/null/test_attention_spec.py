@@ -148,10 +148,18 @@ def test_from_node_reads_shapes_and_attributes():
 def test_from_onnx_maps_attributes_and_names_what_is_refused():
     assert SPEC.from_onnx("Attention", 23, {}) == {"k_transposed": False, "causal": None, "zero_empty": True}
     assert SPEC.from_onnx("Attention", 23, {"is_causal": 1, "scale": 0.25})["causal"] == 0
+    # soft-capping and sliding windows: the window's edges relative to the query, the causal limit the tighter
+    capped = SPEC.from_onnx("Attention", 25, {"softcap": 30.0, "left_window_size": 4, "right_window_size": 2})
+    assert (capped["softcap"], capped["lower"], capped["causal"]) == (30.0, -4, 2)
+    causal = SPEC.from_onnx("Attention", 25, {"is_causal": 1, "right_window_size": 2})
+    assert causal["causal"] == 0 and "lower" not in causal
+    problem = SPEC.from_node([(1, 2, 5, 8)] * 3, capped)
+    assert SPEC.problem_key(problem) == "1x2x5x8:c2:lb-4:cap30.0:z"
+    assert SPEC.parse_problem(SPEC.problem_key(problem)) == problem
     for attrs, match in [
-        ({"softcap": 30.0}, "softcap=30.0"),
+        ({"softcap": -1.0}, "softcap=-1.0"),
         ({"softmax_precision": 10}, "softmax_precision=10"),
-        ({"left_window_size": 4}, "left_window_size=4"),
+        ({"left_window_size": -4}, "left_window_size=-4"),
         ({"is_causal": 2}, "is_causal=2"),
         ({"scale": float("inf")}, "scale=inf"),
     ]:
@@ -412,8 +420,8 @@ def test_onnx_attention_imports_as_one_node_and_matches_onnxruntime(case, opset)
 
 def test_onnx_attention_refuses_what_it_cannot_run_naming_it():
     shapes = [(1, 2, 5, 8), (1, 2, 7, 8), (1, 2, 7, 8)]
-    with pytest.raises(UnsupportedModelError, match=r"Attention node 'att' \(opset 23\): softcap=50.0"):
-        import_model(attention_model(shapes, softcap=50.0))
+    with pytest.raises(UnsupportedModelError, match=r"Attention node 'att' \(opset 23\): softmax_precision=10"):
+        import_model(attention_model(shapes, softmax_precision=10))
     with pytest.raises(UnsupportedModelError, match="its optional output 'qk' is used"):
         import_model(attention_model(shapes, outputs=4))
     external = attention_model(shapes)
@@ -445,6 +453,23 @@ def _with_cache(model, past: int, mask_keys: int | None = None):
         node.input.append("")
     node.input.extend(["pk", "pv"])
     return model
+
+
+@pytest.mark.parametrize(
+    ("case", "opset"),
+    [
+        ({"shapes": [(1, 2, 5, 8), (1, 2, 7, 8), (1, 2, 7, 8)], "softcap": 2.0, "is_causal": 1}, 23),
+        ({"shapes": [(1, 2, 7, 8), (1, 2, 7, 8), (1, 2, 7, 8)], "left_window_size": 2, "is_causal": 1}, 25),
+        ({"shapes": [(2, 2, 6, 8), (2, 2, 6, 8), (2, 2, 6, 4)], "left_window_size": 1, "right_window_size": 2}, 25),
+    ],
+)
+def test_onnx_attention_soft_caps_and_slides_its_window_as_onnx_defines(case, opset):
+    model = attention_model(opset=opset, **case)
+    graph = optimize(import_model(model))
+    (node,) = [n for n in graph.nodes if n.op == "attention"]
+    feeds = attention_feeds(model)
+    want = ReferenceEvaluator(model).run(None, feeds)[0]  # ONNX's own definition (opset 25: beyond ORT here)
+    np.testing.assert_allclose(run_graph(graph, feeds)["y"], want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
