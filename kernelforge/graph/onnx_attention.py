@@ -12,12 +12,15 @@ and V along the sequence (one ``concat`` node each, which is also what the ``pre
 outputs are), and ``is_causal`` then aligns to the bottom right (query ``i`` sees keys up to ``past + i``). A
 mask shorter than the keys is padded with -inf (False), as ONNX defines.
 
-``softcap`` and sliding windows (``left_window_size``, ``right_window_size``, aligned like ``is_causal``) run
-in the kernel. Refused, naming them: ``nonpad_kv_seqlen`` (an external cache), a ``softmax_precision`` other
-than float32, and the ``qk_matmul_output`` output.
+An external cache (``nonpad_kv_seqlen``: each batch's valid keys first) becomes a select mask computed on the
+device. ``softcap`` and sliding windows (``left_window_size``, ``right_window_size``, aligned like
+``is_causal``) run in the kernel. Refused, naming them: a ``softmax_precision`` other than float32 and the
+``qk_matmul_output`` output.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import onnx
@@ -110,12 +113,40 @@ def _padded_mask(ctx: Context, mask: str, kv_len: int, boolean: bool) -> str:
     return ctx.emit("concat", [ctx.ir(mask), ctx.add_const(f"{mask}_padding", fill)], {"axis": len(shape) - 1})
 
 
+def _cache_mask(ctx: Context, lengths: str, attrs: dict[str, Any], scores: tuple[int, ...], select: str) -> str:
+    """Return the select mask of an external KV cache: keys ``j < nonpad_kv_seqlen[b]`` (and ``select``'s).
+
+    The cache holds each sequence's ``n = nonpad_kv_seqlen[b]`` keys first; its queries are the last ``Sq`` of
+    them, so the causal limit and a window's edges align to ``n - Sq`` per batch: computed on the device, they
+    move from the node's attributes into the mask (``attrs`` is updated).
+    """
+    b, _, sq, skv = scores
+    if ctx.shape(lengths) != (b,):
+        raise ctx.fail(f"nonpad_kv_seqlen of shape {ctx.shape(lengths)} is not one length per batch ({b},)")
+    n = ctx.reshape(ctx.ir(lengths), (b, 1, 1, 1))
+    keys = ctx.add_const("kv_positions", np.arange(skv, dtype=np.float32).reshape(1, 1, 1, skv))
+    inputs = [n, keys]
+    expr = "less(v1, v0)"
+    limits = [(attrs.pop("causal", None), "less_equal"), (attrs.pop("lower", None), "greater_equal")]
+    for offset, compare in limits:
+        if offset is not None:
+            if len(inputs) == 2:
+                inputs.append(ctx.add_const("q_positions", np.arange(sq, dtype=np.float32).reshape(1, 1, sq, 1)))
+            expr = f"logical_and({expr}, {compare}(v1, v2 + v0 + {float(offset - sq)!r}))"
+    attrs["causal"] = None
+    if select:
+        inputs.append(select)
+        expr = f"logical_and({expr}, v{len(inputs) - 1})"
+    return ctx.emit("elementwise", inputs, {"expr": expr})  # [b, 1, 1 or sq, skv]
+
+
 def _attention(ctx: Context, node: onnx.NodeProto) -> None:
-    if ctx.input(6):
-        raise NodeUnsupported(f"input nonpad_kv_seqlen ({ctx.input(6)!r}, an external KV cache) is not supported")
+    lengths = ctx.input(6)
     past_key, past_value = ctx.input(4), ctx.input(5)
     if bool(past_key) != bool(past_value):
         raise ctx.fail("past_key and past_value must be given together")
+    if lengths and past_key:
+        raise ctx.fail("nonpad_kv_seqlen (an external KV cache) cannot be combined with past_key and past_value")
     try:
         given = {a.name: ctx.attr(a.name) for a in node.attribute}
         attrs = get_op("attention").from_onnx(node.op_type, ctx.opset, given)
@@ -147,6 +178,9 @@ def _attention(ctx: Context, node: onnx.NodeProto) -> None:
             select = _padded_mask(ctx, mask, kv_len, True)
         else:
             add = _padded_mask(ctx, mask, kv_len, False)
+    if lengths:
+        q_shape = ctx.graph.values[inputs[0]].shape
+        select = _cache_mask(ctx, lengths, attrs, (q_shape[0], q_shape[1], q_shape[2], kv_len), select)
     out = node.output[0]
     if ranks == {4}:
         ctx.emit("attention", [*inputs, add, select], attrs, out=out)

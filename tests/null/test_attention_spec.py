@@ -425,10 +425,16 @@ def test_onnx_attention_refuses_what_it_cannot_run_naming_it():
     with pytest.raises(UnsupportedModelError, match="its optional output 'qk' is used"):
         import_model(attention_model(shapes, outputs=4))
     external = attention_model(shapes)
-    external.graph.input.append(helper.make_tensor_value_info("n", TensorProto.INT64, [1]))
+    external.graph.input.append(helper.make_tensor_value_info("n", TensorProto.INT64, [3]))
     external.graph.node[0].input.extend(["", "", "", "n"])
-    with pytest.raises(UnsupportedModelError, match=r"input nonpad_kv_seqlen \('n', an external KV cache\)"):
+    with pytest.raises(GraphError, match=r"nonpad_kv_seqlen of shape \(3,\) is not one length per batch \(1,\)"):
         import_model(external)
+    both = attention_model(shapes)
+    both.graph.input.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 2, 3, 8]) for n in ("pk", "pv"))
+    both.graph.input.append(helper.make_tensor_value_info("n", TensorProto.INT64, [1]))
+    both.graph.node[0].input.extend(["", "pk", "pv", "n"])
+    with pytest.raises(GraphError, match=r"nonpad_kv_seqlen .* cannot be combined with past_key and past_value"):
+        import_model(both)
     lonely = attention_model(shapes)
     lonely.graph.input.append(helper.make_tensor_value_info("past", TensorProto.FLOAT, [1, 2, 3, 8]))
     lonely.graph.node[0].input.extend(["", "past"])
@@ -468,6 +474,32 @@ def test_onnx_attention_soft_caps_and_slides_its_window_as_onnx_defines(case, op
     graph = optimize(import_model(model))
     assert [n.op for n in graph.nodes].count("attention") == 1
     feeds = attention_feeds(model)
+    want = ReferenceEvaluator(model).run(None, feeds)[0]  # ONNX's own definition (opset 25: beyond ORT here)
+    np.testing.assert_allclose(run_graph(graph, feeds)["y"], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        {"shapes": [(2, 2, 3, 8), (2, 2, 9, 8), (2, 2, 9, 8)]},
+        {"shapes": [(2, 2, 3, 8), (2, 2, 9, 8), (2, 2, 9, 8)], "is_causal": 1, "left_window_size": 2},
+        {"shapes": [(2, 2, 3, 8), (2, 2, 9, 8), (2, 2, 9, 8)], "mask": (TensorProto.BOOL, (3, 9)), "is_causal": 1},
+    ],
+)
+def test_onnx_attention_external_cache_attends_each_sequences_valid_keys(case):
+    model = attention_model(opset=24, **case)
+    model.graph.input.append(helper.make_tensor_value_info("n", TensorProto.INT64, [2]))
+    node = model.graph.node[0]
+    while len(node.input) < 6:
+        node.input.append("")
+    node.input.append("n")
+    graph = optimize(import_model(model))
+    (attention,) = [n for n in graph.nodes if n.op == "attention"]
+    assert attention.attrs["causal"] is None and "lower" not in attention.attrs  # in the mask, per batch
+    feeds = attention_feeds(model)
+    feeds["n"] = np.array([5, 9], np.int64)  # the first sequence's cache holds 5 keys, the second is full
+    if "mask" in case:
+        feeds["m"][...] = True
     want = ReferenceEvaluator(model).run(None, feeds)[0]  # ONNX's own definition (opset 25: beyond ORT here)
     np.testing.assert_allclose(run_graph(graph, feeds)["y"], want, rtol=1e-5, atol=1e-6)
 
