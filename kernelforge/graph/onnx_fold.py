@@ -187,7 +187,7 @@ CONST_INPUTS: dict[str, tuple[int, ...]] = {
     "Squeeze": (1,),
     "Unsqueeze": (1,),
     "Pad": (1, 2, 3),
-    "Resize": (2, 3),
+    "Resize": (1, 2, 3),
     "Upsample": (1,),
     "Slice": (1, 2, 3, 4),
     "Split": (1,),

@@ -189,15 +189,13 @@ LIMITS: dict[str, str] = {
     ),
     r"is empty|keeps no values|contradicts the declared shape|zero-size array": "empty tensors (a dim of 0)",
     r"needs a runtime value; only a constant is supported": (
-        "a shape, axes, pads or pad value computed at run time (every shape is fixed at load)"
+        "a shape, axes, pads, pad value, scales or roi computed at run time (every shape is fixed at load)"
     ),
-    r"mode='cubic'|tf_crop_and_resize|keep_aspect_ratio_policy|antialias=1": "Resize: cubic, crop, aspect, antialias",
     r"only 2-D windows|only 1-D and 2-D windows|only 4-D \(2-D spatial\)|only 3-D or 4-D": (
         "pooling and convolution other than 1-D and 2-D"
     ),
     r"training_mode=1": "training-mode Dropout and BatchNormalization",
     r"its indices output": "MaxPool's indices output",
-    r"mode='wrap'": "Pad's wrap mode",
     r"Attention node .*(optional output|softcap|window_size|nonpad_kv_seqlen|softmax_precision)": (
         "ONNX Attention's softcap, sliding windows, external KV cache (nonpad_kv_seqlen) and qk output"
     ),
