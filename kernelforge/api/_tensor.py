@@ -178,13 +178,13 @@ def pad(
     device: str | int = "auto",
     backend: str | None = None,
 ) -> np.ndarray:
-    """Pad (or crop, with negative pads) a tensor of rank 1..6 on a GPU, as ONNX Pad (opset 18).
+    """Pad (or crop, with negative pads) a tensor of rank 1..6 on a GPU, as ONNX Pad (opset 19).
 
     Args:
         x: Input tensor.
         pads: ``[x1_begin, x2_begin, ..., x1_end, x2_end, ...]`` for ``axes`` (default: every axis);
             negative values remove elements.
-        mode: ``"constant"``, ``"reflect"`` or ``"edge"``.
+        mode: ``"constant"``, ``"reflect"``, ``"edge"`` or ``"wrap"``.
         constant_value: Fill value of ``constant`` mode (inf and nan allowed).
         axes: Axes the pads refer to (negative counts from the back); ``None`` means all.
         device: A ``--device`` selector.
@@ -230,6 +230,23 @@ def _pair(name: str, value: Any, dims: tuple[int, ...], integer: bool) -> tuple[
     return resize_op.f32(values[0]), resize_op.f32(values[1])
 
 
+def _roi(value: Any) -> tuple[float, float, float, float]:
+    """Return ``(start_h, start_w, end_h, end_w)`` of ONNX ``roi`` (8 values, N and C whole) or of 4 values."""
+    try:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+            raise ValueError
+        values = [float(v) for v in np.asarray(value, np.float64).reshape(-1)]
+    except (TypeError, ValueError):
+        raise ShapeError(f"resize: roi must be a sequence of 8 or 4 numbers, got {value!r}") from None
+    if len(values) == 8:
+        if values[:2] != [0.0, 0.0] or values[4:6] != [1.0, 1.0]:
+            raise ShapeError(f"resize: roi must keep N and C whole (0 to 1; only H and W are cropped), got {values}")
+        values = [values[2], values[3], values[6], values[7]]
+    if len(values) != 4:
+        raise ShapeError(f"resize: roi must have 8 (N, C, H, W starts, then ends) or 4 entries, got {len(values)}")
+    return (values[0], values[1], values[2], values[3])
+
+
 def resize(
     x: np.ndarray,
     scales: Sequence[float] | None = None,
@@ -238,10 +255,16 @@ def resize(
     coordinate_transformation_mode: str = "half_pixel",
     nearest_mode: str = "round_prefer_floor",
     *,
+    cubic_coeff_a: float = -0.75,
+    exclude_outside: bool = False,
+    antialias: bool = False,
+    roi: Sequence[float] | None = None,
+    extrapolation_value: float = 0.0,
+    keep_aspect_ratio_policy: str = "stretch",
     device: str | int = "auto",
     backend: str | None = None,
 ) -> np.ndarray:
-    """Resize an NCHW tensor over H and W on a GPU, as ONNX Resize (opset 13-19, ``onnx.reference`` semantics).
+    """Resize an NCHW tensor over H and W on a GPU, as ONNX Resize (opset 11-19, ``onnx.reference`` semantics).
 
     ONNX Upsample (opsets 7-9) is ``resize(x, scales, mode=mode, coordinate_transformation_mode="asymmetric",
     nearest_mode="floor")``: its nearest mode picks ``floor(out / scale)``, its linear mode interpolates with
@@ -252,10 +275,18 @@ def resize(
         scales: ``[1, 1, scale_h, scale_w]`` (ONNX) or ``[scale_h, scale_w]``; rounded to float32 as ONNX does.
             Output size is ``floor(input * scale)``.
         sizes: ``[N, C, h_out, w_out]`` (ONNX) or ``[h_out, w_out]``; exactly one of ``scales``/``sizes``.
-        mode: ``"nearest"`` or ``"linear"`` (bilinear); ``cubic`` is not supported.
+        mode: ``"nearest"``, ``"linear"`` (bilinear) or ``"cubic"`` (bicubic).
         coordinate_transformation_mode: ``"half_pixel"``, ``"pytorch_half_pixel"``, ``"align_corners"``,
-            ``"asymmetric"`` or ``"half_pixel_symmetric"``; ``tf_crop_and_resize`` is not supported.
+            ``"asymmetric"``, ``"half_pixel_symmetric"`` or ``"tf_crop_and_resize"``.
         nearest_mode: ``"round_prefer_floor"``, ``"round_prefer_ceil"``, ``"floor"`` or ``"ceil"``.
+        cubic_coeff_a: The cubic kernel's coefficient (cubic mode).
+        exclude_outside: Drop the taps outside the input and renormalise (linear and cubic).
+        antialias: Widen the linear or cubic filter by ``1 / scale`` when downsampling.
+        roi: ``tf_crop_and_resize``'s region: ONNX's 8 values (N, C, H, W starts, then ends; N and C 0 to 1) or
+            ``[start_h, start_w, end_h, end_w]``; default the whole input.
+        extrapolation_value: ``tf_crop_and_resize``'s value where the source is outside the input.
+        keep_aspect_ratio_policy: With ``sizes``: ``"stretch"``, or ``"not_larger"``/``"not_smaller"`` to
+            resize H and W by one scale, the smaller or larger of ``size / input``.
         device: A ``--device`` selector.
         backend: ``"wgsl"`` or ``"glsl"`` to choose the kernel language; ``None`` takes the device's.
 
@@ -283,5 +314,11 @@ def resize(
         mode=str(mode),
         coordinate_transformation_mode=str(coordinate_transformation_mode),
         nearest_mode=str(nearest_mode),
+        cubic_coeff_a=cubic_coeff_a,
+        exclude_outside=exclude_outside,
+        antialias=antialias,
+        roi=_roi(roi) if roi is not None else (0.0, 0.0, 1.0, 1.0),
+        extrapolation_value=extrapolation_value,
+        keep_aspect_ratio_policy=str(keep_aspect_ratio_policy),
     )
     return run_op("resize", problem, [data], device, backend)

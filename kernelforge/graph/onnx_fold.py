@@ -18,11 +18,12 @@ from kernelforge.graph.ir import check_size
 from kernelforge.graph.onnx_context import Context, flatten_shape, reshape_target, squeeze_shape, unsqueeze_shape
 from kernelforge.graph.onnx_quant import CONST_INPUTS as QUANT_CONST_INPUTS
 from kernelforge.graph.onnx_quant import FOLDERS as QUANT_FOLDERS
+from kernelforge.graph.onnx_quant import LOAD_TIME_INPUTS as QUANT_LOAD_TIME_INPUTS
 from kernelforge.graph.onnx_reduce import CONST_INPUTS as REDUCE_CONST_INPUTS
 from kernelforge.graph.onnx_reduce import FOLDERS as REDUCE_FOLDERS
 from kernelforge.graph.onnx_slice import fold_split
 
-__all__ = ["ALWAYS_FOLD", "CONSTANT_VALUES", "CONST_INPUTS", "FOLDERS", "Folder"]
+__all__ = ["ALWAYS_FOLD", "CONSTANT_VALUES", "CONST_INPUTS", "FOLDERS", "LOAD_TIME_INPUTS", "Folder"]
 
 Folder = Callable[[Context, onnx.NodeProto, list[np.ndarray]], list[np.ndarray]]
 
@@ -195,6 +196,9 @@ CONST_INPUTS: dict[str, tuple[int, ...]] = {
     **QUANT_CONST_INPUTS,
 }
 """Inputs (shapes, axes, pads, scales) a converted node needs as constants: every shape is static."""
+LOAD_TIME_INPUTS: dict[str, tuple[int, ...]] = {**QUANT_LOAD_TIME_INPUTS, "Resize": (1,)}
+"""Inputs that run in every form only as constants, though a runtime one runs in some (a Resize roi matters
+only to ``tf_crop_and_resize``; see :data:`.onnx_quant.LOAD_TIME_INPUTS`)."""
 CONSTANT_VALUES = {"value", "value_float", "value_floats", "value_int", "value_ints"}
 ALWAYS_FOLD = ("Shape", "Size")
 """Ops that fold whatever their input: every shape is static."""

@@ -24,11 +24,10 @@ from kernelforge.graph.onnx_fold import ALWAYS_FOLD, CONST_INPUTS, CONSTANT_VALU
 from kernelforge.graph.onnx_ops import CONVERTERS, DIRECT, node_attrs
 from kernelforge.graph.onnx_quant import CHECKS as QUANT_CHECKS
 from kernelforge.graph.onnx_quant import carry_quantized
+from kernelforge.graph.onnx_resize import check_resize
 from kernelforge.ops import get_op
 from kernelforge.ops._attrs import AUTO_PADS
 from kernelforge.ops.pad import MODES as PAD_MODES
-from kernelforge.ops.resize import COORDINATE_MODES, NEAREST_MODES
-from kernelforge.ops.resize import MODES as RESIZE_MODES
 
 __all__ = ["MAX_OPSET", "MIN_OPSET", "ModelError", "UnsupportedModelError", "import_model"]
 
@@ -83,22 +82,6 @@ def _check_window(node: onnx.NodeProto, opset: int, used: set[str]) -> str | Non
     return _extra_outputs(node, used, "indices") if node.op_type == "MaxPool" else None
 
 
-def _check_resize(node: onnx.NodeProto, opset: int, used: set[str]) -> str | None:
-    mode = _attr(node, "mode", "nearest")
-    if mode not in RESIZE_MODES:
-        return f"mode={mode!r} (supported: {', '.join(RESIZE_MODES)})"
-    coord = _attr(node, "coordinate_transformation_mode", "half_pixel")
-    if coord not in COORDINATE_MODES:
-        return f"coordinate_transformation_mode={coord!r} (supported: {', '.join(COORDINATE_MODES)})"
-    nearest = _attr(node, "nearest_mode", "round_prefer_floor")
-    if nearest not in NEAREST_MODES:
-        return f"nearest_mode={nearest!r} (supported: {', '.join(NEAREST_MODES)})"
-    if _attr(node, "antialias", 0):
-        return "antialias=1 is not supported"
-    policy = _attr(node, "keep_aspect_ratio_policy", "stretch")
-    return None if policy == "stretch" else f"keep_aspect_ratio_policy={policy!r} (supported: stretch)"
-
-
 _CASTABLE = {
     onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16,
     onnx.TensorProto.BOOL, onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32,
@@ -118,8 +101,8 @@ def _check_cast(node: onnx.NodeProto, opset: int, used: set[str]) -> str | None:
 CHECKS: dict[str, Check] = {
     **dict.fromkeys(("Conv", "ConvInteger", "MaxPool", "AveragePool"), _check_window),
     **QUANT_CHECKS,
-    "Resize": _check_resize,
-    "Upsample": _check_resize,
+    "Resize": check_resize,
+    "Upsample": check_resize,
     "Cast": _check_cast,
     "Gelu": lambda node, opset, used: (
         None

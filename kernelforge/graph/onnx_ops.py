@@ -33,6 +33,7 @@ from kernelforge.graph.onnx_gather import CONVERTERS as GATHER
 from kernelforge.graph.onnx_quant import converters as quant_converters
 from kernelforge.graph.onnx_reduce import CONVERTERS as REDUCE
 from kernelforge.graph.onnx_reduce import layernorm_statistics
+from kernelforge.graph.onnx_resize import CONVERTERS as RESIZE
 from kernelforge.graph.onnx_slice import CONVERTERS as SLICING
 from kernelforge.graph.onnx_windows import lift_windows
 from kernelforge.ops import OPS, get_op
@@ -385,48 +386,6 @@ def _pad(ctx: Context, node: onnx.NodeProto) -> None:
     ctx.emit("pad", [x_ir], attrs, out=node.output[0])
 
 
-def _resize(ctx: Context, node: onnx.NodeProto) -> None:
-    x = node.input[0]
-    n, c, h, w = _rank4(ctx, x)
-    mode = ctx.attr("mode", "nearest")
-    if node.op_type == "Upsample" or ctx.opset < 11:
-        # Upsample and Resize-10: asymmetric coordinates; nearest truncates up and rounds up down (onnxruntime)
-        scales_in = ctx.attr("scales") if ctx.attr("scales") is not None else ctx.const(ctx.input(1))
-        if scales_in is None:
-            raise NodeUnsupported("scales need a runtime value; only constant scales are supported")
-        scales: list[float] | None = [float(s) for s in np.asarray(scales_in).reshape(-1)]
-        sizes: list[int] | None = None
-        coord = "asymmetric"
-        nearest = "floor" if min(scales or [1.0]) >= 1.0 else "ceil"
-    else:
-        coord = ctx.attr("coordinate_transformation_mode", "half_pixel")
-        nearest = ctx.attr("nearest_mode", "round_prefer_floor")
-        scale_data, size_data = ctx.const(ctx.input(2)), ctx.const(ctx.input(3))
-        if (ctx.input(2) and scale_data is None) or (ctx.input(3) and size_data is None):
-            raise NodeUnsupported("scales/sizes need a runtime value; only constant ones are supported")
-        scales = [float(s) for s in scale_data.reshape(-1)] if scale_data is not None and scale_data.size else None
-        sizes = [int(s) for s in size_data.reshape(-1)] if size_data is not None and size_data.size else None
-        axes = ctx.attr("axes")
-        if axes is not None:
-            full: list[Any] = [1.0] * 4 if scales is not None else [n, c, h, w]
-            for j, a in enumerate(axes):
-                full[a % 4] = (scales or sizes or [])[j]
-            scales, sizes = (full, None) if scales is not None else (None, full)
-    given = scales if scales is not None else sizes
-    if given is None or len(given) != 4:
-        raise ctx.fail(f"needs 4 scales or sizes for a 4-D input, got {given}")
-    if (scales is not None and scales[:2] != [1.0, 1.0]) or (sizes is not None and sizes[:2] != [n, c]):
-        raise NodeUnsupported(f"resizing the N or C axis ({given}) is not supported; only H and W")
-    fields: dict[str, Any] = {
-        "scales": None if scales is None else (scales[2], scales[3]),
-        "sizes": None if sizes is None else (sizes[2], sizes[3]),
-        "mode": mode,
-        "coordinate_transformation_mode": coord,
-        "nearest_mode": nearest,
-    }
-    ctx.emit("resize", [ctx.ir(x)], fields, out=node.output[0])
-
-
 # --- ops that run as they stand ------------------------------------------------------------------------------
 
 
@@ -485,8 +444,7 @@ CONVERTERS: dict[str, Converter] = {
     "Identity": _identity,
     "LRN": _lrn,
     "Pad": _pad,
-    "Resize": _resize,
-    "Upsample": _resize,
+    **RESIZE,
     "LayerNormalization": _layernorm,
     **quant_converters(matmul=_matmul, conv=_conv),
 }

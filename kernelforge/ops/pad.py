@@ -1,11 +1,13 @@
-"""Pad (ONNX opset 18): constant, reflect and edge padding of a rank 1..6 tensor, negative pads crop.
+"""Pad (ONNX opset 19): constant, reflect, edge and wrap padding of a rank 1..6 tensor, negative pads crop.
 
 Every axis maps an output index ``o`` to an input index the same way: the input is first cropped by the
 negative pads to ``[lo, lo + kept)``, then padded by the positive ones. With ``j = o - max(begin, 0)``,
 ``constant`` reads ``lo + j`` when ``0 <= j < kept`` (else the value), ``edge`` clamps ``j`` into the kept
-range and ``reflect`` folds it back with period ``2 * (kept - 1)`` (numpy's and ``onnx.reference``'s
-``reflect``, which also covers pads of ``kept`` or more; onnxruntime rejects those). The output is viewed as
-``[rows, cols]`` with ``cols`` the last axis: kernels decode a row once and then map its columns.
+range, ``reflect`` folds it back with period ``2 * (kept - 1)`` (numpy's and ``onnx.reference``'s
+``reflect``, which also covers pads of ``kept`` or more; onnxruntime rejects those) and ``wrap`` takes it
+modulo ``kept`` (numpy's ``wrap``: the kept range repeats, as onnxruntime also crops before wrapping). The
+output is viewed as ``[rows, cols]`` with ``cols`` the last axis: kernels decode a row once and then map its
+columns.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from kernelforge.ops.spec import GlLaunch, Launch, Limits, OpSpec, Param, Params
 from kernelforge.ops.texture import TexLayout, first_too_big
 
 MAX_RANK = 6
-MODES = ("constant", "reflect", "edge")
+MODES = ("constant", "reflect", "edge", "wrap")
 # WebGPU's default maxComputeWorkgroupsPerDimension: the 1-D grid spills into y past it.
 GRID_X = 65535
 
@@ -106,18 +108,21 @@ class AxisMap:
             period = 2 * (self.kept - 1)
             j = np.mod(j, period) if period else np.zeros_like(j)
             j = np.where(j >= self.kept, period - j, j)
+        elif mode == "wrap":
+            j = np.mod(j, self.kept)
         # constant mode: outside indices are clamped to any valid element (masked by `inside`)
         return np.clip(self.lo + j, 0, self.size_in - 1), inside
 
     def context(self) -> dict[str, int | bool]:
         """Return the numbers the templates use for this axis.
 
-        ``roff`` is a multiple of the reflect ``period`` that makes ``o - pb + roff`` non-negative for every
-        output index, so kernels take a remainder of a non-negative number (GLSL's ``%`` of a negative int is
-        undefined).
+        ``roff`` (``woff``) is a multiple of the reflect ``period`` (of ``kept``, for wrap) that makes
+        ``o - pb + roff`` non-negative for every output index, so kernels take a remainder of a non-negative
+        number (GLSL's ``%`` of a negative int is undefined).
         """
         period = 2 * (self.kept - 1)
         roff = period * math.ceil(self.pad_begin / period) if period > 0 else 0
+        woff = self.kept * math.ceil(self.pad_begin / self.kept) if self.kept > 0 else 0
         return {
             "pb": self.pad_begin,
             "lo": self.lo,
@@ -125,6 +130,7 @@ class AxisMap:
             "size_in": self.size_in,
             "period": period,
             "roff": roff,
+            "woff": woff,
             "identity": self.identity,
         }
 
@@ -194,7 +200,7 @@ class PadSpec(OpSpec[PadProblem]):
     templates: ClassVar[dict[str, str]] = {"wgsl": "wgsl/pad.wgsl.j2", "glsl": "glsl/pad.frag.j2"}
     shape_syntax: ClassVar[str] = (
         "DIMS:pPADS[:MODE][:vVALUE][:aAXES], pads as ONNX (begins then ends, negative crops), MODE constant|"
-        "reflect|edge (1x3x224x224:p0,0,1,1,0,0,1,1:reflect, 5x7:p-1,2:constant:v1.5:a1)"
+        "reflect|edge|wrap (1x3x224x224:p0,0,1,1,0,0,1,1:reflect, 5x7:p-1,2:constant:v1.5:a1)"
     )
     # the syntax uses commas inside a shape: several shapes in one --shape value are split on ";" only
     shape_separator: ClassVar[str] = ";"
@@ -218,7 +224,7 @@ class PadSpec(OpSpec[PadProblem]):
         """Parse ``DIMS:pPADS[:MODE][:vVALUE][:aAXES]``.
 
         ``DIMS`` are sizes joined by ``x``; ``PADS`` are ONNX pads (all begins, then all ends) joined by ``,``
-        and may be negative (crop); ``MODE`` is ``constant`` (default), ``reflect`` or ``edge``; ``vVALUE`` is
+        and may be negative (crop); ``MODE`` is ``constant`` (default), ``reflect``, ``edge`` or ``wrap``; ``vVALUE`` is
         the constant (a float, ``inf``/``-inf`` allowed; default 0); ``aAXES`` lists the axes the pads refer
         to (negative counts from the back). Examples: ``1x3x224x224:p0,0,1,1,0,0,1,1:reflect``,
         ``5x7:p-1,2:v1.5:a1``.

@@ -1,18 +1,26 @@
-"""Resize (ONNX opset 13-19) of NCHW tensors over H and W: nearest and linear modes; spec, reference, launch.
+"""Resize (ONNX opset 11-19) of NCHW tensors over H and W: nearest, linear and cubic; spec, reference, launch.
 
 Semantics follow ``onnx.reference`` (the authority the tests check against): the output size is
 ``floor(input * scale)`` with the scale rounded to float32 (ONNX ``scales`` are a float tensor), or the given
-``sizes`` with ``scale = size / input``; source coordinates come from ``coordinate_transformation_mode``
-evaluated in float64 with that scale, so ``align_corners`` divides by ``scale * input - 1`` even when that is
-fractional (onnxruntime uses the integer output length there and differs for such scales). Nearest picks
-per ``nearest_mode``; linear blends the two neighbours; neighbour indices are clamped into the input.
+``sizes`` with ``scale = size / input``; ``keep_aspect_ratio_policy`` (``not_larger``/``not_smaller``) turns
+``sizes`` into one scale for H and W, the smaller or larger of ``size / input``, and the output into
+``round(scale * input)``. Source coordinates come from ``coordinate_transformation_mode`` evaluated in float64
+with that scale, so ``align_corners`` and ``tf_crop_and_resize`` divide by ``scale * input - 1`` even when that
+is fractional (onnxruntime uses the integer output length there and differs for such scales).
+``tf_crop_and_resize`` maps the output onto the ``roi`` region of the input and writes ``extrapolation_value``
+where the source coordinate falls outside the input. Nearest picks per ``nearest_mode``; linear blends the
+two neighbours; cubic weighs four with Keys' kernel (``cubic_coeff_a``); ``antialias`` widens the linear or
+cubic filter by ``1 / scale`` when downsampling; ``exclude_outside`` drops the taps outside the input and
+renormalises. Neighbour indices are clamped into the input (:mod:`._resize_axis` has the per-axis math).
 
-Kernels do not evaluate the coordinate modes: the host computes, per output row and column, the two source
-indices and the weight in float64 exactly as the reference does and passes them as a small table (one
-vec4 ``(i0, i1, w, 0)`` per output coordinate, rows ``[0, H_out)`` for H, then ``[H_out, H_out + W_out)``
-for W). So every mode and rounding rule is exact on every device (float32 shader arithmetic would flip
-nearest ties), and one kernel per (mode, layout) serves all of them. The table is the kernel's second
-device input.
+Kernels do not evaluate the coordinate modes: the host computes, per output row and column, the source
+indices and weights in float64 exactly as the reference does and passes them as a small table, the kernel's
+second device input. Nearest and linear: one vec4 ``(i0, i1, w, 0)`` per output coordinate, rows
+``[0, H_out)`` for H, then ``[H_out, H_out + W_out)`` for W. Tap modes (cubic, antialias, linear with
+``exclude_outside``): ``KH / 2`` vec4 tap pairs ``(i, w, i', w')`` per output row, then ``KW / 2`` per output
+column, ``KH`` and ``KW`` the window widths of the two axes. So every mode and rounding rule is exact on every
+device (float32 shader arithmetic would flip nearest ties), and one kernel per (mode, layout) serves all of
+them. ``tf_crop_and_resize`` adds the ``[lo, hi)`` output rows and columns that are not extrapolated.
 """
 
 from __future__ import annotations
@@ -20,20 +28,37 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from kernelforge.errors import ShapeError
+from kernelforge.ops._resize_axis import axis_table
+from kernelforge.ops._resize_problem import (
+    COORDINATE_MODES,
+    CUBIC_COEFF_A,
+    FULL_HW_ROI,
+    MODES,
+    NEAREST_MODES,
+    POLICIES,
+    ResizeProblem,
+    f32,
+)
 from kernelforge.ops.spec import GlLaunch, Launch, Limits, OpSpec, Param, Params, input_shape
 from kernelforge.ops.texture import TexLayout, first_too_big
 
-MODES = ("nearest", "linear")
-COORDINATE_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "half_pixel_symmetric")
-NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
-# Indices travel as float32 in the table: exact below 2**24.
-MAX_DIM = 1 << 24
+__all__ = [
+    "COORDINATE_MODES",
+    "MODES",
+    "NEAREST_MODES",
+    "POLICIES",
+    "SPEC",
+    "ResizeProblem",
+    "ResizeSpec",
+    "axis_table",
+    "f32",
+]
+
 GRID = 65535
 
 DEFAULT_PARAMS: Params = {"wg_x": 16, "wg_y": 4, "opt": 1, "layout": 0}
@@ -48,11 +73,7 @@ _GLSL_FALLBACKS: tuple[Params, ...] = ({"layout": 0, "square": 1}, {"layout": 1,
 _SHAPE = re.compile(r"^(\d+)x(\d+)x(\d+)x(\d+)$")
 _PAIR_F = re.compile(r"^s([0-9.e+-]+),([0-9.e+-]+)$")
 _PAIR_I = re.compile(r"^o(\d+),(\d+)$")
-
-
-def f32(value: float) -> float:
-    """Round a scale to float32, as an ONNX ``scales`` tensor holds it."""
-    return float(np.float32(value))
+_ROI = re.compile(r"^r([0-9.e+-]+),([0-9.e+-]+),([0-9.e+-]+),([0-9.e+-]+)$")
 
 
 def _fmt(value: float) -> str:
@@ -60,130 +81,43 @@ def _fmt(value: float) -> str:
     return np.format_float_positional(np.float32(value), trim="-")
 
 
-def axis_table(
-    size_in: int, size_out: int, scale: float, mode: str, coordinate_mode: str, nearest_mode: str
-) -> np.ndarray:
-    """Return ``(size_out, 3)`` float64 rows ``(i0, i1, w)``: output ``i`` is ``(1 - w) * in[i0] + w * in[i1]``.
-
-    Mirrors ``onnx.reference``'s ``_interpolate_1d_along_axis`` operation for operation (float64), including
-    its skip of axes whose scale is 1 and size unchanged.
-    """
-    table = np.zeros((size_out, 3))
-    if math.isclose(scale, 1.0) and size_out == size_in:
-        table[:, 0] = table[:, 1] = np.arange(size_out)
-        return table
-    output_width = scale * size_in
-    y = np.arange(size_out, dtype=np.float64)
-    if coordinate_mode == "align_corners":
-        x = np.zeros(size_out) if output_width == 1 else y * (size_in - 1) / (output_width - 1)
-    elif coordinate_mode == "asymmetric":
-        x = y / scale
-    elif coordinate_mode == "pytorch_half_pixel":
-        x = np.full(size_out, -0.5) if output_width == 1 else (y + 0.5) / scale - 0.5
-    elif coordinate_mode == "half_pixel":
-        x = (y + 0.5) / scale - 0.5
-    else:  # half_pixel_symmetric
-        offset = size_in / 2 * (1 - size_out / output_width)
-        x = offset + (y + 0.5) / scale - 0.5
-    x_int = np.floor(x)
-    ratio = np.where(x == x_int, 1.0, x - x_int)
-    # the reference's 2-tap window: indices floor(x) - (1 if x is an integer) and the next one
-    padded = x + 1
-    start = np.floor(padded) + np.where(padded - np.floor(padded) == 0, -1, 0) - 1
-    if mode == "nearest":
-        whole = np.floor(ratio) == ratio
-        second = {
-            "round_prefer_floor": ratio > 0.5,
-            "round_prefer_ceil": ratio >= 0.5,
-            "floor": np.zeros(size_out, bool),
-            "ceil": np.ones(size_out, bool),
-        }[nearest_mode]
-        pick = np.clip(start + (whole | second), 0, size_in - 1)
-        table[:, 0] = table[:, 1] = pick
-    else:
-        table[:, 0] = np.clip(start, 0, size_in - 1)
-        table[:, 1] = np.clip(start + 1, 0, size_in - 1)
-        table[:, 2] = ratio
-    return table
+def _table_rows(problem: ResizeProblem) -> int:
+    """Return the coordinate table's vec4 rows (see the module docstring)."""
+    ho, wo = problem.out_hw
+    if not problem.taps:
+        return ho + wo
+    kh, kw = problem.tap_counts()
+    return ho * kh // 2 + wo * kw // 2
 
 
-@dataclass(frozen=True)
-class ResizeProblem:
-    """One Resize call on an ``(n, c, h, w)`` tensor, by ``scales`` or ``sizes`` (H, W; exactly one)."""
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ShapeError(f"resize: {text!r} is not a number") from None
 
-    n: int
-    c: int
-    h: int
-    w: int
-    scales: tuple[float, float] | None = None
-    """H and W scales, float32-rounded values (ONNX's ``scales`` are float32)."""
-    sizes: tuple[int, int] | None = None
-    mode: str = "nearest"
-    coordinate_transformation_mode: str = "half_pixel"
-    nearest_mode: str = "round_prefer_floor"
 
-    def __post_init__(self) -> None:
-        for name in ("n", "c", "h", "w"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < MAX_DIM:
-                raise ShapeError(f"resize: {name} must be an integer in [1, {MAX_DIM}), got {value!r}")
-        if (self.scales is None) == (self.sizes is None):
-            raise ShapeError("resize: give exactly one of scales and sizes")
-        if self.scales is not None:
-            if not isinstance(self.scales, tuple) or len(self.scales) != 2:
-                raise ShapeError(f"resize: scales must be a tuple (scale_h, scale_w), got {self.scales!r}")
-            for s in self.scales:
-                if isinstance(s, bool) or not isinstance(s, (int, float)) or not (math.isfinite(s) and s > 0):
-                    raise ShapeError(f"resize: scales must be finite numbers > 0, got {self.scales!r}")
-            # ONNX scales are a float32 tensor: the rounded value decides output sizes and coordinates
-            object.__setattr__(self, "scales", (f32(self.scales[0]), f32(self.scales[1])))
-        if self.sizes is not None:
-            if not isinstance(self.sizes, tuple) or len(self.sizes) != 2:
-                raise ShapeError(f"resize: sizes must be a tuple (h_out, w_out), got {self.sizes!r}")
-            if any(isinstance(s, bool) or not isinstance(s, int) or not 1 <= s < MAX_DIM for s in self.sizes):
-                raise ShapeError(f"resize: sizes must be integers in [1, {MAX_DIM}), got {self.sizes!r}")
-        if self.mode not in MODES:
-            raise ShapeError(f"resize: mode must be one of {MODES} (cubic is not supported), got {self.mode!r}")
-        if self.coordinate_transformation_mode not in COORDINATE_MODES:
-            raise ShapeError(
-                f"resize: coordinate_transformation_mode must be one of {COORDINATE_MODES} "
-                f"(tf_crop_and_resize is not supported), got {self.coordinate_transformation_mode!r}"
-            )
-        if self.nearest_mode not in NEAREST_MODES:
-            raise ShapeError(f"resize: nearest_mode must be one of {NEAREST_MODES}, got {self.nearest_mode!r}")
-        ho, wo = self.out_hw
-        if not (1 <= ho < MAX_DIM and 1 <= wo < MAX_DIM):
-            raise ShapeError(f"resize: scales {self.scales} give an empty or too large output {ho}x{wo}")
-
-    @property
-    def scale_factors(self) -> tuple[float, float]:
-        """Return the H and W scales the coordinate modes use (``size / input`` when sizes are given)."""
-        if self.scales is not None:
-            return self.scales
-        assert self.sizes is not None
-        return (self.sizes[0] / self.h, self.sizes[1] / self.w)
-
-    @property
-    def out_hw(self) -> tuple[int, int]:
-        """Return the output height and width."""
-        if self.sizes is not None:
-            return self.sizes
-        assert self.scales is not None
-        return (math.floor(self.scales[0] * self.h), math.floor(self.scales[1] * self.w))
-
-    def tables(self) -> tuple[np.ndarray, np.ndarray]:
-        """Return the float64 :func:`axis_table` of H and of W."""
-        ho, wo = self.out_hw
-        sh, sw = self.scale_factors
-        args = (self.mode, self.coordinate_transformation_mode, self.nearest_mode)
-        return axis_table(self.h, ho, sh, *args), axis_table(self.w, wo, sw, *args)
-
-    def table(self) -> np.ndarray:
-        """Return the ``(H_out + W_out, 4)`` float32 coordinate table the kernels read (see the module doc)."""
-        th, tw = self.tables()
-        out = np.zeros((len(th) + len(tw), 4), np.float32)
-        out[:, :3] = np.concatenate([th, tw])
-        return out
+def _field(part: str) -> tuple[str, Any] | None:
+    """Return the problem field and value one ``:``-separated part of a shape string sets, or None."""
+    words: dict[str, tuple[str, Any]] = {
+        **{m: ("mode", m) for m in MODES},
+        **{m: ("coordinate_transformation_mode", m) for m in COORDINATE_MODES},
+        **{m: ("nearest_mode", m) for m in NEAREST_MODES},
+        **{m: ("keep_aspect_ratio_policy", m) for m in POLICIES},
+        "exclude": ("exclude_outside", True),
+        "antialias": ("antialias", True),
+    }
+    if part in words:
+        return words[part]
+    if m := _PAIR_F.match(part):
+        return "scales", (f32(_float(m.group(1))), f32(_float(m.group(2))))
+    if m := _PAIR_I.match(part):
+        return "sizes", (int(m.group(1)), int(m.group(2)))
+    if m := _ROI.match(part):
+        return "roi", tuple(_float(g) for g in m.groups())
+    if part[:1] in ("a", "e") and len(part) > 1:
+        return ("cubic_coeff_a" if part[0] == "a" else "extrapolation_value"), _float(part[1:])
+    return None
 
 
 class ResizeSpec(OpSpec[ResizeProblem]):
@@ -192,8 +126,9 @@ class ResizeSpec(OpSpec[ResizeProblem]):
     name: ClassVar[str] = "resize"
     templates: ClassVar[dict[str, str]] = {"wgsl": "wgsl/resize.wgsl.j2", "glsl": "glsl/resize.frag.j2"}
     shape_syntax: ClassVar[str] = (
-        "NxCxHxW:sSH,SW|:oHO,WO[:nearest|linear][:COORD_MODE][:NEAREST_MODE] "
-        "(1x64x28x28:s2,2:linear:half_pixel, 1x3x17x23:o8,40:nearest:asymmetric:floor)"
+        "NxCxHxW:sSH,SW|:oHO,WO[:nearest|linear|cubic][:COORD_MODE][:NEAREST_MODE][:aA][:exclude][:antialias]"
+        "[:rH0,W0,H1,W1][:eVALUE][:not_larger|not_smaller] (1x64x28x28:s2,2:linear:half_pixel, "
+        "1x3x17x23:o8,40:nearest:asymmetric:floor, 1x3x8x8:s0.5,0.5:cubic:half_pixel:a-0.5:antialias)"
     )
     # the syntax uses commas inside a shape: several shapes in one --shape value are split on ";" only
     shape_separator: ClassVar[str] = ";"
@@ -217,12 +152,15 @@ class ResizeSpec(OpSpec[ResizeProblem]):
         return ResizeProblem(n=n, c=c, h=h, w=w, **attrs)
 
     def parse_problem(self, text: str) -> ResizeProblem:
-        """Parse ``NxCxHxW:sSH,SW`` or ``NxCxHxW:oHO,WO`` with optional ``:MODE``, ``:COORD_MODE``, ``:NEAREST_MODE``.
+        """Parse ``NxCxHxW:sSH,SW`` or ``NxCxHxW:oHO,WO`` followed by optional fields in any order.
 
-        ``s`` gives the H and W scales (N and C are not resized), ``o`` the output height and width. The
-        mode words may come in any order: ``nearest`` (default) or ``linear``; a coordinate transformation
-        mode (default ``half_pixel``); a nearest mode (default ``round_prefer_floor``). Examples:
-        ``1x64x28x28:s2,2:linear:half_pixel``, ``1x3x17x23:o8,40:asymmetric:floor``.
+        ``s`` gives the H and W scales (N and C are not resized), ``o`` the output height and width. Fields: the
+        mode (``nearest``, the default, ``linear`` or ``cubic``); a coordinate transformation mode (default
+        ``half_pixel``); a nearest mode (default ``round_prefer_floor``); ``aA`` the cubic coefficient (default
+        -0.75); ``exclude`` (exclude_outside) and ``antialias``; ``rH0,W0,H1,W1`` the ``tf_crop_and_resize``
+        region (default ``r0,0,1,1``) and ``eVALUE`` its extrapolation value (default 0); ``not_larger`` or
+        ``not_smaller`` (keep_aspect_ratio_policy, with ``o``). Examples: ``1x64x28x28:s2,2:linear:half_pixel``,
+        ``1x3x17x23:o8,40:asymmetric:floor``, ``1x1x4x4:o3,3:linear:tf_crop_and_resize:r0.4,0.6,0.6,0.8:e10``.
         """
         parts = text.strip().lower().split(":")
         dims = _SHAPE.match(parts[0])
@@ -231,53 +169,37 @@ class ResizeSpec(OpSpec[ResizeProblem]):
         n, c, h, w = (int(g) for g in dims.groups())
         found: dict[str, Any] = {}
         for part in parts[1:]:
-            scales, sizes = _PAIR_F.match(part), _PAIR_I.match(part)
-            key = (
-                "size"
-                if scales or sizes
-                else "mode"
-                if part in MODES
-                else "coord"
-                if part in COORDINATE_MODES
-                else "nearest"
-                if part in NEAREST_MODES
-                else None
-            )
-            if key is None or key in found:
+            field = _field(part)
+            if field is None or field[0] in found:
                 raise ShapeError(f"resize shape {text!r}: bad or repeated field {part!r}")
-            if scales:
-                try:
-                    found[key] = ("s", (f32(float(scales.group(1))), f32(float(scales.group(2)))))
-                except ValueError:
-                    raise ShapeError(f"resize shape {text!r}: scales {part!r} are not numbers") from None
-            else:
-                found[key] = ("o", (int(sizes.group(1)), int(sizes.group(2)))) if sizes else part
-        if "size" not in found:
+            found[field[0]] = field[1]
+        if "scales" not in found and "sizes" not in found:
             raise ShapeError(f"resize shape {text!r}: needs scales (s2,2) or output sizes (o56,56)")
-        kind, pair = found["size"]
-        return ResizeProblem(
-            n,
-            c,
-            h,
-            w,
-            scales=pair if kind == "s" else None,
-            sizes=pair if kind == "o" else None,
-            mode=found.get("mode", "nearest"),
-            coordinate_transformation_mode=found.get("coord", "half_pixel"),
-            nearest_mode=found.get("nearest", "round_prefer_floor"),
-        )
+        return ResizeProblem(n, c, h, w, **found)
 
     def problem_key(self, problem: ResizeProblem) -> str:
-        """Return e.g. ``1x64x28x28:s2,2:linear:half_pixel`` or ``1x3x5x5:o7,3:nearest:asymmetric:floor``."""
-        if problem.scales is not None:
-            size = "s" + ",".join(_fmt(s) for s in problem.scales)
+        """Return e.g. ``1x64x28x28:s2,2:linear:half_pixel`` or ``1x3x5x5:o7,3:nearest:asymmetric:floor``.
+
+        Fields at their defaults beyond the mode and coordinate mode are left out.
+        """
+        p = problem
+        if p.scales is not None:
+            size = "s" + ",".join(_fmt(s) for s in p.scales)
         else:
-            assert problem.sizes is not None
-            size = "o" + ",".join(map(str, problem.sizes))
-        key = f"{problem.n}x{problem.c}x{problem.h}x{problem.w}:{size}:{problem.mode}"
-        key += f":{problem.coordinate_transformation_mode}"
-        if problem.mode == "nearest":
-            key += f":{problem.nearest_mode}"
+            assert p.sizes is not None
+            size = "o" + ",".join(map(str, p.sizes))
+        key = f"{p.n}x{p.c}x{p.h}x{p.w}:{size}:{p.mode}:{p.coordinate_transformation_mode}"
+        if p.mode == "nearest":
+            key += f":{p.nearest_mode}"
+        if p.cubic_coeff_a != CUBIC_COEFF_A:
+            key += f":a{_fmt(p.cubic_coeff_a)}"
+        key += ":exclude" * p.exclude_outside + ":antialias" * p.antialias
+        if p.roi != FULL_HW_ROI:
+            key += ":r" + ",".join(_fmt(r) for r in p.roi)
+        if p.extrapolation_bits:
+            key += f":e{p.extrapolation_value!r}"
+        if p.keep_aspect_ratio_policy != "stretch":
+            key += f":{p.keep_aspect_ratio_policy}"
         return key
 
     def shape_vector(self, problem: ResizeProblem) -> tuple[float, ...]:
@@ -286,9 +208,17 @@ class ResizeSpec(OpSpec[ResizeProblem]):
         return (float(problem.n * problem.c), problem.h, problem.w, ho, wo)
 
     def flops(self, problem: ResizeProblem) -> float:
-        """Return 6 per output for linear (three lerps), 1 for nearest (a copy: GFLOP/s reads as Gelem/s)."""
+        """Return per output 2 per (row tap, column tap) in tap modes, 6 for linear (three lerps), 1 for nearest.
+
+        Nearest is a copy: GFLOP/s reads as Gelem/s.
+        """
         ho, wo = problem.out_hw
-        return (6.0 if problem.mode == "linear" else 1.0) * problem.n * problem.c * ho * wo
+        if problem.taps:
+            kh, kw = problem.tap_counts()
+            per = 2.0 * kh * kw
+        else:
+            per = 6.0 if problem.mode == "linear" else 1.0
+        return per * problem.n * problem.c * ho * wo
 
     def default_params(self, problem: ResizeProblem, limits: Limits, language: str) -> Params:
         """Return the language's default, or the first fallback that fits the problem and device."""
@@ -320,15 +250,32 @@ class ResizeSpec(OpSpec[ResizeProblem]):
         return [rng.uniform(-1, 1, (problem.n, problem.c, problem.h, problem.w)).astype(np.float32)]
 
     def reference(self, problem: ResizeProblem, inputs: Sequence[np.ndarray]) -> np.ndarray:
-        """Resize H, then W, in float64 through the coordinate tables (separable, as ``onnx.reference``)."""
-        x = np.asarray(inputs[0], np.float64).reshape(problem.n, problem.c, problem.h, problem.w)
-        for axis, rows in zip((2, 3), problem.tables(), strict=True):
-            i0, i1, w = rows[:, 0].astype(np.intp), rows[:, 1].astype(np.intp), rows[:, 2]
-            shape = (-1, 1) if axis == 2 else (-1,)
-            if problem.mode == "nearest":  # a pick, not a blend: a NaN or inf neighbour must not leak in as 0 * inf
-                x = np.take(x, i0, axis=axis)  # nearest tables hold the pick in both columns
-                continue
-            x = np.take(x, i0, axis=axis) * (1 - w.reshape(shape)) + np.take(x, i1, axis=axis) * w.reshape(shape)
+        """Resize H, then W, in float64 through the coordinate tables (separable, as ``onnx.reference``).
+
+        ``tf_crop_and_resize`` outputs extrapolated along either axis are ``extrapolation_value`` as it is, as
+        onnxruntime writes them (``onnx.reference`` blends the value of rows extrapolated along H through the W
+        weights: the same value up to rounding when finite, NaN or a saturated value when not).
+        """
+        x: np.ndarray = np.asarray(inputs[0], np.float64).reshape(problem.n, problem.c, problem.h, problem.w)
+        if problem.taps:
+            for axis, (index, weight) in zip((2, 3), problem.tap_tables(), strict=True):
+                shape = (-1, 1) if axis == 2 else (-1,)
+                taps = [np.take(x, index[:, k], axis=axis) * weight[:, k].reshape(shape) for k in range(index.shape[1])]
+                x = np.sum(taps, axis=0)
+        else:
+            for axis, rows in zip((2, 3), problem.tables(), strict=True):
+                i0, i1, w = rows[:, 0].astype(np.intp), rows[:, 1].astype(np.intp), rows[:, 2]
+                if problem.mode == "nearest":  # a pick, not a blend: a NaN or inf neighbour must not leak as 0 * inf
+                    x = np.take(x, i0, axis=axis)  # nearest tables hold the pick in both columns
+                else:
+                    w = w.reshape((-1, 1) if axis == 2 else (-1,))
+                    x = np.take(x, i0, axis=axis) * (1 - w) + np.take(x, i1, axis=axis) * w
+        if problem.crop:
+            ho, wo = problem.out_hw
+            (ylo, yhi), (xlo, xhi) = problem.kept()
+            rows_out, cols_out = np.arange(ho), np.arange(wo)
+            outside = ((rows_out < ylo) | (rows_out >= yhi))[:, None] | ((cols_out < xlo) | (cols_out >= xhi))[None, :]
+            x = np.where(outside, problem.extrapolation_value, x)
         return x.astype(np.float32)
 
     def output_shape(self, problem: ResizeProblem) -> tuple[int, ...]:
@@ -357,9 +304,20 @@ class ResizeSpec(OpSpec[ResizeProblem]):
         """Return validated params plus the sizes, the vector width and (GLSL) the texture layouts."""
         p = params
         ho, wo = problem.out_hw
+        (ylo, yhi), (xlo, xhi) = problem.kept() if problem.crop else ((0, ho), (0, wo))
+        kh, kw = problem.tap_counts() if problem.taps else (2, 2)
         context: dict[str, Any] = {
             **p,
-            "linear": problem.mode == "linear",
+            "linear": problem.mode == "linear" and not problem.taps,
+            "taps": problem.taps,
+            "kh2": kh // 2,
+            "kw2": kw // 2,
+            "crop": problem.crop,
+            "ylo": ylo,
+            "yhi": yhi,
+            "xlo": xlo,
+            "xhi": xhi,
+            "extrap_bits": problem.extrapolation_bits,
             "c": problem.c,
             "hi": problem.h,
             "wi": problem.w,
@@ -389,23 +347,28 @@ class ResizeSpec(OpSpec[ResizeProblem]):
         return wblocks, problem.n * problem.c * ho
 
     def launch(self, problem: ResizeProblem, params: Params) -> Launch:
-        """Return the 2-D grid (y spills into z past 65535 workgroups) and uniforms (extents, y groups)."""
+        """Return the 2-D grid (y spills into z past 65535 workgroups) and uniforms.
+
+        Uniforms: the extents, y groups per z slice and the float32 bits of ``extrapolation_value`` (a uniform,
+        so inf and nan need no literal; 0 outside ``tf_crop_and_resize``).
+        """
         xt, yt = self._extents(problem, params)
         gy = math.ceil(yt / params["wg_y"])
         gz = math.ceil(gy / GRID)
         gy = math.ceil(gy / gz)
-        return Launch((math.ceil(xt / params["wg_x"]), gy, gz), (xt, yt, gy, 0))
+        return Launch((math.ceil(xt / params["wg_x"]), gy, gz), (xt, yt, gy, problem.extrapolation_bits))
 
     def gl_launch(self, problem: ResizeProblem, params: Params) -> GlLaunch:
         """Return X, the coordinate table and the output texture.
 
         NCHW: X ``[N*C*H, W]`` and the output ``[N*C*H_out, W_out]``, one value a texel; NHWC: X ``[N*H*W, C]``
-        and the output ``[N*H_out*W_out, C]``, four channels a texel. The table is ``[H_out + W_out, 4]``.
+        and the output ``[N*H_out*W_out, C]``, four channels a texel. The table is ``[rows, 4]``, its rows as in
+        the module docstring.
         """
         square = bool(params["square"])
         n, c, h, w = problem.n, problem.c, problem.h, problem.w
         ho, wo = problem.out_hw
-        table = TexLayout(ho + wo, 4, 4, square)
+        table = TexLayout(_table_rows(problem), 4, 4, square)
         if params["layout"]:
             x, out = TexLayout(n * h * w, c, 4, square), TexLayout(n * ho * wo, c, 4, square)
         else:

@@ -27,9 +27,8 @@ from onnx import numpy_helper
 from onnx.backend.base import Backend, BackendRep
 
 from kernelforge.errors import KernelforgeError
-from kernelforge.graph.onnx_fold import ALWAYS_FOLD, CONST_INPUTS, FOLDERS
+from kernelforge.graph.onnx_fold import ALWAYS_FOLD, CONST_INPUTS, FOLDERS, LOAD_TIME_INPUTS
 from kernelforge.graph.onnx_ops import CONVERTERS, DIRECT
-from kernelforge.graph.onnx_quant import LOAD_TIME_INPUTS
 from kernelforge.runtime.session import Session, load
 
 __all__ = [
@@ -72,8 +71,8 @@ def load_time_inputs(model: onnx.ModelProto) -> set[str]:
             todo.extend(i for i in node.input if i)
         else:
             todo.extend(node.input[k] for k in CONST_INPUTS.get(node.op_type, ()) if k < len(node.input))
-            # scales given as graph inputs stand for initializers (per-axis and blocked ones run only so); a
-            # scale the graph computes stays a runtime value
+            # scales and rois given as graph inputs stand for initializers (some forms run only so); one the
+            # graph computes stays a runtime value
             preferred = LOAD_TIME_INPUTS.get(node.op_type, ())
             todo.extend(node.input[k] for k in preferred if k < len(node.input) and node.input[k] not in producer)
     while todo:
@@ -194,17 +193,15 @@ LIMITS: dict[str, str] = {
     ),
     r"is empty|keeps no values|contradicts the declared shape|zero-size array": "empty tensors (a dim of 0)",
     r"needs a runtime value; only a constant is supported": (
-        "a shape, axes, pads or pad value computed at run time (every shape is fixed at load)"
+        "a shape, axes, pads, pad value, scales or roi computed at run time (every shape is fixed at load)"
     ),
-    r"mode='cubic'|tf_crop_and_resize|keep_aspect_ratio_policy|antialias=1": "Resize: cubic, crop, aspect, antialias",
     r"only 2-D windows|only 1-D and 2-D windows|only 4-D \(2-D spatial\)|only 3-D or 4-D": (
         "pooling and convolution other than 1-D and 2-D"
     ),
     r"training_mode=1": "training-mode Dropout and BatchNormalization",
     r"its indices output": "MaxPool's indices output",
-    r"mode='wrap'": "Pad's wrap mode",
-    r"Attention node .*(optional output|nonpad_kv_seqlen|softmax_precision)": (
-        "ONNX Attention's external KV cache (nonpad_kv_seqlen), qk output and reduced-precision softmax"
+    r"Attention node .*(optional output|softmax_precision)": (
+        "ONNX Attention's qk output and reduced-precision softmax"
     ),
     r"computed at run time with group > 1": "grouped ConvTranspose whose weights are computed at run time",
 }

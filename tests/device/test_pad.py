@@ -27,6 +27,10 @@ SHAPES = [
     "31x37:p0,-30,0,5:reflect",
     "4x5:p-4,0,2,0:constant:v0.25",  # a whole axis cropped away, then filled with the value
     "3x67:p2,9,1,11:reflect",  # pads past the kept size bounce (numpy / onnx.reference semantics)
+    "1x3x4x5:p0,0,1,1,0,0,1,1:wrap",
+    "13:p-3,17:wrap",  # crop one side, wrap more than the kept size around the other
+    "2x3x5x7:p0,-1,9,2,1,0,-2,4:wrap",
+    "3x1x4:p1,2,0,2,3,1:wrap",  # a size-1 axis wraps onto itself
 ]
 
 
@@ -80,7 +84,7 @@ def test_public_api_rejects_bad_input(lavapipe):
     with pytest.raises(ShapeError, match="pad: constant_value"):
         kops.pad(np.ones(3), [1, 1], constant_value=True, device="lavapipe")
     with pytest.raises(ShapeError, match="pad: mode"):
-        kops.pad(np.ones(3), [1, 1], mode="wrap", device="lavapipe")
+        kops.pad(np.ones(3), [1, 1], mode="circular", device="lavapipe")
     with pytest.raises(ShapeError, match="dtype"):
         kops.pad(np.array(["a"]), [1, 1], device="lavapipe")
     with pytest.raises(ShapeError, match="pad: axes"):
@@ -98,6 +102,7 @@ def test_single_node_onnx_graphs(lavapipe, gl, backend):
         ("reflect", [0, 0, 2, 4, 0, 0, 3, 1], None, None),
         ("edge", [1, 2, 0, 3], [1, -1], None),
         ("constant", [2, 1, 1, 0], [2, 3], -1.5),
+        ("wrap", [0, 0, 3, 2, 0, 0, 1, 6], None, None),
     ):
         _, expected = _onnx_pad(x, pads, mode, value, axes)
         got = kops.pad(x, pads, mode, 0.0 if value is None else value, axes, device=device, backend=backend)

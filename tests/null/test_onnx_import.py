@@ -575,7 +575,7 @@ def test_unsupported_ops_are_all_listed() -> None:
         helper.make_node("Hardmax", ["a"], ["b"], name="hm1"),
         helper.make_node("Conv", ["b", "w"], ["c"], name="conv1", auto_pad="SAME_MIDDLE"),
         helper.make_node("Gelu", ["c"], ["d"], name="gelu1", approximate="erf"),
-        helper.make_node("Resize", ["d", "", "s"], ["e"], mode="cubic"),
+        helper.make_node("Resize", ["d", "", "s"], ["e"], mode="area"),
         helper.make_node("Range", ["e", "i", "i"], ["f"], name="g"),
         helper.make_node("Custom", ["f"], ["h"], name="mine", domain="com.example"),
         helper.make_node("Reshape", ["h", "a"], ["y"], name="rs"),
@@ -589,7 +589,7 @@ def test_unsupported_ops_are_all_listed() -> None:
     assert lines[0] == "Hardmax node 'hm1' (opset 20): op type is not supported"
     assert lines[1].startswith("Conv node 'conv1' (opset 20): auto_pad='SAME_MIDDLE'")
     assert lines[2].startswith("Gelu node 'gelu1' (opset 20): approximate='erf' is not supported")
-    assert lines[3].startswith("Resize node 'Resize_4' (opset 20): mode='cubic'")
+    assert lines[3].startswith("Resize node 'Resize_4' (opset 20): mode='area'")
     assert lines[4].startswith("Range node 'g' (opset 20): needs a runtime value")
     assert lines[5].startswith("Custom node 'mine' (opset 1): domain 'com.example'")
     assert lines[6] == "Reshape node 'rs' (opset 20): input 1 ('a') needs a runtime value; only a constant is supported"

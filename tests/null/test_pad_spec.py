@@ -15,10 +15,10 @@ from kernelforge.testing.ops import assert_default_fits, assert_params_reach_tem
 
 SPEC = get_op("pad")
 LIMITS = Limits()
-MODES = ("constant", "reflect", "edge")
+MODES = ("constant", "reflect", "edge", "wrap")
 
 
-def _onnx_pad(x, pads, mode, value=None, axes=None, opset=18):
+def _onnx_pad(x, pads, mode, value=None, axes=None, opset=19):
     """Run one ONNX Pad node through onnx.reference."""
     from onnx import TensorProto, helper
     from onnx.reference import ReferenceEvaluator
@@ -104,7 +104,8 @@ def test_constraints_name_the_reason():
         "3x4:",
         "3x4:p1,1",
         "3x4:p1,1,1",
-        "3x4:p1,1,1,1:wrap",
+        "3x4:p1,1,1,1:circular",
+        "3:p-3,1:wrap",
         "3x4:p1,1,1,1:reflect:edge",
         "3x4:p1,1,1,1:vx",
         "3x4:q1",
@@ -131,6 +132,7 @@ def test_shape_keys_round_trip():
         "7:p2,3:edge",
         "2x2:p1,1,1,1:constant:v-inf",
         "4:p1,1:constant",
+        "3x5:p2,-1,4,7:wrap",
     ):
         problem = SPEC.parse_problem(text)
         assert SPEC.problem_key(problem) == text
@@ -202,6 +204,9 @@ def test_negative_pads_match_onnxruntime():
         ((6, 7), [-2, 3, 1, -4], "edge"),
         ((4, 5, 3), [-1, 0, 2, -2, 1, -1], "constant"),
         ((4, 5), [-4, 0, 2, 0], "constant"),  # an axis cropped to nothing, then padded with the value
+        ((5,), [-1, 3], "wrap"),
+        ((5,), [7, -2], "wrap"),  # pads past the kept size wrap around again
+        ((3, 4), [-1, 2, 1, -1], "wrap"),
     ]
     for shape, pads, mode in cases:
         x = rng.standard_normal(shape).astype(np.float32)
@@ -219,7 +224,7 @@ def test_negative_pads_match_onnxruntime():
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
             inits,
         )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         expected = session.run(None, {"x": x})[0]
         got = SPEC.reference(_problem(shape, pads, mode, 0.75), [x])
@@ -233,8 +238,10 @@ def test_problem_validation_names_the_field():
         _problem((3,), [-2, -1])
     with pytest.raises(ShapeError, match="reflect mode needs"):
         _problem((3,), [-3, 2], "reflect")
+    with pytest.raises(ShapeError, match="wrap mode needs"):
+        _problem((3,), [-3, 2], "wrap")
     with pytest.raises(ShapeError, match="mode"):
-        _problem((3,), [1, 1], "wrap")
+        _problem((3,), [1, 1], "circular")
     with pytest.raises(ShapeError, match="constant_value"):
         PadProblem((3,), (1, 1), "constant", "1")  # type: ignore[arg-type]
     with pytest.raises(ShapeError, match="shape"):
@@ -267,6 +274,16 @@ def test_rendered_sources_reflect_problem_and_params():
     glsl = render(SPEC, "glsl", const, {"pack": 4, "square": 1}, target="web")
     assert glsl.startswith("#version 300 es") and "uintBitsToFloat(4286578688u)" in glsl
     assert "kf_coord(" in glsl.split("float load")[1] and "int(gl_FragCoord.y) * 4" in glsl  # square layouts
+
+
+def test_wrap_takes_indices_modulo_the_kept_range():
+    problem = SPEC.parse_problem("5:p7,-2:wrap")  # kept [0, 3), 7 padded before: 7 mod 3 = 1 leads
+    np.testing.assert_array_equal(SPEC.reference(problem, [np.arange(5, dtype=np.float32)]), [2, 0, 1] * 3 + [2])
+    assert SPEC.problem_key(problem) == "5:p7,-2:wrap"
+    wgsl = render(SPEC, "wgsl", problem, DEFAULT_PARAMS)
+    assert "+ 9) % 3" in wgsl  # offset ceil(7 / 3) * 3 keeps the remainder's operand non-negative
+    glsl = render(SPEC, "glsl", problem, {"pack": 1, "square": 0})
+    assert "+ 9) % 3" in glsl
 
 
 def test_every_mode_renders_in_both_languages():

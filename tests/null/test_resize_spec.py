@@ -34,8 +34,8 @@ CASES = [
 ]
 
 
-def onnx_resize(x, scales=None, sizes=None, op="Resize", opset=19, **attrs):
-    """Run one ONNX Resize (or Upsample) node through onnx.reference."""
+def onnx_resize(x, scales=None, sizes=None, op="Resize", opset=19, roi=None, **attrs):
+    """Run one ONNX Resize (or Upsample) node through onnx.reference (``roi``: ONNX's starts then ends)."""
     from onnx import TensorProto, helper
     from onnx.reference import ReferenceEvaluator
 
@@ -45,10 +45,13 @@ def onnx_resize(x, scales=None, sizes=None, op="Resize", opset=19, **attrs):
         inits.append(helper.make_tensor("scales", TensorProto.FLOAT, [4], scales))
     elif scales is not None:
         inputs = ["x", "", "scales"]
-        inits.append(helper.make_tensor("scales", TensorProto.FLOAT, [4], scales))
+        inits.append(helper.make_tensor("scales", TensorProto.FLOAT, [len(scales)], scales))
     else:
         inputs = ["x", "", "", "sizes"]
-        inits.append(helper.make_tensor("sizes", TensorProto.INT64, [4], sizes))
+        inits.append(helper.make_tensor("sizes", TensorProto.INT64, [len(sizes)], sizes))
+    if roi is not None:
+        inputs[1] = "roi"
+        inits.append(helper.make_tensor("roi", TensorProto.FLOAT, [len(roi)], roi))
     graph = helper.make_graph(
         [helper.make_node(op, inputs, ["y"], **attrs)],
         "resize",
@@ -101,9 +104,18 @@ def test_constraints_name_the_reason():
         "1x3x4:s2,2",
         "1x3x4x4:s2",
         "1x3x4x4:s2,2:o8,8",
-        "1x3x4x4:s2,2:cubic",
-        "1x3x4x4:s2,2:tf_crop_and_resize",
         "1x3x4x4:s2,2:linear:nearest",
+        "1x3x4x4:s2,2:cubic:a-0.5:a-0.6",
+        "1x3x4x4:s2,2:linear:a-0.5",  # the cubic coefficient outside cubic mode
+        "1x3x4x4:s2,2:nearest:antialias",
+        "1x3x4x4:s2,2:nearest:exclude",
+        "1x3x4x4:s2,2:linear:e1",  # an extrapolation value outside tf_crop_and_resize
+        "1x3x4x4:s2,2:linear:r0,0,0.5,0.5",
+        "1x3x4x4:s2,2:linear:tf_crop_and_resize:r0,0,1",
+        "1x3x4x4:s2,2:linear:tf_crop_and_resize:ex",
+        "1x3x4x4:s2,2:cubic:ainf",
+        "1x3x4x4:s2,2:not_larger",  # the aspect policy reads sizes
+        "1x3x4x4:o2,2:not_larger:not_smaller",
         "1x3x4x4:s0,2",
         "1x3x4x4:s0.1,1",
         "1x3x4x4:o0,3",
@@ -124,6 +136,12 @@ def test_shape_keys_round_trip():
         "1x3x17x23:o8,40:nearest:asymmetric:floor",
         "2x3x5x7:s0.3,1.7:nearest:align_corners:round_prefer_ceil",
         "1x1x1x1:s3,2:linear:half_pixel_symmetric",
+        "1x3x8x8:s0.5,0.75:cubic:half_pixel",
+        "1x3x8x8:s0.5,0.75:cubic:align_corners:a-0.5:exclude:antialias",
+        "1x3x8x8:o3,5:linear:asymmetric:antialias",
+        "1x1x4x4:o3,3:linear:tf_crop_and_resize:r0.4,0.6,0.6,0.8:e10.0",
+        "1x1x4x4:o3,3:nearest:tf_crop_and_resize:floor:e-inf",
+        "1x2x2x4:o1,3:nearest:half_pixel:round_prefer_floor:not_smaller",
     ):
         problem = SPEC.parse_problem(text)
         assert SPEC.problem_key(problem) == text
@@ -148,10 +166,11 @@ def test_reference_matches_onnx_reference(coordinate_mode):
         attrs = {"mode": kind, "coordinate_transformation_mode": coordinate_mode, "nearest_mode": nearest}
         problem = ResizeProblem(2, 3, h, w, scales=scales, **attrs)
         x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
-        expected = onnx_resize(x, scales=[1, 1, *scales], **attrs)
+        roi = [0, 0, 0, 0, 1, 1, 1, 1] if coordinate_mode == "tf_crop_and_resize" else None  # the whole input
+        expected = onnx_resize(x, scales=[1, 1, *scales], roi=roi, **attrs)
         np.testing.assert_allclose(SPEC.reference(problem, [x]), expected, rtol=1e-6, atol=1e-6)
         by_size = ResizeProblem(2, 3, h, w, sizes=problem.out_hw, **attrs)
-        expected = onnx_resize(x, sizes=[2, 3, *problem.out_hw], **attrs)
+        expected = onnx_resize(x, sizes=[2, 3, *problem.out_hw], roi=roi, **attrs)
         np.testing.assert_allclose(SPEC.reference(by_size, [x]), expected, rtol=1e-6, atol=1e-6)
 
 
@@ -193,10 +212,22 @@ def test_problem_and_argument_validation():
         ResizeProblem(1, 1, 2, 2)
     with pytest.raises(ShapeError, match="exactly one"):
         ResizeProblem(1, 1, 2, 2, scales=(2.0, 2.0), sizes=(4, 4))
-    with pytest.raises(ShapeError, match="cubic"):
-        ResizeProblem(1, 1, 2, 2, scales=(2.0, 2.0), mode="cubic")
-    with pytest.raises(ShapeError, match="tf_crop_and_resize"):
-        ResizeProblem(1, 1, 2, 2, scales=(2.0, 2.0), coordinate_transformation_mode="tf_crop_and_resize")
+    with pytest.raises(ShapeError, match="mode must be one of"):
+        ResizeProblem(1, 1, 2, 2, scales=(2.0, 2.0), mode="area")
+    with pytest.raises(ShapeError, match="coordinate_transformation_mode"):
+        ResizeProblem(1, 1, 2, 2, scales=(2.0, 2.0), coordinate_transformation_mode="tf_half_pixel_for_nn")
+    with pytest.raises(ShapeError, match="not nearest"):
+        ResizeProblem(1, 1, 2, 2, scales=(2.0, 2.0), antialias=True)
+    with pytest.raises(ShapeError, match="exclude_outside must be a bool"):
+        ResizeProblem(1, 1, 2, 2, scales=(2.0, 2.0), mode="linear", exclude_outside=2)  # type: ignore[arg-type]
+    with pytest.raises(ShapeError, match="tf_crop_and_resize only"):
+        ResizeProblem(1, 1, 2, 2, scales=(2.0, 2.0), roi=(0.1, 0.0, 1.0, 1.0))
+    with pytest.raises(ShapeError, match="roi must be a tuple"):
+        ResizeProblem(1, 1, 2, 2, scales=(2.0, 2.0), coordinate_transformation_mode="tf_crop_and_resize", roi=(0, 1))
+    with pytest.raises(ShapeError, match="applies to sizes"):
+        ResizeProblem(1, 1, 2, 2, scales=(2.0, 2.0), keep_aspect_ratio_policy="not_larger")
+    with pytest.raises(ShapeError, match="keep_aspect_ratio_policy must be"):
+        ResizeProblem(1, 1, 2, 2, sizes=(2, 2), keep_aspect_ratio_policy="fit")
     with pytest.raises(ShapeError, match="nearest_mode"):
         ResizeProblem(1, 1, 2, 2, scales=(2.0, 2.0), nearest_mode="round")
     with pytest.raises(ShapeError, match="empty"):

@@ -19,12 +19,15 @@ PROBLEMS = {
         "31x37:p0,-30,0,5:reflect",
         "3x1x4:p1,2,0,2,3,1:edge",
         "7:p3,-2:constant:v0.5",
+        "2x3x5x7:p0,-1,9,2,1,0,-2,4:wrap",
     ],
     "resize": [
         "1x3x5x7:s1.7,0.6:linear:align_corners",
         "2x8x5x7:o9,4:nearest:half_pixel:round_prefer_ceil",
         "1x64x28x28:s2,2:linear:half_pixel",
         "1x1x1x1:s1,1",
+        "1x8x13x11:o6,9:cubic:tf_crop_and_resize:antialias:r0.1,-0.2,0.9,1.1:e-inf",
+        "1x3x9x7:s0.5,0.7:linear:half_pixel:exclude:antialias",
     ],
 }
 
