@@ -6,8 +6,9 @@ of theirs is committed. Their dist folders are symlinked into the served folder 
 bundles, so every engine is fetched from the same local HTTP server by the same headless Chromium.
 
 The page harness (:data:`HARNESS_JS`) is one ES module with one loader per engine; each loader returns
-``{run(feeds) -> {name: Float32Array}, info, dispose()}``, and :func:`harness` times load, the first run
-and the timed runs the same way for all of them.
+``{run(feeds) -> {name: typed array}, info, dispose()}``, and :func:`harness` times load, the first run
+and the timed runs the same way for all of them. Inputs are fetched as the typed array of their dtype
+(``BigInt64Array`` for int64, ``Uint8Array`` for bool); outputs go back with their array type's name.
 """
 
 from __future__ import annotations
@@ -147,20 +148,29 @@ HARNESS_HTML = """<!doctype html>
 HARNESS_JS = r"""// Page side of benchmarks/browser.py: one loader per engine, one timing loop for all.
 const state = (window.__kf = window.__kf || {phase: "idle", result: {}, done: false});
 
+// input dtype (ONNX's name) -> the typed array both runtimes take: kernelforge.js reads int64 from
+// BigInt64Array and bool from Uint8Array, as ort.Tensor does
+const ARRAYS = {
+  float32: Float32Array, int64: BigInt64Array, int32: Int32Array, int8: Int8Array, uint8: Uint8Array,
+  bool: Uint8Array,
+};
+
 function b64(array) {
-  // outputs go back to Python as base64 of the float32 bytes: exact, and far smaller than a JSON array
+  // outputs go back to Python as base64 of their bytes (and the array's type): exact, and far smaller than JSON
   const bytes = new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
   let text = "";
   for (let i = 0; i < bytes.length; i += 0x8000) {
     text += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
   }
-  return btoa(text);
+  return {type: array.constructor.name, data: btoa(text)};
 }
 
-async function fetchF32(url) {
+async function fetchTyped(url, dtype = "float32") {
+  const Type = ARRAYS[dtype];
+  if (!Type) throw new Error(`${url}: no typed array for input dtype ${dtype}`);
   const response = await fetch(url);
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
-  return new Float32Array(await response.arrayBuffer());
+  return new Type(await response.arrayBuffer());
 }
 
 function loadScript(src) {
@@ -192,6 +202,14 @@ function plain(value) {
 async function kernelforge(c, options) {
   const {load} = await import(`./${c.bundle}kernelforge.js`);
   const model = await load(new URL(`${c.bundle}manifest.json`, location.href).href, options);
+  // the page feeds each input as the typed array of its ONNX dtype; the manifest must declare the same
+  // (kernelforge.js would take a Float32Array of token ids too, which would hide an export that lost int64)
+  for (const {name, dtype} of model.inputs) {
+    if (!c.inputs[name]) throw new Error(`manifest input "${name}" is not among the served inputs`);
+    if (dtype !== c.inputs[name].dtype) {
+      throw new Error(`manifest input "${name}" is ${dtype}; the page feeds ${c.inputs[name].dtype}`);
+    }
+  }
   return {
     run: (feeds) => model.run(feeds),
     info: {backend: plain(model.backend), device: plain(model.device)},
@@ -212,7 +230,7 @@ async function onnxruntime(c, file, provider) {
     async run(feeds) {
       const tensors = {};
       for (const [name, data] of Object.entries(feeds)) {
-        tensors[name] = new ort.Tensor("float32", data, c.inputs[name].shape);
+        tensors[name] = new ort.Tensor(c.inputs[name].dtype, data, c.inputs[name].shape);
       }
       const results = await session.run(tensors);
       const out = {};
@@ -237,7 +255,7 @@ async function tensorflow(c, backend) {
   await tf.ready();
   const op = c.tfjs;
   // the weights are uploaded once, as a model's constants are at load by the other engines
-  const weight = tf.tensor(await fetchF32(op.weight), op.weightShape, "float32");
+  const weight = tf.tensor(await fetchTyped(op.weight), op.weightShape, "float32");
   return {
     async run(feeds) {
       const x = tf.tensor(feeds[op.input], c.inputs[op.input].shape, "float32");
@@ -265,7 +283,7 @@ const ENGINES = {
 async function bench(c) {
   const result = state.result;
   const feeds = {};
-  for (const [name, input] of Object.entries(c.inputs)) feeds[name] = await fetchF32(input.url);
+  for (const [name, input] of Object.entries(c.inputs)) feeds[name] = await fetchTyped(input.url, input.dtype);
   state.phase = "load";
   let start = performance.now();
   const engine = await withTimeout(ENGINES[c.engine](c), c.loadTimeoutMs, "load");

@@ -1,14 +1,21 @@
 """Browser benchmark: kernelforge bundles vs onnxruntime-web and TF.js in the same headless Chromium.
 
-    python benchmarks/browser.py [--models mlp,small_cnn,mobilenet_v2_style,resnet18_style]
+    python benchmarks/browser.py [--models mlp,small_cnn,mobilenet_v2_style,resnet18_style | --family]
                                  [--micro matmul_512,conv3x3_32x56] [--engines kf-webgpu,...]
                                  [--runs 10] [--warmup 3] [--warmup-s 2] [--budget 60] [--quick] [--out FILE]
                                  [--skip-peers]
 
-Cases are the builders of :mod:`kernelforge.testing.models` plus two micro-benchmarks built here with
-``onnx.helper``: ``matmul_512`` (a 512x512 input times a 512x512 constant) and ``conv3x3_32x56`` (a 3x3,
-pad-1 convolution of a 1x32x56x56 input by 32 filters). Every case is exported as a kernelforge bundle and
-served, with its .onnx and its seeded random inputs, from one local HTTP server. Engines:
+Model cases are those of ``benchmarks/_cases.py``: the builders of :mod:`kernelforge.testing.models` (the
+default four) and the models people ship, which ``--family`` selects instead of the defaults (and no micro
+cases): ``minilm`` (a MiniLM-L6-shaped BERT encoder, int64 ``input_ids`` and ``attention_mask``),
+``vit_tiny``, ``yolo_style`` (builders of ``kernelforge.testing.families``, reported as unavailable where
+that module is missing) and ``mobilenet_v2_style_qdq`` (QDQ int8); ``bert_tiny`` is a small encoder for smoke
+runs. Two micro-benchmarks are built here with ``onnx.helper``: ``matmul_512`` (a 512x512 input times a
+512x512 constant) and ``conv3x3_32x56`` (a 3x3, pad-1 convolution of a 1x32x56x56 input by 32 filters).
+Every case is exported as a kernelforge bundle and served, with its .onnx and its seeded inputs (each of
+its declared dtype: kernelforge gets int64 as ``BigInt64Array``, onnxruntime-web as an ``int64``
+``ort.Tensor``; a bundle whose manifest declares another dtype for an input fails at load), from one local
+HTTP server. Engines:
 
 - ``kf-webgpu``: kernelforge on WebGPU, target chosen by the runtime (tuned plan for the adapter if any);
 - ``kf-webgpu-default``: kernelforge on WebGPU forced to ``default/wgsl`` (what tuning is worth);
@@ -30,10 +37,12 @@ run). The first run's outputs are compared with ONNX Runtime CPU in Python: the 
 relative to the output's largest magnitude. A failure (load error, timeout, a crash) becomes that row's error,
 the other engines still run.
 
-Prints the timing table, kernelforge's chosen WebGPU/WebGL2 target per case, and the runtime sizes
-(kernelforge.js minified by the root ``node_modules`` terser then ``gzip -9``, full and WebGPU-only with
-``--define KF_WEBGL2=false``; the peers' files the pages actually fetched, gzip -9). Writes
-``benchmarks/results/browser.json`` (``browser-quick.json`` with ``--quick``: 3 runs, 20 s budgets).
+Prints the timing table (per row load, first run, their sum: the wait before a page's first answer, the
+steady-state median, its speedup over ``ort-webgpu``'s median and its load + first run relative to
+``ort-webgpu``'s; unavailable cases listed below), kernelforge's chosen WebGPU/WebGL2 target per
+case, and the runtime sizes (kernelforge.js minified by the root ``node_modules`` terser then ``gzip -9``,
+full and WebGPU-only with ``--define KF_WEBGL2=false``; the peers' files the pages actually fetched, gzip -9).
+Writes ``benchmarks/results/browser.json`` (``browser-quick.json`` with ``--quick``: 3 runs, 20 s budgets).
 """
 
 from __future__ import annotations
@@ -67,13 +76,13 @@ from _browser_peers import (
     minify,
     write_harness,
 )
+from _cases import FAMILY, SPECS, Unavailable, build, seeded_feeds
 from _common import table, write_json
 
 from kernelforge.errors import KernelforgeError
 from kernelforge.export import export
 from kernelforge.export.bundle import JS_DIR
 from kernelforge.testing import chromium
-from kernelforge.testing.models import MODELS
 
 KF_ENGINES = ("kf-webgpu", "kf-webgpu-default", "kf-webgl2")
 ORT_ENGINES = ("ort-webgpu", "ort-wasm")
@@ -82,7 +91,35 @@ ENGINES = KF_ENGINES + ORT_ENGINES + TFJS_ENGINES
 BASELINE = "ort-webgpu"
 DEFAULT_MODELS = ("mlp", "small_cnn", "mobilenet_v2_style", "resnet18_style")
 MICRO = ("matmul_512", "conv3x3_32x56")
-COLUMNS = ["case", "engine", "load ms", "first ms", "median ms", "runs", f"vs {BASELINE}", "max rel err", "error"]
+PAGE_DTYPES = ("float32", "int64", "int32", "int8", "uint8", "bool")
+"""Input dtypes the page harness fetches into a typed array (its ``ARRAYS``)."""
+ARRAY_DTYPES = {
+    "Float32Array": "<f4",
+    "Float64Array": "<f8",
+    "BigInt64Array": "<i8",
+    "BigUint64Array": "<u8",
+    "Int32Array": "<i4",
+    "Uint32Array": "<u4",
+    "Int16Array": "<i2",
+    "Uint16Array": "<u2",
+    "Int8Array": "i1",
+    "Uint8Array": "u1",
+}
+"""Typed array name -> the numpy dtype of its bytes, for the outputs the page sends back."""
+START = f"load+first / {BASELINE}"
+COLUMNS = [
+    "case",
+    "engine",
+    "load ms",
+    "first ms",
+    "load+first ms",
+    "median ms",
+    "runs",
+    f"vs {BASELINE}",
+    START,
+    "max rel err",
+    "error",
+]
 SIZE_COLUMNS = ["runtime", "files", "raw KiB", "min KiB", "gzip KiB", "min+gzip KiB"]
 
 
@@ -136,19 +173,6 @@ class Limits:
         return self.load + (2 + self.warmup) * self.run + self.warmup_s + self.budget + 60
 
 
-def seeded_feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Return standard-normal float32 inputs from ``default_rng(0)``, in graph-input order (as models.py)."""
-    rng = np.random.default_rng(0)
-    constants = {t.name for t in model.graph.initializer}
-    feeds = {}
-    for value in model.graph.input:
-        if value.name in constants:
-            continue
-        shape = tuple(d.dim_value for d in value.type.tensor_type.shape.dim)
-        feeds[value.name] = rng.standard_normal(shape).astype(np.float32)
-    return feeds
-
-
 def _micro_model(name: str, node: onnx.NodeProto, x_shape: list[int], w: np.ndarray, y_shape: list[int]) -> Any:
     graph = helper.make_graph(
         [node],
@@ -181,6 +205,20 @@ def micro_case(name: str) -> Case:
         hwio = np.ascontiguousarray(w.transpose(2, 3, 1, 0))
         return Case(name, "micro", model, feeds, tfjs=TfjsOp("conv2d", "x", nhwc, hwio, "y", to_onnx=(0, 3, 1, 2)))
     raise ValueError(f"unknown micro case {name!r}; choose from {', '.join(MICRO)}")
+
+
+def model_cases(names: Sequence[str]) -> tuple[list[Case], dict[str, str]]:
+    """Build the model cases; return them and, by name, why each case that could not be built is missing."""
+    cases, unavailable = [], {}
+    for name in names:
+        try:
+            model, feeds = build(name)
+        except Unavailable as exc:
+            unavailable[name] = str(exc)
+            print(f"not run: {exc}", flush=True)
+            continue
+        cases.append(Case(name, "model", model, feeds))
+    return cases, unavailable
 
 
 def reference(case: Case) -> dict[str, np.ndarray]:
@@ -216,7 +254,7 @@ def write_case(case: Case, served: Path, kf: bool) -> None:
     folder.mkdir(parents=True)
     onnx.save_model(case.model, str(folder / "model.onnx"))
     for name, array in case.feeds.items():
-        (folder / f"input_{name}.bin").write_bytes(array.astype("<f4").tobytes())
+        (folder / f"input_{name}.bin").write_bytes(array.astype(array.dtype.newbyteorder("<")).tobytes())
     if case.tfjs is not None:
         for name, array in case.tfjs.feeds.items():
             (folder / f"tfjs_input_{name}.bin").write_bytes(array.astype("<f4").tobytes())
@@ -232,6 +270,18 @@ def write_case(case: Case, served: Path, kf: bool) -> None:
     case.targets = [{"id": t.id, "steps": t.steps, "kernels": t.kernels} for t in report.targets]
 
 
+def onnx_dtype(array: np.ndarray) -> str:
+    """Return the ONNX type name of an input (``float32``, ``int64``, ``bool``, ...), as ``ort.Tensor`` takes it.
+
+    Raises:
+        ValueError: For a dtype the page harness has no typed array for.
+    """
+    name = "bool" if array.dtype == np.bool_ else array.dtype.name
+    if name not in PAGE_DTYPES:
+        raise ValueError(f"input dtype {array.dtype} is not served (served: {', '.join(PAGE_DTYPES)})")
+    return name
+
+
 def engine_config(case: Case, engine: str, runs: int, limits: Limits) -> dict[str, Any]:
     """Return what the page harness needs to run one engine on one case (URLs relative to the page)."""
     base = f"cases/{case.name}/"
@@ -243,7 +293,10 @@ def engine_config(case: Case, engine: str, runs: int, limits: Limits) -> dict[st
         "bundle": f"{base}bundle/",
         "onnx": f"{base}model.onnx",
         "peers": "peers/",
-        "inputs": {n: {"url": f"{base}{prefix}{n}.bin", "shape": list(a.shape)} for n, a in feeds.items()},
+        "inputs": {
+            n: {"url": f"{base}{prefix}{n}.bin", "shape": list(a.shape), "dtype": onnx_dtype(a)}
+            for n, a in feeds.items()
+        },
         "runs": runs,
         "warmup": limits.warmup,
         "warmupMs": limits.warmup_s * 1e3,
@@ -302,9 +355,17 @@ def drive(base_url: str, config: dict[str, Any], limits: Limits) -> tuple[dict[s
     return result, fetched, console
 
 
-def decode(case: Case, engine: str, outputs: Mapping[str, str]) -> dict[str, np.ndarray]:
-    """Return an engine's base64 outputs as arrays in the ONNX model's layout."""
-    arrays = {name: np.frombuffer(base64.b64decode(text), dtype="<f4") for name, text in outputs.items()}
+def decode(case: Case, engine: str, outputs: Mapping[str, Mapping[str, str]]) -> dict[str, np.ndarray]:
+    """Return an engine's base64 outputs (``{type: typed array name, data}``) as arrays in the model's layout.
+
+    Raises:
+        ValueError: For a typed array type with no numpy twin.
+    """
+    arrays = {}
+    for name, out in outputs.items():
+        if out.get("type") not in ARRAY_DTYPES:
+            raise ValueError(f"output {name!r} came back as a {out.get('type')}")
+        arrays[name] = np.frombuffer(base64.b64decode(out["data"]), dtype=ARRAY_DTYPES[out["type"]])
     op = case.tfjs
     if engine.startswith("tfjs-") and op is not None and op.to_onnx is not None:
         want = case.reference[op.output].shape
@@ -335,10 +396,13 @@ def bench(
         return row
     fetched_by_engine.setdefault(engine, fetched)
     times = result.get("times") or []
+    load, first = result.get("load_ms"), result.get("first_ms")
     row.update(
         {
-            "load ms": result.get("load_ms"),
-            "first ms": result.get("first_ms"),
+            "load ms": load,
+            "first ms": first,
+            # what a page waits for before its first answer: the number a user sees
+            "load+first ms": load + first if load is not None and first is not None else None,
             "median ms": statistics.median(times) if times else None,
             "runs": len(times),
             "times ms": times,
@@ -362,11 +426,14 @@ def bench(
 
 
 def add_speedups(rows: list[dict[str, Any]]) -> None:
-    """Set each row's baseline median / its median, per case."""
-    base = {r["case"]: r.get("median ms") for r in rows if r["engine"] == BASELINE}
+    """Set each row's baseline median / its median, and its load + first run / the baseline's, per case."""
+    base = {r["case"]: r for r in rows if r["engine"] == BASELINE}
     for row in rows:
-        ref, own = base.get(row["case"]), row.get("median ms")
-        row[f"vs {BASELINE}"] = ref / own if ref and own else None
+        ref = base.get(row["case"], {})
+        median, own = ref.get("median ms"), row.get("median ms")
+        row[f"vs {BASELINE}"] = median / own if median and own else None
+        start, own_start = ref.get("load+first ms"), row.get("load+first ms")
+        row[START] = own_start / start if start and own_start else None
 
 
 def code_files(paths: Sequence[str]) -> list[str]:
@@ -431,8 +498,9 @@ def size_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="builders of kernelforge.testing.models")
-    parser.add_argument("--micro", default=",".join(MICRO), help="micro cases ('' for none): " + ", ".join(MICRO))
+    parser.add_argument("--models", default=None, help="cases of _cases.py: " + ", ".join(SPECS))
+    parser.add_argument("--micro", default=None, help="micro cases ('' for none): " + ", ".join(MICRO))
+    parser.add_argument("--family", action="store_true", help="models " + ",".join(FAMILY) + " and no micro cases")
     parser.add_argument("--engines", default=",".join(ENGINES), help="engines to run: " + ", ".join(ENGINES))
     parser.add_argument("--runs", type=int, default=None, help="timed runs per engine (default 10, --quick 3)")
     parser.add_argument("--budget", type=float, default=None, help="seconds of timed runs per engine (60, quick 20)")
@@ -451,10 +519,11 @@ def main() -> int:
     warmup_s = args.warmup_s if args.warmup_s is not None else (0.5 if args.quick else 2.0)
     budget = args.budget or (20.0 if args.quick else 60.0)
     limits = Limits(args.load_timeout, args.run_timeout, budget, warmup, warmup_s)
-    models = [n for n in args.models.split(",") if n]
-    micro = [n for n in args.micro.split(",") if n]
+    default_models, default_micro = (FAMILY, ()) if args.family else (DEFAULT_MODELS, MICRO)
+    models = [n for n in (args.models if args.models is not None else ",".join(default_models)).split(",") if n]
+    micro = [n for n in (args.micro if args.micro is not None else ",".join(default_micro)).split(",") if n]
     engines = [e for e in args.engines.split(",") if e]
-    bad = [n for n in models if n not in MODELS] + [n for n in micro if n not in MICRO]
+    bad = [n for n in models if n not in SPECS] + [n for n in micro if n not in MICRO]
     bad += [e for e in engines if e not in ENGINES]
     if bad:
         print(f"unknown model(s), micro case(s) or engine(s): {bad}", file=sys.stderr)
@@ -474,7 +543,8 @@ def main() -> int:
             print(f"{exc}\n(--skip-peers runs kernelforge alone)", file=sys.stderr)
             return 2
 
-    cases = [Case(n, "model", MODELS[n](), {}) for n in models] + [micro_case(n) for n in micro]
+    cases, unavailable = model_cases(models)
+    cases += [micro_case(n) for n in micro]
     rows: list[dict[str, Any]] = []
     fetched: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="kf-browser-bench-") as tmp:
@@ -484,8 +554,6 @@ def main() -> int:
             link_peers(served)
         kf = any(e in KF_ENGINES for e in engines)
         for case in cases:
-            if not case.feeds:
-                case.feeds = seeded_feeds(case.model)
             case.reference = reference(case)
             write_case(case, served, kf)
             if case.export_error:
@@ -509,6 +577,8 @@ def main() -> int:
     if kf_rows:
         print("\nkernelforge's chosen target per case")
         print(table(kf_rows, ["case", "engine", "target", "match", "adapter"]))
+    for message in unavailable.values():
+        print(f"not run: {message}")
     print("\nruntime code size (what a page downloads before the model's own files)")
     print(size_table(sizes))
     payload = {
@@ -522,6 +592,7 @@ def main() -> int:
         "ort_wasm_threads": 1,
         "cross_origin_isolated": False,
         "rows": rows,
+        "unavailable": unavailable,
         "targets": {c.name: c.targets for c in cases},
         "sizes": sizes,
     }

@@ -1,10 +1,14 @@
 """Whole-model benchmark: kernelforge sessions (tuned DB vs empty DB) vs ONNX Runtime CPU, per model and device.
 
-    python benchmarks/models.py [--devices lavapipe,swiftshader,glsl] [--models mlp,small_cnn,...] [--light]
-                                [--runs 5] [--db DIR] [--quick]
+    python benchmarks/models.py [--devices lavapipe,swiftshader,glsl] [--models mlp,small_cnn,... | --family]
+                                [--light] [--runs 5] [--db DIR] [--quick] [--save DIR]
 
-Models are the builders of :mod:`kernelforge.testing.models` (and, with ``--light``, the ``light_*`` models
-that ship with the ``onnx`` package's backend tests). Per model and device: load time (wall clock of
+Models are the cases of ``benchmarks/_cases.py``, by default the builders of :mod:`kernelforge.testing.models`;
+``--family`` selects the models people ship instead (``minilm``, a MiniLM-L6-shaped encoder with int64
+``input_ids`` and ``attention_mask``; ``vit_tiny``; ``yolo_style``; ``mobilenet_v2_style_qdq``), and a case
+whose builder is not in this checkout is reported and skipped. With ``--light``, also the ``light_*`` models
+that ship with the ``onnx`` package's backend tests. Every case gets its seeded inputs of its declared dtypes
+(the light models: :meth:`Session.random_feeds`). Per model and device: load time (wall clock of
 ``kernelforge.load``, import and passes included; the device is opened before, so adapter start-up is not
 counted), first-run time and the median of ``--runs`` runs, once with the tuning database (``--db``, default
 the configured one) and once with an empty one (every kernel on its default params); ONNX Runtime's CPU
@@ -15,7 +19,8 @@ selectors of ``benchmarks/conv.py``: ``glsl`` is the GL device (llvmpipe through
 anything else a WGSL device. A model that does not import (an op kernelforge lacks) is reported and skipped.
 
 Prints one table and writes ``benchmarks/results/models.json`` (``models-quick.json`` with ``--quick``,
-a smoke run: the mlp only, two runs).
+a smoke run: two runs, of the mlp unless ``--models`` or ``--family`` names others). ``--save DIR`` writes
+the selected cases as ``DIR/<name>.onnx`` instead (the files ``kernelforge tune --model`` reads) and exits.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _cases import FAMILY, SPECS, Unavailable, build
 from _common import table, wall, write_json
 
 from kernelforge import _config
@@ -63,12 +69,27 @@ COLUMNS = [
 ]
 
 
-def model_sources(names: list[str], light: bool) -> dict[str, bytes]:
-    """Return serialized models by name: the testing builders, then the light_* models if asked for."""
-    sources = {name: MODELS[name]().SerializeToString() for name in names}
+Source = tuple[bytes, dict[str, np.ndarray] | None]
+"""A serialized model and its inputs (None: the session's random feeds)."""
+
+
+def model_sources(names: list[str], light: bool, skipped: dict[str, str]) -> dict[str, Source]:
+    """Return models and inputs by name: the cases, then the light_* models if asked for.
+
+    A case whose builder is missing here goes into ``skipped`` with the reason.
+    """
+    sources: dict[str, Source] = {}
+    for name in names:
+        try:
+            model, feeds = build(name)
+        except Unavailable as exc:
+            skipped[name] = str(exc)
+            print(f"skipped {exc}", flush=True)
+            continue
+        sources[name] = (model.SerializeToString(), feeds)
     if light:
         for path in sorted(LIGHT_DIR.glob("light_*.onnx")):
-            sources[path.stem] = path.read_bytes()
+            sources[path.stem] = (path.read_bytes(), None)
     return sources
 
 
@@ -111,20 +132,24 @@ class OrtModel:
 
 
 def bench(
-    name: str, source: bytes, selector: str, db: str, runs: int, ort_cache: dict[str, OrtModel]
+    name: str, source: Source, selector: str, db: str, runs: int, ort_cache: dict[str, OrtModel]
 ) -> dict[str, Any]:
     """Benchmark one model on one device; return its row."""
     device, backend = device_args(selector)
     info = open_device(device, backend).info  # opened outside the timed load
-    tuned, load_s = timed(lambda: load(source, device=device, backend=backend, db=db))
+    model, feeds = source
+    tuned, load_s = timed(lambda: load(model, device=device, backend=backend, db=db))
     with tempfile.TemporaryDirectory(prefix="kf-empty-db-") as empty:
-        untuned = load(source, device=device, backend=backend, db=empty)
-        return _measure(name, source, info.slug, tuned, untuned, load_s, runs, ort_cache)
+        untuned = load(model, device=device, backend=backend, db=empty)
+        if feeds is None:
+            feeds = tuned.random_feeds(np.random.default_rng(0))
+        return _measure(name, model, feeds, info.slug, tuned, untuned, load_s, runs, ort_cache)
 
 
 def _measure(
     name: str,
     source: bytes,
+    feeds: Mapping[str, np.ndarray],
     slug: str,
     tuned: Session,
     untuned: Session,
@@ -133,8 +158,6 @@ def _measure(
     ort_cache: dict[str, OrtModel],
 ) -> dict[str, Any]:
     """Time the two sessions and ONNX Runtime side by side on the same seeded inputs; return the row."""
-    rng = np.random.default_rng(0)
-    feeds = tuned.random_feeds(rng)
     if name not in ort_cache:  # one ORT session per model; its runs are timed beside each device's
         ort_cache[name] = OrtModel(source, feeds)
     ort = ort_cache[name]
@@ -169,23 +192,34 @@ def _measure(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", default="lavapipe,swiftshader,glsl", help="selectors; 'glsl' = the GL device")
-    parser.add_argument("--models", default=",".join(MODELS), help="builders of kernelforge.testing.models")
+    parser.add_argument("--models", default=None, help="cases of _cases.py: " + ", ".join(SPECS))
+    parser.add_argument("--family", action="store_true", help="models " + ",".join(FAMILY))
     parser.add_argument("--light", action="store_true", help="also the onnx package's light_* models (224x224)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per session (median)")
     parser.add_argument("--db", default=str(_config.db_dir()), help="the tuning database of the 'tuned' session")
-    parser.add_argument("--quick", action="store_true", help="smoke run: the mlp only, 2 runs")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 runs (of the mlp unless named)")
+    parser.add_argument("--save", type=Path, default=None, help="write the cases' .onnx files here and exit")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    names = ["mlp"] if args.quick else args.models.split(",")
+    default = ",".join(FAMILY if args.family else MODELS)
+    names = [n for n in (args.models if args.models is not None else default).split(",") if n]
+    if args.quick and args.models is None and not args.family:
+        names = ["mlp"]
     runs = 2 if args.quick else args.runs
-    unknown = [n for n in names if n not in MODELS]
+    unknown = [n for n in names if n not in SPECS]
     if unknown:
-        print(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}", file=sys.stderr)
+        print(f"unknown model(s) {unknown}; choose from {', '.join(SPECS)}", file=sys.stderr)
         return 2
-    sources = model_sources(names, args.light and not args.quick)
+    skipped: dict[str, str] = {}
+    sources = model_sources(names, args.light and not args.quick, skipped)
+    if args.save is not None:
+        args.save.mkdir(parents=True, exist_ok=True)
+        for name, (model, _) in sources.items():
+            (args.save / f"{name}.onnx").write_bytes(model)
+            print(f"wrote {args.save / name}.onnx")
+        return 0
 
     rows: list[dict[str, Any]] = []
-    skipped: dict[str, str] = {}
     ort_cache: dict[str, OrtModel] = {}
     for selector in args.devices.split(","):
         try:
