@@ -9,10 +9,11 @@ Compute stays float32: integer tensors are carried as exact integer-valued float
   integers (:class:`kernelforge.graph.quant.Quantized`), so a bundle stores it as int8.
 - **Runtime tensors**: QuantizeLinear is ``clip(round(x / s) + zp, qmin, qmax)`` and DequantizeLinear
   ``(q - zp) * s``, elementwise programs that the passes fuse; a QuantizeLinear -> DequantizeLinear pair is the
-  fake-quant ``(clip(round(x / s) + zp, qmin, qmax) - zp) * s``. The pairs are kept: with them a model gives
-  onnxruntime's QDQ run as written bit for bit (and its fused integer kernels to within one step of the output's
-  quantization), while dropping them changes what the model computes, since onnxruntime's quantizer removes a
-  Relu or relu6 Clip in front of a QuantizeLinear whose range does the clipping
+  fake-quant ``(clip(round(x / s) + zp, qmin, qmax) - zp) * s``, whose ``round(x / s)`` rounds the float32
+  quotient exactly on every device (``round_div`` in :mod:`kernelforge.ops._expr`). The pairs are kept: with
+  them a model gives onnxruntime's QDQ run as written bit for bit (and its fused integer kernels to within one
+  step of the output's quantization), while dropping them changes what the model computes, since onnxruntime's
+  quantizer removes a Relu or relu6 Clip in front of a QuantizeLinear whose range does the clipping
   (``tests/null/test_onnx_quant.py`` measures both).
 - **DynamicQuantizeLinear** computes its scale and zero point on the device as onnxruntime does (range widened
   to include 0, scale 1 for an all-zero tensor, zero point rounded half to even): two global max pools (of x

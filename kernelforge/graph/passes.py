@@ -264,9 +264,65 @@ def fuse_epilogues(graph: Graph) -> Graph:
     """
     for node in list(graph.nodes):
         if node.op in ("conv2d", "gemm", "conv_transpose2d"):
-            while _fuse_one(graph, node):
+            while _fuse_one(graph, node) or (_hoist_past_view(graph, node) and _fuse_one(graph, node)):
                 pass
     return graph
+
+
+def _hoist_past_view(graph: Graph, node: Node) -> bool:
+    """Move the epilogue that follows a view of ``node``'s output in front of the view; return whether it did.
+
+    A 3-D MatMul runs as a 2-D gemm between reshapes and a 1-D conv as a conv2d over a height of 1, so the bias
+    add and activation an exporter writes after ``nn.Linear`` or ``nn.Conv1d`` read a view of the kernel's
+    output. A view keeps the order of elements: an activation commutes with it, and so does the add of a
+    constant whose values, laid out in the kernel's output shape, are one number per output channel.
+    """
+    view = _single_consumer(graph, node.output)
+    if view is None or view.op != "reshape" or _activation(node).kind != "none":
+        return False
+    user = _single_consumer(graph, view.output)
+    shape = graph.value(view.output).shape
+    if user is None or user.op != "elementwise" or graph.value(user.output).shape != shape:
+        return False
+    tree = program_of(user)
+    mine = ("in", (user.inputs.index(view.output),))
+    inputs = [node.output if name == view.output else name for name in user.inputs]
+    if _as_activation(tree, mine) is None:
+        # x + c, c + x or x - c, as _fuse_one takes them
+        if tree[0] not in ("add", "sub") or len(tree) != 4 or mine not in tree[2:] or tree[2] == tree[3]:
+            return False
+        other = tree[3] if tree[2] == mine else tree[2]
+        if other[0] != "in" or (tree[0] == "sub" and tree[2] != mine):
+            return False
+        channels = _channel_vector(graph, node, user.inputs[other[1][0]], shape)
+        if channels is None:
+            return False
+        inputs[other[1][0]] = graph.add_const(f"{user.name}_channels", channels)
+    before = graph.fresh_name(f"{user.name}_unviewed")
+    graph.values[before] = Value(before, graph.value(node.output).shape)
+    del graph.values[view.output]
+    view.inputs, view.outputs = [before], list(user.outputs)
+    user.inputs, user.outputs = inputs, [before]
+    graph.nodes.remove(view)
+    graph.nodes.insert(graph.nodes.index(user) + 1, view)
+    return True
+
+
+def _channel_vector(graph: Graph, node: Node, name: str, view: tuple[int, ...]) -> np.ndarray | None:
+    """Return constant ``name`` (broadcast over ``view``) in ``node``'s output shape if per channel, else None."""
+    data = graph.const(name)
+    out_shape = graph.value(node.output).shape
+    if data is None:
+        return None
+    try:
+        if np.broadcast_shapes(np.shape(data), view) != view:
+            return None
+    except ValueError:  # does not broadcast to the view
+        return None
+    full = np.broadcast_to(np.asarray(data, np.float32), view).reshape(out_shape)
+    axis = len(out_shape) - 1 if node.op == "gemm" else 1
+    vector = full[tuple(slice(None) if i == axis else slice(0, 1) for i in range(len(out_shape)))]
+    return vector if np.array_equal(np.broadcast_to(vector, out_shape), full) else None
 
 
 def _fuse_one(graph: Graph, node: Node) -> bool:

@@ -19,7 +19,11 @@ treat any non-zero value as true.
 
 Canonical form: constant subtrees are folded (float64), ``-c`` is a constant, ``-0.0`` is ``0.0``, unary minus
 and ``neg()`` are one op, ``pow(v, n)`` with a small integer constant ``n`` is ``powi`` (expanded into
-multiplications by the templates). Semantics follow ONNX for each function.
+multiplications by the templates), and ``round(a / b)`` is ``round_div(a, b)``: the float32 quotient rounded
+half to even, exactly for quotients within +-2048 (quantization's range). Shader division may be off by a few
+ULP (WGSL and GLSL ES allow 2.5; SwiftShader's is), which moves a quotient that float32 rounds onto a half-way
+point, as quantizing ``x + 1`` on the scale of ``x`` does, to a neighbour, and the rounding with it; the
+templates decide such ties exactly. Semantics follow ONNX for each function.
 """
 
 from __future__ import annotations
@@ -56,6 +60,13 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
 def _leaky(x: np.ndarray, alpha: float) -> np.ndarray:
     return np.where(x >= 0.0, x, alpha * x)
+
+
+def _round_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    # the float32 quotient (as the graph computes it) rounded half to even: a quotient that float32 rounds
+    # onto a half-way point is a tie, one that float64 would put just beside it is not
+    quotient = np.asarray(a, np.float64).astype(np.float32) / np.asarray(b, np.float64).astype(np.float32)
+    return np.round(quotient.astype(np.float64))
 
 
 # op -> (attribute count, numpy float64 implementation); ONNX semantics
@@ -103,6 +114,7 @@ BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "logical_xor": lambda a, b: ((a != 0.0) != (b != 0.0)).astype(np.float64),
     "mod": np.mod,  # floor modulo, the divisor's sign; x mod +-inf is x or the divisor (ONNX Mod-28, fmod=0)
     "fmod": np.fmod,  # the dividend's sign, as ONNX Mod with fmod=1 (C fmod)
+    "round_div": _round_div,  # round(a / b), what QuantizeLinear computes: see the canonical form above
 }
 TERNARY: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
     "where": lambda c, x, y: np.where(c != 0.0, x, y),
@@ -230,6 +242,8 @@ class _Parser:
             if attr not in attrs and default is None:
                 raise self.fail(node, f"{fname}() needs the constant {attr!r}")
             values.append(attrs.get(attr, default if default is not None else 0.0))
+        if fname == "round" and args[0][0] == "div":
+            return self.fold(("round_div", (), *args[0][2:]), node)
         if fname == "pow" and args[1][0] == "const":
             exponent = args[1][1][0]
             if float(exponent).is_integer() and abs(exponent) <= MAX_POWI:
@@ -361,7 +375,7 @@ def ops_used(node: Node) -> set[str]:
 
 def has_domain_ops(node: Node) -> bool:
     """Return whether the program has an op that is not finite everywhere (div, sqrt, pow, ...)."""
-    return bool(ops_used(node) & {"div", "sqrt", "reciprocal", "pow", "log", "mod", "fmod"}) or any(
+    return bool(ops_used(node) & {"div", "round_div", "sqrt", "reciprocal", "pow", "log", "mod", "fmod"}) or any(
         n[0] == "powi" and n[1][0] < 0 for n in _walk(node)
     )
 

@@ -76,6 +76,7 @@ FUNCTION_CASES = [
     ("mod(x, -0.75)", np.array([-0.5, 0.0, -0.25, -0.5, 0.0, -0.25, -0.5, 0.0, -0.25])),
     ("fmod(x, 0.75)", np.array([-0.5, 0.0, -0.25, -0.5, 0.0, 0.5, 0.25, 0.0, 0.5])),
     ("where(greater(x, 0), x, y)", np.where(X > 0, X, Y)),
+    ("round_div(x, y)", np.round(X.astype(np.float32) / Y.astype(np.float32))),
 ]
 
 
@@ -123,6 +124,17 @@ def test_constants_fold_and_canonicalise():
     assert parse("pow(x, 100)")[0][0] == "pow"  # too big to expand: stays a pow
     assert parse("hardsigmoid(x)")[0] == parse("hardsigmoid(x, 0.2, 0.5)")[0]
     assert parse("clip(x, 1/4, sqrt(4))")[0] == ("clip", (0.25, 2.0), ("in", (0,)))
+    round_div = ("round_div", (), ("in", (0,)), ("const", (0.5,)))
+    assert parse("round(x / 0.5)")[0] == parse("round_div(x, 0.5)")[0] == round_div
+
+
+def test_round_div_rounds_the_float32_quotient():
+    # 1 + 65 s over s is 192.49999... in float64 but 192.5 in float32: a tie, to even (QuantizeLinear's rounding)
+    s = np.float32(0.00784313678741455)
+    x = np.float32(65) * s + np.float32(1)
+    assert float(x / s) == 192.5 and float(np.float64(x) / np.float64(s)) != 192.5
+    root, _ = parse("round(x / s)")
+    assert float(evaluate(root, [x, s])) == 192.0
 
 
 @pytest.mark.parametrize(
@@ -136,6 +148,7 @@ def test_constants_fold_and_canonicalise():
         "clip(x, -1e-05, 1e+20) + pow(x, -3) + pow(x, y) + hardsigmoid(x, 0.1, 0.7)",
         "leaky_relu(gelu(x), 0.3) / max(min(x, 1), y)",
         "0.1 + x",
+        "round(x / 0.3) + round(x) / y",
     ],
 )
 def test_canonical_text_parses_back_to_the_same_ir(text):
