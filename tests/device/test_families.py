@@ -154,4 +154,6 @@ def test_quantized_model_matches_onnxruntimes_float_semantics(device, name, styl
         ours = max(ours, _error(got, want))
         own = max(own, *(_error(_ort(model, feeds, level)[0], want) for level in (True, False)))
     assert own > 0, "onnxruntime's quantized run equals the fp32 model: the model is not quantized"
-    assert ours <= own, f"{name} {style} ({kind}) on {device[1]}: {ours:.3g} from fp32, onnxruntime's own {own:.3g}"
+    # as far from fp32 as onnxruntime's own run, up to float32 rounding of the same quantized values
+    where = f"{name} {style} ({kind}) on {device[1]}"
+    assert ours <= own * (1 + 1e-4) + 1e-6, f"{where}: {ours:.3g} from fp32, onnxruntime's own {own:.3g}"
