@@ -39,6 +39,10 @@ FORMAT_VERSION = 4
 """The version of a bundle with several variants (shape sets); one with a single variant is written as version 3."""
 SINGLE_VARIANT_VERSION = 3
 JS_DIR = Path(__file__).resolve().parent / "js"
+WEB_DTYPES = frozenset(
+    ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64", "bool")
+)
+"""The graph input/output dtypes ``kernelforge.js`` has a typed array for (FORMAT.md): a bundle carries no other."""
 RUNTIME_FILES = ("kernelforge.js", "kernelforge.d.ts", "index.html")
 
 
@@ -222,6 +226,21 @@ def _shapes(graph: Graph) -> str:
     return ", ".join(f"{n} {list(graph.value(n).shape)}" for n in graph.inputs)
 
 
+def _check_web_dtypes(graph: Graph) -> None:
+    """Refuse a graph input or output of a dtype ``kernelforge.js`` cannot feed or read (bfloat16, float8, int4...)."""
+    bad = [
+        f"graph {kind} {name!r} is {graph.dtype(name)}"
+        for kind, names in (("input", graph.inputs), ("output", graph.outputs))
+        for name in names
+        if graph.dtype(name) not in WEB_DTYPES
+    ]
+    if bad:
+        raise ExportError(
+            f"{'; '.join(bad)}: kernelforge.js has no typed array for that dtype (a bundle's inputs and outputs are "
+            f"{', '.join(sorted(WEB_DTYPES))}); make the model's edge float32 or float16 to export it"
+        )
+
+
 def _variant_graphs(
     model: ModelSource,
     input_shapes: Mapping[str, Sequence[int]] | None,
@@ -233,6 +252,7 @@ def _variant_graphs(
     graphs: list[Graph] = []
     for k, shapes in enumerate(variants or [{}]):
         graph = prepare_graph(model, {**(input_shapes or {}), **shapes})
+        _check_web_dtypes(graph)
         same = [j for j, g in enumerate(graphs) if _shapes(g) == _shapes(graph)]
         if same:
             raise ExportError(f"variants {same[0] + 1} and {k + 1} have the same input shapes ({_shapes(graph)})")

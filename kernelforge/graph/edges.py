@@ -5,6 +5,11 @@ a graph input of type int64 (token ids), int32, bool or float16 is converted to 
 graph output of such a type is converted back when it is read. float32 holds every integer up to 2**24 exactly:
 a larger integer input is refused, naming the input and the value, rather than silently rounded (token ids and
 positions are far below that; a vocabulary of 16.7 million is not).
+
+The narrow types of :mod:`.dtypes` (bfloat16, the float8 and float4 types, int4/uint4/int2/uint2) are edge
+dtypes too: float32 holds each of their values exactly, so an input widens exactly, and an output is rounded as
+ONNX's Cast rounds (to nearest even; overflow as the type's own: infinity, NaN or, for float4e2m1, its largest
+value). Inside a graph nothing is rounded to them (a Cast to bfloat16 is the tensor itself, as one to float16).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import onnx
+
+from kernelforge.graph.dtypes import NARROW_ELEMS, int_range, kind, numpy_dtype
 
 __all__ = ["EDGE_DTYPES", "MAX_EXACT_INT", "EdgeError", "edge_dtype", "from_compute", "to_compute"]
 
@@ -32,8 +39,10 @@ EDGE_DTYPES: dict[int, str] = {
     onnx.TensorProto.UINT32: "uint32",
     onnx.TensorProto.UINT64: "uint64",
     onnx.TensorProto.BOOL: "bool",
+    **NARROW_ELEMS,
 }
-"""ONNX element type -> the numpy dtype name a graph input or output of that type is fed and read as."""
+"""ONNX element type -> the dtype name a graph input or output of that type is fed and read as (the narrow types
+by their ``ml_dtypes`` names: :func:`.dtypes.numpy_dtype` gives the numpy dtype)."""
 
 
 class EdgeError(ValueError):
@@ -50,26 +59,30 @@ def edge_dtype(elem_type: int) -> str | None:
 def to_compute(name: str, array: Any, dtype: str) -> np.ndarray:
     """Return ``array``, fed for input ``name`` of dtype ``dtype``, as the float32 the kernels compute on.
 
-    Float inputs take any real numbers (as ONNX Runtime, a float feed for an integer input is refused);
-    integer and bool inputs take integers or bools, each within ``MAX_EXACT_INT``.
+    Float inputs take any real numbers (as ONNX Runtime, a float feed for an integer input is refused); a feed
+    of the input's own narrow float type widens exactly. Integer and bool inputs take integers or bools, each
+    within ``MAX_EXACT_INT``, and within the type's range for the 4- and 2-bit integers.
 
     Raises:
         EdgeError: Naming the input, the dtypes and the first value that does not convert exactly.
     """
     data = np.asarray(array)
-    floating = np.dtype(dtype).kind == "f"
+    floating = kind(numpy_dtype(dtype)) == "f"
+    have = kind(data.dtype)
     kinds = "fiub" if floating else "iub"
-    if data.dtype.kind not in kinds:
+    if have not in kinds:
         want = "float data" if floating else f"{dtype} data (integers or bools)"
         raise EdgeError(f"input {name!r}: expected {want}, got dtype {data.dtype}")
-    if not floating and data.dtype.kind in "iu" and data.size:
-        bad = np.flatnonzero(np.abs(data.astype(np.float64)) > MAX_EXACT_INT)  # float64: no int overflow
+    if not floating and have in "iu" and data.size:
+        lo, hi = int_range(dtype) if dtype in NARROW_ELEMS.values() else (-MAX_EXACT_INT, MAX_EXACT_INT)
+        wide = data.astype(np.float64)  # float64: no int overflow
+        bad = np.flatnonzero((wide < lo) | (wide > hi))
         if bad.size:
             at = np.unravel_index(int(bad[0]), data.shape)
-            raise EdgeError(
-                f"input {name!r}: value {data[at]} at index {tuple(int(i) for i in at)} is beyond +-2**24 "
-                f"({MAX_EXACT_INT}), the integers float32 compute holds exactly"
-            )
+            where = f"input {name!r}: value {data[at]} at index {tuple(int(i) for i in at)}"
+            if hi < MAX_EXACT_INT:
+                raise EdgeError(f"{where} is outside {dtype}'s range [{lo}, {hi}]")
+            raise EdgeError(f"{where} is beyond +-2**24 ({MAX_EXACT_INT}), the integers float32 compute holds exactly")
     return data.astype(np.float32, order="C", copy=False)  # ascontiguousarray would make a 0-d feed 1-d
 
 
@@ -77,16 +90,17 @@ def from_compute(data: np.ndarray, dtype: str) -> np.ndarray:
     """Return a float32 result as output dtype ``dtype``.
 
     Integers are rounded to the nearest (NaN and infinities become 0, as in ``kernelforge.js``) and clipped to
-    the type's range; bools are True where not 0.
+    the type's range; bools are True where not 0; floats are rounded to nearest even (beyond the type's range:
+    infinity, or NaN for a float8 type without infinities, or float4e2m1's largest value).
     """
-    target = np.dtype(dtype)
+    target = numpy_dtype(dtype)
     if target == np.float32:
         return data
     if target.kind == "b":
         return data != 0
-    if target.kind in "iu":
-        info = np.iinfo(target)
+    if kind(target) in "iu":
+        lo, hi = int_range(dtype)
         rounded = np.where(np.isfinite(data), np.rint(data), 0.0)
-        return np.clip(rounded, info.min, info.max).astype(target)
-    with np.errstate(over="ignore"):  # beyond float16's range: infinity, as a float16 cast gives
+        return np.clip(rounded, lo, hi).astype(target)
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond the type's range: as a cast gives
         return data.astype(target)

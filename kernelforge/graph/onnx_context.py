@@ -17,6 +17,7 @@ import onnx
 from onnx import helper
 
 from kernelforge.errors import ShapeError
+from kernelforge.graph.dtypes import NARROW_ELEMS, kind, numpy_dtype
 from kernelforge.graph.ir import Graph, GraphError, Node, Value, check_size
 from kernelforge.graph.quant import Quantized
 from kernelforge.ops import get_op
@@ -26,6 +27,7 @@ from kernelforge.ops.eltwise import EltwiseProblem
 _INTEGER_TYPES = {
     onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
     onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
+    *(elem for elem, name in NARROW_ELEMS.items() if kind(numpy_dtype(name)) in "iu"),
 }  # fmt: skip
 
 
@@ -127,7 +129,7 @@ class Context:
         """Return whether an ONNX tensor holds integers (its declared or inferred type, or a constant's dtype)."""
         data = self.const(name)
         if data is not None:
-            return data.dtype.kind in "iu"
+            return kind(data.dtype) in "iu"
         return self.types.get(name) in _INTEGER_TYPES
 
     def shape(self, name: str) -> tuple[int, ...]:
@@ -145,7 +147,7 @@ class Context:
         if data is None:
             raise self.fail(f"input {name!r} is not computed by any earlier node nor a graph input")
         if name not in self._materialized:
-            if data.dtype.kind not in "fiub":
+            if kind(data.dtype) not in "fiub":  # the narrow types of .dtypes widen exactly
                 raise self.fail(f"constant {name!r} of dtype {data.dtype} cannot be a float tensor")
             fresh = name if name not in self.graph.values else self.fresh(name)
             self._materialized[name] = self.graph.add_const(fresh, data.astype(np.float32, copy=False))

@@ -1,7 +1,8 @@
 """ONNX elementwise converters: every op that becomes (part of) one fused elementwise program.
 
 Unary and binary arithmetic, activations, comparisons and logic (1.0 / 0.0 results: a boolean tensor is a
-float tensor of 0 and 1 inside kernelforge), Where, Expand (a broadcast), Clip and Cast (compute stays float32).
+float tensor of 0 and 1 inside kernelforge), Where, Expand (a broadcast), Clip and Cast (compute stays float32:
+a cast to a float type rounds nothing, see :func:`_cast_to`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import numpy as np
 import onnx
 
 from kernelforge.errors import ShapeError
-from kernelforge.graph.onnx_context import Context, Converter, literal
+from kernelforge.graph.dtypes import SATURATING, finite_max, int_range, kind, numpy_dtype
+from kernelforge.graph.edges import EDGE_DTYPES
+from kernelforge.graph.onnx_context import Context, Converter, NodeUnsupported, literal
 from kernelforge.ops._expr import broadcast_shape
 
 # float32's largest value: opset < 11 Clip uses +-FLT_MAX for "no bound"
@@ -213,33 +216,60 @@ _INT_TYPES = {
 }
 
 
-def _cast(ctx: Context, node: onnx.NodeProto) -> None:
-    """Cast a runtime tensor; compute stays float32.
+def _cast_to(ctx: Context, node: onnx.NodeProto, to: int) -> None:
+    """Cast input 0 to ONNX element type ``to``; compute stays float32, so nothing is rounded to a float type.
 
-    A cast to a float type is the tensor itself, one to an integer type truncates toward zero (as ONNX), one to
-    bool is 1.0 where the value is not 0.
+    To an integer type: truncation toward zero (as ONNX). To int4/uint4/int2/uint2, as ONNX's reference: an
+    integer keeps its low bits (two's complement), a float out of the type's range gives 0. To bool: 1.0 where
+    not 0. To a float8 type with ``saturate`` (the default), and to float4e2m1 (which has no infinities): clipped
+    to the type's largest finite value (NaN stays NaN); without ``saturate``, unchanged. Rounding to a narrow
+    float, and a float8 type's overflow without ``saturate``, happen only where the result is a graph output
+    (:func:`kernelforge.graph.edges.from_compute`).
     """
-    to = int(ctx.attr("to", 0))
+    x, out = node.input[0], node.output[0]
+    name = EDGE_DTYPES.get(to)
+    if name is None:
+        supported = ", ".join(sorted(set(EDGE_DTYPES.values())))
+        raise NodeUnsupported(f"casting to {_type_name(to)} is not supported ({supported})")
+    target = numpy_dtype(name)
     if to in _INT_TYPES:
-        ctx.elementwise([node.input[0]], lambda v: f"trunc({v[0]})", node.output[0])
+        ctx.elementwise([x], lambda v: f"trunc({v[0]})", out)
     elif to == onnx.TensorProto.BOOL:
-        ctx.elementwise([node.input[0]], lambda v: f"logical_not(logical_not({v[0]}))", node.output[0])
+        ctx.elementwise([x], lambda v: f"logical_not(logical_not({v[0]}))", out)
+    elif kind(target) in "iu":
+        integer = ctx.is_integer(x)
+        ctx.elementwise([x], lambda v: _narrow_int(v[0], name, integer), out)
+    elif (name in SATURATING and int(ctx.attr("saturate", 1))) or name == "float4_e2m1fn":
+        lo, hi = literal(-finite_max(name)), literal(finite_max(name))
+        ctx.elementwise([x], lambda v: f"clip({v[0]}, {lo}, {hi})", out)
     else:
-        _identity(ctx, node)  # float16/double: compute stays float32 (CHECKS refused other targets)
+        _identity(ctx, node)  # float16/bfloat16/double, float8 without saturate: compute stays float32
+
+
+def _narrow_int(v: str, name: str, integer: bool) -> str:
+    """Return the expression casting ``v`` (integer-valued when ``integer``) to 4- or 2-bit integer type ``name``."""
+    lo, hi = int_range(name)
+    if integer:  # the low bits: v modulo 2**bits, shifted into [lo, hi]
+        return f"mod({v}, {hi - lo + 1})" if lo == 0 else f"mod({v} + {-lo}, {hi - lo + 1}) - {-lo}"
+    return f"where(logical_and(greater({v}, {lo - 1}), less({v}, {hi + 1})), trunc({v}), 0)"
+
+
+def _type_name(to: int) -> str:
+    return onnx.TensorProto.DataType.Name(to) if to in onnx.TensorProto.DataType.values() else str(to)
+
+
+def _cast(ctx: Context, node: onnx.NodeProto) -> None:
+    """Cast a runtime tensor (see :func:`_cast_to`)."""
+    _cast_to(ctx, node, int(ctx.attr("to", 0)))
 
 
 def _cast_like(ctx: Context, node: onnx.NodeProto) -> None:
-    """CastLike: Cast to the element type of input 1 (only its type is read)."""
+    """CastLike: Cast to the element type of input 1 (only its type is read), ``saturate`` as Cast's."""
     like = ctx.const(node.input[1])
     to = int(onnx.helper.np_dtype_to_tensor_dtype(like.dtype)) if like is not None else ctx.types.get(node.input[1])
     if to is None:
         raise ctx.fail(f"the element type of {node.input[1]!r} is unknown")
-    if to in _INT_TYPES:
-        ctx.elementwise([node.input[0]], lambda v: f"trunc({v[0]})", node.output[0])
-    elif to == onnx.TensorProto.BOOL:
-        ctx.elementwise([node.input[0]], lambda v: f"logical_not(logical_not({v[0]}))", node.output[0])
-    else:
-        _identity(ctx, node)
+    _cast_to(ctx, node, to)
 
 
 # activations written with the expression language's primitives: ONNX op -> (attributes with defaults, build)

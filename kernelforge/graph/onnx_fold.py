@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from kernelforge.graph.dtypes import cast_array
 from kernelforge.graph.ir import check_size
 from kernelforge.graph.onnx_context import Context, flatten_shape, reshape_target, squeeze_shape, unsqueeze_shape
 from kernelforge.graph.onnx_quant import CONST_INPUTS as QUANT_CONST_INPUTS
@@ -134,7 +135,9 @@ FOLDERS: dict[str, Folder] = {
     ],
     "Flatten": lambda ctx, node, x: [x[0].reshape(flatten_shape(x[0].shape, int(ctx.attr("axis", 1))))],
     "Transpose": lambda ctx, node, x: [np.ascontiguousarray(np.transpose(x[0], ctx.attr("perm")))],
-    "Cast": lambda ctx, node, x: [x[0].astype(helper.tensor_dtype_to_np_dtype(int(ctx.attr("to"))))],
+    "Cast": lambda ctx, node, x: [
+        cast_array(x[0], helper.tensor_dtype_to_np_dtype(int(ctx.attr("to"))), bool(ctx.attr("saturate", 1)))
+    ],
     "Identity": lambda ctx, node, x: [x[0]],
     "Dropout": lambda ctx, node, x: [x[0], np.ones(x[0].shape, bool)],
     "Add": _elementwise(np.add),

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from kernelforge.graph.dtypes import kind as kind_of
 from kernelforge.graph.edges import EDGE_DTYPES, MAX_EXACT_INT, edge_dtype
 from kernelforge.graph.ir import Graph, GraphError, Value, check_size
 from kernelforge.graph.onnx_context import Context, NodeUnsupported
@@ -82,20 +83,12 @@ def _check_window(node: onnx.NodeProto, opset: int, used: set[str]) -> str | Non
     return _extra_outputs(node, used, "indices") if node.op_type == "MaxPool" else None
 
 
-_CASTABLE = {
-    onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16,
-    onnx.TensorProto.BOOL, onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32,
-    onnx.TensorProto.INT64, onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32,
-    onnx.TensorProto.UINT64,
-}  # fmt: skip
-
-
 def _check_cast(node: onnx.NodeProto, opset: int, used: set[str]) -> str | None:
     to = int(_attr(node, "to", 0))
-    if to in _CASTABLE:
+    if to in EDGE_DTYPES:  # every type a graph edge carries: float, integer and bool types, the narrow ones too
         return None
     name = onnx.TensorProto.DataType.Name(to) if to in onnx.TensorProto.DataType.values() else str(to)
-    return f"casts a runtime tensor to {name}; supported: float, integer and bool types"
+    return f"casts a runtime tensor to {name}; supported: {', '.join(sorted(set(EDGE_DTYPES.values())))}"
 
 
 CHECKS: dict[str, Check] = {
@@ -507,7 +500,7 @@ def _bind_output(ctx: Context, name: str, where: str) -> None:
             ctx.finish()
     elif name in ctx.consts:
         data = ctx.consts[name]
-        exact = data.dtype.kind in "fb" or not data.size or np.abs(data.astype(np.float64)).max() <= MAX_EXACT_INT
+        exact = kind_of(data.dtype) in "fb" or not data.size or np.abs(data.astype(np.float64)).max() <= MAX_EXACT_INT
         if not exact:
             raise UnsupportedModelError(
                 f"{where}: graph output {name!r} is a constant of dtype {data.dtype} with values beyond 2**24, "

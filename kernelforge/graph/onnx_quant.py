@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from kernelforge.graph.dtypes import NARROW_ELEMS
 from kernelforge.graph.onnx_context import Context, Converter, NodeUnsupported, norm_axis
 from kernelforge.graph.quant import Quantized, relocate
 
@@ -46,6 +47,8 @@ RANGES: dict[str, tuple[int, int]] = {
     "uint16": (0, 2**16 - 1),
     "int4": (-8, 7),
     "uint4": (0, 15),
+    "int2": (-2, 1),
+    "uint2": (0, 3),
 }
 """Integer dtypes QuantizeLinear produces and DequantizeLinear reads (DequantizeLinear also reads int32)."""
 _DQ_DTYPES = (*RANGES, "int32")
@@ -59,6 +62,7 @@ _ELEMS = {
     "uint4": onnx.TensorProto.UINT4,
     "float16": onnx.TensorProto.FLOAT16,
     "bfloat16": onnx.TensorProto.BFLOAT16,
+    **{name: elem for elem, name in NARROW_ELEMS.items() if name in ("int2", "uint2")},  # onnx 1.20+
 }
 """ONNX element types by name (never ``np.dtype(name)``: numpy reads ``"int4"`` as its own 4-byte int32)."""
 _STORED = {"int8": np.int8, "uint8": np.uint8, "int4": np.int8, "uint4": np.uint8}

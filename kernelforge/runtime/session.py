@@ -22,6 +22,7 @@ from kernelforge.db import TuningDB
 from kernelforge.devices import DeviceInfo
 from kernelforge.errors import KernelforgeError, ShapeError
 from kernelforge.graph.build import build_program
+from kernelforge.graph.dtypes import kind, numpy_dtype
 from kernelforge.graph.edges import EdgeError, from_compute, to_compute
 from kernelforge.graph.ir import Graph
 from kernelforge.graph.layout import LayoutPlan
@@ -99,8 +100,8 @@ class Session:
         """
         feeds = {}
         for name, shape in self.inputs:
-            dtype = np.dtype(self.dtypes[name])
-            if dtype.kind == "f":
+            dtype = numpy_dtype(self.dtypes[name])
+            if kind(dtype) == "f":
                 feeds[name] = rng.standard_normal(shape).astype(dtype)
             else:
                 feeds[name] = rng.integers(0, 2, shape).astype(dtype)

@@ -18,7 +18,8 @@ def test_onnx_types_map_to_numpy_names() -> None:
     assert edge_dtype(TensorProto.BOOL) == "bool"
     assert edge_dtype(TensorProto.FLOAT16) == "float16"
     assert edge_dtype(TensorProto.STRING) is None
-    assert edge_dtype(TensorProto.FLOAT8E4M3FN) is None
+    assert edge_dtype(TensorProto.FLOAT8E4M3FN) == "float8_e4m3fn"
+    assert edge_dtype(TensorProto.FLOAT8E8M0) is None
 
 
 @pytest.mark.parametrize("dtype", ["int64", "int32", "uint8", "bool"])

@@ -635,7 +635,7 @@ def test_unsupported_dtypes_are_listed_with_unsupported_nodes() -> None:
         import_model(model)
     lines = str(info.value).splitlines()
     assert "1 unsupported node(s) and 1 unsupported graph input/output dtype(s)" in lines[0]
-    assert lines[1].startswith("graph input 'x': dtype COMPLEX64 is not supported (supported: bool, float16,")
+    assert lines[1].startswith("graph input 'x': dtype COMPLEX64 is not supported (supported: bfloat16, bool, float16,")
     assert lines[2] == "Hardmax node 'hm' (opset 13): op type is not supported"
 
 

@@ -263,7 +263,7 @@ def test_runtime_quantize_refusals_name_node_and_reason() -> None:
     precise = helper.make_node("QuantizeLinear", ["x", "s"], ["y"], precision=TensorProto.FLOAT16)
     with pytest.raises(UnsupportedModelError, match="precision=float16 is not supported"):
         import_model(model([precise], {"x": ("float", (4,))}, {"y": "uint8"}, [s], 23))
-    for dtype, opset in ((TensorProto.FLOAT8E4M3FN, 19), (TensorProto.INT2, 25)):
+    for dtype, opset in ((TensorProto.FLOAT8E4M3FN, 19), (TensorProto.FLOAT4E2M1, 23)):
         w = helper.make_tensor("w", dtype, [4], [1, 1, 1, 1])
         nodes = [helper.make_node("DequantizeLinear", ["w", "s"], ["d"]), helper.make_node("Add", ["x", "d"], ["y"])]
         name = helper.tensor_dtype_to_np_dtype(dtype).name
