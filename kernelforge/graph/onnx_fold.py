@@ -22,6 +22,8 @@ from kernelforge.graph.onnx_quant import FOLDERS as QUANT_FOLDERS
 from kernelforge.graph.onnx_quant import LOAD_TIME_INPUTS as QUANT_LOAD_TIME_INPUTS
 from kernelforge.graph.onnx_reduce import CONST_INPUTS as REDUCE_CONST_INPUTS
 from kernelforge.graph.onnx_reduce import FOLDERS as REDUCE_FOLDERS
+from kernelforge.graph.onnx_scan import CONST_INPUTS as SCAN_CONST_INPUTS
+from kernelforge.graph.onnx_scan import FOLDERS as SCAN_FOLDERS
 from kernelforge.graph.onnx_slice import fold_split
 
 __all__ = ["ALWAYS_FOLD", "CONSTANT_VALUES", "CONST_INPUTS", "FOLDERS", "LOAD_TIME_INPUTS", "Folder"]
@@ -178,6 +180,7 @@ FOLDERS: dict[str, Folder] = {
     "Trilu": _trilu,
     "Size": lambda ctx, node, x: [np.array(int(np.prod(ctx.shape(node.input[0]))), np.int64)],
     **REDUCE_FOLDERS,
+    **SCAN_FOLDERS,
     **QUANT_FOLDERS,
 }
 """ONNX op type -> numpy evaluation of a node whose inputs are all constants (Shape: whatever its input)."""
@@ -196,6 +199,7 @@ CONST_INPUTS: dict[str, tuple[int, ...]] = {
     "Slice": (1, 2, 3, 4),
     "Split": (1,),
     **REDUCE_CONST_INPUTS,
+    **SCAN_CONST_INPUTS,
     **QUANT_CONST_INPUTS,
 }
 """Inputs (shapes, axes, pads, scales) a converted node needs as constants: every shape is static."""

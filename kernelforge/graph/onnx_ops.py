@@ -34,6 +34,7 @@ from kernelforge.graph.onnx_quant import converters as quant_converters
 from kernelforge.graph.onnx_reduce import CONVERTERS as REDUCE
 from kernelforge.graph.onnx_reduce import layernorm_statistics
 from kernelforge.graph.onnx_resize import CONVERTERS as RESIZE
+from kernelforge.graph.onnx_scan import CONVERTERS as SCAN
 from kernelforge.graph.onnx_slice import CONVERTERS as SLICING
 from kernelforge.graph.onnx_windows import lift_windows
 from kernelforge.ops import OPS, get_op
@@ -426,6 +427,7 @@ CONVERTERS: dict[str, Converter] = {
     **GATHER,
     **SLICING,
     **REDUCE,
+    **SCAN,
     **ATTENTION,
     "Conv": _conv,
     "Gemm": _gemm,

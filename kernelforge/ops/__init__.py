@@ -31,6 +31,8 @@ OPS: dict[str, str] = {
     "reduce": "kernelforge.ops.reduce",
     "conv_transpose2d": "kernelforge.ops.conv_transpose",
     "attention": "kernelforge.ops.attention",
+    "arg_reduce": "kernelforge.ops.arg_reduce",
+    "cumsum": "kernelforge.ops.cumsum",
 }
 """Registry: op name -> module defining ``SPEC`` (one row per op; the name is also the op's IR name)."""
 

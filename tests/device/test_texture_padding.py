@@ -33,6 +33,8 @@ CASES = {
     "reduce": "3x5x7:a2:sum",
     "conv_transpose2d": "1x3x3x3:6x2x2:s2",
     "attention": "1x2x5x6",
+    "arg_reduce": "3x5x7:a1:min",
+    "cumsum": "4x9:a1:excl",
 }
 
 
