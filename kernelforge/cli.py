@@ -43,9 +43,12 @@ def _db_dir(text: str, create: bool) -> Path:
             raise UsageError(f"--db {text}: no such directory")
         try:
             path.mkdir(parents=True)
+            print(f"created tuning database {path}")
+        except FileExistsError:  # another worker of the same study made it a moment ago
+            if not path.is_dir():
+                raise UsageError(f"--db {text}: not a directory") from None
         except OSError as exc:
             raise UsageError(f"--db {text}: cannot create it ({exc.strerror or exc})") from None
-        print(f"created tuning database {path}")
     if create and not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f"--db {text}: not writable")
     return path

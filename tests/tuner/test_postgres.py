@@ -137,14 +137,33 @@ def test_a_server_stopped_and_restarted_mid_study_loses_no_trial(server, tmp_pat
 def test_a_lasting_outage_stops_the_worker_with_one_line_and_stores_its_best(server, tmp_path, lavapipe):
     url = fresh(server)
     problem = SPEC.parse_problem("44x36x20")
-    options = TuneOptions(trials=30, sampler="random", seed=5, db_dir=tmp_path, storage=url, outage_s=3.0)
-    stopper = threading.Timer(6.0, server.stop)
+    # more trials than can finish: the server goes down once a few have (not after a fixed time, which a fast
+    # run could outlast), and the outage, not the count, ends the study
+    options = TuneOptions(trials=500, sampler="random", seed=5, db_dir=tmp_path, storage=url, outage_s=3.0)
+    name = study_name(lavapipe, SPEC, problem)
+    stopped = threading.Event()
+
+    def stop_after_three_trials() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                study = optuna.load_study(study_name=name, storage=url)
+                if len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= 3:
+                    break
+            except Exception:  # the study is not created yet
+                pass
+            time.sleep(0.2)
+        server.stop()
+        stopped.set()
+
+    stopper = threading.Thread(target=stop_after_three_trials, daemon=True)
     stopper.start()
     try:
         result = tune_problem(lavapipe, SPEC, problem, options)
     finally:
-        stopper.cancel()
+        stopper.join()
         server.start()
+    assert stopped.is_set()
     assert "unreachable" in result.storage_error and "\n" not in result.storage_error
     assert "kf-secret" not in result.storage_error
     assert result.record is not None and result.stored is not None and result.stored.written

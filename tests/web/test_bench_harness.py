@@ -1,14 +1,16 @@
-"""The browser benchmark's page harness on a token model: int64 inputs reach kernelforge.js and onnxruntime-web.
+"""The browser benchmark's page harness on a token model: int64 inputs reach kernelforge.js.
 
 ``benchmarks/browser.py`` serves ``bert_tiny`` (int64 ``input_ids`` and ``attention_mask``) and runs one engine
 per fresh Chromium; each must load, answer like ONNX Runtime CPU and be timed. A page that feeds an input with
-another dtype than the bundle's manifest declares fails at load, naming the input.
+another dtype than the bundle's manifest declares fails at load, naming the input. The peers (onnxruntime-web,
+TF.js) are installed from npm only when the benchmark runs, so their engines are exercised there, not here.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,6 @@ from kernelforge.testing import chromium
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-import _browser_peers  # noqa: E402
 import _cases  # noqa: E402
 import browser  # noqa: E402
 
@@ -38,8 +39,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
         pytest.skip(reason)
     folder = tmp_path_factory.mktemp("bench-harness")
     browser.write_harness(folder)
-    if _browser_peers.installed_versions() == _browser_peers.PACKAGES:
-        _browser_peers.link_peers(folder)
     model, feeds = _cases.build("bert_tiny")
     cases = {
         "int64": browser.Case("bert_tiny", "model", model, feeds),
@@ -57,13 +56,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
 
 def run(served: tuple[str, dict[str, browser.Case]], case: str, engine: str) -> dict[str, Any]:
     base_url, cases = served
-    return browser.bench(cases[case], engine, base_url, 2, LIMITS, {})
+    # the harness drives its own Playwright, whose sync API refuses a thread where another one (the suite's
+    # page) already runs an event loop: it gets a thread of its own, as in the benchmark's process
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(browser.bench, cases[case], engine, base_url, 2, LIMITS, {}).result()
 
 
-@pytest.mark.parametrize("engine", ["kf-webgpu", "ort-wasm"])
+@pytest.mark.parametrize("engine", ["kf-webgpu", "kf-webgl2"])
 def test_int64_token_inputs_run_and_match_onnxruntime(served: tuple[str, dict[str, browser.Case]], engine: str) -> None:
-    if engine.startswith("ort-") and _browser_peers.installed_versions() != _browser_peers.PACKAGES:
-        pytest.skip("onnxruntime-web is not installed (npm ci --prefix benchmarks/peers)")
     row = run(served, "int64", engine)
     assert row.get("error") is None, row.get("console")
     assert row["max rel err"] < 1e-3

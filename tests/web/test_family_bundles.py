@@ -143,7 +143,8 @@ def test_quantized_bundle_matches_onnxruntime(browser_page: Any, served: Any, ke
         assert _error(got, _ort(model, feeds, optimized=False)[0]) <= QUANT_RTOL, f"{key} {backend} seed {seed}"
         ours = max(ours, _error(got, want))
         own = max(own, *(_error(_ort(model, feeds, level)[0], want) for level in (True, False)))
-    assert own > 0 and ours <= own, f"{key} {backend}: {ours:.3g} from fp32, onnxruntime's own {own:.3g}"
+    # as far from fp32 as onnxruntime's own run, up to float32 rounding of the same quantized values
+    assert own > 0 and ours <= own * (1 + 1e-4) + 1e-6, f"{key} {backend}: {ours:.3g} from fp32, ORT's {own:.3g}"
 
 
 def test_every_target_runs_the_fused_kernels(tmp_path: Path) -> None:
