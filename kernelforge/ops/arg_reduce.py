@@ -25,7 +25,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kernelforge.errors import ShapeError
-from kernelforge.ops.shapes import check_axis, check_dims, linear_grid, next_pow2, parse_dims, row_reduction_problem
+from kernelforge.ops.shapes import (
+    AxisRows,
+    check_axis,
+    check_dims,
+    linear_grid,
+    next_pow2,
+    parse_dims,
+    row_reduction_problem,
+)
 from kernelforge.ops.spec import GlLaunch, Launch, Limits, OpSpec, Param, Params, input_shape
 from kernelforge.ops.texture import TexLayout, first_too_big
 
@@ -46,7 +54,7 @@ _GLSL_FALLBACKS: tuple[Params, ...] = ({"pack": 4, "square": 1}, {"pack": 1, "sq
 
 
 @dataclass(frozen=True)
-class ArgReduceProblem:
+class ArgReduceProblem(AxisRows):
     """One ArgMax/ArgMin: x's ``shape``, the (normalised) ``axis``, the ``kind``, ``last`` and ``keepdims``."""
 
     shape: tuple[int, ...]
@@ -65,29 +73,9 @@ class ArgReduceProblem:
         object.__setattr__(self, "keepdims", bool(self.keepdims))
 
     @property
-    def outer(self) -> int:
-        """Product of the dims before the axis."""
-        return math.prod(self.shape[: self.axis])
-
-    @property
-    def length(self) -> int:
-        """``R``: the size of the reduced axis."""
-        return self.shape[self.axis]
-
-    @property
-    def inner(self) -> int:
-        """Product of the dims after the axis: the stride between an output's elements."""
-        return math.prod(self.shape[self.axis + 1 :])
-
-    @property
     def outputs(self) -> int:
-        """Number of outputs (``outer * inner``)."""
-        return self.outer * self.inner
-
-    @property
-    def size(self) -> int:
-        """Number of elements of x."""
-        return math.prod(self.shape)
+        """Number of outputs: one per row."""
+        return self.rows
 
 
 def arg_reduce_array(x: np.ndarray, axis: int, kind: str, last: bool = False, keepdims: bool = True) -> np.ndarray:

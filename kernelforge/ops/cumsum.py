@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kernelforge.errors import ShapeError
-from kernelforge.ops.shapes import check_axis, check_dims, linear_grid, parse_dims
+from kernelforge.ops.shapes import AxisRows, check_axis, check_dims, linear_grid, parse_dims
 from kernelforge.ops.spec import GlLaunch, Launch, Limits, OpSpec, Param, Params, input_shape
 from kernelforge.ops.texture import TexLayout
 
@@ -39,7 +39,7 @@ _GLSL_FALLBACKS: tuple[Params, ...] = ({"pack": 4, "square": 1}, {"pack": 1, "sq
 
 
 @dataclass(frozen=True)
-class CumSumProblem:
+class CumSumProblem(AxisRows):
     """One CumSum: x's ``shape``, the (normalised) ``axis``, ``exclusive`` and ``reverse``."""
 
     shape: tuple[int, ...]
@@ -53,31 +53,6 @@ class CumSumProblem:
         object.__setattr__(self, "axis", check_axis("cumsum", self.axis, len(shape)))
         object.__setattr__(self, "exclusive", bool(self.exclusive))
         object.__setattr__(self, "reverse", bool(self.reverse))
-
-    @property
-    def outer(self) -> int:
-        """Product of the dims before the axis."""
-        return math.prod(self.shape[: self.axis])
-
-    @property
-    def length(self) -> int:
-        """``L``: the size of the summed axis."""
-        return self.shape[self.axis]
-
-    @property
-    def inner(self) -> int:
-        """Product of the dims after the axis: the stride between a row's elements."""
-        return math.prod(self.shape[self.axis + 1 :])
-
-    @property
-    def rows(self) -> int:
-        """Number of independent rows (``outer * inner``)."""
-        return self.outer * self.inner
-
-    @property
-    def size(self) -> int:
-        """Number of elements of x."""
-        return math.prod(self.shape)
 
 
 def cumsum_array(x: np.ndarray, axis: int, exclusive: bool = False, reverse: bool = False) -> np.ndarray:

@@ -58,6 +58,42 @@ def check_axis(op: str, axis: Any, rank: int) -> int:
     return int(axis) % rank
 
 
+class AxisRows:
+    """The rows of a problem along one axis of its ``shape``: ``outer`` x ``length`` x ``inner`` elements.
+
+    A mixin for frozen problem dataclasses with ``shape`` and a normalised ``axis`` (softmax, cumsum,
+    ArgMax/ArgMin): a row is the ``length`` elements ``inner`` apart that one output or one scan reads.
+    """
+
+    shape: tuple[int, ...]
+    axis: int
+
+    @property
+    def outer(self) -> int:
+        """Product of the dims before the axis."""
+        return math.prod(self.shape[: self.axis])
+
+    @property
+    def length(self) -> int:
+        """The size of the axis (a row's length)."""
+        return self.shape[self.axis]
+
+    @property
+    def inner(self) -> int:
+        """Product of the dims after the axis: the stride between a row's elements."""
+        return math.prod(self.shape[self.axis + 1 :])
+
+    @property
+    def rows(self) -> int:
+        """Number of independent rows (``outer * inner``)."""
+        return self.outer * self.inner
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return math.prod(self.shape)
+
+
 def linear_grid(groups: int) -> tuple[int, int, int]:
     """Return a dispatch of at least ``groups`` workgroups, spilling into y past :data:`GRID_X`.
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from kernelforge.errors import ShapeError
 from kernelforge.ops.shapes import (
+    AxisRows,
     check_axis,
     check_dims,
     linear_grid,
@@ -43,7 +44,7 @@ _GLSL_FALLBACKS: tuple[Params, ...] = (
 
 
 @dataclass(frozen=True)
-class SoftmaxProblem:
+class SoftmaxProblem(AxisRows):
     """One Softmax call: ``shape`` and the (normalised, ``0 .. rank-1``) ``axis``."""
 
     shape: tuple[int, ...]
@@ -53,31 +54,6 @@ class SoftmaxProblem:
         shape = check_dims("softmax", "shape", self.shape)
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "axis", check_axis("softmax", self.axis, len(shape)))
-
-    @property
-    def outer(self) -> int:
-        """Product of the dims before the axis."""
-        return math.prod(self.shape[: self.axis])
-
-    @property
-    def length(self) -> int:
-        """Size of the softmax axis (a row's length)."""
-        return self.shape[self.axis]
-
-    @property
-    def inner(self) -> int:
-        """Product of the dims after the axis: the stride between a row's elements."""
-        return math.prod(self.shape[self.axis + 1 :])
-
-    @property
-    def rows(self) -> int:
-        """Number of independent softmax rows."""
-        return self.outer * self.inner
-
-    @property
-    def size(self) -> int:
-        """Number of elements."""
-        return math.prod(self.shape)
 
 
 class SoftmaxSpec(OpSpec[SoftmaxProblem]):
