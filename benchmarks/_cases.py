@@ -10,10 +10,11 @@ Besides the builders of :mod:`kernelforge.testing.models` (the old defaults), th
   for the int64 inputs that runs in seconds;
 - ``mobilenet_v2_style_qdq``: ``mobilenet_v2_style`` quantized by onnxruntime's ``quantize_static`` in the QDQ
   format (uint8 activations, int8 weights, :mod:`kernelforge.testing.quantized`);
-- ``vit_tiny`` (ViT-Tiny/16 at 224², 12 layers of width 192, 3 heads) and ``yolo_style`` (a YOLOv8 at 320²,
-  width 32, 80 classes): builders of ``kernelforge.testing.families``, looked up by name when a case is built.
-  Where that module or a builder is missing, or a builder does not take one of the sizes above, the case is
-  :class:`Unavailable` with a message saying which, and the benchmarks report it and go on.
+- ``vit_tiny`` (ViT-Tiny/16 at 224², 12 layers of width 192, 3 heads, 1,000 classes) and ``yolo_style`` (a
+  YOLOv8 at 320², width 32, 80 classes): builders of ``kernelforge.testing.families`` in the form PyTorch's
+  dynamo exporter writes (opset 18), looked up by name when a case is built. Where a case's module or builder
+  is missing, or a builder does not take one of its sizes, the case is :class:`Unavailable` with a message
+  saying which, and the benchmarks report it and go on.
 
 Inputs are seeded by dtype (:func:`seeded_feeds`): floats standard normal from ``default_rng(0)`` in graph-input
 order (the old cases' inputs, unchanged), ``input_ids`` below the case's vocabulary, ``attention_mask`` ones
@@ -84,9 +85,11 @@ SPECS: dict[str, CaseSpec] = {
         "vit_tiny",
         FAMILY_MODULE,
         "vit_tiny",
-        {"size": 224, "patch": 16, "hidden": 192, "heads": 3, "layers": 12, "classes": 1000},
+        {"style": "dynamo", "size": 224, "patch": 16, "hidden": 192, "heads": 3, "layers": 12, "classes": 1000},
     ),
-    "yolo_style": CaseSpec("yolo_style", FAMILY_MODULE, "yolo_style", {"size": 320, "width": 32, "classes": 80}),
+    "yolo_style": CaseSpec(
+        "yolo_style", FAMILY_MODULE, "yolo_style", {"style": "dynamo", "size": 320, "width": 32, "classes": 80}
+    ),
 }
 """Every case by name."""
 

@@ -94,3 +94,17 @@ def test_outputs_decode_by_their_typed_array_type() -> None:
     assert got["y"].dtype == np.float32 and got["y"][0] == 0.5
     with pytest.raises(ValueError, match="came back as a Float16Array"):
         browser.decode(case, "kf-webgpu", {"y": {"type": "Float16Array", "data": ""}})
+
+
+@pytest.mark.parametrize(
+    ("name", "image", "output"),
+    [("vit_tiny", (1, 3, 224, 224), (1, 1000)), ("yolo_style", (1, 3, 320, 320), (1, 84, 40 * 40 + 20 * 20))],
+)
+def test_the_vision_family_cases_build_at_their_shipped_sizes(
+    name: str, image: tuple[int, ...], output: tuple[int, ...]
+) -> None:
+    model, feeds = _cases.build(name)  # not Unavailable: the families' builders take every size of the case
+    (value,) = model.graph.input
+    assert feeds[value.name].shape == image and feeds[value.name].dtype == np.float32
+    (out,) = model.graph.output
+    assert tuple(d.dim_value for d in out.type.tensor_type.shape.dim) == output
