@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kernelforge.errors import ShapeError
+from kernelforge.ops.reduce import row_textures
 from kernelforge.ops.shapes import (
     AxisRows,
     check_axis,
@@ -35,7 +36,7 @@ from kernelforge.ops.shapes import (
     row_reduction_problem,
 )
 from kernelforge.ops.spec import GlLaunch, Launch, Limits, OpSpec, Param, Params, input_shape
-from kernelforge.ops.texture import TexLayout, first_too_big
+from kernelforge.ops.texture import first_too_big
 
 KINDS = ("max", "min")
 """``max``: ArgMax, ``min``: ArgMin."""
@@ -221,19 +222,8 @@ class ArgReduceSpec(OpSpec[ArgReduceProblem]):
         return Launch(linear_grid(groups), (problem.outputs, problem.length, problem.inner, 0))
 
     def gl_launch(self, problem: ArgReduceProblem, params: Params) -> GlLaunch:
-        """Return x and the output as matrices, as the reduce op does.
-
-        Contiguous rows (inner == 1): x ``[outer, R]``, the output ``[1, outer]``; others: x
-        ``[outer * R, inner]``, the output ``[outer, inner]``.
-        """
-        pack, square = params["pack"], bool(params["square"])
-        if problem.inner == 1:
-            x = TexLayout(problem.outer, problem.length, pack, square)
-            out = TexLayout(1, problem.outer, pack, square)
-        else:
-            x = TexLayout(problem.outer * problem.length, problem.inner, pack, square)
-            out = TexLayout(problem.outer, problem.inner, pack, square)
-        return GlLaunch((x,), ("X",), (out,), out.rows, out.cols)
+        """Return x and the output as matrices, as the reduce op does (:func:`kernelforge.ops.reduce.row_textures`)."""
+        return row_textures(problem.outer, problem.length, problem.inner, params)
 
     def device_inputs(
         self, problem: ArgReduceProblem, params: Params, inputs: Sequence[np.ndarray]

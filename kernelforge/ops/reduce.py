@@ -186,6 +186,22 @@ def reduce_array(x: np.ndarray, axes: Sequence[int] | None, kind: str, keepdims:
     return out.astype(dtype if dtype.kind == "f" else np.float32)
 
 
+def row_textures(outer: int, length: int, inner: int, params: Params) -> GlLaunch:
+    """Return the textures of a kernel that reduces rows of ``length`` values ``inner`` apart to one output each.
+
+    Contiguous rows (``inner == 1``): x ``[outer, length]``, the output ``[1, outer]``; others: x
+    ``[outer * length, inner]``, the output ``[outer, inner]``. A fragment's ``pack`` outputs are one texel.
+    """
+    pack, square = params["pack"], bool(params["square"])
+    if inner == 1:
+        x = TexLayout(outer, length, pack, square)
+        out = TexLayout(1, outer, pack, square)
+    else:
+        x = TexLayout(outer * length, inner, pack, square)
+        out = TexLayout(outer, inner, pack, square)
+    return GlLaunch((x,), ("X",), (out,), out.rows, out.cols)
+
+
 class ReduceSpec(OpSpec[ReduceProblem]):
     """The reduce op."""
 
@@ -388,19 +404,8 @@ class ReduceSpec(OpSpec[ReduceProblem]):
         return Launch(linear_grid(groups), (items, length, inner, problem.length))
 
     def gl_launch(self, problem: ReduceProblem, params: Params) -> GlLaunch:
-        """Return x and the output as matrices (a fragment's ``pack`` outputs are one texel of the output).
-
-        Contiguous reductions: x ``[outer, R]``, the output ``[1, outer]``; others (inner > 1): x
-        ``[outer * R, inner]``, the output ``[outer, inner]``.
-        """
-        pack, square = params["pack"], bool(params["square"])
-        if problem.inner == 1:
-            x = TexLayout(problem.outer, problem.length, pack, square)
-            out = TexLayout(1, problem.outer, pack, square)
-        else:
-            x = TexLayout(problem.outer * problem.length, problem.inner, pack, square)
-            out = TexLayout(problem.outer, problem.inner, pack, square)
-        return GlLaunch((x,), ("X",), (out,), out.rows, out.cols)
+        """Return x and the output as matrices (see :func:`row_textures`)."""
+        return row_textures(problem.outer, problem.length, problem.inner, params)
 
     def device_inputs(self, problem: ReduceProblem, params: Params, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Return x as contiguous float32 (transposed to NHWC for ``layout=1``)."""
