@@ -205,10 +205,16 @@ def _runtime_params(ctx: Context, node: onnx.NodeProto) -> tuple[np.ndarray, np.
     return scale, zp
 
 
-def _operands(ctx: Context, p: _Params) -> tuple[str, str]:
-    """Register the scale and zero point as constants broadcasting against x; return their ONNX names."""
+def _constant_operands(ctx: Context, p: _Params) -> tuple[str, str]:
+    """Register the scale and zero point as constants broadcasting against x; return their ONNX names.
+
+    The zero point's name is ``""`` where it is all zeros: the program then leaves it out.
+    """
     names = []
     for base, data in (("scale", p.scale), ("zero_point", p.zero_point)):
+        if base == "zero_point" and not data.any():
+            names.append("")
+            continue
         name = ctx.fresh(f"{ctx.node.output[0]}_{base}")
         ctx.consts[name] = np.asarray(data, np.float32)
         names.append(name)
@@ -248,46 +254,36 @@ def _quantize(ctx: Context, node: onnx.NodeProto) -> None:
     computed = _computed_params(ctx, node)
     if computed is not None:
         _check_precision(ctx)
-        s_name, z_name, dtype = computed
-        lo, hi = RANGES[dtype]
-        if z_name:
-            ctx.elementwise(
-                [x, s_name, z_name], lambda v: f"clip(round({v[0]} / {v[1]}) + {v[2]}, {lo}, {hi})", node.output[0]
-            )
-        else:
-            ctx.elementwise([x, s_name], lambda v: f"clip(round({v[0]} / {v[1]}), {lo}, {hi})", node.output[0])
-        return
-    scale, zp = _runtime_params(ctx, node)
-    _check_precision(ctx)
-    dtype = _q_dtype(ctx, zp)
-    p = _params(ctx, ctx.shape(x), scale, zp, dtype)
-    lo, hi = RANGES[dtype]
-    s, z = _operands(ctx, p)
-    if p.zero_point.any():
-        ctx.elementwise([x, s, z], lambda v: f"clip(round({v[0]} / {v[1]}) + {v[2]}, {lo}, {hi})", node.output[0])
+        s, z, dtype = computed
     else:
-        ctx.elementwise([x, s], lambda v: f"clip(round({v[0]} / {v[1]}), {lo}, {hi})", node.output[0])
+        scale, zp = _runtime_params(ctx, node)
+        _check_precision(ctx)
+        dtype = _q_dtype(ctx, zp)
+        s, z = _constant_operands(ctx, _params(ctx, ctx.shape(x), scale, zp, dtype))
+    lo, hi = RANGES[dtype]
+
+    def program(v: list[str]) -> str:
+        steps = f"round({v[0]} / {v[1]}) + {v[2]}" if z else f"round({v[0]} / {v[1]})"
+        return f"clip({steps}, {lo}, {hi})"
+
+    ctx.elementwise([x, s, z] if z else [x, s], program, node.output[0])
 
 
 def _dequantize(ctx: Context, node: onnx.NodeProto) -> None:
     x = node.input[0]
     computed = _computed_params(ctx, node)
     if computed is not None:
-        s_name, z_name, _ = computed
-        if z_name:
-            ctx.elementwise([x, s_name, z_name], lambda v: f"({v[0]} - {v[2]}) * {v[1]}", node.output[0])
-        else:
-            ctx.elementwise([x, s_name], lambda v: f"{v[0]} * {v[1]}", node.output[0])
-        return
-    scale, zp = _runtime_params(ctx, node)
-    p = _params(ctx, ctx.shape(x), scale, zp, _dq_dtype(ctx, None, zp))
-    if _output_dtype(ctx, scale) not in _SCALE_DTYPES:
-        raise NodeUnsupported(f"output_dtype {_output_dtype(ctx, scale)} is not supported (float, float16, bfloat16)")
-    s, z = _operands(ctx, p)
-    if p.zero_point.any():
-        ctx.elementwise([x, s, z], lambda v: f"({v[0]} - {v[2]}) * {v[1]}", node.output[0])
+        s, z, _ = computed
     else:
-        ctx.elementwise([x, s], lambda v: f"{v[0]} * {v[1]}", node.output[0])
+        scale, zp = _runtime_params(ctx, node)
+        p = _params(ctx, ctx.shape(x), scale, zp, _dq_dtype(ctx, None, zp))
+        if _output_dtype(ctx, scale) not in _SCALE_DTYPES:
+            raise NodeUnsupported(
+                f"output_dtype {_output_dtype(ctx, scale)} is not supported (float, float16, bfloat16)"
+            )
+        s, z = _constant_operands(ctx, p)
+    program = (lambda v: f"({v[0]} - {v[2]}) * {v[1]}") if z else (lambda v: f"{v[0]} * {v[1]}")
+    ctx.elementwise([x, s, z] if z else [x, s], program, node.output[0])
 
 
 def _global_max(ctx: Context, x_ir: str, shape: tuple[int, ...]) -> str:
