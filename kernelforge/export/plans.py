@@ -83,7 +83,9 @@ def glsl_json(program: Program, constants: Constants, shaders: Shaders) -> dict[
         else:
             outputs.append({"name": o.name, "texture": o.resources[0], "size": o.count})
     textures = [
-        {"width": r.width, "height": r.height, "pack": r.pack} for r in program.resources if isinstance(r, Texture)
+        {"width": r.width, "height": r.height, "pack": r.pack, **({"dtype": r.dtype} if r.dtype != "float32" else {})}
+        for r in program.resources
+        if isinstance(r, Texture)
     ]
     inputs = []
     for i in program.inputs:

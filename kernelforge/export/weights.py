@@ -1,8 +1,9 @@
 """The constants of a bundle: deduplicated, aligned, fp32 or fp16 in one ``weights.bin``; quantized ones int8.
 
-A constant a quantized model dequantized from int8/uint8 (:class:`~kernelforge.graph.quant.Quantized`) is stored
-as those integers, one byte each, with its scales and zero points in the manifest: the runtime widens it at load
-to exactly the float32 values a native session binds.
+A GEMM or conv weight that a kernel reads as int8/uint8 (:mod:`kernelforge.ops._qweight`) is stored as those
+bytes, and the runtime uploads them as they are. Any other constant a quantized model dequantized from int8/uint8
+(:class:`~kernelforge.graph.quant.Quantized`) is stored as those integers, one byte each, with its scales and zero
+points in the manifest: the runtime widens it at load to exactly the float32 values a native session binds.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class Constants:
         self._size = 0
 
     def add(self, array: np.ndarray, what: str, quant: Quantized | None = None) -> int:
-        """Store an array (flattened to float32, or as the integers of ``quant``) and return its constant index.
+        """Store an array (float32, int8/uint8 bytes a kernel reads, or the integers of ``quant``); return its index.
 
         Args:
             array: The values as a kernel binds them.
@@ -43,13 +44,15 @@ class Constants:
         Raises:
             ExportError: For fp16 weights beyond fp16's range, or non-finite values.
         """
+        if array.dtype in (np.int8, np.uint8):  # integers a kernel reads itself: their bytes, no scales
+            return self._store(np.ascontiguousarray(array).tobytes(), {"dtype": array.dtype.name}, array.size)
         data = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
         key = hashlib.sha256(data.tobytes()).hexdigest() + ("/q" if quant is not None else "")
         if key in self._index:
             return self._index[key]
         if not np.isfinite(data).all():
             raise ExportError(f"{what}: constant has non-finite values")
-        entry: dict[str, Any] = {"offset": self._size, "count": int(data.size)}
+        entry: dict[str, Any] = {}
         if quant is not None:
             if quant.q.size != data.size:
                 raise ExportError(f"{what}: {quant.q.size} quantized values for a constant of {data.size}")
@@ -62,8 +65,15 @@ class Constants:
             raw = data.astype("<f2").tobytes()
         else:
             raw = data.astype("<f4").tobytes()
+        return self._store(raw, entry, data.size, key)
+
+    def _store(self, raw: bytes, entry: dict[str, Any], count: int, key: str = "") -> int:
+        """Append ``raw`` (a constant of ``count`` values described by ``entry``) unless it is stored already."""
+        key = key or hashlib.sha256(raw).hexdigest() + "/" + str(entry.get("dtype"))
+        if key in self._index:
+            return self._index[key]
         self._index[key] = len(self._entries)
-        self._entries.append(entry)
+        self._entries.append({"offset": self._size, "count": int(count), **entry})
         pad = -len(raw) % ALIGN
         self._chunks.append(raw + b"\0" * pad)
         self._size += len(raw) + pad

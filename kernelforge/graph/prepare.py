@@ -13,6 +13,7 @@ from kernelforge.graph.lower import lower_node, split_wide_gemms
 from kernelforge.graph.onnx_import import import_model
 from kernelforge.graph.passes import optimize
 from kernelforge.graph.plan import plan_graph
+from kernelforge.graph.quant_weights import keep_weights_quantized
 from kernelforge.ops.spec import Limits
 
 ModelSource = str | os.PathLike[str] | bytes | Any
@@ -20,13 +21,14 @@ ModelSource = str | os.PathLike[str] | bytes | Any
 
 
 def prepare_graph(model: ModelSource, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:
-    """Import a model, run the graph passes and split GEMMs too wide for one storage binding (no device needed).
+    """Import a model, run the graph passes, split GEMMs too wide for one storage binding and keep quantized weights.
 
     Raises:
         GraphError: For a malformed model or unsupported nodes (all of them named at once).
     """
     graph = optimize(import_model(model, input_shapes))
     split_wide_gemms(graph)
+    keep_weights_quantized(graph)
     return graph
 
 

@@ -49,11 +49,15 @@ class Buffer:
 
 @dataclass(frozen=True)
 class Texture:
-    """A GLSL float texture: ``pack`` floats per texel (RGBA32F for 4, R32F for 1)."""
+    """A GLSL texture: ``pack`` floats per texel (RGBA32F for 4, R32F for 1), or ``dtype`` integers.
+
+    int8/uint8 textures (RGBA8I/R8I, RGBA8UI/R8UI) hold the quantized weights that kernels dequantize.
+    """
 
     width: int
     height: int
     pack: int
+    dtype: str = "float32"
 
     @property
     def floats(self) -> int:
@@ -70,7 +74,8 @@ class Upload:
 
     Attributes:
         resource: The resource written.
-        data: float32 values: the whole buffer (WGSL), or the ``[rows, cols]`` matrix ``layout`` packs (GLSL).
+        data: float32 values (int8/uint8 for quantized weights): the whole buffer (WGSL), or the ``[rows, cols]``
+            matrix ``layout`` packs (GLSL).
         layout: GLSL only: how the matrix is stored in the texture.
         what: What the constant is, for error messages (a node and input).
         quant: Web programs: the integers ``data`` dequantizes from, in ``data``'s order (None: floats only).
@@ -219,21 +224,26 @@ class ProgramBuilder:
         return self._shader_index[text]
 
     def constant_buffer(self, data: np.ndarray, what: str, quant: Quantized | None = None) -> int:
-        """Return a WGSL buffer holding ``data`` (flattened to float32); equal data shares one buffer."""
-        flat = np.ascontiguousarray(data, dtype=np.float32).reshape(-1)
-        key = flat.tobytes()
+        """Return a WGSL buffer holding ``data`` (flattened to float32, or int8/uint8 bytes); equal data shares one."""
+        integer = data.dtype in (np.int8, np.uint8)
+        flat = np.ascontiguousarray(data, dtype=None if integer else np.float32).reshape(-1)
+        key = flat.dtype.char.encode() + flat.tobytes()
         if key not in self._constant_index:
-            index = self.resource(Buffer(max(4, 4 * flat.size)))
+            index = self.resource(Buffer(max(4, (flat.nbytes + 3) // 4 * 4)))
             self.uploads.append(Upload(index, flat, None, what, quant))
             self._constant_index[key] = index
         return self._constant_index[key]
 
     def constant_texture(self, data: np.ndarray, layout: TexLayout, what: str, quant: Quantized | None = None) -> int:
-        """Return a new GLSL texture of ``layout`` holding ``data`` (a matrix of ``layout.rows`` x ``cols``)."""
-        flat = np.ascontiguousarray(data, dtype=np.float32).reshape(-1)
+        """Return a new GLSL texture of ``layout`` holding ``data`` (a matrix of ``layout.rows`` x ``cols``).
+
+        int8/uint8 data (quantized weights) gets an integer texture of that type.
+        """
+        integer = data.dtype in (np.int8, np.uint8)
+        flat = np.ascontiguousarray(data, dtype=None if integer else np.float32).reshape(-1)
         if flat.size != layout.rows * layout.cols:
             raise ProgramError(f"{what}: constant has {flat.size} values for {layout}")
-        index = self.resource(Texture(layout.width, layout.height, layout.pack))
+        index = self.resource(Texture(layout.width, layout.height, layout.pack, flat.dtype.name))
         self.uploads.append(Upload(index, flat, layout, what, quant))
         return index
 
@@ -368,7 +378,7 @@ def device_quants(plan: Plan, step: Step, spec: OpSpec[Any], device: Sequence[np
     for k, array in enumerate(device):
         name = step.call.inputs[k] if k < len(step.call.inputs) else ""
         quant = plan.graph.value(name).quant if name else None
-        if quant is None:
+        if quant is None or array.dtype in (np.int8, np.uint8):  # the kernel reads the integers itself
             found.append(None)
             continue
         convert = functools.partial(_convert_one, plan, step, spec, name, k)

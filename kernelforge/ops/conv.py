@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kernelforge.errors import ShapeError
+from kernelforge.ops import _qweight
 from kernelforge.ops._conv_params import (
     DEFAULT_PARAMS,
     DEPTHWISE,
@@ -47,6 +48,7 @@ from kernelforge.ops._conv_params import (
 )
 from kernelforge.ops._conv_shape import SYNTAX, parse_shape
 from kernelforge.ops._epilogue import Activation
+from kernelforge.ops._qweight import WeightQuant
 from kernelforge.ops.spec import (
     GlLaunch,
     Launch,
@@ -117,7 +119,8 @@ def _row_window(problem: ConvProblem, params: Params) -> list[int]:
 class ConvProblem:
     """One conv call: X ``[n, c, h, w]``, W ``[m, c / group, kh, kw]`` -> Y ``[n, m, oh, ow]``.
 
-    ``pads`` are ONNX's ``(top, left, bottom, right)``; ``strides`` and ``dilations`` are ``(y, x)``.
+    ``pads`` are ONNX's ``(top, left, bottom, right)``; ``strides`` and ``dilations`` are ``(y, x)``. ``wq``: W is
+    int8/uint8 on the device, dequantized per output channel (or per tensor) where it is read (:mod:`._qweight`).
     """
 
     n: int
@@ -134,6 +137,7 @@ class ConvProblem:
     has_bias: bool = False
     has_residual: bool = False
     activation: Activation = field(default_factory=Activation)
+    wq: WeightQuant | None = None
 
     def __post_init__(self) -> None:
         for name in ("n", "c", "h", "w", "m", "kh", "kw", "group"):
@@ -153,6 +157,8 @@ class ConvProblem:
                 f"conv2d: a {self.kh}x{self.kw} kernel (dilations {self.dilations}) does not fit the padded "
                 f"{self.h}x{self.w} input (pads {self.pads})"
             )
+        if self.wq is not None and self.wq.channels not in (1, self.m):
+            raise ShapeError(f"conv2d: quantized W needs 1 or M={self.m} scales, got {self.wq.channels}")
 
     @property
     def oh(self) -> int:
@@ -222,7 +228,8 @@ class ConvSpec(OpSpec[ConvProblem]):
     def from_node(self, shapes: Sequence[tuple[int, ...] | None], attrs: Mapping[str, Any]) -> ConvProblem:
         """Build the problem of a node ``act(conv(x, w) + bias + residual)``: inputs x, w, bias?, residual?.
 
-        Attrs: strides ``(sy, sx)``, pads ``(t, l, b, r)``, dilations ``(dy, dx)``, group, activation.
+        Attrs: strides ``(sy, sx)``, pads ``(t, l, b, r)``, dilations ``(dy, dx)``, group, activation, and
+        weight_quant (optional: W's integer dtype, with ``qparams`` as input 4).
         """
         x, w = input_shape(self.name, shapes, 0), input_shape(self.name, shapes, 1)
         bias, residual = [*shapes[2:], None, None][:2]
@@ -241,11 +248,17 @@ class ConvSpec(OpSpec[ConvProblem]):
             has_bias=bias is not None,
             has_residual=residual is not None,
             activation=attrs["activation"],
+            wq=_qweight.from_node(attrs, shapes[4] if len(shapes) > 4 else None, w[0], self.name),
         )
 
     def parse_problem(self, text: str) -> ConvProblem:
-        """Parse ``NxCxHxW:MxKHxKW`` plus ``:s`` strides, ``:p`` pads, ``:d`` dilations, ``:g`` group options."""
-        return ConvProblem(**parse_shape(text))
+        """Parse ``NxCxHxW:MxKHxKW`` plus ``:s`` strides, ``:p`` pads, ``:d`` dilations, ``:g`` group options.
+
+        A trailing ``/qi8`` or ``/qu8`` (``c``: per output channel) makes W int8/uint8 on the device.
+        """
+        shape, dtype, per_channel = _qweight.split_key(text)
+        fields = parse_shape(shape)
+        return ConvProblem(**fields, wq=_qweight.parsed(dtype, per_channel, int(fields["m"])))
 
     def problem_key(self, problem: ConvProblem) -> str:
         """Return the canonical shape text (parseable back), e.g. ``1x64x56x56:64x3x3:s1x1:p1,1,1,1:d1x1:g1``."""
@@ -253,7 +266,7 @@ class ConvSpec(OpSpec[ConvProblem]):
         return (
             f"{p.n}x{p.c}x{p.h}x{p.w}:{p.m}x{p.kh}x{p.kw}:s{p.strides[0]}x{p.strides[1]}"
             f":p{','.join(map(str, p.pads))}:d{p.dilations[0]}x{p.dilations[1]}:g{p.group}"
-        )
+        ) + (p.wq.key if p.wq else "")
 
     def shape_vector(self, problem: ConvProblem) -> tuple[float, ...]:
         """Return output pixels, output channels, reduction length, kernel area, stride, depthwise-ness."""
@@ -358,17 +371,20 @@ class ConvSpec(OpSpec[ConvProblem]):
         return (problem.n, problem.m, problem.oh, problem.ow)
 
     def make_inputs(self, problem: ConvProblem, rng: np.random.Generator) -> list[np.ndarray]:
-        """Return X, W (and bias, residual) with values in [-1, 1]."""
+        """Return X, W (and bias, residual) with values in [-1, 1]; a quantized W is integers, then its qparams."""
         q = problem
-        arrays = [
-            rng.uniform(-1, 1, (q.n, q.c, q.h, q.w)).astype(np.float32),
-            rng.uniform(-1, 1, (q.m, q.cg, q.kh, q.kw)).astype(np.float32),
-        ]
+        x = rng.uniform(-1, 1, (q.n, q.c, q.h, q.w)).astype(np.float32)
+        qparams = None
+        if q.wq is None:
+            arrays = [x, rng.uniform(-1, 1, (q.m, q.cg, q.kh, q.kw)).astype(np.float32)]
+        else:
+            w, qparams = _qweight.random_weight(rng, (q.m, q.cg, q.kh, q.kw), 0, q.wq)
+            arrays = [x, w]
         if q.has_bias:
             arrays.append(rng.uniform(-1, 1, q.m).astype(np.float32))
         if q.has_residual:
             arrays.append(rng.uniform(-1, 1, self.output_shape(q)).astype(np.float32))
-        return arrays
+        return arrays if qparams is None else [*arrays, qparams]
 
     def reference(self, problem: ConvProblem, inputs: Sequence[np.ndarray]) -> np.ndarray:
         """Compute ``act(conv + bias + residual)`` in float64 (one einsum per kernel tap) as float32."""
@@ -398,6 +414,7 @@ class ConvSpec(OpSpec[ConvProblem]):
         p, q = params, problem
         sizes = ("n", "c", "h", "w", "m", "kh", "kw", "oh", "ow", "group", "cg", "mg", "has_bias", "has_residual")
         context: dict[str, Any] = {**p, **{name: getattr(q, name) for name in sizes}, "act": q.activation}
+        context.update(q.wq.context() if q.wq else {"wq": ""})
         (context["sy"], context["sx"]), (context["dy"], context["dx"]) = q.strides, q.dilations
         context["pt"], context["pl"] = q.pads[:2]
         if language == "glsl":
@@ -406,6 +423,7 @@ class ConvSpec(OpSpec[ConvProblem]):
                 {f"tex_{name.lower()}": t.context() for name, t in zip(launch.samplers, launch.inputs, strict=True)}
             )
             context["out"] = launch.targets[0].context()
+            context.setdefault("tex_qp", None)
             context["depthwise"] = q.depthwise and q.mg == 1
             return context
         vw = p["vec_width"]
@@ -465,6 +483,9 @@ class ConvSpec(OpSpec[ConvProblem]):
         if q.has_residual:
             inputs.append(out)
             samplers.append("RES")
+        if q.wq:  # scales and zero points: [2, channels], 4 channels per texel
+            inputs.append(TexLayout(2, 4 * math.ceil(q.wq.channels / 4), 4, False))
+            samplers.append("QP")
         return GlLaunch(tuple(inputs), tuple(samplers), (out,), out.rows, out.cols)
 
     def device_inputs(self, problem: ConvProblem, params: Params, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -473,6 +494,10 @@ class ConvSpec(OpSpec[ConvProblem]):
         nhwc = params["layout"] == NHWC
         x = np.asarray(inputs[0], np.float32).reshape(q.n, q.c, q.h, q.w)
         w = np.asarray(inputs[1], np.float32).reshape(q.m, q.cg, q.kh, q.kw)
+        qparams = None
+        if q.wq is not None:
+            qparams = np.asarray(inputs[2 + q.has_bias + q.has_residual], np.float32)
+            w = _qweight.integers(w, qparams, 0, q.wq, "W")
         glsl = "c_unroll" in params
         w_dev: np.ndarray
         if glsl:
@@ -496,7 +521,11 @@ class ConvSpec(OpSpec[ConvProblem]):
         if q.has_residual:
             res = np.asarray(inputs[index], np.float32).reshape(self.output_shape(q))
             arrays.append(res.transpose(0, 2, 3, 1) if nhwc else res)
-        return [np.ascontiguousarray(a, dtype=np.float32) for a in arrays]
+        device = [np.ascontiguousarray(a, dtype=a.dtype if a is w_dev else np.float32) for a in arrays]
+        if qparams is None or q.wq is None:
+            return device
+        qp = _qweight.device_qparams(qparams, q.wq)
+        return [*device, qp.reshape(2, -1) if glsl else qp]  # GLSL: a [2, 4 * rows] texture
 
     def device_output_shape(self, problem: ConvProblem, params: Params) -> tuple[int, ...]:
         """Return ``(n, oh, ow, m)`` for NHWC kernels, else the NCHW output shape."""

@@ -11,7 +11,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kernelforge.errors import ShapeError
+from kernelforge.ops import _qweight
 from kernelforge.ops._epilogue import Activation
+from kernelforge.ops._qweight import WeightQuant
 from kernelforge.ops.spec import GlLaunch, Launch, Limits, OpSpec, Param, Params, input_shape, register_tile_problem
 from kernelforge.ops.texture import TexLayout, first_too_big
 
@@ -76,7 +78,8 @@ _SHAPE = re.compile(r"^(?:(\d+)x)?(\d+)x(\d+)x(\d+)(t?)$")
 class GemmProblem:
     """One GEMM call: ``batch`` x (M x K) . op(B) -> ``batch`` x (M x N).
 
-    ``batch_b`` is 1 when one B is shared by every batch (a weight matrix), else equal to ``batch``.
+    ``batch_b`` is 1 when one B is shared by every batch (a weight matrix), else equal to ``batch``. ``wq``: B is
+    int8/uint8 on the device, dequantized per column or per tensor where it is read (:mod:`._qweight`).
     """
 
     m: int
@@ -87,6 +90,7 @@ class GemmProblem:
     trans_b: bool = False
     has_bias: bool = False
     activation: Activation = field(default_factory=Activation)
+    wq: WeightQuant | None = None
 
     def __post_init__(self) -> None:
         for name in ("m", "n", "k", "batch", "batch_b"):
@@ -95,6 +99,8 @@ class GemmProblem:
                 raise ShapeError(f"gemm: {name} must be an integer >= 1, got {value!r}")
         if self.batch_b not in (1, self.batch):
             raise ShapeError(f"gemm: B batch {self.batch_b} must be 1 or equal to A batch {self.batch}")
+        if self.wq is not None and (self.batch_b != 1 or self.wq.channels not in (1, self.n)):
+            raise ShapeError(f"gemm: quantized B needs one B and 1 or N={self.n} scales, got {self.wq}")
 
 
 class GemmSpec(OpSpec[GemmProblem]):
@@ -102,7 +108,10 @@ class GemmSpec(OpSpec[GemmProblem]):
 
     name: ClassVar[str] = "gemm"
     templates: ClassVar[dict[str, str]] = {"wgsl": "wgsl/gemm.wgsl.j2", "glsl": "glsl/gemm.frag.j2"}
-    shape_syntax: ClassVar[str] = "MxNxK or BxMxNxK, trailing 't' for trans_b (1024x1024x1024,64x64x64t)"
+    shape_syntax: ClassVar[str] = (
+        "MxNxK or BxMxNxK, trailing 't' for trans_b, '/qi8' or '/qu8' int8/uint8 B ('c': per column) "
+        "(1024x1024x1024,64x64x64t,1x384x384/qi8c)"
+    )
     spaces: ClassVar[dict[str, tuple[Param, ...]]] = {
         "wgsl": (
             Param("wg_x", (1, 2, 4, 8, 16, 32, 64), "workgroup threads along N"),
@@ -127,36 +136,44 @@ class GemmSpec(OpSpec[GemmProblem]):
     def from_node(self, shapes: Sequence[tuple[int, ...] | None], attrs: Mapping[str, Any]) -> GemmProblem:
         """Build the problem of a node ``act(a @ op(b) + bias)``: inputs a ``[m, k]`` or ``[batch, m, k]``, b, bias?.
 
-        Attrs: trans_b (bool), activation. A 3-D ``b`` has the same leading dim as ``a``.
+        Attrs: trans_b (bool), activation, weight_quant (optional: B's integer dtype, with ``qparams`` as input 3).
+        A 3-D ``b`` has the same leading dim as ``a``.
         """
         a, b = input_shape(self.name, shapes, 0), input_shape(self.name, shapes, 1)
         bias = shapes[2] if len(shapes) > 2 else None
         trans_b = bool(attrs["trans_b"])
         m, k = a[-2:]
+        n = b[-2] if trans_b else b[-1]
         return GemmProblem(
             m=m,
-            n=b[-2] if trans_b else b[-1],
+            n=n,
             k=k,
             batch=a[0] if len(a) == 3 else 1,
             batch_b=b[0] if len(b) == 3 else 1,
             trans_b=trans_b,
             has_bias=bias is not None,
             activation=attrs["activation"],
+            wq=_qweight.from_node(attrs, shapes[3] if len(shapes) > 3 else None, n, self.name),
         )
 
     def parse_problem(self, text: str) -> GemmProblem:
-        """Parse ``MxNxK``, ``BxMxNxK``, with a trailing ``t`` for ``trans_b`` (``64x64x64t``)."""
-        match = _SHAPE.match(text.strip().lower())
+        """Parse ``MxNxK``, ``BxMxNxK``, with a trailing ``t`` for ``trans_b`` (``64x64x64t``) and ``/qi8[c]``."""
+        shape, dtype, per_column = _qweight.split_key(text.strip().lower())
+        match = _SHAPE.match(shape)
         if not match:
             raise ShapeError(f"gemm shape {text!r} is not MxNxK or BxMxNxK (optional trailing 't' = trans_b)")
-        batch = int(match.group(1) or 1)
+        batch = 1 if dtype else int(match.group(1) or 1)
+        if dtype and match.group(1) and int(match.group(1)) != 1:
+            raise ShapeError(f"gemm shape {text!r}: quantized B is one weight matrix (no batch)")
+        n = int(match.group(3))
         return GemmProblem(
             m=int(match.group(2)),
-            n=int(match.group(3)),
+            n=n,
             k=int(match.group(4)),
             batch=batch,
             batch_b=batch,
             trans_b=bool(match.group(5)),
+            wq=_qweight.parsed(dtype, per_column, n),
         )
 
     def problem_key(self, problem: GemmProblem) -> str:
@@ -168,7 +185,7 @@ class GemmSpec(OpSpec[GemmProblem]):
             key += "t"
         if problem.batch > 1 and problem.batch_b == 1:
             key += "/b1"
-        return key
+        return key + (problem.wq.key if problem.wq else "")
 
     def shape_vector(self, problem: GemmProblem) -> tuple[float, ...]:
         """Return (M, N, K, batch, trans_b) for nearest-shape lookup."""
@@ -249,15 +266,18 @@ class GemmSpec(OpSpec[GemmProblem]):
         return (problem.batch, problem.m, problem.n) if problem.batch > 1 else (problem.m, problem.n)
 
     def make_inputs(self, problem: GemmProblem, rng: np.random.Generator) -> list[np.ndarray]:
-        """Return A, B (and bias) with values in [-1, 1]."""
+        """Return A, B (and bias) with values in [-1, 1]; a quantized B is made of integers, then its qparams."""
         b_shape = (problem.n, problem.k) if problem.trans_b else (problem.k, problem.n)
-        arrays = [
-            rng.uniform(-1, 1, (problem.batch, problem.m, problem.k)).astype(np.float32),
-            rng.uniform(-1, 1, (problem.batch_b, *b_shape)).astype(np.float32),
-        ]
+        a = rng.uniform(-1, 1, (problem.batch, problem.m, problem.k)).astype(np.float32)
+        if problem.wq is None:
+            arrays = [a, rng.uniform(-1, 1, (problem.batch_b, *b_shape)).astype(np.float32)]
+            qparams = None
+        else:
+            b, qparams = _qweight.random_weight(rng, b_shape, 0 if problem.trans_b else 1, problem.wq)
+            arrays = [a, b]
         if problem.has_bias:
             arrays.append(rng.uniform(-1, 1, problem.n).astype(np.float32))
-        return arrays
+        return arrays if qparams is None else [*arrays, qparams]
 
     def reference(self, problem: GemmProblem, inputs: Sequence[np.ndarray]) -> np.ndarray:
         """Compute act(A . op(B) + bias) in float64 and return float32 of :meth:`output_shape`."""
@@ -291,6 +311,8 @@ class GemmSpec(OpSpec[GemmProblem]):
                 "b": launch.inputs[1].context(),
                 "bias": launch.inputs[2].context() if problem.has_bias else None,
                 "out": launch.targets[0].context(),
+                "qp": launch.inputs[-1].context() if problem.wq else None,
+                **(problem.wq.context() if problem.wq else {"wq": ""}),
             }
         threads = p["wg_x"] * p["wg_y"]
         tile_m, tile_n = p["wg_y"] * p["wpt_m"], p["wg_x"] * p["wpt_n"]
@@ -307,6 +329,7 @@ class GemmSpec(OpSpec[GemmProblem]):
             "trans_b": bool(problem.trans_b),
             "has_bias": bool(problem.has_bias),
             "act": problem.activation,
+            **(problem.wq.context() if problem.wq else {"wq": ""}),
         }
 
     def launch(self, problem: GemmProblem, params: Params) -> Launch:
@@ -333,7 +356,8 @@ class GemmSpec(OpSpec[GemmProblem]):
     def gl_launch(self, problem: GemmProblem, params: Params) -> GlLaunch:
         """Return the textures and render targets of the GLSL kernel.
 
-        A is ``[batch*M, K]``, B ``[batch_b*K, N]`` (``[batch_b*N, K]`` with trans_b), bias ``[1, N]``; the
+        A is ``[batch*M, K]``, B ``[batch_b*K, N]`` (``[batch_b*N, K]`` with trans_b), bias ``[1, N]``, a
+        quantized B's scales and zero points ``[2, 1 | N]`` (texture ``QP``); the
         output is ``mrt`` targets of ``pack_c`` values per texel, row-aligned or square-ish like the inputs.
         """
         square = bool(params["square"])
@@ -346,14 +370,24 @@ class GemmSpec(OpSpec[GemmProblem]):
         ]
         if problem.has_bias:
             inputs.append(TexLayout(1, problem.n, params["pack_c"], False))
-        target = TexLayout(math.ceil(rows / params["mrt"]), problem.n, params["pack_c"], square)
         samplers = ("A", "B", "BIAS")[: len(inputs)]
+        if problem.wq:  # scales and zero points: [2, channels], 4 channels per texel
+            inputs.append(TexLayout(2, 4 * math.ceil(problem.wq.channels / 4), 4, False))
+            samplers = (*samplers, "QP")
+        target = TexLayout(math.ceil(rows / params["mrt"]), problem.n, params["pack_c"], square)
         return GlLaunch(tuple(inputs), samplers, (target,) * params["mrt"], rows, problem.n)
 
     def device_inputs(self, problem: GemmProblem, params: Params, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Return A, B (and bias) as contiguous float32 arrays."""
+        """Return A, B (and bias) as contiguous float32 arrays; a quantized B as its integers, then the qparams."""
         count = 3 if problem.has_bias else 2
-        return [np.ascontiguousarray(x, dtype=np.float32) for x in inputs[:count]]
+        arrays = [np.ascontiguousarray(x, dtype=np.float32) for x in inputs[:count]]
+        if problem.wq is None:
+            return arrays
+        b_shape = (problem.n, problem.k) if problem.trans_b else (problem.k, problem.n)
+        qparams = np.asarray(inputs[count], np.float32)
+        arrays[1] = _qweight.integers(arrays[1].reshape(b_shape), qparams, int(not problem.trans_b), problem.wq, "B")
+        qp = _qweight.device_qparams(qparams, problem.wq)
+        return [*arrays, qp.reshape(2, -1) if "pack_c" in params else qp]  # GLSL: a [2, 4 * rows] texture
 
 
 SPEC = GemmSpec()

@@ -62,11 +62,13 @@ class TexLayout:
         return None
 
     def pack_array(self, matrix: np.ndarray) -> np.ndarray:
-        """Return texture data ``(height, width, pack)`` float32 for a ``[rows, cols]`` matrix."""
-        m = np.asarray(matrix, np.float32).reshape(self.rows, self.cols)
-        padded = np.zeros((self.rows, self.row_texels * self.pack), np.float32)
+        """Return texture data ``(height, width, pack)`` for a ``[rows, cols]`` matrix: float32, or int8/uint8 kept."""
+        given = np.asarray(matrix)
+        dtype = given.dtype if given.dtype in (np.int8, np.uint8) else np.float32
+        m = np.asarray(given, dtype).reshape(self.rows, self.cols)
+        padded = np.zeros((self.rows, self.row_texels * self.pack), dtype)
         padded[:, : self.cols] = m
-        flat = np.zeros(self.width * self.height * self.pack, np.float32)
+        flat = np.zeros(self.width * self.height * self.pack, dtype)
         flat[: padded.size] = padded.reshape(-1)
         return flat.reshape(self.height, self.width, self.pack)
 

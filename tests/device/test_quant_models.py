@@ -60,3 +60,22 @@ def test_dynamic_quantization_runs_its_statistics_on_the_device(device: tuple[An
     ops = [step.op for step in session.program.steps]
     # per DynamicQuantizeLinear: max of x and of -x (global pools), scale, zero point and the quantized tensor
     assert ops.count("pool2d") == 2 * 3 and "gemm" in ops
+
+
+@pytest.mark.parametrize(("name", "kind"), CASES)
+def test_quantized_weights_stay_integers_on_the_device(device: tuple[Any, str], name: str, kind: str) -> None:
+    info, language = device
+    model, fp32 = quantized(name, kind), MODELS[name]()
+    program = kernelforge.load(model, device=info.index, backend=language).program
+    floats = kernelforge.load(fp32, device=info.index, backend=language).program
+    weights = {s.op: [] for s in program.steps}  # op -> kinds of the weight each GEMM/conv binds
+    for step in program.steps:
+        if step.op in ("gemm", "conv2d"):
+            uploads = {u.resource: u for u in program.uploads}
+            weight = uploads.get(step.inputs[1].resource)
+            weights[step.op].append("none" if weight is None else weight.data.dtype.name)
+    kinds = {k for ks in weights.values() for k in ks}
+    assert kinds <= {"int8", "uint8"} and kinds, f"{name} ({kind}): GEMM/conv weights bound as {weights}"
+    int_bytes = sum(u.data.nbytes for u in program.uploads if u.data.dtype.name in ("int8", "uint8"))
+    float_bytes = sum(u.data.nbytes for u in floats.uploads if u.data.ndim > 1 or u.data.size > 64)
+    assert int_bytes > 0 and int_bytes <= 0.3 * float_bytes, (int_bytes, float_bytes)

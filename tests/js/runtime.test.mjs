@@ -215,6 +215,17 @@ describe("constantReader", () => {
     assert.deepEqual(Array.from(constant(2)), [1], "the others stay fp16");
   });
 
+  it("hands a kernel's own int8/uint8 integers (no scale) over as they are", () => {
+    const buf = weights(32, (d) => {
+      [-128, -1, 0, 127].forEach((q, k) => d.setInt8(k, q));
+      [0, 128, 255].forEach((q, k) => d.setUint8(16 + k, q));
+    });
+    const constant = constantReader(manifestOf("fp32", [{ offset: 0, count: 4, dtype: "int8" }, { offset: 16, count: 3, dtype: "uint8" }]), buf);
+    assert.ok(constant(0) instanceof Int8Array && constant(1) instanceof Uint8Array);
+    assert.deepEqual(Array.from(constant(0)), [-128, -1, 0, 127]);
+    assert.deepEqual(Array.from(constant(1)), [0, 128, 255]);
+  });
+
   it("takes each value's scale and zero point from its index along the axis of the shape", () => {
     // shape [2, 3, 2], axis 1: value j is in channel floor(j / 2) % 3
     const q = [1, 2, 3, 4, 5, 6, -1, -2, -3, -4, -5, -6];

@@ -208,6 +208,25 @@ describe("validatePlan", () => {
     }
   });
 
+  it("takes int8/uint8 constants without scales as a kernel's own integers, in integer textures only", () => {
+    const raw = { offset: 0, count: 4, dtype: "int8" };
+    check(wgsl, "wgsl", (_, m) => (m.constants[0] = raw));
+    check(wgsl, "wgsl", (_, m) => (m.constants[0] = { ...raw, dtype: "uint8" }));
+    check(glsl, "glsl", (p, m) => ((m.constants[0] = raw), (p.textures[1].dtype = "int8")));
+    const at = "targets\\[0\\]\\.plan";
+    const cases = [
+      ["wgsl", (p, m) => (m.constants[0] = { ...raw, zero_point: [0] }), /^kernelforge: constants\[0\] has no scale \(a kernel's integers\) and a zero_point$/],
+      ["wgsl", (p, m) => (m.constants[0] = { ...raw, dtype: "int4" }), /^kernelforge: constants\[0\]\.dtype is "int4"; expected "int8" or "uint8"$/],
+      ["glsl", (p, m) => (m.constants[0] = raw), new RegExp(`^kernelforge: ${at}\\.constants\\[0\\] uploads int8 values to texture 1 of float texels$`)],
+      ["glsl", (p) => (p.textures[1].dtype = "uint8"), new RegExp(`^kernelforge: ${at}\\.constants\\[0\\] uploads float values to texture 1 of uint8 texels$`)],
+      ["glsl", (p, m) => ((m.constants[0] = raw), (p.textures[1].dtype = "uint8")), /uploads int8 values to texture 1 of uint8 texels$/],
+      ["glsl", (p) => (p.textures[0].dtype = "int8"), /inputs\[0\] uploads float values to texture 0 of int8 texels$/],
+      ["glsl", (p) => (p.textures[2].dtype = "int8"), /steps\[0\]\.targets\[0\] is texture 2, of int8 texels; steps draw floats$/],
+      ["glsl", (p) => (p.textures[1].dtype = "float16"), /textures\[1\]\.dtype is "float16"; expected "int8", "uint8" or none \(float\)$/],
+    ];
+    for (const [language, edit, pattern] of cases) throwsKf(() => check(language === "wgsl" ? wgsl : glsl, language, edit), pattern);
+  });
+
   it("names the WGSL field: buffers, bytes, workgroups, uniforms, bindings, names", () => {
     const at = "targets\\[0\\]\\.plan";
     const cases = [

@@ -109,7 +109,8 @@ const EDGE = {
 /** @typedef {{ file?: string, bytes: number, dtype: "fp32" | "fp16", sha256: string }} Weights */
 /**
  * A constant of weights.bin: `count` values of weights.dtype, or of its own `dtype` (int8/uint8 integers that
- * widen to `(q - zero_point[c]) * scale[c]`, c the index along `axis` of `shape`; one scale: per tensor).
+ * widen to `(q - zero_point[c]) * scale[c]`, c the index along `axis` of `shape`; one scale: per tensor; without
+ * `scale`, integers a kernel reads and dequantizes itself, uploaded as they are).
  * @typedef {{ offset: number, count: number, dtype?: "int8" | "uint8", scale?: number[], zero_point?: number[],
  *   axis?: number, shape?: number[] }} Constant
  */
@@ -137,7 +138,7 @@ const EDGE = {
  * @typedef {object} GlslPlan
  * @property {undefined} [subgroup_size]
  * @property {number} vertex
- * @property {{ width: number, height: number, pack: number }[]} textures
+ * @property {{ width: number, height: number, pack: number, dtype?: "int8" | "uint8" }[]} textures
  * @property {{ texture: number, constant: number, layout: Layout }[]} [constants]
  * @property {{ name: string, texture: number, layout: Layout }[]} inputs
  * @property {({ name: string, texture: number, size: number, constant?: undefined } | ConstantOutput)[]} outputs
@@ -375,23 +376,25 @@ function halfTable() {
 }
 
 /**
- * Return constant(i) -> Float32Array of constant i of the manifest, decoded on first use. validatePlan() has
+ * Return constant(i) -> Float32Array of constant i of the manifest, decoded on first use (the Int8Array or
+ * Uint8Array of integers a kernel dequantizes itself). validatePlan() has
  * checked that every constant a plan uses lies inside the weights at a 16-byte aligned offset, so fp32 constants
  * are views of the weights; typed arrays use the platform's byte order, which is little-endian on every browser
  * platform, like weights.bin. Quantized constants widen to exactly the float32 values a native run binds: the
  * product of an 8-bit difference and a float32 scale is exact in a double, and storing it rounds it once.
  * @param {Pick<Manifest, "weights" | "constants">} manifest
  * @param {ArrayBuffer} buf
- * @returns {(i: number) => Float32Array}
+ * @returns {(i: number) => Float32Array | Int8Array | Uint8Array}
  */
 function constantReader(manifest, buf) {
-  /** @type {Map<number, Float32Array>} */
+  /** @type {Map<number, Float32Array | Int8Array | Uint8Array>} */
   const cache = new Map();
   return (i) => {
     const c = manifest.constants[i];
     const { offset, count, scale = [], zero_point: zp = [], shape = [], axis = 0 } = c;
     let v = cache.get(i);
-    if (!v && c.dtype) {
+    if (!v && c.dtype && !c.scale) v = new (c.dtype === "int8" ? Int8Array : Uint8Array)(buf, offset, count);
+    else if (!v && c.dtype) {
       const inner = numel(shape.slice(axis + 1));
       const n = scale.length;
       v = Float32Array.from(new (c.dtype === "int8" ? Int8Array : Uint8Array)(buf, offset, count), (x, j) => {
@@ -551,7 +554,8 @@ function validatePlan(manifest, target) {
       const op = `${p}.outputs[${k}]`;
       const n = tensor(outs, o, op);
       if (o.constant === undefined) check(o, op, n);
-      else if (constant(o.constant, `${op}.constant`) !== n) fail(`${op}.constant is ${o.constant}, of ${constants[o.constant].count} values; output "${o.name}" has ${n}`);
+      else if (constant(o.constant, `${op}.constant`) && constants[o.constant].dtype && !constants[o.constant].scale) fail(`${op}.constant is ${o.constant}, a kernel's integers, not an output's values`);
+      else if (constants[o.constant].count !== n) fail(`${op}.constant is ${o.constant}, of ${constants[o.constant].count} values; output "${o.name}" has ${n}`);
     });
     for (const name of outs.keys()) if (!plan.outputs.some((/** @type {any} */ o) => o.name === name)) fail(`${p}.outputs has no "${name}"`);
   };
@@ -608,15 +612,17 @@ function validatePlan(manifest, target) {
       int(t?.width, `${tp}.width`, 1, 16384);
       int(t.height, `${tp}.height`, 1, 16384);
       if (t.pack !== 1 && t.pack !== 4) fail(`${tp}.pack is ${str(t.pack)}; expected 1 or 4`);
+      if (t.dtype !== undefined && !QUANT[t.dtype]) fail(`${tp}.dtype is ${str(t.dtype)}; expected "int8", "uint8" or none (float)`);
       return t;
     });
     /** @type {(i: unknown, path: string) => any} */
     const texture = (i, path) => textures[int(i, path, 0, textures.length - 1)];
     /** @type {Set<number>} textures holding data: uploads, then what the steps draw */
     const ready = new Set();
-    /** Upload `o` of `n` values to `o.texture` by `o.layout`. @type {(o: any, path: string, n: number) => void} */
-    const upload = (o, path, n) => {
+    /** Upload `o` of `n` values (of `dtype`) to `o.texture` by `o.layout`. @type {(o: any, path: string, n: number, dtype?: string) => void} */
+    const upload = (o, path, n, dtype) => {
       const t = texture(o?.texture, `${path}.texture`);
+      if (t.dtype !== dtype) fail(`${path} uploads ${dtype ?? "float"} values to texture ${o.texture} of ${t.dtype ?? "float"} texels`);
       const lp = `${path}.layout`;
       const l = o.layout;
       const rows = int(l?.rows, `${lp}.rows`, 1);
@@ -627,7 +633,11 @@ function validatePlan(manifest, target) {
       if (rows * cols !== n) fail(`${lp} holds ${rows}x${cols} values; the tensor has ${n}`);
       ready.add(o.texture);
     };
-    list(plan.constants ?? [], `${p}.constants`).forEach((c, k) => upload(c, `${p}.constants[${k}]`, constant(c?.constant, `${p}.constants[${k}].constant`)));
+    list(plan.constants ?? [], `${p}.constants`).forEach((c, k) => {
+      const n = constant(c?.constant, `${p}.constants[${k}].constant`);
+      const e = constants[c.constant];
+      upload(c, `${p}.constants[${k}]`, n, e.scale === undefined ? e.dtype : undefined);
+    });
     list(plan.inputs, `${p}.inputs`).forEach((i, k) => upload(i, `${p}.inputs[${k}]`, tensor(ins, i, `${p}.inputs[${k}]`)));
     steps.forEach((s, k) => {
       const sp = `${p}.steps[${k}]`;
@@ -646,6 +656,7 @@ function validatePlan(manifest, target) {
       targets.forEach((ti, j) => {
         const t = texture(ti, `${sp}.targets[${j}]`);
         if (t.width !== width || t.height !== height) fail(`${sp}.targets[${j}] is texture ${ti}, of ${t.width}x${t.height} texels; the step draws ${width}x${height}`);
+        if (t.dtype) fail(`${sp}.targets[${j}] is texture ${ti}, of ${t.dtype} texels; steps draw floats`);
         if (inputs.some((i) => i.texture === ti)) fail(`${sp}.targets[${j}] is texture ${ti}, which the step also reads`);
       });
       targets.forEach((ti) => ready.add(ti));
@@ -668,6 +679,11 @@ function validatePlan(manifest, target) {
  */
 function checkQuantized(c, cp) {
   const range = QUANT[c.dtype] ?? fail(`${cp}.dtype is ${str(c.dtype)}; expected "int8" or "uint8"`);
+  if (c.scale === undefined) {
+    // integers a kernel dequantizes itself: bytes only
+    for (const k of ["zero_point", "axis", "shape"]) if (c[k] !== undefined) fail(`${cp} has no scale (a kernel's integers) and a ${k}`);
+    return 1;
+  }
   const scale = list(c.scale, `${cp}.scale`);
   if (!scale.length) fail(`${cp}.scale is empty`);
   scale.forEach((s, k) => Number.isFinite(s) || fail(`${cp}.scale[${k}] is ${str(s)}; expected a finite number`));
@@ -912,13 +928,13 @@ async function openWebGPU(adapter, manifest, subgroups) {
   /**
    * @param {number} size
    * @param {number} usage
-   * @param {Float32Array | Uint32Array} [data] initial contents, written through a view of data's own type
+   * @param {Float32Array | Uint32Array | Int8Array | Uint8Array} [data] initial contents, written through a view of data's own type
    */
   const buffer = (size, usage, data) => {
     const b = device.createBuffer({ size: align4(size), usage, mappedAtCreation: !!data });
     owned.push(b);
     if (data) {
-      new (/** @type {new (b: ArrayBuffer) => Float32Array | Uint32Array} */ (data.constructor))(b.getMappedRange()).set(data);
+      new (/** @type {new (b: ArrayBuffer) => Float32Array | Uint32Array | Int8Array | Uint8Array} */ (data.constructor))(b.getMappedRange()).set(data);
       b.unmap();
     }
     return b;
@@ -948,7 +964,7 @@ async function openWebGPU(adapter, manifest, subgroups) {
   const constantBuffers = new Map();
   /**
    * @param {number} i
-   * @param {(i: number) => Float32Array} constant
+   * @param {(i: number) => Float32Array | Int8Array | Uint8Array} constant
    */
   const constantBuffer = (i, constant) => {
     if (!constantBuffers.has(i)) constantBuffers.set(i, buffer(constant(i).byteLength, STORAGE, constant(i)));
@@ -1014,7 +1030,7 @@ async function openWebGPU(adapter, manifest, subgroups) {
     // readback buffers are made once and reused by every run
     const outputs = plan.outputs.map((o) =>
       o.constant !== undefined
-        ? { name: o.name, value: constant(o.constant).slice() }
+        ? { name: o.name, value: /** @type {Float32Array} */ (constant(o.constant)).slice() }
         : { name: o.name, src: buffers[o.buffer], bytes: o.bytes, staging: buffer(o.bytes, MAP_READ | COPY_DST) },
     );
     const read = /** @type {{ name: string, src: GPUBuffer, bytes: number, staging: GPUBuffer }[]} */ (outputs.filter((o) => o.staging));
@@ -1182,14 +1198,21 @@ async function openWebGL2(gl, manifest) {
     const constant = constantReader(manifest, await weights);
     checkAbort();
 
-    const textures = plan.textures.map(({ width, height, pack }) => {
+    const textures = plan.textures.map(({ width, height, pack, dtype }) => {
       const t = gl.createTexture();
       owned.textures.push(t);
       gl.bindTexture(TEXTURE_2D, t);
-      gl.texStorage2D(TEXTURE_2D, 1, pack === 4 ? gl.RGBA32F : gl.R32F, width, height);
+      // float texels, or the int8/uint8 ones of weights a kernel dequantizes (RGBA8I/R8I, RGBA8UI/R8UI)
+      const [rgba, red, type, Staging] = !dtype
+        ? [gl.RGBA32F, gl.R32F, FLOAT, Float32Array]
+        : dtype === "int8"
+          ? [gl.RGBA8I, gl.R8I, gl.BYTE, Int8Array]
+          : [gl.RGBA8UI, gl.R8UI, gl.UNSIGNED_BYTE, Uint8Array];
+      gl.texStorage2D(TEXTURE_2D, 1, pack === 4 ? rgba : red, width, height);
       for (const p of [gl.TEXTURE_MIN_FILTER, gl.TEXTURE_MAG_FILTER]) gl.texParameteri(TEXTURE_2D, p, gl.NEAREST);
       for (const p of [gl.TEXTURE_WRAP_S, gl.TEXTURE_WRAP_T]) gl.texParameteri(TEXTURE_2D, p, gl.CLAMP_TO_EDGE);
-      return { t, width, height, pack, format: pack === 4 ? gl.RGBA : gl.RED };
+      const format = dtype ? (pack === 4 ? gl.RGBA_INTEGER : gl.RED_INTEGER) : pack === 4 ? gl.RGBA : gl.RED;
+      return { t, width, height, pack, format, type, Staging };
     });
 
     // FORMAT.md's layout rule: row r of a [rows, cols] matrix starts at float r * ceil(cols / pack) * pack
@@ -1201,13 +1224,13 @@ async function openWebGL2(gl, manifest) {
      */
     const uploader = (tex, { rows, cols, pack, width, height }) => {
       const rowFloats = Math.ceil(cols / pack) * pack;
-      const staging = new Float32Array(width * height * pack);
-      /** @param {Float32Array} values */
+      const staging = new tex.Staging(width * height * pack);
+      /** @param {Float32Array | Int8Array | Uint8Array} values */
       return (values) => {
         if (rowFloats === cols) staging.set(values);
         else for (let r = 0; r < rows; r++) staging.set(values.subarray(r * cols, (r + 1) * cols), r * rowFloats);
         gl.bindTexture(TEXTURE_2D, tex.t);
-        gl.texSubImage2D(TEXTURE_2D, 0, 0, 0, width, height, tex.format, FLOAT, staging);
+        gl.texSubImage2D(TEXTURE_2D, 0, 0, 0, width, height, tex.format, tex.type, staging);
       };
     };
     for (const c of plan.constants ?? []) uploader(textures[c.texture], c.layout)(constant(c.constant));
@@ -1233,7 +1256,7 @@ async function openWebGL2(gl, manifest) {
       return { fb: framebuffer(s.targets, `node ${s.node}`), p, samplers, width: s.width, height: s.height };
     });
     const outputs = plan.outputs.map((o) => {
-      if (o.constant !== undefined) return { name: o.name, value: constant(o.constant).slice() };
+      if (o.constant !== undefined) return { name: o.name, value: /** @type {Float32Array} */ (constant(o.constant)).slice() };
       const tex = textures[o.texture];
       const pixels = new Float32Array(tex.width * tex.height * 4);
       return { name: o.name, fb: framebuffer([o.texture], `output ${o.name}`), tex, size: o.size, pixels };

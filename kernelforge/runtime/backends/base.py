@@ -87,8 +87,17 @@ class Backend(abc.ABC, Generic[R, K, B]):
         return self._alloc(resource)
 
     def write(self, handle: R, data: np.ndarray) -> None:
-        """Write float32 values at the start of a resource (a texture: its texels row by row, ``pack`` per texel)."""
-        flat = np.ascontiguousarray(data, dtype=np.float32).reshape(-1)
+        """Write float32 values at the start of a resource (a texture: its texels row by row, ``pack`` per texel).
+
+        int8/uint8 data (quantized weights) is written as its bytes: four per 32-bit word of a buffer, one per
+        channel of an integer texture.
+        """
+        if data.dtype in (np.int8, np.uint8):
+            flat = np.ascontiguousarray(data).reshape(-1)
+            if self.language == "wgsl" and flat.size % 4:  # buffers are written in whole words
+                flat = np.concatenate([flat, np.zeros(4 - flat.size % 4, flat.dtype)])
+        else:
+            flat = np.ascontiguousarray(data, dtype=np.float32).reshape(-1)
         if flat.size:
             self._write(handle, flat)
 

@@ -125,7 +125,8 @@ class ModernglBackend(Backend[Any, Any, Draw]):
         import moderngl
 
         assert isinstance(resource, Texture)
-        texture = self.current().texture((resource.width, resource.height), resource.pack, dtype="f4")
+        dtype = {"float32": "f4", "int8": "i1", "uint8": "u1"}[resource.dtype]
+        texture = self.current().texture((resource.width, resource.height), resource.pack, dtype=dtype)
         texture.filter = (moderngl.NEAREST, moderngl.NEAREST)
         return texture
 

@@ -1,0 +1,79 @@
+"""GEMM and conv kernels reading int8/uint8 weights (dequantized in the kernel) against the numpy reference."""
+
+from __future__ import annotations
+
+import pytest
+
+from kernelforge.ops import get_op
+from kernelforge.ops.conv import DEFAULT_PARAMS as CONV_DEFAULT
+from kernelforge.ops.conv import DIRECT, IMPLICIT_GEMM
+from kernelforge.ops.spec import Params
+from kernelforge.testing.ops import check_op, check_sampled_configs
+
+pytestmark = pytest.mark.device
+GEMM = get_op("gemm")
+CONV = get_op("conv2d")
+
+GEMM_SHAPES = ["33x20x17/qi8", "64x48x40/qi8c", "29x44x36/qu8c", "16x64x32t/qi8c", "17x13x5t/qu8", "1x64x32/qi8c"]
+GEMM_CONFIGS: list[Params] = [
+    {"wg_x": 8, "wg_y": 8, "wpt_m": 4, "wpt_n": 4, "tile_k": 32, "vec_width": 4, "vec_a": 1, "staging": 1},
+    {"wg_x": 8, "wg_y": 8, "wpt_m": 8, "wpt_n": 8, "tile_k": 4, "vec_width": 4, "vec_a": 4, "staging": 0},
+    {"wg_x": 4, "wg_y": 2, "wpt_m": 2, "wpt_n": 1, "tile_k": 2, "vec_width": 1, "vec_a": 1, "staging": 0},
+    {"wg_x": 2, "wg_y": 32, "wpt_m": 2, "wpt_n": 2, "tile_k": 16, "vec_width": 1, "vec_a": 1, "staging": 1},
+]
+
+
+@pytest.mark.parametrize("shape", GEMM_SHAPES)
+def test_quantized_gemm_matches_the_reference_bit_for_bit_in_its_weights(lavapipe, shape):
+    problem = GEMM.parse_problem(shape)
+    ran = 0
+    for params in [GEMM.default_params(problem, lavapipe.limits, "wgsl"), *GEMM_CONFIGS]:
+        if GEMM.constraints(problem, params, lavapipe.limits, "wgsl") is None:
+            check_op(lavapipe, GEMM, problem, params)
+            ran += 1
+    assert ran >= 2, f"{shape}: too few configs were runnable"
+
+
+CONV_SHAPES = [
+    "1x3x11x11:16x3x3:s2:p0,0,1,1/qi8c",  # RGB stem, asymmetric pads
+    "1x8x9x9:8x3x3:s1:p1/qu8",
+    "1x16x5x5:12x1x1/qi8c",  # pointwise
+    "1x13x7x7:7x1x1/qu8c",  # primes: no word holds one channel's run
+    "1x8x9x9:8x3x3:s2:p1:g8/qi8c",  # depthwise strided
+    "1x6x9x9:12x3x3:s1:p1:g6/qu8c",  # depthwise with multiplier 2
+    "1x8x6x6:16x3x3:p1:g2/qi8",  # grouped
+]
+
+
+@pytest.mark.parametrize("shape", CONV_SHAPES)
+def test_quantized_conv_sampled_configs(lavapipe, shape):
+    check_sampled_configs(lavapipe, CONV, CONV.parse_problem(shape), 8, len(shape))
+
+
+@pytest.mark.parametrize("algo", [DIRECT, IMPLICIT_GEMM])
+@pytest.mark.parametrize("layout", [0, 1])
+@pytest.mark.parametrize("w_layout", [0, 1])
+@pytest.mark.parametrize("wq", ["qi8c", "qu8"])
+def test_quantized_conv_every_algorithm_and_layout(lavapipe, algo, layout, w_layout, wq):
+    problem = CONV.parse_problem(f"1x8x7x9:12x3x3:s1:p1,0,1,2/{wq}")
+    base = {**CONV_DEFAULT, "algo": algo, "layout": layout, "w_layout": w_layout, "vec_c": 1}
+    for extra in ({}, {"vec_width": 1, "wpt_o": 2, "wpt_p": 1, "tile_k": 8}):
+        params = {**base, **extra}
+        assert CONV.constraints(problem, params, lavapipe.limits, "wgsl") is None
+        check_op(lavapipe, CONV, problem, params)
+
+
+@pytest.mark.parametrize("shape", GEMM_SHAPES)
+def test_quantized_gemm_glsl_sampled_configs(gl, shape):
+    check_sampled_configs(gl, GEMM, GEMM.parse_problem(shape), 8, len(shape))
+
+
+@pytest.mark.parametrize("shape", CONV_SHAPES)
+def test_quantized_conv_glsl_sampled_configs(gl, shape):
+    problem = CONV.parse_problem(shape)
+    configs = check_sampled_configs(gl, CONV, problem, 6, len(shape))
+    layouts = {c["layout"] for c in configs}
+    for layout in (0, 1):  # every texture layout the problem can take reads quantized weights
+        params = {**configs[0], "layout": layout}
+        if layout not in layouts and CONV.constraints(problem, params, gl.limits, "glsl") is None:
+            check_op(gl, CONV, problem, params)
