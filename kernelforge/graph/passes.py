@@ -294,10 +294,19 @@ def _hoist_past_view(graph: Graph, node: Node) -> bool:
         other = tree[3] if tree[2] == mine else tree[2]
         if other[0] != "in" or (tree[0] == "sub" and tree[2] != mine):
             return False
-        channels = _channel_vector(graph, node, user.inputs[other[1][0]], shape)
-        if channels is None:
+        name = user.inputs[other[1][0]]
+        channels = _channel_vector(graph, node, name, shape)
+        if channels is not None:
+            inputs[other[1][0]] = graph.add_const(f"{user.name}_channels", channels)
+        elif _viewable_residual(graph, node, name, shape) and tree[0] == "add":
+            # a skip connection of the view's shape: a view of it in the kernel's shape becomes the residual
+            flat = graph.fresh_name(f"{name}_unviewed")
+            graph.values[flat] = Value(flat, graph.value(node.output).shape)
+            reshape = Node(graph.fresh_name(f"{flat}_view"), "reshape", [name], [flat], {}, user.origin)
+            graph.nodes.insert(graph.nodes.index(node), reshape)
+            inputs[other[1][0]] = flat
+        else:
             return False
-        inputs[other[1][0]] = graph.add_const(f"{user.name}_channels", channels)
     before = graph.fresh_name(f"{user.name}_unviewed")
     graph.values[before] = Value(before, graph.value(node.output).shape)
     del graph.values[view.output]
@@ -306,6 +315,14 @@ def _hoist_past_view(graph: Graph, node: Node) -> bool:
     graph.nodes.remove(view)
     graph.nodes.insert(graph.nodes.index(user) + 1, view)
     return True
+
+
+def _viewable_residual(graph: Graph, node: Node, name: str, view: tuple[int, ...]) -> bool:
+    """Whether ``name`` is a runtime tensor of the view's shape, computed before ``node`` (a GEMM's residual)."""
+    if node.op != "gemm" or graph.value(name).is_const or graph.value(name).shape != view or _input(node, 3):
+        return False
+    producer = graph.producers().get(name)
+    return producer is None or graph.nodes.index(producer) < graph.nodes.index(node)
 
 
 def _channel_vector(graph: Graph, node: Node, name: str, view: tuple[int, ...]) -> np.ndarray | None:
@@ -357,9 +374,9 @@ def _fuse_one(graph: Graph, node: Node) -> bool:
 
 
 def _as_activation(tree: _expr.Node, mine: _expr.Node) -> Activation | None:
-    """Return the activation a single-op program applies to ``mine``, or None."""
+    """Return the activation a single-op program (or a written-out SiLU) applies to ``mine``, or None."""
     if len(tree) != 3 or tree[2] != mine:
-        return None
+        return _written_out(tree, mine)
     op, attrs = tree[0], tree[1]
     if op in _ACTIVATIONS:
         return Activation(_ACTIVATIONS[op])
@@ -368,7 +385,18 @@ def _as_activation(tree: _expr.Node, mine: _expr.Node) -> Activation | None:
         return Activation("relu6") if (lo, hi) == (0.0, 6.0) else Activation("clip", lo, hi)
     if op == "leaky_relu":
         return Activation("leaky_relu", attrs[0])
-    return None
+    return _written_out(tree, mine)
+
+
+def _written_out(tree: _expr.Node, mine: _expr.Node) -> Activation | None:
+    """Return SiLU when a program of ``mine`` alone computes it (``x * sigmoid(x)``, Swish), by value as
+    :func:`name_activations` recognises GELU; else None."""
+    if _leaves(tree) != [mine[1][0]] or not _smooth(tree):
+        return None
+    with np.errstate(all="ignore"):
+        got = np.asarray(_expr.evaluate(tree, [_PROBES] * (mine[1][0] + 1)), np.float64)
+    want = ACTIVATIONS["silu"].fn(_PROBES, 0.0, 0.0)
+    return Activation("silu") if got.shape == want.shape and np.allclose(got, want, rtol=1e-6, atol=1e-7) else None
 
 
 def _fuse_bias(graph: Graph, node: Node, name: str, sign: float) -> bool:
@@ -392,8 +420,8 @@ def _fuse_bias(graph: Graph, node: Node, name: str, sign: float) -> bool:
 
 
 def _fuse_residual(graph: Graph, node: Node, name: str) -> bool:
-    """Make ``name`` the residual of conv ``node`` when it has the output's shape and is ready before it."""
-    if node.op != "conv2d" or _input(node, 3):
+    """Make ``name`` the residual of conv or GEMM ``node`` when it has the output's shape and is ready before it."""
+    if node.op not in ("conv2d", "gemm") or _input(node, 3):
         return False
     if graph.value(name).shape != graph.value(node.output).shape:
         return False
@@ -463,7 +491,9 @@ def _merge(graph: Graph, producer: Node, consumer: Node) -> bool:
 # ---------------------------------------------------------------------------------------------- activations
 
 # ops of smooth (analytic) programs: two of them that agree on many points are the same function
-_SMOOTH = {"add", "sub", "mul", "div", "neg", "erf", "tanh", "exp", "sqrt", "pow", "powi", "reciprocal", "in", "const"}
+_SMOOTH = {
+    "add", "sub", "mul", "div", "neg", "erf", "tanh", "exp", "sigmoid", "sqrt", "pow", "powi", "reciprocal", "in", "const"
+}  # fmt: skip
 _PROBES = np.concatenate([np.linspace(-9.0, 9.0, 181), [-1e-3, -1e-6, 1e-6, 1e-3, 0.0]])
 
 

@@ -16,8 +16,8 @@ from kernelforge.graph.ir import Graph, Node
 
 __all__ = ["QPARAMS_INPUT", "keep_weights_quantized"]
 
-QPARAMS_INPUT = {"gemm": 3, "conv2d": 4}
-"""Where each op takes its ``qparams`` input (after its optional bias and residual)."""
+QPARAMS_INPUT = {"gemm": 4, "conv2d": 4}
+"""Where each op takes its ``qparams`` input (after its optional bias and residual, ``""`` where absent)."""
 
 
 def keep_weights_quantized(graph: Graph) -> int:

@@ -39,6 +39,8 @@ ACTIVATIONS: dict[str, ActivationKind] = {
     "tanh": ActivationKind("tanh", (), lambda x, a, b: np.tanh(x)),
     "gelu": ActivationKind("gelu", (), _gelu),
     "hardswish": ActivationKind("hardswish", (), lambda x, a, b: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0)),
+    # SiLU (Swish with beta 1: YOLO's, diffusion U-Nets'); exporters write it as x * Sigmoid(x)
+    "silu": ActivationKind("silu", (), lambda x, a, b: x / (1.0 + np.exp(-x))),
     "leaky_relu": ActivationKind("leaky_relu", (0.01,), lambda x, a, b: np.where(x >= 0.0, x, a * x)),
 }
 

@@ -198,20 +198,12 @@ class AttentionSpec(OpSpec[AttentionProblem]):
     # --- params --------------------------------------------------------------------------------------------
 
     def _wgsl_candidates(self, problem: AttentionProblem, limits: Limits) -> list[Params]:
-        p, sg = problem, limits.subgroup_size
+        """Return the device-neutral kernels in order of preference (the default is the first that fits)."""
+        p = problem
         rows = next_pow2(p.q_len)
         base = {"q_per_wg": 1, "q_per_thread": 1, "tile_kv": 4, "threads_per_q": 1, "vec4": 0, "stage_kv": 0}
         out = []
-        if sg in _SG_CHOICES:
-            # software GPUs load lane by lane: the lanes of a subgroup share each K/V row (queries that split its
-            # loads, or one query's lanes for a decoder step): 7.0 ms for 1x12x128x64 on lavapipe, the unshared
-            # kernels 96-150 ms; two queries a thread and vec4 loads (where registers allow: wide tiles) 3.4 ms
-            if rows >= sg:
-                out += [{**base, "q_per_wg": sg, "q_per_thread": 2, "vec4": 1, "sg_share": sg},
-                        {**base, "q_per_wg": sg, "sg_share": sg}]  # fmt: skip
-            else:
-                out.append({**base, "threads_per_q": sg, "sg_share": sg})
-        # elsewhere a flash-attention tile: K/V tiles staged, about 16 floats of Q and of the accumulator per thread
+        # a flash-attention tile: K/V tiles staged, about 16 floats of Q and of the accumulator per thread
         for tile in sorted({max(4, min(t, next_pow2(p.skv))) for t in (16, 8, 4)}, reverse=True):
             for threads in (max(1, min(16, p.head_dim // 16)), 4, 2, 1, 8, 16):
                 for vec4 in (1, 0):
@@ -222,8 +214,27 @@ class AttentionSpec(OpSpec[AttentionProblem]):
         out += [{**base, "threads_per_q": threads, "sg_share": 0} for threads in (1, 2, 4, 8, 16)]
         return out
 
+    def _shared_candidates(self, problem: AttentionProblem, limits: Limits) -> list[Params]:
+        """Return the kernels whose subgroup lanes share each K/V row's loads (devices with fixed-size subgroups)."""
+        sg = limits.subgroup_size
+        if sg not in _SG_CHOICES:
+            return []
+        base = {"q_per_wg": 1, "q_per_thread": 1, "tile_kv": 4, "threads_per_q": 1, "vec4": 0, "stage_kv": 0}
+        # software GPUs load lane by lane: the lanes of a subgroup share each K/V row (queries that split its
+        # loads, or one query's lanes for a decoder step): 7.0 ms for 1x12x128x64 on lavapipe, the unshared
+        # kernels 96-150 ms; two queries a thread and vec4 loads (where registers allow: wide tiles) 3.4 ms
+        if next_pow2(problem.q_len) >= sg:
+            return [{**base, "q_per_wg": sg, "q_per_thread": 2, "vec4": 1, "sg_share": sg},
+                    {**base, "q_per_wg": sg, "sg_share": sg}]  # fmt: skip
+        return [{**base, "threads_per_q": sg, "sg_share": sg}]
+
     def default_params(self, problem: AttentionProblem, limits: Limits, language: str) -> Params:
-        """Return a size-based default, or the first fallback that fits the problem and the device."""
+        """Return a size-based default, or the first fallback that fits the problem and the device.
+
+        The WGSL default assumes nothing of subgroups: the kernels that share loads across subgroup lanes win
+        on CPU rasterisers, which load lane by lane, a cost real GPUs do not have, so they are seeds that the
+        tuner measures first rather than what every untuned device runs.
+        """
         if language == "glsl":
             # square-ish textures first: the output is only Dv / (4 * mrt) texels wide, and llvmpipe shades a
             # row-aligned one in mostly idle 4x4 blocks (MiniLM's heads: 29 ms row-aligned, 12 ms square)
@@ -235,19 +246,24 @@ class AttentionSpec(OpSpec[AttentionProblem]):
         return self.first_fitting(problem, candidates, limits, language)
 
     def seed_params(self, problem: AttentionProblem, limits: Limits, language: str) -> list[Params]:
-        """Return neighbours of a subgroup-sharing default (other vec widths, rows per thread and workgroup sizes).
+        """Return the subgroup-sharing kernels that fit, and their neighbours (vec widths, rows, workgroups).
 
         The space is large and most of it (the unshared kernels) is an order of magnitude slower on the devices
-        that share loads, so random trials seldom land near the default; these refine it.
+        that share loads, so random trials seldom land near these; the tuner measures them first.
         """
-        sg = limits.subgroup_size
-        default = self.default_params(problem, limits, language)
-        if language != "wgsl" or not default.get("sg_share"):
+        if language != "wgsl":
             return []
-        seeds = [{**default, "vec4": 1 - default["vec4"]}, {**default, "q_per_thread": 1, "vec4": 1}]
-        seeds += [{**default, "q_per_wg": 2 * sg}, {**default, "q_per_wg": 2 * sg, "q_per_thread": 1}]
-        seeds += [{**default, "q_per_thread": 2, "vec4": 0}, {**default, "q_per_wg": 4 * sg, "q_per_thread": 1}]
-        valid = [p for p in seeds if p != default and self.constraints(problem, p, limits, language) is None]
+        sg = limits.subgroup_size
+        fits = [
+            p for p in self._shared_candidates(problem, limits) if not self.constraints(problem, p, limits, language)
+        ]
+        if not fits:
+            return []
+        first = fits[0]
+        seeds = [*fits, {**first, "vec4": 1 - first["vec4"]}, {**first, "q_per_thread": 1, "vec4": 1}]
+        seeds += [{**first, "q_per_wg": 2 * sg}, {**first, "q_per_wg": 2 * sg, "q_per_thread": 1}]
+        seeds += [{**first, "q_per_thread": 2, "vec4": 0}, {**first, "q_per_wg": 4 * sg, "q_per_thread": 1}]
+        valid = [p for p in seeds if self.constraints(problem, p, limits, language) is None]
         return list({tuple(sorted(p.items())): p for p in valid}.values())
 
     def constraints(self, problem: AttentionProblem, params: Params, limits: Limits, language: str) -> str | None:

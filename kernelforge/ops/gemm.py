@@ -1,4 +1,4 @@
-"""GEMM: ``C = act(A . op(B) + bias)`` with optional batch and ``trans_b``; spec, reference, space, launch."""
+"""GEMM: ``C = act(A . op(B) + bias + residual)`` with optional batch and ``trans_b``; spec, reference, space, launch."""
 
 from __future__ import annotations
 
@@ -91,6 +91,7 @@ class GemmProblem:
     has_bias: bool = False
     activation: Activation = field(default_factory=Activation)
     wq: WeightQuant | None = None
+    has_residual: bool = False
 
     def __post_init__(self) -> None:
         for name in ("m", "n", "k", "batch", "batch_b"):
@@ -136,11 +137,12 @@ class GemmSpec(OpSpec[GemmProblem]):
     def from_node(self, shapes: Sequence[tuple[int, ...] | None], attrs: Mapping[str, Any]) -> GemmProblem:
         """Build the problem of a node ``act(a @ op(b) + bias)``: inputs a ``[m, k]`` or ``[batch, m, k]``, b, bias?.
 
-        Attrs: trans_b (bool), activation, weight_quant (optional: B's integer dtype, with ``qparams`` as input 3).
-        A 3-D ``b`` has the same leading dim as ``a``.
+        Inputs: a, b, bias?, residual? (the output's shape, added before the activation: a transformer's skip
+        connection), qparams?. Attrs: trans_b (bool), activation, weight_quant (optional: B's integer dtype, with
+        ``qparams``). A 3-D ``b`` has the same leading dim as ``a``.
         """
         a, b = input_shape(self.name, shapes, 0), input_shape(self.name, shapes, 1)
-        bias = shapes[2] if len(shapes) > 2 else None
+        bias, residual = [*shapes[2:], None, None][:2]
         trans_b = bool(attrs["trans_b"])
         m, k = a[-2:]
         n = b[-2] if trans_b else b[-1]
@@ -153,7 +155,8 @@ class GemmSpec(OpSpec[GemmProblem]):
             trans_b=trans_b,
             has_bias=bias is not None,
             activation=attrs["activation"],
-            wq=_qweight.from_node(attrs, shapes[3] if len(shapes) > 3 else None, n, self.name),
+            wq=_qweight.from_node(attrs, shapes[4] if len(shapes) > 4 else None, n, self.name),
+            has_residual=residual is not None,
         )
 
     def parse_problem(self, text: str) -> GemmProblem:
@@ -258,7 +261,7 @@ class GemmSpec(OpSpec[GemmProblem]):
         if problem.batch_b > 1 and problem.m % params["mrt"]:
             return f"mrt={params['mrt']} must divide M={problem.m} when B is batched (one B per fragment)"
         launch = self.gl_launch(problem, params)
-        named = [*zip(("A", "B", "bias"), launch.inputs, strict=False), ("output", launch.targets[0])]
+        named = [*zip(launch.samplers, launch.inputs, strict=True), ("output", launch.targets[0])]
         return first_too_big(named, limits.max_texture_size)
 
     def output_shape(self, problem: GemmProblem) -> tuple[int, ...]:
@@ -266,7 +269,7 @@ class GemmSpec(OpSpec[GemmProblem]):
         return (problem.batch, problem.m, problem.n) if problem.batch > 1 else (problem.m, problem.n)
 
     def make_inputs(self, problem: GemmProblem, rng: np.random.Generator) -> list[np.ndarray]:
-        """Return A, B (and bias) with values in [-1, 1]; a quantized B is made of integers, then its qparams."""
+        """Return A, B (bias, residual) with values in [-1, 1]; a quantized B is made of integers, then qparams."""
         b_shape = (problem.n, problem.k) if problem.trans_b else (problem.k, problem.n)
         a = rng.uniform(-1, 1, (problem.batch, problem.m, problem.k)).astype(np.float32)
         if problem.wq is None:
@@ -277,10 +280,12 @@ class GemmSpec(OpSpec[GemmProblem]):
             arrays = [a, b]
         if problem.has_bias:
             arrays.append(rng.uniform(-1, 1, problem.n).astype(np.float32))
+        if problem.has_residual:
+            arrays.append(rng.uniform(-1, 1, self.output_shape(problem)).astype(np.float32))
         return arrays if qparams is None else [*arrays, qparams]
 
     def reference(self, problem: GemmProblem, inputs: Sequence[np.ndarray]) -> np.ndarray:
-        """Compute act(A . op(B) + bias) in float64 and return float32 of :meth:`output_shape`."""
+        """Compute act(A . op(B) + bias + residual) in float64 and return float32 of :meth:`output_shape`."""
         a = np.asarray(inputs[0], np.float64).reshape(problem.batch, problem.m, problem.k)
         b_shape = (problem.n, problem.k) if problem.trans_b else (problem.k, problem.n)
         b = np.asarray(inputs[1], np.float64).reshape(problem.batch_b, *b_shape)
@@ -289,6 +294,8 @@ class GemmSpec(OpSpec[GemmProblem]):
         out = a @ b
         if problem.has_bias:
             out = out + np.asarray(inputs[2], np.float64).reshape(problem.n)
+        if problem.has_residual:
+            out = out + np.asarray(inputs[2 + problem.has_bias], np.float64).reshape(out.shape)
         out = problem.activation.apply(out)
         return out.astype(np.float32).reshape(self.output_shape(problem))
 
@@ -306,10 +313,12 @@ class GemmSpec(OpSpec[GemmProblem]):
                 "b_batched": problem.batch_b > 1,
                 "trans_b": bool(problem.trans_b),
                 "has_bias": bool(problem.has_bias),
+                "has_residual": bool(problem.has_residual),
                 "act": problem.activation,
                 "a": launch.inputs[0].context(),
                 "b": launch.inputs[1].context(),
                 "bias": launch.inputs[2].context() if problem.has_bias else None,
+                "res": launch.inputs[2 + problem.has_bias].context() if problem.has_residual else None,
                 "out": launch.targets[0].context(),
                 "qp": launch.inputs[-1].context() if problem.wq else None,
                 **(problem.wq.context() if problem.wq else {"wq": ""}),
@@ -328,6 +337,7 @@ class GemmSpec(OpSpec[GemmProblem]):
             "vec4_b": p["vec_width"] == 4 and not problem.trans_b,
             "trans_b": bool(problem.trans_b),
             "has_bias": bool(problem.has_bias),
+            "has_residual": bool(problem.has_residual),
             "act": problem.activation,
             **(problem.wq.context() if problem.wq else {"wq": ""}),
         }
@@ -356,8 +366,8 @@ class GemmSpec(OpSpec[GemmProblem]):
     def gl_launch(self, problem: GemmProblem, params: Params) -> GlLaunch:
         """Return the textures and render targets of the GLSL kernel.
 
-        A is ``[batch*M, K]``, B ``[batch_b*K, N]`` (``[batch_b*N, K]`` with trans_b), bias ``[1, N]``, a
-        quantized B's scales and zero points ``[2, 1 | N]`` (texture ``QP``); the
+        A is ``[batch*M, K]``, B ``[batch_b*K, N]`` (``[batch_b*N, K]`` with trans_b), bias ``[1, N]``, the
+        residual ``[batch*M, N]``, a quantized B's scales and zero points ``[2, 4 * ceil(channels / 4)]``; the
         output is ``mrt`` targets of ``pack_c`` values per texel, row-aligned or square-ish like the inputs.
         """
         square = bool(params["square"])
@@ -368,18 +378,22 @@ class GemmSpec(OpSpec[GemmProblem]):
             TexLayout(rows, problem.k, params["a_pack"], square),
             TexLayout(b_rows, b_cols, params["b_pack"], square),
         ]
+        samplers = ["A", "B"]
         if problem.has_bias:
             inputs.append(TexLayout(1, problem.n, params["pack_c"], False))
-        samplers = ("A", "B", "BIAS")[: len(inputs)]
+            samplers.append("BIAS")
+        if problem.has_residual:  # the whole output matrix, laid out like the targets' rows
+            inputs.append(TexLayout(rows, problem.n, params["pack_c"], square))
+            samplers.append("RES")
         if problem.wq:  # scales and zero points: [2, channels], 4 channels per texel
             inputs.append(TexLayout(2, 4 * math.ceil(problem.wq.channels / 4), 4, False))
-            samplers = (*samplers, "QP")
+            samplers.append("QP")
         target = TexLayout(math.ceil(rows / params["mrt"]), problem.n, params["pack_c"], square)
-        return GlLaunch(tuple(inputs), samplers, (target,) * params["mrt"], rows, problem.n)
+        return GlLaunch(tuple(inputs), tuple(samplers), (target,) * params["mrt"], rows, problem.n)
 
     def device_inputs(self, problem: GemmProblem, params: Params, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Return A, B (and bias) as contiguous float32 arrays; a quantized B as its integers, then the qparams."""
-        count = 3 if problem.has_bias else 2
+        """Return A, B (bias, residual) as contiguous float32 arrays; a quantized B as its integers, then qparams."""
+        count = 2 + problem.has_bias + problem.has_residual
         arrays = [np.ascontiguousarray(x, dtype=np.float32) for x in inputs[:count]]
         if problem.wq is None:
             return arrays

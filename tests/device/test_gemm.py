@@ -13,7 +13,7 @@ from kernelforge.ops import get_op
 from kernelforge.ops._epilogue import ACTIVATIONS, Activation
 from kernelforge.ops.gemm import DEFAULT_PARAMS, GemmProblem
 from kernelforge.runtime.kernel import prepare
-from kernelforge.testing.ops import check_op
+from kernelforge.testing.ops import check_op, check_sampled_configs
 
 pytestmark = pytest.mark.device
 SPEC = get_op("gemm")
@@ -171,3 +171,23 @@ def test_constraint_violation_never_compiles(lavapipe, monkeypatch):
     with pytest.raises(InvalidParamsError, match="vec_width=4 needs N % 4 == 0"):
         prepare(lavapipe, SPEC, problem, params, SPEC.make_inputs(problem, np.random.default_rng(0)))
     assert compiled == []
+
+
+@pytest.mark.parametrize(
+    "problem",
+    [
+        GemmProblem(m=19, n=24, k=13, has_bias=True, has_residual=True, activation=Activation.parse("gelu")),
+        GemmProblem(m=33, n=20, k=17, has_residual=True),
+        GemmProblem(m=7, n=12, k=9, batch=3, batch_b=3, trans_b=True, has_bias=True, has_residual=True),
+    ],
+    ids=["bias-gelu", "plain", "batched-trans_b"],
+)
+def test_residual_epilogue_on_both_languages(lavapipe, gl, problem):
+    # a transformer's skip connection added before the activation, in one kernel (sampled configs of each space)
+    for backend in (lavapipe, gl):
+        check_sampled_configs(backend, SPEC, problem, 6, problem.m)
+    quantized = GemmProblem(
+        m=19, n=24, k=13, has_bias=True, has_residual=True, wq=SPEC.parse_problem("1x24x13/qi8c").wq
+    )
+    for backend in (lavapipe, gl):
+        check_sampled_configs(backend, SPEC, quantized, 4, 5)

@@ -183,20 +183,22 @@ def test_default_params_always_fit(shape, language):
         assert_default_fits(SPEC, problem, limits, language)
 
 
-def test_defaults_share_loads_across_subgroup_lanes_where_subgroups_have_a_fixed_size():
+def test_defaults_assume_no_subgroups_and_the_sharing_kernels_are_seeds():
     prefill, step = SPEC.parse_problem("1x12x128x64"), SPEC.parse_problem("1x12x1x64:kv128")
-    assert SPEC.default_params(prefill, LAVAPIPE, "wgsl") == {
+    for limits in (LIMITS, LAVAPIPE, SWIFTSHADER):  # one device-neutral default: a flash tile, K/V staged
+        plain = SPEC.default_params(prefill, limits, "wgsl")
+        assert plain["sg_share"] == 0 and plain["stage_kv"] == 1 and plain["vec4"] == 1, limits
+        assert SPEC.subgroup_size(plain) == 0
+    seeds = SPEC.seed_params(prefill, LAVAPIPE, "wgsl")
+    assert seeds[0] == {
         "q_per_wg": 8, "q_per_thread": 2, "tile_kv": 4, "threads_per_q": 1, "vec4": 1, "stage_kv": 0, "sg_share": 8
     }  # fmt: skip
+    assert all(s["sg_share"] == 8 and SPEC.constraints(prefill, s, LAVAPIPE, "wgsl") is None for s in seeds)
     # without wide tiles two rows of 64 + 64 floats are too many: one row a thread, scalar loads
-    assert SPEC.default_params(prefill, SWIFTSHADER, "wgsl")["q_per_thread"] == 1
-    seeds = SPEC.seed_params(prefill, LAVAPIPE, "wgsl")
-    assert seeds and all(s["sg_share"] == 8 and SPEC.constraints(prefill, s, LAVAPIPE, "wgsl") is None for s in seeds)
+    assert SPEC.seed_params(prefill, SWIFTSHADER, "wgsl")[0]["q_per_thread"] == 1
     assert SPEC.seed_params(prefill, LIMITS, "wgsl") == [] and SPEC.seed_params(prefill, LAVAPIPE, "glsl") == []
-    assert SPEC.default_params(step, SWIFTSHADER, "wgsl")["threads_per_q"] == 4  # a decoder step: one query's lanes
-    plain = SPEC.default_params(prefill, LIMITS, "wgsl")
-    assert plain["sg_share"] == 0 and plain["stage_kv"] == 1 and plain["vec4"] == 1
-    assert SPEC.subgroup_size(plain) == 0 and SPEC.subgroup_size(SPEC.default_params(prefill, LAVAPIPE, "wgsl")) == 8
+    assert SPEC.seed_params(step, SWIFTSHADER, "wgsl")[0]["threads_per_q"] == 4  # a decoder step: one query's lanes
+    assert SPEC.subgroup_size(SPEC.seed_params(prefill, LAVAPIPE, "wgsl")[0]) == 8
 
 
 def test_constraints_name_the_reason():

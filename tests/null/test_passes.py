@@ -242,7 +242,7 @@ def test_residual_must_be_computed_before_the_conv() -> None:
     assert len(graph.nodes[0].inputs) == 2 and graph.nodes[1].inputs[3] == first
 
 
-def test_gemm_takes_no_residual_and_shared_values_do_not_fuse() -> None:
+def test_gemm_takes_a_residual_and_shared_values_do_not_fuse() -> None:
     b = Builder(12)
     a = b.input((3, 4), "a")
     r = b.input((3, 5), "r")
@@ -250,7 +250,24 @@ def test_gemm_takes_no_residual_and_shared_values_do_not_fuse() -> None:
     shared = b.conv(b.input((1, 2, 3, 3)), 2)
     b.output(b.ew("v0 + v1", gemm, r), b.ew("relu(v0)", shared), b.ew("sigmoid(v0)", shared))
     graph = check_pass(b, fuse_epilogues)
-    assert ops(graph) == ["gemm", "conv2d", "elementwise", "elementwise", "elementwise"]
+    assert ops(graph) == ["gemm", "conv2d", "elementwise", "elementwise"]
+    assert graph.nodes[0].inputs[3] == r
+
+
+def test_a_skip_connection_after_a_3d_matmul_view_becomes_the_gemm_residual() -> None:
+    # nn.Linear on [1, S, H] runs as a 2-D gemm between views; the bias and the residual add that follow the
+    # view move in front of it (the residual through a view of its own) and join the epilogue
+    from kernelforge.graph.passes import optimize
+
+    b = Builder(12)
+    x = b.input((1, 6, 4), "x")
+    r = b.input((1, 6, 5), "r")
+    flat = b.node("reshape", [x], (6, 4))
+    out = b.node("reshape", [b.gemm(flat, 5)], (1, 6, 5))
+    b.output(b.ew("v0 + v1", b.ew("v0 + v1", out, b.const((5,))), r))
+    graph = check_pass(b, optimize)
+    gemm = next(n for n in graph.nodes if n.op == "gemm")
+    assert ops(graph).count("elementwise") == 0 and gemm.inputs[2] and gemm.inputs[3]
 
 
 def test_graph_output_is_not_fused() -> None:
@@ -272,6 +289,9 @@ def test_graph_output_is_not_fused() -> None:
         ("gelu(v0)", Activation("gelu")),
         ("hardswish(v0)", Activation("hardswish")),
         ("leaky_relu(v0, 0.2)", Activation("leaky_relu", 0.2)),
+        ("v0 * sigmoid(v0)", Activation("silu")),  # SiLU as exporters write it, and as Swish(alpha=1)
+        ("sigmoid(v0) * v0", Activation("silu")),
+        ("v0 * sigmoid(1 * v0)", Activation("silu")),
     ],
 )
 def test_fuse_activations(expr: str, activation: Activation) -> None:
