@@ -6,7 +6,8 @@ For each layer shape (MiniLM's GEMMs, MobileNetV2- and ResNet-shaped convs) and 
 params from the tuning database (tuned, or their nearest/default source) run twice: once reading float32
 weights and once reading per-channel int8 weights that the kernel dequantizes (``/qi8c``), on the same inputs
 (the int8 weights are the float ones' dequantization, so both compute the same product). Prints a table of
-median milliseconds and weight bytes on the device (int8: with the scales and zero points), and writes ``benchmarks/results/quant_weights.json``.
+median milliseconds and of weight bytes on the device (int8: with its scales and zero points), and writes
+``benchmarks/results/quant_weights.json``.
 """
 
 from __future__ import annotations

@@ -389,8 +389,10 @@ def _as_activation(tree: _expr.Node, mine: _expr.Node) -> Activation | None:
 
 
 def _written_out(tree: _expr.Node, mine: _expr.Node) -> Activation | None:
-    """Return SiLU when a program of ``mine`` alone computes it (``x * sigmoid(x)``, Swish), by value as
-    :func:`name_activations` recognises GELU; else None."""
+    """Return SiLU when a program of ``mine`` alone computes it (``x * sigmoid(x)``, Swish), else None.
+
+    Recognised by value, as :func:`name_activations` recognises GELU.
+    """
     if _leaves(tree) != [mine[1][0]] or not _smooth(tree):
         return None
     with np.errstate(all="ignore"):
@@ -492,7 +494,8 @@ def _merge(graph: Graph, producer: Node, consumer: Node) -> bool:
 
 # ops of smooth (analytic) programs: two of them that agree on many points are the same function
 _SMOOTH = {
-    "add", "sub", "mul", "div", "neg", "erf", "tanh", "exp", "sigmoid", "sqrt", "pow", "powi", "reciprocal", "in", "const"
+    "add", "sub", "mul", "div", "neg", "erf", "tanh", "exp", "sigmoid", "sqrt", "pow", "powi", "reciprocal",
+    "in", "const",
 }  # fmt: skip
 _PROBES = np.concatenate([np.linspace(-9.0, 9.0, 181), [-1e-3, -1e-6, 1e-6, 1e-3, 0.0]])
 

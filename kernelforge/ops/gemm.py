@@ -1,4 +1,4 @@
-"""GEMM: ``C = act(A . op(B) + bias + residual)`` with optional batch and ``trans_b``; spec, reference, space, launch."""
+"""GEMM: ``C = act(A . op(B) + bias + residual)``, optional batch and ``trans_b``; spec, reference, space, launch."""
 
 from __future__ import annotations
 
