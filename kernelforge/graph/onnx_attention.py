@@ -14,8 +14,9 @@ mask shorter than the keys is padded with -inf (False), as ONNX defines.
 
 An external cache (``nonpad_kv_seqlen``: each batch's valid keys first) becomes a select mask computed on the
 device. ``softcap`` and sliding windows (``left_window_size``, ``right_window_size``, aligned like
-``is_causal``) run in the kernel. Refused, naming them: a ``softmax_precision`` other than float32 and the
-``qk_matmul_output`` output.
+``is_causal``) run in the kernel. A node that uses the ``qk_matmul_output`` output or asks for another
+``softmax_precision`` than float32, which one fused kernel cannot give, runs as the function body ONNX defines
+for it instead (:mod:`.onnx_functions`).
 """
 
 from __future__ import annotations

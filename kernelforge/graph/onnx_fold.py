@@ -8,7 +8,8 @@ reaches a kernel. Each folded result is size-checked (:func:`check_size`) before
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -26,7 +27,7 @@ from kernelforge.graph.onnx_scan import CONST_INPUTS as SCAN_CONST_INPUTS
 from kernelforge.graph.onnx_scan import FOLDERS as SCAN_FOLDERS
 from kernelforge.graph.onnx_slice import fold_split
 
-__all__ = ["ALWAYS_FOLD", "CONSTANT_VALUES", "CONST_INPUTS", "FOLDERS", "LOAD_TIME_INPUTS", "Folder"]
+__all__ = ["ALWAYS_FOLD", "CONSTANT_VALUES", "CONST_INPUTS", "FOLDERS", "LOAD_TIME_INPUTS", "Folder", "value_inputs"]
 
 Folder = Callable[[Context, onnx.NodeProto, list[np.ndarray]], list[np.ndarray]]
 
@@ -140,6 +141,7 @@ FOLDERS: dict[str, Folder] = {
     "Cast": lambda ctx, node, x: [
         cast_array(x[0], helper.tensor_dtype_to_np_dtype(int(ctx.attr("to"))), bool(ctx.attr("saturate", 1)))
     ],
+    "CastLike": lambda ctx, node, x: [cast_array(x[0], _like(ctx, node, x), bool(ctx.attr("saturate", 1)))],
     "Identity": lambda ctx, node, x: [x[0]],
     "Dropout": lambda ctx, node, x: [x[0], np.ones(x[0].shape, bool)],
     "Add": _elementwise(np.add),
@@ -209,3 +211,21 @@ only to ``tf_crop_and_resize``; see :data:`.onnx_quant.LOAD_TIME_INPUTS`)."""
 CONSTANT_VALUES = {"value", "value_float", "value_floats", "value_int", "value_ints"}
 ALWAYS_FOLD = ("Shape", "Size")
 """Ops that fold whatever their input: every shape is static."""
+TYPE_ONLY_INPUTS = {"CastLike": 1}
+"""ONNX op type -> the input of which only the element type is read (a runtime tensor there still folds)."""
+
+
+def value_inputs(node: onnx.NodeProto) -> list[str]:
+    """Return the inputs whose values a node reads: what must be constant for it to fold."""
+    skip = TYPE_ONLY_INPUTS.get(node.op_type, -1)
+    return [name for k, name in enumerate(node.input) if k != skip]
+
+
+def _like(ctx: Context, node: onnx.NodeProto, x: Sequence[np.ndarray]) -> np.dtype[Any]:
+    """CastLike's target: the dtype of input 1, a constant or a runtime tensor of a known element type."""
+    if len(x) > 1:
+        return x[1].dtype
+    to = ctx.types.get(node.input[1])
+    if to is None:
+        raise ValueError(f"the element type of {node.input[1]!r} is unknown")
+    return np.dtype(helper.tensor_dtype_to_np_dtype(to))

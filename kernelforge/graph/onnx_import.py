@@ -21,7 +21,8 @@ from kernelforge.graph.dtypes import kind as kind_of
 from kernelforge.graph.edges import EDGE_DTYPES, MAX_EXACT_INT, edge_dtype
 from kernelforge.graph.ir import Graph, GraphError, Value, check_size
 from kernelforge.graph.onnx_context import Context, NodeUnsupported
-from kernelforge.graph.onnx_fold import ALWAYS_FOLD, CONST_INPUTS, CONSTANT_VALUES, FOLDERS
+from kernelforge.graph.onnx_fold import ALWAYS_FOLD, CONST_INPUTS, CONSTANT_VALUES, FOLDERS, value_inputs
+from kernelforge.graph.onnx_functions import expand
 from kernelforge.graph.onnx_ops import CONVERTERS, DIRECT, node_attrs
 from kernelforge.graph.onnx_quant import CHECKS as QUANT_CHECKS
 from kernelforge.graph.onnx_quant import carry_quantized
@@ -350,7 +351,7 @@ def _scan(
         opset = opsets.get(domain, 0)
         reason = None
         folds = node.op_type in FOLDERS and (
-            node.op_type in ALWAYS_FOLD or all(not i or i in constant for i in node.input)
+            node.op_type in ALWAYS_FOLD or all(not i or i in constant for i in value_inputs(node))
         )
         if (kind := _kind_reason(node, opsets)) is not None:
             reason = kind
@@ -419,11 +420,21 @@ def import_model(
             live.append((k, nodes[k]))
             used.update(i for i in nodes[k].input if i)
     live.reverse()
+    types = _value_types(proto)
+    expanded = _expand_refused(live, opsets, used, types)
+    if len(expanded) != len(live):  # type the bodies' values too (their CastLikes ask)
+        typed = onnx.ModelProto()
+        typed.CopyFrom(proto)
+        del typed.graph.node[:]
+        typed.graph.node.extend(node for _, node in expanded)
+        types = _value_types(typed)
+    live = expanded
 
     graph = Graph({}, [], list(shapes), [o.name for o in g.output], g.name or "model", dtypes)
-    reserved = set(shapes) | set(initializers) | {o for node in nodes for o in node.output}
+    reserved = set(shapes) | set(initializers) | {o for _, node in live for o in node.output}
+    reserved |= {o for node in nodes for o in node.output}
     ctx = Context(graph, opsets[""], reserved, used)
-    ctx.types = _value_types(proto)
+    ctx.types = types
     for name, shape in shapes.items():
         graph.values[name] = Value(name, shape)
         ctx.names[name] = name
@@ -443,6 +454,31 @@ def import_model(
     graph.prune()
     graph.validate()
     return graph
+
+
+def _expand_refused(
+    live: list[tuple[int, onnx.NodeProto]], opsets: Mapping[str, int], used: set[str], types: Mapping[str, int]
+) -> list[tuple[int, onnx.NodeProto]]:
+    """Replace each node its check refuses, but that ONNX defines as a function, by that function's nodes.
+
+    ``Attention`` with its ``qk_matmul_output`` used, say, runs as the MatMul/Softmax chain ONNX defines it to be
+    (:mod:`.onnx_functions`). A node whose body uses an op kernelforge does not convert stays, refused for its
+    own reason. ``used`` gains the values the bodies read.
+    """
+    opset = opsets.get("", 0)
+    out: list[tuple[int, onnx.NodeProto]] = []
+    for index, node in live:
+        check = CHECKS.get(node.op_type)
+        if check is None or _kind_reason(node, opsets) is not None or check(node, opset, used) is None:
+            out.append((index, node))
+            continue
+        body = expand(node, opset, types, f"{node.name or f'{node.op_type}_{index}'}/")
+        if body is None or any(_kind_reason(inner, opsets) is not None for inner in body):
+            out.append((index, node))
+            continue
+        used.update(name for inner in body for name in inner.input if name)
+        out.extend((index, inner) for inner in body)
+    return out
 
 
 def _unsupported(where: str, problems: list[str], dtype_problems: list[str]) -> str:
@@ -472,7 +508,8 @@ def _convert(ctx: Context, node: onnx.NodeProto, display: str, where: str) -> No
     ctx.begin(node, display, ctx.opset)
     try:
         inputs = [ctx.const(i) for i in node.input if i]
-        if node.op_type in FOLDERS and (node.op_type in ALWAYS_FOLD or all(x is not None for x in inputs)):
+        values = [ctx.const(i) for i in value_inputs(node) if i]
+        if node.op_type in FOLDERS and (node.op_type in ALWAYS_FOLD or all(x is not None for x in values)):
             with np.errstate(all="ignore"):
                 results = FOLDERS[node.op_type](ctx, node, [x for x in inputs if x is not None])
             for name, data in zip(node.output, results, strict=False):
