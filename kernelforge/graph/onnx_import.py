@@ -79,8 +79,10 @@ def _check_window(node: onnx.NodeProto, opset: int, used: set[str]) -> str | Non
     if auto_pad not in AUTO_PADS:
         return f"auto_pad={auto_pad!r} (supported: {', '.join(AUTO_PADS)})"
     kernel = _attr(node, "kernel_shape")
-    if kernel is not None and len(kernel) not in (1, 2):
-        return f"kernel_shape={list(kernel)}: only 1-D and 2-D windows are supported"
+    sizes = (1, 2, 3) if node.op_type in ("MaxPool", "AveragePool") else (1, 2)  # 3-D pools: two 2-D passes
+    if kernel is not None and len(kernel) not in sizes:
+        what = "1-D, 2-D and 3-D pools" if len(sizes) == 3 else "1-D and 2-D windows"
+        return f"kernel_shape={list(kernel)}: only {what} are supported"
     return _extra_outputs(node, used, "indices") if node.op_type == "MaxPool" else None
 
 

@@ -1,4 +1,4 @@
-"""Windowed ONNX ops beyond the 2-D converters of :mod:`.onnx_ops`: ConvTranspose, and every window in 1-D.
+"""Windowed ONNX ops beyond the 2-D converters of :mod:`.onnx_ops`: ConvTranspose, every window in 1-D, 3-D pools.
 
 ConvTranspose becomes one ``conv_transpose2d`` node (its attributes read by the op spec's ``from_onnx``); its
 weights must be constants, which the kernels read rearranged at load.
@@ -8,6 +8,11 @@ weights must be constants, which the kernels read rearranged at load.
 ``[O, I, 1, K]`` (folded, when constant), the attributes get a neutral H axis
 (:func:`kernelforge.ops._attrs.lift_1d_attrs`), the op's 2-D converter runs on that node, and its output is
 reshaped back to 3-D. Audio models (Conv1d front ends, keyword spotters) then run on the tuned 2-D kernels.
+
+3-D MaxPool and AveragePool (``[N, C, D, H, W]``) run as two 2-D pools: over (H, W) of ``[N, C*D, H, W]``,
+then over (D, 1) of ``[N, C, D, OH*OW]``. A box window is the product of its axes' windows, so the maximum of the
+maxima is the maximum, and an average's divisor (the window's padded or valid elements, clipped by ``ceil_mode``)
+is the product of each axis's: the average of the averages is the average.
 """
 
 from __future__ import annotations
@@ -103,10 +108,65 @@ def lift_1d(convert: Converter) -> Converter:
     return convert_any
 
 
+def _view(ctx: Context, name: str, shape: tuple[int, ...]) -> str:
+    """Return a fresh ONNX-level name for runtime tensor ``name`` viewed as ``shape``."""
+    viewed = ctx.fresh(f"{name}_view")
+    ctx.reserved.add(viewed)
+    ctx.names[viewed] = ctx.reshape(ctx.ir(name), shape)
+    return viewed
+
+
+def _pool_pass(ctx: Context, convert: Converter, node: onnx.NodeProto, x: str, attrs: dict[str, Any]) -> str:
+    """Run one 2-D pool of ``node``'s kind over ``x`` through its 2-D converter; return its ONNX-level output."""
+    out = ctx.fresh(f"{node.output[0]}_pass")
+    ctx.reserved.add(out)
+    flat = helper.make_node(node.op_type, [x], [out], name=node.name, **attrs)
+    ctx.node = flat  # the 2-D converter reads its attributes from the context's node
+    try:
+        convert(ctx, flat)
+    finally:
+        ctx.node = node
+    return out
+
+
+def split_3d(convert: Converter) -> Converter:
+    """Return a pool converter that runs a 3-D pool (5-D input) as two 2-D pools through ``convert``."""
+
+    def convert_any(ctx: Context, node: onnx.NodeProto) -> None:
+        shape = ctx.shape(node.input[0])
+        if len(shape) != 5:
+            convert(ctx, node)
+            return
+        n, c, d, h, w = shape
+        attrs = _attrs(node)
+        kernel = list(attrs.get("kernel_shape", []))
+        if len(kernel) != 3:
+            raise ctx.fail(f"kernel_shape={kernel} of a 5-D input: expected 3 sizes")
+        strides, dilations = list(attrs.get("strides", [1] * 3)), list(attrs.get("dilations", [1] * 3))
+        pads = list(attrs.get("pads", [0] * 6))
+        if len(strides) != 3 or len(dilations) != 3 or len(pads) != 6:
+            raise ctx.fail(f"strides {strides}, dilations {dilations} and pads {pads} must have 3, 3 and 6 values")
+        common = {k: v for k, v in attrs.items() if k not in ("kernel_shape", "strides", "dilations", "pads")}
+        plane = _pool_pass(ctx, convert, node, _view(ctx, node.input[0], (n, c * d, h, w)), {
+            **common, "kernel_shape": kernel[1:], "strides": strides[1:], "dilations": dilations[1:],
+            "pads": [pads[1], pads[2], pads[4], pads[5]],
+        })  # fmt: skip
+        oh, ow = ctx.shape(plane)[2:]
+        depth = _pool_pass(ctx, convert, node, _view(ctx, plane, (n, c, d, oh * ow)), {
+            **common, "kernel_shape": [kernel[0], 1], "strides": [strides[0], 1], "dilations": [dilations[0], 1],
+            "pads": [pads[0], 0, pads[3], 0],
+        })  # fmt: skip
+        od = ctx.shape(depth)[2]
+        ctx.reshape(ctx.ir(depth), (n, c, od, oh, ow), out=node.output[0])
+
+    return convert_any
+
+
 def lift_windows(converters: Mapping[str, Converter]) -> dict[str, Converter]:
-    """Return the :data:`WINDOWED` ops' converters, taking 1-D nodes too (:func:`lift_1d`).
+    """Return the :data:`WINDOWED` ops' converters, taking 1-D nodes too (:func:`lift_1d`), 3-D pools too.
 
     Each wraps the 2-D converter in ``converters``, except ConvTranspose's, which is this module's.
     """
     two_d = {**converters, "ConvTranspose": _conv_transpose}
-    return {op: lift_1d(two_d[op]) for op in WINDOWED if op in two_d}
+    lifted = {op: lift_1d(two_d[op]) for op in WINDOWED if op in two_d}
+    return {op: split_3d(convert) if op in ("MaxPool", "AveragePool") else convert for op, convert in lifted.items()}

@@ -201,7 +201,7 @@ LIMITS: dict[str, str] = {
         "a shape, axes, pads, pad value, scales or roi computed at run time (every shape is fixed at load)"
     ),
     r"only 2-D windows|only 1-D and 2-D windows|only 4-D \(2-D spatial\)|only 3-D or 4-D": (
-        "pooling and convolution other than 1-D and 2-D"
+        "convolution other than 1-D and 2-D (3-D pools run as two 2-D pools)"
     ),
     r"training_mode=1": "training-mode Dropout and BatchNormalization",
     r"its indices output": "MaxPool's indices output",
