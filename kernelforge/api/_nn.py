@@ -34,7 +34,7 @@ def gemm(
         b: ``(K, N)`` (``(N, K)`` with ``trans_b``), optionally with the same leading batch as ``a``.
         bias: Optional ``(N,)`` added to every row.
         activation: ``None``, ``"relu"``, ``"relu6"``, ``"clip(lo,hi)"``, ``"sigmoid"``, ``"tanh"``,
-            ``"gelu"``, ``"hardswish"`` or ``"leaky_relu(alpha)"``.
+            ``"gelu"``, ``"hardswish"``, ``"silu"`` or ``"leaky_relu(alpha)"``.
         trans_b: Multiply by ``b`` transposed.
         device: A ``--device`` selector.
         backend: ``"wgsl"`` or ``"glsl"`` to choose the kernel language; ``None`` takes the device's.
