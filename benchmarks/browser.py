@@ -10,8 +10,10 @@ default four) and the models people ship, which ``--family`` selects instead of 
 cases): ``minilm`` (a MiniLM-L6-shaped BERT encoder, int64 ``input_ids`` and ``attention_mask``),
 ``vit_tiny``, ``yolo_style`` (builders of ``kernelforge.testing.families``, reported as unavailable where
 that module is missing) and ``mobilenet_v2_style_qdq`` (QDQ int8); ``bert_tiny`` is a small encoder for smoke
-runs. Two micro-benchmarks are built here with ``onnx.helper``: ``matmul_512`` (a 512x512 input times a
-512x512 constant) and ``conv3x3_32x56`` (a 3x3, pad-1 convolution of a 1x32x56x56 input by 32 filters).
+runs. Micro-benchmarks are built here with ``onnx.helper``: ``matmul_512`` (a 512x512 input times a
+512x512 constant), ``conv3x3_32x56`` (a 3x3, pad-1 convolution of a 1x32x56x56 input by 32 filters), and
+``attention_minilm`` and ``attention_vit`` (the scaled dot-product attention of MiniLM's and ViT-tiny's heads as
+exporters write it: one attention kernel in kernelforge; not run by TF.js).
 Every case is exported as a kernelforge bundle and served, with its .onnx and its seeded inputs (each of
 its declared dtype: kernelforge gets int64 as ``BigInt64Array``, onnxruntime-web as an ``int64``
 ``ort.Tensor``; a bundle whose manifest declares another dtype for an input fails at load), from one local
@@ -90,7 +92,7 @@ TFJS_ENGINES = ("tfjs-webgpu", "tfjs-webgl")
 ENGINES = KF_ENGINES + ORT_ENGINES + TFJS_ENGINES
 BASELINE = "ort-webgpu"
 DEFAULT_MODELS = ("mlp", "small_cnn", "mobilenet_v2_style", "resnet18_style")
-MICRO = ("matmul_512", "conv3x3_32x56")
+MICRO = ("matmul_512", "conv3x3_32x56", "attention_minilm", "attention_vit")
 PAGE_DTYPES = ("float32", "int64", "int32", "int8", "uint8", "bool")
 """Input dtypes the page harness fetches into a typed array (its ``ARRAYS``)."""
 ARRAY_DTYPES = {
@@ -204,7 +206,42 @@ def micro_case(name: str) -> Case:
         nhwc = {"x": np.ascontiguousarray(feeds["x"].transpose(0, 2, 3, 1))}
         hwio = np.ascontiguousarray(w.transpose(2, 3, 1, 0))
         return Case(name, "micro", model, feeds, tfjs=TfjsOp("conv2d", "x", nhwc, hwio, "y", to_onnx=(0, 3, 1, 2)))
+    if name in ("attention_minilm", "attention_vit"):
+        return Case(name, "micro", *_attention_model(name))
     raise ValueError(f"unknown micro case {name!r}; choose from {', '.join(MICRO)}")
+
+
+def _attention_model(name: str) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """Scaled dot-product attention as exporters write it (MatMul, Transpose, Mul, Add, Softmax, MatMul).
+
+    ``attention_minilm``: MiniLM's heads (12 of 32 values, 128 tokens, the last 28 of them padding: an additive
+    -10000 mask); ``attention_vit``: ViT-tiny's (3 of 64 values, 197 tokens, no mask). kernelforge runs each
+    as one ``attention`` kernel.
+    """
+    heads, seq, size = (12, 128, 32) if name == "attention_minilm" else (3, 197, 64)
+    shape = [1, heads, seq, size]
+    nodes = [
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["q", "kt"], ["qk"]),
+        helper.make_node("Mul", ["qk", "scale"], ["scaled"]),
+    ]
+    consts = [numpy_helper.from_array(np.array(1 / np.sqrt(size), np.float32), "scale")]
+    scores = "scaled"
+    if name == "attention_minilm":
+        mask = np.zeros((1, 1, 1, seq), np.float32)
+        mask[..., 100:] = -10000.0  # a 100-token sentence padded to 128
+        consts.append(numpy_helper.from_array(mask, "mask"))
+        nodes.append(helper.make_node("Add", ["scaled", "mask"], ["masked"]))
+        scores = "masked"
+    nodes += [helper.make_node("Softmax", [scores], ["p"], axis=-1), helper.make_node("MatMul", ["p", "v"], ["y"])]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in "qkv"]
+    graph = helper.make_graph(
+        nodes, name, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], consts
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="kernelforge-bench")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model, seeded_feeds(model)
 
 
 def model_cases(names: Sequence[str]) -> tuple[list[Case], dict[str, str]]:
