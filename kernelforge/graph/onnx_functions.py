@@ -5,8 +5,8 @@ whose exact form depends on the node's attributes and input types). kernelforge 
 fused kernel, which cannot give everything the op can: ``Attention``'s ``qk_matmul_output`` (the score matrix a
 fused kernel never stores) or a ``softmax_precision`` other than float32. For a node refused only for such a
 reason, :func:`expand` returns the nodes of the op's function body, and the importer converts those instead (the
-scores then run as their own MatMul and Softmax kernels). Shape arithmetic in the body folds at load, as in any
-exported model.
+scores then run as their own MatMul and Softmax kernels). The ops of :data:`EXPANDED_OPS` have no converter of
+their own and always run so. Shape arithmetic in a body folds at load, as in any exported model.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from typing import Any
 import onnx
 from onnx import helper
 
-__all__ = ["expand"]
+__all__ = ["EXPANDED_OPS", "expand"]
+
+EXPANDED_OPS = ("CenterCropPad", "DepthToSpace", "GroupNormalization", "SpaceToDepth", "SwiGLU")
+"""ONNX op types kernelforge has no converter for and runs as their function bodies (of ops it converts)."""
 
 
 def _function(node: onnx.NodeProto, opset: int, types: Mapping[str, int]) -> onnx.FunctionProto | None:

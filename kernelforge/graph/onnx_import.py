@@ -22,7 +22,7 @@ from kernelforge.graph.edges import EDGE_DTYPES, MAX_EXACT_INT, edge_dtype
 from kernelforge.graph.ir import Graph, GraphError, Value, check_size
 from kernelforge.graph.onnx_context import Context, NodeUnsupported
 from kernelforge.graph.onnx_fold import ALWAYS_FOLD, CONST_INPUTS, CONSTANT_VALUES, FOLDERS, value_inputs
-from kernelforge.graph.onnx_functions import expand
+from kernelforge.graph.onnx_functions import EXPANDED_OPS, expand
 from kernelforge.graph.onnx_ops import CONVERTERS, DIRECT, node_attrs
 from kernelforge.graph.onnx_quant import CHECKS as QUANT_CHECKS
 from kernelforge.graph.onnx_quant import carry_quantized
@@ -308,7 +308,7 @@ def _kind_reason(node: onnx.NodeProto, opsets: Mapping[str, int]) -> str | None:
     opset = opsets.get(domain, 0)
     if domain:
         return f"domain {domain!r} is not supported (only the default ai.onnx domain)"
-    if node.op_type not in CONVERTERS and node.op_type not in FOLDERS:
+    if node.op_type not in CONVERTERS and node.op_type not in FOLDERS and node.op_type not in EXPANDED_OPS:
         return "op type is not supported"
     if not opset:
         return "the model imports no default-domain (ai.onnx) opset"
@@ -357,6 +357,8 @@ def _scan(
         )
         if (kind := _kind_reason(node, opsets)) is not None:
             reason = kind
+        elif node.op_type in EXPANDED_OPS:  # still here: ONNX's function body did not expand
+            reason = "ONNX gives no function body of ops kernelforge runs for this node (its attributes or types)"
         elif node.op_type == "Constant" and not {a.name for a in node.attribute} & CONSTANT_VALUES:
             reason = f"only the attributes {sorted(CONSTANT_VALUES)} are supported"
         elif not folds and node.op_type not in CONVERTERS:
@@ -464,14 +466,17 @@ def _expand_refused(
     """Replace each node its check refuses, but that ONNX defines as a function, by that function's nodes.
 
     ``Attention`` with its ``qk_matmul_output`` used, say, runs as the MatMul/Softmax chain ONNX defines it to be
-    (:mod:`.onnx_functions`). A node whose body uses an op kernelforge does not convert stays, refused for its
-    own reason. ``used`` gains the values the bodies read.
+    (:mod:`.onnx_functions`); so does every node of :data:`~.onnx_functions.EXPANDED_OPS`. A node whose body uses
+    an op kernelforge does not convert stays, refused for its own reason. ``used`` gains the values the bodies
+    read.
     """
     opset = opsets.get("", 0)
     out: list[tuple[int, onnx.NodeProto]] = []
     for index, node in live:
         check = CHECKS.get(node.op_type)
-        if check is None or _kind_reason(node, opsets) is not None or check(node, opset, used) is None:
+        expanded_op = node.op_type in EXPANDED_OPS and node.domain in _DEFAULT_DOMAINS
+        refused = check is not None and _kind_reason(node, opsets) is None and check(node, opset, used) is not None
+        if not (expanded_op or refused):
             out.append((index, node))
             continue
         body = expand(node, opset, types, f"{node.name or f'{node.op_type}_{index}'}/")

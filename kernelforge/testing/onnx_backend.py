@@ -28,6 +28,7 @@ from onnx.backend.base import Backend, BackendRep
 
 from kernelforge.errors import KernelforgeError
 from kernelforge.graph.onnx_fold import ALWAYS_FOLD, CONST_INPUTS, FOLDERS, LOAD_TIME_INPUTS
+from kernelforge.graph.onnx_functions import EXPANDED_OPS
 from kernelforge.graph.onnx_ops import CONVERTERS, DIRECT
 from kernelforge.runtime.session import Session, load
 
@@ -47,8 +48,8 @@ __all__ = [
 
 
 def supported_op_types() -> set[str]:
-    """Return every default-domain ONNX op type kernelforge converts or folds."""
-    return set(CONVERTERS) | set(DIRECT) | set(FOLDERS)
+    """Return every default-domain ONNX op type kernelforge converts, folds or runs as its function body."""
+    return set(CONVERTERS) | set(DIRECT) | set(FOLDERS) | set(EXPANDED_OPS)
 
 
 def op_types(model: onnx.ModelProto) -> set[str]:

@@ -71,3 +71,37 @@ def test_castlike_of_a_constant_folds_whatever_tensor_gives_the_type() -> None:
     imported = import_model(model)
     feeds = {"x": np.arange(6, dtype=np.float32).reshape(2, 3)}
     np.testing.assert_array_equal(run_graph(imported, feeds)["y"], ReferenceEvaluator(model).run(None, feeds)[0])
+
+
+@pytest.mark.parametrize(
+    ("op", "attrs", "shape", "opset"),
+    [  # ONNX gives DepthToSpace and SpaceToDepth function bodies in their opset-28 versions (none before)
+        ("DepthToSpace", {"blocksize": 2, "mode": "CRD"}, (1, 8, 3, 4), 28),
+        ("SpaceToDepth", {"blocksize": 2}, (1, 2, 4, 6), 28),
+        ("CenterCropPad", {}, (5, 7), 21),
+    ],
+)
+def test_ops_without_a_converter_run_as_their_function_bodies(
+    op: str, attrs: dict[str, object], shape: tuple[int, ...], opset: int
+) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))
+    inputs, consts = ["x"], []
+    if op == "CenterCropPad":  # crop 5 -> 3 rows, pad 7 -> 9 columns
+        consts.append(helper.make_tensor("crop", TensorProto.INT64, [2], [3, 9]))
+        inputs.append("crop")
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node(op, inputs, ["y"], **attrs)], "g", [x], [y], consts)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    imported = import_model(model)
+    assert op.lower() not in {n.op for n in imported.nodes}
+    feeds = {"x": np.random.default_rng(3).uniform(-2, 2, shape).astype(np.float32)}
+    np.testing.assert_array_equal(run_graph(imported, feeds)["y"], ReferenceEvaluator(model).run(None, feeds)[0])
+
+
+def test_an_op_version_without_a_function_body_is_refused_saying_so() -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 3, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    node = helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=2)
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(UnsupportedModelError, match=r"DepthToSpace node .*: ONNX gives no function body"):
+        import_model(model)
