@@ -17,10 +17,15 @@ from typing import Any
 import onnx
 from onnx import helper
 
-__all__ = ["EXPANDED_OPS", "expand"]
+__all__ = ["EXPANDED_OPS", "EXPANDED_WHEN_REFUSED", "expand"]
 
 EXPANDED_OPS = ("CenterCropPad", "DepthToSpace", "GroupNormalization", "SpaceToDepth", "SwiGLU")
 """ONNX op types kernelforge has no converter for and runs as their function bodies (of ops it converts)."""
+EXPANDED_WHEN_REFUSED = ("Attention",)
+"""ONNX op types whose nodes run as their function bodies where the converter refuses them: what they ask for
+is valid ONNX that one fused kernel cannot give (Attention's ``qk_matmul_output``, a reduced
+``softmax_precision``). Other refusals stand: an invalid attribute (a Gelu ``approximate='erf'``) is reported,
+never expanded into a body that would quietly ignore it."""
 
 
 def _function(node: onnx.NodeProto, opset: int, types: Mapping[str, int]) -> onnx.FunctionProto | None:

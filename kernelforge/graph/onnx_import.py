@@ -22,7 +22,7 @@ from kernelforge.graph.edges import EDGE_DTYPES, MAX_EXACT_INT, edge_dtype
 from kernelforge.graph.ir import Graph, GraphError, Value, check_size
 from kernelforge.graph.onnx_context import Context, NodeUnsupported
 from kernelforge.graph.onnx_fold import ALWAYS_FOLD, CONST_INPUTS, CONSTANT_VALUES, FOLDERS, value_inputs
-from kernelforge.graph.onnx_functions import EXPANDED_OPS, expand
+from kernelforge.graph.onnx_functions import EXPANDED_OPS, EXPANDED_WHEN_REFUSED, expand
 from kernelforge.graph.onnx_ops import CONVERTERS, DIRECT, node_attrs
 from kernelforge.graph.onnx_quant import CHECKS as QUANT_CHECKS
 from kernelforge.graph.onnx_quant import carry_quantized
@@ -466,7 +466,8 @@ def _expand_refused(
     """Replace each node its check refuses, but that ONNX defines as a function, by that function's nodes.
 
     ``Attention`` with its ``qk_matmul_output`` used, say, runs as the MatMul/Softmax chain ONNX defines it to be
-    (:mod:`.onnx_functions`); so does every node of :data:`~.onnx_functions.EXPANDED_OPS`. A node whose body uses
+    (:mod:`.onnx_functions`, :data:`~.onnx_functions.EXPANDED_WHEN_REFUSED`); so does every node of
+    :data:`~.onnx_functions.EXPANDED_OPS`. A node whose body uses
     an op kernelforge does not convert stays, refused for its own reason. ``used`` gains the values the bodies
     read.
     """
@@ -475,7 +476,12 @@ def _expand_refused(
     for index, node in live:
         check = CHECKS.get(node.op_type)
         expanded_op = node.op_type in EXPANDED_OPS and node.domain in _DEFAULT_DOMAINS
-        refused = check is not None and _kind_reason(node, opsets) is None and check(node, opset, used) is not None
+        refused = (
+            node.op_type in EXPANDED_WHEN_REFUSED
+            and check is not None
+            and _kind_reason(node, opsets) is None
+            and check(node, opset, used) is not None
+        )
         if not (expanded_op or refused):
             out.append((index, node))
             continue

@@ -509,7 +509,7 @@ def test_unsupported_windows_are_listed_with_their_reason():
     rng = np.random.default_rng(4)
     nodes = [
         helper.make_node("ConvTranspose", ["x", "w"], ["a"], kernel_shape=[2, 2, 2], name="up3d"),
-        helper.make_node("MaxPool", ["x"], ["b"], kernel_shape=[2, 2, 2], name="pool3d"),
+        helper.make_node("Conv", ["x", "w"], ["b"], kernel_shape=[2, 2, 2], name="conv3d"),  # 3-D pools run
         helper.make_node("ConvTranspose", ["x", "w"], ["c"], auto_pad="SAME", name="bad_pad"),
     ]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4, 4])]
@@ -521,7 +521,7 @@ def test_unsupported_windows_are_listed_with_their_reason():
     lines = str(info.value).splitlines()[1:]
     assert lines == [
         "ConvTranspose node 'up3d' (opset 17): 3-D ConvTranspose is not supported (only 1-D and 2-D)",
-        "MaxPool node 'pool3d' (opset 17): kernel_shape=[2, 2, 2]: only 1-D and 2-D windows are supported",
+        "Conv node 'conv3d' (opset 17): kernel_shape=[2, 2, 2]: only 1-D and 2-D windows are supported",
         "ConvTranspose node 'bad_pad' (opset 17): auto_pad='SAME' (supported: NOTSET, VALID, SAME_UPPER, SAME_LOWER)",
     ]
 
