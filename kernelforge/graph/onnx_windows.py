@@ -66,20 +66,44 @@ def _conv_transpose(ctx: Context, node: onnx.NodeProto) -> None:
     ctx.emit("conv_transpose2d", inputs, attrs, out=node.output[0])
 
 
+def _onnx_name(ctx: Context, base: str) -> str:
+    """Return a fresh ONNX-level name: no later IR value may take it."""
+    name = ctx.fresh(base)
+    ctx.reserved.add(name)
+    return name
+
+
+def _view(ctx: Context, name: str, shape: tuple[int, ...], suffix: str = "_view") -> str:
+    """Return an ONNX-level name for tensor ``name`` viewed as ``shape`` (a constant is reshaped at load)."""
+    viewed = _onnx_name(ctx, f"{name}{suffix}")
+    data = ctx.const(name)
+    if data is not None:
+        ctx.consts[viewed] = data.reshape(shape)
+    else:
+        ctx.names[viewed] = ctx.reshape(ctx.ir(name), shape)
+    return viewed
+
+
+def _convert_as(
+    ctx: Context, convert: Converter, node: onnx.NodeProto, inputs: list[str], attrs: dict[str, Any], suffix: str
+) -> str:
+    """Run ``convert`` on a node of ``node``'s kind over ``inputs`` with ``attrs``; return its ONNX-level output."""
+    out = _onnx_name(ctx, f"{node.output[0]}{suffix}")
+    flat = helper.make_node(node.op_type, inputs, [out], name=node.name, **attrs)
+    ctx.node = flat  # the 2-D converter reads its attributes from the context's node
+    try:
+        convert(ctx, flat)
+    finally:
+        ctx.node = node
+    return out
+
+
 def _lifted(ctx: Context, name: str, what: str) -> str:
     """Return an ONNX-level name for tensor ``name`` (``[a, b, L]``) viewed as ``[a, b, 1, L]``."""
     shape = ctx.shape(name)
     if len(shape) != 3:
         raise ctx.fail(f"{what} {name!r} of shape {shape} must be 3-D in a 1-D {ctx.node.op_type}")
-    view = (shape[0], shape[1], 1, shape[2])
-    lifted = ctx.fresh(f"{name}_2d")
-    ctx.reserved.add(lifted)  # an ONNX-level name from now on: no later IR value may take it
-    data = ctx.const(name)
-    if data is not None:
-        ctx.consts[lifted] = data.reshape(view)
-    else:
-        ctx.names[lifted] = ctx.reshape(ctx.ir(name), view)
-    return lifted
+    return _view(ctx, name, (shape[0], shape[1], 1, shape[2]), "_2d")
 
 
 def lift_1d(convert: Converter) -> Converter:
@@ -94,39 +118,11 @@ def lift_1d(convert: Converter) -> Converter:
         inputs[0] = _lifted(ctx, inputs[0], "input")
         if node.op_type in _WEIGHTED and len(inputs) > 1 and inputs[1]:
             inputs[1] = _lifted(ctx, inputs[1], "weight")
-        out = ctx.fresh(f"{node.output[0]}_2d")
-        ctx.reserved.add(out)
-        flat = helper.make_node(node.op_type, inputs, [out], name=node.name, **lift_1d_attrs(_attrs(node)))
-        ctx.node = flat  # the 2-D converter reads its attributes from the context's node
-        try:
-            convert(ctx, flat)
-        finally:
-            ctx.node = node
+        out = _convert_as(ctx, convert, node, inputs, lift_1d_attrs(_attrs(node)), "_2d")
         n, c, _, length = ctx.shape(out)
         ctx.reshape(ctx.ir(out), (n, c, length), out=node.output[0])
 
     return convert_any
-
-
-def _view(ctx: Context, name: str, shape: tuple[int, ...]) -> str:
-    """Return a fresh ONNX-level name for runtime tensor ``name`` viewed as ``shape``."""
-    viewed = ctx.fresh(f"{name}_view")
-    ctx.reserved.add(viewed)
-    ctx.names[viewed] = ctx.reshape(ctx.ir(name), shape)
-    return viewed
-
-
-def _pool_pass(ctx: Context, convert: Converter, node: onnx.NodeProto, x: str, attrs: dict[str, Any]) -> str:
-    """Run one 2-D pool of ``node``'s kind over ``x`` through its 2-D converter; return its ONNX-level output."""
-    out = ctx.fresh(f"{node.output[0]}_pass")
-    ctx.reserved.add(out)
-    flat = helper.make_node(node.op_type, [x], [out], name=node.name, **attrs)
-    ctx.node = flat  # the 2-D converter reads its attributes from the context's node
-    try:
-        convert(ctx, flat)
-    finally:
-        ctx.node = node
-    return out
 
 
 def split_3d(convert: Converter) -> Converter:
@@ -147,15 +143,13 @@ def split_3d(convert: Converter) -> Converter:
         if len(strides) != 3 or len(dilations) != 3 or len(pads) != 6:
             raise ctx.fail(f"strides {strides}, dilations {dilations} and pads {pads} must have 3, 3 and 6 values")
         common = {k: v for k, v in attrs.items() if k not in ("kernel_shape", "strides", "dilations", "pads")}
-        plane = _pool_pass(ctx, convert, node, _view(ctx, node.input[0], (n, c * d, h, w)), {
-            **common, "kernel_shape": kernel[1:], "strides": strides[1:], "dilations": dilations[1:],
-            "pads": [pads[1], pads[2], pads[4], pads[5]],
-        })  # fmt: skip
+        over_hw = {**common, "kernel_shape": kernel[1:], "strides": strides[1:], "dilations": dilations[1:],
+                   "pads": [pads[1], pads[2], pads[4], pads[5]]}  # fmt: skip
+        plane = _convert_as(ctx, convert, node, [_view(ctx, node.input[0], (n, c * d, h, w))], over_hw, "_pass")
         oh, ow = ctx.shape(plane)[2:]
-        depth = _pool_pass(ctx, convert, node, _view(ctx, plane, (n, c, d, oh * ow)), {
-            **common, "kernel_shape": [kernel[0], 1], "strides": [strides[0], 1], "dilations": [dilations[0], 1],
-            "pads": [pads[0], 0, pads[3], 0],
-        })  # fmt: skip
+        over_d = {**common, "kernel_shape": [kernel[0], 1], "strides": [strides[0], 1], "dilations": [dilations[0], 1],
+                  "pads": [pads[0], 0, pads[3], 0]}  # fmt: skip
+        depth = _convert_as(ctx, convert, node, [_view(ctx, plane, (n, c, d, oh * ow))], over_d, "_pass")
         od = ctx.shape(depth)[2]
         ctx.reshape(ctx.ir(depth), (n, c, od, oh, ow), out=node.output[0])
 
