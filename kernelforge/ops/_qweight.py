@@ -125,15 +125,18 @@ def integers(weight: np.ndarray, qparams: np.ndarray, axis: int, wq: WeightQuant
     return q.astype(wq.dtype)
 
 
-def device_qparams(qparams: np.ndarray, wq: WeightQuant) -> np.ndarray:
-    """Return the scales, then the zero points, each padded to whole vec4s (WGSL's ``qp``, GLSL's ``QP`` rows)."""
+def device_qparams(qparams: np.ndarray, wq: WeightQuant, glsl: bool = False) -> np.ndarray:
+    """Return the scales, then the zero points, each padded to whole vec4s.
+
+    WGSL's ``qp`` binds them flat; GLSL's ``QP`` texture is the ``[2, 4 * rows]`` matrix (``glsl``).
+    """
     qp = np.asarray(qparams, np.float32).reshape(2, -1)
     if qp.shape[1] != wq.channels:
         raise ValueError(f"qparams for {qp.shape[1]} channels, the kernel has {wq.channels}")
     rows = math.ceil(wq.channels / 4) * 4
     out = np.zeros((2, rows), np.float32)
     out[:, : wq.channels] = qp
-    return out.reshape(-1)
+    return out if glsl else out.reshape(-1)
 
 
 def random_weight(

@@ -524,8 +524,7 @@ class ConvSpec(OpSpec[ConvProblem]):
         device = [np.ascontiguousarray(a, dtype=a.dtype if a is w_dev else np.float32) for a in arrays]
         if qparams is None or q.wq is None:
             return device
-        qp = _qweight.device_qparams(qparams, q.wq)
-        return [*device, qp.reshape(2, -1) if glsl else qp]  # GLSL: a [2, 4 * rows] texture
+        return [*device, _qweight.device_qparams(qparams, q.wq, glsl)]
 
     def device_output_shape(self, problem: ConvProblem, params: Params) -> tuple[int, ...]:
         """Return ``(n, oh, ow, m)`` for NHWC kernels, else the NCHW output shape."""

@@ -400,8 +400,7 @@ class GemmSpec(OpSpec[GemmProblem]):
         b_shape = (problem.n, problem.k) if problem.trans_b else (problem.k, problem.n)
         qparams = np.asarray(inputs[count], np.float32)
         arrays[1] = _qweight.integers(arrays[1].reshape(b_shape), qparams, int(not problem.trans_b), problem.wq, "B")
-        qp = _qweight.device_qparams(qparams, problem.wq)
-        return [*arrays, qp.reshape(2, -1) if "pack_c" in params else qp]  # GLSL: a [2, 4 * rows] texture
+        return [*arrays, _qweight.device_qparams(qparams, problem.wq, glsl="pack_c" in params)]
 
 
 SPEC = GemmSpec()

@@ -54,8 +54,9 @@ def test_glsl_sampled_configs(gl, shape):
 @pytest.mark.parametrize("algo", [DIRECT, IMPLICIT_GEMM])
 @pytest.mark.parametrize("layout", [0, 1])
 @pytest.mark.parametrize("w_layout", [0, 1])
-def test_every_algorithm_and_layout(lavapipe, algo, layout, w_layout):
-    problem = SPEC.parse_problem("1x8x7x9:12x3x3:s1:p1,0,1,2")
+@pytest.mark.parametrize("weights", ["", "/qi8c", "/qu8"])  # float, and int8/uint8 dequantized in the kernel
+def test_every_algorithm_and_layout(lavapipe, algo, layout, w_layout, weights):
+    problem = SPEC.parse_problem(f"1x8x7x9:12x3x3:s1:p1,0,1,2{weights}")
     base = {**DEFAULT_PARAMS, "algo": algo, "layout": layout, "w_layout": w_layout, "vec_c": 1}
     for extra in ({}, {"vec_width": 1, "wpt_o": 2, "wpt_p": 1, "tile_k": 8}):
         params = {**base, **extra}

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 
 from kernelforge.ops import get_op
-from kernelforge.ops.conv import DEFAULT_PARAMS as CONV_DEFAULT
-from kernelforge.ops.conv import DIRECT, IMPLICIT_GEMM
 from kernelforge.ops.spec import Params
 from kernelforge.testing.ops import check_op, check_sampled_configs
 
@@ -50,17 +48,8 @@ def test_quantized_conv_sampled_configs(lavapipe, shape):
     check_sampled_configs(lavapipe, CONV, CONV.parse_problem(shape), 8, len(shape))
 
 
-@pytest.mark.parametrize("algo", [DIRECT, IMPLICIT_GEMM])
-@pytest.mark.parametrize("layout", [0, 1])
-@pytest.mark.parametrize("w_layout", [0, 1])
-@pytest.mark.parametrize("wq", ["qi8c", "qu8"])
-def test_quantized_conv_every_algorithm_and_layout(lavapipe, algo, layout, w_layout, wq):
-    problem = CONV.parse_problem(f"1x8x7x9:12x3x3:s1:p1,0,1,2/{wq}")
-    base = {**CONV_DEFAULT, "algo": algo, "layout": layout, "w_layout": w_layout, "vec_c": 1}
-    for extra in ({}, {"vec_width": 1, "wpt_o": 2, "wpt_p": 1, "tile_k": 8}):
-        params = {**base, **extra}
-        assert CONV.constraints(problem, params, lavapipe.limits, "wgsl") is None
-        check_op(lavapipe, CONV, problem, params)
+# every conv algorithm and layout with int8 and uint8 weights: tests/device/test_conv.py's
+# test_every_algorithm_and_layout (its weights parameter)
 
 
 @pytest.mark.parametrize("shape", GEMM_SHAPES)
