@@ -32,9 +32,14 @@ def keep_weights_quantized(graph: Graph) -> int:
             continue
         value = graph.value(node.inputs[1])
         quant, data = value.quant, value.data
-        if quant is None or data is None or _channel_axis(node, data.ndim) is None:
-            continue
-        if quant.q.shape != data.shape or quant.axis not in (None, _channel_axis(node, data.ndim)):
+        axis = None if data is None else _channel_axis(node, data.ndim)
+        if (
+            quant is None
+            or data is None
+            or axis is None
+            or quant.q.shape != data.shape
+            or quant.axis not in (None, axis)
+        ):
             continue
         if not np.array_equal(quant.dequantize().view(np.uint32), np.asarray(data, np.float32).view(np.uint32)):
             continue  # a pass computed with the floats (folded a batchnorm, say): they are no longer the integers
