@@ -335,6 +335,10 @@ class GemmSpec(OpSpec[GemmProblem]):
             "a_loads": math.ceil(tile_m * p["tile_k"] / threads),
             "b_loads": math.ceil(tile_nv * p["tile_k"] / threads),
             "vec4_b": p["vec_width"] == 4 and not problem.trans_b,
+            # what the problem's shape makes certain (gemm.wgsl.j2 leaves out the guards it never needs)
+            "m_even": problem.m % tile_m == 0,
+            "n_even": (problem.n // p["vec_width"]) % tile_nv == 0,
+            "k_even": problem.k % p["tile_k"] == 0,
             "trans_b": bool(problem.trans_b),
             "has_bias": bool(problem.has_bias),
             "has_residual": bool(problem.has_residual),

@@ -191,3 +191,22 @@ def test_residual_epilogue_on_both_languages(lavapipe, gl, problem):
     )
     for backend in (lavapipe, gl):
         check_sampled_configs(backend, SPEC, quantized, 4, 5)
+
+
+@pytest.mark.parametrize("shape", ["64x64x64", "63x64x64", "64x60x64", "64x64x60", "63x60x60", "2x64x128x32t"])
+def test_divisible_shapes_drop_guards_and_stay_exact(lavapipe, shape):
+    # M, N or K that is a multiple of its tile renders without that dimension's clamps, store guards or K tail;
+    # every combination of the three still matches the reference (on a GELU + bias epilogue)
+    from kernelforge.templates import render
+
+    params = {"wg_x": 4, "wg_y": 4, "wpt_m": 4, "wpt_n": 8, "tile_k": 8, "vec_width": 4, "vec_a": 4, "staging": 0}
+    base = SPEC.parse_problem(shape)
+    problem = GemmProblem(
+        m=base.m, n=base.n, k=base.k, batch=base.batch, batch_b=base.batch_b, trans_b=base.trans_b,
+        has_bias=True, activation=Activation.parse("gelu"),
+    )  # fmt: skip
+    text = render(SPEC, "wgsl", problem, params)
+    assert ("min(row0 + 1u, dims.m - 1u)" in text) == (problem.m % 16 != 0)
+    assert ("if (col0 + 1u < nvec)" in text) == (problem.n % 32 != 0)
+    assert ("k_main" in text) == (problem.k % 8 != 0)
+    check_op(lavapipe, SPEC, problem, params)
