@@ -1,7 +1,10 @@
 """Windowed ONNX ops beyond the 2-D converters of :mod:`.onnx_ops`: ConvTranspose, every window in 1-D, 3-D pools.
 
-ConvTranspose becomes one ``conv_transpose2d`` node (its attributes read by the op spec's ``from_onnx``); its
-weights must be constants, which the kernels read rearranged at load.
+ConvTranspose becomes one ``conv_transpose2d`` node (its attributes read by the op spec's ``from_onnx``); the
+kernels read its weights rearranged (at load for constants, by a relayout kernel for weights computed at run
+time). A grouped one whose weights are computed at run time runs as one ungrouped node per group over slices of
+X's channels and W's first axis, concatenated: the grouped NHWC GLSL kernel's weight order is no permutation of
+W's axes, so no relayout gives it.
 
 1-D windows (Conv, ConvTranspose, MaxPool, AveragePool and the global pools over ``[N, C, L]``) run as their
 2-D kernels over ``H = 1``: X is reshaped to ``[N, C, 1, L]`` (a view), 3-D weights ``[O, I, K]`` become
@@ -39,31 +42,35 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
     return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
 
 
-def _check_weight(ctx: Context, node: onnx.NodeProto) -> None:
-    """Refuse a grouped ConvTranspose whose weights are computed at run time.
-
-    Runtime weights reach the kernel through a relayout to the order it reads (``input_layouts``), a
-    permutation of W's axes, except for the grouped NHWC GLSL kernel, which splits W's first axis.
-    """
-    if node.op_type == "ConvTranspose" and ctx.const(node.input[1]) is None and int(ctx.attr("group", 1)) > 1:
-        raise NodeUnsupported(
-            f"weight input 1 ({node.input[1]!r}) is computed at run time with group > 1; only constant weights "
-            "are supported there"
-        )
-
-
 def _conv_transpose(ctx: Context, node: onnx.NodeProto) -> None:
     """Convert a 2-D ConvTranspose: ``conv_transpose2d`` over X, W and the optional bias."""
     rank = len(ctx.shape(node.input[0]))
     if rank != 4:
         raise NodeUnsupported(f"X of rank {rank}: only 1-D and 2-D windows are supported")
-    _check_weight(ctx, node)
     try:
         attrs = get_op("conv_transpose2d").from_onnx(node.op_type, ctx.opset, _attrs(node))
     except ValueError as exc:
         raise NodeUnsupported(str(exc)) from None
     inputs = [ctx.ir(name) if name else "" for name in node.input]
-    ctx.emit("conv_transpose2d", inputs, attrs, out=node.output[0])
+    group = int(attrs.get("group", 1))
+    if group == 1 or ctx.const(node.input[1]) is not None:
+        ctx.emit("conv_transpose2d", inputs, attrs, out=node.output[0])
+        return
+    c, m = ctx.shape(node.input[0])[1], ctx.shape(node.input[1])[1] * group
+    if c % group:
+        raise ctx.fail(f"group={group} must divide X's {c} channels")
+    step = c // group
+
+    def part(name: str, axis: int, start: int, size: int) -> str:
+        return ctx.emit("slice", [name], {"starts": (start,), "ends": (start + size,), "axes": (axis,), "steps": None})
+
+    b = inputs[2] if len(inputs) > 2 else ""
+    pieces = []
+    for g in range(group):
+        x_g, w_g = part(inputs[0], 1, g * step, step), part(inputs[1], 0, g * step, step)
+        b_g = part(b, 0, g * (m // group), m // group) if b else ""
+        pieces.append(ctx.emit("conv_transpose2d", [x_g, w_g, b_g], {**attrs, "group": 1}))
+    ctx.emit("concat", pieces, {"axis": 1}, out=node.output[0])
 
 
 def _onnx_name(ctx: Context, base: str) -> str:
@@ -113,7 +120,6 @@ def lift_1d(convert: Converter) -> Converter:
         if len(ctx.shape(node.input[0])) != 3:
             convert(ctx, node)
             return
-        _check_weight(ctx, node)  # before the weight gets a lifted name
         inputs = list(node.input)
         inputs[0] = _lifted(ctx, inputs[0], "input")
         if node.op_type in _WEIGHTED and len(inputs) > 1 and inputs[1]:

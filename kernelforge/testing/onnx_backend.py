@@ -209,7 +209,6 @@ LIMITS: dict[str, str] = {
     r"Attention node .*(optional output|softmax_precision)": (
         "ONNX Attention's qk output and reduced-precision softmax"
     ),
-    r"computed at run time with group > 1": "grouped ConvTranspose whose weights are computed at run time",
 }
 """Error message pattern -> the documented limitation it is: a case of a supported op type may fail only so."""
 

@@ -559,7 +559,7 @@ def test_export_writes_conv_transpose_steps_for_both_languages(tmp_path):
     assert languages == {"wgsl", "glsl"}
 
 
-def test_runtime_weights_run_and_grouped_ones_are_refused_by_name():
+def test_runtime_weights_run_grouped_ones_per_group():
     inputs = [
         helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8]),
         helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 3, 3]),
@@ -575,12 +575,23 @@ def test_runtime_weights_run_and_grouped_ones_are_refused_by_name():
     }
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     np.testing.assert_allclose(run_graph(import_model(model), feeds)["y"], want, rtol=1e-5, atol=1e-5)
-    grouped = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2], group=2, name="up_g")]
-    inputs[1] = helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 1, 3])
-    with pytest.raises(UnsupportedModelError, match=r"ConvTranspose node 'up_g' .*computed at run time with group > 1"):
-        import_model(
-            _model(grouped, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 17])], [], 17)
-        )
+    # grouped (2 groups of 2 input and 3 output channels, a constant bias): one ungrouped kernel per group
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8]),
+        helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3, 3]),
+    ]
+    bias = numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), "b")
+    grouped = [helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], strides=[2], group=2, name="up_g")]
+    out = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 17])]
+    model = _model(grouped, inputs, out, [bias], 17)
+    feeds = {
+        "x": rng.standard_normal((1, 4, 8)).astype(np.float32),
+        "w": rng.standard_normal((4, 3, 3)).astype(np.float32),
+    }
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    graph = import_model(model)
+    assert [n.op for n in graph.nodes].count("conv_transpose2d") == 2
+    np.testing.assert_allclose(run_graph(graph, feeds)["y"], want, rtol=1e-5, atol=1e-5)
 
 
 def test_bias_add_and_activation_fuse_into_the_kernel():

@@ -112,16 +112,21 @@ def _node_cases() -> dict[str, Any]:
     return {case.name: case for case in collect_testcases("ConvTranspose") if "convtranspose" in case.name}
 
 
-def _node_case(name: str) -> tuple[onnx.ModelProto, dict[str, np.ndarray], list[np.ndarray]]:
+def _node_case(
+    name: str, runtime_weight: bool = False
+) -> tuple[onnx.ModelProto, dict[str, np.ndarray], list[np.ndarray]]:
     """Return a node case's model with its weight input made an initializer, the remaining feeds and outputs.
 
-    The cases feed W at run time; kernelforge's convolutions take constant weights (rearranged at load).
+    The cases feed W at run time; with ``runtime_weight`` it stays so (a relayout kernel, or for a grouped
+    layer one ungrouped kernel per group), else it becomes a constant, rearranged at load.
     """
     case = _node_cases()[name]
     inputs, outputs = case.data_sets[0]
     feeds = {i.name: np.asarray(a) for i, a in zip(case.model.graph.input, inputs, strict=True)}
     model = onnx.ModelProto()
     model.CopyFrom(case.model)
+    if runtime_weight:
+        return model, feeds, [np.asarray(a) for a in outputs]
     weight = model.graph.node[0].input[1]
     model.graph.initializer.append(numpy_helper.from_array(feeds.pop(weight), weight))
     kept = [i for i in model.graph.input if i.name != weight]
@@ -145,6 +150,19 @@ def test_onnx_node_cases(name, backend, lavapipe, gl):
     session = kernelforge.load(model, device=device.info.index, backend=backend)
     (got,) = session.run(feeds).values()
     _assert_matches(got, expected, f"{name} on {backend}")
+
+
+@pytest.mark.parametrize("name", NODE_CASES)
+@pytest.mark.parametrize("backend", ["wgsl", "glsl"])
+def test_onnx_node_cases_with_weights_computed_at_run_time(name, backend, lavapipe, gl):
+    model, feeds, (expected,) = _node_case(name, runtime_weight=True)
+    device = lavapipe if backend == "wgsl" else gl
+    session = kernelforge.load(model, device=device.info.index, backend=backend)
+    (got,) = session.run(feeds).values()
+    _assert_matches(got, expected, f"{name} on {backend}")
+    group = next((a.i for a in model.graph.node[0].attribute if a.name == "group"), 1)
+    kernels = [s.call.op for s in session.steps if s.call.op == "conv_transpose2d"]
+    assert len(kernels) == group  # a grouped layer runs one kernel per group
 
 
 @pytest.mark.parametrize("name", sorted(UNSUPPORTED_NODE_CASES))
