@@ -27,6 +27,7 @@ from kernelforge.graph.onnx_ops import CONVERTERS, DIRECT, node_attrs
 from kernelforge.graph.onnx_quant import CHECKS as QUANT_CHECKS
 from kernelforge.graph.onnx_quant import carry_quantized
 from kernelforge.graph.onnx_resize import check_resize
+from kernelforge.graph.onnx_windows import is_3d, split_3d_attrs
 from kernelforge.ops import get_op
 from kernelforge.ops._attrs import AUTO_PADS
 from kernelforge.ops.pad import MODES as PAD_MODES
@@ -129,6 +130,21 @@ def _check_direct(node: onnx.NodeProto, opset: int, used: set[str]) -> str | Non
     return None
 
 
+def _check_conv_transpose(node: onnx.NodeProto, opset: int, used: set[str]) -> str | None:
+    """Check a ConvTranspose; a 3-D one runs as 2-D ones (``onnx_windows``), whose attributes the spec checks."""
+    attrs = node_attrs(node)
+    if not is_3d(attrs):
+        return _check_direct(node, opset, used)
+    try:
+        plane, depth = split_3d_attrs(attrs)
+        for pass_attrs in (plane, depth):
+            get_op("conv_transpose2d").from_onnx(node.op_type, opset, pass_attrs)
+    except ValueError as exc:
+        return str(exc)
+    return _extra_outputs(node, used, "optional")
+
+
+CHECKS["ConvTranspose"] = _check_conv_transpose
 CHECKS.update({onnx_op: _check_direct for onnx_op in DIRECT if onnx_op not in CHECKS})
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import onnx
 from onnx import helper
 
@@ -43,10 +44,13 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
 
 
 def _conv_transpose(ctx: Context, node: onnx.NodeProto) -> None:
-    """Convert a 2-D ConvTranspose: ``conv_transpose2d`` over X, W and the optional bias."""
+    """Convert a 2-D ConvTranspose: ``conv_transpose2d`` over X, W and the optional bias (3-D: see below)."""
     rank = len(ctx.shape(node.input[0]))
+    if rank == 5:
+        _conv_transpose_3d(ctx, node)
+        return
     if rank != 4:
-        raise NodeUnsupported(f"X of rank {rank}: only 1-D and 2-D windows are supported")
+        raise NodeUnsupported(f"X of rank {rank}: only 1-D, 2-D and 3-D windows are supported")
     try:
         attrs = get_op("conv_transpose2d").from_onnx(node.op_type, ctx.opset, _attrs(node))
     except ValueError as exc:
@@ -71,6 +75,84 @@ def _conv_transpose(ctx: Context, node: onnx.NodeProto) -> None:
         b_g = part(b, 0, g * (m // group), m // group) if b else ""
         pieces.append(ctx.emit("conv_transpose2d", [x_g, w_g, b_g], {**attrs, "group": 1}))
     ctx.emit("concat", pieces, {"axis": 1}, out=node.output[0])
+
+
+def split_3d_attrs(attrs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return a 3-D ConvTranspose's attributes as those of its (H, W) pass and of its depth pass.
+
+    Raises:
+        ValueError: For ``auto_pad`` or ``output_shape`` (explicit pads only), or per-axis attributes of other
+            lengths than 3 values (6 pads).
+    """
+    if attrs.get("auto_pad", "NOTSET") != "NOTSET" or "output_shape" in attrs:
+        raise ValueError("a 3-D ConvTranspose takes explicit pads only (no auto_pad or output_shape)")
+    strides = list(attrs.get("strides", [1] * 3))
+    dilations = list(attrs.get("dilations", [1] * 3))
+    pads = list(attrs.get("pads", [0] * 6))
+    out_pad = list(attrs.get("output_padding", [0] * 3))
+    kernel = list(attrs.get("kernel_shape", [1] * 3))
+    if (len(strides), len(dilations), len(pads), len(out_pad), len(kernel)) != (3, 3, 6, 3, 3):
+        raise ValueError(f"strides {strides}, dilations {dilations}, pads {pads}, output_padding {out_pad} and "
+                         f"kernel_shape {kernel} of a 3-D ConvTranspose must have 3, 3, 6, 3 and 3 values")  # fmt: skip
+    plane = {"strides": strides[1:], "dilations": dilations[1:], "pads": [pads[1], pads[2], pads[4], pads[5]],
+             "output_padding": out_pad[1:], "group": int(attrs.get("group", 1))}  # fmt: skip
+    depth = {"strides": [strides[0], 1], "dilations": [dilations[0], 1], "pads": [pads[0], 0, pads[3], 0],
+             "output_padding": [out_pad[0], 0]}  # fmt: skip
+    return plane, depth
+
+
+def is_3d(attrs: Mapping[str, Any]) -> bool:
+    """Whether a ConvTranspose's per-axis attributes describe three spatial axes."""
+    return any(len(attrs.get(k, ())) == 3 for k in ("kernel_shape", "strides", "dilations", "output_padding")) or (
+        len(attrs.get("pads", ())) == 6 or len(attrs.get("output_shape", ())) == 3
+    )
+
+
+def _conv_transpose_3d(ctx: Context, node: onnx.NodeProto) -> None:
+    """Convert a 3-D ConvTranspose as 2-D ones: one over (H, W) per depth tap, then one that places depth.
+
+    X ``[N, C, D, H, W]`` is viewed as ``N*D`` images of C channels; tap ``kd`` of W (``[C, M/g, KH, KW]``)
+    transposes them to ``z_kd`` ``[N*D, M, OH, OW]``. Output depth ``od`` sums ``z_kd`` at input depth ``d``
+    where ``od = d * stride + kd * dilation - pad``: that is a grouped ConvTranspose over (D, OH*OW) of the
+    ``M * KD`` channels ``(m, kd)``, group ``M``, whose constant weight picks tap ``kd`` (1 at ``[m*KD + kd, 0,
+    kd, 0]``), with the depth axis's stride, dilation, pads and output padding, and the bias.
+    """
+    try:
+        plane, depth = split_3d_attrs(_attrs(node))
+    except ValueError as exc:
+        raise NodeUnsupported(str(exc)) from None
+    n, c, d, h, w = ctx.shape(node.input[0])
+    wc, mg, kd_size, kh, kw = ctx.shape(node.input[1])
+    m = mg * int(plane.get("group", 1))
+    # the N*D images of C channels
+    x_t = ctx.emit("transpose", [ctx.ir(node.input[0])], {"perm": (0, 2, 1, 3, 4)})
+    images = _onnx_name(ctx, f"{node.output[0]}_images")
+    ctx.names[images] = ctx.reshape(x_t, (n * d, c, h, w))
+    weight = ctx.const(node.input[1])
+    taps = []
+    for kd in range(kd_size):
+        tap = _onnx_name(ctx, f"{node.input[1]}_tap{kd}")
+        if weight is not None:
+            ctx.consts[tap] = weight[:, :, kd]
+        else:
+            window = {"starts": (kd,), "ends": (kd + 1,), "axes": (2,), "steps": None}
+            ctx.names[tap] = ctx.reshape(ctx.emit("slice", [ctx.ir(node.input[1])], window), (wc, mg, kh, kw))
+        z = _convert_as(ctx, _conv_transpose, node, [images, tap], plane, f"_tap{kd}")
+        oh, ow = ctx.shape(z)[2:]
+        taps.append(ctx.reshape(ctx.ir(z), (n, d, m, 1, oh * ow)))
+    stacked = ctx.emit("concat", taps, {"axis": 3}) if kd_size > 1 else taps[0]
+    by_tap = ctx.emit("transpose", [stacked], {"perm": (0, 2, 3, 1, 4)})
+    columns = _onnx_name(ctx, f"{node.output[0]}_columns")
+    ctx.names[columns] = ctx.reshape(by_tap, (n, m * kd_size, d, oh * ow))
+    pick = np.zeros((m * kd_size, 1, kd_size, 1), np.float32)
+    for k in range(kd_size):
+        pick[k::kd_size, 0, k, 0] = 1.0
+    picker = _onnx_name(ctx, f"{node.output[0]}_depth_taps")
+    ctx.consts[picker] = pick
+    depth["group"] = m
+    bias = [node.input[2]] if len(node.input) > 2 and node.input[2] else []
+    placed = _convert_as(ctx, _conv_transpose, node, [columns, picker, *bias], depth, "_depth")
+    ctx.reshape(ctx.ir(placed), (n, m, ctx.shape(placed)[2], oh, ow), out=node.output[0])
 
 
 def _onnx_name(ctx: Context, base: str) -> str:

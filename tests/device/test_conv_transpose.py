@@ -158,6 +158,19 @@ def test_audio_front_end_matches_onnxruntime(device, opset):
         ((1, 3, 4, 6), (3, 5, 3, 3), {"strides": [3, 2], "output_shape": [12, 13], "dilations": [1, 2]}),
         ((2, 4, 20), (4, 3, 4), {"strides": [2], "pads": [1, 1]}),  # 1-D
         ((1, 8, 16), (8, 2, 5), {"strides": [4], "auto_pad": "SAME_LOWER", "group": 2}),  # 1-D, grouped
+        # 3-D: one 2-D kernel per depth tap and one placing depth
+        ((1, 2, 3, 4, 5), (2, 3, 3, 3, 3), {}),
+        (
+            (2, 4, 3, 4, 3),
+            (4, 2, 2, 3, 2),
+            {
+                "strides": [2, 1, 2],
+                "pads": [1, 0, 1, 0, 1, 1],
+                "output_padding": [1, 0, 1],
+                "dilations": [2, 1, 1],
+                "group": 2,
+            },
+        ),
     ],
 )
 def test_conv_transpose_models_match_onnxruntime(device, x, w, attrs):

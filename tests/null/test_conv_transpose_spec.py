@@ -508,7 +508,7 @@ def test_1d_conv_with_a_runtime_weight_reshapes_it_on_the_device():
 def test_unsupported_windows_are_listed_with_their_reason():
     rng = np.random.default_rng(4)
     nodes = [
-        helper.make_node("ConvTranspose", ["x", "w"], ["a"], kernel_shape=[2, 2, 2], name="up3d"),
+        helper.make_node("ConvTranspose", ["x", "w"], ["a"], kernel_shape=[2, 2, 2], auto_pad="VALID", name="up3d"),
         helper.make_node("Conv", ["x", "w"], ["b"], kernel_shape=[2, 2, 2], name="conv3d"),  # 3-D pools run
         helper.make_node("ConvTranspose", ["x", "w"], ["c"], auto_pad="SAME", name="bad_pad"),
     ]
@@ -520,7 +520,8 @@ def test_unsupported_windows_are_listed_with_their_reason():
         import_model(model)
     lines = str(info.value).splitlines()[1:]
     assert lines == [
-        "ConvTranspose node 'up3d' (opset 17): 3-D ConvTranspose is not supported (only 1-D and 2-D)",
+        "ConvTranspose node 'up3d' (opset 17): a 3-D ConvTranspose takes explicit pads only (no auto_pad or "
+        "output_shape)",
         "Conv node 'conv3d' (opset 17): kernel_shape=[2, 2, 2]: only 1-D and 2-D windows are supported",
         "ConvTranspose node 'bad_pad' (opset 17): auto_pad='SAME' (supported: NOTSET, VALID, SAME_UPPER, SAME_LOWER)",
     ]

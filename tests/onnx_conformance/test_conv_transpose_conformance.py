@@ -20,7 +20,6 @@ from onnx import numpy_helper
 
 import kernelforge
 from kernelforge.api import run_op
-from kernelforge.graph.ir import GraphError
 from kernelforge.graph.onnx_import import import_model
 from kernelforge.graph.reference import run_graph
 from kernelforge.ops import get_op
@@ -43,8 +42,8 @@ NODE_CASES = [
     "test_convtranspose_autopad_same",
     "test_convtranspose_group_2",
     "test_convtranspose_group_2_image_3",
+    "test_convtranspose_3d",
 ]
-UNSUPPORTED_NODE_CASES = {"test_convtranspose_3d": "X of rank 5: only 1-D and 2-D windows are supported"}
 BACKENDS = {"wgsl": "lavapipe", "glsl": "auto"}
 
 
@@ -74,7 +73,7 @@ def _assert_matches(got: np.ndarray, expected: np.ndarray, what: str) -> None:
 def test_the_conformance_sets_are_there():
     assert all((DATA / case / "model.onnx").exists() for case in PYTORCH_CASES)
     assert len(ONE_D_CASES) >= 13, ONE_D_CASES
-    assert sorted(_node_cases()) == sorted(NODE_CASES + list(UNSUPPORTED_NODE_CASES))
+    assert sorted(_node_cases()) == sorted(NODE_CASES)
 
 
 @pytest.mark.parametrize("case", PYTORCH_CASES)
@@ -162,11 +161,19 @@ def test_onnx_node_cases_with_weights_computed_at_run_time(name, backend, lavapi
     _assert_matches(got, expected, f"{name} on {backend}")
     group = next((a.i for a in model.graph.node[0].attribute if a.name == "group"), 1)
     kernels = [s.call.op for s in session.steps if s.call.op == "conv_transpose2d"]
-    assert len(kernels) == group  # a grouped layer runs one kernel per group
+    w_shape = feeds[model.graph.node[0].input[1]].shape
+    # a grouped layer runs one kernel per group; a 3-D one, one per depth tap and one placing depth
+    assert len(kernels) == (group if len(w_shape) < 5 else w_shape[2] + 1)
 
 
-@pytest.mark.parametrize("name", sorted(UNSUPPORTED_NODE_CASES))
-def test_unsupported_onnx_node_cases_are_refused_by_name(name):
-    model, _, _ = _node_case(name)
-    with pytest.raises(GraphError, match=UNSUPPORTED_NODE_CASES[name]):
-        import_model(model)
+@pytest.mark.parametrize(
+    "name", ["test_convtranspose_3d", "test_convtranspose_group_2", "test_convtranspose_group_2_image_3"]
+)
+@pytest.mark.parametrize("language", ["wgsl", "glsl"])
+def test_node_cases_pass_through_the_backend_adapter(name, language, lavapipe, gl):
+    # as ONNX's runner gives them: W fed at run time, ONNX's tolerances, exact shapes and dtypes
+    from kernelforge.testing.onnx_backend import cases, run_case
+
+    (case,) = [c for c in cases() if c.name == name]
+    outcome = run_case(case, (lavapipe if language == "wgsl" else gl).info.index, language)
+    assert outcome.passed, outcome
