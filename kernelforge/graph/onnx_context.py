@@ -3,7 +3,8 @@
 Converters (:mod:`kernelforge.graph.onnx_ops`) see the model through a :class:`Context`: an ONNX tensor
 name resolves either to a folded constant (a numpy array of any dtype: integer tensors stay integers for
 shape arithmetic, apart from the float32 IR) or to an IR value. Constants become float32 IR values only
-when a node reads them as tensors.
+when a node reads them as tensors. A tensor with a dim of 0 holds no values, so it is known at load whatever
+computes it: every one is a constant (:meth:`Context.empty`), and the nodes that read it fold.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from onnx import helper
 
 from kernelforge.errors import ShapeError
 from kernelforge.graph.dtypes import NARROW_ELEMS, kind, numpy_dtype
+from kernelforge.graph.edges import edge_dtype
 from kernelforge.graph.ir import Graph, GraphError, Node, Value, check_size
 from kernelforge.graph.quant import Quantized
 from kernelforge.ops import get_op
@@ -176,6 +178,7 @@ class Context:
             GraphError: Naming the current node when the shapes or attributes do not fit the op.
         """
         shapes = [self.graph.values[name].shape if name else None for name in inputs]
+        self._check_values(op, inputs)
         try:
             return get_op(op).from_node(shapes, attrs)
         except (ShapeError, KeyError, TypeError, ValueError) as exc:
@@ -197,14 +200,43 @@ class Context:
             shape = get_op(op).output_shape(self.kernel_problem(op, inputs, attrs))
         name = out if out is not None else self.fresh(f"{self.node.output[0]}_{op}")
         dims = tuple(int(d) for d in shape)
-        if any(d < 1 for d in dims):
-            raise self.fail(f"{op} output {name!r} would have the empty shape {dims}")
+        if any(d < 0 for d in dims):
+            raise self.fail(f"{op} output {name!r} would have the shape {dims}")
+        if 0 in dims:  # no values to compute: a constant, and no kernel
+            return self._no_values(dims, out)
+        self._check_values(op, inputs)
         check_size(dims, f"{self.origin}: {op} output {name!r}")
         self.graph.values[name] = Value(name, dims)
         self._pending.append(Node("", op, list(inputs), [name], attrs, self.origin))
         if out is not None:
             self.names[out] = name
         return name
+
+    def _check_values(self, op: str, inputs: Sequence[str]) -> None:
+        """Refuse a kernel that would read an empty tensor (such a node folds, or skips it as Concat does)."""
+        for k, name in enumerate(inputs):
+            if name and 0 in self.graph.values[name].shape:
+                shape = self.graph.values[name].shape
+                raise self.fail(
+                    f"{op} input {k} ({name!r}) is empty (shape {shape}): no kernel reads an empty tensor (a node "
+                    "reading one must fold at load, or skip it as Concat does)"
+                )
+
+    def _no_values(self, dims: tuple[int, ...], out: str | None) -> str:
+        """Return the IR constant of an empty result: ONNX ``out`` (an empty constant) or an intermediate."""
+        if out is None:
+            return self.add_const(f"{self.node.output[0]}_empty", np.zeros(dims, np.float32))
+        self.empty(out, dims)
+        return self.ir(out)
+
+    def empty(self, out: str, shape: Sequence[int]) -> None:
+        """Make ONNX ``out`` the constant of ``shape`` (with a dim of 0), of its element type where it is known.
+
+        A tensor with no values is known at load whatever computes it, so the nodes that read it fold.
+        """
+        elem = self.types.get(out)
+        dtype = edge_dtype(elem) if elem is not None else None
+        self.consts[out] = np.zeros(tuple(shape), np.float32 if dtype is None else numpy_dtype(dtype))
 
     def reshape(self, ir_name: str, shape: Sequence[int], out: str | None = None) -> str:
         """Return ``ir_name`` viewed as ``shape``: a ``reshape`` node (a folded constant for a constant)."""
@@ -232,6 +264,8 @@ class Context:
         """
         shapes = [self.shape(n) for n in inputs]
         full = broadcast_shape({str(k): s for k, s in enumerate(shapes)})
+        if 0 in full:
+            return self._no_values(tuple(full), out)
         atoms: list[str] = [""] * len(inputs)
         kept: list[int] = []
         for k, name in enumerate(inputs):

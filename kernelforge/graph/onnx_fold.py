@@ -25,7 +25,7 @@ from kernelforge.graph.onnx_reduce import CONST_INPUTS as REDUCE_CONST_INPUTS
 from kernelforge.graph.onnx_reduce import FOLDERS as REDUCE_FOLDERS
 from kernelforge.graph.onnx_scan import CONST_INPUTS as SCAN_CONST_INPUTS
 from kernelforge.graph.onnx_scan import FOLDERS as SCAN_FOLDERS
-from kernelforge.graph.onnx_slice import fold_split
+from kernelforge.graph.onnx_slice import fold_slice, fold_split
 
 __all__ = ["ALWAYS_FOLD", "CONSTANT_VALUES", "CONST_INPUTS", "FOLDERS", "LOAD_TIME_INPUTS", "Folder", "value_inputs"]
 
@@ -54,21 +54,6 @@ def _shape(ctx: Context, node: onnx.NodeProto, inputs: list[np.ndarray]) -> list
     start, end = int(ctx.attr("start", 0)), ctx.attr("end")
     shape = ctx.shape(node.input[0])
     return [np.array(shape[start : None if end is None else int(end)], np.int64)]
-
-
-def _slice(ctx: Context, node: onnx.NodeProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    data = inputs[0]
-    if ctx.opset < 10:
-        starts, ends, axes, steps = ctx.attr("starts"), ctx.attr("ends"), ctx.attr("axes"), None
-    else:
-        starts, ends, axes, steps = (ctx.const_ints(k, f"input {k}") for k in range(1, 5))
-    axes = list(range(len(starts))) if axes is None else axes
-    steps = [1] * len(starts) if steps is None else steps
-    index = [slice(None)] * data.ndim
-    # Python slicing clamps out-of-range starts/ends exactly as ONNX does, for either step sign
-    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
-        index[axis % data.ndim] = slice(int(start), int(end), int(step))
-    return [data[tuple(index)]]
 
 
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -128,7 +113,7 @@ FOLDERS: dict[str, Folder] = {
     "ConstantOfShape": _constant_of_shape,
     "Shape": _shape,
     "Gather": lambda ctx, node, x: [np.take(x[0], x[1].astype(np.int64), axis=int(ctx.attr("axis", 0)))],
-    "Slice": _slice,
+    "Slice": fold_slice,
     "Split": fold_split,
     "Concat": lambda ctx, node, x: [np.concatenate(x, axis=int(ctx.attr("axis", 0)))],
     "Unsqueeze": lambda ctx, node, x: [x[0].reshape(unsqueeze_shape(x[0].shape, ctx.axes(1, 13) or []))],

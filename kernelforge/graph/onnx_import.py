@@ -8,7 +8,6 @@ subgraphs (``Shape -> Gather -> Concat -> Reshape`` and the like) are evaluated 
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -239,6 +238,11 @@ def _input_shapes(
             fixed = dims is None or (
                 len(dims) == len(shape) and all(isinstance(d, str) or d == s for d, s in zip(dims, shape, strict=True))
             )
+            if 0 in shape:
+                raise ModelError(
+                    f"{where}: input_shapes[{name!r}] = {list(shape)} is empty (a dim of 0): an empty tensor has no "
+                    "values to feed; make it an initializer (empty constants are supported)"
+                )
             if not fixed or any(d < 1 for d in shape):
                 raise ModelError(
                     f"{where}: input_shapes[{name!r}] = {list(shape)} contradicts the declared shape; "
@@ -575,5 +579,3 @@ def _bind_output(ctx: Context, name: str, where: str) -> None:
         ctx.ir(name)
     else:
         raise ModelError(f"{where}: graph output {name!r} is computed by no node")
-    if math.prod(ctx.graph.values[name].shape) < 1:
-        raise ModelError(f"{where}: graph output {name!r} is empty")

@@ -4,7 +4,8 @@ Slice (every opset: ``starts/ends/axes`` attributes before opset 10, then ``star
 inputs, which must be constants) becomes one ``slice`` node, or an alias when it keeps the whole tensor.
 Split (``split`` attribute before opset 13, then a constant ``split`` input; ``num_outputs`` from opset 18;
 equal parts when neither is given) becomes one ``slice`` node per output that something reads. Slices and
-Splits of constants are folded at import instead (:mod:`.onnx_fold`; :func:`fold_split`).
+Splits of constants are folded at import instead (:mod:`.onnx_fold`; :func:`fold_slice`, :func:`fold_split`), and
+an empty result (a window or split size of 0) is an empty constant, whatever it is cut from.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ import onnx
 
 from kernelforge.graph.onnx_context import Context, Converter, norm_axis
 
-__all__ = ["CONVERTERS", "fold_split", "split_sizes"]
+__all__ = ["CONVERTERS", "fold_slice", "fold_split", "split_sizes"]
 
 
-def _slice(ctx: Context, node: onnx.NodeProto) -> None:
-    x = node.input[0]
+Window = tuple[list[int], list[int], list[int] | None, list[int] | None]
+"""A Slice node's starts, ends, axes and steps (None: ONNX's defaults)."""
+
+
+def _window(ctx: Context) -> Window:
+    """Return the current Slice node's starts, ends, axes and steps (attributes before opset 10, then inputs)."""
     if ctx.opset < 10:
         starts, ends, axes, steps = ctx.attr("starts"), ctx.attr("ends"), ctx.attr("axes"), None
     else:
@@ -26,9 +31,34 @@ def _slice(ctx: Context, node: onnx.NodeProto) -> None:
         axes, steps = ctx.const_ints(3, "axes"), ctx.const_ints(4, "steps")
     if starts is None or ends is None:
         raise ctx.fail("Slice needs starts and ends")
+    return [int(s) for s in starts], [int(e) for e in ends], axes, steps
+
+
+def _index(window: Window, rank: int) -> tuple[slice, ...]:
+    """Return a window as Python slices: they clamp out-of-range starts and ends exactly as ONNX does."""
+    starts, ends, axes, steps = window
+    index = [slice(None)] * rank
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+        if not step:
+            raise ValueError(f"slice: step 0 on axis {axis}")
+        index[norm_axis(int(axis), rank, "slice: axis")] = slice(start, end, int(step))
+    return tuple(index)
+
+
+def _slice(ctx: Context, node: onnx.NodeProto) -> None:
+    x = node.input[0]
+    shape = ctx.shape(x)
+    window = _window(ctx)
+    kept = np.broadcast_to(np.float32(0), shape)[_index(window, len(shape))].shape  # a view of no data
+    if 0 in kept:
+        ctx.empty(node.output[0], kept)
+        return
+    starts, ends, axes, steps = window
     attrs = {
-        "starts": tuple(int(s) for s in starts),
-        "ends": tuple(int(e) for e in ends),
+        "starts": tuple(starts),
+        "ends": tuple(ends),
         "axes": None if axes is None else tuple(int(a) for a in axes),
         "steps": None if steps is None else tuple(int(s) for s in steps),
     }
@@ -37,6 +67,11 @@ def _slice(ctx: Context, node: onnx.NodeProto) -> None:
         ctx.alias(node.output[0], x)
         return
     ctx.emit("slice", [x_ir], attrs, out=node.output[0])
+
+
+def fold_slice(ctx: Context, node: onnx.NodeProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Slice a constant tensor (constant folding)."""
+    return [inputs[0][_index(_window(ctx), inputs[0].ndim)]]
 
 
 def split_sizes(ctx: Context, dim: int) -> list[int]:
@@ -87,9 +122,8 @@ def _split(ctx: Context, node: onnx.NodeProto) -> None:
         start, offset = offset, offset + size
         if not out or out not in ctx.used:
             continue  # nothing reads this part: no kernel
-        if size == 0:
-            # an empty part: Concat skips it; any other reader fails naming its own node
-            ctx.consts[out] = np.zeros((*shape[:axis], 0, *shape[axis + 1 :]), np.float32)
+        if size == 0:  # no values: a constant (Concat skips it, other readers fold)
+            ctx.empty(out, (*shape[:axis], 0, *shape[axis + 1 :]))
         elif size == shape[axis]:
             ctx.alias(out, x)
         else:

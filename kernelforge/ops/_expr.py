@@ -461,6 +461,6 @@ def broadcast_shape(shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:
                     f"elementwise: input {name!r} of shape {tuple(shape)} does not broadcast with {out} "
                     f"(axis {axis}: {y} vs {x})"
                 )
-            merged.append(max(x, y))
+            merged.append(y if x == 1 else x)  # not max: a dim of 0 broadcasts against 1 to 0
         out = tuple(merged)
     return out

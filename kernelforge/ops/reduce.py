@@ -156,6 +156,8 @@ def reduce_array(x: np.ndarray, axes: Sequence[int] | None, kind: str, keepdims:
     """Reduce ``x`` over ``axes`` (all when None) as ONNX's ``kind`` does, in float64; the dtype of ``x`` back.
 
     The one numpy definition of every kind: the op's reference and the importer's constant folding use it.
+    Integer and bool max and min reduce in their own dtype (int64's extremes exactly); over no values they
+    give the dtype's lowest or highest value (-inf and inf for floats), as ONNX's reference does.
 
     Raises:
         ValueError: For an unknown kind.
@@ -166,7 +168,10 @@ def reduce_array(x: np.ndarray, axes: Sequence[int] | None, kind: str, keepdims:
     v = np.asarray(x, np.float64)
     ax = tuple(range(v.ndim)) if axes is None else tuple(int(a) for a in axes)
     with np.errstate(all="ignore"):
-        if kind in ("sum", "mean", "max", "min", "prod"):
+        if kind in ("max", "min"):  # over no values: the dtype's lowest (max) or highest (min) value, as ONNX
+            exact = np.asarray(x) if dtype.kind in "iub" else v  # integers as they are: int64's extremes too
+            out = getattr(np, kind)(exact, axis=ax, keepdims=True, initial=_extreme(exact.dtype, kind == "min"))
+        elif kind in ("sum", "mean", "prod"):
             out = getattr(np, kind)(v, axis=ax, keepdims=True)
         elif kind == "l1":
             out = np.abs(v).sum(axis=ax, keepdims=True)
@@ -181,9 +186,21 @@ def reduce_array(x: np.ndarray, axes: Sequence[int] | None, kind: str, keepdims:
             out = m + np.log(np.exp(v - m).sum(axis=ax, keepdims=True))
     if not keepdims:
         out = out.reshape([d for i, d in enumerate(out.shape) if i not in {a % max(v.ndim, 1) for a in ax}])
+    if out.dtype == dtype:  # max and min of integers and bools
+        return out
     if dtype.kind in "iub":
         return np.trunc(out).astype(dtype)
     return out.astype(dtype if dtype.kind == "f" else np.float32)
+
+
+def _extreme(dtype: np.dtype[Any], highest: bool) -> float | int | bool:
+    """Return the highest or lowest value of ``dtype`` (infinities for floats, True and False for bools)."""
+    if dtype.kind == "b":
+        return highest
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return int(info.max if highest else info.min)
+    return np.inf if highest else -np.inf
 
 
 def row_textures(outer: int, length: int, inner: int, params: Params) -> GlLaunch:

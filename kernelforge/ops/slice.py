@@ -154,7 +154,7 @@ def window(
 
     Raises:
         ShapeError: Naming the argument: lengths that differ, an axis out of range or repeated, a zero step,
-            or a window with no values (kernelforge has no empty tensors).
+            or a window with no values (the importer makes an empty slice a constant, never a kernel).
     """
     dims = check_dims("slice", "shape", tuple(shape))
     rank = len(dims)

@@ -4,8 +4,8 @@ kernelforge fixes every shape at load, while ONNX's node cases feed shapes, axes
 graph inputs. So :meth:`KernelforgeBackend.prepare` only checks the model's ops; the first ``run`` loads it with
 the shapes of its feeds (``input_shapes``) and binds, as constants, exactly the inputs a load-time value
 depends on (:func:`load_time_inputs`: whatever reaches a shape, axes, pads, scales or repeats input, or a node
-kernelforge only folds), and empty ones (CastLike's ``like``: kernelforge has no empty tensors, and an empty
-tensor has no values to bind); every other input stays a runtime tensor (weights included: a conv whose weights are
+kernelforge only folds), and empty ones (a dim of 0: no values to feed, so kernelforge takes them as constants,
+as every empty tensor); every other input stays a runtime tensor (weights included: a conv whose weights are
 a graph input reads them through a relayout kernel). A run with other shapes or other load-time values loads
 again. ``prepare(model, device=..., backend="wgsl" | "glsl")`` picks the device as ``kernelforge.load`` does.
 
@@ -105,8 +105,7 @@ class KernelforgeRep(BackendRep):
         self.frozen = load_time_inputs(model)
         read = {i for node in model.graph.node for i in node.input} | {o.name for o in model.graph.output}
         self.unread = {name for name in self.inputs if name not in read}
-        """Inputs nothing reads (CastLike's empty ``like`` once expanded): left out, since kernelforge has no
-        empty tensors."""
+        """Inputs nothing reads (CastLike's empty ``like`` once expanded): left out of the loaded model."""
         self._sessions: dict[Any, Session] = {}
 
     def bound(self, feeds: Mapping[str, np.ndarray]) -> set[str]:
@@ -197,7 +196,6 @@ LIMITS: dict[str, str] = {
         "QuantizeLinear to a float8 or float4 type, and DequantizeLinear of one given a zero point or folded as a "
         "constant (a runtime tensor of such a type without a zero point dequantizes)"
     ),
-    r"is empty|keeps no values|contradicts the declared shape|zero-size array": "empty tensors (a dim of 0)",
     r"needs a runtime value; only a constant is supported": (
         "a shape, axes, pads, pad value, scales or roi computed at run time (every shape is fixed at load)"
     ),

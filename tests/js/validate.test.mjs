@@ -227,6 +227,25 @@ describe("validatePlan", () => {
     for (const [language, edit, pattern] of cases) throwsKf(() => check(language === "wgsl" ? wgsl : glsl, language, edit), pattern);
   });
 
+  it("takes an empty output (a dim of 0) as a constant of no values, never an empty input", () => {
+    const empty = (p, m) => {
+      m.model.outputs.push({ name: "e", shape: [2, 0] });
+      m.constants.push({ offset: 16, count: 0 });
+      p.outputs.push({ name: "e", constant: 1 });
+    };
+    check(wgsl, "wgsl", empty);
+    check(glsl, "glsl", empty);
+    const at = "targets\\[0\\]\\.plan\\.outputs\\[1\\]";
+    const cases = [
+      [(p, m) => (m.model.inputs[0].shape = [4, 0]), "model\\.inputs\\[0\\]\\.shape\\[1\\] is 0; expected an integer in 1\\.\\."],
+      [(p) => (p.outputs[1] = { name: "e", buffer: 1, bytes: 0 }), `${at}\\.bytes is 0; expected an integer in 1\\.\\.16$`],
+      [(p, m) => (m.constants[1].count = 1), `${at}\\.constant is 1, of 1 values; output "e" has 0$`],
+    ];
+    for (const [edit, pattern] of cases) {
+      assert.throws(() => check(wgsl, "wgsl", (p, m) => (empty(p, m), edit(p, m))), isKf(new RegExp(pattern)), `${edit}`);
+    }
+  });
+
   it("names the WGSL field: buffers, bytes, workgroups, uniforms, bindings, names", () => {
     const at = "targets\\[0\\]\\.plan";
     const cases = [

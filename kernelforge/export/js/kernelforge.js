@@ -485,7 +485,8 @@ function checkManifest(m, url) {
         const p = `${at}.${k}[${j}]`;
         const f = first[k][j];
         if (typeof t?.name !== "string") fail(`${p}.name is ${str(t?.name)}; expected a string`);
-        list(t.shape, `${p}.shape`).forEach((d, j) => int(d, `${p}.shape[${j}]`, 1));
+        // an output may be empty (a dim of 0): a constant of no values; an input never is
+        list(t.shape, `${p}.shape`).forEach((d, j) => int(d, `${p}.shape[${j}]`, k === "outputs" ? 0 : 1));
         if (!Object.hasOwn(EDGE, dtype(t))) fail(`${p}.dtype is ${str(t.dtype)}; expected one of ${Object.keys(EDGE).join(", ")}`);
         if (t.name !== f.name || dtype(t) !== dtype(f)) fail(`${p} is "${t.name}" (${dtype(t)}); variants[0].${k}[${j}] is "${f.name}" (${dtype(f)})`);
       });
