@@ -65,7 +65,7 @@ def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
     return default
 
 
-_WRITTEN_OUTPUTS = {"Attention": 3, "LayerNormalization": 3}
+_WRITTEN_OUTPUTS = {"Attention": 3, "LayerNormalization": 3, "MaxPool": 2}
 """ONNX op type -> how many leading outputs its converter writes (the rest, where used, are refused)."""
 
 
@@ -109,9 +109,7 @@ CHECKS: dict[str, Check] = {
         None if _attr(node, "mode", "constant") in PAD_MODES else f"mode={_attr(node, 'mode')!r} is not supported"
     ),
     "BatchNormalization": lambda node, opset, used: (
-        "training_mode=1 is not supported"
-        if _attr(node, "training_mode", 0)
-        else _extra_outputs(node, used, "training statistics")
+        None if _attr(node, "training_mode", 0) else _extra_outputs(node, used, "training statistics")
     ),
 }
 """ONNX op type -> attribute check run on every node (of a runtime value) before conversion: a reason or None."""

@@ -17,6 +17,7 @@ from onnx import helper
 
 from kernelforge.errors import ShapeError
 from kernelforge.graph.onnx_attention import CONVERTERS as ATTENTION
+from kernelforge.graph.onnx_batchnorm import batchnorm_training
 from kernelforge.graph.onnx_context import (
     Context,
     Converter,
@@ -30,6 +31,7 @@ from kernelforge.graph.onnx_context import (
 )
 from kernelforge.graph.onnx_elementwise import CONVERTERS as ELEMENTWISE
 from kernelforge.graph.onnx_gather import CONVERTERS as GATHER
+from kernelforge.graph.onnx_pool_indices import with_indices
 from kernelforge.graph.onnx_quant import converters as quant_converters
 from kernelforge.graph.onnx_reduce import CONVERTERS as REDUCE
 from kernelforge.graph.onnx_reduce import layernorm_statistics
@@ -268,6 +270,9 @@ def _batchnorm(ctx: Context, node: onnx.NodeProto) -> None:
     for k in range(1, 5):
         if ctx.shape(ctx.input(k)) != (shape[1],):
             raise ctx.fail(f"input {k} of shape {ctx.shape(ctx.input(k))} must be [{shape[1]}]")
+    if int(ctx.attr("training_mode", 0)):
+        batchnorm_training(ctx, node)
+        return
     inputs = [ctx.ir(ctx.input(k)) for k in range(5)]
     ctx.emit("batchnorm", inputs, {"epsilon": float(ctx.attr("epsilon", 1e-5))}, shape, node.output[0])
 
@@ -452,4 +457,5 @@ CONVERTERS: dict[str, Converter] = {
 }
 CONVERTERS.update({onnx_op: _direct(op) for onnx_op, op in DIRECT.items() if onnx_op not in CONVERTERS})
 CONVERTERS.update(lift_windows(CONVERTERS))  # 1-D windows run as 2-D ones over H = 1
+CONVERTERS["MaxPool"] = with_indices(CONVERTERS["MaxPool"])  # its Indices output, where read
 """ONNX op type -> converter; ops that only fold to constants live in onnx_import's folder table."""

@@ -19,6 +19,7 @@ OPS: dict[str, str] = {
     "gemm": "kernelforge.ops.gemm",
     "elementwise": "kernelforge.ops.eltwise",
     "pool2d": "kernelforge.ops.pool",
+    "pool2d_argmax": "kernelforge.ops.pool_argmax",
     "conv2d": "kernelforge.ops.conv",
     "pad": "kernelforge.ops.pad",
     "resize": "kernelforge.ops.resize",

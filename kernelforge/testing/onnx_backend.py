@@ -202,8 +202,7 @@ LIMITS: dict[str, str] = {
     r"only 2-D windows|only 1-D and 2-D windows|only 4-D \(2-D spatial\)|only 3-D or 4-D": (
         "convolution other than 1-D and 2-D (3-D pools run as two 2-D pools)"
     ),
-    r"training_mode=1": "training-mode Dropout and BatchNormalization",
-    r"its indices output": "MaxPool's indices output",
+    r"training_mode=1 with a ratio > 0": "training-mode Dropout with a ratio > 0 (random numbers)",
     r"Attention node .*(optional output|softmax_precision)": (
         "ONNX Attention's qk output and reduced-precision softmax"
     ),

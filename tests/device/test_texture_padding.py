@@ -28,6 +28,7 @@ CASES = {
     "layernorm": "3x7",
     "gemm": "3x6x5",
     "pool2d": "max:1x2x5x5:k2:s1",
+    "pool2d_argmax": "max:1x2x6x6:k2:s1:col",
     "resize": "1x2x3x3:s1,2:nearest:asymmetric:floor",
     "conv2d": "1x3x5x5:6x3x3:p1",
     "reduce": "3x5x7:a2:sum",

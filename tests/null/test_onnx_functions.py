@@ -48,11 +48,14 @@ def test_attention_without_the_qk_output_stays_one_fused_node() -> None:
 
 
 def test_a_refused_op_without_a_function_body_keeps_its_own_reason() -> None:
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])
-    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "i")]
-    node = helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2, 2])
-    model = helper.make_model(helper.make_graph([node], "g", [x], outs), opset_imports=[helper.make_opsetid("", 13)])
-    with pytest.raises(UnsupportedModelError, match="its indices output 'i' is used"):
+    # BatchNormalization's running statistics outside training mode: ONNX defines no body for it
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
+    stats = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("s", "b", "m", "v")]
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "rm")]
+    node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y", "rm"])
+    graph = helper.make_graph([node], "g", [x, *stats], outs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(UnsupportedModelError, match="its training statistics output 'rm' is used"):
         import_model(model)
 
 

@@ -596,10 +596,10 @@ def test_unsupported_ops_are_all_listed() -> None:
     assert len(lines) == 7
 
 
-def test_maxpool_indices_output_is_unsupported() -> None:
-    node = helper.make_node("MaxPool", ["x"], ["y", "idx"], kernel_shape=[2, 2], name="mp")
+def test_maxpool_indices_output_of_a_3d_pool_is_unsupported() -> None:
+    node = helper.make_node("MaxPool", ["x"], ["y", "idx"], kernel_shape=[2, 2, 2], name="mp")
     with pytest.raises(UnsupportedModelError, match=r"MaxPool node 'mp' .*indices"):
-        import_model(make_model([node], {"x": [1, 1, 4, 4]}, ["y", "idx"]))
+        import_model(make_model([node], {"x": [1, 1, 4, 4, 4]}, ["y", "idx"]))
 
 
 def test_dead_nodes_are_ignored() -> None:
