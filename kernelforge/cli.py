@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     import numpy as np
     import onnx
 
+    from kernelforge.runtime.agent import BrowserOptions
+
 
 class UsageError(KernelforgeError):
     """A command line names something that does not exist or does not fit (exit code 2, like argparse's)."""
@@ -61,10 +63,31 @@ def _check_budget(args: argparse.Namespace) -> None:
         raise UsageError(f"--time-budget must be a finite number of seconds > 0, got {args.time_budget}")
 
 
+def _browser_options(args: argparse.Namespace) -> BrowserOptions:
+    """Return the ``BrowserOptions`` of ``--browser-executable``/``--browser-arg``/``--headed``.
+
+    Raises:
+        UsageError: When they are given but no browser is asked for (``--device browser``, ``devices --browser``).
+    """
+    from kernelforge.runtime import BrowserOptions
+    from kernelforge.runtime.backends import requested_backend
+
+    values = {"--browser-executable": args.browser_executable, "--browser-arg": args.browser_arg}
+    given = [flag for flag, value in {**values, "--headed": args.headed}.items() if value]
+    asked = getattr(args, "browser", False) or requested_backend(getattr(args, "device", "")) == "browser"
+    if given and not asked:
+        raise UsageError(f"{', '.join(given)}: only for --device browser")
+    if args.browser_executable and not Path(args.browser_executable).is_file():
+        raise UsageError(f"--browser-executable {args.browser_executable}: no such file")
+    return BrowserOptions(args.browser_executable or "", tuple(args.browser_arg), args.headed)
+
+
 def _cmd_devices(args: argparse.Namespace) -> int:
-    from kernelforge.runtime import list_devices
+    from kernelforge.runtime import list_devices, select_device
 
     devices = list_devices()
+    if args.browser:  # a browser is a program to launch, not an adapter: listed only when asked for
+        devices += (select_device("browser", browser=_browser_options(args)),)
     if args.json:
         print(json.dumps([d.as_dict() for d in devices], indent=2))
         return 0
@@ -75,6 +98,8 @@ def _cmd_devices(args: argparse.Namespace) -> int:
         lim = d.limits
         print(d.describe())
         print(f"    vendor {d.vendor} (0x{d.vendor_id:x}), type {d.adapter_type}, driver {d.driver or '-'}")
+        if d.is_browser:
+            print(f"    browser device (--device browser): adapter {d.adapter!r}")
         if d.language == "glsl":
             print(f"    limits: MAX_TEXTURE_SIZE {lim.max_texture_size}, MAX_DRAW_BUFFERS {lim.max_draw_buffers}")
         else:
@@ -115,7 +140,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         if not jobs:
             raise UsageError("--shape names no shape")
     db = _db_dir(args.db, create=True)
-    info = select_device(args.device, args.backend)  # fails with the device list before anything else
+    info = select_device(args.device, args.backend, _browser_options(args))  # fails with the device list first
     backend = open_device(info)
     if args.stale:
         jobs = _stale_jobs(db, info.slug, backend.language, args.op)
@@ -225,7 +250,7 @@ def _tune_model(args: argparse.Namespace) -> int:
     path = _model_path(args.model)
     _check_budget(args)
     db_dir = _db_dir(args.db, create=True)
-    info = select_device(args.device, args.backend)
+    info = select_device(args.device, args.backend, _browser_options(args))
     from kernelforge.db import TuningDB
     from kernelforge.graph.prepare import model_kernels, planned_kernels  # after the checks: no importer needed
 
@@ -369,6 +394,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.output and Path(args.output).is_dir():
         raise UsageError(f"--output {args.output}: is a directory (name an .npz file)")
     db = str(_db_dir(args.db, create=False)) if args.db is not None else None
+    from kernelforge.runtime.backends import requested_backend
+
+    if requested_backend(args.device):
+        raise UsageError(f"--device {args.device} is for tune; models run in browsers through `kernelforge export`")
     proto = _load_onnx(path)
     declared = _declared_inputs(proto)
     arrays = _check_inputs(given, declared)
@@ -440,6 +469,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_db_show(args: argparse.Namespace) -> int:
     from kernelforge.db import TuningDB
+    from kernelforge.devices import BROWSER_APIS
     from kernelforge.ops import get_op
     from kernelforge.templates import kernel_hash
 
@@ -460,7 +490,8 @@ def _cmd_db_show(args: argparse.Namespace) -> int:
             status = 1
             continue
         dev = loaded.device
-        print(f"{path.stem}  ({dev.get('name', '?')}, {dev.get('class', '?')}, {dev.get('api', '?')})")
+        where = f", browser device: {dev.get('driver') or '?'}" if dev.get("api") in BROWSER_APIS else ""
+        print(f"{path.stem}  ({dev.get('name', '?')}, {dev.get('class', '?')}, {dev.get('api', '?')}{where})")
         for key in sorted(loaded.records):
             r = loaded.records[key]
             stale = r.template_hash != kernel_hash(get_op(r.op), r.language)
@@ -545,6 +576,23 @@ def _shape_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _browser_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--browser-executable",
+        default=None,
+        metavar="PATH",
+        help="the Chrome/Chromium/Edge to launch for --device browser (default: KF_CHROMIUM, else /usr/bin/chromium)",
+    )
+    p.add_argument(
+        "--browser-arg",
+        default=[],
+        action="append",
+        metavar="ARG",
+        help="an extra flag for that browser (repeatable), e.g. --browser-arg=--enable-features=Vulkan",
+    )
+    p.add_argument("--headed", action="store_true", help="show the browser window (headless by default)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser."""
     parser = argparse.ArgumentParser(prog="kernelforge", description="Per-device autotuned GPU kernels.")
@@ -554,6 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("devices", help="list GPU adapters")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--browser", action="store_true", help="also launch a browser and list its WebGPU device")
+    _browser_flags(p)
     p.set_defaults(func=_cmd_devices)
 
     p = sub.add_parser(
@@ -585,7 +635,12 @@ def build_parser() -> argparse.ArgumentParser:
         description=f"Tune kernels for a device and store the winners.\n\n--shape syntax per op:\n{shapes}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--device", default="auto", help=device_help)
+    p.add_argument(
+        "--device",
+        default="auto",
+        help=device_help + "; or browser: compile, verify and time every trial in a page of a browser (WebGPU)",
+    )
+    _browser_flags(p)
     p.add_argument("--backend", default=None, choices=["wgsl", "glsl"], help="kernel language (default: the device's)")
     p.add_argument("--op", default=None, choices=sorted(OPS), help="op to tune (default gemm)")
     what = p.add_mutually_exclusive_group(required=True)

@@ -30,6 +30,8 @@ _VENDORS = {
 _SOFTWARE = ("llvmpipe", "lavapipe", "swiftshader", "warp", "basic render", "softpipe")
 _MOBILE_VENDORS = ("intel", "apple", "arm", "qualcomm", "imgtec", "broadcom")
 _API_ORDER = {"vulkan": 0, "metal": 0, "d3d12": 0, "gl": 1}
+BROWSER_APIS = ("webgpu", "webgl2")
+"""The ``api`` of a device measured inside a browser page (``--device browser``): its own fingerprint and file."""
 _CLASS_ORDER = {"dgpu": 0, "igpu": 1, "other": 2, "cpu": 3}
 
 
@@ -50,6 +52,14 @@ class DeviceInfo:
     device_class: str
     slug: str
     limits: Limits
+    adapter: str = ""
+    """A browser device's lower-cased adapter description, as ``kernelforge.js`` matches bundle targets against it
+    (WebGPU: ``GPUAdapterInfo`` vendor, architecture, device, description); empty for native devices."""
+
+    @property
+    def is_browser(self) -> bool:
+        """Whether the device is a browser's (measured in a page, through the browser's own stack)."""
+        return self.api in BROWSER_APIS
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -67,13 +77,15 @@ class DeviceInfo:
             "class": self.device_class,
             "fingerprint": self.slug,
             "limits": self.limits.as_dict(),
-        }
+        } | ({"adapter": self.adapter} if self.adapter else {})
 
     def search_text(self) -> str:
         """Return the lower-case text a name selector is matched against (with common aliases)."""
         text = " ".join((self.name, self.slug, self.vendor, self.api, self.driver)).lower()
         if "llvmpipe" in text and self.api == "vulkan":
             text += " lavapipe"  # Mesa's Vulkan driver on llvmpipe is known as lavapipe
+        if self.is_browser:
+            text += " browser"
         return text
 
     def describe(self) -> str:

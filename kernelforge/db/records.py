@@ -188,6 +188,8 @@ def device_meta(info: DeviceInfo, subgroup_size: int = 0) -> dict[str, Any]:
     }
     if subgroup_size:
         meta["subgroup_size"] = subgroup_size
+    if info.adapter:  # a browser device: what a bundle's target for it is matched against (export.targets)
+        meta["adapter"] = info.adapter
     return meta
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kernelforge.db import DeviceFile, Lookup, Query, TuningDB
-from kernelforge.devices import DeviceInfo
+from kernelforge.devices import BROWSER_APIS, DeviceInfo
 from kernelforge.errors import ExportError
 from kernelforge.ops.spec import SUBGROUP_SIZES, Limits
 
@@ -58,6 +58,31 @@ def keywords(fingerprint: str, vendor: str, api: str) -> list[str]:
     body = fingerprint.removeprefix(f"{vendor}-")
     head = re.split(rf"-{re.escape(api)}(?:-|$)", body, maxsplit=1)[0] if api else body
     return [w for w in head.split("-") if w]
+
+
+def device_keywords(meta: dict[str, Any]) -> list[str]:
+    """Return the words a runtime matches a database device by, besides its vendor.
+
+    A browser device (``--device browser``) has the adapter description the browser gave when it was tuned:
+    all its words, so the same browser on the same GPU, and only that, matches it exactly. A native device has
+    its fingerprint's device words (:func:`keywords`).
+
+    Raises:
+        ExportError: When a browser device's ``adapter`` (from an untrusted file) is not a short string.
+    """
+    vendor = str(meta.get("vendor", ""))
+    adapter = meta.get("adapter")
+    if adapter is None:
+        return keywords(str(meta["fingerprint"]), vendor, str(meta.get("api", "")))
+    if not isinstance(adapter, str) or len(adapter) > 500:
+        raise ExportError(f"device {meta.get('fingerprint')!r}: 'adapter' must be a string of at most 500 characters")
+    words = [w for w in adapter.lower().split() if w != vendor.lower()]
+    return list(dict.fromkeys(words))
+
+
+def _api_rank(api: str) -> int:
+    """Browser devices first (measured on the very stack that runs the bundle), then native APIs, then GL."""
+    return 0 if api in BROWSER_APIS else 1 if api in _NATIVE_APIS else 2
 
 
 def _info(meta: dict[str, Any], language: str) -> DeviceInfo:
@@ -136,7 +161,7 @@ def select_targets(db: TuningDB, selectors: Sequence[str] = ("all",), skipped: l
                 "class": meta.get("class", "other"),
                 "api": meta.get("api", ""),
                 "name": meta.get("name", ""),
-                "keywords": keywords(meta["fingerprint"], meta.get("vendor", ""), meta.get("api", "")),
+                "keywords": device_keywords(meta),
             }
             targets.append(Target(f"{meta['fingerprint']}/{language}", language, _info(meta, language), device))
     unmatched = {s for s in unmatched if s.strip().lower() not in ("all", "*", *LANGUAGES)}
@@ -149,6 +174,7 @@ def select_targets(db: TuningDB, selectors: Sequence[str] = ("all",), skipped: l
     if unmatched:
         have = sorted({df.device["fingerprint"] for df, _ in found}) or ["(none)"]
         raise ExportError(f"--targets {', '.join(sorted(unmatched))} matched no device in {db.root}; it has {have}")
-    # native APIs first: a browser's WebGPU runs on them, so their records describe it best
-    targets.sort(key=lambda t: (t.language, t.info.api not in _NATIVE_APIS))
+    # browser devices first: a browser that matches one runs what was measured in it; then native APIs (a
+    # browser's WebGPU runs on them, so their records describe it better than GL's)
+    targets.sort(key=lambda t: (t.language, _api_rank(t.info.api)))
     return targets + [_default(lang) for lang in LANGUAGES]

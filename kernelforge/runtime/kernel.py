@@ -43,12 +43,12 @@ class PreparedKernel(Generic[P]):
 def prepare(
     backend: Backend[Any, Any, Any], spec: OpSpec[P], problem: P, params: Params, inputs: Sequence[np.ndarray]
 ) -> PreparedKernel[P]:
-    """Check, render and compile a kernel and bind it to uploaded inputs.
+    """Check, render and compile a kernel (the text of the backend's target) and bind it to uploaded inputs.
 
     Raises:
         InvalidParamsError: When params are outside the space or break a constraint (before any compile).
         KernelCompileError: When the driver rejects the rendered source.
     """
-    program = kernel_program(spec, problem, params, backend.limits, backend.language, inputs)
+    program = kernel_program(spec, problem, params, backend.limits, backend.language, inputs, backend.target)
     params = program.steps[0].params
     return PreparedKernel(spec, problem, params, program, Executable(backend, program))

@@ -13,11 +13,16 @@ class BackendEntry:
     module: str
     cls: str
     language: str
+    requested_as: str = ""
+    """The ``--device`` word that opens this backend's device (``browser``): such a device is a program to launch,
+    not an adapter to list, so it is never enumerated; the module's ``request_device`` opens it when named.
+    Empty: the module's ``enumerate_devices`` lists its adapters."""
 
 
 BACKENDS: dict[str, BackendEntry] = {
     "wgpu": BackendEntry("kernelforge.runtime.backends.wgpu", "WgpuBackend", "wgsl"),
     "moderngl": BackendEntry("kernelforge.runtime.backends.moderngl", "ModernglBackend", "glsl"),
+    "browser": BackendEntry("kernelforge.runtime.backends.browser", "BrowserBackend", "wgsl", requested_as="browser"),
 }
 
 LANGUAGES = ("wgsl", "glsl")
@@ -26,3 +31,9 @@ LANGUAGES = ("wgsl", "glsl")
 def load_backend_module(name: str) -> object:
     """Import the module of a registered backend."""
     return importlib.import_module(BACKENDS[name].module)
+
+
+def requested_backend(selector: object) -> str | None:
+    """Return the backend a ``--device`` selector names by its word (``browser``, ``browser:webgpu``), else None."""
+    word = str(selector).strip().lower().partition(":")[0]
+    return next((name for name, e in BACKENDS.items() if e.requested_as and e.requested_as == word), None)

@@ -36,6 +36,9 @@ class Backend(abc.ABC, Generic[R, K, B]):
     language: ClassVar[str]
     """The kernel language the backend runs: ``wgsl`` (a :class:`Buffer` per resource) or ``glsl`` (a
     :class:`Texture` per resource)."""
+    target: ClassVar[str] = "native"
+    """The shader text it compiles (:func:`~kernelforge.graph.program.checked_kernel`): ``native``, or ``web``
+    for a browser's (GLSL ES headers, ``enable subgroups;``), the very text a bundle ships."""
 
     def __init__(self, info: DeviceInfo) -> None:
         self.info = info

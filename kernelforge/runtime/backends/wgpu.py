@@ -46,7 +46,8 @@ def _prepare_loader() -> None:
             os.environ["VK_ADD_DRIVER_FILES"] = os.pathsep.join(p for p in (extra, icd) if p)
 
 
-def _limits(raw: Any) -> Limits:
+def webgpu_limits(raw: Any) -> Limits:
+    """Return the compute limits of a WebGPU limits mapping (wgpu-py's names: ``max-compute-...``)."""
     defaults = Limits()
 
     def get(key: str, fallback: int) -> int:
@@ -116,7 +117,9 @@ def enumerate_devices(start: int) -> list[DeviceInfo]:
                 adapter_type=str(info.get("adapter_type", "") or "unknown"),
                 device_class=classify(str(info.get("adapter_type", "")), vendor, name),
                 slug=fingerprint(vendor, name, api, driver),
-                limits=replace(webgpu_default_limits(_limits(adapter.limits)), wide_tiles=wide_tile_compiler(name)),
+                limits=replace(
+                    webgpu_default_limits(webgpu_limits(adapter.limits)), wide_tiles=wide_tile_compiler(name)
+                ),
             )
         )
     return devices
@@ -151,7 +154,7 @@ class WgpuBackend(Backend[Any, Any, Dispatch]):
         self._sync: Any = None
         subgroup_size = self._probe_subgroup_size() if "subgroup" in features else 0
         self._limits = replace(
-            _limits(self._device.limits), wide_tiles=info.limits.wide_tiles, subgroup_size=subgroup_size
+            webgpu_limits(self._device.limits), wide_tiles=info.limits.wide_tiles, subgroup_size=subgroup_size
         )
 
     @property

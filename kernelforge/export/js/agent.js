@@ -1,0 +1,350 @@
+// @ts-check
+// kernelforge tuning agent: the page side of `kernelforge tune --device browser`. Python (Optuna, the numpy
+// reference, the tuning database) drives it through one entry point, call(op, args), whose arguments and results
+// are plain JSON; buffer, kernel and step handles are integer ids that live in this page. Bytes travel as base64.
+//
+// It compiles, runs and times the same WGSL text a bundle ships, on the device kernelforge.js would open
+// (the same requestAdapter options, the same description string and subgroup size: description() and
+// subgroupSize() below are kernelforge.js's gpuDescription() and subgroupSize(), which a bundle's target is
+// matched with), so a plan tuned here is measured on the very stack that runs it.
+//
+// Timing (op "time"): a batch of N dispatches of one step in one compute pass, between the pass's two timestamps
+// where the adapter has "timestamp-query", else the wall clock from submit() to onSubmittedWorkDone(). N is
+// calibrated per step until the batch spans `minMs`: Chrome quantises timestamps (~100 us) and its wall clock
+// waits for a poll of the GPU process (~2 ms), both of which a single small dispatch would be lost in.
+
+// WebGPU flag values, as numbers (as kernelforge.js does)
+const MAP_READ = 0x1;
+const COPY_SRC = 0x4;
+const COPY_DST = 0x8;
+const UNIFORM = 0x40;
+const STORAGE = 0x80;
+const QUERY_RESOLVE = 0x200;
+const MAX_BATCH = 4096;
+
+/** @typedef {{ buffer: GPUBuffer, size: number, refs: number, released: boolean }} Held */
+/**
+ * @typedef {object} Step
+ * @property {GPUComputePipeline} pipeline
+ * @property {GPUBindGroup} group
+ * @property {GPUBuffer} uniform
+ * @property {[number, number, number]} workgroups
+ * @property {number[]} buffers ids of the buffers it binds (kept alive while it lives)
+ * @property {Record<string, number>} batch calibrated dispatches per batch, per clock
+ */
+/**
+ * @typedef {object} Agent
+ * @property {GPUDevice} device
+ * @property {{ set: GPUQuerySet, resolve: GPUBuffer, read: GPUBuffer } | null} query timestamp queries, if any
+ * @property {string | null} lost why the device was lost
+ */
+
+/** @type {Agent | null} */
+let agent = null;
+let nextId = 1;
+/** @type {Map<number, GPUComputePipeline>} */
+const kernels = new Map();
+/** @type {Map<number, Held>} */
+const buffers = new Map();
+/** @type {Map<number, Step>} */
+const steps = new Map();
+
+/** @param {string} message @returns {never} */
+const fail = (message) => {
+  throw new Error(`kernelforge agent: ${message}`);
+};
+
+/** The opened device (fails when open() was not called or the device was lost). */
+function opened() {
+  if (!agent) return fail("no device: call open first");
+  if (agent.lost) return fail(`the WebGPU device was lost: ${agent.lost}`);
+  return agent;
+}
+
+/** @param {number} id */
+function held(id) {
+  return buffers.get(id) ?? fail(`no buffer ${id}`);
+}
+
+/** @param {string} text base64 @returns {Uint8Array<ArrayBuffer>} */
+function fromBase64(text) {
+  const raw = atob(text);
+  const bytes = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+  return bytes;
+}
+
+/** @param {Uint8Array} bytes @returns {string} base64 */
+function toBase64(bytes) {
+  let raw = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) raw += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(raw);
+}
+
+/**
+ * Run `make` inside a validation error scope; fail with `what` and the error's message when it raised one.
+ * @template T
+ * @param {GPUDevice} device
+ * @param {string} what
+ * @param {() => T} make
+ * @returns {Promise<T>}
+ */
+async function validated(device, what, make) {
+  device.pushErrorScope("validation");
+  const made = make();
+  const error = await device.popErrorScope();
+  if (error) fail(`${what}: ${error.message}`);
+  return made;
+}
+
+/** Free a buffer once it is released and no step binds it. @param {number} id */
+function collect(id) {
+  const b = buffers.get(id);
+  if (b && b.released && b.refs === 0) {
+    b.buffer.destroy();
+    buffers.delete(id);
+  }
+}
+
+/** @param {number[]} ids handles Python no longer holds (buffers and steps; kernels live as long as the page) */
+function release(ids) {
+  for (const id of ids) {
+    const step = steps.get(id);
+    if (step) {
+      steps.delete(id);
+      step.uniform.destroy();
+      for (const b of step.buffers) {
+        held(b).refs--;
+        collect(b);
+      }
+    }
+    const b = buffers.get(id);
+    if (b) {
+      b.released = true;
+      collect(id);
+    }
+  }
+}
+
+/**
+ * The lower-cased "vendor architecture device description" string FORMAT.md matches targets against.
+ * @param {GPUAdapter} adapter
+ */
+const description = ({ info }) => [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" ").toLowerCase();
+
+/**
+ * The adapter's fixed subgroup size: the "subgroups" feature with subgroupMinSize == subgroupMaxSize, else 0.
+ * @param {GPUAdapter} adapter
+ */
+function subgroupSize(adapter) {
+  const { subgroupMinSize: min, subgroupMaxSize: max } = adapter.info;
+  return adapter.features.has("subgroups") && min === max ? (min ?? 0) : 0;
+}
+
+/** The adapter kernelforge.js would pick, a device with timestamps and subgroups where it has them. */
+async function open() {
+  if (!globalThis.navigator?.gpu) return fail("no WebGPU (navigator.gpu is missing: a secure context and, on Linux, --enable-unsafe-webgpu)");
+  const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" }).catch(() => null);
+  if (!adapter) return fail("no WebGPU adapter (navigator.gpu.requestAdapter() returned null)");
+  /** @type {GPUFeatureName[]} */
+  const features = ["timestamp-query", "subgroups"];
+  const wanted = features.filter((f) => adapter.features.has(f));
+  // default limits, as kernelforge.js's device has: a tuned config must run on a bundle's requestDevice()
+  const device = await adapter.requestDevice({ requiredFeatures: wanted });
+  const timestamps = wanted.includes("timestamp-query");
+  agent = {
+    device,
+    lost: null,
+    query: timestamps
+      ? {
+          set: device.createQuerySet({ type: "timestamp", count: 2 }),
+          resolve: device.createBuffer({ size: 16, usage: QUERY_RESOLVE | COPY_SRC }),
+          read: device.createBuffer({ size: 16, usage: MAP_READ | COPY_DST }),
+        }
+      : null,
+  };
+  const opening = agent;
+  device.lost.then((info) => (opening.lost = info.message || info.reason));
+  const info = adapter.info;
+  const l = adapter.limits;
+  return {
+    vendor: info.vendor,
+    architecture: info.architecture,
+    device: info.device,
+    description: info.description,
+    desc: description(adapter),
+    fallback: Boolean(/** @type {{ isFallbackAdapter?: boolean }} */ (info).isFallbackAdapter),
+    subgroupSize: subgroupSize(adapter),
+    timestamps,
+    userAgent: navigator.userAgent,
+    limits: {
+      maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+      maxComputeWorkgroupSizeY: l.maxComputeWorkgroupSizeY,
+      maxComputeWorkgroupSizeZ: l.maxComputeWorkgroupSizeZ,
+      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+      maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+    },
+  };
+}
+
+/**
+ * Compile a kernel: its module's error messages, or the pipeline's, come back as `error` (nothing is kept).
+ * @param {{ source: string, label: string }} args
+ */
+async function compile({ source, label }) {
+  const { device } = opened();
+  device.pushErrorScope("validation");
+  const module = device.createShaderModule({ code: source, label });
+  const messages = (await module.getCompilationInfo()).messages.filter((m) => m.type === "error");
+  const scoped = await device.popErrorScope();
+  if (messages.length || scoped) {
+    const lines = messages.map((m) => `${label}:${m.lineNum}:${m.linePos}: ${m.message}`);
+    return { error: lines.join("\n") || scoped?.message || "invalid shader module" };
+  }
+  const started = performance.now();
+  try {
+    const pipeline = await device.createComputePipelineAsync({ layout: "auto", compute: { module, entryPoint: "main" }, label });
+    const id = nextId++;
+    kernels.set(id, pipeline);
+    return { kernel: id, ms: performance.now() - started };
+  } catch (e) {
+    return { error: `${label}: ${e instanceof Error ? e.message : String(e)}` };
+  }
+}
+
+/** @param {{ bytes: number }} args */
+async function alloc({ bytes }) {
+  const { device } = opened();
+  const size = Math.max(4, Math.ceil(bytes / 4) * 4);
+  const buffer = await validated(device, `a buffer of ${size} bytes`, () => device.createBuffer({ size, usage: STORAGE | COPY_SRC | COPY_DST }));
+  const id = nextId++;
+  buffers.set(id, { buffer, size, refs: 0, released: false });
+  return id;
+}
+
+/** @param {{ buffer: number, data: string }} args bytes to write at the buffer's start */
+function write({ buffer, data }) {
+  opened().device.queue.writeBuffer(held(buffer).buffer, 0, fromBase64(data));
+  return null;
+}
+
+/** @param {{ buffer: number, bytes: number }} args @returns {Promise<string>} the buffer's first bytes */
+async function read({ buffer, bytes }) {
+  const { device } = opened();
+  const size = Math.ceil(bytes / 4) * 4;
+  const staging = device.createBuffer({ size, usage: MAP_READ | COPY_DST });
+  const encoder = device.createCommandEncoder();
+  encoder.copyBufferToBuffer(held(buffer).buffer, 0, staging, 0, size);
+  device.queue.submit([encoder.finish()]);
+  await staging.mapAsync(MAP_READ);
+  const out = toBase64(new Uint8Array(staging.getMappedRange(), 0, bytes));
+  staging.destroy();
+  return out;
+}
+
+/**
+ * Bind a kernel to a step's uniforms (binding 0, u32, padded to whole 16-byte rows) and buffers (binding i + 1:
+ * the first `bytes` of buffer `id`), as kernelforge.js binds a plan's step (FORMAT.md).
+ * @param {{ kernel: number, label: string, uniforms: number[], bindings: [number, number][], workgroups: [number, number, number] }} args
+ */
+async function bind({ kernel, label, uniforms, bindings, workgroups }) {
+  const { device } = opened();
+  const pipeline = kernels.get(kernel) ?? fail(`no kernel ${kernel}`);
+  const words = new Uint32Array(Math.max(4, Math.ceil(uniforms.length / 4) * 4));
+  words.set(uniforms);
+  const uniform = device.createBuffer({ size: words.byteLength, usage: UNIFORM | COPY_DST });
+  device.queue.writeBuffer(uniform, 0, words);
+  const entries = [
+    { binding: 0, resource: { buffer: uniform } },
+    ...bindings.map(([id, bytes], i) => ({ binding: i + 1, resource: { buffer: held(id).buffer, size: bytes } })),
+  ];
+  const group = await validated(device, label, () => device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries }));
+  for (const [id] of bindings) held(id).refs++;
+  const id = nextId++;
+  steps.set(id, { pipeline, group, uniform, workgroups, buffers: bindings.map(([b]) => b), batch: {} });
+  return id;
+}
+
+/**
+ * Encode `count` dispatches of each step in one compute pass (between timestamps when `stamp`).
+ * @param {GPUCommandEncoder} encoder
+ * @param {Step[]} list
+ * @param {number} count
+ * @param {GPUComputePassTimestampWrites} [stamp]
+ */
+function encode(encoder, list, count, stamp) {
+  const pass = encoder.beginComputePass(stamp ? { timestampWrites: stamp } : {});
+  for (const s of list) {
+    pass.setPipeline(s.pipeline);
+    pass.setBindGroup(0, s.group);
+    for (let i = 0; i < count; i++) pass.dispatchWorkgroups(...s.workgroups);
+  }
+  pass.end();
+}
+
+/** @param {{ steps: number[] }} args steps to run in order, in one pass; resolves when the GPU is done */
+async function run({ steps: ids }) {
+  const { device } = opened();
+  const list = ids.map((id) => steps.get(id) ?? fail(`no step ${id}`));
+  const encoder = device.createCommandEncoder();
+  encode(encoder, list, 1);
+  device.queue.submit([encoder.finish()]);
+  await device.queue.onSubmittedWorkDone();
+  return null;
+}
+
+/**
+ * Time a batch of dispatches of one step (see the top of this file): grows the batch until it spans `minMs` on
+ * the clock asked for, then returns its size and the batch's milliseconds on both clocks (gpu: null without
+ * timestamps).
+ * @param {{ step: number, clock: "gpu" | "wall", minMs: number }} args
+ */
+async function time({ step, clock, minMs }) {
+  const { device, query } = opened();
+  const s = steps.get(step) ?? fail(`no step ${step}`);
+  const stamped = clock === "gpu" && query ? query : null;
+  for (;;) {
+    const n = s.batch[clock] ?? 1;
+    const encoder = device.createCommandEncoder();
+    encode(encoder, [s], n, stamped ? { querySet: stamped.set, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } : undefined);
+    if (stamped) {
+      encoder.resolveQuerySet(stamped.set, 0, 2, stamped.resolve, 0);
+      encoder.copyBufferToBuffer(stamped.resolve, 0, stamped.read, 0, 16);
+    }
+    const started = performance.now();
+    device.queue.submit([encoder.finish()]);
+    // the timestamps' read-back completes once the batch has run: one wait for the GPU process, not two
+    await (stamped ? stamped.read.mapAsync(MAP_READ) : device.queue.onSubmittedWorkDone());
+    const wall = performance.now() - started;
+    /** @type {number | null} */
+    let gpu = null;
+    if (stamped) {
+      const [begin, end] = new BigUint64Array(stamped.read.getMappedRange());
+      gpu = end > begin ? Number(end - begin) / 1e6 : 0; // nanoseconds
+      stamped.read.unmap();
+    }
+    const span = gpu ?? wall;
+    if (span >= minMs || n >= MAX_BATCH) return { n, wall, gpu };
+    // at least double; aim a fifth past minMs so noise does not make the next batch recalibrate
+    s.batch[clock] = Math.min(MAX_BATCH, Math.max(2 * n, Math.ceil((n * 1.2 * minMs) / Math.max(span, 1e-3))));
+  }
+}
+
+/** @type {Record<string, (args: any) => unknown>} */
+const OPS = { open, compile, alloc, write, read, bind, run, time, release: ({ ids }) => release(ids) };
+
+/**
+ * The agent's one entry point: run `op` with `args` (JSON in, JSON out). `args.release` lists handles to free
+ * first, so freeing costs no round trip of its own.
+ * @param {string} op
+ * @param {{ release?: number[], [key: string]: unknown }} [args]
+ */
+async function call(op, args = {}) {
+  if (args.release?.length) release(args.release);
+  const fn = OPS[op] ?? fail(`unknown op ${JSON.stringify(op)} (ops: ${Object.keys(OPS).join(", ")})`);
+  return fn(args);
+}
+
+export { call };

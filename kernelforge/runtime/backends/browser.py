@@ -1,0 +1,211 @@
+"""WGSL kernels in a browser page: WebGPU through the browser's own stack (Chrome's Dawn and shader compiler).
+
+``--device browser`` launches a browser (:mod:`kernelforge.runtime.agent`) and runs every kernel through the
+page's agent (``export/js/agent.js``): the text a bundle ships (target ``web``) is compiled with
+``createComputePipelineAsync``, run and read back for verification, and timed in batches between timestamps.
+The device is never enumerated (listing devices must not start a browser): it exists once a selector asks.
+Its identity is the browser's ``GPUAdapterInfo`` and API, so its records live in a tuning database file of
+their own and a bundle exported from them matches the same browser exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+import numpy as np
+
+from kernelforge.devices import DeviceInfo, classify, fingerprint, vendor_token
+from kernelforge.errors import DeviceNotFoundError, KernelCompileError, KernelforgeError
+from kernelforge.graph.program import Buffer, ProgramStep, Resource
+from kernelforge.ops.spec import SUBGROUP_SIZES, Limits
+from kernelforge.runtime.agent import BrowserOptions, PageAgent
+from kernelforge.runtime.backends.base import Backend
+from kernelforge.runtime.backends.wgpu import webgpu_default_limits, webgpu_limits
+
+MIN_SPAN_MS = {"gpu": 2.0, "wall": 20.0}
+"""How long a timed batch of dispatches runs at least, per clock: Chrome quantises timestamps to ~0.1 ms (5 % of
+2 ms), and its wall clock waits up to ~2 ms for a poll of the GPU process (10 % of 20 ms)."""
+
+_pages: dict[int, tuple[PageAgent, Mapping[str, Any]]] = {}
+_devices: dict[tuple[str, BrowserOptions], DeviceInfo] = {}
+
+
+def _browser_name(user_agent: str, version: str) -> str:
+    """Return e.g. ``Chrome 131.0.6778.85 headless`` (what the record's ``driver`` says ran it)."""
+    name = "Edge" if "Edg/" in user_agent else "Chrome"
+    if not version:
+        found = re.search(r"Chrome/(\S+)", user_agent)
+        version = found.group(1) if found else "?"
+    return f"{name} {version}" + (" headless" if "HeadlessChrome" in user_agent else "")
+
+
+def device_info(raw: Mapping[str, Any], index: int, version: str = "") -> DeviceInfo:
+    """Build the device of a page's ``open`` answer (its ``GPUAdapterInfo``, limits and subgroup size).
+
+    The fingerprint is ``vendor-device-webgpu``, without a version: browsers update every few weeks, and the
+    users of a bundle run whichever version they have. The browser and its version go into ``driver``.
+    """
+    fields = [str(raw.get(k) or "").strip() for k in ("architecture", "device", "description")]
+    name = " ".join(f for f in fields if f) or str(raw.get("vendor") or "") or "unknown"
+    vendor = vendor_token(0, str(raw.get("vendor") or ""), name)
+    # the page gives the JS names (maxComputeWorkgroupSizeX), wgpu-py the IDL's (max-compute-workgroup-size-x)
+    given = raw.get("limits") or {}
+    idl = {re.sub(r"(?<!^)(?=[A-Z])", "-", k).lower(): v for k, v in given.items() if isinstance(v, (int, float))}
+    subgroup = raw.get("subgroupSize")
+    adapter = replace(webgpu_limits(idl), subgroup_size=subgroup if subgroup in SUBGROUP_SIZES else 0)
+    adapter_type = "cpu" if raw.get("fallback") else "unknown"  # a fallback adapter is a software one
+    return DeviceInfo(
+        index=index,
+        backend="browser",
+        language="wgsl",
+        api="webgpu",
+        name=name,
+        vendor=vendor,
+        vendor_id=0,
+        device_id=0,
+        driver=_browser_name(str(raw.get("userAgent") or ""), version),
+        adapter_type=adapter_type,
+        device_class=classify(adapter_type, vendor, name),
+        slug=fingerprint(vendor, name, "webgpu", ""),
+        limits=webgpu_default_limits(adapter),
+        adapter=str(raw.get("desc") or "").lower(),
+    )
+
+
+def request_device(selector: str, language: str | None, options: BrowserOptions) -> DeviceInfo:
+    """Launch a browser (once per selector and options), open the agent page and return its WebGPU device.
+
+    Raises:
+        DeviceNotFoundError: When the selector asks for what this backend does not run, or the browser cannot
+            be launched or has no WebGPU.
+    """
+    word, _, api = selector.partition(":")
+    if api not in ("", "webgpu"):
+        raise DeviceNotFoundError(
+            f"--device {selector}: browser devices run WGSL on WebGPU (--device browser); WebGL2 is not supported yet"
+        )
+    if language not in (None, "wgsl"):
+        raise DeviceNotFoundError(f"--device {word} runs WGSL kernels on WebGPU; --backend {language} cannot run there")
+    key = (word, options)
+    if key not in _devices:
+        agent = PageAgent(options)
+        try:
+            raw = agent.call("open", {})
+        except KernelforgeError as exc:
+            agent.close()
+            raise DeviceNotFoundError(f"--device {word}: {options.path}: {exc}") from None
+        index = len(_pages)
+        _pages[index] = (agent, raw)
+        _devices[key] = device_info(raw, index, agent.version)
+    return _devices[key]
+
+
+@dataclass(eq=False)
+class PageHandle:
+    """A buffer or a bound step held by the page: its id there, freed there once this handle is dropped."""
+
+    id: int
+    nbytes: int = 0
+
+
+class BrowserBackend(Backend[PageHandle, int, PageHandle]):
+    """A browser page's WebGPU device, driven through the agent's ``call(op, args)``."""
+
+    language: ClassVar[str] = "wgsl"
+    target: ClassVar[str] = "web"
+
+    def __init__(self, info: DeviceInfo) -> None:
+        super().__init__(info)
+        self._agent, raw = _pages[info.index]
+        self._has_query = self._timestamps = bool(raw.get("timestamps"))
+        self._suspect = 0
+        self._garbage: list[int] = []
+        """Ids of dropped handles, freed in the page by the next call."""
+
+    @property
+    def limits(self) -> Limits:
+        """WebGPU's default limits, lowered where the adapter offers less (a bundle's device has these)."""
+        return self.info.limits
+
+    @property
+    def has_timestamps(self) -> bool:
+        """Whether batches are timed by the pass's GPU timestamps (else by the page's wall clock)."""
+        return self._timestamps
+
+    def reset_clock(self) -> None:
+        """Believe the GPU timestamps again, where the device has them."""
+        self._timestamps, self._suspect = self._has_query, 0
+
+    def _call(self, op: str, args: dict[str, Any]) -> Any:
+        if self._garbage:
+            freed = self._garbage[:]
+            del self._garbage[: len(freed)]  # a finalizer may append meanwhile
+            args = {**args, "release": freed}
+        return self._agent.call(op, args)
+
+    def _handle(self, id: int, nbytes: int = 0) -> PageHandle:
+        handle = PageHandle(int(id), nbytes)
+        weakref.finalize(handle, self._garbage.append, handle.id)
+        return handle
+
+    def _compile(self, source: str, label: str) -> int:
+        # IDL: Promise<GPUComputePipeline> createComputePipelineAsync(GPUComputePipelineDescriptor descriptor)
+        result = self._call("compile", {"source": source, "label": label})
+        if "error" in result:
+            where = f"{self.info.driver} on {self.info.slug}"
+            raise KernelCompileError(f"{label}: WGSL rejected by {where}:\n{result['error']}")
+        return int(result["kernel"])
+
+    def _alloc(self, resource: Resource) -> PageHandle:
+        assert isinstance(resource, Buffer)
+        return self._handle(self._call("alloc", {"bytes": resource.nbytes}), max(4, (resource.nbytes + 3) // 4 * 4))
+
+    def _write(self, handle: PageHandle, data: np.ndarray) -> None:
+        # float32 values or int8/uint8 bytes, as Backend.write passes them: their bytes as they are
+        self._call("write", {"buffer": handle.id, "data": base64.b64encode(data.tobytes()).decode("ascii")})
+
+    def _read(self, handle: PageHandle, count: int) -> np.ndarray:
+        data = base64.b64decode(self._call("read", {"buffer": handle.id, "bytes": 4 * count}))
+        return np.frombuffer(data, dtype=np.float32, count=count).copy()
+
+    def _bind(
+        self, kernel: int, step: ProgramStep, inputs: Sequence[PageHandle], outputs: Sequence[PageHandle]
+    ) -> PageHandle:
+        if any(g < 1 for g in step.workgroups):
+            raise KernelforgeError(f"{step.label}: workgroup counts must be >= 1, got {step.workgroups}")
+        args_of = (*step.inputs, *step.outputs)
+        # a prefix: a graph's planned buffer may be larger than the tensor it holds
+        bindings = [[b.id, arg.nbytes or b.nbytes] for b, arg in zip((*inputs, *outputs), args_of, strict=True)]
+        args = {
+            "kernel": kernel,
+            "label": step.label,
+            "uniforms": [int(u) for u in step.uniforms],
+            "bindings": bindings,
+            "workgroups": list(step.workgroups),
+        }
+        return self._handle(self._call("bind", args))
+
+    def _run(self, steps: Sequence[PageHandle]) -> None:
+        self._call("run", {"steps": [s.id for s in steps]})
+
+    def _time(self, step: PageHandle) -> float:
+        clock = "gpu" if self._timestamps else "wall"
+        result = self._call("time", {"step": step.id, "clock": clock, "minMs": MIN_SPAN_MS[clock]})
+        n, wall = int(result["n"]), float(result["wall"]) * 1e-3
+        if clock == "wall":
+            return wall / n
+        gpu = float(result["gpu"]) * 1e-3
+        # Timestamps far below the wall clock of a long batch are not believed (a driver whose timer stops early);
+        # five in a row switch them off until the next study, as on wgpu. The wall clock waits for a poll of the
+        # GPU process, hence the wider margin than wgpu's.
+        if wall - gpu > 5e-3 and gpu < 0.5 * wall:
+            self._suspect += 1
+            self._timestamps = self._suspect < 5
+            return wall / n
+        self._suspect = 0
+        return gpu / n

@@ -1,0 +1,156 @@
+"""``kernelforge tune --device browser``: trials compiled, verified and timed in a page of headless Chromium.
+
+One browser serves every test (the device is opened once per process); each test tunes into a database of its
+own. A model tuned this way is exported and loaded by the same Chromium, which must pick its target exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+
+from kernelforge import _config, cli
+from kernelforge.db import TuningDB
+from kernelforge.export import export
+from kernelforge.ops import get_op
+from kernelforge.runtime import open_device
+from kernelforge.runtime.kernel import prepare
+from kernelforge.testing import chromium
+from kernelforge.testing.models import MODELS, save
+from kernelforge.tuner.measure import MeasureConfig
+from kernelforge.tuner.objective import verify
+from kernelforge.tuner.storage import default_storage
+from kernelforge.tuner.tune import TuneOptions, study_name, tune_problem
+
+from .test_bundle import RUN_JS, _feeds
+
+pytestmark = pytest.mark.browser
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    """The browser's backend (fails under KF_REQUIRE_DEVICE=1 when Chromium or Playwright is missing)."""
+    reason = chromium.available()
+    if reason:
+        if _config.require_device():
+            pytest.fail(f"KF_REQUIRE_DEVICE=1 but {reason}")
+        pytest.skip(reason)
+    return open_device("browser")
+
+
+def tune(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Run ``kernelforge tune --device browser`` with 3 trials; return what it printed."""
+    code = cli.main(["tune", "--device", "browser", "--trials", "3", "--seed", "1", *args])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    return out
+
+
+@pytest.mark.parametrize(("op", "shape"), [("gemm", "40x48x36"), ("conv2d", "1x8x12x12:16x3x3:p1")])
+def test_a_kernel_tuned_in_the_browser_is_stored_under_its_device(
+    browser: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], op: str, shape: str
+) -> None:
+    out = tune(capsys, "--op", op, "--shape", shape, "--db", str(tmp_path))
+    info = browser.info
+    assert info.slug.endswith("-webgpu") and info.backend == "browser" and info.adapter
+    assert f"({info.api}, wgsl, {info.device_class}, {info.slug})" in out
+    assert [p.name for p in tmp_path.glob("*.json")] == [f"{info.slug}.json"]
+    loaded = TuningDB(tmp_path).load(tmp_path / f"{info.slug}.json")
+    assert loaded.device["api"] == "webgpu" and loaded.device["adapter"] == info.adapter
+    assert loaded.device["driver"].startswith("Chrome ")
+    (record,) = loaded.records.values()
+    spec = get_op(op)
+    problem = spec.parse_problem(shape)
+    assert (record.op, record.language, record.shape) == (op, "wgsl", spec.problem_key(problem))
+    assert record.trials["ok"] >= 1 and record.time_s <= record.default_time_s
+    assert record.trials["clock"] == ("gpu" if browser.has_timestamps else "wall")
+    assert record.driver == info.driver
+    # the stored params compute the reference in the browser (the web text: subgroup kernels included)
+    inputs = spec.make_inputs(problem, np.random.default_rng(7))
+    out_values = prepare(browser, spec, problem, record.params, inputs).run()
+    assert verify(out_values, spec.reference(problem, inputs)).ok
+
+
+def test_a_wrong_result_in_the_browser_fails_its_trial_and_is_never_stored(
+    browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = get_op("gemm")
+    true_reference = spec.reference
+    # every kernel now disagrees with the reference: the browser's results must be what is checked
+    monkeypatch.setattr(spec, "reference", lambda problem, inputs: true_reference(problem, inputs) + 0.5)
+    problem = spec.parse_problem("16x24x8")
+    quick = MeasureConfig(min_reps=2, max_reps=3, max_seconds=0.2)
+    options = TuneOptions(trials=3, sampler="random", seed=2, db_dir=tmp_path, measure=quick, progress=False)
+    result = tune_problem(browser, spec, problem, options)
+    assert result.record is None and result.counts["ok"] == 0
+    assert result.reasons == {"correctness": result.counts["failed"]} and result.counts["failed"] >= 3
+    assert not (tmp_path / f"{browser.info.slug}.json").exists()
+    study = optuna.load_study(study_name=study_name(browser, spec, problem), storage=default_storage(tmp_path))
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed and all(t.user_attrs["invalidity"] == "correctness" for t in failed)
+    assert all("max error" in t.user_attrs["reason"] for t in failed)
+
+
+@pytest.fixture(scope="module")
+def tuned_model(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, str]]:
+    """small_cnn tuned with ``--model`` in the browser, and its bundle exported from that database."""
+    root = tmp_path_factory.mktemp("browser_model")
+    model, db, bundle = root / "small_cnn.onnx", root / "db", root / "bundle"
+    save(MODELS["small_cnn"](), model)
+    code = cli.main(
+        ["tune", "--device", "browser", "--model", str(model), "--trials", "3", "--seed", "1", "--db", str(db)]
+    )
+    assert code == 0
+    export(model, bundle, db=db)
+    (root / "blank.html").write_text("<!doctype html><title>kernelforge tests</title>")
+    with chromium.serve(root) as base:
+        yield model, bundle, base
+
+
+def test_a_model_tuned_in_the_browser_loads_its_exact_target_there(
+    browser: Any, browser_page: Any, tuned_model: tuple[Path, Path, str]
+) -> None:
+    model, bundle, base = tuned_model
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    target = manifest["targets"][0]
+    assert target["id"] == f"{browser.info.slug}/wgsl"  # browser devices come first
+    assert target["device"]["keywords"] and target["device"]["api"] == "webgpu"
+    # every kernel of the plan has the browser's own record of its shape
+    assert set(target["kernels"]) == {"tuned"}
+    assert all(s["source"].split(",")[0] == "tuned" for s in target["plan"]["steps"])
+    feeds, want = _feeds(model)
+    browser_page.goto(base + "blank.html")
+    inputs = {k: v.reshape(-1).tolist() for k, v in feeds.items()}
+    got = browser_page.evaluate(RUN_JS, [f"{base}bundle/", "webgpu", inputs, ""])
+    assert got["device"]["target"] == target["id"] and got["device"]["match"] == "exact", got["device"]
+    for name, expected in want.items():
+        values = np.asarray(got["outputs"][name], np.float32).reshape(expected.shape)
+        np.testing.assert_allclose(values, expected, rtol=0, atol=1e-3 * float(np.abs(expected).max()))
+
+
+def test_listing_devices_never_launches_a_browser(tmp_path: Path) -> None:
+    # with no browser at KF_CHROMIUM, a launch attempt would fail: `devices` must not make one unless asked
+    env = {**os.environ, "KF_CHROMIUM": str(tmp_path / "no-chromium"), "KF_DB_DIR": str(tmp_path)}
+    run = [sys.executable, "-m", "kernelforge.cli", "devices", "--json"]  # exit 0 even where no adapter exists
+    plain = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0, plain.stderr
+    assert all(d["api"] != "webgpu" for d in json.loads(plain.stdout))
+    asked = subprocess.run([*run, "--browser"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert asked.returncode == 2 and "no browser at" in asked.stderr, asked.stderr
+
+
+def test_browser_flags_without_a_browser_device_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["tune", "--device", "lavapipe", "--headed", "--shape", "8x8x8", "--db", str(tmp_path)]) == 2
+    assert "--headed: only for --device browser" in capsys.readouterr().err
+    assert cli.main(["tune", "--device", "browser:webgl2", "--shape", "8x8x8", "--db", str(tmp_path)]) == 2
+    assert "WebGL2 is not supported yet" in capsys.readouterr().err
