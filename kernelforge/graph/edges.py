@@ -6,10 +6,11 @@ graph output of such a type is converted back when it is read. float32 holds eve
 a larger integer input is refused, naming the input and the value, rather than silently rounded (token ids and
 positions are far below that; a vocabulary of 16.7 million is not).
 
-The narrow types of :mod:`.dtypes` (bfloat16, the float8 and float4 types, int4/uint4/int2/uint2) are edge
-dtypes too: float32 holds each of their values exactly, so an input widens exactly, and an output is rounded as
-ONNX's Cast rounds (to nearest even; overflow as the type's own: infinity, NaN or, for float4e2m1, its largest
-value). Inside a graph nothing is rounded to them (a Cast to bfloat16 is the tensor itself, as one to float16).
+The narrow types of :mod:`.dtypes` (bfloat16, the float8 and float4 types, float8e8m0, int4/uint4/int2/uint2)
+are edge dtypes too: float32 holds each of their values exactly, so an input widens exactly, and an output is
+rounded as ONNX's Cast rounds (to nearest even; overflow as the type's own: infinity, NaN or, for float4e2m1,
+its largest value). Inside a graph, a Cast or QuantizeLinear to a float8, float4 or float8e8m0 type rounds onto
+its grid already (:mod:`.float_grids`); one to bfloat16 or float16 is the tensor itself.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from kernelforge.graph.dtypes import NARROW_ELEMS, int_range, kind, numpy_dtype
+from kernelforge.graph.dtypes import E8M0, E8M0_MIN, NARROW_ELEMS, int_range, kind, numpy_dtype
 
 __all__ = ["EDGE_DTYPES", "MAX_EXACT_INT", "EdgeError", "edge_dtype", "from_compute", "to_compute"]
 
@@ -91,7 +92,8 @@ def from_compute(data: np.ndarray, dtype: str) -> np.ndarray:
 
     Integers are rounded to the nearest (NaN and infinities become 0, as in ``kernelforge.js``) and clipped to
     the type's range; bools are True where not 0; floats are rounded to nearest even (beyond the type's range:
-    infinity, or NaN for a float8 type without infinities, or float4e2m1's largest value).
+    infinity, or NaN for a float8 type without infinities, or float4e2m1's largest value). A 0 read as
+    float8e8m0, which has no 0, is its smallest value ``2**-127`` flushed by the device (a float32 subnormal).
     """
     target = numpy_dtype(dtype)
     if target == np.float32:
@@ -102,5 +104,7 @@ def from_compute(data: np.ndarray, dtype: str) -> np.ndarray:
         lo, hi = int_range(dtype)
         rounded = np.where(np.isfinite(data), np.rint(data), 0.0)
         return np.clip(rounded, lo, hi).astype(target)
+    if dtype == E8M0:
+        data = np.where(data == 0, np.float32(E8M0_MIN), data)
     with np.errstate(over="ignore", invalid="ignore"):  # beyond the type's range: as a cast gives
         return data.astype(target)

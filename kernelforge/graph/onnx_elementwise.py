@@ -2,7 +2,7 @@
 
 Unary and binary arithmetic, activations, comparisons and logic (1.0 / 0.0 results: a boolean tensor is a
 float tensor of 0 and 1 inside kernelforge), Where, Expand (a broadcast), Clip and Cast (compute stays float32:
-a cast to a float type rounds nothing, see :func:`_cast_to`).
+only a cast to a float8, float4 or float8e8m0 type rounds, see :func:`_cast_to`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import numpy as np
 import onnx
 
 from kernelforge.errors import ShapeError
-from kernelforge.graph.dtypes import SATURATING, finite_max, int_range, kind, numpy_dtype
+from kernelforge.graph.dtypes import E8M0, int_range, kind, numpy_dtype
 from kernelforge.graph.edges import EDGE_DTYPES
+from kernelforge.graph.float_grids import GRIDS, emit_e8m0, emit_round
 from kernelforge.graph.onnx_context import Context, Converter, NodeUnsupported, literal
 from kernelforge.ops._expr import broadcast_shape
 
@@ -217,14 +218,13 @@ _INT_TYPES = {
 
 
 def _cast_to(ctx: Context, node: onnx.NodeProto, to: int) -> None:
-    """Cast input 0 to ONNX element type ``to``; compute stays float32, so nothing is rounded to a float type.
+    """Cast input 0 to ONNX element type ``to``; compute stays float32.
 
     To an integer type: truncation toward zero (as ONNX). To int4/uint4/int2/uint2, as ONNX's reference: an
     integer keeps its low bits (two's complement), a float out of the type's range gives 0. To bool: 1.0 where
-    not 0. To a float8 type with ``saturate`` (the default), and to float4e2m1 (which has no infinities): clipped
-    to the type's largest finite value (NaN stays NaN); without ``saturate``, unchanged. Rounding to a narrow
-    float, and a float8 type's overflow without ``saturate``, happen only where the result is a graph output
-    (:func:`kernelforge.graph.edges.from_compute`).
+    not 0. To a float8, float4e2m1 or float8e8m0 type: rounded onto its grid, ``saturate`` and ``round_mode``
+    as ONNX (:mod:`.float_grids`). To bfloat16, float16 or float64: unchanged; those round only where the result
+    is a graph output (:func:`kernelforge.graph.edges.from_compute`).
     """
     x, out = node.input[0], node.output[0]
     name = EDGE_DTYPES.get(to)
@@ -239,11 +239,12 @@ def _cast_to(ctx: Context, node: onnx.NodeProto, to: int) -> None:
     elif kind(target) in "iu":
         integer = ctx.is_integer(x)
         ctx.elementwise([x], lambda v: _narrow_int(v[0], name, integer), out)
-    elif (name in SATURATING and int(ctx.attr("saturate", 1))) or name == "float4_e2m1fn":
-        lo, hi = literal(-finite_max(name)), literal(finite_max(name))
-        ctx.elementwise([x], lambda v: f"clip({v[0]}, {lo}, {hi})", out)
+    elif name in GRIDS:
+        emit_round(ctx, [x], GRIDS[name], bool(int(ctx.attr("saturate", 1))), out)
+    elif name == E8M0:
+        emit_e8m0(ctx, x, out, bool(int(ctx.attr("saturate", 1))), str(ctx.attr("round_mode", "up")))
     else:
-        _identity(ctx, node)  # float16/bfloat16/double, float8 without saturate: compute stays float32
+        _identity(ctx, node)  # float16/bfloat16/double: compute stays float32
 
 
 def _narrow_int(v: str, name: str, integer: bool) -> str:

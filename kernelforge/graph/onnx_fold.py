@@ -124,9 +124,16 @@ FOLDERS: dict[str, Folder] = {
     "Flatten": lambda ctx, node, x: [x[0].reshape(flatten_shape(x[0].shape, int(ctx.attr("axis", 1))))],
     "Transpose": lambda ctx, node, x: [np.ascontiguousarray(np.transpose(x[0], ctx.attr("perm")))],
     "Cast": lambda ctx, node, x: [
-        cast_array(x[0], helper.tensor_dtype_to_np_dtype(int(ctx.attr("to"))), bool(ctx.attr("saturate", 1)))
+        cast_array(
+            x[0],
+            helper.tensor_dtype_to_np_dtype(int(ctx.attr("to"))),
+            bool(ctx.attr("saturate", 1)),
+            str(ctx.attr("round_mode", "up")),
+        )
     ],
-    "CastLike": lambda ctx, node, x: [cast_array(x[0], _like(ctx, node, x), bool(ctx.attr("saturate", 1)))],
+    "CastLike": lambda ctx, node, x: [
+        cast_array(x[0], _like(ctx, node, x), bool(ctx.attr("saturate", 1)), str(ctx.attr("round_mode", "up")))
+    ],
     "Identity": lambda ctx, node, x: [x[0]],
     "Dropout": lambda ctx, node, x: [x[0], np.ones(x[0].shape, bool)],
     "Add": _elementwise(np.add),

@@ -4,8 +4,9 @@ Compute stays float32: integer tensors are carried as exact integer-valued float
 
 - **Constants** (weights, biases): QuantizeLinear and DequantizeLinear fold at import with ONNX's semantics at
   every opset (10..28): per-tensor, per-axis (``axis``) and blocked (``block_size``) scales; int8, uint8,
-  int16, uint16, int4 and uint4 data (and int32 for DequantizeLinear); rounding half to even and saturation
-  as ONNX; float32 arithmetic as onnxruntime. A constant dequantized from int8/uint8/int4/uint4 keeps its
+  int16, uint16, int4, uint4, int2 and uint2 data (and int32 for DequantizeLinear), and the float8 and float4
+  types (whose zero point must be 0: ONNX's reference ignores or refuses any other); rounding half to even and
+  saturation as ONNX; float32 arithmetic as onnxruntime. A constant dequantized from int8/uint8/int4/uint4 keeps its
   integers (:class:`kernelforge.graph.quant.Quantized`), so a bundle stores it as int8.
 - **Runtime tensors**: QuantizeLinear is ``clip(round(x / s) + zp, qmin, qmax)`` and DequantizeLinear
   ``(q - zp) * s``, elementwise programs that the passes fuse; a QuantizeLinear -> DequantizeLinear pair is the
@@ -14,7 +15,8 @@ Compute stays float32: integer tensors are carried as exact integer-valued float
   them a model gives onnxruntime's QDQ run as written bit for bit (and its fused integer kernels to within one
   step of the output's quantization), while dropping them changes what the model computes, since onnxruntime's
   quantizer removes a Relu or relu6 Clip in front of a QuantizeLinear whose range does the clipping
-  (``tests/null/test_onnx_quant.py`` measures both).
+  (``tests/null/test_onnx_quant.py`` measures both). To a float8 or float4 type, QuantizeLinear rounds
+  ``x / s`` onto the type's grid (``saturate`` as ONNX), exactly (:mod:`.float_grids`).
 - **DynamicQuantizeLinear** computes its scale and zero point on the device as onnxruntime does (range widened
   to include 0, scale 1 for an all-zero tensor, zero point rounded half to even): two global max pools (of x
   and -x) and three elementwise programs.
@@ -34,7 +36,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from kernelforge.graph.dtypes import NARROW_ELEMS
+from kernelforge.graph.dtypes import NARROW, NARROW_ELEMS, cast_array
+from kernelforge.graph.float_grids import GRIDS, emit_round
 from kernelforge.graph.onnx_context import Context, Converter, NodeUnsupported, norm_axis
 from kernelforge.graph.quant import Quantized, relocate
 
@@ -51,7 +54,8 @@ RANGES: dict[str, tuple[int, int]] = {
     "uint2": (0, 3),
 }
 """Integer dtypes QuantizeLinear produces and DequantizeLinear reads (DequantizeLinear also reads int32)."""
-_DQ_DTYPES = (*RANGES, "int32")
+_DQ_DTYPES = (*RANGES, "int32", *GRIDS)
+_Q_DTYPES = (*RANGES, *GRIDS)
 _SCALE_DTYPES = ("float32", "float16", "bfloat16")
 _ELEMS = {
     "int8": onnx.TensorProto.INT8,
@@ -62,7 +66,7 @@ _ELEMS = {
     "uint4": onnx.TensorProto.UINT4,
     "float16": onnx.TensorProto.FLOAT16,
     "bfloat16": onnx.TensorProto.BFLOAT16,
-    **{name: elem for elem, name in NARROW_ELEMS.items() if name in ("int2", "uint2")},  # onnx 1.20+
+    **{name: elem for elem, name in NARROW_ELEMS.items() if name in ("int2", "uint2") or name in GRIDS},  # int2: 1.20+
 }
 """ONNX element types by name (never ``np.dtype(name)``: numpy reads ``"int4"`` as its own 4-byte int32)."""
 _STORED = {"int8": np.int8, "uint8": np.uint8, "int4": np.int8, "uint4": np.uint8}
@@ -103,6 +107,8 @@ def _params(ctx: Context, shape: tuple[int, ...], scale: np.ndarray, zp: np.ndar
     # a 1-element scale with a 0-d zero point is per tensor (onnxruntime's quantizer writes such biases)
     if zp is not None and zp.shape != scale.shape and not zp.size == scale.size == 1:
         raise ctx.fail(f"zero point of shape {zp.shape} and scale of shape {scale.shape} differ")
+    if dtype in GRIDS and zp is not None and np.asarray(zp, np.float32).any():
+        raise NodeUnsupported(f"a {dtype} zero point other than 0 is not supported (ONNX's reference ignores it)")
     s = scale.astype(np.float32)
     z = np.zeros(s.shape, np.int64) if zp is None else zp.astype(np.int64)
     block = int(ctx.attr("block_size", 0)) if ctx.opset >= 21 else 0
@@ -133,8 +139,8 @@ def _q_dtype(ctx: Context, zp: np.ndarray | None) -> str:
     dtype = _elem_name(given) if given else _name(zp.dtype) if zp is not None else "uint8"
     if zp is not None and _name(zp.dtype) != dtype:
         raise ctx.fail(f"output_dtype {dtype} and the zero point's dtype {_name(zp.dtype)} differ")
-    if dtype not in RANGES:
-        raise NodeUnsupported(f"quantizing to {dtype} is not supported ({', '.join(RANGES)})")
+    if dtype not in _Q_DTYPES:
+        raise NodeUnsupported(f"quantizing to {dtype} is not supported ({', '.join(_Q_DTYPES)})")
     return dtype
 
 
@@ -161,8 +167,9 @@ def _fold_dequantize(ctx: Context, node: onnx.NodeProto, inputs: list[np.ndarray
     x, scale, zp = inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None
     dtype = _dq_dtype(ctx, x, zp)
     p = _params(ctx, x.shape, scale, zp, dtype)
-    # float32(x - zp) * scale, one rounding, as onnxruntime (int64 so int32 data cannot wrap)
-    y = (x.astype(np.int64) - p.zero_point).astype(np.float32) * p.scale
+    # float32(x - zp) * scale, one rounding, as onnxruntime (int64 so int32 data cannot wrap); a float8 or
+    # float4 zero point is 0
+    y = (x.astype(np.float32) if dtype in GRIDS else (x.astype(np.int64) - p.zero_point).astype(np.float32)) * p.scale
     out = _output_dtype(ctx, scale)
     if out in ("float16", "bfloat16"):  # rounded to the output type; compute goes on in float32
         return [y.astype(helper.tensor_dtype_to_np_dtype(_ELEMS[out])).astype(np.float32)]
@@ -180,10 +187,18 @@ def _fold_quantize(ctx: Context, node: onnx.NodeProto, inputs: list[np.ndarray])
     _check_precision(ctx)
     dtype = _q_dtype(ctx, zp)
     p = _params(ctx, x.shape, scale, zp, dtype)
+    if dtype in GRIDS:
+        with np.errstate(all="ignore"):
+            return [cast_array(x.astype(np.float32) / p.scale, NARROW[dtype], _saturate(ctx))]
     lo, hi = RANGES[dtype]
     with np.errstate(all="ignore"):
         y = np.rint(x.astype(np.float32) / p.scale) + p.zero_point  # rint: half to even
     return [np.clip(y, lo, hi).astype(helper.tensor_dtype_to_np_dtype(_ELEMS[dtype]))]  # saturated
+
+
+def _saturate(ctx: Context) -> bool:
+    """QuantizeLinear's ``saturate`` (opset 19+; float8 only, float4e2m1 always saturates)."""
+    return bool(int(ctx.attr("saturate", 1))) if ctx.opset >= 19 else True
 
 
 def _check_precision(ctx: Context) -> None:
@@ -227,7 +242,8 @@ def _computed_params(ctx: Context, node: onnx.NodeProto) -> tuple[str, str, str]
     That is DynamicQuantizeLinear written out; None when both are constants.
 
     Only per-tensor ones (one value) run: the zero point's integer type comes from the model's type
-    information, as its values are only known on the device.
+    information, as its values are only known on the device. A float8 or float4 zero point must be a constant
+    0 (it is then left out).
     """
     scale, zp = ctx.input(1), ctx.input(2)
     if ctx.const(scale) is not None and (not zp or ctx.const(zp) is not None):
@@ -244,8 +260,13 @@ def _computed_params(ctx: Context, node: onnx.NodeProto) -> tuple[str, str, str]
         dtype = _elem_name(elem) if elem else ""
     else:
         dtype = _elem_name(given) if given else "uint8"
+    if dtype in GRIDS:
+        data = ctx.const(zp) if zp else None
+        if zp and (data is None or np.asarray(data, np.float32).any()):
+            raise NodeUnsupported(f"a {dtype} zero point must be a constant 0 (ONNX's reference ignores it)")
+        return scale, "", dtype
     if dtype not in RANGES:
-        raise NodeUnsupported(f"a zero point of type {dtype or 'unknown'} is not supported ({', '.join(RANGES)})")
+        raise NodeUnsupported(f"a zero point of type {dtype or 'unknown'} is not supported ({', '.join(_Q_DTYPES)})")
     return scale, zp, dtype
 
 
@@ -260,6 +281,9 @@ def _quantize(ctx: Context, node: onnx.NodeProto) -> None:
         _check_precision(ctx)
         dtype = _q_dtype(ctx, zp)
         s, z = _constant_operands(ctx, _params(ctx, ctx.shape(x), scale, zp, dtype))
+    if dtype in GRIDS:  # its zero point is 0
+        emit_round(ctx, [x, s], GRIDS[dtype], _saturate(ctx), node.output[0])
+        return
     lo, hi = RANGES[dtype]
 
     def program(v: list[str]) -> str:
@@ -451,8 +475,8 @@ LOAD_TIME_INPUTS: dict[str, tuple[int, ...]] = {"QuantizeLinear": (1, 2), "Dequa
 def _check_qdq(node: onnx.NodeProto, opset: int, used: set[str]) -> str | None:
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     given = int(attrs.get("output_dtype", 0))
-    if node.op_type == "QuantizeLinear" and given and _elem_name(given) not in RANGES:
-        return f"output_dtype {_elem_name(given)} is not supported ({', '.join(RANGES)})"
+    if node.op_type == "QuantizeLinear" and given and _elem_name(given) not in _Q_DTYPES:
+        return f"output_dtype {_elem_name(given)} is not supported ({', '.join(_Q_DTYPES)})"
     if node.op_type == "DequantizeLinear" and given and _elem_name(given) not in _SCALE_DTYPES:
         return f"output_dtype {_elem_name(given)} is not supported ({', '.join(_SCALE_DTYPES)})"
     precision = int(attrs.get("precision", 0))

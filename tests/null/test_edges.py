@@ -19,7 +19,8 @@ def test_onnx_types_map_to_numpy_names() -> None:
     assert edge_dtype(TensorProto.FLOAT16) == "float16"
     assert edge_dtype(TensorProto.STRING) is None
     assert edge_dtype(TensorProto.FLOAT8E4M3FN) == "float8_e4m3fn"
-    assert edge_dtype(TensorProto.FLOAT8E8M0) is None
+    assert edge_dtype(TensorProto.FLOAT8E8M0) == "float8_e8m0fnu"
+    assert edge_dtype(TensorProto.FLOAT6E2M3) is None
 
 
 @pytest.mark.parametrize("dtype", ["int64", "int32", "uint8", "bool"])

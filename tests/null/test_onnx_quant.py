@@ -238,7 +238,7 @@ def test_fake_quant_pairs_match_onnxruntime(dtype: str, zp: int, per_channel: bo
 
 def test_runtime_quantize_refusals_name_node_and_reason() -> None:
     s = numpy_helper.from_array(np.array(0.5, np.float32), "s")
-    fp8 = helper.make_tensor("zp", TensorProto.FLOAT8E4M3FN, [], [0.0])
+    fp8 = helper.make_tensor("zp", TensorProto.FLOAT8E4M3FN, [], [1.0])  # ONNX's reference ignores it
     q = model(
         [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["y"])],
         {"x": ("float", (4,))},
@@ -247,7 +247,8 @@ def test_runtime_quantize_refusals_name_node_and_reason() -> None:
         19,
     )
     with pytest.raises(
-        UnsupportedModelError, match=r"QuantizeLinear node 'QuantizeLinear_0' .*quantizing to float8_e4m3fn"
+        UnsupportedModelError,
+        match=r"QuantizeLinear node 'QuantizeLinear_0' .*a float8_e4m3fn zero point other than 0 is not supported",
     ):
         import_model(q)
     blocked = helper.make_node("DequantizeLinear", ["x", "s"], ["y"], axis=0, block_size=2)
@@ -264,13 +265,13 @@ def test_runtime_quantize_refusals_name_node_and_reason() -> None:
     with pytest.raises(UnsupportedModelError, match="precision=float16 is not supported"):
         import_model(model([precise], {"x": ("float", (4,))}, {"y": "uint8"}, [s], 23))
     for dtype, opset in ((TensorProto.FLOAT8E4M3FN, 19), (TensorProto.FLOAT4E2M1, 23)):
-        w = helper.make_tensor("w", dtype, [4], [1, 1, 1, 1])
+        w = helper.make_tensor("w", dtype, [4], [1, 1.5, -3, 6])
         nodes = [helper.make_node("DequantizeLinear", ["w", "s"], ["d"]), helper.make_node("Add", ["x", "d"], ["y"])]
-        name = helper.tensor_dtype_to_np_dtype(dtype).name
-        with pytest.raises(
-            UnsupportedModelError, match=f"DequantizeLinear node .*dequantizing {name} is not supported"
-        ):
-            import_model(model(nodes, {"x": ("float", (4,))}, {"y": "float"}, [w, s], opset))
+        m = model(nodes, {"x": ("float", (4,))}, {"y": "float"}, [w, s], opset)
+        graph = import_model(m)  # folded: one add of a constant
+        assert [n.op for n in graph.nodes] == ["elementwise"]
+        x = np.arange(4, dtype=np.float32)
+        np.testing.assert_array_equal(run_graph(graph, {"x": x})["y"], x + np.float32([0.5, 0.75, -1.5, 3]))
 
 
 # --- DynamicQuantizeLinear, MatMulInteger, ConvInteger ----------------------------------------------------------
