@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import onnx
 
     from kernelforge.runtime.agent import BrowserOptions
+    from kernelforge.runtime.remote import RemoteOptions
 
 
 class UsageError(KernelforgeError):
@@ -80,6 +81,39 @@ def _browser_options(args: argparse.Namespace) -> BrowserOptions:
     if args.browser_executable and not Path(args.browser_executable).is_file():
         raise UsageError(f"--browser-executable {args.browser_executable}: no such file")
     return BrowserOptions(args.browser_executable or "", tuple(args.browser_arg), args.headed)
+
+
+def _remote_options(args: argparse.Namespace) -> RemoteOptions:
+    """Return the ``RemoteOptions`` of ``--listen``/``--connect-timeout``/``--tls-cert``/``--tls-key``.
+
+    Raises:
+        UsageError: When they are given without ``--device remote``, or do not fit.
+    """
+    from kernelforge.runtime import RemoteOptions
+    from kernelforge.runtime.backends import requested_backend
+    from kernelforge.runtime.remote import parse_listen
+
+    values = {"--listen": args.listen, "--connect-timeout": args.connect_timeout}
+    given = [flag for flag, v in {**values, "--tls-cert": args.tls_cert, "--tls-key": args.tls_key}.items() if v]
+    if given and requested_backend(args.device) != "remote":
+        raise UsageError(f"{', '.join(given)}: only for --device remote")
+    options = RemoteOptions()
+    if args.listen is not None:
+        try:
+            parse_listen(args.listen)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        options = dataclasses.replace(options, listen=args.listen)
+    if args.connect_timeout is not None:
+        if not (math.isfinite(args.connect_timeout) and args.connect_timeout > 0):
+            raise UsageError(f"--connect-timeout must be a finite number of seconds > 0, got {args.connect_timeout}")
+        options = dataclasses.replace(options, connect_timeout=args.connect_timeout)
+    for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if path and not Path(path).is_file():
+            raise UsageError(f"{flag} {path}: no such file")
+    if args.tls_key and not args.tls_cert:
+        raise UsageError("--tls-key: only with --tls-cert")
+    return dataclasses.replace(options, tls_cert=args.tls_cert or "", tls_key=args.tls_key or "")
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
@@ -140,7 +174,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         if not jobs:
             raise UsageError("--shape names no shape")
     db = _db_dir(args.db, create=True)
-    info = select_device(args.device, args.backend, _browser_options(args))  # fails with the device list first
+    # fails with the device list first
+    info = select_device(args.device, args.backend, _browser_options(args), _remote_options(args))
     backend = open_device(info)
     if args.stale:
         jobs = _stale_jobs(db, info.slug, backend.language, args.op)
@@ -250,7 +285,7 @@ def _tune_model(args: argparse.Namespace) -> int:
     path = _model_path(args.model)
     _check_budget(args)
     db_dir = _db_dir(args.db, create=True)
-    info = select_device(args.device, args.backend, _browser_options(args))
+    info = select_device(args.device, args.backend, _browser_options(args), _remote_options(args))
     from kernelforge.db import TuningDB
     from kernelforge.graph.prepare import model_kernels, planned_kernels  # after the checks: no importer needed
 
@@ -593,6 +628,27 @@ def _browser_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--headed", action="store_true", help="show the browser window (headless by default)")
 
 
+def _remote_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="for --device remote: where to serve the tuning page (default 127.0.0.1:0, a free loopback port; "
+        "0.0.0.0:PORT lets other devices on the network open it)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="for --device remote: seconds to wait for a browser to open the page, or to come back (default 600)",
+    )
+    p.add_argument(
+        "--tls-cert", default=None, metavar="PEM", help="for --device remote: serve HTTPS with this certificate"
+    )
+    p.add_argument("--tls-key", default=None, metavar="PEM", help="its private key (default: in --tls-cert)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser."""
     parser = argparse.ArgumentParser(prog="kernelforge", description="Per-device autotuned GPU kernels.")
@@ -638,9 +694,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device",
         default="auto",
-        help=device_help + "; or browser: compile, verify and time every trial in a page of a browser (WebGPU)",
+        help=device_help + "; or browser: compile, verify and time every trial in a page of a browser (WebGPU); "
+        "or remote: serve a tuning page (its URL is printed) and tune in whichever browser opens it",
     )
     _browser_flags(p)
+    _remote_flags(p)
     p.add_argument("--backend", default=None, choices=["wgsl", "glsl"], help="kernel language (default: the device's)")
     p.add_argument("--op", default=None, choices=sorted(OPS), help="op to tune (default gemm)")
     what = p.add_mutually_exclusive_group(required=True)

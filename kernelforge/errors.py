@@ -29,3 +29,11 @@ class ShapeError(KernelforgeError, ValueError):
 
 class ExportError(KernelforgeError):
     """A model or tuning database that cannot be written as a browser bundle (the message says why)."""
+
+
+class DeviceDisconnectedError(KernelforgeError):
+    """A remote device's page went away mid-trial (a reload, a sleeping tab, a dropped connection).
+
+    Whatever the page held is gone with it; the tuner fails the trial in flight (reason ``disconnected``) and the
+    next trial starts from nothing on the page that comes back.
+    """

@@ -4,7 +4,7 @@ The page is served from 127.0.0.1 (a secure context, so WebGPU is exposed) and o
 launches: Debian's Chromium by default, or any Chrome/Edge executable. Playwright's synchronous API may only be
 used from the thread that started it, and only one instance per thread; the page therefore lives in a thread of
 its own, so callers on any thread (and a test's own Playwright page) can use it. Everything goes through
-:meth:`PageAgent.call`, the one entry point a WebSocket transport to a remote page would also implement.
+:meth:`PageAgent.call`, the one entry point a remote page's WebSocket also carries (:mod:`kernelforge.runtime.remote`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from kernelforge import _config
 from kernelforge.errors import DeviceNotFoundError, KernelforgeError
@@ -92,6 +92,28 @@ def serve(directory: str | Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class Agent(Protocol):
+    """A page running the tuning agent, driven through its ``call(op, args)``: a local one or a remote one.
+
+    A remote device's page may go away and come back; each page that connects gets the next number, and a call
+    names the page its handles live in, so nothing is ever sent to a page that did not make it.
+    """
+
+    version: str
+    """The browser's version where the driver of the page knows it (else "": the page's user agent says)."""
+
+    def wait_page(self) -> int:
+        """Return the number of the connected page, waiting for one to connect."""
+
+    def call(self, op: str, args: dict[str, Any], page: int) -> Any:
+        """Run ``op`` of page ``page``'s agent and return its JSON result.
+
+        Raises:
+            DeviceDisconnectedError: When that page is gone (or goes away before it answers).
+            KernelforgeError: When the page throws (its message names the op).
+        """
 
 
 _Job = tuple[Callable[[Any], Any], "Future[Any]"]
@@ -171,7 +193,11 @@ class PageAgent:
             if job is not None:
                 job[1].set_exception(KernelforgeError(f"the browser page is gone: {exc}"))
 
-    def call(self, op: str, args: dict[str, Any]) -> Any:
+    def wait_page(self) -> int:
+        """Return 0: the one page this browser opened."""
+        return 0
+
+    def call(self, op: str, args: dict[str, Any], page: int = 0) -> Any:
         """Run ``op`` of the page's agent with ``args`` (JSON values) and return its result.
 
         Raises:

@@ -11,15 +11,16 @@ from typing import Any
 import numpy as np
 import optuna
 
-from kernelforge.errors import KernelCompileError
+from kernelforge.errors import DeviceDisconnectedError, DeviceNotFoundError, KernelCompileError
 from kernelforge.ops.spec import OpSpec, Params
 from kernelforge.runtime.backends.base import Backend
 from kernelforge.runtime.kernel import prepare
 from kernelforge.tuner.measure import MeasureConfig, measure, side_by_side
 from kernelforge.tuner.space import from_indices, suggest
 
-# Why a trial did not produce a time (Kernel Tuner's "invalidity" vocabulary).
-INVALIDITY = ("constraints", "compile", "runtime", "correctness")
+# Why a trial did not produce a time (Kernel Tuner's "invalidity" vocabulary; "disconnected": a remote device's
+# page went away mid-trial).
+INVALIDITY = ("constraints", "compile", "runtime", "correctness", "disconnected")
 
 
 class TrialFailedError(Exception):
@@ -70,6 +71,8 @@ class Objective:
         still store when the shared storage is lost."""
         self.in_flight: int | None = None
         """The number of the trial being run (None between trials): the one a storage outage leaves behind."""
+        self.requeued: set[str] = set()
+        """Configs queued again after their page went away (once each)."""
 
     def _fail(self, trial: optuna.Trial, kind: str, reason: str) -> TrialFailedError:
         trial.set_user_attr("invalidity", kind)
@@ -87,6 +90,8 @@ class Objective:
                 kernel = prepare(self.backend, self.spec, self.problem, params, self.inputs)
                 if verify(kernel.run(), self.reference).ok:
                     runs[str(i)] = kernel.time
+            except (DeviceDisconnectedError, DeviceNotFoundError):
+                raise  # the finalists are not at fault: measure them all again once the page is back (or stop)
             except Exception:  # a flaky finalist simply drops out
                 continue
         return {int(i): t for i, t in side_by_side(runs, config).items()}
@@ -94,7 +99,16 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         """Run one trial."""
         self.in_flight = trial.number
-        value = self._run(trial)
+        try:
+            value = self._run(trial)
+        except DeviceDisconnectedError as exc:
+            # nothing is known against the config: queue it again (once, in case it is what takes the page down),
+            # so the default and the warm-start configs are measured whatever page they meet
+            config = json.dumps(trial.params, sort_keys=True)
+            if config not in self.requeued:
+                self.requeued.add(config)
+                trial.study.enqueue_trial(dict(trial.params))
+            raise self._fail(trial, "disconnected", str(exc)) from exc
         self.in_flight = None
         return value
 
@@ -138,6 +152,8 @@ class Objective:
             raise self._fail(trial, "compile", f"compile took {compile_s:.1f} s > {limit:g} s (a browser's load time)")
         try:
             out = kernel.run()
+        except DeviceDisconnectedError:
+            raise
         except Exception as exc:
             raise self._fail(trial, "runtime", f"{type(exc).__name__}: {exc}") from exc
         verdict = verify(out, self.reference)

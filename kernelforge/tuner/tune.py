@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from kernelforge import _config
 from kernelforge.db import Query, Record, Stored, TuningDB, device_meta, new_record
+from kernelforge.errors import DeviceDisconnectedError
 from kernelforge.ops.spec import OpSpec, Params
 from kernelforge.runtime.backends.base import Backend
 from kernelforge.templates import kernel_hash
@@ -167,6 +168,18 @@ def _fail_in_flight(storage: Any, name: str, objective: Objective) -> None:
         objective.in_flight = number
 
 
+REMEASURE_ATTEMPTS = 3
+"""Re-measurements of the finalists a run tries, a remote page going away during each but the last."""
+
+
+def _remeasure(objective: Objective, candidates: list[Params], config: MeasureConfig) -> dict[int, float]:
+    """Re-measure the finalists side by side, again from the start when a remote page goes away meanwhile."""
+    for _ in range(REMEASURE_ATTEMPTS - 1):
+        with contextlib.suppress(DeviceDisconnectedError):  # each attempt waits for a page to come back
+            return objective.remeasure(candidates, config)
+    return objective.remeasure(candidates, config)
+
+
 def worker_seed() -> int:
     """Return a sampler seed of this process's own (host, process and clock), so workers sample apart."""
     return hash((socket.gethostname(), os.getpid(), time.time_ns())) & 0x7FFFFFFF
@@ -259,12 +272,13 @@ def tune_problem(backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: An
     )
 
     # --trials counts trials that ran on the device: a pruned trial (constraints) costs nothing, and in a space
-    # as constrained as conv's, counting them would leave a fraction of the asked-for measurements
+    # as constrained as conv's, counting them would leave a fraction of the asked-for measurements; a trial whose
+    # page went away measured nothing either, and its config is queued again
     measured = 0
 
     def advance(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         nonlocal measured
-        if trial.state == optuna.trial.TrialState.PRUNED:
+        if trial.state == optuna.trial.TrialState.PRUNED or trial.user_attrs.get("invalidity") == "disconnected":
             return
         measured += 1
         bar.update(1)
@@ -336,7 +350,7 @@ def tune_problem(backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: An
         # conditions; the winner is chosen among these finalists only, ranked as pick_winner ranks them
         ranked = sorted(times, key=lambda k: charged_time(times[k], compile_s.get(k, 0.0)))
         finalists = [*[k for k in ranked if k != default_key][: options.top_k], default_key]
-        again = objective.remeasure([dict(k) for k in finalists], options.remeasure)
+        again = _remeasure(objective, [dict(k) for k in finalists], options.remeasure)
         remeasured = {finalists[i]: t for i, t in again.items()}
         remeasured.setdefault(default_key, times[default_key])  # the default verified before; keep its time
         times = remeasured

@@ -59,9 +59,10 @@ def test_the_identity_comes_from_the_adapter_info() -> None:
     assert "browser" in nv.search_text() and "browser" not in _native().search_text()
 
 
-def test_only_the_browser_word_requests_a_browser() -> None:
-    assert [n for n, e in BACKENDS.items() if e.requested_as] == ["browser"]
+def test_only_the_browser_and_remote_words_request_a_page() -> None:
+    assert [n for n, e in BACKENDS.items() if e.requested_as] == ["browser", "remote"]
     assert requested_backend("browser") == requested_backend(" Browser:webgl2 ") == "browser"
+    assert requested_backend("remote:webgpu") == "remote"
     assert requested_backend("swiftshader") is None and requested_backend(0) is None
 
 

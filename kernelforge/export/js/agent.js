@@ -1,7 +1,8 @@
 // @ts-check
-// kernelforge tuning agent: the page side of `kernelforge tune --device browser`. Python (Optuna, the numpy
-// reference, the tuning database) drives it through one entry point, call(op, args), whose arguments and results
-// are plain JSON; buffer, kernel and step handles are integer ids that live in this page. Bytes travel as base64.
+// kernelforge tuning agent: the page side of `kernelforge tune --device browser` and `--device remote`. Python
+// (Optuna, the numpy reference, the tuning database) drives it through one entry point, call(op, args), whose
+// arguments and results are plain JSON; buffer, kernel and step handles are integer ids that live in this page.
+// Bytes travel as base64. Playwright calls it through page.evaluate; a remote page, through connect()'s WebSocket.
 //
 // It compiles, runs and times the same WGSL text a bundle ships, on the device kernelforge.js would open
 // (the same requestAdapter options, the same description string and subgroup size: description() and
@@ -141,8 +142,20 @@ function subgroupSize(adapter) {
   return adapter.features.has("subgroups") && min === max ? (min ?? 0) : 0;
 }
 
+/** Destroy everything an earlier open() made: a page that reconnects starts empty, as a reloaded one does. */
+function reset() {
+  for (const b of buffers.values()) b.buffer.destroy();
+  for (const s of steps.values()) s.uniform.destroy();
+  buffers.clear();
+  steps.clear();
+  kernels.clear();
+  agent?.device.destroy();
+  agent = null;
+}
+
 /** The adapter kernelforge.js would pick, a device with timestamps and subgroups where it has them. */
 async function open() {
+  reset();
   if (!globalThis.navigator?.gpu) return fail("no WebGPU (navigator.gpu is missing: a secure context and, on Linux, --enable-unsafe-webgpu)");
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" }).catch(() => null);
   if (!adapter) return fail("no WebGPU adapter (navigator.gpu.requestAdapter() returned null)");
@@ -347,4 +360,50 @@ async function call(op, args = {}) {
   return fn(args);
 }
 
-export { call };
+/**
+ * Answer call()s sent over a WebSocket (`kernelforge tune --device remote`): each message {id, op, args} gets
+ * {id, result} or {id, error}, in order; {refused} says why the server turned this page away. A connection that
+ * drops is opened again (a sleeping tab, a network change), unless the server ended it on purpose (code 1000:
+ * tuning finished; 4000 and up: refused, or another page took over).
+ * @param {string | URL} url the ws:// or wss:// address
+ * @param {(status: string) => void} show where to say what is happening
+ */
+function connect(url, show) {
+  let wait = 500;
+  let answered = 0;
+  const dial = () => {
+    const socket = new WebSocket(url);
+    let ended = "";
+    let queue = Promise.resolve();
+    socket.onopen = () => {
+      wait = 500;
+      show("connected: kernelforge is tuning on this device");
+    };
+    socket.onmessage = (event) => {
+      const message = JSON.parse(String(event.data));
+      if (message.refused) {
+        ended = `refused: ${message.refused}`;
+        return show(ended);
+      }
+      queue = queue.then(async () => {
+        let reply;
+        try {
+          reply = { id: message.id, result: (await call(message.op, message.args)) ?? null };
+        } catch (e) {
+          reply = { id: message.id, error: e instanceof Error ? e.message : String(e) };
+        }
+        if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(reply));
+        if (!ended) show(`connected: ${++answered} calls answered`);
+      });
+    };
+    socket.onclose = (event) => {
+      if (ended || event.code === 1000 || event.code >= 4000) return show(ended || event.reason || `closed (${event.code})`);
+      show(`connection lost (${event.code}): trying again`);
+      setTimeout(dial, wait);
+      wait = Math.min(2 * wait, 10000);
+    };
+  };
+  dial();
+}
+
+export { call, connect };

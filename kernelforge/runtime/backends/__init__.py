@@ -14,8 +14,9 @@ class BackendEntry:
     cls: str
     language: str
     requested_as: str = ""
-    """The ``--device`` word that opens this backend's device (``browser``): such a device is a program to launch,
-    not an adapter to list, so it is never enumerated; the module's ``request_device`` opens it when named.
+    """The ``--device`` word that opens this backend's device (``browser``, ``remote``): such a device is a program
+    to launch or a page to serve, not an adapter to list, so it is never enumerated; the module's
+    ``request_device(selector, language, options)`` opens it when named.
     Empty: the module's ``enumerate_devices`` lists its adapters."""
 
 
@@ -23,6 +24,7 @@ BACKENDS: dict[str, BackendEntry] = {
     "wgpu": BackendEntry("kernelforge.runtime.backends.wgpu", "WgpuBackend", "wgsl"),
     "moderngl": BackendEntry("kernelforge.runtime.backends.moderngl", "ModernglBackend", "glsl"),
     "browser": BackendEntry("kernelforge.runtime.backends.browser", "BrowserBackend", "wgsl", requested_as="browser"),
+    "remote": BackendEntry("kernelforge.runtime.backends.remote", "RemoteBackend", "wgsl", requested_as="remote"),
 }
 
 LANGUAGES = ("wgsl", "glsl")
@@ -34,6 +36,6 @@ def load_backend_module(name: str) -> object:
 
 
 def requested_backend(selector: object) -> str | None:
-    """Return the backend a ``--device`` selector names by its word (``browser``, ``browser:webgpu``), else None."""
+    """Return the backend a ``--device`` selector names by its word (``browser``, ``remote:webgpu``), else None."""
     word = str(selector).strip().lower().partition(":")[0]
     return next((name for name, e in BACKENDS.items() if e.requested_as and e.requested_as == word), None)

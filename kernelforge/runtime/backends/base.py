@@ -15,7 +15,7 @@ from typing import ClassVar, Generic, TypeVar
 import numpy as np
 
 from kernelforge.devices import DeviceInfo
-from kernelforge.errors import KernelCompileError, KernelforgeError
+from kernelforge.errors import DeviceDisconnectedError, KernelCompileError, KernelforgeError
 from kernelforge.graph.program import Buffer, ProgramStep, Resource, Texture
 from kernelforge.ops.spec import Limits
 
@@ -70,7 +70,7 @@ class Backend(abc.ABC, Generic[R, K, B]):
         if kernel is None:
             try:
                 kernel = self._compile(source, label)
-            except KernelCompileError:
+            except (KernelCompileError, DeviceDisconnectedError):  # a page that went away rejected nothing
                 raise
             except Exception as exc:
                 raise KernelCompileError(f"{label}: the driver rejected the kernel on {self.info.slug}: {exc}") from exc

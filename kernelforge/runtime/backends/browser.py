@@ -5,7 +5,8 @@ page's agent (``export/js/agent.js``): the text a bundle ships (target ``web``) 
 ``createComputePipelineAsync``, run and read back for verification, and timed in batches between timestamps.
 The device is never enumerated (listing devices must not start a browser): it exists once a selector asks.
 Its identity is the browser's ``GPUAdapterInfo`` and API, so its records live in a tuning database file of
-their own and a bundle exported from them matches the same browser exactly.
+their own and a bundle exported from them matches the same browser exactly. ``--device remote``
+(:mod:`kernelforge.runtime.backends.remote`) is this backend over a page that any browser opens.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kernelforge.devices import DeviceInfo, classify, fingerprint, vendor_token
-from kernelforge.errors import DeviceNotFoundError, KernelCompileError, KernelforgeError
+from kernelforge.errors import DeviceDisconnectedError, DeviceNotFoundError, KernelCompileError, KernelforgeError
 from kernelforge.graph.program import Buffer, ProgramStep, Resource
 from kernelforge.ops.spec import SUBGROUP_SIZES, Limits
-from kernelforge.runtime.agent import BrowserOptions, PageAgent
+from kernelforge.runtime.agent import Agent, BrowserOptions, PageAgent
 from kernelforge.runtime.backends.base import Backend
 from kernelforge.runtime.backends.wgpu import webgpu_default_limits, webgpu_limits
 
@@ -31,20 +32,55 @@ MIN_SPAN_MS = {"gpu": 2.0, "wall": 20.0}
 """How long a timed batch of dispatches runs at least, per clock: Chrome quantises timestamps to ~0.1 ms (5 % of
 2 ms), and its wall clock waits up to ~2 ms for a poll of the GPU process (10 % of 20 ms)."""
 
-_pages: dict[int, tuple[PageAgent, Mapping[str, Any]]] = {}
+_pages: dict[int, tuple[Agent, Mapping[str, Any]]] = {}
 _devices: dict[tuple[str, BrowserOptions], DeviceInfo] = {}
+
+
+def register_page(agent: Agent, raw: Mapping[str, Any]) -> int:
+    """Keep an opened agent and its ``open`` answer for the backend; return the device index to give it."""
+    index = len(_pages)
+    _pages[index] = (agent, raw)
+    return index
+
+
+def page_agent(info: DeviceInfo) -> Agent:
+    """Return the agent that drives a browser device's page."""
+    return _pages[info.index][0]
 
 
 def _browser_name(user_agent: str, version: str) -> str:
     """Return e.g. ``Chrome 131.0.6778.85 headless`` (what the record's ``driver`` says ran it)."""
-    name = "Edge" if "Edg/" in user_agent else "Chrome"
+    # a remote page may be any browser: the first product token found names it (Chrome's UA also says Safari)
+    products = (
+        ("Edge", "Edg/"),
+        ("Firefox", "Firefox/"),
+        ("Chrome", "Chrome/"),
+        ("Chrome", "CriOS/"),
+        ("Safari", "Version/"),
+    )
+    name, found = next(((n, m) for n, t in products if (m := re.search(rf"{t}(\S+)", user_agent))), ("Chrome", None))
     if not version:
-        found = re.search(r"Chrome/(\S+)", user_agent)
         version = found.group(1) if found else "?"
     return f"{name} {version}" + (" headless" if "HeadlessChrome" in user_agent else "")
 
 
-def device_info(raw: Mapping[str, Any], index: int, version: str = "") -> DeviceInfo:
+def check_selector(selector: str, language: str | None) -> str:
+    """Return the selector's word (``browser``, ``remote``) when its device can run what is asked.
+
+    Raises:
+        DeviceNotFoundError: When the selector asks for an API or kernel language a browser device does not run.
+    """
+    word, _, api = selector.partition(":")
+    if api not in ("", "webgpu"):
+        raise DeviceNotFoundError(
+            f"--device {selector}: browser devices run WGSL on WebGPU (--device {word}); WebGL2 is not supported yet"
+        )
+    if language not in (None, "wgsl"):
+        raise DeviceNotFoundError(f"--device {word} runs WGSL kernels on WebGPU; --backend {language} cannot run there")
+    return word
+
+
+def device_info(raw: Mapping[str, Any], index: int, version: str = "", backend: str = "browser") -> DeviceInfo:
     """Build the device of a page's ``open`` answer (its ``GPUAdapterInfo``, limits and subgroup size).
 
     The fingerprint is ``vendor-device-webgpu``, without a version: browsers update every few weeks, and the
@@ -61,7 +97,7 @@ def device_info(raw: Mapping[str, Any], index: int, version: str = "") -> Device
     adapter_type = "cpu" if raw.get("fallback") else "unknown"  # a fallback adapter is a software one
     return DeviceInfo(
         index=index,
-        backend="browser",
+        backend=backend,
         language="wgsl",
         api="webgpu",
         name=name,
@@ -77,20 +113,15 @@ def device_info(raw: Mapping[str, Any], index: int, version: str = "") -> Device
     )
 
 
-def request_device(selector: str, language: str | None, options: BrowserOptions) -> DeviceInfo:
+def request_device(selector: str, language: str | None, options: BrowserOptions | None) -> DeviceInfo:
     """Launch a browser (once per selector and options), open the agent page and return its WebGPU device.
 
     Raises:
         DeviceNotFoundError: When the selector asks for what this backend does not run, or the browser cannot
             be launched or has no WebGPU.
     """
-    word, _, api = selector.partition(":")
-    if api not in ("", "webgpu"):
-        raise DeviceNotFoundError(
-            f"--device {selector}: browser devices run WGSL on WebGPU (--device browser); WebGL2 is not supported yet"
-        )
-    if language not in (None, "wgsl"):
-        raise DeviceNotFoundError(f"--device {word} runs WGSL kernels on WebGPU; --backend {language} cannot run there")
+    options = options or BrowserOptions()
+    word = check_selector(selector, language)
     key = (word, options)
     if key not in _devices:
         agent = PageAgent(options)
@@ -99,22 +130,29 @@ def request_device(selector: str, language: str | None, options: BrowserOptions)
         except KernelforgeError as exc:
             agent.close()
             raise DeviceNotFoundError(f"--device {word}: {options.path}: {exc}") from None
-        index = len(_pages)
-        _pages[index] = (agent, raw)
-        _devices[key] = device_info(raw, index, agent.version)
+        _devices[key] = device_info(raw, register_page(agent, raw), agent.version)
     return _devices[key]
 
 
 @dataclass(eq=False)
 class PageHandle:
-    """A buffer or a bound step held by the page: its id there, freed there once this handle is dropped."""
+    """A kernel, buffer or bound step held by a page: its id there (buffers and steps freed once dropped)."""
 
     id: int
     nbytes: int = 0
+    page: int = 0
+    """The page that holds it (:meth:`Agent.wait_page`): a remote device's page may be replaced by another."""
 
 
-class BrowserBackend(Backend[PageHandle, int, PageHandle]):
-    """A browser page's WebGPU device, driven through the agent's ``call(op, args)``."""
+class BrowserBackend(Backend[PageHandle, PageHandle, PageHandle]):
+    """A browser page's WebGPU device, driven through the agent's ``call(op, args)``.
+
+    A remote page that goes away takes everything it held with it, and the one that comes back starts empty.
+    Rather than re-creating kernels, buffers and bind groups behind the executor's back, every handle names its
+    page; a call with the handles of a page that is gone raises :class:`DeviceDisconnectedError`, which fails
+    the tuner's trial in flight, and the next trial, which builds its kernel from nothing anyway, runs on the
+    new page. Only the compile cache outlives a trial: it is emptied whenever the page changes.
+    """
 
     language: ClassVar[str] = "wgsl"
     target: ClassVar[str] = "web"
@@ -124,8 +162,9 @@ class BrowserBackend(Backend[PageHandle, int, PageHandle]):
         self._agent, raw = _pages[info.index]
         self._has_query = self._timestamps = bool(raw.get("timestamps"))
         self._suspect = 0
-        self._garbage: list[int] = []
-        """Ids of dropped handles, freed in the page by the next call."""
+        self._page = 0
+        self._garbage: list[tuple[int, int]] = []
+        """(page, id) of dropped handles, freed in their page by its next call."""
 
     @property
     def limits(self) -> Limits:
@@ -141,40 +180,68 @@ class BrowserBackend(Backend[PageHandle, int, PageHandle]):
         """Believe the GPU timestamps again, where the device has them."""
         self._timestamps, self._suspect = self._has_query, 0
 
-    def _call(self, op: str, args: dict[str, Any]) -> Any:
+    def _current(self) -> int:
+        """Return the page new handles go to (waiting for one to connect); a new page forgets compiled kernels."""
+        page = self._agent.wait_page()
+        if page != self._page:
+            self._kernels.clear()
+            self._page = page
+        return page
+
+    def compile(self, source: str, label: str) -> PageHandle:
+        """Compile a kernel in the current page (cached by source while that page lives)."""
+        self._current()
+        return super().compile(source, label)
+
+    def _page_of(self, op: str, *held: PageHandle) -> int:
+        """Return the page the handles an op uses live in (all in one, or a page went away mid-trial)."""
+        pages = {h.page for h in held}
+        if len(pages) > 1:
+            raise DeviceDisconnectedError(f"{self.info.slug}: {op}: handles of a page that went away")
+        return pages.pop() if pages else self._current()
+
+    def _call(self, op: str, args: dict[str, Any], page: int) -> Any:
+        """Run an op in page ``page`` (freeing that page's dropped handles on the way)."""
         if self._garbage:
             freed = self._garbage[:]
             del self._garbage[: len(freed)]  # a finalizer may append meanwhile
-            args = {**args, "release": freed}
-        return self._agent.call(op, args)
+            mine = [i for p, i in freed if p == page]
+            self._garbage += [(p, i) for p, i in freed if p > page]  # those of a page that is gone went with it
+            if mine:
+                args = {**args, "release": mine}
+        return self._agent.call(op, args, page)
 
-    def _handle(self, id: int, nbytes: int = 0) -> PageHandle:
-        handle = PageHandle(int(id), nbytes)
-        weakref.finalize(handle, self._garbage.append, handle.id)
+    def _handle(self, id: int, nbytes: int, page: int) -> PageHandle:
+        handle = PageHandle(int(id), nbytes, page)
+        weakref.finalize(handle, self._garbage.append, (page, handle.id))
         return handle
 
-    def _compile(self, source: str, label: str) -> int:
+    def _compile(self, source: str, label: str) -> PageHandle:
         # IDL: Promise<GPUComputePipeline> createComputePipelineAsync(GPUComputePipelineDescriptor descriptor)
-        result = self._call("compile", {"source": source, "label": label})
+        page = self._current()
+        result = self._call("compile", {"source": source, "label": label}, page)
         if "error" in result:
             where = f"{self.info.driver} on {self.info.slug}"
             raise KernelCompileError(f"{label}: WGSL rejected by {where}:\n{result['error']}")
-        return int(result["kernel"])
+        return PageHandle(int(result["kernel"]), 0, page)  # kernels live as long as their page
 
     def _alloc(self, resource: Resource) -> PageHandle:
         assert isinstance(resource, Buffer)
-        return self._handle(self._call("alloc", {"bytes": resource.nbytes}), max(4, (resource.nbytes + 3) // 4 * 4))
+        page = self._current()
+        id = self._call("alloc", {"bytes": resource.nbytes}, page)
+        return self._handle(id, max(4, (resource.nbytes + 3) // 4 * 4), page)
 
     def _write(self, handle: PageHandle, data: np.ndarray) -> None:
         # float32 values or int8/uint8 bytes, as Backend.write passes them: their bytes as they are
-        self._call("write", {"buffer": handle.id, "data": base64.b64encode(data.tobytes()).decode("ascii")})
+        data64 = base64.b64encode(data.tobytes()).decode("ascii")
+        self._call("write", {"buffer": handle.id, "data": data64}, handle.page)
 
     def _read(self, handle: PageHandle, count: int) -> np.ndarray:
-        data = base64.b64decode(self._call("read", {"buffer": handle.id, "bytes": 4 * count}))
+        data = base64.b64decode(self._call("read", {"buffer": handle.id, "bytes": 4 * count}, handle.page))
         return np.frombuffer(data, dtype=np.float32, count=count).copy()
 
     def _bind(
-        self, kernel: int, step: ProgramStep, inputs: Sequence[PageHandle], outputs: Sequence[PageHandle]
+        self, kernel: PageHandle, step: ProgramStep, inputs: Sequence[PageHandle], outputs: Sequence[PageHandle]
     ) -> PageHandle:
         if any(g < 1 for g in step.workgroups):
             raise KernelforgeError(f"{step.label}: workgroup counts must be >= 1, got {step.workgroups}")
@@ -182,20 +249,21 @@ class BrowserBackend(Backend[PageHandle, int, PageHandle]):
         # a prefix: a graph's planned buffer may be larger than the tensor it holds
         bindings = [[b.id, arg.nbytes or b.nbytes] for b, arg in zip((*inputs, *outputs), args_of, strict=True)]
         args = {
-            "kernel": kernel,
+            "kernel": kernel.id,
             "label": step.label,
             "uniforms": [int(u) for u in step.uniforms],
             "bindings": bindings,
             "workgroups": list(step.workgroups),
         }
-        return self._handle(self._call("bind", args))
+        page = self._page_of("bind", kernel, *inputs, *outputs)
+        return self._handle(self._call("bind", args, page), 0, page)
 
     def _run(self, steps: Sequence[PageHandle]) -> None:
-        self._call("run", {"steps": [s.id for s in steps]})
+        self._call("run", {"steps": [s.id for s in steps]}, self._page_of("run", *steps))
 
     def _time(self, step: PageHandle) -> float:
         clock = "gpu" if self._timestamps else "wall"
-        result = self._call("time", {"step": step.id, "clock": clock, "minMs": MIN_SPAN_MS[clock]})
+        result = self._call("time", {"step": step.id, "clock": clock, "minMs": MIN_SPAN_MS[clock]}, step.page)
         n, wall = int(result["n"]), float(result["wall"]) * 1e-3
         if clock == "wall":
             return wall / n
