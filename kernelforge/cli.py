@@ -6,9 +6,7 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import signal
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -17,44 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from kernelforge import _config
 from kernelforge._version import __version__
-from kernelforge.cli_shapes import ShapeUsageError, from_arrays, parse_flags, resolve, variants
-from kernelforge.errors import DatabaseError, DeviceNotFoundError, KernelforgeError
+from kernelforge.cli_common import UsageError, db_folder, model_path
+from kernelforge.cli_db import cmd_db_merge, cmd_db_prune, cmd_db_show, cmd_db_sync
+from kernelforge.cli_run import cmd_export, cmd_run
+from kernelforge.cli_shapes import ShapeUsageError
+from kernelforge.errors import DeviceNotFoundError, KernelforgeError
 
 if TYPE_CHECKING:
-    import numpy as np
-    import onnx
-
     from kernelforge.runtime.agent import BrowserOptions
     from kernelforge.runtime.remote import RemoteOptions
-
-
-class UsageError(KernelforgeError):
-    """A command line names something that does not exist or does not fit (exit code 2, like argparse's)."""
-
-
-def _db_dir(text: str, create: bool) -> Path:
-    """Return a ``--db`` directory; a command that writes (``create``) makes a missing one, one that reads fails.
-
-    Raises:
-        UsageError: When it is a file, missing (reading commands), cannot be created or is not writable.
-    """
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--db {text}: not a directory")
-    if not path.exists():
-        if not create:
-            raise UsageError(f"--db {text}: no such directory")
-        try:
-            path.mkdir(parents=True)
-            print(f"created tuning database {path}")
-        except FileExistsError:  # another worker of the same study made it a moment ago
-            if not path.is_dir():
-                raise UsageError(f"--db {text}: not a directory") from None
-        except OSError as exc:
-            raise UsageError(f"--db {text}: cannot create it ({exc.strerror or exc})") from None
-    if create and not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(f"--db {text}: not writable")
-    return path
 
 
 def _check_budget(args: argparse.Namespace) -> None:
@@ -173,7 +142,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
                 raise UsageError(f"--shape {text!r}: {exc}") from None
         if not jobs:
             raise UsageError("--shape names no shape")
-    db = _db_dir(args.db, create=True)
+    db = db_folder(args.db, create=True)
     # fails with the device list first
     info = select_device(args.device, args.backend, _browser_options(args), _remote_options(args))
     backend = open_device(info)
@@ -258,22 +227,6 @@ def _tune_status(results: Sequence[Any]) -> int:
     return 0
 
 
-def _model_path(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise UsageError(f"{text}: no such model file")
-    return path
-
-
-def _load_onnx(path: Path) -> onnx.ModelProto:
-    import onnx
-
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:  # protobuf raises its own DecodeError family; say which file
-        raise UsageError(f"{path}: not an ONNX model ({exc})") from None
-
-
 def _tune_model(args: argparse.Namespace) -> int:
     """``tune --model``: every distinct kernel of a model, largest FLOPs first, under one overall budget."""
     from tqdm import tqdm
@@ -282,9 +235,9 @@ def _tune_model(args: argparse.Namespace) -> int:
     from kernelforge.runtime import open_device, select_device
     from kernelforge.tuner.tune import TuneOptions, TuneResult, format_results, tune_problem, worker_seed
 
-    path = _model_path(args.model)
+    path = model_path(args.model)
     _check_budget(args)
-    db_dir = _db_dir(args.db, create=True)
+    db_dir = db_folder(args.db, create=True)
     info = select_device(args.device, args.backend, _browser_options(args), _remote_options(args))
     from kernelforge.db import TuningDB
     from kernelforge.graph.prepare import model_kernels, planned_kernels  # after the checks: no importer needed
@@ -353,245 +306,6 @@ def _tune_model(args: argparse.Namespace) -> int:
     if skipped:
         print(f"time budget spent; not tuned: {', '.join(skipped)}")
     return _tune_status(results)
-
-
-def _parse_inputs(texts: Sequence[str]) -> dict[str, np.ndarray]:
-    """Read ``NAME=FILE.npy`` arguments."""
-    import numpy as np
-
-    arrays: dict[str, np.ndarray] = {}
-    for text in texts:
-        name, sep, file = text.partition("=")
-        if not sep or not name or not file:
-            raise UsageError(f"--input {text!r}: expected NAME=FILE.npy")
-        if not Path(file).is_file():
-            raise UsageError(f"--input {name}: no such file {file}")
-        try:
-            arrays[name] = np.asarray(np.load(file, allow_pickle=False))  # the session checks its dtype
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"--input {name}: cannot read {file} as a .npy array ({exc})") from None
-    return arrays
-
-
-def _declared_inputs(model: onnx.ModelProto) -> dict[str, tuple[int | str, ...] | None]:
-    """Return the graph inputs (initializers excluded): dims as ints or names of symbolic dims; None: no shape."""
-    consts = {t.name for t in model.graph.initializer}
-    declared: dict[str, tuple[int | str, ...] | None] = {}
-    for value in model.graph.input:
-        if value.name in consts:
-            continue
-        tensor = value.type.tensor_type
-        dims = tensor.shape.dim if tensor.HasField("shape") else None
-        declared[value.name] = (
-            None
-            if dims is None
-            else tuple(d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in dims)
-        )
-    return declared
-
-
-def _check_inputs(
-    given: dict[str, np.ndarray], declared: dict[str, tuple[int | str, ...] | None]
-) -> dict[str, tuple[int, ...]]:
-    """Check given arrays against the model's inputs; return the shapes of those with symbolic or unknown dims."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for name, array in given.items():
-        if name not in declared:
-            raise UsageError(f"--input {name}: the model has no input {name!r} (inputs: {', '.join(declared)})")
-        dims = declared[name]
-        if dims is not None:
-            fits = len(dims) == array.ndim and all(
-                not isinstance(d, int) or d == s for d, s in zip(dims, array.shape, strict=True)
-            )
-            if not fits:
-                want = "x".join(str(d) for d in dims)
-                raise UsageError(f"--input {name}: shape {'x'.join(map(str, array.shape))} does not fit [{want}]")
-        if dims is None or any(not isinstance(d, int) for d in dims):
-            # the session needs static shapes: the array's fills what the model leaves open
-            shapes[name] = tuple(int(d) for d in array.shape)
-    return shapes
-
-
-def _preview(array: np.ndarray, count: int = 6) -> str:
-    flat = array.reshape(-1)[:count]
-    more = ", ..." if array.size > count else ""
-    return "[" + ", ".join(f"{v:.6g}" for v in flat) + more + "]"
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    """``run``: load a model, run it once on random or given inputs, optionally bench and profile it."""
-    import numpy as np
-
-    path = _model_path(args.model)
-    given = _parse_inputs(args.input)
-    if args.bench is not None and args.bench < 1:
-        raise UsageError("--bench must be >= 1")
-    if args.output and Path(args.output).is_dir():
-        raise UsageError(f"--output {args.output}: is a directory (name an .npz file)")
-    db = str(_db_dir(args.db, create=False)) if args.db is not None else None
-    from kernelforge.runtime.backends import requested_backend
-
-    if requested_backend(args.device):
-        raise UsageError(f"--device {args.device} is for tune; models run in browsers through `kernelforge export`")
-    proto = _load_onnx(path)
-    declared = _declared_inputs(proto)
-    arrays = _check_inputs(given, declared)
-    shapes = resolve(declared, parse_flags(args.shape, args.dim, declared), from_arrays(arrays))
-    from kernelforge.runtime.session import load  # after the checks: argument errors need no device stack
-
-    # the path, not the parsed proto: errors then name the file rather than the graph inside it
-    session = load(path, device=args.device, backend=args.backend, db=db, input_shapes=shapes or None)
-    feeds = {**session.random_feeds(np.random.default_rng(args.seed)), **given}
-    print(f"{path.name} on {session.device.describe()}")
-    for name, shape in session.inputs:
-        dtype = "" if session.dtypes[name] == "float32" else f" {session.dtypes[name]}"
-        dims = declared.get(name)
-        said = "no shape" if dims is None else f"[{', '.join(map(str, dims))}]"
-        fixed = "" if dims == shape else f" (declared {said})"
-        print(f"  input  {name} {list(shape)}{dtype}{'' if name in given else ' (random)'}{fixed}")
-    start = time.perf_counter()
-    outputs = session.run(feeds)
-    first = time.perf_counter() - start
-    for name, value in outputs.items():
-        print(f"  output {name} {list(value.shape)} {_preview(value)}")
-    print(f"load {session.load_time_s * 1e3:.1f} ms, first run {first * 1e3:.2f} ms")
-    if args.bench:
-        times = []
-        for _ in range(args.bench):
-            start = time.perf_counter()
-            session.run(feeds)
-            times.append(time.perf_counter() - start)
-        print(
-            f"{args.bench} runs: median {statistics.median(times) * 1e3:.2f} ms, min {min(times) * 1e3:.2f} ms"
-            " (wall clock, outputs read back)"
-        )
-    if args.profile:
-        print(session.summary(session.profile(feeds)))
-    if args.output:
-        out = Path(args.output)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with out.open("wb") as handle:  # an open file: np.savez would append .npz to a bare name
-                savez: Any = np.savez  # numpy's stub types **kwds as its allow_pickle flag
-                savez(handle, **outputs)
-        except OSError as exc:
-            raise UsageError(f"--output {args.output}: cannot write it ({exc.strerror or exc})") from None
-        print(f"wrote {len(outputs)} outputs to {out}")
-    return 0
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    """``export``: write a browser bundle of a model (manifest, weights, the static JS runtime, a demo page)."""
-    path = _model_path(args.model)
-    if args.weights not in ("fp32", "fp16"):
-        raise UsageError(f"--weights must be fp32 or fp16, got {args.weights!r}")
-    selectors = [s.strip() for s in args.targets.split(",") if s.strip()]
-    if not selectors:
-        raise UsageError("--targets is empty (use 'all', a class, a language or a device name)")
-    db_dir = _db_dir(args.db, create=False)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {args.out}: is a file (the bundle is a folder)")
-    declared = _declared_inputs(_load_onnx(path))  # a file that is not ONNX at all is a usage error
-    base = parse_flags(args.shape, args.dim, declared)
-    shapes = variants(declared, base, args.variant) if args.variant else [resolve(declared, base)]
-    from kernelforge.export import export  # after the checks: argument errors need no importer
-
-    report = export(path, args.out, targets=selectors, weights=args.weights, db=db_dir, name=path.stem, variants=shapes)
-    print(report.summary())
-    return 0
-
-
-def _cmd_db_show(args: argparse.Namespace) -> int:
-    from kernelforge.db import TuningDB
-    from kernelforge.devices import BROWSER_APIS
-    from kernelforge.ops import get_op
-    from kernelforge.templates import kernel_hash
-
-    db = TuningDB(_db_dir(args.db, create=False))
-    slug = None
-    if args.device:
-        from kernelforge.runtime import select_device
-
-        slug = select_device(args.device).slug
-    status = 0
-    shown = 0
-    for path, loaded in db.iter_files():
-        if slug and path.stem != slug:
-            continue
-        shown += 1
-        if isinstance(loaded, DatabaseError):
-            print(f"ERROR {loaded}")
-            status = 1
-            continue
-        dev = loaded.device
-        where = f", browser device: {dev.get('driver') or '?'}" if dev.get("api") in BROWSER_APIS else ""
-        print(f"{path.stem}  ({dev.get('name', '?')}, {dev.get('class', '?')}, {dev.get('api', '?')}{where})")
-        for key in sorted(loaded.records):
-            r = loaded.records[key]
-            stale = r.template_hash != kernel_hash(get_op(r.op), r.language)
-            flag = "  STALE (template changed)" if stale else ""
-            print(
-                f"  {r.op:6} {r.language:4} {r.dtype} {r.shape:18} {r.time_s * 1e3:9.2f} ms {r.gflops:7.2f} GFLOP/s"
-                f"  {r.default_time_s / r.time_s:5.2f}x default  {r.date}{flag}"
-            )
-            print(f"         {json.dumps(r.params, sort_keys=True)}")
-        for key, reason in loaded.rejected:
-            print(f"  UNREADABLE (kept as it is, never looked up) {key}: {reason}")
-            status = 1
-    if shown == 0:
-        print(f"no tuning records{' for ' + slug if slug else ''} in {db.root}")
-    return status
-
-
-def _cmd_db_merge(args: argparse.Namespace) -> int:
-    from kernelforge.db import TuningDB
-
-    if not Path(args.other).is_dir():
-        raise UsageError(f"{args.other}: no such directory")
-    target, other = TuningDB(_db_dir(args.db, create=True)), TuningDB(args.other)
-    status = 0
-    for path, loaded in other.iter_files():
-        if isinstance(loaded, DatabaseError):
-            print(f"skipped: {loaded}")
-            status = 1
-            continue
-        written = target.update(loaded.device, list(loaded.records.values()), keep_faster=True)
-        print(f"{path.name}: {written} of {len(loaded.records)} records taken (faster or new)")
-        unread = {key: loaded.raw[key] for key, _ in loaded.rejected}
-        if unread:
-            copied = target.adopt(loaded.device, unread)
-            print(f"{path.name}: {copied} of {len(unread)} records this version cannot read copied as they are")
-    return status
-
-
-def _cmd_db_sync(args: argparse.Namespace) -> int:
-    from kernelforge.tuner.sync import sync
-
-    report = sync(args.storage, _db_dir(args.db, create=True))
-    print(
-        f"{report.studies} studies, {report.records} worker records: {report.written} written to {args.db} "
-        f"(new or faster), {report.records - report.written - len(report.rejected)} kept (stored one faster)"
-    )
-    for reason in report.rejected:
-        print(f"  rejected: {reason}")
-    return 1 if report.rejected else 0
-
-
-def _cmd_db_prune(args: argparse.Namespace) -> int:
-    from kernelforge.db import TuningDB
-    from kernelforge.ops import get_op
-    from kernelforge.templates import kernel_hash
-
-    status = 0
-    db = TuningDB(_db_dir(args.db, create=False))
-    for path, dropped in db.prune(lambda op, language: kernel_hash(get_op(op), language)):
-        if isinstance(dropped, DatabaseError):
-            print(f"skipped: {dropped}")
-            status = 1
-        else:
-            print(f"{path.name}: {dropped} stale record{'s' * (dropped != 1)} removed")
-    return status
 
 
 def _shape_flags(p: argparse.ArgumentParser) -> None:
@@ -680,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action="store_true", help="print the per-kernel time table of one run")
     p.add_argument("--db", default=None, help="tuning database directory (default: KF_DB_DIR or the built-in one)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    p.set_defaults(func=_cmd_run)
+    p.set_defaults(func=cmd_run)
 
     from kernelforge.ops import OPS, get_op
 
@@ -766,25 +480,25 @@ def build_parser() -> argparse.ArgumentParser:
         "(an input) or SYMBOL=N (a symbolic dim), e.g. --variant seq=32 --variant seq=128",
     )
     p.add_argument("--db", default=str(_config.db_dir()), help="tuning database directory")
-    p.set_defaults(func=_cmd_export)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("db", help="inspect, merge, sync or prune tuning databases")
     db_sub = p.add_subparsers(dest="db_command", required=True)
     q = db_sub.add_parser("show", help="list records")
     q.add_argument("--device", default=None, help=device_help)
     q.add_argument("--db", default=str(_config.db_dir()))
-    q.set_defaults(func=_cmd_db_show)
+    q.set_defaults(func=cmd_db_show)
     q = db_sub.add_parser("merge", help="merge another database directory in, keeping the faster record")
     q.add_argument("other")
     q.add_argument("--db", default=str(_config.db_dir()))
-    q.set_defaults(func=_cmd_db_merge)
+    q.set_defaults(func=cmd_db_merge)
     q = db_sub.add_parser("sync", help="store the records that workers left in a shared study storage (faster wins)")
     q.add_argument("--storage", required=True, metavar="URL", help="the study storage the workers used")
     q.add_argument("--db", default=str(_config.db_dir()))
-    q.set_defaults(func=_cmd_db_sync)
+    q.set_defaults(func=cmd_db_sync)
     q = db_sub.add_parser("prune", help="remove records made with templates that have changed since (STALE)")
     q.add_argument("--db", default=str(_config.db_dir()))
-    q.set_defaults(func=_cmd_db_prune)
+    q.set_defaults(func=cmd_db_prune)
     return parser
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kernelforge import cli
+from kernelforge import cli, cli_common
 
 
 def test_a_database_folder_another_worker_makes_first_is_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -18,13 +18,13 @@ def test_a_database_folder_another_worker_makes_first_is_taken(tmp_path: Path, m
         raise FileExistsError(17, "File exists", str(self))
 
     monkeypatch.setattr(Path, "mkdir", racing)
-    assert cli._db_dir(str(target), create=True) == target
+    assert cli_common.db_folder(str(target), create=True) == target
 
 
 def test_a_missing_folder_is_made_for_writing_and_refused_for_reading(tmp_path: Path) -> None:
     with pytest.raises(cli.UsageError, match="no such directory"):
-        cli._db_dir(str(tmp_path / "absent"), create=False)
-    assert cli._db_dir(str(tmp_path / "new" / "db"), create=True).is_dir()
+        cli_common.db_folder(str(tmp_path / "absent"), create=False)
+    assert cli_common.db_folder(str(tmp_path / "new" / "db"), create=True).is_dir()
     (tmp_path / "file").write_text("")
     with pytest.raises(cli.UsageError, match="not a directory"):
-        cli._db_dir(str(tmp_path / "file"), create=True)
+        cli_common.db_folder(str(tmp_path / "file"), create=True)
