@@ -70,7 +70,11 @@ class Objective:
         """Config -> (median seconds, compile seconds) of every trial this worker measured itself: what it can
         still store when the shared storage is lost."""
         self.in_flight: int | None = None
-        """The number of the trial being run (None between trials): the one a storage outage leaves behind."""
+        """The number of the trial being run or told (None once Optuna has stored its end): the one a storage
+        outage leaves behind."""
+        self.told: float | None = None
+        """The value the in-flight trial returned, if it finished: an outage during Optuna's ``tell`` loses it
+        unless it is stored again."""
         self.requeued: set[str] = set()
         """Configs queued again after their page went away (once each)."""
 
@@ -98,7 +102,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         """Run one trial."""
-        self.in_flight = trial.number
+        self.in_flight, self.told = trial.number, None
         try:
             value = self._run(trial)
         except DeviceDisconnectedError as exc:
@@ -109,7 +113,8 @@ class Objective:
                 self.requeued.add(config)
                 trial.study.enqueue_trial(dict(trial.params))
             raise self._fail(trial, "disconnected", str(exc)) from exc
-        self.in_flight = None
+        # in flight until Optuna has stored it (the tuner's callback clears it): the storage can go down between
+        self.told = value
         return value
 
     def _run(self, trial: optuna.Trial) -> float:

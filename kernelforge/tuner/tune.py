@@ -155,15 +155,22 @@ MAX_PRUNED_PER_TRIAL = 20
 
 
 def _fail_in_flight(storage: Any, name: str, objective: Objective) -> None:
-    """Fail the trial an outage cut short (it would stay RUNNING); quietly, as the storage may still be down."""
+    """End the trial an outage cut short (it would stay RUNNING); quietly, as the storage may still be down.
+
+    A trial that finished before Optuna could store its end (the outage hit its ``tell``) is stored complete
+    with its value; one cut short while it ran is failed.
+    """
     number, objective.in_flight = objective.in_flight, None
     if number is None:
         return
     try:
         trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number)
         if storage.get_trial(trial_id).state == optuna.trial.TrialState.RUNNING:
-            storage.set_trial_user_attr(trial_id, "invalidity", "storage")
-            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+            if objective.told is not None:
+                storage.set_trial_state_values(trial_id, optuna.trial.TrialState.COMPLETE, [objective.told])
+            else:
+                storage.set_trial_user_attr(trial_id, "invalidity", "storage")
+                storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
     except Exception:  # still down: the heartbeat's grace period fails it later, on whichever worker looks first
         objective.in_flight = number
 
@@ -278,6 +285,7 @@ def tune_problem(backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: An
 
     def advance(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         nonlocal measured
+        objective.in_flight = None  # Optuna has stored the trial's end
         if trial.state == optuna.trial.TrialState.PRUNED or trial.user_attrs.get("invalidity") == "disconnected":
             return
         measured += 1
