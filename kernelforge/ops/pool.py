@@ -137,6 +137,16 @@ class PoolProblem:
         )
 
 
+def dispatch_fits(groups: tuple[int, ...], problem: PoolProblem, limits: Limits) -> str | None:
+    """Return why a pooling kernel's dispatch or buffers exceed the device's limits (pool2d's and its argmax's)."""
+    if max(groups) > limits.max_workgroups_per_dim:
+        return f"dispatch {groups} exceeds {limits.max_workgroups_per_dim} workgroups per dimension"
+    largest = 4 * problem.n * problem.c * max(problem.h * problem.w, math.prod(problem.out_hw))
+    if largest > limits.max_storage_binding:
+        return f"a {largest}-byte buffer exceeds the device's storage binding limit {limits.max_storage_binding}"
+    return None
+
+
 def _pair(text: str, what: str) -> tuple[int, int]:
     match = _PAIR.match(text)
     if not match:
@@ -283,13 +293,7 @@ class PoolSpec(OpSpec[PoolProblem]):
             shared = 4 * p["wg_size"] * (4 if p["layout"] else 1)
             if shared > limits.max_workgroup_storage:
                 return f"{shared} bytes of workgroup memory > device limit {limits.max_workgroup_storage}"
-        groups = self.launch(problem, p).workgroups
-        if max(groups) > limits.max_workgroups_per_dim:
-            return f"dispatch {groups} exceeds {limits.max_workgroups_per_dim} workgroups per dimension"
-        largest = 4 * problem.n * problem.c * max(problem.h * problem.w, math.prod(problem.out_hw))
-        if largest > limits.max_storage_binding:
-            return f"a {largest}-byte buffer exceeds the device's storage binding limit {limits.max_storage_binding}"
-        return None
+        return dispatch_fits(self.launch(problem, p).workgroups, problem, limits)
 
     def output_shape(self, problem: PoolProblem) -> tuple[int, ...]:
         """Return (N, C, OH, OW)."""

@@ -30,7 +30,7 @@ import numpy as np
 
 from kernelforge.errors import ShapeError
 from kernelforge.ops.pool import SPEC as POOL
-from kernelforge.ops.pool import PoolProblem
+from kernelforge.ops.pool import PoolProblem, dispatch_fits
 from kernelforge.ops.spec import GlLaunch, Launch, Limits, OpSpec, Param, Params, input_shape
 from kernelforge.ops.texture import TexLayout, first_too_big
 
@@ -182,13 +182,7 @@ class PoolArgmaxSpec(OpSpec[PoolArgmaxProblem]):
             return first_too_big([("input", launch.inputs[0]), ("output", launch.targets[0])], limits.max_texture_size)
         if params["wg_size"] > min(limits.max_invocations, limits.max_wg_x):
             return f"{params['wg_size']} threads per workgroup exceed the device's workgroup limits"
-        groups = self.launch(problem, params).workgroups
-        if max(groups) > limits.max_workgroups_per_dim:
-            return f"dispatch {groups} exceeds {limits.max_workgroups_per_dim} workgroups per dimension"
-        largest = 4 * problem.n * problem.c * max(problem.h * problem.w, math.prod(problem.out_hw))
-        if largest > limits.max_storage_binding:
-            return f"a {largest}-byte buffer exceeds the device's storage binding limit {limits.max_storage_binding}"
-        return None
+        return dispatch_fits(self.launch(problem, params).workgroups, problem, limits)
 
     # --- numbers -------------------------------------------------------------------------------------------
 
