@@ -130,9 +130,9 @@ def _check_direct(node: onnx.NodeProto, opset: int, used: set[str]) -> str | Non
 def _check_conv_transpose(node: onnx.NodeProto, opset: int, used: set[str]) -> str | None:
     """Check a ConvTranspose; a 3-D one runs as 2-D ones (``onnx_windows``), whose attributes the spec checks."""
     attrs = node_attrs(node)
-    if not is_3d(attrs):
-        return _check_direct(node, opset, used)
     try:
+        if not is_3d(attrs):
+            return _check_direct(node, opset, used)
         plane, depth = split_3d_attrs(attrs)
         for pass_attrs in (plane, depth):
             get_op("conv_transpose2d").from_onnx(node.op_type, opset, pass_attrs)

@@ -30,6 +30,7 @@ from onnx import helper
 from kernelforge.graph.onnx_context import Context, Converter, NodeUnsupported
 from kernelforge.ops import get_op
 from kernelforge.ops._attrs import lift_1d_attrs
+from kernelforge.ops._conv_transpose_attrs import spatial_rank
 
 WINDOWED = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
 """ONNX op types whose 1-D form runs through their 2-D converter."""
@@ -102,10 +103,12 @@ def split_3d_attrs(attrs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
 
 
 def is_3d(attrs: Mapping[str, Any]) -> bool:
-    """Whether a ConvTranspose's per-axis attributes describe three spatial axes."""
-    return any(len(attrs.get(k, ())) == 3 for k in ("kernel_shape", "strides", "dilations", "output_padding")) or (
-        len(attrs.get("pads", ())) == 6 or len(attrs.get("output_shape", ())) == 3
-    )
+    """Whether a ConvTranspose's per-axis attributes describe three spatial axes.
+
+    Raises:
+        ValueError: When they disagree on the number.
+    """
+    return spatial_rank(attrs) == 3
 
 
 def _conv_transpose_3d(ctx: Context, node: onnx.NodeProto) -> None:

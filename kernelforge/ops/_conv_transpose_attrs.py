@@ -82,8 +82,12 @@ def _show(value: Any) -> Any:
     return list(value) if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else value
 
 
-def _spatial_rank(attrs: Mapping[str, Any]) -> int:
-    """Return how many spatial axes the attributes describe (2 when none says)."""
+def spatial_rank(attrs: Mapping[str, Any]) -> int:
+    """Return how many spatial axes a ConvTranspose's attributes describe (2 when none says).
+
+    Raises:
+        ValueError: When they disagree.
+    """
     ranks = {len(attrs[k]) for k in ("kernel_shape", "strides", "dilations", "output_padding") if k in attrs}
     if "pads" in attrs:
         ranks.add(len(attrs["pads"]) // 2 if len(attrs["pads"]) % 2 == 0 else -1)
@@ -93,7 +97,12 @@ def _spatial_rank(attrs: Mapping[str, Any]) -> int:
         shown = {k: _show(attrs[k]) for k in sorted(attrs) if k in _PER_AXIS}
         raise ValueError(f"the per-axis attributes disagree on the number of spatial axes: {shown}")
     # NOTE: output_shape holds the spatial sizes only (ONNX Runtime refuses one that includes N and C)
-    rank = ranks.pop() if ranks else 2
+    return ranks.pop() if ranks else 2
+
+
+def _spatial_rank(attrs: Mapping[str, Any]) -> int:
+    """Return the attributes' spatial rank, 1 or 2: the kernel's (3-D ones run as 2-D ones, ``onnx_windows``)."""
+    rank = spatial_rank(attrs)
     if rank not in (1, 2):
         raise ValueError(f"{rank}-D ConvTranspose is not supported (only 1-D and 2-D)")
     return rank
