@@ -23,6 +23,7 @@ class MeasureConfig:
     # longer than this fails, whatever its speed (SwiftShader took 20 s for 8x8-outputs-per-thread convs, which
     # made a 60 ms model take 2 minutes to load in Chromium)
     max_compile_s: float = 5.0
+    claim_wait_s: float = 10.0  # how long a worker waits for another one to say whether it measures a config
 
 
 @dataclass(frozen=True)

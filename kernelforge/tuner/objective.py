@@ -48,6 +48,37 @@ def verify(out: np.ndarray, ref: np.ndarray, rtol: float = 1e-4) -> Verdict:
     return Verdict(error <= tolerance, error, tolerance)
 
 
+def claim(trial: optuna.Trial, config: str, wait_s: float = 10.0) -> int | None:
+    """Claim a config for this trial; return the number of another worker's trial measuring it (None: measure it).
+
+    Workers sharing a storage may pick the same config at once. Each writes its claim (``config``), then reads
+    the others' running trials: a trial that sees a lower-numbered claim yields to it at once. One that sees only
+    higher-numbered claims cannot tell whether their owners read before its own claim was written (and so are
+    measuring), so it waits until each has either said so (``measuring``: this trial yields) or yielded itself.
+    Since of two claims at least one is written before the other is read, exactly one trial measures the config.
+    A claimant that says nothing for ``wait_s`` seconds (a worker that died) is not waited for any longer.
+    """
+    trial.set_user_attr("config", config)
+    deadline = time.monotonic() + wait_s
+    states = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE)  # a rival may finish between polls
+    while True:
+        rivals = [
+            t
+            for t in trial.study.get_trials(deepcopy=False, states=states)
+            if t.number != trial.number and t.user_attrs.get("config") == config
+        ]
+        lower = [t.number for t in rivals if t.number < trial.number]
+        if lower:
+            return min(lower)
+        measuring = [t.number for t in rivals if t.user_attrs.get("measuring")]
+        if measuring:
+            return min(measuring)
+        if not rivals or time.monotonic() > deadline:
+            trial.set_user_attr("measuring", True)
+            return None
+        time.sleep(0.05)
+
+
 class Objective:
     """Optuna objective over one (backend, op, problem); minimises kernel seconds."""
 
@@ -126,24 +157,18 @@ class Objective:
             trial.set_user_attr("invalidity", "constraints")
             trial.set_user_attr("reason", reason)
             raise optuna.TrialPruned(reason)
-        # claim the config before looking at the others: of two workers that picked it at once, the one with the
-        # lower trial number measures it and the other is pruned, so no config is measured twice
         config = json.dumps(params, sort_keys=True)
-        trial.set_user_attr("config", config)
-        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
-        others = [t for t in trial.study.get_trials(deepcopy=False, states=states) if t.number != trial.number]
-        done = [t for t in others if t.state == optuna.trial.TrialState.COMPLETE]
+        done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         for previous in done:
             if from_indices(self.spec, previous.params, language) == params and previous.value is not None:
                 # samplers do propose configs again; a repeat costs nothing and changes nothing
                 trial.set_user_attr("duplicate_of", previous.number)
                 return previous.value
-        running = optuna.trial.TrialState.RUNNING
-        for other in others:
-            if other.state == running and other.number < trial.number and other.user_attrs.get("config") == config:
-                trial.set_user_attr("invalidity", "duplicate")
-                trial.set_user_attr("reason", f"trial {other.number} of another worker is measuring it")
-                raise optuna.TrialPruned(f"measured by trial {other.number}")
+        owner = claim(trial, config, self.config.claim_wait_s)
+        if owner is not None:
+            trial.set_user_attr("invalidity", "duplicate")
+            trial.set_user_attr("reason", f"trial {owner} of another worker is measuring it")
+            raise optuna.TrialPruned(f"measured by trial {owner}")
         best = min((t.value for t in done if t.value is not None), default=None)
         started = time.perf_counter()
         try:
