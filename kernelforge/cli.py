@@ -40,11 +40,11 @@ def _browser_options(args: argparse.Namespace) -> BrowserOptions:
         UsageError: When they are given but no browser is asked for (``--device browser``, ``devices --browser``).
     """
     from kernelforge.runtime import BrowserOptions
-    from kernelforge.runtime.backends import requested_backend
+    from kernelforge.runtime.backends import requested_word
 
     values = {"--browser-executable": args.browser_executable, "--browser-arg": args.browser_arg}
     given = [flag for flag, value in {**values, "--headed": args.headed}.items() if value]
-    asked = getattr(args, "browser", False) or requested_backend(getattr(args, "device", "")) == "browser"
+    asked = getattr(args, "browser", False) or requested_word(getattr(args, "device", "")) == "browser"
     if given and not asked:
         raise UsageError(f"{', '.join(given)}: only for --device browser")
     if args.browser_executable and not Path(args.browser_executable).is_file():
@@ -59,12 +59,12 @@ def _remote_options(args: argparse.Namespace) -> RemoteOptions:
         UsageError: When they are given without ``--device remote``, or do not fit.
     """
     from kernelforge.runtime import RemoteOptions
-    from kernelforge.runtime.backends import requested_backend
+    from kernelforge.runtime.backends import requested_word
     from kernelforge.runtime.remote import parse_listen
 
     values = {"--listen": args.listen, "--connect-timeout": args.connect_timeout}
     given = [flag for flag, v in {**values, "--tls-cert": args.tls_cert, "--tls-key": args.tls_key}.items() if v]
-    if given and requested_backend(args.device) != "remote":
+    if given and requested_word(args.device) != "remote":
         raise UsageError(f"{', '.join(given)}: only for --device remote")
     options = RemoteOptions()
     if args.listen is not None:
@@ -408,8 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device",
         default="auto",
-        help=device_help + "; or browser: compile, verify and time every trial in a page of a browser (WebGPU); "
-        "or remote: serve a tuning page (its URL is printed) and tune in whichever browser opens it",
+        help=device_help + "; or browser: compile, verify and time every trial in a page of a browser (WebGPU; "
+        "browser:webgl2 for the GLSL kernels); or remote[:webgl2]: serve a tuning page (its URL is printed) and "
+        "tune in whichever browser opens it",
     )
     _browser_flags(p)
     _remote_flags(p)

@@ -101,10 +101,12 @@ def vendor_token(vendor_id: int, vendor: str, name: str) -> str:
     """Return the vendor part of a fingerprint."""
     if vendor_id in _VENDORS:
         return _VENDORS[vendor_id]
-    lowered = f"{vendor} {name}".lower()
-    for token in set(_VENDORS.values()):
-        if token in lowered:
-            return token
+    # the vendor string first, then the name (Chrome's WebGL vendor "Google Inc. (NVIDIA)" names two), each
+    # in _VENDORS's order, so the same strings always give the same token
+    for text in (vendor.lower(), name.lower()):
+        for token in dict.fromkeys(_VENDORS.values()):
+            if token in text:
+                return token
     return _slugify(vendor).split("-")[0] or "unknown"
 
 

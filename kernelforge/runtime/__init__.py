@@ -45,7 +45,8 @@ def select_device(
     requested = requested_backend(selector)
     if requested is not None:
         module: Any = load_backend_module(requested)
-        options = {"browser": browser, "remote": remote}[requested]  # None: the module's defaults
+        word = BACKENDS[requested].requested_as.partition(":")[0]
+        options = {"browser": browser, "remote": remote}[word]  # None: the module's defaults
         return module.request_device(str(selector).strip().lower(), language, options)
     return select(selector, list_devices(), language)
 

@@ -41,7 +41,8 @@ from kernelforge.runtime.agent import AGENT_DIR, AGENT_PAGE
 
 SOCKET = "socket"
 """The WebSocket's path, after the token."""
-FILES = {AGENT_PAGE: "text/html; charset=utf-8", "agent.js": "text/javascript; charset=utf-8"}
+_JS = "text/javascript; charset=utf-8"
+FILES = {AGENT_PAGE: "text/html; charset=utf-8", "agent.js": _JS, "agent-webgl2.js": _JS}
 """What is served after the token: the agent page and its script (static files, linted with the runtime)."""
 CALL_TIMEOUT_S = 120.0
 """A call unanswered this long counts as a lost page (a hung GPU, a frozen tab): its connection is closed."""
@@ -186,13 +187,17 @@ class RemoteAgent:
         options: Where to listen, for how long to wait, TLS.
         refuse: ``refuse(first, page)`` of two pages' ``open`` answers: why ``page`` may not continue the study
             of ``first``, or None when it may.
+        open_args: What each page's agent is opened with (the API: WebGPU by default).
 
     Raises:
         DeviceNotFoundError: When the ``websockets`` package is missing or the server cannot listen.
     """
 
     def __init__(
-        self, options: RemoteOptions, refuse: Callable[[Mapping[str, Any], Mapping[str, Any]], str | None]
+        self,
+        options: RemoteOptions,
+        refuse: Callable[[Mapping[str, Any], Mapping[str, Any]], str | None],
+        open_args: Mapping[str, Any] | None = None,
     ) -> None:
         try:
             import websockets.asyncio.server  # noqa: F401
@@ -214,6 +219,7 @@ class RemoteAgent:
         """The ``open`` answer of the first page accepted: the device of the study."""
         self.closed = False
         self._refuse = refuse
+        self._open_args = dict(open_args or {})
         self._tls = _tls(options)
         self._files = {name: (AGENT_DIR / name).read_bytes() for name in FILES}
         self._cond = threading.Condition()
@@ -296,7 +302,7 @@ class RemoteAgent:
         reader = asyncio.create_task(page.read())
         try:
             try:
-                raw = await asyncio.wait_for(page.request("open", {}), CALL_TIMEOUT_S)
+                raw = await asyncio.wait_for(page.request("open", self._open_args), CALL_TIMEOUT_S)
             except _PageError as exc:  # no WebGPU here (not a secure context, no adapter)
                 await self._turn_away(page, f"this page cannot tune: {exc}")
                 return

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,16 +62,62 @@ def test_the_identity_comes_from_the_adapter_info() -> None:
     assert "browser" in nv.search_text() and "browser" not in _native().search_text()
 
 
+def _webgl2(renderer: str, vendor: str) -> dict[str, object]:
+    """A WebGL2 page's ``open`` answer (agent-webgl2.js): its unmasked renderer and vendor, and its limits."""
+    return {
+        "api": "webgl2",
+        "renderer": renderer,
+        "vendor": vendor,
+        "desc": f"{renderer} {vendor}".lower(),
+        "timestamps": False,
+        "userAgent": HEADLESS_UA,
+        "limits": {"maxTextureSize": 16384, "maxDrawBuffers": 8, "maxTextureImageUnits": 16},
+    }
+
+
+@pytest.mark.parametrize(
+    ("renderer", "vendor", "slug", "name", "cls"),
+    [
+        ("ANGLE (Google, Vulkan 1.3.0 (SwiftShader Device (Subzero) (0x0000C0DE)), SwiftShader driver)",
+         "Google Inc. (Google)", "google-swiftshader-webgl2", "Vulkan 1.3.0 (SwiftShader Device (Subzero))", "cpu"),
+        ("ANGLE (NVIDIA, NVIDIA GeForce RTX 3060 (0x00002504) Direct3D11 vs_5_0 ps_5_0, D3D11)",
+         "Google Inc. (NVIDIA)", "nvidia-geforce-rtx-3060-webgl2", "NVIDIA GeForce RTX 3060", "dgpu"),
+        ("ANGLE (Apple, ANGLE Metal Renderer: Apple M2, Unspecified Version)",
+         "Google Inc. (Apple)", "apple-m2-webgl2", "Apple M2", "igpu"),
+        ("Mali-G78", "ARM", "arm-mali-g78-webgl2", "Mali-G78", "igpu"),
+    ],
+)  # fmt: skip
+def test_a_webgl2_identity_comes_from_the_unmasked_renderer(
+    renderer: str, vendor: str, slug: str, name: str, cls: str
+) -> None:
+    info = device_info(_webgl2(renderer, vendor), 0, "131.0.6778.85")
+    assert (info.slug, info.name, info.device_class) == (slug, name, cls)
+    assert (info.api, info.language, info.backend) == ("webgl2", "glsl", "browser-webgl2")
+    assert info.adapter == f"{renderer} {vendor}".lower() and info.is_browser
+    assert device_info(_webgl2(renderer, vendor), 0, backend="remote").backend == "remote-webgl2"
+    # capped at what every WebGL2 device offers, as native GL tuning is: a tuned config then runs anywhere
+    assert (info.limits.max_texture_size, info.limits.max_draw_buffers) == (4096, 4)
+    small = {**_webgl2(renderer, vendor), "limits": {"maxTextureSize": 2048, "maxDrawBuffers": 1}}
+    assert (device_info(small, 0).limits.max_texture_size, device_info(small, 0).limits.max_draw_buffers) == (2048, 1)
+
+
 def test_only_the_browser_and_remote_words_request_a_page() -> None:
-    assert [n for n, e in BACKENDS.items() if e.requested_as] == ["browser", "remote"]
-    assert requested_backend("browser") == requested_backend(" Browser:webgl2 ") == "browser"
-    assert requested_backend("remote:webgpu") == "remote"
+    requested = [n for n, e in BACKENDS.items() if e.requested_as]
+    assert requested == ["browser", "browser-webgl2", "remote", "remote-webgl2"]
+    assert requested_backend("browser") == requested_backend(" Browser:webgpu ") == "browser"
+    assert requested_backend(" Browser:webgl2 ") == "browser-webgl2"
+    assert requested_backend("browser:webgl1") == "browser"  # whose request_device says why not
+    assert requested_backend("remote:webgpu") == "remote" and requested_backend("remote:webgl2") == "remote-webgl2"
     assert requested_backend("swiftshader") is None and requested_backend(0) is None
 
 
 @pytest.mark.parametrize(
     ("selector", "language", "message"),
-    [("browser:webgl2", None, "WebGL2 is not supported yet"), ("browser", "glsl", "--backend glsl")],
+    [
+        ("browser:webgl1", None, "GLSL on WebGL2 \\(--device browser:webgl2\\), not 'webgl1'"),
+        ("browser", "glsl", "--backend glsl"),
+        ("browser:webgl2", "wgsl", "runs GLSL kernels on webgl2; --backend wgsl"),
+    ],
 )
 def test_what_a_browser_device_cannot_run_is_refused_before_any_launch(
     selector: str, language: str | None, message: str
@@ -110,3 +159,14 @@ def test_browser_keywords_are_every_word_the_browser_said() -> None:
     assert device_keywords({**meta, "fingerprint": "nvidia-rtx-3080-vulkan", "api": "vulkan"}) == ["rtx", "3080"]
     with pytest.raises(ExportError, match="'adapter' must be a string"):
         device_keywords({**meta, "adapter": ["ampere"]})
+
+
+def test_a_vendor_token_does_not_depend_on_the_process_hash_seed() -> None:
+    # "Google Inc. (NVIDIA)" and "Mesa Intel(R) UHD" name two vendors each: the token must not follow set order
+    code = "from kernelforge.devices import vendor_token as v; print(v(0, 'Google Inc. (NVIDIA)', 'Mesa Intel(R) UHD'))"
+    seen = {
+        subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": str(seed)},
+                       capture_output=True, text=True, check=True).stdout.strip()
+        for seed in range(6)
+    }  # fmt: skip
+    assert seen == {"google"}

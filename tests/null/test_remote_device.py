@@ -117,7 +117,9 @@ def test_bad_listen_addresses_are_refused_before_anything_listens(text: str) -> 
 
 
 def test_what_a_remote_device_cannot_run_is_refused_before_serving() -> None:
-    with pytest.raises(DeviceNotFoundError, match="WebGL2 is not supported yet"):
-        request_device("remote:webgl2", None, RemoteOptions(listen="nonsense"))
+    with pytest.raises(DeviceNotFoundError, match="not 'webgl1'"):
+        request_device("remote:webgl1", None, RemoteOptions(listen="nonsense"))
+    with pytest.raises(DeviceNotFoundError, match="--backend wgsl"):
+        request_device("remote:webgl2", "wgsl", RemoteOptions(listen="nonsense"))
     with pytest.raises(DeviceNotFoundError, match="--backend glsl"):
         request_device("remote", "glsl", RemoteOptions(listen="nonsense"))

@@ -37,20 +37,35 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def browser() -> Any:
-    """The browser's backend (fails under KF_REQUIRE_DEVICE=1 when Chromium or Playwright is missing)."""
+def _open(selector: str) -> Any:
     reason = chromium.available()
     if reason:
         if _config.require_device():
             pytest.fail(f"KF_REQUIRE_DEVICE=1 but {reason}")
         pytest.skip(reason)
-    return open_device("browser")
+    return open_device(selector)
 
 
-def tune(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    """Run ``kernelforge tune --device browser`` with 3 trials; return what it printed."""
-    code = cli.main(["tune", "--device", "browser", "--trials", "3", "--seed", "1", *args])
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    """The browser's WebGPU backend (fails under KF_REQUIRE_DEVICE=1 when Chromium or Playwright is missing)."""
+    return _open("browser")
+
+
+@pytest.fixture(scope="module", params=["webgpu", "webgl2"])
+def either(request: pytest.FixtureRequest) -> Any:
+    """The browser's WebGPU backend, then its WebGL2 one (``--device browser:webgl2``, another browser)."""
+    return _open("browser" if request.param == "webgpu" else "browser:webgl2")
+
+
+def selector(backend: Any) -> str:
+    """The ``--device`` that opened a browser backend."""
+    return "browser" if backend.info.api == "webgpu" else "browser:webgl2"
+
+
+def tune(capsys: pytest.CaptureFixture[str], device: str, *args: str) -> str:
+    """Run ``kernelforge tune --device DEVICE`` with 3 trials; return what it printed."""
+    code = cli.main(["tune", "--device", device, "--trials", "3", "--seed", "1", *args])
     out = capsys.readouterr().out
     assert code == 0, out
     return out
@@ -58,20 +73,23 @@ def tune(capsys: pytest.CaptureFixture[str], *args: str) -> str:
 
 @pytest.mark.parametrize(("op", "shape"), [("gemm", "40x48x36"), ("conv2d", "1x8x12x12:16x3x3:p1")])
 def test_a_kernel_tuned_in_the_browser_is_stored_under_its_device(
-    browser: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], op: str, shape: str
+    either: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], op: str, shape: str
 ) -> None:
-    out = tune(capsys, "--op", op, "--shape", shape, "--db", str(tmp_path))
+    browser = either
+    out = tune(capsys, selector(browser), "--op", op, "--shape", shape, "--db", str(tmp_path))
     info = browser.info
-    assert info.slug.endswith("-webgpu") and info.backend == "browser" and info.adapter
-    assert f"({info.api}, wgsl, {info.device_class}, {info.slug})" in out
+    language = {"webgpu": "wgsl", "webgl2": "glsl"}[info.api]
+    assert info.slug.endswith(f"-{info.api}") and info.language == language and info.adapter
+    assert info.backend == {"webgpu": "browser", "webgl2": "browser-webgl2"}[info.api]
+    assert f"({info.api}, {language}, {info.device_class}, {info.slug})" in out
     assert [p.name for p in tmp_path.glob("*.json")] == [f"{info.slug}.json"]
     loaded = TuningDB(tmp_path).load(tmp_path / f"{info.slug}.json")
-    assert loaded.device["api"] == "webgpu" and loaded.device["adapter"] == info.adapter
+    assert loaded.device["api"] == info.api and loaded.device["adapter"] == info.adapter
     assert loaded.device["driver"].startswith("Chrome ")
     (record,) = loaded.records.values()
     spec = get_op(op)
     problem = spec.parse_problem(shape)
-    assert (record.op, record.language, record.shape) == (op, "wgsl", spec.problem_key(problem))
+    assert (record.op, record.language, record.shape) == (op, language, spec.problem_key(problem))
     assert record.trials["ok"] >= 1 and record.time_s <= record.default_time_s
     assert record.trials["clock"] == ("gpu" if browser.has_timestamps else "wall")
     assert record.driver == info.driver
@@ -102,14 +120,14 @@ def test_a_wrong_result_in_the_browser_fails_its_trial_and_is_never_stored(
 
 
 @pytest.fixture(scope="module")
-def tuned_model(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, str]]:
+def tuned_model(either: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, str]]:
     """small_cnn tuned with ``--model`` in the browser, and its bundle exported from that database."""
     root = tmp_path_factory.mktemp("browser_model")
     model, db, bundle = root / "small_cnn.onnx", root / "db", root / "bundle"
     save(MODELS["small_cnn"](), model)
-    code = cli.main(
-        ["tune", "--device", "browser", "--model", str(model), "--trials", "3", "--seed", "1", "--db", str(db)]
-    )
+    device = selector(either)
+    args = ["--model", str(model), "--trials", "3", "--seed", "1", "--db", str(db)]
+    code = cli.main(["tune", "--device", device, *args])
     assert code == 0
     export(model, bundle, db=db)
     (root / "blank.html").write_text("<!doctype html><title>kernelforge tests</title>")
@@ -118,20 +136,23 @@ def tuned_model(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def test_a_model_tuned_in_the_browser_loads_its_exact_target_there(
-    browser: Any, browser_page: Any, tuned_model: tuple[Path, Path, str]
+    either: Any, browser_page: Any, tuned_model: tuple[Path, Path, str]
 ) -> None:
     model, bundle, base = tuned_model
     manifest = json.loads((bundle / "manifest.json").read_text())
-    target = manifest["targets"][0]
-    assert target["id"] == f"{browser.info.slug}/wgsl"  # browser devices come first
-    assert target["device"]["keywords"] and target["device"]["api"] == "webgpu"
+    info = either.info
+    (target,) = [t for t in manifest["targets"] if t["language"] == info.language and t["device"]]
+    assert target == next(t for t in manifest["targets"] if t["language"] == info.language)  # browser ones first
+    assert target["id"] == f"{info.slug}/{info.language}"
+    assert target["device"]["keywords"] and target["device"]["api"] == info.api
     # every kernel of the plan has the browser's own record of its shape
     assert set(target["kernels"]) == {"tuned"}
-    assert all(s["source"].split(",")[0] == "tuned" for s in target["plan"]["steps"])
+    sources = [s["source"].split(",")[0] for s in target["plan"]["steps"]]
+    assert "tuned" in sources and set(sources) <= {"tuned", "built-in"}  # GLSL: the relayouts are built in
     feeds, want = _feeds(model)
     browser_page.goto(base + "blank.html")
     inputs = {k: v.reshape(-1).tolist() for k, v in feeds.items()}
-    got = browser_page.evaluate(RUN_JS, [f"{base}bundle/", "webgpu", inputs, ""])
+    got = browser_page.evaluate(RUN_JS, [f"{base}bundle/", info.api, inputs, ""])
     assert got["device"]["target"] == target["id"] and got["device"]["match"] == "exact", got["device"]
     for name, expected in want.items():
         values = np.asarray(got["outputs"][name], np.float32).reshape(expected.shape)
@@ -152,5 +173,8 @@ def test_listing_devices_never_launches_a_browser(tmp_path: Path) -> None:
 def test_browser_flags_without_a_browser_device_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["tune", "--device", "lavapipe", "--headed", "--shape", "8x8x8", "--db", str(tmp_path)]) == 2
     assert "--headed: only for --device browser" in capsys.readouterr().err
-    assert cli.main(["tune", "--device", "browser:webgl2", "--shape", "8x8x8", "--db", str(tmp_path)]) == 2
-    assert "WebGL2 is not supported yet" in capsys.readouterr().err
+    webgl2_wgsl = ["--device", "browser:webgl2", "--backend", "wgsl", "--shape", "8x8x8", "--db", str(tmp_path)]
+    assert cli.main(["tune", *webgl2_wgsl]) == 2
+    assert "browser:webgl2 runs GLSL kernels on webgl2; --backend wgsl cannot run there" in capsys.readouterr().err
+    assert cli.main(["tune", "--device", "remote:webgl2", "--headed", "--shape", "8x8x8", "--db", str(tmp_path)]) == 2
+    assert "--headed: only for --device browser" in capsys.readouterr().err

@@ -79,8 +79,12 @@ def url_of(lines: list[str]) -> str:
     return wait_for("the printed URL", lambda: next((x.split(": ", 1)[1] for x in lines if "tuning page: " in x), ""))
 
 
-def test_a_gemm_tuned_through_a_remote_page_is_stored_under_the_browsers_device(browser: Any, tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "kernelforge.cli", "tune", "--device", "remote", "--op", "gemm"]
+@pytest.mark.parametrize("api", ["webgpu", "webgl2"])
+def test_a_gemm_tuned_through_a_remote_page_is_stored_under_the_browsers_device(
+    browser: Any, tmp_path: Path, api: str
+) -> None:
+    device = "remote" if api == "webgpu" else "remote:webgl2"
+    command = [sys.executable, "-m", "kernelforge.cli", "tune", "--device", device, "--op", "gemm"]
     command += ["--shape", "40x48x36", "--trials", "3", "--seed", "1", "--db", str(tmp_path)]
     env = {**os.environ, "KF_PROGRESS": "0"}
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -105,11 +109,12 @@ def test_a_gemm_tuned_through_a_remote_page_is_stored_under_the_browsers_device(
     text = "".join(lines)
     assert "waiting up to 600 s" in text and "page 1 connected from 127.0.0.1" in text, text
     (path,) = tmp_path.glob("*.json")
-    assert path.name.endswith("-webgpu.json") and path.name in text  # the browser's device, as --device browser
+    assert path.name.endswith(f"-{api}.json") and path.name in text  # the browser's device, as --device browser
     loaded = TuningDB(tmp_path).load(path)
-    assert loaded.device["api"] == "webgpu" and loaded.device["driver"].startswith("Chrome ")
+    assert loaded.device["api"] == api and loaded.device["driver"].startswith("Chrome ")
     (record,) = loaded.records.values()
     assert (record.op, record.shape) == ("gemm", "40x48x36") and record.trials["ok"] >= 1
+    assert record.language == {"webgpu": "wgsl", "webgl2": "glsl"}[api]
 
 
 def _tune_in_thread(options: RemoteOptions, db: Path, trials: int) -> tuple[threading.Thread, dict[str, Any]]:

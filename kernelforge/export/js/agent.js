@@ -9,10 +9,15 @@
 // subgroupSize() below are kernelforge.js's gpuDescription() and subgroupSize(), which a bundle's target is
 // matched with), so a plan tuned here is measured on the very stack that runs it.
 //
+// `open({ api: "webgl2", vertex })` opens a WebGL2 context instead (agent-webgl2.js): the same ops then run GLSL
+// fragment kernels on textures.
+//
 // Timing (op "time"): a batch of N dispatches of one step in one compute pass, between the pass's two timestamps
 // where the adapter has "timestamp-query", else the wall clock from submit() to onSubmittedWorkDone(). N is
 // calibrated per step until the batch spans `minMs`: Chrome quantises timestamps (~100 us) and its wall clock
 // waits for a poll of the GPU process (~2 ms), both of which a single small dispatch would be lost in.
+
+import { openWebGL2 } from "./agent-webgl2.js";
 
 // WebGPU flag values, as numbers (as kernelforge.js does)
 const MAP_READ = 0x1;
@@ -42,6 +47,8 @@ const MAX_BATCH = 4096;
 
 /** @type {Agent | null} */
 let agent = null;
+/** @type {ReturnType<typeof openWebGL2> | null} the WebGL2 device, when open() was asked for one */
+let webgl2 = null;
 let nextId = 1;
 /** @type {Map<number, GPUComputePipeline>} */
 const kernels = new Map();
@@ -151,11 +158,22 @@ function reset() {
   kernels.clear();
   agent?.device.destroy();
   agent = null;
+  webgl2?.dispose();
+  webgl2 = null;
 }
 
-/** The adapter kernelforge.js would pick, a device with timestamps and subgroups where it has them. */
-async function open() {
+/**
+ * The adapter kernelforge.js would pick, a device with timestamps and subgroups where it has them; or, with
+ * `api: "webgl2"`, the WebGL2 context it would make (`vertex`: the full-screen vertex shader of its kernels).
+ * @param {{ api?: string, vertex?: string }} args
+ */
+async function open({ api = "webgpu", vertex = "" }) {
   reset();
+  if (api === "webgl2") {
+    webgl2 = openWebGL2({ vertex }, toBase64, fromBase64);
+    return webgl2.info;
+  }
+  if (api !== "webgpu") return fail(`open: no api ${JSON.stringify(api)} (webgpu, webgl2)`);
   if (!globalThis.navigator?.gpu) return fail("no WebGPU (navigator.gpu is missing: a secure context and, on Linux, --enable-unsafe-webgpu)");
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" }).catch(() => null);
   if (!adapter) return fail("no WebGPU adapter (navigator.gpu.requestAdapter() returned null)");
@@ -355,8 +373,10 @@ const OPS = { open, compile, alloc, write, read, bind, run, time, release: ({ id
  * @param {{ release?: number[], [key: string]: unknown }} [args]
  */
 async function call(op, args = {}) {
-  if (args.release?.length) release(args.release);
-  const fn = OPS[op] ?? fail(`unknown op ${JSON.stringify(op)} (ops: ${Object.keys(OPS).join(", ")})`);
+  /** @type {Record<string, (args: any) => unknown>} */
+  const ops = webgl2 && op !== "open" ? webgl2.ops : OPS;
+  if (args.release?.length) ops.release({ ids: args.release });
+  const fn = ops[op] ?? fail(`unknown op ${JSON.stringify(op)} (ops: ${Object.keys(OPS).join(", ")})`);
   return fn(args);
 }
 

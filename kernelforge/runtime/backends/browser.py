@@ -3,6 +3,8 @@
 ``--device browser`` launches a browser (:mod:`kernelforge.runtime.agent`) and runs every kernel through the
 page's agent (``export/js/agent.js``): the text a bundle ships (target ``web``) is compiled with
 ``createComputePipelineAsync``, run and read back for verification, and timed in batches between timestamps.
+``--device browser:webgl2`` (:class:`BrowserGlBackend`) runs the GLSL kernels a bundle's WebGL2 plan ships, on the
+WebGL2 context kernelforge.js would make (``export/js/agent-webgl2.js``).
 The device is never enumerated (listing devices must not start a browser): it exists once a selector asks.
 Its identity is the browser's ``GPUAdapterInfo`` and API, so its records live in a tuning database file of
 their own and a bundle exported from them matches the same browser exactly. ``--device remote``
@@ -22,11 +24,13 @@ import numpy as np
 
 from kernelforge.devices import DeviceInfo, classify, fingerprint, vendor_token
 from kernelforge.errors import DeviceDisconnectedError, DeviceNotFoundError, KernelCompileError, KernelforgeError
-from kernelforge.graph.program import Buffer, ProgramStep, Resource
+from kernelforge.graph.program import Buffer, ProgramStep, Resource, Texture
 from kernelforge.ops.spec import SUBGROUP_SIZES, Limits
 from kernelforge.runtime.agent import Agent, BrowserOptions, PageAgent
 from kernelforge.runtime.backends.base import Backend
+from kernelforge.runtime.backends.moderngl import WEBGL2_DRAW_BUFFERS, WEBGL2_TEXTURE_SIZE
 from kernelforge.runtime.backends.wgpu import webgpu_default_limits, webgpu_limits
+from kernelforge.templates import GLSL_VERSIONS, render_template
 
 MIN_SPAN_MS = {"gpu": 2.0, "wall": 20.0}
 """How long a timed batch of dispatches runs at least, per clock: Chrome quantises timestamps to ~0.1 ms (5 % of
@@ -34,6 +38,7 @@ MIN_SPAN_MS = {"gpu": 2.0, "wall": 20.0}
 
 _pages: dict[int, tuple[Agent, Mapping[str, Any]]] = {}
 _devices: dict[tuple[str, BrowserOptions], DeviceInfo] = {}
+"""Opened devices by ``word:api`` and options: one browser each."""
 
 
 def register_page(agent: Agent, raw: Mapping[str, Any]) -> int:
@@ -64,28 +69,101 @@ def _browser_name(user_agent: str, version: str) -> str:
     return f"{name} {version}" + (" headless" if "HeadlessChrome" in user_agent else "")
 
 
-def check_selector(selector: str, language: str | None) -> str:
-    """Return the selector's word (``browser``, ``remote``) when its device can run what is asked.
+APIS = {"webgpu": "wgsl", "webgl2": "glsl"}
+"""The browser APIs a page tunes on, and the kernel language each runs."""
+
+
+def check_selector(selector: str, language: str | None) -> tuple[str, str]:
+    """Return the selector's word (``browser``, ``remote``) and API (``webgpu``, ``webgl2``) if it runs what is asked.
 
     Raises:
-        DeviceNotFoundError: When the selector asks for an API or kernel language a browser device does not run.
+        DeviceNotFoundError: When the selector asks for an API a browser device does not have, or a kernel
+            language its API does not run.
     """
     word, _, api = selector.partition(":")
-    if api not in ("", "webgpu"):
+    api = api or "webgpu"
+    if api not in APIS:
+        raise DeviceNotFoundError(f"--device {selector}: a browser device tunes WGSL on WebGPU (--device {word}) or "
+                                  f"GLSL on WebGL2 (--device {word}:webgl2), not {api!r}")  # fmt: skip
+    if language not in (None, APIS[api]):
+        suffix = "" if api == "webgpu" else f":{api}"
         raise DeviceNotFoundError(
-            f"--device {selector}: browser devices run WGSL on WebGPU (--device {word}); WebGL2 is not supported yet"
+            f"--device {word}{suffix} runs {APIS[api].upper()} kernels on {api}; --backend {language} cannot run there"
         )
-    if language not in (None, "wgsl"):
-        raise DeviceNotFoundError(f"--device {word} runs WGSL kernels on WebGPU; --backend {language} cannot run there")
-    return word
+    return word, api
+
+
+def open_args(api: str) -> dict[str, Any]:
+    """The agent's ``open`` arguments for an API (WebGL2: the vertex shader a bundle links every kernel with)."""
+    if api == "webgl2":
+        return {"api": api, "vertex": render_template("glsl/fullscreen.vert.j2", {"version": GLSL_VERSIONS["web"]})}
+    return {}
+
+
+def _angle_device(renderer: str) -> tuple[str, str]:
+    """Return the vendor and GPU an ANGLE renderer string names, or ``("", renderer)`` when it is not ANGLE's.
+
+    ``ANGLE (NVIDIA, NVIDIA GeForce RTX 3060 (0x2504) Direct3D11 vs_5_0 ps_5_0, D3D11)`` gives ``NVIDIA`` and
+    ``NVIDIA GeForce RTX 3060``.
+    """
+    inner = re.fullmatch(r"ANGLE \((.*)\)", renderer.strip())
+    if not inner:
+        return "", renderer.strip()
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(inner.group(1)):  # split at the commas outside parentheses: vendor, device, backend
+        depth += (c == "(") - (c == ")")
+        if c == "," and depth == 0:
+            parts.append(inner.group(1)[start:i].strip())
+            start = i + 1
+    parts.append(inner.group(1)[start:].strip())
+    device = parts[1] if len(parts) > 1 else parts[0]
+    device = re.sub(r"\s*\(0x[0-9a-fA-F]+\)|Direct3D.*$|ANGLE \w+ Renderer: ", "", device)
+    return (parts[0] if len(parts) > 1 else ""), " ".join(device.split()) or renderer.strip()
+
+
+def _webgl2_info(raw: Mapping[str, Any], index: int, version: str, backend: str) -> DeviceInfo:
+    renderer = str(raw.get("renderer") or "unknown")
+    angle_vendor, name = _angle_device(renderer)
+    vendor = vendor_token(0, angle_vendor or str(raw.get("vendor") or ""), name)
+    given = raw.get("limits") or {}
+
+    def capped(key: str, cap: int) -> int:
+        value = given.get(key)
+        return min(int(value), cap) if isinstance(value, int) and value > 0 else cap
+
+    limits = Limits(
+        max_texture_size=capped("maxTextureSize", WEBGL2_TEXTURE_SIZE),
+        max_draw_buffers=capped("maxDrawBuffers", WEBGL2_DRAW_BUFFERS),
+    )
+    return DeviceInfo(
+        index=index,
+        backend=backend,
+        language="glsl",
+        api="webgl2",
+        name=name,
+        vendor=vendor,
+        vendor_id=0,
+        device_id=0,
+        driver=_browser_name(str(raw.get("userAgent") or ""), version),
+        adapter_type="unknown",
+        device_class=classify("unknown", vendor, renderer),
+        slug=fingerprint(vendor, name, "webgl2", ""),
+        limits=limits,
+        adapter=str(raw.get("desc") or "").lower(),
+    )
 
 
 def device_info(raw: Mapping[str, Any], index: int, version: str = "", backend: str = "browser") -> DeviceInfo:
-    """Build the device of a page's ``open`` answer (its ``GPUAdapterInfo``, limits and subgroup size).
+    """Build the device of a page's ``open`` answer: its ``GPUAdapterInfo``, limits and subgroup size.
 
-    The fingerprint is ``vendor-device-webgpu``, without a version: browsers update every few weeks, and the
-    users of a bundle run whichever version they have. The browser and its version go into ``driver``.
+    A WebGL2 page's answer gives its unmasked renderer and limits instead.
+
+    The fingerprint is ``vendor-device-webgpu`` (``-webgl2``), without a version: browsers update every few
+    weeks, and the users of a bundle run whichever version they have. The browser and its version go into
+    ``driver``. ``backend`` is the ``--device`` word; a WebGL2 device's backend is ``<word>-webgl2``.
     """
+    if raw.get("api") == "webgl2":
+        return _webgl2_info(raw, index, version, f"{backend}-webgl2")
     fields = [str(raw.get(k) or "").strip() for k in ("architecture", "device", "description")]
     name = " ".join(f for f in fields if f) or str(raw.get("vendor") or "") or "unknown"
     vendor = vendor_token(0, str(raw.get("vendor") or ""), name)
@@ -121,12 +199,12 @@ def request_device(selector: str, language: str | None, options: BrowserOptions 
             be launched or has no WebGPU.
     """
     options = options or BrowserOptions()
-    word = check_selector(selector, language)
-    key = (word, options)
+    word, api = check_selector(selector, language)
+    key = (f"{word}:{api}", options)
     if key not in _devices:
         agent = PageAgent(options)
         try:
-            raw = agent.call("open", {})
+            raw = agent.call("open", open_args(api))
         except KernelforgeError as exc:
             agent.close()
             raise DeviceNotFoundError(f"--device {word}: {options.path}: {exc}") from None
@@ -277,3 +355,42 @@ class BrowserBackend(Backend[PageHandle, PageHandle, PageHandle]):
             return wall / n
         self._suspect = 0
         return gpu / n
+
+
+class BrowserGlBackend(BrowserBackend):
+    """A browser page's WebGL2 context: GLSL fragment kernels on float textures, as a bundle's WebGL2 plan runs.
+
+    Everything but resources and bindings is :class:`BrowserBackend`'s: compile, run and batched timing (the
+    page times draws by ``EXT_disjoint_timer_query_webgl2`` where it has it, else by the wall clock to a
+    one-texel read).
+    """
+
+    language: ClassVar[str] = "glsl"
+
+    def _alloc(self, resource: Resource) -> PageHandle:
+        assert isinstance(resource, Texture)
+        page = self._current()
+        args = {"width": resource.width, "height": resource.height, "pack": resource.pack, "dtype": resource.dtype}
+        return self._handle(self._call("alloc", args, page), 0, page)
+
+    def _write(self, handle: PageHandle, data: np.ndarray) -> None:
+        # float32 values or int8/uint8 integers (Backend.write), for the texture's first texels
+        data64 = base64.b64encode(data.tobytes()).decode("ascii")
+        self._call("write", {"texture": handle.id, "data": data64}, handle.page)
+
+    def _read(self, handle: PageHandle, count: int) -> np.ndarray:
+        data = base64.b64decode(self._call("read", {"texture": handle.id, "count": count}, handle.page))
+        return np.frombuffer(data, dtype=np.float32, count=count).copy()
+
+    def _bind(
+        self, kernel: PageHandle, step: ProgramStep, inputs: Sequence[PageHandle], outputs: Sequence[PageHandle]
+    ) -> PageHandle:
+        args = {
+            "kernel": kernel.id,
+            "label": step.label,
+            "inputs": [[h.id, arg.sampler] for h, arg in zip(inputs, step.inputs, strict=True)],
+            "outputs": [h.id for h in outputs],
+            "size": list(step.size),
+        }
+        page = self._page_of("bind", kernel, *inputs, *outputs)
+        return self._handle(self._call("bind", args, page), 0, page)

@@ -1,4 +1,4 @@
-"""``--device remote``: WGSL kernels tuned in whichever browser opens the tuning page (a phone, another laptop).
+"""``--device remote[:webgl2]``: kernels tuned in whichever browser opens the tuning page (a phone, a laptop).
 
 The backend is :class:`~kernelforge.runtime.backends.browser.BrowserBackend` over a page that
 :mod:`kernelforge.runtime.remote` serves, rather than one Playwright opened. The first page that connects
@@ -14,7 +14,15 @@ from typing import Any
 
 from kernelforge.devices import DeviceInfo
 from kernelforge.errors import KernelforgeError
-from kernelforge.runtime.backends.browser import BrowserBackend, check_selector, device_info, page_agent, register_page
+from kernelforge.runtime.backends.browser import (
+    BrowserBackend,
+    BrowserGlBackend,
+    check_selector,
+    device_info,
+    open_args,
+    page_agent,
+    register_page,
+)
 from kernelforge.runtime.remote import RemoteAgent, RemoteOptions
 
 _devices: dict[tuple[str, RemoteOptions], DeviceInfo] = {}
@@ -45,12 +53,14 @@ def request_device(selector: str, language: str | None, options: RemoteOptions |
             listen, or no page connects within ``options.connect_timeout`` seconds.
     """
     options = options or RemoteOptions()
-    key = (check_selector(selector, language), options)
+    word, api = check_selector(selector, language)
+    key = (f"{word}:{api}", options)
     if key not in _devices or agent_of(_devices[key]).closed:
-        agent = RemoteAgent(options, refusal)
+        agent = RemoteAgent(options, refusal, open_args(api))
         options.announce(f"tuning page: {agent.url}")
         options.announce(
-            f"waiting up to {options.connect_timeout:g} s (--connect-timeout) for a browser with WebGPU to open it"
+            f"waiting up to {options.connect_timeout:g} s (--connect-timeout) for a browser with "
+            f"{'WebGL2' if api == 'webgl2' else 'WebGPU'} to open it"
         )
         try:
             agent.wait_page()
@@ -71,3 +81,7 @@ def agent_of(info: DeviceInfo) -> RemoteAgent:
 
 class RemoteBackend(BrowserBackend):
     """A remote page's WebGPU device: :class:`BrowserBackend`'s calls, carried by a WebSocket."""
+
+
+class RemoteGlBackend(BrowserGlBackend):
+    """A remote page's WebGL2 context: :class:`BrowserGlBackend`'s calls, carried by a WebSocket."""
