@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kernelforge import _config
-from kernelforge.errors import DeviceNotFoundError, KernelforgeError
+from kernelforge.errors import DeviceDisconnectedError, DeviceNotFoundError, KernelforgeError
 
 # The agent and its page are static files beside the bundle runtime, linted and type-checked with it.
 AGENT_DIR = Path(__file__).resolve().parent.parent / "export" / "js"
@@ -117,6 +117,9 @@ class Agent(Protocol):
 
 
 _Job = tuple[Callable[[Any], Any], "Future[Any]"]
+LOST = "kernelforge agent: device lost: "
+"""How the agent's message starts when its device was lost (a GPU reset, a crashed GPU process): the page is
+then opened again, and the op fails as a page that went away does, not as the kernel's fault."""
 
 
 class PageAgent:
@@ -135,6 +138,10 @@ class PageAgent:
         self.options = options
         self.version = ""
         """The browser's version, as Playwright reports it."""
+        self._page = 0
+        """The number of the page's current device: one more each time a lost device is opened again."""
+        self._opened: tuple[dict[str, Any], Any] | None = None
+        """The first ``open`` call's arguments and answer: what a reopened device must be again."""
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._closed = False
         started: Future[None] = Future()
@@ -194,26 +201,65 @@ class PageAgent:
                 job[1].set_exception(KernelforgeError(f"the browser page is gone: {exc}"))
 
     def wait_page(self) -> int:
-        """Return 0: the one page this browser opened."""
-        return 0
+        """Return the number of the page's current device (0, then one more per lost device opened again)."""
+        return self._page
+
+    def _run(self, fn: Callable[[Any], Any]) -> Any:
+        """Run ``fn(page)`` on the page's thread and return its result."""
+        if self._closed or not self._thread.is_alive():
+            raise KernelforgeError("browser agent: the browser was closed")
+        done: Future[Any] = Future()
+        self._jobs.put((fn, done))
+        return done.result()
 
     def call(self, op: str, args: dict[str, Any], page: int = 0) -> Any:
         """Run ``op`` of the page's agent with ``args`` (JSON values) and return its result.
 
         Raises:
+            DeviceDisconnectedError: When the handles of ``page`` died with a lost device, or the device is lost
+                under this op (the page is reloaded and its device opened again for the next one).
+            DeviceNotFoundError: When the device cannot be opened again as it was.
             KernelforgeError: When the page throws (its message names the op) or the browser is gone.
         """
-        if self._closed or not self._thread.is_alive():
-            raise KernelforgeError(f"browser agent: {op}: the browser was closed")
-        done: Future[Any] = Future()
-        self._jobs.put((lambda page: page.evaluate(_CALL, [op, args]), done))
+        if page != self._page:
+            raise DeviceDisconnectedError(f"browser agent: {op}: the device of these handles was lost")
         try:
-            return done.result()
+            result = self._run(lambda p: p.evaluate(_CALL, [op, args]))
         except KernelforgeError:
             raise
         except Exception as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if LOST in message and self._opened is not None:
+                self._reopen(message[message.index(LOST) + len(LOST) :])
+                raise DeviceDisconnectedError(f"browser agent: {op}: {message[message.index(LOST) :]}") from None
             raise KernelforgeError(f"browser agent: {op}: {message}") from None
+        if op == "open" and self._opened is None:
+            self._opened = (args, result)
+        return result
+
+    def _reopen(self, why: str) -> None:
+        """Reload the page and open its device again (the same one, or stop: the study is that device's)."""
+        assert self._opened is not None
+        args, first = self._opened
+
+        def reload(p: Any) -> Any:
+            p.reload()
+            p.wait_for_function("() => window.kernelforgeAgent", timeout=30_000)
+            return p.evaluate(_CALL, ["open", args])
+
+        try:
+            again = self._run(reload)
+        except Exception as exc:
+            first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise DeviceNotFoundError(
+                f"--device browser: the device was lost ({why}) and did not open again: {first_line}"
+            ) from None
+        if again.get("desc") != first.get("desc") or bool(again.get("fallback")) != bool(first.get("fallback")):
+            raise DeviceNotFoundError(
+                f"--device browser: the device was lost ({why}) and the browser now offers another adapter "
+                f"({again.get('desc')!r}, not {first.get('desc')!r}): finished trials are kept; tune again"
+            )
+        self._page += 1
 
     def close(self) -> None:
         """Close the page and the browser (idempotent)."""

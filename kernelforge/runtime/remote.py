@@ -37,7 +37,7 @@ from http import HTTPStatus
 from typing import Any
 
 from kernelforge.errors import DeviceDisconnectedError, DeviceNotFoundError, KernelforgeError
-from kernelforge.runtime.agent import AGENT_DIR, AGENT_PAGE
+from kernelforge.runtime.agent import AGENT_DIR, AGENT_PAGE, LOST
 
 SOCKET = "socket"
 """The WebSocket's path, after the token."""
@@ -48,6 +48,8 @@ CALL_TIMEOUT_S = 120.0
 """A call unanswered this long counts as a lost page (a hung GPU, a frozen tab): its connection is closed."""
 FINISHED, REPLACED, REFUSED = 1000, 4001, 4003
 """Close codes after which the page does not reconnect (any other close, it does)."""
+RESTART = 1012
+"""The close code that asks the page to reconnect at once (its device was lost: it opens a new one)."""
 
 # a port open to a network gets scanners' requests, which websockets would log with tracebacks
 _LOG = logging.getLogger("kernelforge.remote")
@@ -389,6 +391,10 @@ class RemoteAgent:
             asyncio.run_coroutine_threadsafe(current.ws.close(1011, "no answer"), self._loop)
             raise DeviceDisconnectedError(f"remote agent: {op}: no answer within {CALL_TIMEOUT_S:g} s") from None
         except _PageError as exc:
+            if LOST in str(exc):
+                # the page reconnects, opening its device anew (or is refused if the browser now offers another)
+                asyncio.run_coroutine_threadsafe(current.ws.close(RESTART, "device lost"), self._loop)
+                raise DeviceDisconnectedError(f"remote agent: {op}: {exc}") from None
             raise KernelforgeError(f"remote agent: {op}: {exc}") from None
 
     def close(self) -> None:

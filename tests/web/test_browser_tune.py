@@ -119,6 +119,43 @@ def test_a_wrong_result_in_the_browser_fails_its_trial_and_is_never_stored(
     assert all("max error" in t.user_attrs["reason"] for t in failed)
 
 
+def test_a_device_lost_mid_study_is_opened_again_and_only_the_trial_in_flight_fails(
+    browser: Any, tmp_path: Path
+) -> None:
+    from .test_remote_tune import LOSE
+
+    agent = browser._agent
+    before = agent.wait_page()
+    spec = get_op("gemm")
+    problem = spec.parse_problem("24x40x16")
+    quick = MeasureConfig(min_reps=2, max_reps=3, max_seconds=0.2)
+    options = TuneOptions(trials=5, sampler="random", seed=4, db_dir=tmp_path, measure=quick, progress=False)
+    real_call = agent.call
+    made: list[str] = []
+
+    def lose_after_two_reads(op: str, args: dict[str, Any], page: int = 0) -> Any:
+        made.append(op)
+        if op == "read" and made.count("read") == 2:  # mid-study: the device goes before the next op
+            agent._run(lambda p: p.evaluate(f"() => {{ {LOSE}; window.kfLose = true; }}"))
+        return real_call(op, args, page)
+
+    agent.call = lose_after_two_reads
+    try:
+        result = tune_problem(browser, spec, problem, options)
+    finally:
+        del agent.call
+    assert agent.wait_page() == before + 1  # the page was reloaded and its device opened again
+    assert result.reasons["disconnected"] == result.counts["failed"] == 1 and result.counts["ok"] == 5
+    study = optuna.load_study(study_name=study_name(browser, spec, problem), storage=default_storage(tmp_path))
+    (failed,) = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert "device lost" in failed.user_attrs["reason"], failed.user_attrs["reason"]
+    assert result.record is not None
+    # the reopened device computes the reference with the stored params
+    inputs = spec.make_inputs(problem, np.random.default_rng(7))
+    out_values = prepare(browser, spec, problem, result.record.params, inputs).run()
+    assert verify(out_values, spec.reference(problem, inputs)).ok
+
+
 @pytest.fixture(scope="module")
 def tuned_model(either: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, str]]:
     """small_cnn tuned with ``--model`` in the browser, and its bundle exported from that database."""

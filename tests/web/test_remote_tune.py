@@ -48,6 +48,19 @@ for (const [proto, name] of [[GPUBuffer.prototype, "mapAsync"], [GPUQueue.protot
   proto[name] = function (...args) { return window.kfHang ? new Promise(() => {}) : real.apply(this, args); };
 }
 """
+# a device lost (a GPU reset, a crashed GPU process): once window.kfLose is set, the next command encoder the
+# agent asks for destroys its device instead
+LOSE = """
+window.kfLose = false;
+const realEncoder = GPUDevice.prototype.createCommandEncoder;
+GPUDevice.prototype.createCommandEncoder = function (...args) {
+  if (window.kfLose) {
+    window.kfLose = false;
+    this.destroy();
+  }
+  return realEncoder.apply(this, args);
+};
+"""
 # another device opening the URL: an adapter that says it is some phone's GPU
 OTHER_ADAPTER = """
 Object.defineProperty(GPUAdapter.prototype, "info", {
@@ -195,6 +208,42 @@ def test_a_page_closed_mid_trial_loses_no_finished_trial_and_the_study_resumes_o
     assert result.reasons["disconnected"] == result.counts["failed"] == 1  # pruned ones have other reasons
     assert result.counts["ok"] == 6  # the trials asked for: the disconnected one does not count
     assert result.record is not None and (tmp_path / f"{outcome['backend'].info.slug}.json").is_file()
+
+
+def test_a_device_lost_in_the_page_fails_the_trial_in_flight_and_the_page_reconnects_with_a_new_one(
+    browser: Any, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    thread, outcome = _tune_in_thread(RemoteOptions(connect_timeout=60, announce=lines.append), tmp_path, trials=6)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.add_init_script(LOSE)
+        page.goto(url_of(lines))
+        wait_for("a finished trial", lambda: "study" in outcome and _complete(tmp_path, outcome["study"]))
+        page.evaluate("window.kfLose = true")
+        thread.join(timeout=90)
+        assert not thread.is_alive() and "error" not in outcome, outcome.get("error")
+    finally:
+        if "backend" in outcome:
+            agent_of(outcome["backend"].info).close()
+        context.close()
+    # the same page came back by itself (as page 2) with a device of its own, and the study went on there
+    assert any(x.startswith("page 2 connected from 127.0.0.1") for x in lines), lines
+    trials = optuna.load_study(study_name=outcome["study"], storage=default_storage(tmp_path)).trials
+    (failed,) = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed.user_attrs["invalidity"] == "disconnected" and "device lost" in failed.user_attrs["reason"]
+    result: TuneResult = outcome["result"]
+    assert result.counts["ok"] == 6 and result.reasons["disconnected"] == result.counts["failed"] == 1
+    assert result.record is not None
+
+
+def _complete(db: Path, name: str) -> int:
+    try:
+        study = optuna.load_study(study_name=name, storage=default_storage(db))
+    except KeyError:  # not created yet
+        return 0
+    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
 
 def test_another_adapter_opening_the_url_is_refused_and_the_study_keeps_its_device(browser: Any) -> None:

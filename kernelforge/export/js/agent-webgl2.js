@@ -78,7 +78,7 @@ export function openWebGL2({ vertex }, toBase64, fromBase64) {
   const pixel = new Float32Array(4);
 
   const check = (/** @type {string} */ what) => {
-    if (gl.isContextLost()) fail("the WebGL2 context was lost");
+    if (gl.isContextLost()) fail("device lost: the WebGL2 context was lost");
     const error = gl.getError();
     if (error) fail(`${what}: WebGL error 0x${error.toString(16)}`);
   };
@@ -301,5 +301,7 @@ export function openWebGL2({ vertex }, toBase64, fromBase64) {
       maxTextureImageUnits: gl.getParameter(gl.MAX_TEXTURE_IMAGE_UNITS),
     },
   };
-  return { info, ops, dispose };
+  /** @returns {string | null} why the context is gone, if it is */
+  const lost = () => (gl.isContextLost() ? "the WebGL2 context was lost" : null);
+  return { info, ops, dispose, lost };
 }

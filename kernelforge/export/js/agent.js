@@ -27,6 +27,9 @@ const UNIFORM = 0x40;
 const STORAGE = 0x80;
 const QUERY_RESOLVE = 0x200;
 const MAX_BATCH = 4096;
+// how an error that comes from a lost device starts (after "kernelforge agent: "): Python then opens the device
+// again rather than blaming the kernel (a GPU reset, a crashed GPU process, a driver's watchdog)
+const LOST = "device lost: ";
 
 /** @typedef {{ buffer: GPUBuffer, size: number, refs: number, released: boolean }} Held */
 /**
@@ -65,7 +68,7 @@ const fail = (message) => {
 /** The opened device (fails when open() was not called or the device was lost). */
 function opened() {
   if (!agent) return fail("no device: call open first");
-  if (agent.lost) return fail(`the WebGPU device was lost: ${agent.lost}`);
+  if (agent.lost) return fail(`${LOST}the WebGPU device was lost: ${agent.lost}`);
   return agent;
 }
 
@@ -377,7 +380,22 @@ async function call(op, args = {}) {
   const ops = webgl2 && op !== "open" ? webgl2.ops : OPS;
   if (args.release?.length) ops.release({ ids: args.release });
   const fn = ops[op] ?? fail(`unknown op ${JSON.stringify(op)} (ops: ${Object.keys(OPS).join(", ")})`);
-  return fn(args);
+  if (op === "open") return fn(args);
+  /** @type {unknown} */
+  let result;
+  let threw = false;
+  try {
+    result = await fn(args);
+  } catch (e) {
+    [result, threw] = [e, true];
+  }
+  // a device lost under an op makes it fail, or return a compile error, before device.lost has resolved: a
+  // failed op waits one task for it, so the kernel is not blamed for what the device did
+  if (threw || (result instanceof Object && "error" in result)) await new Promise((r) => setTimeout(r, 0));
+  const lost = webgl2 ? webgl2.lost() : agent?.lost;
+  if (lost) fail(`${LOST}${webgl2 ? "" : "the WebGPU device was lost: "}${lost}`);
+  if (threw) throw result;
+  return result;
 }
 
 /**
