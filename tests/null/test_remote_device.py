@@ -25,6 +25,8 @@ class FakePages:
     def __init__(self) -> None:
         self.page = 1
         self.sent: list[tuple[int, str, dict[str, Any]]] = []
+        """Every op run, a batch's one by one."""
+        self.trips = 0
         self.last_id = 0
 
     def wait_page(self) -> int:
@@ -33,13 +35,18 @@ class FakePages:
     def call(self, op: str, args: dict[str, Any], page: int) -> Any:
         if page != self.page:
             raise DeviceDisconnectedError(f"{op}: page {page} went away")
+        self.trips += 1
+        calls = args["calls"] if op == "batch" else [[op, args]]
+        return [self._one(page, o, a) for o, a in calls][-1]
+
+    def _one(self, page: int, op: str, args: dict[str, Any]) -> Any:
         self.sent.append((page, op, args))
         self.last_id += 1
         if op == "compile":
             return {"kernel": self.last_id}
         if op == "read":
             return base64.b64encode(np.zeros(args["bytes"] // 4, np.float32).tobytes()).decode()
-        return None if op == "write" else self.last_id
+        return None
 
 
 def _backend() -> tuple[BrowserBackend, FakePages]:
@@ -54,10 +61,10 @@ def test_handles_of_a_page_that_went_away_are_never_sent_to_the_next_one() -> No
     kernel = backend.compile("@compute @workgroup_size(1) fn main() {}", "k")
     assert backend.compile("@compute @workgroup_size(1) fn main() {}", "k") is kernel  # cached on its page
     backend.write(buffer, np.ones(16, np.float32))
+    backend.read(buffer, 16)
     pages.page = 2  # a reload: the new page holds nothing of the old one
     sent = len(pages.sent)
-    with pytest.raises(DeviceDisconnectedError):
-        backend.write(buffer, np.ones(16, np.float32))
+    backend.write(buffer, np.ones(16, np.float32))  # sent with the next call that needs an answer: this read
     with pytest.raises(DeviceDisconnectedError):
         backend.read(buffer, 16)
     assert len(pages.sent) == sent  # refused before anything went out
@@ -65,6 +72,7 @@ def test_handles_of_a_page_that_went_away_are_never_sent_to_the_next_one() -> No
     assert again is not kernel and again.page == 2 and pages.sent[-1][:2] == (2, "compile")  # compiled anew
     fresh = backend.alloc(Buffer(64))
     assert fresh.page == 2 and backend.read(fresh, 16).shape == (16,)
+    assert [op for p, op, _ in pages.sent[-2:]] == ["alloc", "read"]  # the write to the old page was dropped
 
 
 def test_dropped_handles_are_freed_in_their_own_page_only() -> None:
@@ -73,11 +81,35 @@ def test_dropped_handles_are_freed_in_their_own_page_only() -> None:
     del old  # freed by the next call in page 1...
     pages.page = 2
     kept = backend.alloc(Buffer(16))  # ...but page 1 is gone: nothing to free in page 2
-    assert all("release" not in args for _, _, args in pages.sent)
+    backend.read(kept, 4)
+    assert all(op != "release" for _, op, _ in pages.sent)
     dropped_id = kept.id
     del kept
-    backend.alloc(Buffer(16))
-    assert pages.sent[-1][2]["release"] == [dropped_id]
+    backend.read(backend.alloc(Buffer(16)), 4)
+    assert [op for _, op, _ in pages.sent[-3:]] == ["alloc", "release", "read"]  # after the allocs, in one trip
+    assert pages.sent[-2][2] == {"ids": [dropped_id]}
+
+
+def test_calls_that_need_no_answer_go_with_the_next_that_does_and_inputs_cross_once() -> None:
+    backend, pages = _backend()
+    data = np.arange(4096, dtype=np.float32)  # 16 KiB: kept by the page
+    for trial in range(3):  # as a study's trials do: the same input, fresh buffers
+        trips = pages.trips
+        buffer = backend.alloc(Buffer(data.nbytes))
+        backend.write(buffer, data)
+        backend.write(backend.alloc(Buffer(64)), np.ones(16, np.float32))  # small: sent each time
+        assert pages.trips == trips  # nothing sent yet
+        assert backend.read(buffer, 4).shape == (4,)
+        assert pages.trips == trips + 1  # alloc, write, alloc, write, read: one round trip
+        big, small = [args for _, op, args in pages.sent[-5:] if op == "write"]
+        assert ("data" in big) == (trial == 0) and big["blob"]  # the same bytes cross once, then by their key
+        assert "data" in small and "blob" not in small
+    assert big["forget"] == []
+    pages.page = 2  # a new page keeps nothing: the data crosses again, and the page forgets all it had
+    backend.write(again := backend.alloc(Buffer(data.nbytes)), data)
+    backend.read(again, 4)
+    (write,) = [args for _, op, args in pages.sent[-3:] if op == "write"]
+    assert "data" in write and write["forget"] == ["*"]
 
 
 def test_a_page_with_another_adapter_or_other_limits_is_refused() -> None:
@@ -123,3 +155,23 @@ def test_what_a_remote_device_cannot_run_is_refused_before_serving() -> None:
         request_device("remote:webgl2", "wgsl", RemoteOptions(listen="nonsense"))
     with pytest.raises(DeviceNotFoundError, match="--backend glsl"):
         request_device("remote", "glsl", RemoteOptions(listen="nonsense"))
+
+
+def test_the_page_keeps_at_most_the_budget_and_forgets_the_least_recent_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kernelforge.runtime.backends import browser
+
+    monkeypatch.setattr(browser, "BLOB_BUDGET", 3 * 16384)
+    backend, pages = _backend()
+    blocks = [np.full(4096, k, np.float32) for k in range(4)]  # 16 KiB each: three fit
+
+    def write(data: np.ndarray) -> dict[str, Any]:
+        buffer = backend.alloc(Buffer(data.nbytes))
+        backend.write(buffer, data)
+        backend.read(buffer, 1)
+        return next(args for _, op, args in reversed(pages.sent) if op == "write")
+
+    keys = [write(b)["blob"] for b in blocks[:3]]
+    assert "data" not in write(blocks[0])  # used again: now the most recent
+    fourth = write(blocks[3])
+    assert "data" in fourth and fourth["forget"] == [keys[1]]  # the least recently used made room
+    assert "data" in write(blocks[1]) and "data" not in write(blocks[0])

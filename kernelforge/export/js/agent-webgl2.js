@@ -42,9 +42,8 @@ const fail = (message) => {
  * Open a WebGL2 context as kernelforge.js does and return its description and the agent's ops on it.
  * @param {{ vertex: string }} args the full-screen vertex shader every kernel is linked with
  * @param {(bytes: Uint8Array) => string} toBase64
- * @param {(text: string) => Uint8Array<ArrayBuffer>} fromBase64
  */
-export function openWebGL2({ vertex }, toBase64, fromBase64) {
+export function openWebGL2({ vertex }, toBase64) {
   /** @type {HTMLCanvasElement | OffscreenCanvas | undefined} */
   let canvas = globalThis.document?.createElement("canvas");
   if (!canvas && typeof OffscreenCanvas !== "undefined") canvas = new OffscreenCanvas(1, 1);
@@ -161,8 +160,8 @@ export function openWebGL2({ vertex }, toBase64, fromBase64) {
       return { kernel: id, ms: performance.now() - started };
     },
 
-    /** @param {{ width: number, height: number, pack: number, dtype: string }} args */
-    alloc({ width, height, pack, dtype }) {
+    /** @param {{ width: number, height: number, pack: number, dtype: string, id?: number }} args */
+    alloc({ width, height, pack, dtype, id = nextId++ }) {
       const texture = /** @type {WebGLTexture} */ (gl.createTexture());
       gl.bindTexture(TEXTURE_2D, texture);
       // float texels, or the int8/uint8 ones of weights a kernel dequantizes, as kernelforge.js makes them
@@ -179,15 +178,13 @@ export function openWebGL2({ vertex }, toBase64, fromBase64) {
       for (const p of [gl.TEXTURE_WRAP_S, gl.TEXTURE_WRAP_T]) gl.texParameteri(TEXTURE_2D, p, gl.CLAMP_TO_EDGE);
       const format = dtype === "float32" ? (pack === 4 ? gl.RGBA : gl.RED) : pack === 4 ? gl.RGBA_INTEGER : gl.RED_INTEGER;
       check(`a ${width}x${height} texture of ${pack} ${dtype} per texel`);
-      const id = nextId++;
       textures.set(id, { texture, width, height, pack, format, type, Staging, reader: null, refs: 0, released: false });
       return id;
     },
 
-    /** @param {{ texture: number, data: string }} args values (their bytes) for the texture's first texels */
-    write({ texture, data }) {
+    /** @param {{ texture: number, bytes: Uint8Array<ArrayBuffer> }} args values (their bytes) for the texture's first texels */
+    write({ texture, bytes }) {
       const t = tex(texture);
-      const bytes = fromBase64(data);
       const staging = new t.Staging(t.width * t.height * t.pack);
       staging.set(new t.Staging(bytes.buffer, 0, bytes.byteLength / t.Staging.BYTES_PER_ELEMENT));
       gl.bindTexture(TEXTURE_2D, t.texture);
@@ -217,9 +214,9 @@ export function openWebGL2({ vertex }, toBase64, fromBase64) {
 
     /**
      * Tie a kernel to its input textures (unit k: inputs[k], bound to its sampler uniform) and render targets.
-     * @param {{ kernel: number, label: string, inputs: [number, string][], outputs: number[], size: [number, number] }} args
+     * @param {{ kernel: number, label: string, inputs: [number, string][], outputs: number[], size: [number, number], id?: number }} args
      */
-    bind({ kernel, label, inputs, outputs, size }) {
+    bind({ kernel, label, inputs, outputs, size, id = nextId++ }) {
       const program = kernels.get(kernel) ?? fail(`no kernel ${kernel}`);
       const fb = /** @type {WebGLFramebuffer} */ (gl.createFramebuffer());
       gl.bindFramebuffer(FRAMEBUFFER, fb);
@@ -233,8 +230,7 @@ export function openWebGL2({ vertex }, toBase64, fromBase64) {
       /** @type {Draw["samplers"]} */
       const samplers = inputs.map(([id, sampler]) => [tex(id).texture, gl.getUniformLocation(program, sampler)]);
       const used = [...inputs.map(([id]) => id), ...outputs];
-      for (const id of used) tex(id).refs++;
-      const id = nextId++;
+      for (const t of used) tex(t).refs++;
       steps.set(id, { program, fb, samplers, size, textures: used, batch: {} });
       return id;
     },

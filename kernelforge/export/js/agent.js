@@ -59,6 +59,8 @@ const kernels = new Map();
 const buffers = new Map();
 /** @type {Map<number, Step>} */
 const steps = new Map();
+/** @type {Map<string, Uint8Array<ArrayBuffer>>} data Python has sent once, by its key: inputs every trial reuses */
+const blobs = new Map();
 
 /** @param {string} message @returns {never} */
 const fail = (message) => {
@@ -159,6 +161,7 @@ function reset() {
   buffers.clear();
   steps.clear();
   kernels.clear();
+  blobs.clear();
   agent?.device.destroy();
   agent = null;
   webgl2?.dispose();
@@ -173,7 +176,7 @@ function reset() {
 async function open({ api = "webgpu", vertex = "" }) {
   reset();
   if (api === "webgl2") {
-    webgl2 = openWebGL2({ vertex }, toBase64, fromBase64);
+    webgl2 = openWebGL2({ vertex }, toBase64);
     return webgl2.info;
   }
   if (api !== "webgpu") return fail(`open: no api ${JSON.stringify(api)} (webgpu, webgl2)`);
@@ -248,19 +251,18 @@ async function compile({ source, label }) {
   }
 }
 
-/** @param {{ bytes: number }} args */
-async function alloc({ bytes }) {
+/** @param {{ bytes: number, id?: number }} args `id`: the handle Python chose (so the call needs no answer) */
+async function alloc({ bytes, id = nextId++ }) {
   const { device } = opened();
   const size = Math.max(4, Math.ceil(bytes / 4) * 4);
   const buffer = await validated(device, `a buffer of ${size} bytes`, () => device.createBuffer({ size, usage: STORAGE | COPY_SRC | COPY_DST }));
-  const id = nextId++;
   buffers.set(id, { buffer, size, refs: 0, released: false });
   return id;
 }
 
-/** @param {{ buffer: number, data: string }} args bytes to write at the buffer's start */
-function write({ buffer, data }) {
-  opened().device.queue.writeBuffer(held(buffer).buffer, 0, fromBase64(data));
+/** @param {{ buffer: number, bytes: Uint8Array<ArrayBuffer> }} args bytes to write at the buffer's start (see payload()) */
+function write({ buffer, bytes }) {
+  opened().device.queue.writeBuffer(held(buffer).buffer, 0, bytes);
   return null;
 }
 
@@ -281,9 +283,9 @@ async function read({ buffer, bytes }) {
 /**
  * Bind a kernel to a step's uniforms (binding 0, u32, padded to whole 16-byte rows) and buffers (binding i + 1:
  * the first `bytes` of buffer `id`), as kernelforge.js binds a plan's step (FORMAT.md).
- * @param {{ kernel: number, label: string, uniforms: number[], bindings: [number, number][], workgroups: [number, number, number] }} args
+ * @param {{ kernel: number, label: string, uniforms: number[], bindings: [number, number][], workgroups: [number, number, number], id?: number }} args
  */
-async function bind({ kernel, label, uniforms, bindings, workgroups }) {
+async function bind({ kernel, label, uniforms, bindings, workgroups, id = nextId++ }) {
   const { device } = opened();
   const pipeline = kernels.get(kernel) ?? fail(`no kernel ${kernel}`);
   const words = new Uint32Array(Math.max(4, Math.ceil(uniforms.length / 4) * 4));
@@ -295,8 +297,7 @@ async function bind({ kernel, label, uniforms, bindings, workgroups }) {
     ...bindings.map(([id, bytes], i) => ({ binding: i + 1, resource: { buffer: held(id).buffer, size: bytes } })),
   ];
   const group = await validated(device, label, () => device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries }));
-  for (const [id] of bindings) held(id).refs++;
-  const id = nextId++;
+  for (const [b] of bindings) held(b).refs++;
   steps.set(id, { pipeline, group, uniform, workgroups, buffers: bindings.map(([b]) => b), batch: {} });
   return id;
 }
@@ -370,22 +371,50 @@ async function time({ step, clock, minMs }) {
 const OPS = { open, compile, alloc, write, read, bind, run, time, release: ({ ids }) => release(ids) };
 
 /**
+ * The bytes a write op carries: `data` (base64), kept as `blob` when it has that key, or the blob sent before
+ * under `blob`. Python decides what is kept: `forget` lists the keys to drop first ("*": all of them).
+ * @param {{ data?: string, blob?: string, forget?: string[] }} args
+ */
+function payload({ data, blob, forget = [] }) {
+  for (const key of forget) key === "*" ? blobs.clear() : blobs.delete(key);
+  if (data === undefined) return blob === undefined ? fail("write: no data") : (blobs.get(blob) ?? fail(`write: no blob ${blob}`));
+  const bytes = fromBase64(data);
+  if (blob !== undefined) blobs.set(blob, bytes);
+  return bytes;
+}
+
+/**
  * The agent's one entry point: run `op` with `args` (JSON in, JSON out). `args.release` lists handles to free
- * first, so freeing costs no round trip of its own.
+ * first, so freeing costs no round trip of its own. Op "batch" runs `args.calls` ([op, args] pairs) in order and
+ * answers the last one's result: Python sends the calls that need no answer (alloc and bind with ids it chose,
+ * writes) with the next one that does, one round trip in all.
  * @param {string} op
- * @param {{ release?: number[], [key: string]: unknown }} [args]
+ * @param {{ release?: number[], calls?: [string, any][], [key: string]: unknown }} [args]
  */
 async function call(op, args = {}) {
   /** @type {Record<string, (args: any) => unknown>} */
   const ops = webgl2 && op !== "open" ? webgl2.ops : OPS;
   if (args.release?.length) ops.release({ ids: args.release });
-  const fn = ops[op] ?? fail(`unknown op ${JSON.stringify(op)} (ops: ${Object.keys(OPS).join(", ")})`);
-  if (op === "open") return fn(args);
+  /** @param {string} o @param {any} a */
+  const one = (o, a) => {
+    const fn = ops[o] ?? fail(`unknown op ${JSON.stringify(o)} (ops: ${Object.keys(OPS).join(", ")})`);
+    return fn(o === "write" ? { ...a, bytes: payload(a) } : a);
+  };
+  if (op === "open") return one(op, args);
   /** @type {unknown} */
   let result;
   let threw = false;
   try {
-    result = await fn(args);
+    if (op !== "batch") result = await one(op, args);
+    else {
+      for (const [o, a] of args.calls ?? []) {
+        try {
+          result = await one(o, a);
+        } catch (e) {
+          throw new Error(`${o}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+        }
+      }
+    }
   } catch (e) {
     [result, threw] = [e, true];
   }

@@ -14,8 +14,11 @@ their own and a bundle exported from them matches the same browser exactly. ``--
 from __future__ import annotations
 
 import base64
+import hashlib
+import itertools
 import re
 import weakref
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
@@ -32,6 +35,11 @@ from kernelforge.runtime.backends.moderngl import WEBGL2_DRAW_BUFFERS, WEBGL2_TE
 from kernelforge.runtime.backends.wgpu import webgpu_default_limits, webgpu_limits
 from kernelforge.templates import GLSL_VERSIONS, render_template
 
+BLOB_BUDGET = 256 << 20
+"""Bytes of written data a page keeps for reuse (least recently used dropped first): every trial of a study writes
+the same inputs, which then cross the bridge (or a phone's Wi-Fi) once."""
+BLOB_MIN = 4096
+"""Smaller writes are sent every time: their key and bookkeeping would cost about as much."""
 MIN_SPAN_MS = {"gpu": 2.0, "wall": 20.0}
 """How long a timed batch of dispatches runs at least, per clock: Chrome quantises timestamps to ~0.1 ms (5 % of
 2 ms), and its wall clock waits up to ~2 ms for a poll of the GPU process (10 % of 20 ms)."""
@@ -243,6 +251,13 @@ class BrowserBackend(Backend[PageHandle, PageHandle, PageHandle]):
         self._page = 0
         self._garbage: list[tuple[int, int]] = []
         """(page, id) of dropped handles, freed in their page by its next call."""
+        self._ids = itertools.count(1 << 30)  # the page numbers its kernels from 1: no id is both
+        self._deferred: list[tuple[int, str, dict[str, Any]]] = []
+        """(page, op, args) of calls that need no answer (alloc, write, bind), sent with the next that does."""
+        self._blobs: OrderedDict[str, int] = OrderedDict()
+        """Keys and sizes of the data the current page keeps (see :data:`BLOB_BUDGET`), least recent first."""
+        self._blobs_page = -1
+        self._forget_all = False
 
     @property
     def limits(self) -> Limits:
@@ -279,15 +294,50 @@ class BrowserBackend(Backend[PageHandle, PageHandle, PageHandle]):
         return pages.pop() if pages else self._current()
 
     def _call(self, op: str, args: dict[str, Any], page: int) -> Any:
-        """Run an op in page ``page`` (freeing that page's dropped handles on the way)."""
+        """Run an op in page ``page`` and return its answer.
+
+        The deferred calls and the freeing of the page's dropped handles go first, in the same round trip (the
+        agent's ``batch``).
+        """
+        calls: list[list[Any]] = [[o, a] for p, o, a in self._deferred if p == page]
+        self._deferred.clear()  # those of a page that is gone went with it
         if self._garbage:
             freed = self._garbage[:]
             del self._garbage[: len(freed)]  # a finalizer may append meanwhile
             mine = [i for p, i in freed if p == page]
-            self._garbage += [(p, i) for p, i in freed if p > page]  # those of a page that is gone went with it
-            if mine:
-                args = {**args, "release": mine}
-        return self._agent.call(op, args, page)
+            self._garbage += [(p, i) for p, i in freed if p > page]
+            if mine:  # after the deferred allocs: a handle dropped before its alloc was sent is still freed
+                calls.append(["release", {"ids": mine}])
+        if not calls:
+            return self._agent.call(op, args, page)
+        try:
+            return self._agent.call("batch", {"calls": [*calls, [op, args]]}, page)
+        except Exception:
+            self._forget_all = True  # a write that was never run may have been counted as kept
+            raise
+
+    def _defer(self, op: str, args: dict[str, Any], page: int) -> None:
+        self._deferred.append((page, op, args))
+
+    def _payload(self, data: np.ndarray, page: int) -> dict[str, Any]:
+        """The ``data`` of a write, or the key of the same bytes the page keeps from an earlier one."""
+        raw = data.tobytes()
+        sent = {"data": base64.b64encode(raw).decode("ascii")}
+        if len(raw) < BLOB_MIN or len(raw) > BLOB_BUDGET:
+            return sent
+        forget: list[str] = []
+        if page != self._blobs_page or self._forget_all:
+            self._blobs.clear()
+            self._blobs_page, self._forget_all = page, False
+            forget.append("*")
+        key = hashlib.blake2b(raw, digest_size=16).hexdigest()
+        if key in self._blobs:
+            self._blobs.move_to_end(key)
+            return {"blob": key, "forget": forget}
+        while self._blobs and sum(self._blobs.values()) + len(raw) > BLOB_BUDGET:
+            forget.append(self._blobs.popitem(last=False)[0])
+        self._blobs[key] = len(raw)
+        return {**sent, "blob": key, "forget": forget}
 
     def _handle(self, id: int, nbytes: int, page: int) -> PageHandle:
         handle = PageHandle(int(id), nbytes, page)
@@ -305,14 +355,13 @@ class BrowserBackend(Backend[PageHandle, PageHandle, PageHandle]):
 
     def _alloc(self, resource: Resource) -> PageHandle:
         assert isinstance(resource, Buffer)
-        page = self._current()
-        id = self._call("alloc", {"bytes": resource.nbytes}, page)
+        page, id = self._current(), next(self._ids)
+        self._defer("alloc", {"bytes": resource.nbytes, "id": id}, page)
         return self._handle(id, max(4, (resource.nbytes + 3) // 4 * 4), page)
 
     def _write(self, handle: PageHandle, data: np.ndarray) -> None:
         # float32 values or int8/uint8 bytes, as Backend.write passes them: their bytes as they are
-        data64 = base64.b64encode(data.tobytes()).decode("ascii")
-        self._call("write", {"buffer": handle.id, "data": data64}, handle.page)
+        self._defer("write", {"buffer": handle.id, **self._payload(data, handle.page)}, handle.page)
 
     def _read(self, handle: PageHandle, count: int) -> np.ndarray:
         data = base64.b64decode(self._call("read", {"buffer": handle.id, "bytes": 4 * count}, handle.page))
@@ -326,15 +375,18 @@ class BrowserBackend(Backend[PageHandle, PageHandle, PageHandle]):
         args_of = (*step.inputs, *step.outputs)
         # a prefix: a graph's planned buffer may be larger than the tensor it holds
         bindings = [[b.id, arg.nbytes or b.nbytes] for b, arg in zip((*inputs, *outputs), args_of, strict=True)]
+        id = next(self._ids)
         args = {
             "kernel": kernel.id,
             "label": step.label,
             "uniforms": [int(u) for u in step.uniforms],
             "bindings": bindings,
             "workgroups": list(step.workgroups),
+            "id": id,
         }
         page = self._page_of("bind", kernel, *inputs, *outputs)
-        return self._handle(self._call("bind", args, page), 0, page)
+        self._defer("bind", args, page)
+        return self._handle(id, 0, page)
 
     def _run(self, steps: Sequence[PageHandle]) -> None:
         self._call("run", {"steps": [s.id for s in steps]}, self._page_of("run", *steps))
@@ -369,14 +421,14 @@ class BrowserGlBackend(BrowserBackend):
 
     def _alloc(self, resource: Resource) -> PageHandle:
         assert isinstance(resource, Texture)
-        page = self._current()
-        args = {"width": resource.width, "height": resource.height, "pack": resource.pack, "dtype": resource.dtype}
-        return self._handle(self._call("alloc", args, page), 0, page)
+        page, id = self._current(), next(self._ids)
+        size = {"width": resource.width, "height": resource.height, "pack": resource.pack, "dtype": resource.dtype}
+        self._defer("alloc", {**size, "id": id}, page)
+        return self._handle(id, 0, page)
 
     def _write(self, handle: PageHandle, data: np.ndarray) -> None:
         # float32 values or int8/uint8 integers (Backend.write), for the texture's first texels
-        data64 = base64.b64encode(data.tobytes()).decode("ascii")
-        self._call("write", {"texture": handle.id, "data": data64}, handle.page)
+        self._defer("write", {"texture": handle.id, **self._payload(data, handle.page)}, handle.page)
 
     def _read(self, handle: PageHandle, count: int) -> np.ndarray:
         data = base64.b64decode(self._call("read", {"texture": handle.id, "count": count}, handle.page))
@@ -385,12 +437,15 @@ class BrowserGlBackend(BrowserBackend):
     def _bind(
         self, kernel: PageHandle, step: ProgramStep, inputs: Sequence[PageHandle], outputs: Sequence[PageHandle]
     ) -> PageHandle:
+        id = next(self._ids)
         args = {
             "kernel": kernel.id,
             "label": step.label,
             "inputs": [[h.id, arg.sampler] for h, arg in zip(inputs, step.inputs, strict=True)],
             "outputs": [h.id for h in outputs],
             "size": list(step.size),
+            "id": id,
         }
         page = self._page_of("bind", kernel, *inputs, *outputs)
-        return self._handle(self._call("bind", args, page), 0, page)
+        self._defer("bind", args, page)
+        return self._handle(id, 0, page)
