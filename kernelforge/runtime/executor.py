@@ -67,6 +67,10 @@ class Executable(Generic[R, K, B]):
         """Launch step ``index`` alone (on whatever its resources hold) and return its seconds."""
         return self.backend.time(self._steps[index])
 
+    def time_reps(self, index: int, count: int) -> list[float]:
+        """Return ``count`` timings of step ``index`` alone (see :meth:`Backend.time_reps`)."""
+        return self.backend.time_reps(self._steps[index], count)
+
     def stored(self, resource: int) -> np.ndarray:
         """Return resource ``resource`` as it is stored, every texel and lane (tests of the layout contract)."""
         texture = self.program.resources[resource]

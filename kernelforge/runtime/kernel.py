@@ -39,6 +39,10 @@ class PreparedKernel(Generic[P]):
         """Run the kernel once and return its time in seconds."""
         return self.executable.time(0)
 
+    def time_reps(self, count: int) -> list[float]:
+        """Return ``count`` timings of the kernel, in seconds."""
+        return self.executable.time_reps(0, count)
+
 
 def prepare(
     backend: Backend[Any, Any, Any], spec: OpSpec[P], problem: P, params: Params, inputs: Sequence[np.ndarray]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -43,8 +44,17 @@ class Measurement:
         return (max(self.times) - min(self.times)) / self.median if self.median > 0 else 0.0
 
 
-def measure(run: Callable[[], float], config: MeasureConfig, best_so_far: float | None = None) -> Measurement:
-    """Time ``run`` (which returns one repetition's seconds) per ``config``."""
+def measure(
+    run: Callable[[], float],
+    config: MeasureConfig,
+    best_so_far: float | None = None,
+    run_more: Callable[[int], list[float]] | None = None,
+) -> Measurement:
+    """Time ``run`` (which returns one repetition's seconds) per ``config``.
+
+    ``run_more(n)``, where given, returns n repetitions at once (a browser page takes them in one round trip):
+    after the first repetition it is asked for as many as the loop would have run in ``max_seconds``.
+    """
     for _ in range(config.warmup):
         run()
     times: list[float] = []
@@ -53,7 +63,15 @@ def measure(run: Callable[[], float], config: MeasureConfig, best_so_far: float 
         times.append(max(run(), 1e-9))
         if best_so_far is not None and len(times) == 1 and times[0] > config.give_up_ratio * best_so_far:
             break
-        if len(times) >= config.min_reps and time.perf_counter() - start > config.max_seconds:
+        elapsed = time.perf_counter() - start
+        if len(times) >= config.min_reps and elapsed > config.max_seconds:
+            break
+        if run_more is not None and len(times) == 1:
+            # the loop stops at the first repetition past max_seconds once it has min_reps
+            each = max(elapsed, 1e-9)
+            fit = math.floor((config.max_seconds - elapsed) / each) + 1
+            more = min(config.max_reps - 1, max(config.min_reps - 1, fit))
+            times += [max(t, 1e-9) for t in run_more(more)] if more > 0 else []
             break
     return Measurement(tuple(times))
 

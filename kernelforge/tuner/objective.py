@@ -191,7 +191,7 @@ class Objective:
             raise self._fail(
                 trial, "correctness", f"max error {verdict.max_error:.3g} > tolerance {verdict.tolerance:.3g}"
             )
-        result = measure(kernel.time, self.config, best)
+        result = measure(kernel.time, self.config, best, kernel.time_reps)
         trial.set_user_attr("times", list(result.times))
         self.results[tuple(sorted(params.items()))] = (result.median, compile_s)
         return result.median

@@ -89,11 +89,11 @@ def test_interrupted_run_keeps_finished_trials_and_resumes(tmp_path, lavapipe, m
     calls = {"n": 0}
     real_measure = objective_mod.measure
 
-    def flaky_measure(run, config, best=None):
+    def flaky_measure(run, config, best=None, run_more=None):
         calls["n"] += 1
         if calls["n"] == 4:
             raise KeyboardInterrupt
-        return real_measure(run, config, best)
+        return real_measure(run, config, best, run_more)
 
     monkeypatch.setattr(objective_mod, "measure", flaky_measure)
     result = tune_problem(lavapipe, SPEC, problem, options(tmp_path, trials=20, sampler="tpe"))

@@ -8,8 +8,6 @@
 // around them (where the browser exposes it; a disjoint result is not believed) or the wall clock to a one-texel
 // readPixels, which returns only once the draws are done. N is calibrated as in agent.js.
 
-const MAX_BATCH = 4096;
-
 /** @param {string} message @returns {never} */
 const fail = (message) => {
   throw new Error(`kernelforge agent: ${message}`);
@@ -42,8 +40,9 @@ const fail = (message) => {
  * Open a WebGL2 context as kernelforge.js does and return its description and the agent's ops on it.
  * @param {{ vertex: string }} args the full-screen vertex shader every kernel is linked with
  * @param {(bytes: Uint8Array) => string} toBase64
+ * @param {typeof import("./agent.js").batches} batches agent.js's timing loop, shared
  */
-export function openWebGL2({ vertex }, toBase64) {
+export function openWebGL2({ vertex }, toBase64, batches) {
   /** @type {HTMLCanvasElement | OffscreenCanvas | undefined} */
   let canvas = globalThis.document?.createElement("canvas");
   if (!canvas && typeof OffscreenCanvas !== "undefined") canvas = new OffscreenCanvas(1, 1);
@@ -245,34 +244,38 @@ export function openWebGL2({ vertex }, toBase64) {
     },
 
     /**
-     * Time a batch of draws of one step (see the top of this file), as agent.js's time() does.
-     * @param {{ step: number, clock: "gpu" | "wall", minMs: number }} args
+     * Time `reps` batches of draws of one step (see the top of this file), as agent.js's time() does.
+     * @param {{ step: number, clock: "gpu" | "wall", minMs: number, reps?: number, start?: number }} args
      */
-    async time({ step, clock, minMs }) {
+    async time({ step, clock, minMs, reps = 1, start }) {
       const s = steps.get(step) ?? fail(`no step ${step}`);
       const timed = clock === "gpu" ? timer : null;
-      for (;;) {
-        const n = s.batch[clock] ?? 1;
-        const query = timed && gl.createQuery();
-        const started = performance.now();
-        if (timed && query) gl.beginQuery(timed.TIME_ELAPSED_EXT, query);
-        for (let i = 0; i < n; i++) draw(s);
-        if (timed && query) gl.endQuery(timed.TIME_ELAPSED_EXT);
-        finish(s);
-        const wall = performance.now() - started;
-        /** @type {number | null} */
-        let gpu = null;
-        if (timed && query) {
-          await settled(query);
-          // a disjoint period (a clock change, another context's work) makes the elapsed time meaningless
-          gpu = gl.getParameter(timed.GPU_DISJOINT_EXT) ? 0 : gl.getQueryParameter(query, gl.QUERY_RESULT) / 1e6;
-          gl.deleteQuery(query);
+      /** @param {number} n @param {number} k */
+      const once = async (n, k) => {
+        const runs = [];
+        for (let j = 0; j < k; j++) {
+          const query = timed && gl.createQuery();
+          const started = performance.now();
+          if (timed && query) gl.beginQuery(timed.TIME_ELAPSED_EXT, query);
+          for (let i = 0; i < n; i++) draw(s);
+          if (timed && query) gl.endQuery(timed.TIME_ELAPSED_EXT);
+          finish(s);
+          const wall = performance.now() - started;
+          /** @type {number | null} */
+          let gpu = null;
+          if (timed && query) {
+            await settled(query);
+            // a disjoint period (a clock change, another context's work) makes the elapsed time meaningless
+            gpu = gl.getParameter(timed.GPU_DISJOINT_EXT) ? 0 : gl.getQueryParameter(query, gl.QUERY_RESULT) / 1e6;
+            gl.deleteQuery(query);
+          }
+          check("time");
+          runs.push({ wall, gpu });
         }
-        check("time");
-        const span = gpu ?? wall;
-        if (span >= minMs || n >= MAX_BATCH) return { n, wall, gpu };
-        s.batch[clock] = Math.min(MAX_BATCH, Math.max(2 * n, Math.ceil((n * 1.2 * minMs) / Math.max(span, 1e-3))));
-      }
+        return runs;
+      };
+      if (start && !s.batch[clock]) s.batch[clock] = Math.min(4096, Math.max(1, Math.floor(start)));
+      return batches(once, s.batch, clock, minMs, reps);
     },
 
     /** @param {{ ids: number[] }} args */

@@ -27,6 +27,7 @@ const UNIFORM = 0x40;
 const STORAGE = 0x80;
 const QUERY_RESOLVE = 0x200;
 const MAX_BATCH = 4096;
+const MAX_REPS = 32; // batches timed in one submission: two timestamps each
 // how an error that comes from a lost device starts (after "kernelforge agent: "): Python then opens the device
 // again rather than blaming the kernel (a GPU reset, a crashed GPU process, a driver's watchdog)
 const LOST = "device lost: ";
@@ -176,7 +177,7 @@ function reset() {
 async function open({ api = "webgpu", vertex = "" }) {
   reset();
   if (api === "webgl2") {
-    webgl2 = openWebGL2({ vertex }, toBase64);
+    webgl2 = openWebGL2({ vertex }, toBase64, batches);
     return webgl2.info;
   }
   if (api !== "webgpu") return fail(`open: no api ${JSON.stringify(api)} (webgpu, webgl2)`);
@@ -194,9 +195,9 @@ async function open({ api = "webgpu", vertex = "" }) {
     lost: null,
     query: timestamps
       ? {
-          set: device.createQuerySet({ type: "timestamp", count: 2 }),
-          resolve: device.createBuffer({ size: 16, usage: QUERY_RESOLVE | COPY_SRC }),
-          read: device.createBuffer({ size: 16, usage: MAP_READ | COPY_DST }),
+          set: device.createQuerySet({ type: "timestamp", count: 2 * MAX_REPS }),
+          resolve: device.createBuffer({ size: 16 * MAX_REPS, usage: QUERY_RESOLVE | COPY_SRC }),
+          read: device.createBuffer({ size: 16 * MAX_REPS, usage: MAP_READ | COPY_DST }),
         }
       : null,
   };
@@ -232,22 +233,23 @@ async function open({ api = "webgpu", vertex = "" }) {
  */
 async function compile({ source, label }) {
   const { device } = opened();
+  const started = performance.now();
   device.pushErrorScope("validation");
   const module = device.createShaderModule({ code: source, label });
-  const messages = (await module.getCompilationInfo()).messages.filter((m) => m.type === "error");
-  const scoped = await device.popErrorScope();
-  if (messages.length || scoped) {
-    const lines = messages.map((m) => `${label}:${m.lineNum}:${m.linePos}: ${m.message}`);
-    return { error: lines.join("\n") || scoped?.message || "invalid shader module" };
-  }
-  const started = performance.now();
+  // not awaited before the pipeline: when the text is valid, compiling costs one wait for the GPU process, and
+  // the module's messages are asked for only on failure
+  const scoped = device.popErrorScope();
   try {
     const pipeline = await device.createComputePipelineAsync({ layout: "auto", compute: { module, entryPoint: "main" }, label });
+    await scoped;
     const id = nextId++;
     kernels.set(id, pipeline);
     return { kernel: id, ms: performance.now() - started };
   } catch (e) {
-    return { error: `${label}: ${e instanceof Error ? e.message : String(e)}` };
+    const messages = (await module.getCompilationInfo()).messages.filter((m) => m.type === "error");
+    const lines = messages.map((m) => `${label}:${m.lineNum}:${m.linePos}: ${m.message}`);
+    const scope = await scoped;
+    return { error: lines.join("\n") || scope?.message || `${label}: ${e instanceof Error ? e.message : String(e)}` };
   }
 }
 
@@ -334,36 +336,75 @@ async function run({ steps: ids }) {
  * Time a batch of dispatches of one step (see the top of this file): grows the batch until it spans `minMs` on
  * the clock asked for, then returns its size and the batch's milliseconds on both clocks (gpu: null without
  * timestamps).
- * @param {{ step: number, clock: "gpu" | "wall", minMs: number }} args
+ * @param {{ step: number, clock: "gpu" | "wall", minMs: number, reps?: number, start?: number }} args `start`: the
+ *   batch size to start calibrating from (a previous config's of the same problem)
  */
-async function time({ step, clock, minMs }) {
+async function time({ step, clock, minMs, reps = 1, start }) {
   const { device, query } = opened();
   const s = steps.get(step) ?? fail(`no step ${step}`);
   const stamped = clock === "gpu" && query ? query : null;
+  /**
+   * Run k batches of n dispatches: with timestamps, in one submission (a pass and two timestamps each) and one
+   * wait for the GPU process, so repetitions cost GPU time only; on the wall clock, one submission and wait each.
+   * @param {number} n
+   * @param {number} k
+   */
+  const once = async (n, k) => {
+    const runs = [];
+    for (let done = 0; done < k; ) {
+      const m = stamped ? Math.min(k - done, MAX_REPS) : 1;
+      const encoder = device.createCommandEncoder();
+      for (let i = 0; i < m; i++) {
+        encode(encoder, [s], n, stamped ? { querySet: stamped.set, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } : undefined);
+      }
+      if (stamped) {
+        encoder.resolveQuerySet(stamped.set, 0, 2 * m, stamped.resolve, 0);
+        encoder.copyBufferToBuffer(stamped.resolve, 0, stamped.read, 0, 16 * m);
+      }
+      const started = performance.now();
+      device.queue.submit([encoder.finish()]);
+      // the timestamps' read-back completes once the batches have run: one wait for the GPU process, not two
+      await (stamped ? stamped.read.mapAsync(MAP_READ, 0, 16 * m) : device.queue.onSubmittedWorkDone());
+      const wall = (performance.now() - started) / m;
+      if (!stamped) runs.push({ wall, gpu: null });
+      else {
+        const stamps = new BigUint64Array(stamped.read.getMappedRange(0, 16 * m));
+        for (let i = 0; i < m; i++) {
+          const [begin, end] = [stamps[2 * i], stamps[2 * i + 1]];
+          runs.push({ wall, gpu: end > begin ? Number(end - begin) / 1e6 : 0 }); // nanoseconds
+        }
+        stamped.read.unmap();
+      }
+      done += m;
+    }
+    return runs;
+  };
+  if (start && !s.batch[clock]) s.batch[clock] = Math.min(MAX_BATCH, Math.max(1, Math.floor(start)));
+  return batches(once, s.batch, clock, minMs, reps);
+}
+
+/**
+ * Time `reps` batches of one step (see the top of this file): the first grows the batch until it spans `minMs`
+ * on the clock asked for (the size is kept per step and clock in `sizes`), the others repeat it. Returns the batch
+ * size and each batch's milliseconds on both clocks (gpu: null without a GPU timer). All reps in one call: a
+ * round trip to Python per rep would cost more than a small kernel's batch.
+ * @param {(n: number, k: number) => Promise<{ wall: number, gpu: number | null }[]>} once runs and times k batches of n
+ * @param {Record<string, number>} sizes
+ * @param {string} clock
+ * @param {number} minMs
+ * @param {number} reps
+ */
+export async function batches(once, sizes, clock, minMs, reps) {
   for (;;) {
-    const n = s.batch[clock] ?? 1;
-    const encoder = device.createCommandEncoder();
-    encode(encoder, [s], n, stamped ? { querySet: stamped.set, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } : undefined);
-    if (stamped) {
-      encoder.resolveQuerySet(stamped.set, 0, 2, stamped.resolve, 0);
-      encoder.copyBufferToBuffer(stamped.resolve, 0, stamped.read, 0, 16);
+    const n = sizes[clock] ?? 1;
+    const [first] = await once(n, 1);
+    const span = first.gpu ?? first.wall;
+    if (span >= minMs || n >= MAX_BATCH) {
+      const runs = [first, ...(reps > 1 ? await once(n, reps - 1) : [])];
+      return { n, wall: runs.map((r) => r.wall), gpu: runs.map((r) => r.gpu) };
     }
-    const started = performance.now();
-    device.queue.submit([encoder.finish()]);
-    // the timestamps' read-back completes once the batch has run: one wait for the GPU process, not two
-    await (stamped ? stamped.read.mapAsync(MAP_READ) : device.queue.onSubmittedWorkDone());
-    const wall = performance.now() - started;
-    /** @type {number | null} */
-    let gpu = null;
-    if (stamped) {
-      const [begin, end] = new BigUint64Array(stamped.read.getMappedRange());
-      gpu = end > begin ? Number(end - begin) / 1e6 : 0; // nanoseconds
-      stamped.read.unmap();
-    }
-    const span = gpu ?? wall;
-    if (span >= minMs || n >= MAX_BATCH) return { n, wall, gpu };
     // at least double; aim a fifth past minMs so noise does not make the next batch recalibrate
-    s.batch[clock] = Math.min(MAX_BATCH, Math.max(2 * n, Math.ceil((n * 1.2 * minMs) / Math.max(span, 1e-3))));
+    sizes[clock] = Math.min(MAX_BATCH, Math.max(2 * n, Math.ceil((n * 1.2 * minMs) / Math.max(span, 1e-3))));
   }
 }
 

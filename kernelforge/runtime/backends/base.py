@@ -123,6 +123,10 @@ class Backend(abc.ABC, Generic[R, K, B]):
         """Launch one bound step alone and return its duration in seconds (GPU timer where there is one)."""
         return self._time(step)
 
+    def time_reps(self, step: B, count: int) -> list[float]:
+        """Return ``count`` repetitions of :meth:`time` (a backend far from its device takes them in one go)."""
+        return [self._time(step) for _ in range(count)]
+
     @abc.abstractmethod
     def _compile(self, source: str, label: str) -> K: ...
 

@@ -228,6 +228,8 @@ class PageHandle:
     nbytes: int = 0
     page: int = 0
     """The page that holds it (:meth:`Agent.wait_page`): a remote device's page may be replaced by another."""
+    label: str = ""
+    """A bound step's label: its problem, whose last batch size the next trial's first batch starts from."""
 
 
 class BrowserBackend(Backend[PageHandle, PageHandle, PageHandle]):
@@ -258,6 +260,9 @@ class BrowserBackend(Backend[PageHandle, PageHandle, PageHandle]):
         """Keys and sizes of the data the current page keeps (see :data:`BLOB_BUDGET`), least recent first."""
         self._blobs_page = -1
         self._forget_all = False
+        self._batch_sizes: dict[tuple[str, str], int] = {}
+        """(step label, clock) -> the batch size the page last settled on: where the next config of the same
+        problem starts calibrating (each growth step costs a round trip to the GPU process)."""
 
     @property
     def limits(self) -> Limits:
@@ -339,8 +344,8 @@ class BrowserBackend(Backend[PageHandle, PageHandle, PageHandle]):
         self._blobs[key] = len(raw)
         return {**sent, "blob": key, "forget": forget}
 
-    def _handle(self, id: int, nbytes: int, page: int) -> PageHandle:
-        handle = PageHandle(int(id), nbytes, page)
+    def _handle(self, id: int, nbytes: int, page: int, label: str = "") -> PageHandle:
+        handle = PageHandle(int(id), nbytes, page, label)
         weakref.finalize(handle, self._garbage.append, (page, handle.id))
         return handle
 
@@ -386,18 +391,32 @@ class BrowserBackend(Backend[PageHandle, PageHandle, PageHandle]):
         }
         page = self._page_of("bind", kernel, *inputs, *outputs)
         self._defer("bind", args, page)
-        return self._handle(id, 0, page)
+        return self._handle(id, 0, page, step.label)
 
     def _run(self, steps: Sequence[PageHandle]) -> None:
         self._call("run", {"steps": [s.id for s in steps]}, self._page_of("run", *steps))
 
     def _time(self, step: PageHandle) -> float:
+        return self.time_reps(step, 1)[0]
+
+    def time_reps(self, step: PageHandle, count: int) -> list[float]:
+        """Time ``count`` batches of the step in one call to the page (see :data:`MIN_SPAN_MS`)."""
         clock = "gpu" if self._timestamps else "wall"
-        result = self._call("time", {"step": step.id, "clock": clock, "minMs": MIN_SPAN_MS[clock]}, step.page)
-        n, wall = int(result["n"]), float(result["wall"]) * 1e-3
-        if clock == "wall":
+        args = {"step": step.id, "clock": clock, "minMs": MIN_SPAN_MS[clock], "reps": count}
+        # half the last size: a config like the last one then needs one growth step, and one 100x slower
+        # runs a batch of ~50 x minMs once, not ~100 x
+        start = self._batch_sizes.get((step.label, clock), 0) // 2
+        result = self._call("time", {**args, "start": start} if start > 1 else args, step.page)
+        n = int(result["n"])
+        self._batch_sizes[(step.label, clock)] = n
+        return [self._seconds(float(wall), gpu, n) for wall, gpu in zip(result["wall"], result["gpu"], strict=True)]
+
+    def _seconds(self, wall_ms: float, gpu_ms: float | None, n: int) -> float:
+        """One dispatch's seconds from a batch of ``n`` (the GPU's, unless its timestamps are not believed)."""
+        wall = wall_ms * 1e-3
+        if gpu_ms is None or not self._timestamps:
             return wall / n
-        gpu = float(result["gpu"]) * 1e-3
+        gpu = float(gpu_ms) * 1e-3
         # Timestamps far below the wall clock of a long batch are not believed (a driver whose timer stops early);
         # five in a row switch them off until the next study, as on wgpu. The wall clock waits for a poll of the
         # GPU process, hence the wider margin than wgpu's.
@@ -448,4 +467,4 @@ class BrowserGlBackend(BrowserBackend):
         }
         page = self._page_of("bind", kernel, *inputs, *outputs)
         self._defer("bind", args, page)
-        return self._handle(id, 0, page)
+        return self._handle(id, 0, page, step.label)
