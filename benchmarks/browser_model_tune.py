@@ -1,7 +1,7 @@
 """A whole model tuned in the browser, against the same model's natively tuned records, both run in the browser.
 
     python benchmarks/browser_model_tune.py [--model mobilenet_v2_style] [--size 224] [--budget 900]
-                                            [--runs 15] [--out FILE]
+                                            [--api webgpu|webgl2] [--runs 15] [--out FILE]
 
 1. ``kernelforge tune --device browser --model M --time-budget BUDGET``: every distinct
    kernel of the model tuned in a page of headless Chromium (WebGPU on SwiftShader); the wall time of the whole
@@ -13,6 +13,9 @@
 3. In one fresh Chromium page the bundle is loaded three times, each forced to one target, and the three are
    run in alternation (a, b, c, a, b, c, ...) after warm-up runs; the medians are compared, and each output
    against ONNX Runtime CPU.
+
+``--api webgl2`` does the same for the GLSL kernels (``--device browser:webgl2``, Chromium's WebGL2 on ANGLE and
+SwiftShader); the native GLSL records to compare with are llvmpipe's (OpenGL), the only native GLSL device here.
 
 Prints a table and writes ``benchmarks/results/browser_model_tune.json``.
 """
@@ -42,16 +45,16 @@ from kernelforge.testing.models import MODELS
 
 REPO_DB = Path(__file__).resolve().parent.parent / "tuning_db"
 
-PAGE = """async ([targets, x, dims, runs, warmup]) => {
+PAGE = """async ([targets, x, dims, runs, warmup, backend]) => {
   const kf = await import("./bundle/kernelforge.js");
-  const picked = await kf.load("./bundle/");
+  const picked = await kf.load("./bundle/", { backend });
   const auto = { target: picked.device.target, match: picked.device.match };
   picked.dispose();
   const models = {};
   const loads = {};
   for (const t of targets) {
     const start = performance.now();
-    models[t] = await kf.load("./bundle/", { target: t });
+    models[t] = await kf.load("./bundle/", { target: t, backend });
     loads[t] = performance.now() - start;
   }
   const feeds = { x: { data: Float32Array.from(x), dims } };
@@ -79,6 +82,7 @@ def main() -> int:
     parser.add_argument("--model", default="mobilenet_v2_style", choices=["mobilenet_v2_style", "resnet18_style"])
     parser.add_argument("--size", type=int, default=224, help="input height and width")
     parser.add_argument("--budget", type=float, default=900.0, help="seconds for the whole model's tune")
+    parser.add_argument("--api", default="webgpu", choices=["webgpu", "webgl2"], help="the browser API to tune for")
     parser.add_argument("--runs", type=int, default=15, help="timed runs per target, alternated")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
@@ -100,7 +104,8 @@ def main() -> int:
         before = {f.name for f in combined.glob("*.json")}
         started = time.perf_counter()
         cli = str(Path(sys.executable).parent / "kernelforge")
-        command = [cli, "tune", "--device", "browser", "--model", str(path), "--time-budget", str(args.budget),
+        device, language = ("browser", "wgsl") if args.api == "webgpu" else ("browser:webgl2", "glsl")
+        command = [cli, "tune", "--device", device, "--model", str(path), "--time-budget", str(args.budget),
                    "--db", str(combined)]  # fmt: skip
         tuned = subprocess.run(command, capture_output=True, text=True, check=False)
         tune_s = time.perf_counter() - started
@@ -112,10 +117,11 @@ def main() -> int:
         kernels_tuned = len(json.loads(browser_file.read_text()).get("records", {}))
         served = root / "served"
         report = export(path, served / "bundle", targets=("all",), db=combined)
-        targets = [t.id for t in report.targets if t.id.endswith("/wgsl")]
-        browser_target = f"{browser_file.stem}/wgsl"
-        native_target = next(t for t in targets if "swiftshader-vulkan" in t)
-        order = [browser_target, native_target, "default/wgsl"]
+        targets = [t.id for t in report.targets if t.id.endswith(f"/{language}")]
+        browser_target = f"{browser_file.stem}/{language}"
+        native = "swiftshader-vulkan" if args.api == "webgpu" else "llvmpipe-gl"
+        native_target = next(t for t in targets if native in t)
+        order = [browser_target, native_target, f"default/{language}"]
         x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
         import onnxruntime as ort
 
@@ -125,7 +131,7 @@ def main() -> int:
         (served / "index.html").write_text("<!doctype html><title>tune</title>")
         with chromium.serve(served) as url, chromium.page() as page:
             page.goto(url + "index.html")
-            got = page.evaluate(PAGE, [order, x.ravel().tolist(), list(x.shape), args.runs, args.warmup])
+            got = page.evaluate(PAGE, [order, x.ravel().tolist(), list(x.shape), args.runs, args.warmup, args.api])
     scale = float(np.abs(expected).max())
     rows = []
     for target in order:
@@ -150,6 +156,7 @@ def main() -> int:
         "browser_model_tune",
         {
             "model": args.model,
+            "api": args.api,
             "size": args.size,
             "budget_s": args.budget,
             "tune_s": tune_s,
