@@ -143,19 +143,33 @@ def _webgl2_info(raw: Mapping[str, Any], index: int, version: str, backend: str)
         max_texture_size=capped("maxTextureSize", WEBGL2_TEXTURE_SIZE),
         max_draw_buffers=capped("maxDrawBuffers", WEBGL2_DRAW_BUFFERS),
     )
+    return _device(raw, index, version, backend, "webgl2", name, vendor, "unknown", limits)
+
+
+def _device(
+    raw: Mapping[str, Any],
+    index: int,
+    version: str,
+    backend: str,
+    api: str,
+    name: str,
+    vendor: str,
+    adapter_type: str,
+    limits: Limits,
+) -> DeviceInfo:
     return DeviceInfo(
         index=index,
         backend=backend,
-        language="glsl",
-        api="webgl2",
+        language=APIS[api],
+        api=api,
         name=name,
         vendor=vendor,
         vendor_id=0,
         device_id=0,
         driver=_browser_name(str(raw.get("userAgent") or ""), version),
-        adapter_type="unknown",
-        device_class=classify("unknown", vendor, renderer),
-        slug=fingerprint(vendor, name, "webgl2", ""),
+        adapter_type=adapter_type,
+        device_class=classify(adapter_type, vendor, name),
+        slug=fingerprint(vendor, name, api, ""),
         limits=limits,
         adapter=str(raw.get("desc") or "").lower(),
     )
@@ -181,22 +195,7 @@ def device_info(raw: Mapping[str, Any], index: int, version: str = "", backend: 
     subgroup = raw.get("subgroupSize")
     adapter = replace(webgpu_limits(idl), subgroup_size=subgroup if subgroup in SUBGROUP_SIZES else 0)
     adapter_type = "cpu" if raw.get("fallback") else "unknown"  # a fallback adapter is a software one
-    return DeviceInfo(
-        index=index,
-        backend=backend,
-        language="wgsl",
-        api="webgpu",
-        name=name,
-        vendor=vendor,
-        vendor_id=0,
-        device_id=0,
-        driver=_browser_name(str(raw.get("userAgent") or ""), version),
-        adapter_type=adapter_type,
-        device_class=classify(adapter_type, vendor, name),
-        slug=fingerprint(vendor, name, "webgpu", ""),
-        limits=webgpu_default_limits(adapter),
-        adapter=str(raw.get("desc") or "").lower(),
-    )
+    return _device(raw, index, version, backend, "webgpu", name, vendor, adapter_type, webgpu_default_limits(adapter))
 
 
 def request_device(selector: str, language: str | None, options: BrowserOptions | None) -> DeviceInfo:
