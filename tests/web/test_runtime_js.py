@@ -331,7 +331,7 @@ def test_runs_the_plan_and_matches_numpy(site: Site, backend: str, language: str
     assert info["device"]["target"] == f"default/{language}"
     assert info["device"]["match"] == "default"
     assert "swiftshader" in info["device"]["adapter"]
-    assert info["device"]["class"] == "cpu"
+    assert info["device"]["class"] == "cpu" and info["device"]["software"] is True
     assert info["device"]["kernels"] == {"tuned": 0, "nearest": 0, "class": 0, "default": 2}
     # a manifest without dtypes: every input and output is float32
     assert info["inputs"] == [{"name": "x", "shape": SHAPE, "dtype": "float32"}]
@@ -530,6 +530,38 @@ def test_target_matching_exact_class_default(site: Site, backend: str, match: st
     assert got["device"]["match"] == match
     assert got["device"]["kernels"] == {"tuned": k, "nearest": 0, "class": 0, "default": max(0, 1 - k)}
     _close(got["z"], mul_add(xv, consts[k]))
+
+
+def test_a_software_or_fallback_adapter_is_said_so(site: Site) -> None:
+    url, _ = _chain_bundle(site, "wgsl")
+    # the page's real adapter (SwiftShader) under other names: what a hardware GPU and a fallback one report
+    got = site.js(
+        """
+const proto = GPUAdapter.prototype;
+const real = Object.getOwnPropertyDescriptor(proto, "info");
+const seen = {};
+const fakes = {
+  hardware: {vendor: "nvidia", architecture: "ampere", device: "", description: ""},
+  fallback: {vendor: "acme", architecture: "rocket", device: "", description: "", isFallbackAdapter: true},
+};
+for (const [name, info] of Object.entries(fakes)) {
+  Object.defineProperty(proto, "info", {configurable: true, get() { return info; }});
+  try {
+    const m = await kf.load(arg.url, {backend: "webgpu"});
+    seen[name] = [m.device.software, m.device.class];
+    m.dispose();
+  } finally {
+    Object.defineProperty(proto, "info", real);
+  }
+}
+const m = await kf.load(arg.url, {backend: "webgpu"});
+seen.swiftshader = [m.device.software, m.device.class];
+m.dispose();
+return seen;
+""",
+        {"url": url},
+    )
+    assert got == {"hardware": [False, "dgpu"], "fallback": [True, None], "swiftshader": [True, "cpu"]}
 
 
 def test_forced_target(site: Site) -> None:

@@ -74,6 +74,11 @@ export interface DeviceInfo {
   adapter: string;
   /** The adapter's class, or null when its description names no known vendor. */
   class: "cpu" | "igpu" | "dgpu" | null;
+  /**
+   * A software rasterizer (SwiftShader, llvmpipe, WARP) or a browser's fallback adapter: a CPU engine (e.g. a wasm
+   * backend) may well run the model faster there.
+   */
+  software: boolean;
   /** Where each kernel's params came from (copied from the target), e.g. {tuned: 9, default: 3}. */
   kernels: Record<string, number>;
 }

@@ -75,6 +75,7 @@ const EDGE = {
  * @property {Match} match
  * @property {string} adapter the lower-cased adapter description the targets were matched against.
  * @property {AdapterClass} class
+ * @property {boolean} software a software or fallback adapter (a CPU engine may well be faster there)
  * @property {Record<string, number>} kernels
  */
 /** @typedef {"exact" | "class" | "default" | "forced"} Match */
@@ -161,6 +162,7 @@ const EDGE = {
  * @typedef {object} Adapter
  * @property {string} desc lower-cased description that targets are matched against (FORMAT.md)
  * @property {number} subgroupSize fixed subgroup size, else 0 (see subgroupSize())
+ * @property {boolean} [fallback] the browser says it is a fallback adapter (WebGPU's isFallbackAdapter)
  * @property {(manifest: Manifest, subgroups: boolean) => Promise<Device>} open makes the device (with the
  *   "subgroups" feature when a plan to run needs it)
  * @property {() => void} release gives the device up when open() is not called
@@ -900,6 +902,7 @@ const WEBGPU = {
     return {
       desc: await gpuDescription(adapter),
       subgroupSize: subgroupSize(adapter),
+      fallback: Boolean(/** @type {{ isFallbackAdapter?: boolean }} */ (adapter.info ?? {}).isFallbackAdapter),
       open: (manifest, subgroups) => openWebGPU(adapter, manifest, subgroups),
       release() {},
     };
@@ -1480,7 +1483,7 @@ export async function load(url, opts = {}) {
   const [target, match] = picks[first];
   return {
     backend: chosen.name,
-    device: { target: target.id, match, adapter: desc, class: cls, kernels: { ...target.kernels } },
+    device: { target: target.id, match, adapter: desc, class: cls, software: cls === "cpu" || !!adapter.fallback, kernels: { ...target.kernels } },
     inputs: infos[first].inputs,
     outputs: infos[first].outputs,
     variants: infos,
