@@ -67,6 +67,10 @@ class Executable(Generic[R, K, B]):
         """Launch step ``index`` alone (on whatever its resources hold) and return its seconds."""
         return self.backend.time(self._steps[index])
 
+    def bound(self, index: int) -> B:
+        """Return step ``index`` as bound on the backend (to time several programs' steps side by side)."""
+        return self._steps[index]
+
     def time_reps(self, index: int, count: int) -> list[float]:
         """Return ``count`` timings of step ``index`` alone (see :meth:`Backend.time_reps`)."""
         return self.backend.time_reps(self._steps[index], count)

@@ -76,15 +76,28 @@ def measure(
     return Measurement(tuple(times))
 
 
-def side_by_side(runs: Mapping[str, Callable[[], float]], config: MeasureConfig) -> dict[str, float]:
+def side_by_side(
+    runs: Mapping[str, Callable[[], float]],
+    config: MeasureConfig,
+    rounds: Callable[[int], list[dict[str, float]]] | None = None,
+) -> dict[str, float]:
     """Time candidates in alternation (a, b, c, a, b, c, ...) and return each one's median seconds.
 
     Alternating repetitions give every candidate the same machine conditions (turbo, other processes on a
-    shared 2-core machine), which a sequence of separate measurements does not.
+    shared 2-core machine), which a sequence of separate measurements does not. ``rounds(n)``, where given,
+    returns n rounds at once (a browser page alternates them in one call): after the first round it is asked for
+    as many as the loop would have run in ``max_seconds``.
     """
     times: dict[str, list[float]] = {name: [] for name in runs}
     start = time.perf_counter()
     for rep in range(config.max_reps):
+        if rounds is not None and rep == 1:
+            each = max(time.perf_counter() - start, 1e-9)
+            fit = math.floor((config.max_seconds - each) / each) + 1
+            for got in rounds(min(config.max_reps - 1, max(config.min_reps - 1, fit))):
+                for name in runs:
+                    times[name].append(got[name])
+            break
         for name, run in runs.items():
             times[name].append(run())
         if rep + 1 >= config.min_reps and time.perf_counter() - start > config.max_seconds:

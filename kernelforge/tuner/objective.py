@@ -119,17 +119,24 @@ class Objective:
 
         A candidate that fails to build or verify is left out of the result.
         """
-        runs = {}
+        kernels = {}
         for i, params in enumerate(candidates):
             try:
                 kernel = prepare(self.backend, self.spec, self.problem, params, self.inputs)
                 if verify(kernel.run(), self.reference).ok:
-                    runs[str(i)] = kernel.time
+                    kernels[str(i)] = kernel
             except (DeviceDisconnectedError, DeviceNotFoundError):
                 raise  # the finalists are not at fault: measure them all again once the page is back (or stop)
             except Exception:  # a flaky finalist simply drops out
                 continue
-        return {int(i): t for i, t in side_by_side(runs, config).items()}
+        names = list(kernels)
+
+        def rounds(count: int) -> list[dict[str, float]]:
+            got = self.backend.time_rounds([kernels[n].executable.bound(0) for n in names], count)
+            return [dict(zip(names, round_, strict=True)) for round_ in got]
+
+        runs = {n: k.time for n, k in kernels.items()}
+        return {int(i): t for i, t in side_by_side(runs, config, rounds).items()}
 
     def __call__(self, trial: optuna.Trial) -> float:
         """Run one trial."""

@@ -59,3 +59,35 @@ def test_a_first_repetition_far_behind_the_best_asks_for_no_more(clock: Clock) -
     run, run_more = _runner(clock, 0.1, log)
     result = measure(run, MeasureConfig(give_up_ratio=3.0), best_so_far=0.01, run_more=run_more)
     assert result.times == (0.1,) and log == [1]
+
+
+@pytest.mark.parametrize("seconds", [0.001, 0.3, 5.0])
+def test_side_by_side_rounds_at_once_are_as_many_as_one_by_one(clock: Clock, seconds: float) -> None:
+    from kernelforge.tuner.measure import side_by_side
+
+    config = MeasureConfig(min_reps=3, max_reps=9, max_seconds=2.0)
+    calls: list[str] = []
+
+    def timer(name: str, value: float):
+        def run() -> float:
+            clock.now += seconds
+            calls.append(name)
+            return value
+
+        return run
+
+    runs = {"a": timer("a", 1.0), "b": timer("b", 2.0)}
+    alone = side_by_side(runs, config)
+    counted = len(calls)
+    clock.now, calls[:] = 0.0, []
+    asked: list[int] = []
+
+    def rounds(n: int) -> list[dict[str, float]]:
+        clock.now += 2 * n * seconds
+        asked.append(n)
+        return [{"a": 1.0, "b": 2.0}] * n
+
+    together = side_by_side(runs, config, rounds)
+    assert together == alone == {"a": 1.0, "b": 2.0}
+    assert calls == ["a", "b"] and len(asked) == 1  # the first round alone, the rest in one call
+    assert 2 + 2 * asked[0] == counted

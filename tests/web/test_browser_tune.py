@@ -156,6 +156,26 @@ def test_a_device_lost_mid_study_is_opened_again_and_only_the_trial_in_flight_fa
     assert verify(out_values, spec.reference(problem, inputs)).ok
 
 
+def test_finalists_are_timed_side_by_side_in_one_call(either: Any) -> None:
+    spec = get_op("gemm")
+    problem = spec.parse_problem("32x48x24")
+    inputs = spec.make_inputs(problem, np.random.default_rng(5))
+    params = spec.default_params(problem, either.limits, either.language)
+    # two finalists: the same config bound twice is two steps to alternate, as far as the page can tell
+    kernels = [prepare(either, spec, problem, params, inputs) for _ in range(2)]
+    for k in kernels:
+        k.run()
+    agent = either._agent
+    real_call, sent = agent.call, []
+    agent.call = lambda op, args, page=0: (sent.append(op), real_call(op, args, page))[1]
+    try:
+        rounds = either.time_rounds([k.executable.bound(0) for k in kernels], 4)
+    finally:
+        del agent.call
+    assert sent == ["alternate"]
+    assert len(rounds) == 4 and all(len(r) == 2 and all(0 < t < 1 for t in r) for r in rounds)
+
+
 @pytest.fixture(scope="module")
 def tuned_model(either: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, str]]:
     """small_cnn tuned with ``--model`` in the browser, and its bundle exported from that database."""

@@ -425,10 +425,28 @@ function payload({ data, blob, forget = [] }) {
 }
 
 /**
+ * Time steps side by side, in rounds (a, b, c, a, b, c, ...), as the tuner re-measures its finalists: each round
+ * one calibrated batch of each step (see time()), every round in this one call.
+ * @param {(op: string, args: any) => unknown} one runs an op of the open device
+ * @param {{ steps?: number[], starts?: number[], reps?: number, [key: string]: unknown }} args time()'s, per step
+ */
+async function alternate(one, { steps: ids = [], starts = [], reps = 1, ...rest }) {
+  /** @type {{ n: number, wall: number[], gpu: (number | null)[] }[][]} */
+  const rounds = [];
+  for (let r = 0; r < reps; r++) {
+    const round = [];
+    for (const [k, step] of ids.entries()) round.push(/** @type {any} */ (await one("time", { ...rest, step, reps: 1, start: starts[k] })));
+    rounds.push(round);
+  }
+  const last = rounds[rounds.length - 1] ?? [];
+  return { n: last.map((t) => t.n), wall: rounds.map((round) => round.map((t) => t.wall[0])), gpu: rounds.map((round) => round.map((t) => t.gpu[0])) };
+}
+
+/**
  * The agent's one entry point: run `op` with `args` (JSON in, JSON out). `args.release` lists handles to free
  * first, so freeing costs no round trip of its own. Op "batch" runs `args.calls` ([op, args] pairs) in order and
  * answers the last one's result: Python sends the calls that need no answer (alloc and bind with ids it chose,
- * writes) with the next one that does, one round trip in all.
+ * writes) with the next one that does, one round trip in all. Op "alternate" is alternate()'s.
  * @param {string} op
  * @param {{ release?: number[], calls?: [string, any][], [key: string]: unknown }} [args]
  */
@@ -446,7 +464,8 @@ async function call(op, args = {}) {
   let result;
   let threw = false;
   try {
-    if (op !== "batch") result = await one(op, args);
+    if (op === "alternate") result = await alternate(one, args);
+    else if (op !== "batch") result = await one(op, args);
     else {
       for (const [o, a] of args.calls ?? []) {
         try {

@@ -127,6 +127,10 @@ class Backend(abc.ABC, Generic[R, K, B]):
         """Return ``count`` repetitions of :meth:`time` (a backend far from its device takes them in one go)."""
         return [self._time(step) for _ in range(count)]
 
+    def time_rounds(self, steps: Sequence[B], count: int) -> list[list[float]]:
+        """Time steps side by side: ``count`` rounds of one :meth:`time` of each step, in order, by round."""
+        return [[self._time(step) for step in steps] for _ in range(count)]
+
     @abc.abstractmethod
     def _compile(self, source: str, label: str) -> K: ...
 

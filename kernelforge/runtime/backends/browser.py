@@ -410,6 +410,20 @@ class BrowserBackend(Backend[PageHandle, PageHandle, PageHandle]):
         self._batch_sizes[(step.label, clock)] = n
         return [self._seconds(float(wall), gpu, n) for wall, gpu in zip(result["wall"], result["gpu"], strict=True)]
 
+    def time_rounds(self, steps: Sequence[PageHandle], count: int) -> list[list[float]]:
+        """Time steps side by side in one call to the page (the tuner's finalists: one call, not one per rep)."""
+        clock = "gpu" if self._timestamps else "wall"
+        starts = [self._batch_sizes.get((s.label, clock), 0) // 2 for s in steps]
+        args = {"steps": [s.id for s in steps], "starts": starts, "reps": count, "clock": clock}
+        result = self._call("alternate", {**args, "minMs": MIN_SPAN_MS[clock]}, self._page_of("time", *steps))
+        sizes = [int(n) for n in result["n"]]
+        for s, n in zip(steps, sizes, strict=True):
+            self._batch_sizes[(s.label, clock)] = n
+        return [
+            [self._seconds(float(w), g, n) for w, g, n in zip(walls, gpus, sizes, strict=True)]
+            for walls, gpus in zip(result["wall"], result["gpu"], strict=True)
+        ]
+
     def _seconds(self, wall_ms: float, gpu_ms: float | None, n: int) -> float:
         """One dispatch's seconds from a batch of ``n`` (the GPU's, unless its timestamps are not believed)."""
         wall = wall_ms * 1e-3
