@@ -90,7 +90,8 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
     devices = list_devices()
     if args.browser:  # a browser is a program to launch, not an adapter: listed only when asked for
-        devices += (select_device("browser", browser=_browser_options(args)),)
+        options = _browser_options(args)
+        devices += tuple(select_device(s, browser=options) for s in ("browser", "browser:webgl2"))
     if args.json:
         print(json.dumps([d.as_dict() for d in devices], indent=2))
         return 0
@@ -102,7 +103,8 @@ def _cmd_devices(args: argparse.Namespace) -> int:
         print(d.describe())
         print(f"    vendor {d.vendor} (0x{d.vendor_id:x}), type {d.adapter_type}, driver {d.driver or '-'}")
         if d.is_browser:
-            print(f"    browser device (--device browser): adapter {d.adapter!r}")
+            selector = "browser" if d.api == "webgpu" else f"browser:{d.api}"
+            print(f"    browser device (--device {selector}): adapter {d.adapter!r}")
         if d.language == "glsl":
             print(f"    limits: MAX_TEXTURE_SIZE {lim.max_texture_size}, MAX_DRAW_BUFFERS {lim.max_draw_buffers}")
         else:
@@ -372,7 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("devices", help="list GPU adapters")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--browser", action="store_true", help="also launch a browser and list its WebGPU device")
+    p.add_argument(
+        "--browser", action="store_true", help="also launch a browser and list its WebGPU and WebGL2 devices"
+    )
     _browser_flags(p)
     p.set_defaults(func=_cmd_devices)
 

@@ -227,6 +227,14 @@ def test_listing_devices_never_launches_a_browser(tmp_path: Path) -> None:
     assert asked.returncode == 2 and "no browser at" in asked.stderr, asked.stderr
 
 
+def test_devices_with_browser_lists_both_of_its_devices(either: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["devices", "--browser", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    browsers = [d for d in listed if d["api"] in ("webgpu", "webgl2")]
+    assert [(d["api"], d["language"]) for d in browsers] == [("webgpu", "wgsl"), ("webgl2", "glsl")]
+    assert either.info.slug in {d["fingerprint"] for d in browsers}
+
+
 def test_browser_flags_without_a_browser_device_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["tune", "--device", "lavapipe", "--headed", "--shape", "8x8x8", "--db", str(tmp_path)]) == 2
     assert "--headed: only for --device browser" in capsys.readouterr().err
