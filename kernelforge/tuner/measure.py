@@ -67,13 +67,20 @@ def measure(
         if len(times) >= config.min_reps and elapsed > config.max_seconds:
             break
         if run_more is not None and len(times) == 1:
-            # the loop stops at the first repetition past max_seconds once it has min_reps
-            each = max(elapsed, 1e-9)
-            fit = math.floor((config.max_seconds - elapsed) / each) + 1
-            more = min(config.max_reps - 1, max(config.min_reps - 1, fit))
+            more = _more_reps(config, elapsed)
             times += [max(t, 1e-9) for t in run_more(more)] if more > 0 else []
             break
     return Measurement(tuple(times))
+
+
+def _more_reps(config: MeasureConfig, first_s: float) -> int:
+    """Return how many repetitions a one-at-a-time loop would run after a first one of ``first_s`` seconds.
+
+    That loop stops at the first repetition past ``max_seconds`` once it has ``min_reps``, and at ``max_reps``.
+    """
+    each = max(first_s, 1e-9)
+    fit = math.floor((config.max_seconds - first_s) / each) + 1
+    return min(config.max_reps - 1, max(config.min_reps - 1, fit))
 
 
 def side_by_side(
@@ -92,9 +99,8 @@ def side_by_side(
     start = time.perf_counter()
     for rep in range(config.max_reps):
         if rounds is not None and rep == 1:
-            each = max(time.perf_counter() - start, 1e-9)
-            fit = math.floor((config.max_seconds - each) / each) + 1
-            for got in rounds(min(config.max_reps - 1, max(config.min_reps - 1, fit))):
+            more = _more_reps(config, time.perf_counter() - start)
+            for got in rounds(more) if more > 0 else []:
                 for name in runs:
                     times[name].append(got[name])
             break

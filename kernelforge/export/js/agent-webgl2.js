@@ -274,8 +274,7 @@ export function openWebGL2({ vertex }, toBase64, batches) {
         }
         return runs;
       };
-      if (start && !s.batch[clock]) s.batch[clock] = Math.min(4096, Math.max(1, Math.floor(start)));
-      return batches(once, s.batch, clock, minMs, reps);
+      return batches(once, s.batch, clock, minMs, reps, start);
     },
 
     /** @param {{ ids: number[] }} args */

@@ -379,8 +379,7 @@ async function time({ step, clock, minMs, reps = 1, start }) {
     }
     return runs;
   };
-  if (start && !s.batch[clock]) s.batch[clock] = Math.min(MAX_BATCH, Math.max(1, Math.floor(start)));
-  return batches(once, s.batch, clock, minMs, reps);
+  return batches(once, s.batch, clock, minMs, reps, start);
 }
 
 /**
@@ -393,8 +392,10 @@ async function time({ step, clock, minMs, reps = 1, start }) {
  * @param {string} clock
  * @param {number} minMs
  * @param {number} reps
+ * @param {number} [start] the size to start calibrating from where `sizes` has none yet (a previous config's)
  */
-export async function batches(once, sizes, clock, minMs, reps) {
+export async function batches(once, sizes, clock, minMs, reps, start) {
+  if (start && !sizes[clock]) sizes[clock] = Math.min(MAX_BATCH, Math.max(1, Math.floor(start)));
   for (;;) {
     const n = sizes[clock] ?? 1;
     const [first] = await once(n, 1);

@@ -402,10 +402,7 @@ class BrowserBackend(Backend[PageHandle, PageHandle, PageHandle]):
         """Time ``count`` batches of the step in one call to the page (see :data:`MIN_SPAN_MS`)."""
         clock = "gpu" if self._timestamps else "wall"
         args = {"step": step.id, "clock": clock, "minMs": MIN_SPAN_MS[clock], "reps": count}
-        # half the last size: a config like the last one then needs one growth step, and one 100x slower
-        # runs a batch of ~50 x minMs once, not ~100 x
-        start = self._batch_sizes.get((step.label, clock), 0) // 2
-        result = self._call("time", {**args, "start": start} if start > 1 else args, step.page)
+        result = self._call("time", {**args, "start": self._start(step, clock)}, step.page)
         n = int(result["n"])
         self._batch_sizes[(step.label, clock)] = n
         return [self._seconds(float(wall), gpu, n) for wall, gpu in zip(result["wall"], result["gpu"], strict=True)]
@@ -413,7 +410,7 @@ class BrowserBackend(Backend[PageHandle, PageHandle, PageHandle]):
     def time_rounds(self, steps: Sequence[PageHandle], count: int) -> list[list[float]]:
         """Time steps side by side in one call to the page (the tuner's finalists: one call, not one per rep)."""
         clock = "gpu" if self._timestamps else "wall"
-        starts = [self._batch_sizes.get((s.label, clock), 0) // 2 for s in steps]
+        starts = [self._start(s, clock) for s in steps]
         args = {"steps": [s.id for s in steps], "starts": starts, "reps": count, "clock": clock}
         result = self._call("alternate", {**args, "minMs": MIN_SPAN_MS[clock]}, self._page_of("time", *steps))
         sizes = [int(n) for n in result["n"]]
@@ -423,6 +420,14 @@ class BrowserBackend(Backend[PageHandle, PageHandle, PageHandle]):
             [self._seconds(float(w), g, n) for w, g, n in zip(walls, gpus, sizes, strict=True)]
             for walls, gpus in zip(result["wall"], result["gpu"], strict=True)
         ]
+
+    def _start(self, step: PageHandle, clock: str) -> int:
+        """The batch size a new step starts calibrating from (0: from 1): half the last of its problem's.
+
+        A config like the last one then needs one growth step, and one 100x slower runs a batch of ~50 x minMs
+        once, not ~100 x.
+        """
+        return self._batch_sizes.get((step.label, clock), 0) // 2
 
     def _seconds(self, wall_ms: float, gpu_ms: float | None, n: int) -> float:
         """One dispatch's seconds from a batch of ``n`` (the GPU's, unless its timestamps are not believed)."""
