@@ -76,7 +76,7 @@ export function openWebGL2({ vertex }, toBase64, batches) {
   const pixel = new Float32Array(4);
 
   const check = (/** @type {string} */ what) => {
-    if (gl.isContextLost()) fail("device lost: the WebGL2 context was lost");
+    if (gl.isContextLost()) fail("the WebGL2 context was lost"); // call() says "device lost" for it
     const error = gl.getError();
     if (error) fail(`${what}: WebGL error 0x${error.toString(16)}`);
   };
