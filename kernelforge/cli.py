@@ -484,6 +484,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="one shape set of the bundle (repeatable; weights and shaders are shipped once): items NAME=DxD... "
         "(an input) or SYMBOL=N (a symbolic dim), e.g. --variant seq=32 --variant seq=128",
     )
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=None,
+        metavar="K",
+        help="configs a browser times per WebGPU kernel on a GPU the bundle has no exact target for, the plan's "
+        "own included: each database device's best, the op's seeds, the default (1: none; default 3)",
+    )
     p.add_argument("--db", default=str(_config.db_dir()), help="tuning database directory")
     p.set_defaults(func=cmd_export)
 

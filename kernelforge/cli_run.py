@@ -159,6 +159,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     shapes = variants(declared, base, args.variant) if args.variant else [resolve(declared, base)]
     from kernelforge.export import export  # after the checks: argument errors need no importer
 
-    report = export(path, args.out, targets=selectors, weights=args.weights, db=db_dir, name=path.stem, variants=shapes)
+    if args.candidates is not None and args.candidates < 1:
+        raise UsageError(f"--candidates {args.candidates}: give 1 (no candidates) or more")
+    more = {} if args.candidates is None else {"candidates": args.candidates}
+    report = export(
+        path, args.out, targets=selectors, weights=args.weights, db=db_dir, name=path.stem, variants=shapes, **more
+    )
     print(report.summary())
     return 0

@@ -1,7 +1,7 @@
 // Check that kernelforge/export/js/kernelforge.d.ts (hand-written, shipped in every bundle) agrees with the JSDoc
 // types of kernelforge.js. Run from anywhere: `node tools/check_dts.mjs`; exits non-zero when they disagree.
 //
-// 1. tsc emits declarations from the files tsconfig.json lists (kernelforge.js, and the tuning agent agent.js
+// 1. tsc emits declarations from the files tsconfig.json lists (kernelforge.js, kernel selection kernelforge-tune.js, the tuning agent agent.js
 //    and agent-webgl2.js, which import nothing else) into a temporary impl/ folder, and the hand-written
 //    kernelforge.d.ts is copied into api/. Neither folder holds a .js file, so `import "./impl/kernelforge.js"` can only read what the JS
 //    declares (next to the runtime it would read the hand-written .d.ts instead).
@@ -102,7 +102,7 @@ function check(dir, declared) {
 function run(dir) {
   const [emitted, emitLog] = runTsc(["-p", "tsconfig.json", "--noEmit", "false", "--declaration", "--emitDeclarationOnly", "--outDir", join(dir, "impl")]);
   const impl = existsSync(join(dir, "impl")) ? readdirSync(join(dir, "impl"), { recursive: true }).map(String) : [];
-  if (!emitted || impl.sort().join() !== "agent-webgl2.d.ts,agent.d.ts,kernelforge.d.ts") {
+  if (!emitted || impl.sort().join() !== "agent-webgl2.d.ts,agent.d.ts,kernelforge-tune.d.ts,kernelforge.d.ts") {
     return [`emitting declarations from kernelforge.js failed (emitted: ${impl.join(", ") || "nothing"}):\n${emitLog}`];
   }
   mkdirSync(join(dir, "api"));

@@ -256,6 +256,30 @@ class TuningDB:
         ]
         return [r.params for r in sorted(stale, key=lambda r: r.time_s)]
 
+    def best_per_device(self, query: Query) -> list[Lookup]:
+        """Return each device's best stored config for the query's problem: exact shape fastest, else nearest.
+
+        What an exported bundle offers a GPU it has no records for: one config per tuned device, each the
+        winner somewhere, in the files' order. Corrupt files are skipped (a warning), as in :meth:`lookup`.
+        """
+        spec, problem, language, limits = query.spec, query.problem, query.language, query.limits
+        key_shape, vector = spec.problem_key(problem), spec.shape_vector(problem)
+        found: list[Lookup] = []
+        for path, loaded in self.iter_files():
+            if isinstance(loaded, DatabaseError):
+                warnings.warn(f"{loaded}; ignoring it", stacklevel=2)
+                continue
+            usable = [
+                r
+                for r in loaded.records.values()
+                if (r.op, r.language, r.dtype, r.template_hash) == (spec.name, language, query.dtype, query.template_hash)
+                and spec.constraints(problem, r.params, limits, language) is None
+            ]
+            if usable:
+                best = min(usable, key=lambda r: (r.shape != key_shape, _log_distance(r.shape_vector, vector), r.time_s))
+                found.append(Lookup(best.params, "tuned" if best.shape == key_shape else "nearest", best, path.stem))
+        return found
+
     def candidates(self, query: Query) -> list[Lookup]:
         """Return every stored config that fits the query's problem, best first, in :meth:`lookup`'s order.
 

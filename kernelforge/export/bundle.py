@@ -31,6 +31,7 @@ from kernelforge.graph.ir import Graph
 from kernelforge.graph.plan import plan_graph
 from kernelforge.graph.prepare import ModelSource, prepare_graph
 
+from .candidates import DEFAULT_CANDIDATES, wgsl_candidates
 from .plans import glsl_json, wgsl_json
 from .targets import NO_RECORDS, Target, select_targets
 from .weights import Constants, Shaders
@@ -43,7 +44,7 @@ WEB_DTYPES = frozenset(
     ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64", "bool")
 )
 """The graph input/output dtypes ``kernelforge.js`` has a typed array for (FORMAT.md): a bundle carries no other."""
-RUNTIME_FILES = ("kernelforge.js", "kernelforge.d.ts", "index.html")
+RUNTIME_FILES = ("kernelforge.js", "kernelforge-tune.js", "kernelforge.d.ts", "index.html")
 
 
 @dataclass(frozen=True)
@@ -115,13 +116,23 @@ def _tensor(graph: Graph, name: str) -> dict[str, Any]:
     return {"name": name, "shape": list(graph.value(name).shape), "dtype": graph.dtype(name)}
 
 
-def _target_json(target: Target, graph: Graph, db: TuningDB, constants: Constants, shaders: Shaders) -> dict[str, Any]:
+def _target_json(
+    target: Target, graph: Graph, db: TuningDB, constants: Constants, shaders: Shaders, candidates: int
+) -> dict[str, Any]:
     plan = plan_graph(
         copy.deepcopy(graph), target.info, target.language, target.info.limits, NO_RECORDS if target.is_default else db
     )
     try:
         program = build_program(plan, target="web")
         body = (wgsl_json if target.language == "wgsl" else glsl_json)(program, constants, shaders)
+        if target.language == "wgsl":
+            # every database device's winners, even for the defaults target: an unknown GPU may land on it
+            table, rows = wgsl_candidates(plan, program, target.info, db, shaders, candidates)
+            if table:
+                body["kernels"] = table
+                for step, row in zip(body["steps"], rows, strict=True):
+                    if row is not None:
+                        step["kernel"] = row
     except KernelforgeError as exc:
         raise ExportError(f"target {target.id}: {exc}") from exc
     return {
@@ -143,6 +154,7 @@ def export(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     name: str | None = None,
     variants: Sequence[Mapping[str, Sequence[int]]] | None = None,
+    candidates: int = DEFAULT_CANDIDATES,
 ) -> ExportReport:
     """Write a browser bundle of a model.
 
@@ -157,6 +169,8 @@ def export(
         variants: Several shape sets to ship in one bundle, each ``input_shapes`` (over ``input_shapes``, which
             then holds what they share), each a full plan of every target; weights and shaders are stored once.
             One variant (or none) writes the version-3 layout, several version 4 (FORMAT.md, "Variants").
+        candidates: Configs a browser may time per WGSL kernel on a GPU without an exact target, the plan's
+            own included (FORMAT.md, "Candidates"); 1 ships none.
 
     Raises:
         GraphError: For a malformed model or unsupported nodes (every one named, before anything is written).
@@ -173,7 +187,7 @@ def export(
     bodies = []
     for k, graph in enumerate(graphs):
         try:
-            plans = [_target_json(t, graph, tuning, constants, shaders) for t in chosen]
+            plans = [_target_json(t, graph, tuning, constants, shaders, candidates) for t in chosen]
         except ExportError as exc:
             raise ExportError(f"variant {k + 1} ({_shapes(graph)}): {exc}" if len(graphs) > 1 else str(exc)) from None
         io = {

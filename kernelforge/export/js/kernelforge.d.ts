@@ -38,10 +38,10 @@ export interface RunOptions {
 
 /**
  * What load() reports while it works; `loaded` / `total`: 0 then 1 for manifest, bytes for weights, shaders for compile
- * (reported again when run() builds a variant on its first run).
+ * (reported again when run() builds a variant on its first run), kernels for tune (kernel selection, after load()).
  */
 export interface LoadProgress {
-  stage: "manifest" | "weights" | "compile";
+  stage: "manifest" | "weights" | "compile" | "tune";
   loaded: number;
   total: number;
 }
@@ -62,6 +62,31 @@ export interface LoadOptions {
    * Shapes that fit no variant reject, naming the variants' shapes.
    */
   shapes?: Shapes;
+  /**
+   * Kernel selection, on a WebGPU adapter that no target was tuned on exactly (match "class" or "default"): the
+   * bundle's candidate configs of each kernel are timed on this GPU, most expensive kernels first, and the fastest
+   * that computes what the plan computes replaces the plan's own between runs (so it is never slower than the plan
+   * or the default config, as measured). It runs after load() resolves; run() works meanwhile. The choice is stored
+   * in IndexedDB for this bundle and adapter, so a later load measures nothing. "auto" (default): within 20 s;
+   * "off": never; {budgetMs}: within that time. `signal` stops it too.
+   */
+  tune?: "auto" | "off" | { budgetMs?: number };
+}
+
+/** What kernel selection did (Model.tuning, updated as it goes). */
+export interface Tuning {
+  /** measuring: selection runs; done: it ended; cached: an earlier load's choice is in use; off: none runs (see reason). */
+  state: "measuring" | "done" | "cached" | "off";
+  /** Why selection is off, or why it stopped early. */
+  reason?: string;
+  /** Kernels measured so far. */
+  kernels: number;
+  /** Kernels that have candidates. */
+  total: number;
+  /** Milliseconds spent selecting. */
+  ms: number;
+  /** The measured kernels' time with the plan's configs over their time with the winners (weighed by step counts). */
+  speedup: number;
 }
 
 /** The target the runtime chose for this device, and why. */
@@ -92,6 +117,16 @@ export interface Model {
   readonly outputs: TensorInfo[];
   /** Every variant of the bundle, in its order. */
   readonly variants: VariantInfo[];
+  /** Kernel selection's state (see LoadOptions.tune). */
+  readonly tuning: Tuning;
+  /** Settles when kernel selection ends (at once when none runs, or a stored choice was used). */
+  readonly tuned: Promise<Tuning>;
+  /**
+   * Every measured kernel's candidates with their times and the winner, the adapter's identity and limits, the
+   * bundle's manifest hash (FORMAT.md, "Tuning reports"): JSON for `kernelforge db import`, so that the next export
+   * ships this GPU as an exact target. null until selection has run (or when it is off).
+   */
+  tuningReport(): object | null;
   /**
    * Run once; every input by name, each with exactly the element count of its shape (integer inputs: integers within
    * 2**24). Outputs come back as the array type of their dtype (Tensor). Runs are serialized. With several variants,

@@ -51,7 +51,7 @@ const EDGE = {
 /** @typedef {{ name: string, shape: number[], dtype: DType }} TensorInfo A model input or output as the manifest declares it. */
 /** @typedef {"float32" | "float16" | "float64" | "int64" | "int32" | "int16" | "int8" | "uint8" | "uint16" | "uint32" | "uint64" | "bool"} DType */
 /** @typedef {Float32Array | BigInt64Array | BigUint64Array | Int32Array | Int16Array | Int8Array | Uint8Array | Uint16Array | Uint32Array} Tensor */
-/** @typedef {"manifest" | "weights" | "compile"} Stage */
+/** @typedef {"manifest" | "weights" | "compile" | "tune"} Stage */
 /** @typedef {{ stage: Stage, loaded: number, total: number }} LoadProgress What load() reports while it works. */
 
 /**
@@ -62,6 +62,19 @@ const EDGE = {
  * @property {string} [target] force a target id (e.g. "default/wgsl") instead of matching the adapter.
  * @property {FetchFn} [fetch] fetch function to use (Node tests pass one that reads files).
  * @property {Shapes} [shapes] input shapes of the variant to build at load (and describe in inputs/outputs).
+ * @property {"auto" | "off" | { budgetMs?: number }} [tune] on a WebGPU adapter without an exact target, time the
+ *   bundle's candidate kernels and keep the fastest (FORMAT.md, "Candidates"); "auto" (default) within 20 s.
+ */
+/**
+ * What kernel selection did (Model.tuning): "measuring" while it runs, "done" once it ended, "cached" when a
+ * choice stored by an earlier load was used, "off" when nothing is selected (`reason` says why).
+ * @typedef {object} Tuning
+ * @property {"measuring" | "done" | "cached" | "off"} state
+ * @property {string} [reason]
+ * @property {number} kernels kernels measured
+ * @property {number} total kernels that have candidates
+ * @property {number} ms time spent selecting
+ * @property {number} speedup the measured kernels' plan time over their winners' (1: no gain), step counts weighed
  */
 /** @typedef {Record<string, readonly number[]>} Shapes input name -> dims */
 /** @typedef {{ inputs: TensorInfo[], outputs: TensorInfo[] }} VariantInfo One shape set of a bundle. */
@@ -89,6 +102,10 @@ const EDGE = {
  * @property {TensorInfo[]} inputs
  * @property {TensorInfo[]} outputs
  * @property {VariantInfo[]} variants
+ * @property {Tuning} tuning
+ * @property {Promise<Tuning>} tuned settles when selection ends (at once when none runs)
+ * @property {() => object | null} tuningReport the candidates' times per kernel and the winners, as JSON for
+ *   `kernelforge db import` (FORMAT.md, "Tuning reports"); null when nothing was measured
  * @property {(inputs: Record<string, Tensor | ArrayLike<number | bigint> | Feed>, options?: RunOptions) => Promise<Outputs>} run
  * @property {() => void} dispose
  */
@@ -99,6 +116,7 @@ const EDGE = {
  * @typedef {object} Manifest
  * @property {string} format
  * @property {number} version
+ * @property {string} [generator]
  * @property {{ name?: string, inputs?: TensorInfo[], outputs?: TensorInfo[] }} model
  * @property {Weights} weights
  * @property {Constant[]} constants
@@ -131,9 +149,15 @@ const EDGE = {
  * @property {number[]} buffers
  * @property {{ name: string, buffer: number, bytes: number }[]} inputs
  * @property {({ name: string, buffer: number, bytes: number, constant?: undefined } | ConstantOutput)[]} outputs
- * @property {{ node: string, shader: number, workgroups: number[], uniforms?: number[],
- *   bindings: { buffer?: number, bytes?: number, constant?: number }[] }[]} steps
+ * @property {WgslStep[]} steps
+ * @property {Kernel[]} [kernels] steps' candidate configs (FORMAT.md, "Candidates")
  */
+/**
+ * @typedef {{ node: string, shader: number, workgroups: number[], uniforms?: number[], kernel?: number,
+ *   params?: object, bindings: { buffer?: number, bytes?: number, constant?: number }[] }} WgslStep
+ */
+/** @typedef {{ shader: number, workgroups: number[], uniforms?: number[], params?: object }} Dispatch */
+/** @typedef {{ op: string, shape: string, template: string, candidates: (Dispatch & { from: string })[] }} Kernel */
 /** @typedef {{ rows: number, cols: number, pack: number, width: number, height: number }} Layout */
 /**
  * @typedef {object} GlslPlan
@@ -163,8 +187,9 @@ const EDGE = {
  * @property {string} desc lower-cased description that targets are matched against (FORMAT.md)
  * @property {number} subgroupSize fixed subgroup size, else 0 (see subgroupSize())
  * @property {boolean} [fallback] the browser says it is a fallback adapter (WebGPU's isFallbackAdapter)
- * @property {(manifest: Manifest, subgroups: boolean) => Promise<Device>} open makes the device (with the
- *   "subgroups" feature when a plan to run needs it)
+ * @property {(manifest: Manifest, subgroups: boolean, timing?: boolean) => Promise<Device>} open makes the
+ *   device (with the "subgroups" feature when a plan to run needs it, "timestamp-query" for kernel selection)
+ * @property {GPUAdapter} [gpu] the WebGPU adapter (kernel selection reports its identity)
  * @property {() => void} release gives the device up when open() is not called
  */
 /**
@@ -176,8 +201,21 @@ const EDGE = {
  * @property {() => void} dispose
  */
 /**
- * A plan built on a device: gets validated inputs (name -> Float32Array) and is never re-entered.
- * @typedef {(feeds: Record<string, Float32Array>) => Promise<Record<string, Float32Array>>} Runner
+ * A plan built on a device: gets validated inputs (name -> Float32Array) and is never re-entered. A WebGPU
+ * runner's `gpu` is what kernel selection (kernelforge-tune.js) times candidates with.
+ * @typedef {((feeds: Record<string, Float32Array>) => Promise<Record<string, Float32Array>>) & { gpu?: GpuRun }} Runner
+ */
+/**
+ * A WebGPU plan's objects, for kernel selection: `steps` are what each run dispatches (replacing an entry switches
+ * a step's pipeline from the next run on); group() makes step `s`'s bind group for another pipeline.
+ * @typedef {object} GpuRun
+ * @property {GPUDevice} device
+ * @property {WgslPlan} plan
+ * @property {GPUBuffer[]} buffers
+ * @property {[GPUComputePipeline, GPUBindGroup, number, number, number][]} steps
+ * @property {(index: number) => Promise<GPUComputePipeline>} pipeline
+ * @property {(pipeline: GPUComputePipeline, s: WgslStep, uniforms?: number[]) => GPUBindGroup} group
+ * @property {boolean} timestamps whether the device has "timestamp-query"
  */
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -579,17 +617,35 @@ function validatePlan(manifest, target) {
       tensorBytes(i, `${p}.inputs[${k}]`, tensor(ins, i, `${p}.inputs[${k}]`));
       written.set(i.buffer, i.bytes);
     });
-    steps.forEach((s, k) => {
-      const sp = `${p}.steps[${k}]`;
+    /** A dispatch's shader, workgroup counts and uniforms; returns how many bindings after 0 its shader declares. @type {(s: any, sp: string) => number} */
+    const dispatch = (s, sp) => {
       shader(s?.shader, `${sp}.shader`);
       const groups = list(s.workgroups, `${sp}.workgroups`);
       if (groups.length !== 3) fail(`${sp}.workgroups is ${str(groups)}; expected 3 counts`);
       groups.forEach((n, j) => int(n, `${sp}.workgroups[${j}]`, 1, 65535));
       list(s.uniforms ?? [], `${sp}.uniforms`).forEach((u, j) => int(u, `${sp}.uniforms[${j}]`));
-      const bindings = list(s.bindings, `${sp}.bindings`);
       // binding 0 is the uniforms: the shader declares bindings 0..bindings.length
-      const declared = Math.max(0, ...[...shaders[s.shader].matchAll(/@binding\s*\(\s*(\d+)/g)].map((m) => +m[1]));
+      return Math.max(0, ...[...shaders[s.shader].matchAll(/@binding\s*\(\s*(\d+)/g)].map((m) => +m[1]));
+    };
+    const kernels = list(plan.kernels ?? [], `${p}.kernels`).map((k, i) => {
+      const kp = `${p}.kernels[${i}]`;
+      for (const f of ["op", "shape", "template"]) if (typeof k?.[f] !== "string") fail(`${kp}.${f} is ${str(k?.[f])}; expected a string`);
+      return list(k.candidates, `${kp}.candidates`).map((c, j) => {
+        const cp = `${kp}.candidates[${j}]`;
+        if (typeof c?.params !== "object" || typeof c.from !== "string") fail(`${cp} needs "params" (an object) and "from" (a string)`);
+        return dispatch(c, cp);
+      });
+    });
+    steps.forEach((s, k) => {
+      const sp = `${p}.steps[${k}]`;
+      const declared = dispatch(s, sp);
+      const bindings = list(s.bindings, `${sp}.bindings`);
       if (bindings.length !== declared) fail(`${sp}.bindings has ${bindings.length} entries; shader ${s.shader} declares ${declared}`);
+      if (s.kernel !== undefined) {
+        kernels[int(s.kernel, `${sp}.kernel`, 0, kernels.length - 1)].forEach((n, j) => {
+          if (n !== declared) fail(`${p}.kernels[${s.kernel}].candidates[${j}] declares ${n} bindings; ${sp} has ${declared}`);
+        });
+      }
       bindings.forEach((b, j) => {
         const bp = `${sp}.bindings[${j}]`;
         const out = j === bindings.length - 1;
@@ -903,7 +959,8 @@ const WEBGPU = {
       desc: await gpuDescription(adapter),
       subgroupSize: subgroupSize(adapter),
       fallback: Boolean(/** @type {{ isFallbackAdapter?: boolean }} */ (adapter.info ?? {}).isFallbackAdapter),
-      open: (manifest, subgroups) => openWebGPU(adapter, manifest, subgroups),
+      gpu: adapter,
+      open: (manifest, subgroups, timing) => openWebGPU(adapter, manifest, subgroups, timing),
       release() {},
     };
   },
@@ -915,10 +972,15 @@ const WEBGPU = {
  * @param {GPUAdapter} adapter
  * @param {Manifest} manifest
  * @param {boolean} subgroups whether a plan to run uses subgroup operations
+ * @param {boolean} [timing] whether kernel selection may run: then "timestamp-query" where the adapter has it
  * @returns {Promise<Device>}
  */
-async function openWebGPU(adapter, manifest, subgroups) {
-  const device = await adapter.requestDevice(subgroups ? { requiredFeatures: ["subgroups"] } : undefined);
+async function openWebGPU(adapter, manifest, subgroups, timing) {
+  /** @type {GPUFeatureName[]} */
+  const features = [];
+  if (subgroups) features.push("subgroups");
+  if (timing && adapter.features.has("timestamp-query")) features.push("timestamp-query");
+  const device = await adapter.requestDevice({ requiredFeatures: features });
   /** @type {GPUDeviceLostInfo | null} */
   let lost = null;
   device.lost.then((info) => (lost = info));
@@ -1009,12 +1071,12 @@ async function openWebGPU(adapter, manifest, subgroups) {
     const buffers = plan.buffers.map((size) => buffer(size, STORAGE | COPY_SRC | COPY_DST));
     const ready = new Map(await compiling);
     checkAbort();
-    /** @type {Promise<unknown>[]} */
-    const scopes = [];
-    const steps = plan.steps.map((s) => {
-      const pipeline = /** @type {GPUComputePipeline} */ (ready.get(s.shader));
+    /** @type {Promise<unknown>[] | null} bind group checks while building (selection checks its own) */
+    let scopes = [];
+    /** @type {GpuRun["group"]} */
+    const group = (pipeline, s, uniforms = s.uniforms) => {
       /** @type {GPUBindGroupEntry[]} */
-      const entries = [{ binding: 0, resource: { buffer: uniformBuffer(s.uniforms) } }];
+      const entries = [{ binding: 0, resource: { buffer: uniformBuffer(uniforms) } }];
       s.bindings.forEach((b, k) => {
         const resource =
           b.constant !== undefined
@@ -1022,13 +1084,19 @@ async function openWebGPU(adapter, manifest, subgroups) {
             : { buffer: buffers[/** @type {number} */ (b.buffer)], offset: 0, size: b.bytes };
         entries.push({ binding: k + 1, resource });
       });
-      device.pushErrorScope("validation");
-      const group = device.createBindGroup({ label: s.node, layout: pipeline.getBindGroupLayout(0), entries });
-      scopes.push(device.popErrorScope().then((e) => e && fail(`node ${s.node}: bind group rejected: ${e.message}`)));
+      if (scopes) device.pushErrorScope("validation");
+      const made = device.createBindGroup({ label: s.node, layout: pipeline.getBindGroupLayout(0), entries });
+      scopes?.push(device.popErrorScope().then((e) => e && fail(`node ${s.node}: bind group rejected: ${e.message}`)));
+      return made;
+    };
+    /** @type {GpuRun["steps"]} */
+    const steps = plan.steps.map((s) => {
+      const pipeline = /** @type {GPUComputePipeline} */ (ready.get(s.shader));
       const [x, y = 1, z = 1] = s.workgroups;
-      return /** @type {const} */ ([pipeline, group, x, y, z]);
+      return [pipeline, group(pipeline, s), x, y, z];
     });
     await Promise.all(scopes);
+    scopes = null;
 
     const inputs = plan.inputs.map((i) => /** @type {const} */ ([i.name, buffers[i.buffer]]));
     // readback buffers are made once and reused by every run
@@ -1044,7 +1112,8 @@ async function openWebGPU(adapter, manifest, subgroups) {
     let validated = false;
     // readback: see readbackPacer()
     const pace = readbackPacer(device);
-    return async (feeds) => {
+    /** @type {Runner} */
+    const run = async (feeds) => {
       if (lost) fail(`the WebGPU device was lost: ${lost.message || lost.reason}`);
       const started = performance.now();
       for (const [name, buf] of inputs) device.queue.writeBuffer(buf, 0, /** @type {Float32Array<ArrayBuffer>} */ (feeds[name]));
@@ -1079,6 +1148,9 @@ async function openWebGPU(adapter, manifest, subgroups) {
       for (const o of outputs) if (o.value) result[o.name] = o.value.slice();
       return result;
     };
+    const timestamps = device.features.has("timestamp-query");
+    run.gpu = { device, plan, buffers, steps, pipeline: (i) => pipeline(i, plan), group, timestamps };
+    return run;
   };
   return { build, dispose };
 }
@@ -1311,6 +1383,59 @@ async function openWebGL2(gl, manifest) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Kernel selection's memory (the measuring is kernelforge-tune.js, loaded only when it runs)
+
+/**
+ * A WGSL plan whose kernels run the configs `choices` names (0: the plan's own; c: candidates[c - 1]). Only the
+ * steps' dispatches change: a candidate binds what its step binds (FORMAT.md, "Candidates").
+ * @param {WgslPlan} plan
+ * @param {number[]} choices
+ * @returns {WgslPlan}
+ */
+function chosenPlan(plan, choices) {
+  const kernels = plan.kernels ?? [];
+  return {
+    ...plan,
+    steps: plan.steps.map((s) => {
+      const c = s.kernel === undefined ? 0 : choices[s.kernel];
+      const { shader, workgroups, uniforms, params } = c ? kernels[/** @type {number} */ (s.kernel)].candidates[c - 1] : s;
+      return { ...s, shader, workgroups, uniforms, params };
+    }),
+  };
+}
+
+/**
+ * Read (without `value`) or write the selection stored under `key` in IndexedDB. Resolves to undefined on any
+ * failure (no IndexedDB, private browsing, quota, an open that is blocked or hangs): the store only saves
+ * measuring, it never fails a load.
+ * @param {string} key
+ * @param {object} [value]
+ * @returns {Promise<any>}
+ */
+function idb(key, value) {
+  /** @type {Promise<any>} */
+  const stored = new Promise((done, no) => {
+    const open = indexedDB.open("kernelforge", 1);
+    open.onupgradeneeded = () => open.result.createObjectStore("choices");
+    open.onerror = open.onblocked = no;
+    open.onsuccess = () => {
+      const db = open.result;
+      try {
+        const tx = db.transaction("choices", value ? "readwrite" : "readonly");
+        const table = tx.objectStore("choices");
+        const req = value ? table.put(value, key) : table.get(key);
+        tx.oncomplete = () => done(req.result);
+        tx.onerror = tx.onabort = no;
+      } catch (e) {
+        no(e);
+      }
+      stored.finally(() => db.close()).catch(() => {});
+    };
+  });
+  return Promise.race([stored, new Promise((done) => setTimeout(done, 2000))]).catch(() => undefined);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // load(): the public API (kernelforge.d.ts)
 
 /**
@@ -1325,9 +1450,11 @@ async function openWebGL2(gl, manifest) {
  *   dims; else element counts) and builds its plan on first use; load() builds the one opts.shapes names.
  */
 export async function load(url, opts = {}) {
-  const { backend = "auto", onProgress, signal, target: forced, shapes } = opts;
+  const { backend = "auto", onProgress, signal, target: forced, shapes, tune = "auto" } = opts;
   const fetchFn = opts.fetch ?? globalThis.fetch?.bind(globalThis) ?? fail("no fetch() here; pass opts.fetch");
   if (!["auto", "webgpu", "webgl2"].includes(backend)) fail(`backend must be "auto", "webgpu" or "webgl2", not ${JSON.stringify(backend)}`);
+  const budget = tune === "auto" ? 20000 : tune === "off" ? 0 : tune?.budgetMs ?? 20000;
+  if (!(budget >= 0)) fail(`tune must be "auto", "off" or { budgetMs: a number >= 0 }, not ${str(tune)}`);
   /** @type {Progress} */
   const progress = (stage, loaded, total) => onProgress?.({ stage, loaded, total });
   const checkAbort = () => signal?.throwIfAborted();
@@ -1410,10 +1537,21 @@ export async function load(url, opts = {}) {
     throw e;
   }
 
+  // kernel selection (FORMAT.md, "Candidates"): on a WebGPU adapter without an exact target, once per bundle and
+  // adapter; a choice stored in IndexedDB by an earlier load is built straight away, so nothing is measured again
+  const [target, match] = picks[first];
+  const kernels = /** @type {WgslPlan} */ (target.plan).kernels ?? [];
+  const off = !budget ? "tune is off" : match === "exact" || match === "forced" ? `the target is ${match}` : kernels.length ? "" : "the plan has no candidates";
+  const key = [/sha256-\w+(?="\}\s*$)/.exec(text)?.[0], desc, target.id, first].join("|");
+  const cached = off ? null : await idb(key);
+  /** @type {number[] | null} per kernel, the config chosen: 0 the plan's own, c its candidates[c - 1] */
+  const choices = cached?.choices?.length === kernels.length && cached.choices.every((/** @type {number} */ c, /** @type {number} */ i) => Number.isInteger(c) && c >= 0 && c <= kernels[i].candidates.length) ? cached.choices : null;
+  if (choices) picks[first] = [{ ...target, plan: chosenPlan(/** @type {WgslPlan} */ (target.plan), choices) }, match];
+
   // the weights download overlaps shader compilation; a build awaits it once its pipelines are on the way
   const weights = fetchWeights(fetchFn, resolve(manifest.weights.file ?? "weights.bin", manifestUrl), signal, manifest.weights, progress);
   weights.catch(() => {}); // awaited below and in builds; this only stops an early failure being reported as unhandled
-  const impl = await adapter.open(manifest, picks.some(([t]) => t.plan?.subgroup_size));
+  const impl = await adapter.open(manifest, picks.some(([t]) => t.plan?.subgroup_size), !off && !choices);
   /** @type {Promise<Runner>[]} each variant's runner, built once (its plan was checked by readManifest) */
   const runners = [];
   // load() holds weights.bin only while a variant may still be built
@@ -1480,13 +1618,47 @@ export async function load(url, opts = {}) {
   /** @type {Promise<unknown>} */
   let queue = Promise.resolve();
   let disposed = false;
-  const [target, match] = picks[first];
+  /** @type {Tuning} */
+  const tuning = { state: off ? "off" : choices ? "cached" : "measuring", ...(off && { reason: off }), kernels: 0, total: kernels.length, ms: 0, speedup: cached?.speedup ?? 1 };
+  /** @type {object | null} */
+  let report = choices && cached.report;
+  /** @type {Promise<Tuning>} */
+  const tuned = tuning.state !== "measuring" ? Promise.resolve(tuning) : (async () => {
+    try {
+      const { select } = await import("./kernelforge-tune.js");
+      const made = await select({
+        run: /** @type {GpuRun} */ ((await runner(first)).gpu),
+        kernels,
+        adapter: /** @type {GPUAdapter} */ (adapter.gpu),
+        desc,
+        about: { generator: manifest.generator, manifest: key.split("|")[0], model: manifest.model.name, target: target.id, match },
+        budget,
+        tuning,
+        /** @type {<T>(fn: () => Promise<T>) => Promise<T>} runs `fn` between model runs */
+        exclusive(fn) {
+          const r = queue.then(() => (disposed || signal?.aborted ? fail("selection stopped") : fn()));
+          queue = r.catch(() => {});
+          return r;
+        },
+        progress: (/** @type {number} */ done) => progress("tune", done, kernels.length),
+      });
+      report = made.report;
+      if (!signal?.aborted) await idb(key, { choices: made.choices, report, speedup: tuning.speedup });
+    } catch (e) {
+      tuning.reason = message(e);
+    }
+    tuning.state = "done";
+    return tuning;
+  })();
   return {
     backend: chosen.name,
     device: { target: target.id, match, adapter: desc, class: cls, software: cls === "cpu" || !!adapter.fallback, kernels: { ...target.kernels } },
     inputs: infos[first].inputs,
     outputs: infos[first].outputs,
     variants: infos,
+    tuning,
+    tuned,
+    tuningReport: () => report,
     async run(feeds, options = {}) {
       if (disposed) fail("run() after dispose()");
       const [k, checked] = check(feeds, options.shapes);
