@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from kernelforge import _config
 from kernelforge._version import __version__
 from kernelforge.cli_common import UsageError, db_folder, model_path
-from kernelforge.cli_db import cmd_db_merge, cmd_db_prune, cmd_db_show, cmd_db_sync
+from kernelforge.cli_db import cmd_db_import, cmd_db_merge, cmd_db_prune, cmd_db_show, cmd_db_sync
 from kernelforge.cli_run import cmd_export, cmd_run
 from kernelforge.cli_shapes import ShapeUsageError
 from kernelforge.errors import DeviceNotFoundError, KernelforgeError
@@ -495,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=str(_config.db_dir()), help="tuning database directory")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("db", help="inspect, merge, sync or prune tuning databases")
+    p = sub.add_parser("db", help="inspect, merge, import, sync or prune tuning databases")
     db_sub = p.add_subparsers(dest="db_command", required=True)
     q = db_sub.add_parser("show", help="list records")
     q.add_argument("--device", default=None, help=device_help)
@@ -505,6 +505,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("other")
     q.add_argument("--db", default=str(_config.db_dir()))
     q.set_defaults(func=cmd_db_merge)
+    q = db_sub.add_parser(
+        "import",
+        help="store the winners of browser tuning reports (kernelforge.js), keeping the faster record",
+        description="Validate each tuning report a bundle's runtime made in a browser and store its measured "
+        "winners under that browser's device (new or faster records win). A report with any bad record is "
+        "rejected whole, naming the record; the other reports are still imported, and the exit code is 1.",
+    )
+    q.add_argument("reports", nargs="+", metavar="REPORT.json")
+    q.add_argument("--db", default=str(_config.db_dir()), help="tuning database directory (created if missing)")
+    q.set_defaults(func=cmd_db_import)
     q = db_sub.add_parser("sync", help="store the records that workers left in a shared study storage (faster wins)")
     q.add_argument("--storage", required=True, metavar="URL", help="the study storage the workers used")
     q.add_argument("--db", default=str(_config.db_dir()))

@@ -1,4 +1,4 @@
-"""``kernelforge db``: show, merge, sync and prune tuning databases."""
+"""``kernelforge db``: show, merge, sync, import and prune tuning databases."""
 
 from __future__ import annotations
 
@@ -72,6 +72,38 @@ def cmd_db_merge(args: argparse.Namespace) -> int:
         if unread:
             copied = target.adopt(loaded.device, unread)
             print(f"{path.name}: {copied} of {len(unread)} records this version cannot read copied as they are")
+    return status
+
+
+def cmd_db_import(args: argparse.Namespace) -> int:
+    """``db import REPORT.json...``: store the winners of browser tuning reports (new or faster records win).
+
+    A rejected report is named with the record that made it so, and nothing of it is written; the other
+    reports are still imported, and the exit code is 1.
+    """
+    from kernelforge.db import TuningDB
+    from kernelforge.tuner.reports import ReportError, import_report
+
+    for name in args.reports:  # a missing file is a usage error before anything is written, as elsewhere
+        if not Path(name).is_file():
+            raise UsageError(f"{name}: no such report file")
+    db = TuningDB(db_folder(args.db, create=True))
+    status = 0
+    for name in args.reports:
+        try:
+            done = import_report(name, db)
+        except ReportError as exc:
+            print(f"{exc.file}: rejected, nothing written: {exc.detail}")
+            status = 1
+            continue
+        except DatabaseError as exc:
+            print(f"{name}: not imported, nothing written: {exc}")
+            status = 1
+            continue
+        print(
+            f"{name}: {done.written} record{'s' * (done.written != 1)} of {done.fingerprint} written (new or faster), "
+            f"{done.kept} kept (stored one faster), {done.skipped} not measured"
+        )
     return status
 
 

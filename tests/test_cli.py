@@ -108,3 +108,58 @@ def test_db_show_reports_corrupt_file(capsys, tmp_path):
     assert main(["db", "show", "--db", str(tmp_path)]) == 1
     assert str(bad) in capsys.readouterr().out
     assert bad.read_text() == "{ not json"
+
+
+def test_db_import_stores_good_reports_and_names_bad_ones(capsys, tmp_path):
+    from kernelforge.testing.tuning import tuning_report
+
+    slug = "google-swiftshader-webgpu"
+    good, bad, slower = tmp_path / "good.json", tmp_path / "bad.json", tmp_path / "slower.json"
+    good.write_text(json.dumps(tuning_report(ms=0.5)))
+    tampered = tuning_report(ms=0.1)
+    tampered["kernels"][1]["candidates"][1]["params"]["wg_x"] = "8; } fn evil() {"
+    bad.write_text(json.dumps(tampered))
+    late = tuning_report(ms=0.9)
+    late["kernels"].append({**late["kernels"][0], "shape": "32x32x32", "winner": None})
+    slower.write_text(json.dumps(late))
+    db = tmp_path / "db"
+    assert main(["db", "import", str(bad), str(good), "--db", str(db)]) == 1  # the good one is still imported
+    out = capsys.readouterr().out
+    assert (
+        f"{bad}: rejected, nothing written: kernels[1] (conv2d 1x32x16x16:32x3x3:s1x1:p1,1,1,1:d1x1:g32): "
+        "candidates[1] params: conv2d parameter wg_x must be an integer, got '8; } fn evil() {'"
+    ) in out
+    assert f"{good}: 2 records of {slug} written (new or faster), 0 kept (stored one faster), 0 not measured" in out
+    assert main(["db", "import", str(slower), "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert f"{slower}: 0 records of {slug} written (new or faster), 2 kept (stored one faster), 1 not measured" in out
+    assert main(["db", "show", "--db", str(db)]) == 0
+    shown = capsys.readouterr().out
+    assert slug in shown and "browser device: Chrome 156.0.0.0 headless" in shown and "0.50 ms" in shown
+
+
+def test_db_import_leaves_a_corrupt_database_file_untouched(capsys, tmp_path):
+    from kernelforge.testing.tuning import tuning_report
+
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps(tuning_report()))
+    corrupt = tmp_path / "google-swiftshader-webgpu.json"
+    corrupt.write_text("{ not json")
+    assert main(["db", "import", str(report), "--db", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert f"{report}: not imported, nothing written: tuning database file {corrupt} is corrupt" in out
+    assert corrupt.read_text() == "{ not json"
+
+
+def test_db_import_of_a_file_that_is_not_a_report_is_one_line(tmp_path):
+    report = tmp_path / "r.json"
+    report.write_text("<html>not json</html>")
+    proc = subprocess.run(
+        [sys.executable, "-m", "kernelforge.cli", "db", "import", str(report), "--db", str(tmp_path / "db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    expected = "not a tuning report (not JSON: Expecting value: line 1 column 1 (char 0))"
+    assert proc.stdout.strip().endswith(f"{report}: rejected, nothing written: {expected}")

@@ -84,6 +84,9 @@ def cases(root: Path, model: Path) -> list[tuple[list[str], int, str]]:
         (["db", "merge", str(root / "nodb"), "--db", db], 2, "no such directory"),
         (["db", "merge", db, "--db", f], 2, "not a directory"),
         (["db", "sync", "--storage", "notaurl", "--db", db], 1, "not a storage URL"),
+        (["db", "import", str(root / "nope.json"), "--db", db], 2, "nope.json: no such report file"),
+        (["db", "import", db, "--db", db], 2, "no such report file"),
+        (["db", "import", str(root / "notes.txt"), "--db", f], 2, "not a directory"),
         *shape_cases(root),
     ]
 
@@ -194,6 +197,7 @@ def test_an_unsupported_model_is_named_by_its_file_with_every_problem(tmp_path, 
         ["tune", "--shape", "8x8x8", "--trials", "many"],
         ["tune", "--shape", "8x8x8", "--time-budget", "soon"],
         ["db"],
+        ["db", "import"],
         ["frobnicate"],
     ],
 )
