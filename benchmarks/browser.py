@@ -499,6 +499,17 @@ def runtime_sizes(served: Path, fetched: Mapping[str, list[str]], peers: bool) -
                 if defines and b"KF_WEBGL2" not in raw:
                     row["error"] = "kernelforge.js does not read KF_WEBGL2: same as full"
             rows.append(row)
+        # kernel selection: fetched only on a GPU without an exact target (FORMAT.md, "Candidates")
+        tune = JS_DIR / "kernelforge-tune.js"
+        row = {"runtime": "+ kernelforge-tune.js", "files": tune.name, "raw bytes": len(tune.read_bytes())}
+        row["gzip bytes"] = gzip_size(tune.read_bytes())
+        try:
+            small = minify(tune, ())
+        except PeerError as exc:
+            row["error"] = str(exc)
+        else:
+            row["min bytes"], row["min+gzip bytes"] = len(small), gzip_size(small)
+        rows.append(row)
     if not peers:
         return rows
     for engine in ORT_ENGINES + TFJS_ENGINES:

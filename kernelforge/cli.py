@@ -490,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="K",
         help="configs a browser times per WebGPU kernel on a GPU the bundle has no exact target for, the plan's "
-        "own included: each database device's best, the op's seeds, the default (1: none; default 3)",
+        "own included (as many again with subgroups of its size): each database device's best, the default, the "
+        "op's seeds (1: none; default 2)",
     )
     p.add_argument("--db", default=str(_config.db_dir()), help="tuning database directory")
     p.set_defaults(func=cmd_export)

@@ -17,6 +17,7 @@ lock file, re-read, modify, and replace atomically, so tuners writing at once lo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -32,7 +33,7 @@ from kernelforge.db import _json
 from kernelforge.db.records import SCHEMA_VERSION, DeviceFile, Lookup, Query, Record, Stored
 from kernelforge.devices import DeviceInfo
 from kernelforge.errors import DatabaseError
-from kernelforge.ops.spec import Limits, Params
+from kernelforge.ops.spec import SUBGROUP_SIZES, Limits, Params
 
 
 def _umask() -> int:
@@ -256,27 +257,36 @@ class TuningDB:
         ]
         return [r.params for r in sorted(stale, key=lambda r: r.time_s)]
 
-    def best_per_device(self, query: Query) -> list[Lookup]:
+    def best_per_device(self, query: Query, own_subgroups: bool = False) -> list[Lookup]:
         """Return each device's best stored config for the query's problem: exact shape fastest, else nearest.
 
         What an exported bundle offers a GPU it has no records for: one config per tuned device, each the
-        winner somewhere, in the files' order. Corrupt files are skipped (a warning), as in :meth:`lookup`.
+        winner somewhere, in the files' order. With ``own_subgroups``, each device's records are checked with
+        its own fixed subgroup size (what a GPU of that size could run). Corrupt files are skipped (a warning),
+        as in :meth:`lookup`.
         """
-        spec, problem, language, limits = query.spec, query.problem, query.language, query.limits
+        spec, problem, language = query.spec, query.problem, query.language
         key_shape, vector = spec.problem_key(problem), spec.shape_vector(problem)
         found: list[Lookup] = []
         for path, loaded in self.iter_files():
             if isinstance(loaded, DatabaseError):
                 warnings.warn(f"{loaded}; ignoring it", stacklevel=2)
                 continue
+            size = loaded.device.get("subgroup_size", 0)
+            limits = query.limits
+            if own_subgroups and isinstance(size, int) and size in SUBGROUP_SIZES:
+                limits = dataclasses.replace(limits, subgroup_size=size)
             usable = [
                 r
                 for r in loaded.records.values()
-                if (r.op, r.language, r.dtype, r.template_hash) == (spec.name, language, query.dtype, query.template_hash)
+                if (r.op, r.language, r.dtype) == (spec.name, language, query.dtype)
+                and r.template_hash == query.template_hash
                 and spec.constraints(problem, r.params, limits, language) is None
             ]
             if usable:
-                best = min(usable, key=lambda r: (r.shape != key_shape, _log_distance(r.shape_vector, vector), r.time_s))
+                best = min(
+                    usable, key=lambda r: (r.shape != key_shape, _log_distance(r.shape_vector, vector), r.time_s)
+                )
                 found.append(Lookup(best.params, "tuned" if best.shape == key_shape else "nearest", best, path.stem))
         return found
 

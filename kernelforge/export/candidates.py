@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from typing import Any
 
 import numpy as np
@@ -22,14 +23,14 @@ from kernelforge.db import Query, TuningDB
 from kernelforge.devices import DeviceInfo
 from kernelforge.errors import KernelforgeError
 from kernelforge.graph.plan import Plan, Step
-from kernelforge.graph.program import Program, check_layouts, device_arrays, step_kernel
+from kernelforge.graph.program import Program, check_layouts, checked_kernel, device_arrays
 from kernelforge.ops import get_op
-from kernelforge.ops.spec import OpSpec, Params
+from kernelforge.ops.spec import SUBGROUP_SIZES, OpSpec, Params
 from kernelforge.templates import kernel_hash
 
 from .weights import Shaders
 
-DEFAULT_CANDIDATES = 3
+DEFAULT_CANDIDATES = 2
 """Configs timed per kernel, the plan's own included (``export --candidates``); see benchmarks/browser_select.py."""
 
 
@@ -37,6 +38,17 @@ def _same_bindings(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
     return len(a) == len(b) and all(
         x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b, strict=True)
     )
+
+
+def _probes(plan: Plan, step: Step) -> dict[str, np.ndarray]:
+    """Distinct values for each constant input: a kernel's conversion of them is then told apart from another's.
+
+    A step's own constants may not tell (a zero bias reads alike in any layout), and a row of the table serves
+    every step of the same kernel, whatever its weights.
+    """
+    graph = plan.graph
+    consts = [n for n in step.call.inputs if graph.value(n).is_const]
+    return {n: np.arange(np.prod(graph.value(n).shape), dtype=np.float32).reshape(graph.value(n).shape) for n in consts}
 
 
 class _Kernels:
@@ -51,25 +63,40 @@ class _Kernels:
         self.index: dict[str, int | None] = {}
 
     def sources(self, spec: OpSpec[Any], step: Step) -> list[tuple[Params, str]]:
-        """Every config worth timing, best-founded first: the default, each device's best record, the seeds."""
+        """Every config worth timing, best-founded first: the default, each device's best record, the seeds.
+
+        Configs that assume subgroups of S lanes are offered too (for GPUs of that fixed size): the records of
+        devices of S lanes, and the op's seeds for S, for every S it has seeds for.
+        """
         problem, limits, language = step.call.problem, self.plan.limits, self.plan.language
         found = [(spec.default_params(problem, limits, language), "default")]
         query = Query.make(self.info, spec.name, problem, language, limits)
-        found += [(dict(lookup.params), lookup.device) for lookup in self.db.best_per_device(query)]
-        found += [(p, "seed") for p in spec.seed_params(problem, limits, language)]
+        with warnings.catch_warnings():  # a corrupt file is named once, by the export's report
+            warnings.simplefilter("ignore")
+            found += [(dict(lookup.params), lookup.device) for lookup in self.db.best_per_device(query, True)]
+        sizes = (self.program.subgroup_size,) if self.program.subgroup_size else SUBGROUP_SIZES
+        for size in (0, *sizes):
+            seeds = spec.seed_params(problem, dataclasses.replace(limits, subgroup_size=size), language)
+            found += [(p, "seed") for p in seeds if spec.subgroup_size(p) == size]
         return found
 
-    def candidate(self, spec: OpSpec[Any], step: Step, params: Params, want: list[np.ndarray]) -> dict[str, Any] | None:
+    def candidate(
+        self, spec: OpSpec[Any], step: Step, params: Params, want: tuple[list[np.ndarray], list[np.ndarray]]
+    ) -> dict[str, Any] | None:
         """Return the manifest entry of ``params`` on ``step``, or None when it would change the step's buffers."""
         other = dataclasses.replace(step, params=params)
         size = spec.subgroup_size(params)
-        if size and size != self.program.subgroup_size:  # the device may lack subgroups, or have another size
+        if size and self.program.subgroup_size not in (0, size):  # the plan runs on GPUs of its size only
             return None
         try:
-            kernel = step_kernel(self.plan, other, spec, "web")
+            limits = dataclasses.replace(self.plan.limits, subgroup_size=size or self.plan.limits.subgroup_size)
+            kernel = checked_kernel(spec, step.call.problem, params, limits, self.plan.language, "web", step.node.name)
             other = dataclasses.replace(other, params=kernel.params)
             check_layouts(self.plan, other, spec)
-            if not _same_bindings(device_arrays(self.plan, other, spec), want):
+            probes = _probes(self.plan, step)
+            if not _same_bindings(device_arrays(self.plan, other, spec), want[0]) or not _same_bindings(
+                device_arrays(self.plan, other, spec, probes), want[1]
+            ):
                 return None
             launch = spec.launch(step.call.problem, kernel.params)
         except KernelforgeError:
@@ -81,15 +108,39 @@ class _Kernels:
             "shader": kernel.source,  # its index in the shaders table once it is kept
             "workgroups": list(launch.workgroups),
             "uniforms": [int(u) for u in launch.uniforms],
+            **({"subgroup_size": size} if size else {}),
         }
 
-    def of(self, step: Step) -> int | None:
-        """Return the step's row of the table (made on first use), or None when it has no candidate."""
+    def keep(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Return at most ``limit - 1`` entries without subgroups and as many for each subgroup size, best first.
+
+        A GPU of fixed S-lane subgroups times both sets, others the first only. Records and the default come
+        first, then the seeds by shader size: a shorter text ships fewer bytes and compiles faster on every
+        compiler (the most unrolled seeds took SwiftShader ~30 s, which holds up every later compile of the page).
+        """
+
+        def rank(e: dict[str, Any]) -> tuple[bool, int]:
+            seed = e["from"] == "seed"
+            return (seed, len(e["shader"]) if seed else 0)
+
+        kept: list[dict[str, Any]] = []
+        for size in sorted({e.get("subgroup_size", 0) for e in entries}):
+            kept += sorted((e for e in entries if e.get("subgroup_size", 0) == size), key=rank)[: self.limit - 1]
+        return sorted(kept, key=entries.index)
+
+    def of(self, step: Step, shader: int) -> int | None:
+        """Return the step's row of the table (made on first use), or None when it has no candidate.
+
+        Steps share a row when they run the same shader (``shader``, its index in the program) on the same problem
+        with the same params.
+        """
         spec = get_op(step.call.op)
-        key = json.dumps([spec.name, spec.problem_key(step.call.problem), step.params], sort_keys=True, default=str)
+        key = json.dumps(
+            [spec.name, spec.problem_key(step.call.problem), step.params, shader], sort_keys=True, default=str
+        )
         if key in self.index:
             return self.index[key]
-        want = device_arrays(self.plan, step, spec)
+        want = (device_arrays(self.plan, step, spec), device_arrays(self.plan, step, spec, _probes(self.plan, step)))
         seen = [dict(step.params)]
         entries: list[dict[str, Any]] = []
         for params, origin in self.sources(spec, step):
@@ -103,10 +154,7 @@ class _Kernels:
             entry = self.candidate(spec, step, clean, want)
             if entry is not None:
                 entries.append({**entry, "from": origin})
-        # seeds by shader size: a shorter text ships fewer bytes and compiles faster on every compiler (the most
-        # unrolled seeds took SwiftShader ~30 s, which blocks every later compile of the page)
-        entries.sort(key=lambda e: (e["from"] == "seed", len(e["shader"]) if e["from"] == "seed" else 0))
-        entries = [{**e, "shader": self.shaders.add(e["shader"])} for e in entries[: self.limit - 1]]
+        entries = [{**e, "shader": self.shaders.add(e["shader"])} for e in self.keep(entries)]
         row = None
         if entries:
             row = len(self.table)
@@ -133,5 +181,5 @@ def wgsl_candidates(
     if limit <= 1:
         return [], [None] * len(plan.steps)
     kernels = _Kernels(plan, program, info, db, shaders, limit)
-    rows = [kernels.of(step) for step in plan.steps]
+    rows = [kernels.of(step, ps.shader) for step, ps in zip(plan.steps, program.steps, strict=True)]
     return kernels.table, rows

@@ -49,6 +49,7 @@ def test_bundle_files_and_manifest_header(bundle):
     out, report, manifest = bundle
     assert sorted(p.name for p in out.iterdir()) == [
         "index.html",
+        "kernelforge-tune.js",
         "kernelforge.d.ts",
         "kernelforge.js",
         "manifest.json",

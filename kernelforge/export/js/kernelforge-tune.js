@@ -11,7 +11,7 @@
 
 // The types of what kernelforge.js hands over are declared here (kernelforge.js's are internal, and an import of
 // it resolves to the public kernelforge.d.ts): tsc checks kernelforge.js's call of select() against them.
-/** @typedef {{ shader: number, workgroups: number[], uniforms?: number[], params?: object }} Dispatch */
+/** @typedef {{ shader: number, workgroups: number[], uniforms?: number[], params?: object, subgroup_size?: number }} Dispatch */
 /** @typedef {Dispatch & { node: string, kernel?: number, source?: string, bindings: { buffer?: number, bytes?: number, constant?: number }[] }} Step */
 /** @typedef {{ op: string, shape: string, template: string, candidates: (Dispatch & { from: string })[] }} Kernel */
 /** @typedef {{ kernels: number, ms: number, speedup: number }} Tuning the fields select() updates */
@@ -21,7 +21,7 @@
  * @property {{ steps: Step[], subgroup_size?: number }} plan
  * @property {GPUBuffer[]} buffers
  * @property {Made[]} steps
- * @property {(index: number) => Promise<GPUComputePipeline>} pipeline
+ * @property {string[]} shaders the manifest's shader texts
  * @property {(pipeline: GPUComputePipeline, s: Step, uniforms?: number[]) => GPUBindGroup} group
  * @property {boolean} timestamps
  */
@@ -32,8 +32,11 @@ const COPY_SRC = 0x4;
 const COPY_DST = 0x8;
 const QUERY_RESOLVE = 0x200;
 const ROUNDS = 5;
-// A config whose shader takes longer to compile would cost every later load that much where the browser keeps no
-// compiled pipelines, more than any kernel gains: on GPUs compiles take ~10-300 ms, SwiftShader's up to ~30 s.
+// A winner's shader is compiled by every later load (where the browser keeps no compiled pipelines): one that
+// compiles slower than the plan's must win that time back within PAYBACK runs of its kernel, and one that takes
+// over COMPILE_MS is not waited for (GPUs compile in ~10-300 ms; SwiftShader took ~30 s for the most unrolled
+// configs, and a compile holds up every later one of the page).
+const PAYBACK = 100;
 const COMPILE_MS = 2000;
 const LIMITS = ["maxComputeInvocationsPerWorkgroup", "maxComputeWorkgroupSizeX", "maxComputeWorkgroupSizeY", "maxComputeWorkgroupSizeZ", "maxComputeWorkgroupStorageSize", "maxComputeWorkgroupsPerDimension", "maxStorageBufferBindingSize"];
 
@@ -61,6 +64,7 @@ function agrees(a, b) {
  * @param {Kernel[]} c.kernels the plan's kernels table
  * @param {GPUAdapter} c.adapter
  * @param {string} c.desc the adapter's description, as targets are matched against it
+ * @param {number} c.sg the adapter's fixed subgroup size, or 0: candidates of another size are left out
  * @param {object} c.about what the report says of the bundle: generator, manifest, model, target, match
  * @param {number} c.budget
  * @param {Tuning} c.tuning
@@ -68,8 +72,8 @@ function agrees(a, b) {
  * @param {(done: number) => void} c.progress
  * @returns {Promise<{ choices: number[], report: object }>}
  */
-export async function select({ run, kernels, adapter, desc, about, budget, tuning, exclusive, progress }) {
-  const { device, plan, buffers, steps, pipeline, group, timestamps } = run;
+export async function select({ run, kernels, adapter, desc, sg, about, budget, tuning, exclusive, progress }) {
+  const { device, plan, shaders, buffers, steps, group, timestamps } = run;
   const started = performance.now();
   const query = timestamps ? device.createQuerySet({ type: "timestamp", count: 2 }) : null;
   const resolved = device.createBuffer({ size: 16, usage: QUERY_RESOLVE | COPY_SRC });
@@ -138,9 +142,11 @@ export async function select({ run, kernels, adapter, desc, about, budget, tunin
     const at = plan.steps.flatMap((/** @type {Step} */ s, /** @type {number} */ j) => (s.kernel === i ? [j] : []));
     const own = plan.steps[at[0]];
     const from = /** @type {{ source?: string }} */ (own ?? {}).source ?? "plan";
-    /** @type {(Dispatch & { from: string })[]} */
-    const configs = [{ ...own, from }, ...k.candidates];
-    return { k, i, at, configs, ms: /** @type {(number | null)[]} */ (configs.map(() => null)), errors: /** @type {string[]} */ ([]), winner: /** @type {number | null} */ (null), one: 0, cost: 0 };
+    const fits = (/** @type {Dispatch} */ c) => !c.subgroup_size || (c.subgroup_size === sg && device.features.has("subgroups"));
+    // each config with its choice number: 0 the plan's own, c its candidates[c - 1]
+    /** @type {(Dispatch & { from: string, choice: number })[]} */
+    const configs = [{ ...own, from, choice: 0 }, ...k.candidates.map((c, j) => ({ ...c, choice: j + 1 })).filter(fits)];
+    return { k, i, at, configs, ms: /** @type {(number | null)[]} */ (configs.map(() => null)), errors: /** @type {string[]} */ ([]), winner: /** @type {number | null} */ (null), one: 0, cost: 0, compile: /** @type {number[]} */ ([]) };
   }).filter((r) => r.at.length);
   // the cost of each kernel: its own config (after a warm-up dispatch) times the steps that run it
   await exclusive(async () => {
@@ -163,21 +169,30 @@ export async function select({ run, kernels, adapter, desc, about, budget, tunin
       const [x, y = 1, z = 1] = c.workgroups;
       return [p, g, x, y, z];
     };
-    const compiling = r.configs.map((c, j) => (j ? pipeline(c.shader) : null));
-    /** @type {(Made | null)[]} compiled while the model may run */
-    const made = await Promise.all(
-      r.configs.map(async (c, j) => {
-        if (!j) return steps[r.at[0]];
-        try {
-          /** @type {Promise<never>} */
-          const late = new Promise((_, no) => setTimeout(() => no(new Error(`its shader took over ${COMPILE_MS} ms to compile`)), COMPILE_MS));
-          return made1(c, await Promise.race([/** @type {Promise<GPUComputePipeline>} */ (compiling[j]), late]), s);
-        } catch (e) {
-          r.errors[j] = message(e);
-          return null;
-        }
-      }),
-    );
+    // Compiled one at a time (while the model may run), so that each time is its own: the plan's shader again (a
+    // copy the device has not seen: pipelines are cached by their text), then the candidates. A config that
+    // compiles much slower than the plan's would cost every later load more than it gains on most.
+    /** @type {(Made | null)[]} */
+    const made = [steps[r.at[0]]];
+    /** @type {Promise<unknown>[]} */
+    const compiling = [];
+    for (const [j, c] of r.configs.entries()) {
+      const t0 = performance.now();
+      const module = device.createShaderModule({ code: `${shaders[c.shader]}\n` });
+      const pipeline = device.createComputePipelineAsync({ layout: "auto", compute: { module, entryPoint: "main" } });
+      compiling.push(pipeline.catch(() => {}));
+      /** @type {Promise<never>} */
+      const late = new Promise((_, no) => setTimeout(() => no(new Error(`its shader took over ${COMPILE_MS} ms to compile`)), Math.min(COMPILE_MS, budget - (t0 - started))));
+      try {
+        const p = await Promise.race([pipeline, late]);
+        r.compile[j] = performance.now() - t0;
+        if (j) made[j] = made1(c, p, s);
+      } catch (e) {
+        if (!j) r.compile[0] = COMPILE_MS; // the plan's own shader runs whatever its copy did
+        r.errors[j] = message(e);
+        made[j] = j ? null : made[0];
+      }
+    }
     const outs = await exclusive(() => outputs(s, made));
     outs.forEach((o, j) => {
       if (j && o && !agrees(/** @type {Float32Array} */ (outs[0]), o)) [r.errors[j], made[j]] = ["its output differs from the plan's", null];
@@ -191,8 +206,11 @@ export async function select({ run, kernels, adapter, desc, about, budget, tunin
       });
     }
     samples.forEach((t, j) => (r.ms[j] = t.length ? t.sort((a, b) => a - b)[t.length >> 1] : null));
+    // the fastest, if what its shader costs to compile more than the plan's is won back within PAYBACK runs
+    const own = /** @type {number} */ (r.ms[0]);
+    const pays = (/** @type {number} */ j) => r.compile[j] - r.compile[0] <= PAYBACK * (own - /** @type {number} */ (r.ms[j]));
     /** @type {number} */
-    const w = r.ms.reduce((/** @type {number} */ best, t, j) => (t !== null && t < /** @type {number} */ (r.ms[best]) ? j : best), 0);
+    const w = r.ms.reduce((/** @type {number} */ best, t, j) => (t !== null && t < /** @type {number} */ (r.ms[best]) && pays(j) ? j : best), 0);
     r.winner = w;
     if (w) {
       const d = /** @type {Made} */ (made[w]);
@@ -201,7 +219,7 @@ export async function select({ run, kernels, adapter, desc, about, budget, tunin
       });
     }
     // a compile that outlived COMPILE_MS holds up the next ones (browsers compile on few threads): let it end
-    await Promise.race([Promise.allSettled(compiling), new Promise((done) => setTimeout(done, budget - (performance.now() - started)))]);
+    await Promise.race([Promise.all(compiling), new Promise((done) => setTimeout(done, budget - (performance.now() - started)))]);
     before += /** @type {number} */ (r.ms[0]) * r.at.length;
     after += /** @type {number} */ (r.ms[w]) * r.at.length;
     Object.assign(tuning, { kernels: tuning.kernels + 1, ms: performance.now() - started, speedup: before / after });
@@ -227,7 +245,7 @@ export async function select({ run, kernels, adapter, desc, about, budget, tunin
       description: info.description,
       desc,
       fallback: Boolean(/** @type {{ isFallbackAdapter?: boolean }} */ (info).isFallbackAdapter),
-      subgroupSize: run.plan.subgroup_size ?? 0,
+      subgroupSize: sg,
       userAgent: globalThis.navigator?.userAgent ?? "",
       limits: Object.fromEntries(LIMITS.map((n) => [n, l[n]])),
     },
@@ -239,9 +257,13 @@ export async function select({ run, kernels, adapter, desc, about, budget, tunin
       shape: r.k.shape,
       template: r.k.template,
       steps: r.at.length,
-      candidates: r.configs.map((c, j) => ({ params: c.params ?? {}, from: c.from, ms: r.ms[j], ...(r.errors[j] && { error: r.errors[j] }) })),
+      candidates: r.configs.map((c, j) => ({ params: c.params ?? {}, from: c.from, ms: r.ms[j], compile_ms: r.compile[j] ?? null, ...(r.errors[j] && { error: r.errors[j] }) })),
       winner: r.winner,
     })),
   };
-  return { choices: kernels.map((_, i) => rows.find((r) => r.i === i)?.winner ?? 0), report };
+  const choices = kernels.map((_, i) => {
+    const r = rows.find((r) => r.i === i);
+    return r && r.winner !== null ? r.configs[r.winner].choice : 0;
+  });
+  return { choices, report };
 }

@@ -156,7 +156,7 @@ const EDGE = {
  * @typedef {{ node: string, shader: number, workgroups: number[], uniforms?: number[], kernel?: number,
  *   params?: object, bindings: { buffer?: number, bytes?: number, constant?: number }[] }} WgslStep
  */
-/** @typedef {{ shader: number, workgroups: number[], uniforms?: number[], params?: object }} Dispatch */
+/** @typedef {{ shader: number, workgroups: number[], uniforms?: number[], params?: object, subgroup_size?: number }} Dispatch */
 /** @typedef {{ op: string, shape: string, template: string, candidates: (Dispatch & { from: string })[] }} Kernel */
 /** @typedef {{ rows: number, cols: number, pack: number, width: number, height: number }} Layout */
 /**
@@ -213,7 +213,7 @@ const EDGE = {
  * @property {WgslPlan} plan
  * @property {GPUBuffer[]} buffers
  * @property {[GPUComputePipeline, GPUBindGroup, number, number, number][]} steps
- * @property {(index: number) => Promise<GPUComputePipeline>} pipeline
+ * @property {string[]} shaders the manifest's shader texts
  * @property {(pipeline: GPUComputePipeline, s: WgslStep, uniforms?: number[]) => GPUBindGroup} group
  * @property {boolean} timestamps whether the device has "timestamp-query"
  */
@@ -633,6 +633,7 @@ function validatePlan(manifest, target) {
       return list(k.candidates, `${kp}.candidates`).map((c, j) => {
         const cp = `${kp}.candidates[${j}]`;
         if (typeof c?.params !== "object" || typeof c.from !== "string") fail(`${cp} needs "params" (an object) and "from" (a string)`);
+        if (c.subgroup_size !== undefined) int(c.subgroup_size, `${cp}.subgroup_size`, 1, 128);
         return dispatch(c, cp);
       });
     });
@@ -978,7 +979,8 @@ const WEBGPU = {
 async function openWebGPU(adapter, manifest, subgroups, timing) {
   /** @type {GPUFeatureName[]} */
   const features = [];
-  if (subgroups) features.push("subgroups");
+  // selection may time candidates that use subgroups (of the adapter's fixed size) and reads timestamps
+  if (subgroups || (timing && subgroupSize(adapter))) features.push("subgroups");
   if (timing && adapter.features.has("timestamp-query")) features.push("timestamp-query");
   const device = await adapter.requestDevice({ requiredFeatures: features });
   /** @type {GPUDeviceLostInfo | null} */
@@ -1149,7 +1151,7 @@ async function openWebGPU(adapter, manifest, subgroups, timing) {
       return result;
     };
     const timestamps = device.features.has("timestamp-query");
-    run.gpu = { device, plan, buffers, steps, pipeline: (i) => pipeline(i, plan), group, timestamps };
+    run.gpu = { device, plan, shaders: manifest.shaders, buffers, steps, group, timestamps };
     return run;
   };
   return { build, dispose };
@@ -1394,14 +1396,15 @@ async function openWebGL2(gl, manifest) {
  */
 function chosenPlan(plan, choices) {
   const kernels = plan.kernels ?? [];
-  return {
-    ...plan,
-    steps: plan.steps.map((s) => {
-      const c = s.kernel === undefined ? 0 : choices[s.kernel];
-      const { shader, workgroups, uniforms, params } = c ? kernels[/** @type {number} */ (s.kernel)].candidates[c - 1] : s;
-      return { ...s, shader, workgroups, uniforms, params };
-    }),
-  };
+  let sg = plan.subgroup_size;
+  const steps = plan.steps.map((s) => {
+    const c = s.kernel === undefined ? 0 : choices[s.kernel];
+    /** @type {Dispatch} */
+    const { shader, workgroups, uniforms, params, subgroup_size } = c ? kernels[/** @type {number} */ (s.kernel)].candidates[c - 1] : s;
+    sg ||= subgroup_size; // a candidate of subgroups was only chosen on an adapter of its size
+    return { ...s, shader, workgroups, uniforms, params };
+  });
+  return { ...plan, steps, ...(sg && { subgroup_size: sg }) };
 }
 
 /**
@@ -1631,6 +1634,7 @@ export async function load(url, opts = {}) {
         kernels,
         adapter: /** @type {GPUAdapter} */ (adapter.gpu),
         desc,
+        sg,
         about: { generator: manifest.generator, manifest: key.split("|")[0], model: manifest.model.name, target: target.id, match },
         budget,
         tuning,
