@@ -88,7 +88,8 @@ def test_shaders_are_stored_once_and_shared_across_variants(bundles: dict[str, A
     users: dict[int, set[int]] = {}
     for k, target in _plans(multi):
         plan = target["plan"]
-        for index in [s["shader"] for s in plan["steps"]] + ([plan["vertex"]] if "vertex" in plan else []):
+        candidates = [c["shader"] for kernel in plan.get("kernels", []) for c in kernel["candidates"]]
+        for index in [s["shader"] for s in plan["steps"]] + candidates + ([plan["vertex"]] if "vertex" in plan else []):
             users.setdefault(index, set()).add(k)
     assert set(users) == set(range(len(multi["shaders"])))
     shared = [i for i, ks in users.items() if ks == set(range(len(SEQS)))]

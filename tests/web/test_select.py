@@ -75,6 +75,7 @@ def served(model: onnx.ModelProto, tmp_path_factory: pytest.TempPathFactory) -> 
     without = tmp_path_factory.mktemp("db") / "db"
     shutil.copytree(REPO_DB, without, ignore=shutil.ignore_patterns("*.lock", "google-swiftshader-*"))
     export(path, root / "plain", db=without)
+    export(path, root / "other", db=without, candidates=3)  # another manifest of the same model
     export(path, root / "exact", db=REPO_DB)
     (root / "index.html").write_text("<!doctype html><title>select</title>")
     with chromium.serve(root) as base:
@@ -164,6 +165,14 @@ def test_the_second_load_uses_the_stored_choice_and_measures_nothing(
     for i, (choice, measured) in enumerate(zip(entry["choices"], first["report"]["kernels"], strict=True)):
         params = own[i] if choice == 0 else kernels[i]["candidates"][choice - 1]["params"]
         assert params == measured["candidates"][measured["winner"]]["params"], (i, choice)
+
+
+def test_a_changed_manifest_is_measured_again(first: dict[str, Any], browser_page: Any, served: Any) -> None:
+    base, _, _ = served
+    other = _select(browser_page, base + "other/")
+    assert other["state"] == "measuring" and other["tuning"]["state"] == "done"
+    assert other["report"]["manifest"] != first["report"]["manifest"]
+    assert _select(browser_page, base + "plain/")["state"] == "cached"  # each bundle keeps its own choice
 
 
 def test_an_exact_target_or_tune_off_selects_nothing(browser_page: Any, served: Any, model: onnx.ModelProto) -> None:
