@@ -32,16 +32,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import onnx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import table, write_json
+from _image_models import max_rel_err, reference, save_model
 
 from kernelforge.export import export
 from kernelforge.testing import chromium
-from kernelforge.testing.models import MODELS
 
 REPO_DB = Path(__file__).resolve().parent.parent / "tuning_db"
 
@@ -94,9 +91,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model = MODELS[args.model](size=args.size)
-        path = root / f"{args.model}.onnx"
-        onnx.save(model, str(path))
+        model, path = save_model(args.model, args.size, root)
         # the repository's records (native SwiftShader among them) seed the browser's studies, as they do for a
         # user who tunes with the default database
         combined = root / "db"
@@ -122,27 +117,20 @@ def main() -> int:
         native = "swiftshader-vulkan" if args.api == "webgpu" else "llvmpipe-gl"
         native_target = next(t for t in targets if native in t)
         order = [browser_target, native_target, f"default/{language}"]
-        x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
-        import onnxruntime as ort
-
-        (expected,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-            None, {"x": x}
-        )
+        x, expected = reference(model, args.size)
         (served / "index.html").write_text("<!doctype html><title>tune</title>")
         with chromium.serve(served) as url, chromium.page() as page:
             page.goto(url + "index.html")
             got = page.evaluate(PAGE, [order, x.ravel().tolist(), list(x.shape), args.runs, args.warmup, args.api])
-    scale = float(np.abs(expected).max())
     rows = []
     for target in order:
-        out = np.asarray(got["outputs"][target], np.float32).reshape(expected.shape)
         rows.append(
             {
                 "target": target,
                 "match": got["matches"][target],
                 "load ms": got["loads"][target],
                 "median ms": statistics.median(got["times"][target]),
-                "max rel err": float(np.abs(out - expected).max()) / scale,
+                "max rel err": max_rel_err(got["outputs"][target], expected),
             }
         )
     base = rows[1]["median ms"]

@@ -36,16 +36,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import table, write_json
+from _image_models import max_rel_err, reference, save_model
 
 from kernelforge.export import export
 from kernelforge.testing import chromium
-from kernelforge.testing.models import MODELS
 
 REPO_DB = Path(__file__).resolve().parent.parent / "tuning_db"
 EXACT = "google-swiftshader-vulkan/wgsl"
@@ -129,9 +126,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model = MODELS[args.model](size=args.size)
-        path = root / f"{args.model}.onnx"
-        onnx.save(model, str(path))
+        model, path = save_model(args.model, args.size, root)
         without = root / "db-without"
         shutil.copytree(REPO_DB, without, ignore=shutil.ignore_patterns("*.lock", "google-swiftshader-*"))
         served = root / "served"
@@ -152,27 +147,20 @@ def main() -> int:
             ks.append(f"{ks[0]}f")
             export(path, served / f"k{ks[-1]}", db=foreign, candidates=int(ks[0]))
             sizes[f"K={ks[-1]}"] = _manifest_bytes(served / f"k{ks[-1]}" / "manifest.json")
-        x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
-        import onnxruntime as ort
-
-        (expected,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-            None, {"x": x}
-        )
+        x, expected = reference(model, args.size)
         (served / "index.html").write_text("<!doctype html><title>select</title>")
         with chromium.serve(served) as url, chromium.page() as page:
             page.goto(url + "index.html")
             got = page.evaluate(
                 PAGE, [ks, x.ravel().tolist(), list(x.shape), args.runs, args.warmup, args.budget_ms, EXACT]
             )
-    scale = float(np.abs(expected).max())
     med = {n: statistics.median(got["times"][n]) for n in got["names"]}
     exact, defaults = med["exact"], med["defaults"]
     rows = []
     for n in got["names"]:
-        out = np.asarray(got["outputs"][n], np.float32).reshape(expected.shape)
         row: dict[str, Any] = {"plan": n, "median ms": med[n], "vs defaults": defaults / med[n]}
         row["recovery"] = (defaults - med[n]) / (defaults - exact) if defaults != exact else float("nan")
-        row["max rel err"] = float(np.abs(out - expected).max()) / scale
+        row["max rel err"] = max_rel_err(got["outputs"][n], expected)
         rows.append(row)
     base_raw, base_gz = sizes["K=1"]
     size_rows = [
