@@ -54,6 +54,15 @@ def _probes(plan: Plan, step: Step) -> dict[str, np.ndarray]:
     return {n: np.arange(np.prod(graph.value(n).shape), dtype=np.float32).reshape(graph.value(n).shape) for n in consts}
 
 
+@dataclasses.dataclass(frozen=True)
+class _Want:
+    """A step's device inputs as its own config converts them: its constants, and the probes (if they apply)."""
+
+    arrays: list[np.ndarray]
+    probes: dict[str, np.ndarray]
+    probed: list[np.ndarray] | None
+
+
 class _Kernels:
     """The ``kernels`` table of one WGSL plan: each distinct (op, problem, params, shader) once, with its candidates."""
 
@@ -83,9 +92,7 @@ class _Kernels:
             found += [(p, "seed") for p in seeds if spec.subgroup_size(p) == size]
         return found
 
-    def candidate(
-        self, spec: OpSpec[Any], step: Step, params: Params, want: tuple[list[np.ndarray], list[np.ndarray] | None]
-    ) -> dict[str, Any] | None:
+    def candidate(self, spec: OpSpec[Any], step: Step, params: Params, want: _Want) -> dict[str, Any] | None:
         """Return the manifest entry of ``params`` on ``step``, or None when it would change the step's buffers."""
         other = dataclasses.replace(step, params=params)
         size = spec.subgroup_size(params)
@@ -96,10 +103,10 @@ class _Kernels:
             kernel = checked_kernel(spec, step.call.problem, params, limits, self.plan.language, "web", step.node.name)
             other = dataclasses.replace(other, params=kernel.params)
             check_layouts(self.plan, other, spec)
-            if not _same_bindings(device_arrays(self.plan, other, spec), want[0]):
+            if not _same_bindings(device_arrays(self.plan, other, spec), want.arrays):
                 return None
-            if want[1] is not None and not _same_bindings(
-                device_arrays(self.plan, other, spec, _probes(self.plan, step)), want[1]
+            if want.probed is not None and not _same_bindings(
+                device_arrays(self.plan, other, spec, want.probes), want.probed
             ):
                 return None
             launch = spec.launch(step.call.problem, kernel.params)
@@ -144,11 +151,12 @@ class _Kernels:
         )
         if key in self.index:
             return self.index[key]
+        probes = _probes(self.plan, step)
         try:
-            probed: list[np.ndarray] | None = device_arrays(self.plan, step, spec, _probes(self.plan, step))
+            probed: list[np.ndarray] | None = device_arrays(self.plan, step, spec, probes)
         except (KernelforgeError, ValueError):  # constants a kernel reads as integers take only their own values
             probed = None
-        want = (device_arrays(self.plan, step, spec), probed)
+        want = _Want(device_arrays(self.plan, step, spec), probes, probed)
         seen = [dict(step.params)]
         entries: list[dict[str, Any]] = []
         for params, origin in self.sources(spec, step):

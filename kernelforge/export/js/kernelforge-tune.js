@@ -170,8 +170,8 @@ export async function select({ run, kernels, adapter, desc, sg, about, budget, t
       return [p, g, x, y, z];
     };
     // Compiled one at a time (while the model may run), so that each time is its own: the plan's shader again (a
-    // copy the device has not seen: pipelines are cached by their text), then the candidates. A config that
-    // compiles much slower than the plan's would cost every later load more than it gains on most.
+    // copy the device has not seen: pipelines are cached by their text), then the candidates; the times are
+    // weighed against the run times below (PAYBACK).
     /** @type {(Made | null)[]} */
     const made = [steps[r.at[0]]];
     /** @type {Promise<unknown>[]} */

@@ -117,6 +117,7 @@ const EDGE = {
  * @property {string} format
  * @property {number} version
  * @property {string} [generator]
+ * @property {string} integrity "sha256-<hex>", checked against the text by checkIntegrity()
  * @property {{ name?: string, inputs?: TensorInfo[], outputs?: TensorInfo[] }} model
  * @property {Weights} weights
  * @property {Constant[]} constants
@@ -1545,7 +1546,7 @@ export async function load(url, opts = {}) {
   const [target, match] = picks[first];
   const kernels = /** @type {WgslPlan} */ (target.plan).kernels ?? [];
   const off = !budget ? "tune is off" : match === "exact" || match === "forced" ? `the target is ${match}` : kernels.length ? "" : "the plan has no candidates";
-  const key = [/sha256-\w+(?="\}\s*$)/.exec(text)?.[0], desc, target.id, first].join("|");
+  const key = [manifest.integrity, desc, target.id, first].join("|");
   const cached = off ? null : await idb(key);
   /** @type {number[] | null} per kernel, the config chosen: 0 the plan's own, c its candidates[c - 1] */
   const choices = cached?.choices?.length === kernels.length && cached.choices.every((/** @type {number} */ c, /** @type {number} */ i) => Number.isInteger(c) && c >= 0 && c <= kernels[i].candidates.length) ? cached.choices : null;
@@ -1620,6 +1621,12 @@ export async function load(url, opts = {}) {
   // runs are serialized: they share the activation buffers and the readback buffers
   /** @type {Promise<unknown>} */
   let queue = Promise.resolve();
+  /** @type {<T>(fn: () => Promise<T>) => Promise<T>} runs `fn` after every run or selection step queued before */
+  const serial = (fn) => {
+    const r = queue.then(fn);
+    queue = r.catch(() => {});
+    return r;
+  };
   let disposed = false;
   /** @type {Tuning} */
   const tuning = { state: off ? "off" : choices ? "cached" : "measuring", ...(off && { reason: off }), kernels: 0, total: kernels.length, ms: 0, speedup: cached?.speedup ?? 1 };
@@ -1635,15 +1642,10 @@ export async function load(url, opts = {}) {
         adapter: /** @type {GPUAdapter} */ (adapter.gpu),
         desc,
         sg,
-        about: { generator: manifest.generator, manifest: key.split("|")[0], model: manifest.model.name, target: target.id, match },
+        about: { generator: manifest.generator, manifest: manifest.integrity, model: manifest.model.name, target: target.id, match },
         budget,
         tuning,
-        /** @type {<T>(fn: () => Promise<T>) => Promise<T>} runs `fn` between model runs */
-        exclusive(fn) {
-          const r = queue.then(() => (disposed || signal?.aborted ? fail("selection stopped") : fn()));
-          queue = r.catch(() => {});
-          return r;
-        },
+        exclusive: (fn) => serial(() => (disposed || signal?.aborted ? fail("selection stopped") : fn())),
         progress: (/** @type {number} */ done) => progress("tune", done, kernels.length),
       });
       report = made.report;
@@ -1666,7 +1668,7 @@ export async function load(url, opts = {}) {
     async run(feeds, options = {}) {
       if (disposed) fail("run() after dispose()");
       const [k, checked] = check(feeds, options.shapes);
-      const result = queue.then(async () => {
+      return serial(async () => {
         const out = await (disposed ? fail("run() after dispose()") : (await runner(k))(checked));
         /** @type {Outputs} */
         const typed = {};
@@ -1679,8 +1681,6 @@ export async function load(url, opts = {}) {
         }
         return typed;
       });
-      queue = result.catch(() => {});
-      return result;
     },
     dispose() {
       if (!disposed) impl.dispose();
