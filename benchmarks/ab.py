@@ -1,11 +1,12 @@
 """Before/after: whole-model times of an earlier revision and of this checkout, side by side in one run.
 
-    python benchmarks/ab.py --before REV [--models minilm,yolo_style] [--devices lavapipe] [--rounds 5]
+    python benchmarks/ab.py --before REV [--models minilm,yolo_style] [--devices lavapipe] [--rounds 5] [--db DIR]
 
 The earlier revision is checked out into a temporary git worktree. Each round runs one child process per side,
 alternating (before, after, before, ...), so both see the same machine; a child loads the case of
 ``benchmarks/_cases.py`` (its own side's) with its own side's tuning database, runs it ``--runs`` times after a
-warm-up and reports the median, the load time and the kernels its program dispatches. Prints the medians over
+warm-up and reports the median, the load time and the kernels its program dispatches. ``--db DIR`` gives both
+sides that database instead (an empty folder: both run their built-in defaults). Prints the medians over
 the rounds and writes ``benchmarks/results/ab.json``.
 """
 
@@ -26,18 +27,18 @@ from _common import table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# run inside one side's checkout: argv = case, device, backend, runs
+# run inside one side's checkout: argv = case, device, backend, runs, database
 _CHILD = """
 import json, statistics, sys, time
 sys.path.insert(0, "benchmarks")
 from _cases import build
 import kernelforge
 from kernelforge.runtime import open_device
-name, device, backend, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+name, device, backend, runs, db = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 model, feeds = build(name)
 info = open_device(device, backend).info
 start = time.perf_counter()
-session = kernelforge.load(model, device=info.index, backend=backend, db="tuning_db")
+session = kernelforge.load(model, device=info.index, backend=backend, db=db)
 load = time.perf_counter() - start
 session.run(feeds)
 times = []
@@ -49,13 +50,13 @@ print(json.dumps({"ms": statistics.median(times) * 1e3, "load_s": load, "kernels
 """
 
 
-def _child(root: Path, case: str, device: str, runs: int) -> dict[str, float]:
+def _child(root: Path, case: str, device: str, runs: int, db: Path | None) -> dict[str, float]:
     backend = "glsl" if device == "glsl" else "wgsl"
     selector = "auto" if device == "glsl" else device
     env = {**os.environ, "PYTHONPATH": str(root)}
     env.pop("KF_DB_DIR", None)
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, case, selector, backend, str(runs)],
+        [sys.executable, "-c", _CHILD, case, selector, backend, str(runs), str(db or root / "tuning_db")],
         cwd=root, env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     if done.returncode:
@@ -70,6 +71,7 @@ def main() -> int:
     parser.add_argument("--devices", default="lavapipe", help="WGSL device selectors, or glsl")
     parser.add_argument("--rounds", type=int, default=3, help="alternating child runs per side")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per child (median)")
+    parser.add_argument("--db", type=Path, default=None, help="one database for both sides (default: their own)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -87,8 +89,8 @@ def main() -> int:
                 for case in args.models.split(","):
                     got: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
                     for _ in range(args.rounds):
-                        got["before"].append(_child(before, case, device, args.runs))
-                        got["after"].append(_child(ROOT, case, device, args.runs))
+                        got["before"].append(_child(before, case, device, args.runs, args.db))
+                        got["after"].append(_child(ROOT, case, device, args.runs, args.db))
                     ms = {side: statistics.median(r["ms"] for r in results) for side, results in got.items()}
                     row: dict[str, object] = {
                         "device": device,
@@ -104,9 +106,10 @@ def main() -> int:
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, capture_output=True)
     columns = ["device", "model", "before ms", "after ms", "after/before time", "before kernels", "after kernels"]
-    print(f"\nbefore = {rev.stdout.strip()}, after = this checkout\n")
+    db = f"database {args.db}" if args.db else "each side's own tuning_db"
+    print(f"\nbefore = {rev.stdout.strip()}, after = this checkout, {db}\n")
     print(table(rows, [*columns, "before load s", "after load s"]))
-    path = write_json("ab", {"before": rev.stdout.strip(), "rows": rows}, args.out)
+    path = write_json("ab", {"before": rev.stdout.strip(), "db": str(args.db or "own"), "rows": rows}, args.out)
     print(f"\nwrote {path}")
     return 0
 

@@ -58,7 +58,7 @@ PAGE = """async ([ks, x, dims, runs, warmup, budgetMs, exact]) => {
     return [m, ms, performance.now() - start];
   };
   const models = {};
-  const out = { selection: {}, loads: {} };
+  const out = { selection: {}, loads: {}, reports: {} };
   models.exact = (await timeLoad("./with/", { target: exact }))[0];
   models.defaults = (await timeLoad("./with/", { target: "default/wgsl" }))[0];
   for (const k of ks) {
@@ -72,6 +72,7 @@ PAGE = """async ([ks, x, dims, runs, warmup, budgetMs, exact]) => {
     const report = m.tuningReport();
     const winners = report.kernels.filter((r) => r.winner).length;
     out.selection[k] = { ...tuning, target: m.device.target, match: m.device.match, winners };
+    out.reports[k] = report;
     models[`K=${k}`] = m;
     const loads = { plain: [], cached: [], plainFirstRun: [], cachedFirstRun: [], states: [] };
     for (let i = 0; i < 3; i++) {
@@ -209,6 +210,7 @@ def main() -> int:
             "sizes": size_rows,
             "loads": got["loads"],
             "times": got["times"],
+            "reports": got["reports"],
         },
         args.out,
     )

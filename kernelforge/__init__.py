@@ -25,7 +25,12 @@ __all__ = [
 
 
 def load(
-    model: Any, device: str | int = "auto", backend: str | None = None, db: Any = None, input_shapes: Any = None
+    model: Any,
+    device: str | int = "auto",
+    backend: str | None = None,
+    db: Any = None,
+    input_shapes: Any = None,
+    weights: str = "fp32",
 ) -> Any:
     """Load an ONNX model onto a device: see :func:`kernelforge.runtime.session.load`.
 
@@ -33,4 +38,4 @@ def load(
     """
     from kernelforge.runtime.session import load as _load
 
-    return _load(model, device=device, backend=backend, db=db, input_shapes=input_shapes)
+    return _load(model, device=device, backend=backend, db=db, input_shapes=input_shapes, weights=weights)

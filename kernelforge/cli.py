@@ -20,6 +20,7 @@ from kernelforge.cli_db import cmd_db_import, cmd_db_merge, cmd_db_prune, cmd_db
 from kernelforge.cli_run import cmd_export, cmd_run
 from kernelforge.cli_shapes import ShapeUsageError
 from kernelforge.errors import DeviceNotFoundError, KernelforgeError
+from kernelforge.graph.quant_weights import WEIGHT_FORMATS
 
 if TYPE_CHECKING:
     from kernelforge.runtime.agent import BrowserOptions
@@ -474,7 +475,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="devices of the tuning database to ship tuned plans for: all (default), a class (cpu, igpu, dgpu), "
         "a language (wgsl, glsl) or a fingerprint/name substring; the default plans are always included",
     )
-    p.add_argument("--weights", default="fp32", choices=["fp32", "fp16"], help="storage of weights.bin")
+    p.add_argument(
+        "--weights",
+        default="fp32",
+        choices=list(WEIGHT_FORMATS),
+        help="storage of weights.bin: fp32, fp16 (widened at load) or int8 (GEMM/conv weights, per-channel scales)",
+    )
     _shape_flags(p)
     p.add_argument(
         "--variant",

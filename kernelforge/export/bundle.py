@@ -30,8 +30,9 @@ from kernelforge.graph.build import build_program
 from kernelforge.graph.ir import Graph
 from kernelforge.graph.plan import plan_graph
 from kernelforge.graph.prepare import ModelSource, prepare_graph
+from kernelforge.graph.quant_weights import WEIGHT_FORMATS
 
-from .candidates import DEFAULT_CANDIDATES, wgsl_candidates
+from .candidates import DEFAULT_CANDIDATES, Proposal, allocate, wgsl_candidates
 from .plans import glsl_json, wgsl_json
 from .targets import NO_RECORDS, Target, select_targets
 from .weights import Constants, Shaders
@@ -118,30 +119,34 @@ def _tensor(graph: Graph, name: str) -> dict[str, Any]:
 
 def _target_json(
     target: Target, graph: Graph, db: TuningDB, constants: Constants, shaders: Shaders, candidates: int
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], Proposal | None]:
+    """Return a target's manifest entry and, for WGSL, its candidates (written in by :func:`_add_candidates`)."""
     plan = plan_graph(
         copy.deepcopy(graph), target.info, target.language, target.info.limits, NO_RECORDS if target.is_default else db
     )
+    proposal = None
     try:
         program = build_program(plan, target="web")
         body = (wgsl_json if target.language == "wgsl" else glsl_json)(program, constants, shaders)
         if target.language == "wgsl":
             # every database device's winners, even for the defaults target: an unknown GPU may land on it
-            table, rows = wgsl_candidates(plan, program, target.info, db, shaders, candidates)
-            if table:
-                body["kernels"] = table
-                for step, row in zip(body["steps"], rows, strict=True):
-                    if row is not None:
-                        step["kernel"] = row
+            proposal = wgsl_candidates(plan, program, target.info, db, candidates)
     except KernelforgeError as exc:
         raise ExportError(f"target {target.id}: {exc}") from exc
-    return {
-        "id": target.id,
-        "language": target.language,
-        "device": target.device,
-        "kernels": plan.sources,
-        "plan": body,
-    }
+    entry = {"id": target.id, "language": target.language, "device": target.device, "kernels": plan.sources}
+    return {**entry, "plan": body}, proposal
+
+
+def _add_candidates(found: list[tuple[dict[str, Any], Proposal | None]], shaders: Shaders) -> None:
+    """Write the candidates that fit the bundle's byte budget into their plans (``kernels`` and step rows)."""
+    wgsl = [(target, proposal) for target, proposal in found if proposal is not None]
+    tables = allocate([proposal for _, proposal in wgsl], shaders)
+    for (target, _), (table, rows) in zip(wgsl, tables, strict=True):
+        if table:
+            target["plan"]["kernels"] = table
+            for step, row in zip(target["plan"]["steps"], rows, strict=True):
+                if row is not None:
+                    step["kernel"] = row
 
 
 def export(
@@ -162,7 +167,9 @@ def export(
         model: An ONNX file path, serialized bytes or ``onnx.ModelProto``.
         out_dir: The bundle folder (created; the bundle's files in it are replaced).
         targets: Device selectors (see :func:`select_targets`); the default targets are always added.
-        weights: ``fp32``, or ``fp16`` to halve ``weights.bin`` (the runtime widens it; compute stays fp32).
+        weights: ``fp32``; ``fp16`` to halve ``weights.bin`` (the runtime widens it; compute stays fp32); ``int8``
+            to quarter the GEMM and conv weights (symmetric, per output channel; their kernels read the integers
+            and dequantize them, so GPU memory holds int8 too). Other constants stay fp32.
         db: The tuning database or its directory (default: the configured one).
         input_shapes: Shapes for inputs with symbolic dims (a symbolic leading dim defaults to 1).
         name: The model's name in the manifest (default: the file's stem, or the graph's name).
@@ -180,21 +187,26 @@ def export(
     from kernelforge import _config
 
     tuning = db if isinstance(db, TuningDB) else TuningDB(db if db is not None else _config.db_dir())
-    graphs = _variant_graphs(model, input_shapes, variants)
-    constants, shaders = Constants(weights), Shaders()
+    if weights not in WEIGHT_FORMATS:
+        raise ExportError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
+    graphs = _variant_graphs(model, input_shapes, variants, weights)
+    constants, shaders = Constants("fp32" if weights == "int8" else weights), Shaders()
     skipped: list[str] = []
     chosen = select_targets(tuning, targets, skipped)
     bodies = []
+    found: list[tuple[dict[str, Any], Proposal | None]] = []
     for k, graph in enumerate(graphs):
         try:
-            plans = [_target_json(t, graph, tuning, constants, shaders, candidates) for t in chosen]
+            made = [_target_json(t, graph, tuning, constants, shaders, candidates) for t in chosen]
         except ExportError as exc:
             raise ExportError(f"variant {k + 1} ({_shapes(graph)}): {exc}" if len(graphs) > 1 else str(exc)) from None
+        found += made
         io = {
             "inputs": [_tensor(graph, n) for n in graph.inputs],
             "outputs": [_tensor(graph, n) for n in graph.outputs],
         }
-        bodies.append((io, plans))
+        bodies.append((io, [plan for plan, _ in made]))
+    _add_candidates(found, shaders)
     if name is None:
         name = Path(os.fspath(model)).stem if isinstance(model, (str, os.PathLike)) else "model"
     weights_bin = constants.data()
@@ -259,13 +271,14 @@ def _variant_graphs(
     model: ModelSource,
     input_shapes: Mapping[str, Sequence[int]] | None,
     variants: Sequence[Mapping[str, Sequence[int]]] | None,
+    weights: str,
 ) -> list[Graph]:
     """Return the prepared graph of each variant (one without ``variants``); two of the same input shapes fail."""
     if variants is not None and not variants:
         raise ExportError("variants is empty: give at least one shape set, or None")
     graphs: list[Graph] = []
     for k, shapes in enumerate(variants or [{}]):
-        graph = prepare_graph(model, {**(input_shapes or {}), **shapes})
+        graph = prepare_graph(model, {**(input_shapes or {}), **shapes}, weights)
         _check_web_dtypes(graph)
         same = [j for j, g in enumerate(graphs) if _shapes(g) == _shapes(graph)]
         if same:

@@ -6,8 +6,10 @@ configs that won somewhere: each database device's best record for that kernel, 
 idea of cuDNN's benchmark mode, with the search space cut down to known winners).
 
 A candidate only swaps the shader: it must read and write the very buffers of the plan's step, in the same axis
-orders, with the same constant contents. Configs that would need other layouts or other weight packing are left
-out, so a runtime switches pipelines between runs without touching any buffer.
+orders, with the same constant contents, so a runtime switches pipelines between runs without touching any buffer.
+A config is therefore offered in the step's buffer layouts (:data:`BUFFER_PARAMS`): the layout is the plan's
+choice, made once per region of the graph, and the rest of a config (tiles, algorithm, vector widths) is what one
+GPU's winner has to teach another. Configs that still need other buffers are left out.
 """
 
 from __future__ import annotations
@@ -28,12 +30,21 @@ from kernelforge.ops import get_op
 from kernelforge.ops.spec import SUBGROUP_SIZES, OpSpec, Params
 from kernelforge.templates import kernel_hash
 
-from .weights import Shaders
+from .weights import Shaders, compact
+
+BUFFER_PARAMS = ("layout", "w_layout")
+"""Params that decide how a kernel lays out buffers it shares with the plan: activations (the layout pass assigns
+them per region) and conv weights. A candidate takes the step's values of them."""
 
 DEFAULT_CANDIDATES = 2
-"""``export --candidates K``: K - 1 candidates without subgroups and K - 1 per subgroup size, at most. 2 kept both
-MobileNetV2- and ResNet-18-shaped selections within a 20 s budget on SwiftShader and their gzipped manifests
-within +50%, where 3 did not (benchmarks/browser_select.py, CHANGELOG)."""
+"""``export --candidates K``: K - 1 candidates without subgroups and K - 1 per subgroup size, at most. Within the
+byte budget, 3 gives fewer kernels more configs each: MobileNetV2- and ResNet-18-shaped selections on SwiftShader
+recovered less at 3 than at 2, and measured only 4-5 kernels in 20 s (benchmarks/browser_select.py, CHANGELOG)."""
+
+BYTE_BUDGET = 0.5
+"""Candidates may add at most this fraction of the bundle's shader bytes to its manifest (their new shader texts
+and their entries). The bundle's costliest kernels (FLOPs times the steps running them) get theirs first, so what
+is left out is where selection would win least."""
 
 
 def _same_bindings(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
@@ -66,11 +77,8 @@ class _Want:
 class _Kernels:
     """The ``kernels`` table of one WGSL plan: each distinct (op, problem, params, shader) once, with its candidates."""
 
-    def __init__(
-        self, plan: Plan, program: Program, info: DeviceInfo, db: TuningDB, shaders: Shaders, limit: int
-    ) -> None:
-        self.plan, self.program, self.info, self.db = plan, program, info, db
-        self.shaders, self.limit = shaders, limit
+    def __init__(self, plan: Plan, program: Program, info: DeviceInfo, db: TuningDB, limit: int) -> None:
+        self.plan, self.program, self.info, self.db, self.limit = plan, program, info, db, limit
         self.table: list[dict[str, Any]] = []
         self.index: dict[str, int | None] = {}
 
@@ -150,18 +158,23 @@ class _Kernels:
             [spec.name, spec.problem_key(step.call.problem), step.params, shader], sort_keys=True, default=str
         )
         if key in self.index:
-            return self.index[key]
+            row = self.index[key]
+            if row is not None:
+                self.table[row]["cost"] += spec.flops(step.call.problem)
+                self.table[row]["steps"] += 1
+            return row
         probes = _probes(self.plan, step)
         try:
             probed: list[np.ndarray] | None = device_arrays(self.plan, step, spec, probes)
         except (KernelforgeError, ValueError):  # constants a kernel reads as integers take only their own values
             probed = None
         want = _Want(device_arrays(self.plan, step, spec), probes, probed)
-        seen = [dict(step.params)]
+        seen = [spec.validate_params(step.params, self.plan.language)]
         entries: list[dict[str, Any]] = []
         for params, origin in self.sources(spec, step):
+            fixed = {k: step.params[k] for k in BUFFER_PARAMS if k in params and k in step.params}
             try:
-                clean = spec.validate_params(params, self.plan.language)
+                clean = spec.validate_params({**params, **fixed}, self.plan.language)
             except KernelforgeError:
                 continue
             if clean in seen:
@@ -170,7 +183,7 @@ class _Kernels:
             entry = self.candidate(spec, step, clean, want)
             if entry is not None:
                 entries.append({**entry, "from": origin})
-        entries = [{**e, "shader": self.shaders.add(e["shader"])} for e in self.keep(entries)]
+        entries = self.keep(entries)
         row = None
         if entries:
             row = len(self.table)
@@ -180,22 +193,81 @@ class _Kernels:
                     "shape": spec.problem_key(step.call.problem),
                     "template": kernel_hash(spec, self.plan.language),
                     "candidates": entries,
+                    "cost": spec.flops(step.call.problem),
+                    "steps": 1,
                 }
             )
         self.index[key] = row
         return row
 
 
-def wgsl_candidates(
-    plan: Plan, program: Program, info: DeviceInfo, db: TuningDB, shaders: Shaders, limit: int
-) -> tuple[list[dict[str, Any]], list[int | None]]:
-    """Return a WGSL plan's kernel table and each step's row in it (None: nothing else fits that step).
+@dataclasses.dataclass(frozen=True)
+class Proposal:
+    """A WGSL plan's candidates before the bundle's byte budget is spent.
+
+    Each row is a ``kernels`` table row whose candidates still hold their shader texts, with its ``cost`` (FLOPs
+    of one run, over the steps that use it) and ``steps`` (how many use it).
+    """
+
+    rows: list[dict[str, Any]]
+    steps: list[int | None]
+    """Each step's row (None: nothing else fits that step)."""
+
+
+def wgsl_candidates(plan: Plan, program: Program, info: DeviceInfo, db: TuningDB, limit: int) -> Proposal:
+    """Return the candidates of a WGSL plan's kernels, for :func:`allocate`.
 
     ``limit`` caps the configs timed per kernel, the plan's own included (so ``limit - 1`` candidates); 1 or
-    less ships none.
+    less proposes none.
     """
     if limit <= 1:
-        return [], [None] * len(plan.steps)
-    kernels = _Kernels(plan, program, info, db, shaders, limit)
+        return Proposal([], [None] * len(plan.steps))
+    kernels = _Kernels(plan, program, info, db, limit)
     rows = [kernels.of(step, ps.shader) for step, ps in zip(plan.steps, program.steps, strict=True)]
-    return kernels.table, rows
+    return Proposal(kernels.table, rows)
+
+
+def _entry_bytes(entry: dict[str, Any]) -> int:
+    return len(json.dumps({k: v for k, v in entry.items() if k != "shader"}, separators=(",", ":"))) + 16
+
+
+def allocate(
+    proposals: list[Proposal], shaders: Shaders, budget: float = BYTE_BUDGET
+) -> list[tuple[list[dict[str, Any]], list[int | None]]]:
+    """Keep the candidates that fit ``budget`` times the shader bytes in ``shaders``; return each plan's table.
+
+    Rows go costliest first (across every plan of the bundle), each row's candidates in their order; a candidate
+    that does not fit is skipped, a later smaller one may still fit. Shader texts already in the bundle cost only
+    the entry. Returns, per proposal, its ``kernels`` table (shader texts now indices into ``shaders``) and each
+    step's row in it.
+    """
+    left = budget * shaders.size
+    order = sorted(
+        ((p, r) for p, prop in enumerate(proposals) for r in range(len(prop.rows))),
+        key=lambda pr: -proposals[pr[0]].rows[pr[1]]["cost"],
+    )
+    kept: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    shipped: set[str] = set()
+    for p, r in order:
+        row = proposals[p].rows[r]
+        # the row's own members, and each step's ``"kernel":i``
+        header = len(json.dumps({k: row[k] for k in ("op", "shape", "template")})) + 24 + 16 * row["steps"]
+        for entry in row["candidates"]:
+            text = compact(entry["shader"])
+            size = _entry_bytes(entry) + (0 if text in shipped else shaders.new_bytes(text))
+            size += 0 if (p, r) in kept else header
+            if size <= left:
+                left -= size
+                shipped.add(text)
+                kept.setdefault((p, r), []).append(entry)
+    results = []
+    for p, prop in enumerate(proposals):
+        table: list[dict[str, Any]] = []
+        index: dict[int, int] = {}
+        for r, row in enumerate(prop.rows):
+            if (p, r) in kept:
+                index[r] = len(table)
+                entries = [{**e, "shader": shaders.add(e["shader"])} for e in kept[(p, r)]]
+                table.append({**{k: row[k] for k in ("op", "shape", "template")}, "candidates": entries})
+        results.append((table, [None if r is None else index.get(r) for r in prop.steps]))
+    return results

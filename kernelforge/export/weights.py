@@ -9,6 +9,7 @@ points in the manifest: the runtime widens it at load to exactly the float32 val
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import numpy as np
@@ -121,6 +122,16 @@ class Shaders:
     def __init__(self) -> None:
         self._index: dict[str, int] = {}
         self.texts: list[str] = []
+
+    def new_bytes(self, text: str) -> int:
+        """Return the bytes adding ``text`` would add to the manifest (0 when it is in the table already)."""
+        text = compact(text)
+        return 0 if text in self._index else len(json.dumps(text)) + 1
+
+    @property
+    def size(self) -> int:
+        """The bytes the texts take in the manifest (JSON strings, with their separators)."""
+        return sum(len(json.dumps(t)) + 1 for t in self.texts)
 
     def add(self, text: str) -> int:
         """Return the index of a shader text, adding it when new."""

@@ -13,21 +13,28 @@ from kernelforge.graph.lower import lower_node, split_wide_gemms
 from kernelforge.graph.onnx_import import import_model
 from kernelforge.graph.passes import optimize
 from kernelforge.graph.plan import plan_graph
-from kernelforge.graph.quant_weights import keep_weights_quantized
+from kernelforge.graph.quant_weights import keep_weights_quantized, quantize_weights
 from kernelforge.ops.spec import Limits
 
 ModelSource = str | os.PathLike[str] | bytes | Any
 """A model: a path, serialized ONNX bytes or an ``onnx.ModelProto``."""
 
 
-def prepare_graph(model: ModelSource, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:
+def prepare_graph(
+    model: ModelSource, input_shapes: Mapping[str, Sequence[int]] | None = None, weights: str = "fp32"
+) -> Graph:
     """Import a model, run the graph passes, split GEMMs too wide for one storage binding and keep quantized weights.
+
+    ``weights="int8"`` first quantizes the float GEMM and conv weights (:func:`quantize_weights`); other values
+    leave the model's weights as they are.
 
     Raises:
         GraphError: For a malformed model or unsupported nodes (all of them named at once).
     """
     graph = optimize(import_model(model, input_shapes))
     split_wide_gemms(graph)
+    if weights == "int8":
+        quantize_weights(graph)
     keep_weights_quantized(graph)
     return graph
 

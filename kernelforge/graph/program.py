@@ -197,6 +197,15 @@ class Program:
     subgroup_size: int = 0
     planned: int = 0
 
+    @property
+    def constant_bytes(self) -> int:
+        """Bytes the constants take on the device (weights and tables; int8 weights one byte a value)."""
+        total = 0
+        for index in {u.resource for u in self.uploads}:
+            r = self.resources[index]
+            total += r.nbytes if isinstance(r, Buffer) else r.floats * (4 if r.dtype == "float32" else 1)
+        return total
+
 
 @dataclass
 class ProgramBuilder:

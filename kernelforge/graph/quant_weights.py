@@ -13,8 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from kernelforge.graph.ir import Graph, Node
+from kernelforge.graph.quant import Quantized
 
-__all__ = ["QPARAMS_INPUT", "keep_weights_quantized"]
+__all__ = ["QPARAMS_INPUT", "WEIGHT_FORMATS", "keep_weights_quantized", "quantize_weights"]
+
+WEIGHT_FORMATS = ("fp32", "fp16", "int8")
+"""How a bundle stores weights: float32, float16 (widened at load), or int8 that GEMM and conv kernels read."""
 
 QPARAMS_INPUT = {"gemm": 4, "conv2d": 4}
 """Where each op takes its ``qparams`` input (after its optional bias and residual, ``""`` where absent)."""
@@ -50,6 +54,38 @@ def keep_weights_quantized(graph: Graph) -> int:
         node.attrs = {**node.attrs, "weight_quant": quant.dtype}
         changed += 1
     return changed
+
+
+def quantize_weights(graph: Graph) -> int:
+    """Quantize every float GEMM B and conv W constant to int8, symmetric, one scale per output channel.
+
+    The constant's data becomes the dequantized values (what every kernel and reference then computes with) and
+    its integers go to :attr:`~kernelforge.graph.ir.Value.quant`, so :func:`keep_weights_quantized` makes the
+    kernels read them. Symmetric (zero point 0) over [-127, 127], as TF Lite and ONNX Runtime quantize weights:
+    the scale is a channel's largest magnitude over 127; an all-zero channel gets scale 1. Run it after the
+    passes (a folded batchnorm changes W) and before :func:`keep_weights_quantized`.
+
+    Returns:
+        The number of constants quantized.
+    """
+    done: set[str] = set()
+    for node in graph.nodes:
+        if node.op not in QPARAMS_INPUT or len(node.inputs) < 2 or node.inputs[1] in done:
+            continue
+        value = graph.value(node.inputs[1])
+        data = value.data
+        axis = None if data is None else _channel_axis(node, data.ndim)
+        if data is None or axis is None or value.quant is not None or not np.isfinite(data).all():
+            continue
+        others = tuple(a for a in range(data.ndim) if a != axis)
+        peak = np.abs(data).max(axis=others) if others else np.abs(data)
+        scale = np.where(peak > 0, peak / 127, 1).astype(np.float32)
+        shape = [-1 if a == axis else 1 for a in range(data.ndim)]
+        q = np.clip(np.rint(data / scale.reshape(shape)), -127, 127).astype(np.int8)
+        value.quant = Quantized(q, scale, np.zeros(scale.shape, np.int8), axis)
+        value.data = value.quant.dequantize()
+        done.add(node.inputs[1])
+    return len(done)
 
 
 def _channel_axis(node: Node, ndim: int) -> int | None:

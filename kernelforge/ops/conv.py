@@ -89,6 +89,28 @@ def _fit_tile_k(params: Params, problem: ConvProblem, language: str) -> Params:
     return fitted
 
 
+def _fit_out_channels(params: Params, problem: ConvProblem, language: str) -> Params:
+    """Narrow a workgroup's channel threads to the channels there are, moving them to pixels (threads kept).
+
+    A workgroup covers ``wg_y * wpt_o`` output channels (of a group; of all, for depthwise). With fewer (an
+    8-channel stem under the default's 32), the threads past the last channel only return: 3 in 4 idle on any
+    GPU. Each halving of ``wg_y`` doubles ``wg_x``. Subgroup-shared kernels keep their lanes along channels.
+    """
+    fitted = dict(params)
+    if language != "wgsl" or fitted["algo"] == IMPLICIT_GEMM or fitted.get("sg_share", 0):
+        return fitted
+    channels = problem.m if fitted["algo"] in DEPTHWISE_ALGOS else problem.mg
+    need = -(-channels // fitted["vec_width"]) * fitted["vec_width"]
+    while fitted["wg_y"] > 1 and fitted["wg_y"] // 2 * fitted["wpt_o"] >= need and fitted["wg_x"] < 64:
+        fitted["wg_y"] //= 2
+        fitted["wg_x"] *= 2
+    return fitted
+
+
+def _fitted(params: Params, problem: ConvProblem, language: str) -> Params:
+    return _fit_out_channels(_fit_tile_k(params, problem, language), problem, language)
+
+
 def _subgroup_problem(params: Params, limits: Limits) -> str | None:
     """Return why a direct kernel's subgroup-shared X loads (``sg_share``) cannot run on the device, or None."""
     s = params.get("sg_share", 0)
@@ -285,7 +307,8 @@ class ConvSpec(OpSpec[ConvProblem]):
         else:
             first = (DEPTHWISE_DEFAULT, {**DEPTHWISE_DEFAULT, "vec_width": 1}) if problem.depthwise else ()
             candidates = (*first, DEFAULT_PARAMS, *FALLBACKS)
-        return self.first_fitting(problem, (_fit_tile_k(p, problem, language) for p in candidates), limits, language)
+        fits = (f for p in candidates for f in (_fitted(p, problem, language), _fit_tile_k(p, problem, language)))
+        return self.first_fitting(problem, fits, limits, language)
 
     def seed_params(self, problem: ConvProblem, limits: Limits, language: str) -> list[Params]:
         """Return the configs that won on our software GPUs for ResNet/MobileNet layers (valid ones only)."""
@@ -293,8 +316,13 @@ class ConvSpec(OpSpec[ConvProblem]):
         pointwise = (q.kh, q.kw, q.strides, q.pads, q.group) == (1, 1, (1, 1), (0, 0, 0, 0), 1)
         wgsl = SUBGROUP_SEEDS + SEEDS + (POINTWISE_SEEDS if pointwise else ())
         chosen = GLSL_SEEDS if language == "glsl" else wgsl
-        seeds = [_fit_tile_k(s, problem, language) for s in chosen]
-        return [s for s in seeds if self.constraints(problem, s, limits, language) is None]
+        seeds: list[Params] = []
+        for seed in chosen:
+            fits = (_fitted(seed, problem, language), _fit_tile_k(seed, problem, language))
+            fit = next((f for f in fits if self.constraints(problem, f, limits, language) is None), None)
+            if fit is not None and fit not in seeds:
+                seeds.append(fit)
+        return seeds
 
     def constraints(self, problem: ConvProblem, params: Params, limits: Limits, language: str) -> str | None:
         """Return why ``params`` cannot run ``problem`` on a device with ``limits``, or None."""

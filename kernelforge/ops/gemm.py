@@ -14,7 +14,17 @@ from kernelforge.errors import ShapeError
 from kernelforge.ops import _qweight
 from kernelforge.ops._epilogue import Activation
 from kernelforge.ops._qweight import WeightQuant
-from kernelforge.ops.spec import GlLaunch, Launch, Limits, OpSpec, Param, Params, input_shape, register_tile_problem
+from kernelforge.ops.spec import (
+    FLOAT32_TOLERANCE,
+    GlLaunch,
+    Launch,
+    Limits,
+    OpSpec,
+    Param,
+    Params,
+    input_shape,
+    register_tile_problem,
+)
 from kernelforge.ops.texture import TexLayout, first_too_big
 
 # Accumulators per thread and unrolled statements per kernel are capped: past these, drivers spill
@@ -23,8 +33,19 @@ NARROW_ACCUMULATORS = 128
 MAX_UNROLLED_FMAS = 1024
 MAX_LOADS_PER_THREAD = 64
 
+F16_TOLERANCE = 1e-2
+"""The accuracy bound of f16 arithmetic (``precision=1``), relative to the largest magnitude of the result: f16
+keeps 11 significant bits (a rounding of 2**-11 per sum), so long dot products drift towards it; where a
+problem's K makes f16 miss it, the tuner rejects the config like any wrong one."""
+
+
 # TF.js WebGPU's matmul shape (8x8 threads, 4x4 outputs each, vec4, 32-wide K tile) is the built-in WGSL
 # default: what an untuned device gets, and what tuning must beat.
+def _f32(*configs: Params) -> tuple[Params, ...]:
+    """The configs with f32 arithmetic (``precision=0``): the tables below predate the tunable."""
+    return tuple({**c, "precision": 0} for c in configs)
+
+
 DEFAULT_PARAMS: Params = {
     "wg_x": 8,
     "wg_y": 8,
@@ -34,9 +55,10 @@ DEFAULT_PARAMS: Params = {
     "vec_width": 4,
     "vec_a": 1,
     "staging": 1,
+    "precision": 0,
 }
 # Tried in order when the default breaks a constraint (N not a multiple of 4, tiny device limits).
-_FALLBACKS: tuple[Params, ...] = (
+_FALLBACKS: tuple[Params, ...] = _f32(
     {**DEFAULT_PARAMS, "vec_width": 1},
     {"wg_x": 8, "wg_y": 8, "wpt_m": 1, "wpt_n": 1, "tile_k": 8, "vec_width": 1, "vec_a": 1, "staging": 0},
     {"wg_x": 1, "wg_y": 1, "wpt_m": 1, "wpt_n": 1, "tile_k": 1, "vec_width": 1, "vec_a": 1, "staging": 0},
@@ -45,7 +67,7 @@ _FALLBACKS: tuple[Params, ...] = (
 # Configs that won 1024^3 on our software GPUs; the tuner tries them right after the default. lavapipe
 # runs 8 invocations as one SIMD group and loads memory one lane at a time, so its best kernels are one SIMD
 # group per workgroup with a tall 16x16 register tile (many FMAs per load); SwiftShader prefers 8x8 tiles.
-_SEEDS: tuple[Params, ...] = (
+_SEEDS: tuple[Params, ...] = _f32(
     {"wg_x": 8, "wg_y": 1, "wpt_m": 16, "wpt_n": 16, "tile_k": 8, "vec_width": 4, "vec_a": 4, "staging": 0},
     {"wg_x": 8, "wg_y": 8, "wpt_m": 8, "wpt_n": 16, "tile_k": 8, "vec_width": 4, "vec_a": 4, "staging": 0},
     {"wg_x": 32, "wg_y": 1, "wpt_m": 8, "wpt_n": 8, "tile_k": 4, "vec_width": 4, "vec_a": 1, "staging": 0},
@@ -56,7 +78,7 @@ _SEEDS: tuple[Params, ...] = (
 # them, 1x128x64t, 1x64x128t, 1x10x64t and 1x10x16t ran 6.8-12.6x their default on SwiftShader and 4.5-6.1x
 # on lavapipe (GPU timestamps); the staged records they replaced had one barrier pair per K step.
 SMALL_M = 4
-_SMALL_M_SEEDS: tuple[Params, ...] = (
+_SMALL_M_SEEDS: tuple[Params, ...] = _f32(
     {"wg_x": 8, "wg_y": 1, "wpt_m": 1, "wpt_n": 8, "tile_k": 4, "vec_width": 1, "vec_a": 4, "staging": 0},
     {"wg_x": 8, "wg_y": 1, "wpt_m": 1, "wpt_n": 1, "tile_k": 4, "vec_width": 1, "vec_a": 4, "staging": 0},
     {"wg_x": 8, "wg_y": 1, "wpt_m": 1, "wpt_n": 2, "tile_k": 4, "vec_width": 1, "vec_a": 4, "staging": 0},
@@ -123,6 +145,7 @@ class GemmSpec(OpSpec[GemmProblem]):
             Param("vec_width", (1, 4), "vec4 loads/stores of B and C along N"),
             Param("vec_a", (1, 4), "vec4 loads of A along K (unstaged kernels)"),
             Param("staging", (0, 1), "stage A/B tiles in workgroup memory"),
+            Param("precision", (0, 1), "0 f32 arithmetic; 1 f16 products and sums (shader-f16), f32 buffers", absent=0),
         ),
         "glsl": (
             Param("pack_c", (1, 4), "outputs per fragment along N: R32F (1) or RGBA32F (4) render targets"),
@@ -204,17 +227,29 @@ class GemmSpec(OpSpec[GemmProblem]):
         return self.first_fitting(problem, candidates, limits, language)
 
     def seed_params(self, problem: GemmProblem, limits: Limits, language: str) -> list[Params]:
-        """Return the WGSL configs that won on our software GPUs (valid ones only), small-M ones first."""
+        """Return the WGSL configs that won on our software GPUs (valid ones only), small-M ones first.
+
+        Where the device has ``shader-f16``, the first one's f16-arithmetic twin follows.
+        """
         if language != "wgsl":
             return []
         seeds = (*_SMALL_M_SEEDS, *_SEEDS) if problem.m <= SMALL_M else _SEEDS
-        return [s for s in seeds if self.constraints(problem, s, limits, language) is None]
+        valid = [s for s in seeds if self.constraints(problem, s, limits, language) is None]
+        if limits.f16 and valid:  # the first seed again in f16 arithmetic: the search then knows both precisions
+            valid.append({**valid[0], "precision": 1})
+        return valid
+
+    def tolerance(self, problem: GemmProblem, params: Params) -> float:
+        """Return the float32 bound, or :data:`F16_TOLERANCE` for f16 arithmetic (``precision=1``)."""
+        return F16_TOLERANCE if params.get("precision", 0) else FLOAT32_TOLERANCE
 
     def constraints(self, problem: GemmProblem, params: Params, limits: Limits, language: str) -> str | None:
         """Return why ``params`` cannot run ``problem`` on a device with ``limits``, or None."""
         if language == "glsl":
             return self._glsl_constraints(problem, params, limits)
         p = params
+        if p.get("precision", 0) and not limits.f16:
+            return "precision=1 (f16 arithmetic) needs a device with the shader-f16 feature"
         threads = p["wg_x"] * p["wg_y"]
         tile_m, tile_n = p["wg_y"] * p["wpt_m"], p["wg_x"] * p["wpt_n"]
         if p["wg_x"] > limits.max_wg_x or p["wg_y"] > limits.max_wg_y:

@@ -51,11 +51,17 @@ class Limits:
     subgroup_size: int = 0
     """Lanes per subgroup where the device runs WGSL subgroup operations with one fixed subgroup size (WebGPU's
     ``subgroups`` feature with ``subgroupMinSize == subgroupMaxSize``; SwiftShader: 4), else 0: no subgroup ops."""
+    f16: bool = False
+    """Whether WGSL kernels may compute in f16 (WebGPU's ``shader-f16`` feature, requested when the adapter has it;
+    lavapipe: yes, SwiftShader: no). Browser plans get False until a bundle can say which plan needs it."""
 
     def as_dict(self) -> dict[str, int]:
         """Return the limits as a plain dict (for JSON output)."""
         return {k: int(getattr(self, k)) for k in self.__dataclass_fields__}
 
+
+FLOAT32_TOLERANCE = 1e-4
+"""The accuracy bound of float32 kernels (:meth:`OpSpec.tolerance`)."""
 
 SUBGROUP_SIZES = (4, 8, 16, 32, 64, 128)
 """The fixed subgroup sizes ``Limits.subgroup_size`` may take besides 0 (a probe's or a database file's value)."""
@@ -275,6 +281,16 @@ class OpSpec(abc.ABC, Generic[P]):
     @abc.abstractmethod
     def launch(self, problem: P, params: Params) -> Launch:
         """Return the dispatch size and uniforms of the WGSL kernel."""
+
+    def tolerance(self, problem: P, params: Params) -> float:
+        """Return the accuracy bound a config must meet against the float32 numpy reference.
+
+        The largest allowed difference relative to the reference's largest magnitude (at least 1), what the tuner
+        and the kernel tests check every result against. Float32 kernels differ from the reference by their order
+        of sums only; an op whose space has lower-precision configs states their bound here, so no record can
+        trade correctness for speed without it being named.
+        """
+        return FLOAT32_TOLERANCE
 
     def subgroup_size(self, params: Params) -> int:
         """Return the fixed subgroup size the WGSL kernel assumes (it uses subgroup operations), else 0.

@@ -162,7 +162,7 @@ class Session:
         lines.append(
             f"{len(self.steps)} kernels on {self.device.slug} ({self.language}); activation memory planned "
             f"{m.planned_bytes / 2**20:.2f} MiB in {len(m.buffer_bytes)} buffers, "
-            f"naive {m.naive_bytes / 2**20:.2f} MiB"
+            f"naive {m.naive_bytes / 2**20:.2f} MiB; constants {self.program.constant_bytes / 2**20:.2f} MiB"
         )
         if self.layout_plan is not None:
             lp = self.layout_plan
@@ -180,6 +180,7 @@ def load(
     backend: str | None = None,
     db: TuningDB | str | os.PathLike[str] | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    weights: str = "fp32",
 ) -> Session:
     """Load an ONNX model onto a device, ready to run.
 
@@ -190,11 +191,15 @@ def load(
         db: A tuning database or its directory (default: the configured one).
         input_shapes: Shapes for inputs with symbolic dims (a symbolic leading dim defaults to 1; any other must
             be given, and the error names it). The session's ``inputs`` and ``summary()`` show the fixed shapes.
+        weights: ``"fp32"``, or ``"int8"`` to quantize the GEMM and conv weights as ``export --weights int8``
+            does (the kernels read the integers): what such a bundle computes, natively.
 
     Raises:
         GraphError: For a malformed model or unsupported nodes (all of them named at once).
-        KernelforgeError: When the device or a kernel cannot be set up.
+        KernelforgeError: When the device or a kernel cannot be set up, or for another ``weights``.
     """
     if backend is not None and backend not in ("wgsl", "glsl"):
         raise KernelforgeError(f"backend must be 'wgsl' or 'glsl', got {backend!r}")
-    return Session(prepare_graph(model, input_shapes), open_device(device, backend), _open_db(db))
+    if weights not in ("fp32", "int8"):
+        raise KernelforgeError(f"weights must be 'fp32' or 'int8', got {weights!r}")
+    return Session(prepare_graph(model, input_shapes, weights), open_device(device, backend), _open_db(db))

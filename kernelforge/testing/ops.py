@@ -104,7 +104,7 @@ def check_op(
     problem: Any,
     params: Params,
     seed: int = 0,
-    rtol: float = 1e-4,
+    rtol: float | None = None,
     inputs: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Run one config of an op on a device and compare it with the op's numpy reference.
@@ -116,7 +116,7 @@ def check_op(
         params: The config to run (checked against the constraints before any compile).
         seed: Seed of :meth:`OpSpec.make_inputs` when ``inputs`` is not given.
         rtol: Tolerance relative to the reference's largest magnitude (see ``kernelforge.tuner.objective.verify``);
-            0.0 asks for exact results.
+            0.0 asks for exact results; None, the op's bound for the config (:meth:`OpSpec.tolerance`).
         inputs: Inputs to use instead of random ones.
 
     Returns:
@@ -131,13 +131,14 @@ def check_op(
     if inputs is None:
         inputs = spec.make_inputs(problem, np.random.default_rng(seed))
     out = prepare(backend, spec, problem, params, inputs).run()
-    verdict = verify(out, spec.reference(problem, inputs), rtol=rtol)
+    bound = spec.tolerance(problem, params) if rtol is None else rtol
+    verdict = verify(out, spec.reference(problem, inputs), rtol=bound)
     assert verdict.ok, f"{spec.problem_key(problem)} {params}: max error {verdict.max_error} > {verdict.tolerance}"
     return out
 
 
 def check_sampled_configs(
-    backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: Any, count: int, seed: int, rtol: float = 1e-4
+    backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: Any, count: int, seed: int, rtol: float | None = None
 ) -> list[Params]:
     """Check the default and ``count`` sampled configs (:func:`sampled_configs`) in the backend's language.
 
@@ -147,7 +148,7 @@ def check_sampled_configs(
         problem: One problem of the op.
         count: How many valid configs to draw besides the default.
         seed: Seed of the draw.
-        rtol: Tolerance of :func:`check_op`.
+        rtol: Tolerance of :func:`check_op` (None: each config's bound).
 
     Returns:
         The configs that were checked, the default first.

@@ -123,7 +123,7 @@ class Objective:
         for i, params in enumerate(candidates):
             try:
                 kernel = prepare(self.backend, self.spec, self.problem, params, self.inputs)
-                if verify(kernel.run(), self.reference).ok:
+                if verify(kernel.run(), self.reference, self.spec.tolerance(self.problem, params)).ok:
                     kernels[str(i)] = kernel
             except (DeviceDisconnectedError, DeviceNotFoundError):
                 raise  # the finalists are not at fault: measure them all again once the page is back (or stop)
@@ -193,7 +193,7 @@ class Objective:
             raise
         except Exception as exc:
             raise self._fail(trial, "runtime", f"{type(exc).__name__}: {exc}") from exc
-        verdict = verify(out, self.reference)
+        verdict = verify(out, self.reference, self.spec.tolerance(self.problem, params))  # the op's stated bound
         if not verdict.ok:
             raise self._fail(
                 trial, "correctness", f"max error {verdict.max_error:.3g} > tolerance {verdict.tolerance:.3g}"

@@ -160,6 +160,19 @@ def test_every_wgsl_device_runs_the_defaults(wgsl_device):
             check_op(wgsl_device, SPEC, problem, params)
 
 
+@pytest.mark.parametrize(
+    "shape", ["1x3x17x17:8x3x3:s2:p1", "1x8x9x9:8x3x3:p1:g8", "1x8x9x9:4x1x1", "1x8x6x6:16x3x3:p1:g4"]
+)
+def test_defaults_and_seeds_narrowed_to_few_channels(wgsl_device, shape):
+    # threads moved from channels to pixels must still cover every output: checked against numpy
+    problem = SPEC.parse_problem(shape)
+    configs = [SPEC.default_params(problem, wgsl_device.limits, "wgsl")]
+    configs += SPEC.seed_params(problem, wgsl_device.limits, "wgsl")
+    assert configs[0]["wg_x"] > DEFAULT_PARAMS["wg_x"]
+    for params in configs:
+        check_op(wgsl_device, SPEC, problem, params)
+
+
 @pytest.mark.parametrize("kind", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("shape", ["1x8x7x7:8x3x3:p1:g8", "1x8x7x7:12x1x1"])
 def test_fused_bias_activation_residual_is_one_kernel(lavapipe, gl, kind, shape):

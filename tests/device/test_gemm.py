@@ -210,3 +210,25 @@ def test_divisible_shapes_drop_guards_and_stay_exact(lavapipe, shape):
     assert ("if (col0 + 1u < nvec)" in text) == (problem.n % 32 != 0)
     assert ("k_main" in text) == (problem.k % 8 != 0)
     check_op(lavapipe, SPEC, problem, params)
+
+
+@pytest.mark.parametrize("shape", ["64x64x64", "33x20x17", "3x96x128t", "2x16x24x40"])
+def test_f16_arithmetic_is_within_its_bound_where_the_device_has_it(lavapipe, shape):
+    from kernelforge.tuner.objective import verify
+
+    assert lavapipe.limits.f16, "lavapipe offers shader-f16"
+    problem = SPEC.parse_problem(shape)
+    ran = 0
+    limits = lavapipe.limits
+    for base in [SPEC.default_params(problem, limits, "wgsl"), *SPEC.seed_params(problem, limits, "wgsl")]:
+        params = {**base, "precision": 1}
+        if SPEC.constraints(problem, params, lavapipe.limits, "wgsl") is None:
+            out = check_op(lavapipe, SPEC, problem, params)  # the op's f16 bound
+            ran += 1
+    assert ran >= 2
+    # it is f16: not within the float32 bound on the same inputs, and values past f16's range fail verification
+    inputs = SPEC.make_inputs(problem, np.random.default_rng(0))
+    assert not verify(out, SPEC.reference(problem, inputs), 1e-6).ok
+    big = [x * 400 if i < 2 else x for i, x in enumerate(inputs)]
+    kernel = prepare(lavapipe, SPEC, problem, params, big)
+    assert not verify(kernel.run(), SPEC.reference(problem, big), SPEC.tolerance(problem, params)).ok

@@ -66,3 +66,31 @@ def test_quantized_conv_glsl_sampled_configs(gl, shape):
         params = {**configs[0], "layout": layout}
         if layout not in layouts and CONV.constraints(problem, params, gl.limits, "glsl") is None:
             check_op(gl, CONV, problem, params)
+
+
+@pytest.mark.parametrize("backend", ["wgsl", "glsl"])
+def test_a_float_model_loaded_with_int8_weights_computes_its_quantized_graph(lavapipe, gl, backend):
+    import numpy as np
+
+    import kernelforge
+    from kernelforge.errors import KernelforgeError
+    from kernelforge.graph.prepare import prepare_graph
+    from kernelforge.graph.reference import run_graph
+    from kernelforge.testing.models import MODELS
+
+    model = MODELS["mobilenet_v2_style"]()
+    device = lavapipe if backend == "wgsl" else gl
+    session = kernelforge.load(model, device=device.info.index, backend=backend, weights="int8")
+    x = np.random.default_rng(0).standard_normal(dict(session.inputs)["x"]).astype(np.float32)
+    (got,) = session.run({"x": x}).values()
+    (want,) = run_graph(prepare_graph(model, weights="int8"), {"x": x}).values()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(np.abs(want).max()))
+    steps = [s for s in session.program.steps if s.op in ("conv2d", "gemm")]
+    assert steps and all(s.params is not None for s in steps)
+    assert all("weight_quant" in n.attrs for n in session.graph.nodes if n.op in ("conv2d", "gemm"))
+    # the device holds the integers: the constants take well under the float model's bytes, as summary() says
+    floats = kernelforge.load(model, device=device.info.index, backend=backend)
+    assert 0 < session.program.constant_bytes < 0.6 * floats.program.constant_bytes
+    assert f"constants {session.program.constant_bytes / 2**20:.2f} MiB" in session.summary()
+    with pytest.raises(KernelforgeError, match="weights must be 'fp32' or 'int8', got 'int4'"):
+        kernelforge.load(model, device=device.info.index, backend=backend, weights="int4")

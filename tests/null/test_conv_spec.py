@@ -224,3 +224,27 @@ def test_records_made_before_sg_share_existed_mean_no_sharing():
     assert SPEC.validate_params(old, "wgsl")["sg_share"] == 0
     with pytest.raises(InvalidParamsError, match="sg_share"):
         SPEC.validate_params({**old, "sg_share": 3}, "wgsl")
+
+
+@pytest.mark.parametrize(
+    ("shape", "channels"),
+    [("1x3x224x224:8x3x3:s2:p1", 8), ("1x8x56x56:8x3x3:p1:g8", 8), ("1x8x56x56:4x1x1", 4), ("1x8x6x6:16x3x3:p1:g4", 4)],
+)
+def test_defaults_and_seeds_narrow_their_channel_threads_to_the_channels(shape, channels):
+    problem = SPEC.parse_problem(shape)
+    base = DEPTHWISE_DEFAULT if problem.depthwise else DEFAULT_PARAMS
+    fitted = SPEC.default_params(problem, LIMITS, "wgsl")
+    need = -(-channels // fitted["vec_width"]) * fitted["vec_width"]
+    assert fitted["wg_y"] * fitted["wpt_o"] == max(need, fitted["wpt_o"]) < base["wg_y"] * base["wpt_o"]
+    assert fitted["wg_x"] * fitted["wg_y"] == base["wg_x"] * base["wg_y"]  # the threads moved to pixels
+    for seed in SPEC.seed_params(problem, LIMITS.__class__(subgroup_size=4), "wgsl"):
+        if seed["algo"] != 1 and not seed["sg_share"]:
+            assert seed["wg_y"] == 1 or (seed["wg_y"] // 2) * seed["wpt_o"] < need, seed
+
+
+def test_wide_layers_keep_the_default_and_shared_lanes_stay_on_channels():
+    wide = SPEC.parse_problem("1x64x56x56:64x3x3:p1")
+    assert SPEC.default_params(wide, LIMITS, "wgsl") == {**DEFAULT_PARAMS, "tile_k": 4}
+    narrow = SPEC.parse_problem("1x8x56x56:8x1x1")
+    shared = [s for s in SPEC.seed_params(narrow, LIMITS.__class__(subgroup_size=4), "wgsl") if s["sg_share"]]
+    assert shared and all(s["wg_x"] == 1 and s["wg_y"] in (4, 8) for s in shared)

@@ -17,9 +17,39 @@ from kernelforge.templates import kernel_hash
 
 SPEC = get_op("gemm")
 HASH = kernel_hash(SPEC, "wgsl")
-FAST = {"wg_x": 8, "wg_y": 8, "wpt_m": 8, "wpt_n": 8, "tile_k": 4, "vec_width": 4, "vec_a": 4, "staging": 0}
-OTHER = {"wg_x": 16, "wg_y": 4, "wpt_m": 4, "wpt_n": 8, "tile_k": 8, "vec_width": 4, "vec_a": 1, "staging": 1}
-SCALAR = {"wg_x": 4, "wg_y": 4, "wpt_m": 2, "wpt_n": 2, "tile_k": 4, "vec_width": 1, "vec_a": 1, "staging": 0}
+FAST = {
+    "wg_x": 8,
+    "wg_y": 8,
+    "wpt_m": 8,
+    "wpt_n": 8,
+    "tile_k": 4,
+    "vec_width": 4,
+    "vec_a": 4,
+    "staging": 0,
+    "precision": 0,
+}
+OTHER = {
+    "wg_x": 16,
+    "wg_y": 4,
+    "wpt_m": 4,
+    "wpt_n": 8,
+    "tile_k": 8,
+    "vec_width": 4,
+    "vec_a": 1,
+    "staging": 1,
+    "precision": 0,
+}
+SCALAR = {
+    "wg_x": 4,
+    "wg_y": 4,
+    "wpt_m": 2,
+    "wpt_n": 2,
+    "tile_k": 4,
+    "vec_width": 1,
+    "vec_a": 1,
+    "staging": 0,
+    "precision": 0,
+}
 
 
 def device(slug: str, cls: str = "cpu", vendor: str = "mesa", index: int = 0) -> DeviceInfo:

@@ -21,8 +21,28 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 CORPUS = sorted((DATA / "bad_db").glob("*.json"))
 SPEC = get_op("gemm")
 HASH = kernel_hash(SPEC, "wgsl")
-FAST = {"wg_x": 8, "wg_y": 8, "wpt_m": 8, "wpt_n": 8, "tile_k": 4, "vec_width": 4, "vec_a": 4, "staging": 0}
-SLOW = {"wg_x": 4, "wg_y": 4, "wpt_m": 2, "wpt_n": 2, "tile_k": 4, "vec_width": 1, "vec_a": 1, "staging": 0}
+FAST = {
+    "wg_x": 8,
+    "wg_y": 8,
+    "wpt_m": 8,
+    "wpt_n": 8,
+    "tile_k": 4,
+    "vec_width": 4,
+    "vec_a": 4,
+    "staging": 0,
+    "precision": 0,
+}
+SLOW = {
+    "wg_x": 4,
+    "wg_y": 4,
+    "wpt_m": 2,
+    "wpt_n": 2,
+    "tile_k": 4,
+    "vec_width": 1,
+    "vec_a": 1,
+    "staging": 0,
+    "precision": 0,
+}
 
 
 def device(slug: str) -> DeviceInfo:

@@ -111,3 +111,48 @@ def test_int8_constants_decode_to_the_floats_of_a_float_bundle(
             np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
         else:
             np.testing.assert_array_equal(got, want.astype(np.float16).astype(np.float32))
+
+
+def test_quantize_weights_is_symmetric_per_output_channel_and_exact_on_its_grid() -> None:
+    from kernelforge.graph.quant_weights import quantize_weights
+
+    graph = prepare.prepare_graph(MODELS["mobilenet_v2_style"]())
+    before = {n.name: graph.value(n.inputs[1]).data.copy() for n in graph.nodes if n.op in ("conv2d", "gemm")}
+    weight = next(n.inputs[1] for n in graph.nodes if n.op == "conv2d")
+    graph.value(weight).data[1] = 0  # an all-zero output channel
+    before[next(n.name for n in graph.nodes if n.inputs[1:2] == [weight])][1] = 0
+    assert quantize_weights(graph) == len({n.inputs[1] for n in graph.nodes if n.op in ("conv2d", "gemm")})
+    for node in (n for n in graph.nodes if n.op in ("conv2d", "gemm")):
+        value = graph.value(node.inputs[1])
+        quant, w = value.quant, before[node.name]
+        assert quant is not None and quant.dtype == "int8" and not quant.zero_point.any()
+        axis = quant.axis
+        others = tuple(a for a in range(w.ndim) if a != axis)
+        peak = np.abs(w).max(axis=others)
+        np.testing.assert_allclose(quant.scale, np.where(peak > 0, peak / 127, 1), rtol=1e-6)
+        assert np.abs(quant.q).max() <= 127
+        np.testing.assert_array_equal(value.data.view(np.uint32), quant.dequantize().view(np.uint32))
+        shape = [-1 if a == axis else 1 for a in range(w.ndim)]
+        assert (np.abs(value.data - w) <= quant.scale.reshape(shape) / 2 * (1 + 1e-5)).all()  # half a step
+    assert not graph.value(weight).quant.q[1].any() and graph.value(weight).quant.scale[1] == 1
+
+
+@pytest.mark.parametrize(("name", "most"), [("mlp", 0.29), ("mobilenet_v2_style", 0.5)])
+def test_weights_int8_quarters_the_weights_and_every_kernel_reads_integers(
+    tmp_path: Path, name: str, most: float
+) -> None:
+    fp32 = export(MODELS[name](), tmp_path / "fp32", db=REPO_DB)
+    int8 = export(MODELS[name](), tmp_path / "int8", db=REPO_DB, weights="int8")
+    assert 0.24 < int8.weights_bytes / fp32.weights_bytes <= most, (int8.weights_bytes, fp32.weights_bytes)
+    manifest, _ = _bundle(tmp_path / "int8")
+    weights = _weight_constants(manifest)
+    assert {t["language"] for t in manifest["targets"]} == {"wgsl", "glsl"}
+    assert weights and all(c.get("dtype") == "int8" and "scale" not in c for c in weights), weights
+
+
+def test_an_unknown_weights_format_is_refused_naming_the_choices(tmp_path: Path) -> None:
+    from kernelforge.errors import ExportError
+
+    with pytest.raises(ExportError, match=r"--weights must be one of fp32, fp16, int8, got 'int4'"):
+        export(MODELS["mlp"](), tmp_path / "b", db=REPO_DB, weights="int4")
+    assert not (tmp_path / "b").exists()

@@ -167,8 +167,23 @@ def test_matrix_vector_problems_try_one_row_seeds_first():
 def test_wide_register_tiles_only_where_the_compiler_handles_them():
     problem = SPEC.parse_problem("256x256x256")
     tall = {"wg_x": 8, "wg_y": 1, "wpt_m": 16, "wpt_n": 16, "tile_k": 8, "vec_width": 4, "vec_a": 4, "staging": 0}
+    tall["precision"] = 0
     assert "wpt_m=16" in (SPEC.constraints(problem, tall, Limits(), "wgsl") or "")
     assert SPEC.constraints(problem, {**tall, "wpt_m": 8}, Limits(), "wgsl") is None  # 128: the narrow cap
     assert SPEC.constraints(problem, tall, Limits(wide_tiles=True), "wgsl") is None
     assert tall in SPEC.seed_params(problem, Limits(wide_tiles=True), "wgsl")
     assert tall not in SPEC.seed_params(problem, Limits(), "wgsl")
+
+
+def test_f16_arithmetic_needs_shader_f16_and_states_its_bound():
+    problem = SPEC.parse_problem("64x64x64")
+    f16 = {**DEFAULT_PARAMS, "precision": 1}
+    assert "shader-f16" in SPEC.constraints(problem, f16, LIMITS, "wgsl")
+    assert SPEC.constraints(problem, f16, Limits(f16=True), "wgsl") is None
+    assert SPEC.tolerance(problem, f16) == 1e-2 and SPEC.tolerance(problem, DEFAULT_PARAMS) == 1e-4
+    # a record made before the tunable existed computes in f32
+    older = {k: v for k, v in DEFAULT_PARAMS.items() if k != "precision"}
+    assert SPEC.validate_params(older, "wgsl")["precision"] == 0
+    source = render(SPEC, "wgsl", problem, f16)
+    assert "enable f16;" in source and "var acc0_0 = vec4<f16>(0.0);" in source
+    assert "enable f16" not in render(SPEC, "wgsl", problem, {**DEFAULT_PARAMS, "precision": 0})

@@ -6,6 +6,7 @@ Each model is exported with the repository's tuning database, served over HTTP a
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ import onnxruntime as ort
 import pytest
 
 from kernelforge.export import export
+from kernelforge.graph.prepare import prepare_graph
+from kernelforge.graph.reference import run_graph
 from kernelforge.testing import chromium
 from kernelforge.testing.light import light_models, randomized
 from kernelforge.testing.models import MODELS, save
@@ -49,7 +52,7 @@ async ([base, backend, inputs, target]) => {
     types[name] = values.constructor.name;
     same[name] = values.every((v, i) => Object.is(v, again[name][i]));
   }
-  const info = {backend: m.backend, device: m.device, outputs, same, types};
+  const info = {backend: m.backend, device: m.device, memory: m.memory, outputs, same, types};
   m.dispose();
   return info;
 }
@@ -221,3 +224,44 @@ def test_fp16_weights_run_with_fp32_compute(browser_page: Any, served: Any) -> N
             values = np.asarray(got["outputs"][name], np.float32).reshape(expected.shape)
             # weights rounded to 11 significant bits: ~1e-3 relative per weight, a little more after sums
             np.testing.assert_allclose(values, expected, rtol=0, atol=1e-2 * float(np.abs(expected).max()))
+
+
+def _memory(root: Path, target: str) -> dict[str, int]:
+    """GPU bytes of a bundle's target plan as FORMAT.md counts them (Model.memory)."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    plan = next(t["plan"] for t in manifest["targets"] if t["id"] == target)
+    constants = manifest["constants"]
+
+    def size(i: int) -> int:
+        c = constants[i]
+        return (1 if "dtype" in c and "scale" not in c else 4) * c["count"]
+
+    if "vertex" not in plan:
+        bound = {b["constant"] for s in plan["steps"] for b in s["bindings"] if "constant" in b}
+        align = lambda n: max(4, -(-n // 4) * 4)  # noqa: E731
+        return {"weights": sum(align(size(i)) for i in bound), "activations": sum(map(align, plan["buffers"]))}
+    uploaded = {c["texture"] for c in plan.get("constants", [])}
+    sizes = [t["width"] * t["height"] * t["pack"] * (1 if "dtype" in t else 4) for t in plan["textures"]]
+    weights = sum(n for i, n in enumerate(sizes) if i in uploaded)
+    return {"weights": weights, "activations": sum(sizes) - weights}
+
+
+def test_int8_weights_run_as_the_quantized_graph_computes(browser_page: Any, served: Any) -> None:
+    base, models, root = served
+    export(models["small_cnn"], root / "small_cnn_int8", db=REPO_DB, weights="int8")
+    feeds, want = _feeds(models["small_cnn"])
+    # what the int8 bundle should compute: the graph with its weights quantized, in numpy
+    exact = run_graph(prepare_graph(models["small_cnn"], weights="int8"), feeds)
+    for backend in ("webgpu", "webgl2"):
+        fp32 = _run(browser_page, base, "small_cnn", backend, feeds)
+        got = _run(browser_page, base, "small_cnn_int8", backend, feeds)
+        assert got["memory"] == _memory(root / "small_cnn_int8", got["device"]["target"])
+        assert fp32["memory"] == _memory(root / "small_cnn", fp32["device"]["target"])
+        assert got["memory"]["weights"] < 0.5 * fp32["memory"]["weights"], (got["memory"], fp32["memory"])
+        for name, expected in want.items():
+            values = np.asarray(got["outputs"][name], np.float32).reshape(expected.shape)
+            scale = float(np.abs(expected).max())
+            np.testing.assert_allclose(values, exact[name], rtol=0, atol=1e-5 * scale)
+            # int8 weights move the fp32 model's outputs by about a step of 1/254 of each channel's range
+            np.testing.assert_allclose(values, expected, rtol=0, atol=3e-2 * scale)
+            assert np.abs(values - expected).max() > 1e-6 * scale  # the weights did change

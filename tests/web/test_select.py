@@ -134,6 +134,7 @@ def test_an_untuned_gpu_selects_on_load_and_is_never_slower_than_the_default(
     _check(model, first["after"])
     kernels = first["report"]["kernels"]
     assert len(kernels) == tuning["total"]
+    extra = 0.0
     for kernel in kernels:
         times = [c["ms"] for c in kernel["candidates"]]
         assert kernel["winner"] is not None and times[0] is not None, kernel
@@ -141,10 +142,14 @@ def test_an_untuned_gpu_selects_on_load_and_is_never_slower_than_the_default(
         # never slower than the plan's own config, nor than the default's, as measured
         defaults = [t for c, t in zip(kernel["candidates"], times, strict=True) if c["from"] == "default"]
         assert best <= times[0] and all(best <= t for t in defaults if t is not None)
-        # a faster one lost only for compiling slower than 100 of its runs win back
+        # a faster one lost only for compiling slower than the plan's shader (past what 100 of its runs win back,
+        # or past what is left of the load's share)
         compile_ms = [c["compile_ms"] for c in kernel["candidates"]]
         for t, c in zip(times, compile_ms, strict=True):
-            assert t is None or t >= best or c - compile_ms[0] > 100 * (times[0] - t), kernel
+            assert t is None or t >= best or c > compile_ms[0], kernel
+        extra += compile_ms[kernel["winner"]] - compile_ms[0]
+    # the winners together add at most a tenth of the load's time in compiles
+    assert extra <= 0.1 * first["report"]["load_ms"] + 1e-6
 
 
 def test_the_second_load_uses_the_stored_choice_and_measures_nothing(

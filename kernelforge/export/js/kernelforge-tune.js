@@ -38,6 +38,9 @@ const ROUNDS = 5;
 // configs, and a compile holds up every later one of the page).
 const PAYBACK = 100;
 const COMPILE_MS = 2000;
+// and the stored choice as a whole may add at most LOAD_SHARE of this load's time in compiles (winners that compile
+// faster than the plan's give time back), so that every later load stays near a plain one
+const LOAD_SHARE = 0.1;
 const LIMITS = ["maxComputeInvocationsPerWorkgroup", "maxComputeWorkgroupSizeX", "maxComputeWorkgroupSizeY", "maxComputeWorkgroupSizeZ", "maxComputeWorkgroupStorageSize", "maxComputeWorkgroupsPerDimension", "maxStorageBufferBindingSize"];
 
 /** @type {(e: unknown) => string} */
@@ -67,12 +70,13 @@ function agrees(a, b) {
  * @param {number} c.sg the adapter's fixed subgroup size, or 0: candidates of another size are left out
  * @param {object} c.about what the report says of the bundle: generator, manifest, model, target, match
  * @param {number} c.budget
+ * @param {number} c.loadMs how long load() took: LOAD_SHARE of it may go to compiling slower winners
  * @param {Tuning} c.tuning
  * @param {<T>(fn: () => Promise<T>) => Promise<T>} c.exclusive runs GPU work between model runs
  * @param {(done: number) => void} c.progress
  * @returns {Promise<{ choices: number[], report: object }>}
  */
-export async function select({ run, kernels, adapter, desc, sg, about, budget, tuning, exclusive, progress }) {
+export async function select({ run, kernels, adapter, desc, sg, about, budget, loadMs, tuning, exclusive, progress }) {
   const { device, plan, shaders, buffers, steps, group, timestamps } = run;
   const started = performance.now();
   const query = timestamps ? device.createQuerySet({ type: "timestamp", count: 2 }) : null;
@@ -146,7 +150,7 @@ export async function select({ run, kernels, adapter, desc, sg, about, budget, t
     // each config with its choice number: 0 the plan's own, c its candidates[c - 1]
     /** @type {(Dispatch & { from: string, choice: number })[]} */
     const configs = [{ ...own, from, choice: 0 }, ...k.candidates.map((c, j) => ({ ...c, choice: j + 1 })).filter(fits)];
-    return { k, i, at, configs, ms: /** @type {(number | null)[]} */ (configs.map(() => null)), errors: /** @type {string[]} */ ([]), winner: /** @type {number | null} */ (null), one: 0, cost: 0, compile: /** @type {number[]} */ ([]) };
+    return { k, i, at, configs, ms: /** @type {(number | null)[]} */ (configs.map(() => null)), errors: /** @type {string[]} */ ([]), winner: /** @type {number | null} */ (null), one: 0, cost: 0, compile: /** @type {number[]} */ ([]), made: /** @type {(Made | null)[]} */ ([]), orig: /** @type {Made[]} */ ([]) };
   }).filter((r) => r.at.length);
   // the cost of each kernel: its own config (after a warm-up dispatch) times the steps that run it
   await exclusive(async () => {
@@ -157,18 +161,25 @@ export async function select({ run, kernels, adapter, desc, sg, about, budget, t
     }
   });
   rows.sort((a, b) => b.cost - a.cost);
+  /** @type {(c: Dispatch, p: GPUComputePipeline, s: Step) => Made} */
+  const made1 = (c, p, s) => {
+    device.pushErrorScope("validation");
+    const g = group(p, s, c.uniforms);
+    device.popErrorScope().then((/** @type {GPUError | null} */ e) => e && console.warn(`kernelforge: ${e.message}`));
+    const [x, y = 1, z = 1] = c.workgroups;
+    return [p, g, x, y, z];
+  };
+  /** @type {(r: typeof rows[number], w: number) => Promise<void>} runs a kernel's steps with its config w */
+  const use = (r, w) =>
+    exclusive(async () => {
+      for (const [n, j] of r.at.entries()) steps[j] = w ? made1(r.configs[w], /** @type {Made} */ (r.made[w])[0], plan.steps[j]) : r.orig[n];
+    });
+  /** @type {(r: typeof rows[number], j: number) => number} extra compile ms of a kernel's config j */
+  const extra = (r, j) => r.compile[j] - r.compile[0];
   let [before, after] = [0, 0];
   for (const r of rows) {
     if (performance.now() - started > budget) break;
     const s = plan.steps[r.at[0]];
-    /** @type {(c: Dispatch, p: GPUComputePipeline, s: Step) => Made} */
-    const made1 = (c, p, s) => {
-      device.pushErrorScope("validation");
-      const g = group(p, s, c.uniforms);
-      device.popErrorScope().then((/** @type {GPUError | null} */ e) => e && console.warn(`kernelforge: ${e.message}`));
-      const [x, y = 1, z = 1] = c.workgroups;
-      return [p, g, x, y, z];
-    };
     // Compiled one at a time (while the model may run), so that each time is its own: the plan's shader again (a
     // copy the device has not seen: pipelines are cached by their text), then the candidates; the times are
     // weighed against the run times below (PAYBACK).
@@ -208,16 +219,11 @@ export async function select({ run, kernels, adapter, desc, sg, about, budget, t
     samples.forEach((t, j) => (r.ms[j] = t.length ? t.sort((a, b) => a - b)[t.length >> 1] : null));
     // the fastest, if what its shader costs to compile more than the plan's is won back within PAYBACK runs
     const own = /** @type {number} */ (r.ms[0]);
-    const pays = (/** @type {number} */ j) => r.compile[j] - r.compile[0] <= PAYBACK * (own - /** @type {number} */ (r.ms[j]));
+    const pays = (/** @type {number} */ j) => extra(r, j) <= PAYBACK * (own - /** @type {number} */ (r.ms[j]));
     /** @type {number} */
     const w = r.ms.reduce((/** @type {number} */ best, t, j) => (t !== null && t < /** @type {number} */ (r.ms[best]) && pays(j) ? j : best), 0);
-    r.winner = w;
-    if (w) {
-      const d = /** @type {Made} */ (made[w]);
-      await exclusive(async () => {
-        for (const j of r.at) steps[j] = made1(r.configs[w], d[0], plan.steps[j]);
-      });
-    }
+    [r.winner, r.made, r.orig] = [w, made, r.at.map((j) => steps[j])];
+    if (w) await use(r, w);
     // a compile that outlived COMPILE_MS holds up the next ones (browsers compile on few threads): let it end
     await Promise.race([Promise.all(compiling), new Promise((done) => setTimeout(done, budget - (performance.now() - started)))]);
     before += /** @type {number} */ (r.ms[0]) * r.at.length;
@@ -225,6 +231,23 @@ export async function select({ run, kernels, adapter, desc, sg, about, budget, t
     Object.assign(tuning, { kernels: tuning.kernels + 1, ms: performance.now() - started, speedup: before / after });
     progress(tuning.kernels);
   }
+  // LOAD_SHARE: past it, the winners that save the least run time per ms of extra compile go back to their fastest
+  // config that compiles no slower than the plan's own
+  const won = rows.filter((r) => r.winner);
+  let over = won.reduce((n, r) => n + extra(r, /** @type {number} */ (r.winner)), 0) - LOAD_SHARE * loadMs;
+  /** @type {(r: typeof rows[number]) => number} */
+  const worth = (r) => (r.at.length * (/** @type {number} */ (r.ms[0]) - /** @type {number} */ (r.ms[/** @type {number} */ (r.winner)]))) / extra(r, /** @type {number} */ (r.winner));
+  for (const r of won.filter((r) => extra(r, /** @type {number} */ (r.winner)) > 0).sort((a, b) => worth(a) - worth(b))) {
+    if (over <= 0) break;
+    const cheap = r.ms.reduce((/** @type {number} */ best, t, j) => (t !== null && extra(r, j) <= 0 && t < /** @type {number} */ (r.ms[best]) ? j : best), 0);
+    over -= extra(r, /** @type {number} */ (r.winner)) - extra(r, cheap);
+    r.winner = cheap;
+    await use(r, cheap);
+  }
+  const measured = rows.filter((r) => r.winner !== null);
+  before = measured.reduce((n, r) => n + /** @type {number} */ (r.ms[0]) * r.at.length, 0);
+  after = measured.reduce((n, r) => n + /** @type {number} */ (r.ms[/** @type {number} */ (r.winner)]) * r.at.length, 0);
+  if (measured.length) tuning.speedup = before / after;
   tuning.ms = performance.now() - started;
   query?.destroy();
   resolved.destroy();
@@ -251,6 +274,7 @@ export async function select({ run, kernels, adapter, desc, sg, about, budget, t
     },
     clock: query ? "timestamp" : "wall",
     spent_ms: tuning.ms,
+    load_ms: loadMs,
     kernels: byKernel.map((r) => ({
       op: r.k.op,
       language: "wgsl",

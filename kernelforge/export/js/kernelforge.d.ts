@@ -89,6 +89,14 @@ export interface Tuning {
   speedup: number;
 }
 
+/** GPU memory in bytes (Model.memory). */
+export interface Memory {
+  /** Constants as uploaded: weights, biases and tables. */
+  weights: number;
+  /** Activation buffers (WebGPU) or textures (WebGL2), as planned. */
+  activations: number;
+}
+
 /** The target the runtime chose for this device, and why. */
 export interface DeviceInfo {
   /** Target id, e.g. "google-swiftshader-vulkan/wgsl". */
@@ -127,6 +135,11 @@ export interface Model {
    * ships this GPU as an exact target. null until selection has run (or when it is off).
    */
   tuningReport(): object | null;
+  /**
+   * GPU memory of the variant built at load, in bytes: its constants as uploaded (weights: float32, fp16 ones widened;
+   * int8 ones a kernel dequantizes, one byte each) and its activation buffers (WebGPU) or textures (WebGL2).
+   */
+  readonly memory: Memory;
   /**
    * Run once; every input by name, each with exactly the element count of its shape (integer inputs: integers within
    * 2**24). Outputs come back as the array type of their dtype (Tensor). Runs are serialized. With several variants,

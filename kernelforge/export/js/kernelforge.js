@@ -92,6 +92,7 @@ const EDGE = {
  * @property {Record<string, number>} kernels
  */
 /** @typedef {"exact" | "class" | "default" | "forced"} Match */
+/** @typedef {{ weights: number, activations: number }} Memory GPU bytes: constants as uploaded, activations */
 /** @typedef {"cpu" | "igpu" | "dgpu" | null} AdapterClass */
 /** @typedef {Record<string, Tensor>} Outputs */
 
@@ -106,6 +107,7 @@ const EDGE = {
  * @property {Promise<Tuning>} tuned settles when selection ends (at once when none runs)
  * @property {() => object | null} tuningReport the candidates' times per kernel and the winners, as JSON for
  *   `kernelforge db import` (FORMAT.md, "Tuning reports"); null when nothing was measured
+ * @property {Memory} memory GPU bytes of the variant built at load
  * @property {(inputs: Record<string, Tensor | ArrayLike<number | bigint> | Feed>, options?: RunOptions) => Promise<Outputs>} run
  * @property {() => void} dispose
  */
@@ -450,6 +452,25 @@ function constantReader(manifest, buf) {
     cache.set(i, v);
     return v;
   };
+}
+
+/**
+ * The GPU memory a plan takes: its constants as uploaded (floats 4 bytes, fp16 weights widened; integers a kernel
+ * reads, 1) and its activation buffers or textures.
+ * @param {Manifest} manifest
+ * @param {Plan} plan
+ * @returns {Memory}
+ */
+function memoryOf(manifest, plan) {
+  const bytes = (/** @type {number} */ i) => (manifest.constants[i].dtype && !manifest.constants[i].scale ? 1 : 4) * manifest.constants[i].count;
+  const sum = (/** @type {number[]} */ a) => a.reduce((n, x) => n + x, 0);
+  if (!("vertex" in plan)) {
+    const bound = new Set(plan.steps.flatMap((s) => s.bindings.flatMap((b) => (b.constant === undefined ? [] : [b.constant]))));
+    return { weights: sum([...bound].map((i) => align4(bytes(i)))), activations: sum(plan.buffers.map(align4)) };
+  }
+  const uploaded = new Set((plan.constants ?? []).map((c) => c.texture));
+  const size = plan.textures.map((t) => t.width * t.height * t.pack * (t.dtype ? 1 : 4));
+  return { weights: sum(size.filter((_, i) => uploaded.has(i))), activations: sum(size.filter((_, i) => !uploaded.has(i))) };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1454,6 +1475,7 @@ function idb(key, value) {
  *   dims; else element counts) and builds its plan on first use; load() builds the one opts.shapes names.
  */
 export async function load(url, opts = {}) {
+  const loadStart = performance.now();
   const { backend = "auto", onProgress, signal, target: forced, shapes, tune = "auto" } = opts;
   const fetchFn = opts.fetch ?? globalThis.fetch?.bind(globalThis) ?? fail("no fetch() here; pass opts.fetch");
   if (!["auto", "webgpu", "webgl2"].includes(backend)) fail(`backend must be "auto", "webgpu" or "webgl2", not ${JSON.stringify(backend)}`);
@@ -1644,6 +1666,7 @@ export async function load(url, opts = {}) {
         sg,
         about: { generator: manifest.generator, manifest: manifest.integrity, model: manifest.model.name, target: target.id, match },
         budget,
+        loadMs: performance.now() - loadStart,
         tuning,
         exclusive: (fn) => serial(() => (disposed || signal?.aborted ? fail("selection stopped") : fn())),
         progress: (/** @type {number} */ done) => progress("tune", done, kernels.length),
@@ -1665,6 +1688,7 @@ export async function load(url, opts = {}) {
     tuning,
     tuned,
     tuningReport: () => report,
+    memory: memoryOf(manifest, /** @type {Plan} */ (picks[first][0].plan)),
     async run(feeds, options = {}) {
       if (disposed) fail("run() after dispose()");
       const [k, checked] = check(feeds, options.shapes);

@@ -71,7 +71,7 @@ def webgpu_default_limits(adapter_limits: Limits) -> Limits:
     browser's default ``requestDevice()``.
     """
     d = Limits()
-    traits = ("wide_tiles", "subgroup_size")  # measured traits of the adapter, not WebGPU limits
+    traits = ("wide_tiles", "subgroup_size", "f16")  # traits of the adapter, not WebGPU limits
     lowered = {f: min(getattr(d, f), getattr(adapter_limits, f)) for f in d.__dataclass_fields__ if f not in traits}
     return replace(Limits(**lowered), **{f: getattr(adapter_limits, f) for f in traits})
 
@@ -146,7 +146,7 @@ class WgpuBackend(Backend[Any, Any, Dispatch]):
 
         self._wgpu = wgpu
         adapter = _adapters[info.index]
-        features = [f for f in ("timestamp-query", "subgroup") if f in adapter.features]
+        features = [f for f in ("timestamp-query", "subgroup", "shader-f16") if f in adapter.features]
         self._device = adapter.request_device_sync(required_features=features, label=f"kernelforge:{info.slug}")
         self._has_query = self._timestamps = "timestamp-query" in features
         self._query_set: Any = None
@@ -154,7 +154,10 @@ class WgpuBackend(Backend[Any, Any, Dispatch]):
         self._sync: Any = None
         subgroup_size = self._probe_subgroup_size() if "subgroup" in features else 0
         self._limits = replace(
-            webgpu_limits(self._device.limits), wide_tiles=info.limits.wide_tiles, subgroup_size=subgroup_size
+            webgpu_limits(self._device.limits),
+            wide_tiles=info.limits.wide_tiles,
+            subgroup_size=subgroup_size,
+            f16="shader-f16" in features,
         )
 
     @property

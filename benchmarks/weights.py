@@ -1,0 +1,107 @@
+"""Bundle weight formats: weights.bin size and accuracy of fp32, fp16 and int8 weights, side by side in one run.
+
+    python benchmarks/weights.py [--models mobilenet_v2_style,resnet18_style] [--size 224] [--inputs 100]
+                                 [--device lavapipe] [--out FILE]
+
+For each model, three bundles are exported from the repository's ``tuning_db/`` (``--weights fp32 | fp16 |
+int8``) and their ``weights.bin`` sizes compared. Accuracy is measured on ``--inputs`` standard-normal inputs
+(seed 0) against ONNX Runtime CPU on the float32 model: the share of inputs whose top-1 class agrees, and the
+largest output difference relative to the reference's largest magnitude. What each format computes is run where it
+is exact: fp32 and int8 by a native session on ``--device`` (``weights="int8"`` quantizes as the export does and
+its kernels read the integers), fp16 by ONNX Runtime on the model with its float initializers rounded to fp16
+(what the runtime widens them back to).
+
+Prints a table and writes ``benchmarks/results/weights.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import table, write_json
+
+import kernelforge
+from kernelforge.export import export
+from kernelforge.testing.models import MODELS
+
+REPO_DB = Path(__file__).resolve().parent.parent / "tuning_db"
+
+
+def _fp16_rounded(model: onnx.ModelProto) -> onnx.ModelProto:
+    rounded = onnx.ModelProto()
+    rounded.CopyFrom(model)
+    for init in rounded.graph.initializer:
+        data = numpy_helper.to_array(init)
+        if data.dtype == np.float32:
+            init.CopyFrom(numpy_helper.from_array(data.astype(np.float16).astype(np.float32), init.name))
+    return rounded
+
+
+def _ort(model: onnx.ModelProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return [session.run(None, {name: x})[0] for x in inputs]
+
+
+def _native(model: onnx.ModelProto, inputs: list[np.ndarray], device: str, weights: str) -> list[np.ndarray]:
+    session = kernelforge.load(model, device=device, db=REPO_DB, weights=weights)
+    name = session.inputs[0][0]
+    return [next(iter(session.run({name: x}).values())) for x in inputs]
+
+
+def _accuracy(got: list[np.ndarray], want: list[np.ndarray]) -> dict[str, float]:
+    agree = np.mean([int(np.argmax(g) == np.argmax(w)) for g, w in zip(got, want, strict=True)])
+    err = max(float(np.abs(g - w).max()) / float(np.abs(w).max()) for g, w in zip(got, want, strict=True))
+    return {"top-1 agreement": float(agree), "max rel err": err}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="mobilenet_v2_style,resnet18_style")
+    parser.add_argument("--size", type=int, default=224, help="input height and width")
+    parser.add_argument("--inputs", type=int, default=100, help="random inputs for the accuracy columns")
+    parser.add_argument("--device", default="lavapipe", help="where fp32 and int8 weights run natively")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            model = MODELS[name](size=args.size)
+            rng = np.random.default_rng(0)
+            inputs = [rng.standard_normal((1, 3, args.size, args.size)).astype(np.float32) for _ in range(args.inputs)]
+            want = _ort(model, inputs)
+            sizes = {w: export(model, Path(tmp) / f"{name}-{w}", db=REPO_DB, weights=w).weights_bytes for w in
+                     ("fp32", "fp16", "int8")}  # fmt: skip
+            runs = {
+                "fp32": _native(model, inputs, args.device, "fp32"),
+                "fp16": _ort(_fp16_rounded(model), inputs),
+                "int8": _native(model, inputs, args.device, "int8"),
+            }
+            for weights, got in runs.items():
+                row = {"model": name, "weights": weights, "weights.bin KiB": sizes[weights] / 1024}
+                row["vs fp32"] = sizes[weights] / sizes["fp32"]
+                rows.append({**row, **_accuracy(got, want)})
+                print(rows[-1], flush=True)
+    print(f"\n{args.inputs} inputs at {args.size}², against ONNX Runtime CPU on the float32 model; "
+          f"fp32 and int8 run on {args.device}, fp16 by ONNX Runtime with fp16-rounded weights\n")  # fmt: skip
+    print(table(rows, ["model", "weights", "weights.bin KiB", "vs fp32", "top-1 agreement", "max rel err"]))
+    path = write_json("weights", {"size": args.size, "inputs": args.inputs, "device": args.device, "rows": rows},
+                      args.out)  # fmt: skip
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
