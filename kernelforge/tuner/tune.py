@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,18 +136,21 @@ def charged_time(time_s: float, compile_s: float) -> float:
     return time_s + compile_s / COMPILE_HORIZON
 
 
-def pick_winner(times: dict[Any, float], compile_s: dict[Any, float], default: Any) -> Any:
+def pick_winner(
+    times: dict[Any, float], compile_s: dict[Any, float], default: Any, bound: Callable[[Any], float] | None = None
+) -> Any:
     """Return the key of the config with the lowest run time plus compile time per ``COMPILE_HORIZON`` runs.
 
-    Configs within ``TIE_RELATIVE``/``TIE_SECONDS`` of that best cost are tied and the fastest to compile
-    among them wins. A config slower than ``default`` never wins, so the stored record is never slower than
-    the default.
+    Configs within ``TIE_RELATIVE``/``TIE_SECONDS`` of that best cost are tied; among them the most accurate
+    (the lowest ``bound``, the op's stated tolerance: an f16 config must win by more than a tie to be kept), then
+    the fastest to compile wins. A config slower than ``default`` never wins, so the stored record is never
+    slower than the default.
     """
     ceiling = times.get(default, float("inf"))
     cost = {k: charged_time(t, compile_s.get(k, 0.0)) for k, t in times.items() if t <= ceiling}
     best = min(cost.values())
     tied = [k for k, c in cost.items() if c <= best * (1 + TIE_RELATIVE) or c - best <= TIE_SECONDS]
-    return min(tied, key=lambda k: (compile_s.get(k, float("inf")), times[k]))
+    return min(tied, key=lambda k: ((bound or (lambda _: 0.0))(k), compile_s.get(k, float("inf")), times[k]))
 
 
 MAX_PRUNED_PER_TRIAL = 20
@@ -362,7 +365,7 @@ def tune_problem(backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: An
         remeasured = {finalists[i]: t for i, t in again.items()}
         remeasured.setdefault(default_key, times[default_key])  # the default verified before; keep its time
         times = remeasured
-    best_key = pick_winner(times, compile_s, default_key)
+    best_key = pick_winner(times, compile_s, default_key, lambda k: spec.tolerance(problem, dict(k)))
     best_params, best_time = dict(best_key), times[best_key]
     record = new_record(
         spec,

@@ -14,35 +14,13 @@ from kernelforge.cli import main
 from kernelforge.db import Query, TuningDB, device_meta, new_record
 from kernelforge.devices import DeviceInfo
 from kernelforge.errors import DatabaseError
-from kernelforge.ops import Limits, get_op
-from kernelforge.templates import kernel_hash
+from kernelforge.ops import Limits
+
+from .test_db import FAST, HASH, SPEC
+from .test_db import SCALAR as SLOW
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CORPUS = sorted((DATA / "bad_db").glob("*.json"))
-SPEC = get_op("gemm")
-HASH = kernel_hash(SPEC, "wgsl")
-FAST = {
-    "wg_x": 8,
-    "wg_y": 8,
-    "wpt_m": 8,
-    "wpt_n": 8,
-    "tile_k": 4,
-    "vec_width": 4,
-    "vec_a": 4,
-    "staging": 0,
-    "precision": 0,
-}
-SLOW = {
-    "wg_x": 4,
-    "wg_y": 4,
-    "wpt_m": 2,
-    "wpt_n": 2,
-    "tile_k": 4,
-    "vec_width": 1,
-    "vec_a": 1,
-    "staging": 0,
-    "precision": 0,
-}
 
 
 def device(slug: str) -> DeviceInfo:

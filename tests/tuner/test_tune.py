@@ -121,7 +121,8 @@ def test_every_sampler_tunes(tmp_path, lavapipe, sampler):
     from kernelforge.runtime.kernel import prepare
 
     out = prepare(lavapipe, SPEC, problem, result.record.params, inputs).run()
-    np.testing.assert_allclose(out, SPEC.reference(problem, inputs), rtol=1e-5, atol=1e-5)
+    bound = 1e-5 if not result.record.params["precision"] else SPEC.tolerance(problem, result.record.params)
+    np.testing.assert_allclose(out, SPEC.reference(problem, inputs), rtol=bound, atol=bound)
 
 
 def test_glsl_tuning_keeps_records_apart_from_wgsl(tmp_path, gl):
@@ -215,5 +216,10 @@ def test_a_tie_goes_to_the_config_that_compiles_fastest():
     # never slower than the default, tie or not: "small" compiles fastest but is slower than the default
     assert pick_winner({"big": 10e-6, "small": 25e-6, "default": 20e-6}, compile_s, "default") == "default"
     assert pick_winner({"default": 70e-6, "small": 78e-6}, {"small": 0.01, "default": 1.0}, "default") == "default"
+    # a less accurate config (f16 arithmetic) must win by more than a tie: tied, the more accurate one is kept
+    bound = {"f16": 1e-2, "f32": 1e-4, "default": 1e-4}.get
+    same = {"f16": 0.01, "f32": 0.01, "default": 0.01}
+    assert pick_winner({"f16": 0.99e-3, "f32": 1.0e-3, "default": 2e-3}, same, "default", bound) == "f32"
+    assert pick_winner({"f16": 0.5e-3, "f32": 1.0e-3, "default": 2e-3}, same, "default", bound) == "f16"
     # no compile time known (an old study): the fastest
     assert pick_winner({"a": 1.0, "b": 1.01, "default": 3.0}, {}, "default") == "a"
