@@ -38,8 +38,9 @@ them per region) and conv weights. A candidate takes the step's values of them."
 
 DEFAULT_CANDIDATES = 2
 """``export --candidates K``: K - 1 candidates without subgroups and K - 1 per subgroup size, at most. Within the
-byte budget, 3 gives fewer kernels more configs each: MobileNetV2- and ResNet-18-shaped selections on SwiftShader
-recovered less at 3 than at 2, and measured only 4-5 kernels in 20 s (benchmarks/browser_select.py, CHANGELOG)."""
+byte budget, 3 gives fewer kernels more configs each (5 kernels of MobileNetV2- and ResNet-18-shaped bundles, of
+15), and their selections on SwiftShader recovered 42-43% against 97-106% at 2 (benchmarks/browser_select.py,
+CHANGELOG)."""
 
 BYTE_BUDGET = 0.5
 """Candidates may add at most this fraction of the bundle's shader bytes to its manifest (their new shader texts
