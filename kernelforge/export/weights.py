@@ -123,15 +123,20 @@ class Shaders:
         self._index: dict[str, int] = {}
         self.texts: list[str] = []
 
+    @staticmethod
+    def _bytes(text: str) -> int:
+        """Bytes of a stored text in the manifest: a JSON string and its separator."""
+        return len(json.dumps(text)) + 1
+
     def new_bytes(self, text: str) -> int:
         """Return the bytes adding ``text`` would add to the manifest (0 when it is in the table already)."""
         text = compact(text)
-        return 0 if text in self._index else len(json.dumps(text)) + 1
+        return 0 if text in self._index else self._bytes(text)
 
     @property
     def size(self) -> int:
-        """The bytes the texts take in the manifest (JSON strings, with their separators)."""
-        return sum(len(json.dumps(t)) + 1 for t in self.texts)
+        """The bytes the texts take in the manifest."""
+        return sum(map(self._bytes, self.texts))
 
     def add(self, text: str) -> int:
         """Return the index of a shader text, adding it when new."""

@@ -150,7 +150,8 @@ def pick_winner(
     cost = {k: charged_time(t, compile_s.get(k, 0.0)) for k, t in times.items() if t <= ceiling}
     best = min(cost.values())
     tied = [k for k, c in cost.items() if c <= best * (1 + TIE_RELATIVE) or c - best <= TIE_SECONDS]
-    return min(tied, key=lambda k: ((bound or (lambda _: 0.0))(k), compile_s.get(k, float("inf")), times[k]))
+    accuracy = bound or (lambda _: 0.0)
+    return min(tied, key=lambda k: (accuracy(k), compile_s.get(k, float("inf")), times[k]))
 
 
 MAX_PRUNED_PER_TRIAL = 20

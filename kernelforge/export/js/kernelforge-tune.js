@@ -176,7 +176,12 @@ export async function select({ run, kernels, adapter, desc, sg, about, budget, l
     });
   /** @type {(r: typeof rows[number], j: number) => number} extra compile ms of a kernel's config j */
   const extra = (r, j) => r.compile[j] - r.compile[0];
-  let [before, after] = [0, 0];
+  // the measured kernels' time with the plan's configs over their time with the winners, weighed by step counts
+  const gain = () => {
+    const done = rows.filter((r) => r.winner !== null);
+    const sum = (/** @type {(r: typeof rows[number]) => number} */ j) => done.reduce((n, r) => n + /** @type {number} */ (r.ms[j(r)]) * r.at.length, 0);
+    return done.length ? sum(() => 0) / sum((r) => /** @type {number} */ (r.winner)) : tuning.speedup;
+  };
   for (const r of rows) {
     if (performance.now() - started > budget) break;
     const s = plan.steps[r.at[0]];
@@ -226,9 +231,7 @@ export async function select({ run, kernels, adapter, desc, sg, about, budget, l
     if (w) await use(r, w);
     // a compile that outlived COMPILE_MS holds up the next ones (browsers compile on few threads): let it end
     await Promise.race([Promise.all(compiling), new Promise((done) => setTimeout(done, budget - (performance.now() - started)))]);
-    before += /** @type {number} */ (r.ms[0]) * r.at.length;
-    after += /** @type {number} */ (r.ms[w]) * r.at.length;
-    Object.assign(tuning, { kernels: tuning.kernels + 1, ms: performance.now() - started, speedup: before / after });
+    Object.assign(tuning, { kernels: tuning.kernels + 1, ms: performance.now() - started, speedup: gain() });
     progress(tuning.kernels);
   }
   // LOAD_SHARE: past it, the winners that save the least run time per ms of extra compile go back to their fastest
@@ -244,10 +247,7 @@ export async function select({ run, kernels, adapter, desc, sg, about, budget, l
     r.winner = cheap;
     await use(r, cheap);
   }
-  const measured = rows.filter((r) => r.winner !== null);
-  before = measured.reduce((n, r) => n + /** @type {number} */ (r.ms[0]) * r.at.length, 0);
-  after = measured.reduce((n, r) => n + /** @type {number} */ (r.ms[/** @type {number} */ (r.winner)]) * r.at.length, 0);
-  if (measured.length) tuning.speedup = before / after;
+  tuning.speedup = gain();
   tuning.ms = performance.now() - started;
   query?.destroy();
   resolved.destroy();
