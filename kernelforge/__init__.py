@@ -31,6 +31,7 @@ def load(
     db: Any = None,
     input_shapes: Any = None,
     weights: str = "fp32",
+    precision: str = "auto",
 ) -> Any:
     """Load an ONNX model onto a device: see :func:`kernelforge.runtime.session.load`.
 
@@ -38,4 +39,6 @@ def load(
     """
     from kernelforge.runtime.session import load as _load
 
-    return _load(model, device=device, backend=backend, db=db, input_shapes=input_shapes, weights=weights)
+    return _load(
+        model, device=device, backend=backend, db=db, input_shapes=input_shapes, weights=weights, precision=precision
+    )

@@ -20,6 +20,7 @@ from kernelforge.cli_db import cmd_db_import, cmd_db_merge, cmd_db_prune, cmd_db
 from kernelforge.cli_run import cmd_export, cmd_run
 from kernelforge.cli_shapes import ShapeUsageError
 from kernelforge.errors import DeviceNotFoundError, KernelforgeError
+from kernelforge.graph.plan import PRECISIONS
 from kernelforge.graph.quant_weights import WEIGHT_FORMATS
 
 if TYPE_CHECKING:
@@ -399,6 +400,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action="store_true", help="print the per-kernel time table of one run")
     p.add_argument("--db", default=None, help="tuning database directory (default: KF_DB_DIR or the built-in one)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=list(PRECISIONS),
+        help="arithmetic: auto (as tuned: f16 only where it won within its op's bound), f32, or f16 in every "
+        "kernel that has it (needs shader-f16)",
+    )
+    p.add_argument(
+        "--weights",
+        default="fp32",
+        choices=list(WEIGHT_FORMATS),
+        help="fp32, or quantize the GEMM/conv weights as export --weights does (the kernels read the integers)",
+    )
     p.set_defaults(func=cmd_run)
 
     from kernelforge.ops import OPS, get_op
@@ -480,6 +494,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="fp32",
         choices=list(WEIGHT_FORMATS),
         help="storage of weights.bin: fp32, fp16 (widened at load) or int8 (GEMM/conv weights, per-channel scales)",
+    )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=list(PRECISIONS),
+        help="f16 plans, each before its target's f32 plan and run only where the adapter has shader-f16: auto "
+        "(for devices whose records compute in f16), f16 (every WebGPU target, defaults included) or f32 (none); "
+        "each is checked on a local device with shader-f16 and prints its error per output",
+    )
+    p.add_argument(
+        "--calibrate",
+        default=None,
+        metavar="FILE.npz",
+        help="inputs the f16 check runs besides random ones: per model input, one sample or [n, *shape]",
     )
     _shape_flags(p)
     p.add_argument(

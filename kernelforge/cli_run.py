@@ -102,7 +102,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kernelforge.runtime.session import load  # after the checks: argument errors need no device stack
 
     # the path, not the parsed proto: errors then name the file rather than the graph inside it
-    session = load(path, device=args.device, backend=args.backend, db=db, input_shapes=shapes or None)
+    session = load(
+        path,
+        device=args.device,
+        backend=args.backend,
+        db=db,
+        input_shapes=shapes or None,
+        weights=args.weights,
+        precision=args.precision,
+    )
     feeds = {**session.random_feeds(np.random.default_rng(args.seed)), **given}
     print(f"{path.name} on {session.device.describe()}")
     for name, shape in session.inputs:
@@ -145,8 +153,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """``export``: write a browser bundle of a model (manifest, weights, the static JS runtime, a demo page)."""
     path = model_path(args.model)
-    if args.weights not in ("fp32", "fp16"):
-        raise UsageError(f"--weights must be fp32 or fp16, got {args.weights!r}")
     selectors = [s.strip() for s in args.targets.split(",") if s.strip()]
     if not selectors:
         raise UsageError("--targets is empty (use 'all', a class, a language or a device name)")
@@ -162,8 +168,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.candidates is not None and args.candidates < 1:
         raise UsageError(f"--candidates {args.candidates}: give 1 (no candidates) or more")
     more = {} if args.candidates is None else {"candidates": args.candidates}
+    if args.calibrate is not None and not Path(args.calibrate).is_file():
+        raise UsageError(f"--calibrate {args.calibrate}: no such file")
     report = export(
-        path, args.out, targets=selectors, weights=args.weights, db=db_dir, name=path.stem, variants=shapes, **more
+        path,
+        args.out,
+        targets=selectors,
+        weights=args.weights,
+        db=db_dir,
+        name=path.stem,
+        variants=shapes,
+        precision=args.precision,
+        calibrate=args.calibrate,
+        **more,
     )
     print(report.summary())
     return 0

@@ -169,7 +169,7 @@ class Lookup:
     device: str = ""
 
 
-def device_meta(info: DeviceInfo, subgroup_size: int = 0) -> dict[str, Any]:
+def device_meta(info: DeviceInfo, subgroup_size: int = 0, f16: bool = False) -> dict[str, Any]:
     """Return the device description stored at the top of its file.
 
     Args:
@@ -177,6 +177,8 @@ def device_meta(info: DeviceInfo, subgroup_size: int = 0) -> dict[str, Any]:
         subgroup_size: The opened device's fixed subgroup size (``Limits.subgroup_size``, found by running a
             kernel): an export checks its records' subgroup kernels against it, and a browser runtime checks the
             adapter's ``subgroupMinSize``/``subgroupMaxSize`` before it picks them.
+        f16: Whether the device has ``shader-f16`` (``Limits.f16``): an export may then give its WGSL target an f16
+            plan, which a browser runs only on an adapter with that feature.
     """
     meta: dict[str, Any] = {
         "fingerprint": info.slug,
@@ -188,6 +190,8 @@ def device_meta(info: DeviceInfo, subgroup_size: int = 0) -> dict[str, Any]:
     }
     if subgroup_size:
         meta["subgroup_size"] = subgroup_size
+    if f16:
+        meta["f16"] = True
     if info.adapter:  # a browser device: what a bundle's target for it is matched against (export.targets)
         meta["adapter"] = info.adapter
     return meta

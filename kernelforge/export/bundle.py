@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,13 @@ from kernelforge.db import TuningDB
 from kernelforge.errors import ExportError, KernelforgeError
 from kernelforge.graph.build import build_program
 from kernelforge.graph.ir import Graph
-from kernelforge.graph.plan import plan_graph
+from kernelforge.graph.plan import PRECISIONS, Plan, plan_graph
 from kernelforge.graph.prepare import ModelSource, prepare_graph
 from kernelforge.graph.quant_weights import WEIGHT_FORMATS
 
 from .candidates import DEFAULT_CANDIDATES, Proposal, allocate, wgsl_candidates
 from .plans import glsl_json, wgsl_json
+from .precision import Checker, PrecisionCheck, calibration_feeds, f16_nodes
 from .targets import NO_RECORDS, Target, select_targets
 from .weights import Constants, Shaders
 
@@ -79,6 +80,8 @@ class ExportReport:
     """Why devices of the database were left out (corrupt files, skipped for their device alone)."""
     variants: tuple[VariantReport, ...] = ()
     """Every variant, in the manifest's order."""
+    precision: tuple[PrecisionCheck, ...] = ()
+    """The model-level check of each f16 plan the export made (per variant), shipped or not."""
 
     def summary(self) -> str:
         """Return a short human-readable table."""
@@ -95,6 +98,7 @@ class ExportReport:
                 lines.append(
                     f"{'    ' if several else '  '}{t.id:40} {t.steps:3} passes  kernel params: {kinds or '-'}"
                 )
+        lines += [f"  f16 check {c.line()}" for c in self.precision]
         lines += [f"  skipped: {reason}" for reason in self.skipped]
         return "\n".join(lines)
 
@@ -117,24 +121,70 @@ def _tensor(graph: Graph, name: str) -> dict[str, Any]:
     return {"name": name, "shape": list(graph.value(name).shape), "dtype": graph.dtype(name)}
 
 
-def _target_json(
-    target: Target, graph: Graph, db: TuningDB, constants: Constants, shaders: Shaders, candidates: int
-) -> tuple[dict[str, Any], Proposal | None]:
-    """Return a target's manifest entry and, for WGSL, its candidates (written in by :func:`_add_candidates`)."""
-    plan = plan_graph(
-        copy.deepcopy(graph), target.info, target.language, target.info.limits, NO_RECORDS if target.is_default else db
+def _plan(target: Target, graph: Graph, db: TuningDB, precision: str) -> Plan:
+    """Plan a target: its f32 plan (``precision`` ``f32``), or its f16 plan (``auto`` or ``f16``).
+
+    ``auto`` keeps the records' arithmetic, ``f16`` takes f16 wherever a kernel has it. A device with
+    ``shader-f16`` plans both with that feature's limits, so its f32 plan takes its f16 records' tiles in f32;
+    the f32 plan itself needs no feature.
+    """
+    limits = replace(target.info.limits, f16=target.f16 or precision != "f32")
+    return plan_graph(
+        copy.deepcopy(graph), target.info, target.language, limits, NO_RECORDS if target.is_default else db, precision
     )
+
+
+def _target_json(
+    target: Target, plan: Plan, db: TuningDB, constants: Constants, shaders: Shaders, candidates: int, f16: bool
+) -> tuple[dict[str, Any], Proposal | None]:
+    """Return a target's manifest entry and, for WGSL, its candidates (written in by :func:`_add_candidates`).
+
+    An f16 plan (``f16``) has the id ``<target id>-f16``; FORMAT.md, "Targets", says when a runtime takes it.
+    """
     proposal = None
     try:
         program = build_program(plan, target="web")
         body = (wgsl_json if target.language == "wgsl" else glsl_json)(program, constants, shaders)
         if target.language == "wgsl":
             # every database device's winners, even for the defaults target: an unknown GPU may land on it
-            proposal = wgsl_candidates(plan, program, target.info, db, candidates)
+            # an f32 plan's candidates need no shader-f16 either (its plan was made with f16 records in view)
+            own = replace(plan, limits=replace(plan.limits, f16=f16))
+            proposal = wgsl_candidates(own, program, target.info, db, candidates)
     except KernelforgeError as exc:
         raise ExportError(f"target {target.id}: {exc}") from exc
-    entry = {"id": target.id, "language": target.language, "device": target.device, "kernels": plan.sources}
+    entry = {
+        "id": target.id + "-f16" * f16,
+        "language": target.language,
+        "device": target.device,
+        "kernels": plan.sources,
+    }
     return {**entry, "plan": body}, proposal
+
+
+def _f16_plans(
+    chosen: Sequence[Target], graphs: Sequence[Graph], db: TuningDB, precision: str, checker: Checker
+) -> tuple[dict[str, list[Plan]], list[PrecisionCheck]]:
+    """Return each target's f16 plans (one per variant) that pass the model-level check, and every check made.
+
+    A WGSL target gets one where it may compute in f16 (its device has ``shader-f16``; with ``precision`` ``f16``
+    the defaults too) and some kernel of some variant then does; it ships only if every such variant passes.
+    """
+    kept: dict[str, list[Plan]] = {}
+    checks: list[PrecisionCheck] = []
+    if precision == "f32":
+        return kept, checks
+    for target in chosen:
+        if target.language != "wgsl" or not (target.f16 or (target.is_default and precision == "f16")):
+            continue
+        try:
+            plans = [_plan(target, graph, db, precision) for graph in graphs]
+        except KernelforgeError as exc:
+            raise ExportError(f"target {target.id} (f16): {exc}") from exc
+        mine = [checker.check(f"{target.id}-f16", g, p) for g, p in zip(graphs, plans, strict=True) if f16_nodes(p)]
+        checks += mine
+        if mine and all(c.passed for c in mine):
+            kept[target.id] = plans
+    return kept, checks
 
 
 def _add_candidates(found: list[tuple[dict[str, Any], Proposal | None]], shaders: Shaders) -> None:
@@ -160,6 +210,8 @@ def export(
     name: str | None = None,
     variants: Sequence[Mapping[str, Sequence[int]]] | None = None,
     candidates: int = DEFAULT_CANDIDATES,
+    precision: str = "auto",
+    calibrate: str | os.PathLike[str] | None = None,
 ) -> ExportReport:
     """Write a browser bundle of a model.
 
@@ -178,6 +230,13 @@ def export(
             One variant (or none) writes the version-3 layout, several version 4 (FORMAT.md, "Variants").
         candidates: Configs a browser may time per WGSL kernel on a GPU without an exact target, the plan's
             own included (FORMAT.md, "Candidates"); 1 ships none.
+        precision: ``auto`` ships an f16 plan for a WGSL target whose tuned records compute some kernel in f16,
+            ``f16`` for every WGSL target (defaults included), each before the target's f32 plan and only if
+            the whole model stays within :data:`~kernelforge.export.precision.MODEL_BOUND` on a local device
+            with ``shader-f16``; ``f32`` ships none. A runtime takes an f16 plan only on an adapter with the
+            feature. The report (and ``summary()``) gives each f16 plan's measured error per output.
+        calibrate: A ``.npz`` of inputs (per input, one sample or ``[n, *shape]``) the f16 check runs besides
+            random ones.
 
     Raises:
         GraphError: For a malformed model or unsupported nodes (every one named, before anything is written).
@@ -189,16 +248,26 @@ def export(
     tuning = db if isinstance(db, TuningDB) else TuningDB(db if db is not None else _config.db_dir())
     if weights not in WEIGHT_FORMATS:
         raise ExportError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
+    if precision not in PRECISIONS:
+        raise ExportError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     graphs = _variant_graphs(model, input_shapes, variants, weights)
     constants, shaders = Constants("fp32" if weights == "int8" else weights), Shaders()
     skipped: list[str] = []
     chosen = select_targets(tuning, targets, skipped)
+    if calibrate is not None:
+        calibration_feeds(calibrate, graphs[0])  # a bad file fails before anything is planned
+    f16, checks = _f16_plans(chosen, graphs, tuning, precision, Checker(tuning, calibrate))
     bodies = []
     found: list[tuple[dict[str, Any], Proposal | None]] = []
     for k, graph in enumerate(graphs):
         try:
-            made = [_target_json(t, graph, tuning, constants, shaders, candidates) for t in chosen]
-        except ExportError as exc:
+            made = []
+            for t in chosen:
+                if t.id in f16:
+                    made.append(_target_json(t, f16[t.id][k], tuning, constants, shaders, candidates, True))
+                plan = _plan(t, graph, tuning, "f32")
+                made.append(_target_json(t, plan, tuning, constants, shaders, candidates, False))
+        except (ExportError, KernelforgeError) as exc:
             raise ExportError(f"variant {k + 1} ({_shapes(graph)}): {exc}" if len(graphs) > 1 else str(exc)) from None
         found += made
         io = {
@@ -244,7 +313,7 @@ def export(
         for graph, (_, plans) in zip(graphs, bodies, strict=True)
     )
     return ExportReport(
-        out, reports[0].targets, len(weights_bin), len(text), len(shaders.texts), tuple(skipped), reports
+        out, reports[0].targets, len(weights_bin), len(text), len(shaders.texts), tuple(skipped), reports, tuple(checks)
     )
 
 

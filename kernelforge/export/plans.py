@@ -7,12 +7,15 @@ run would reject. Shader texts and constants go to the bundle's shared tables (e
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from kernelforge.graph.program import Arg, Buffer, Program, Texture
 from kernelforge.ops.texture import TexLayout
 
 from .weights import Constants, Shaders
+
+_ENABLE_F16 = re.compile(r"^enable f16;", re.M)
 
 
 def _layout(t: TexLayout) -> dict[str, int]:
@@ -49,8 +52,10 @@ def wgsl_json(program: Program, constants: Constants, shaders: Shaders) -> dict[
             outputs.append({"name": o.name, "constant": constants.add(o.data, f"output {o.name!r}")})
         else:
             outputs.append({"name": o.name, "buffer": o.resources[0], "bytes": 4 * o.count})
+    f16 = any(_ENABLE_F16.search(program.shaders[s.shader]) for s in program.steps)
     return {
         **({"subgroup_size": program.subgroup_size} if program.subgroup_size else {}),
+        **({"f16": True} if f16 else {}),
         "buffers": buffers,
         "inputs": [{"name": i.name, "buffer": i.resource, "bytes": 4 * math.prod(i.shape)} for i in program.inputs],
         "outputs": outputs,

@@ -28,6 +28,8 @@ class Target:
     info: DeviceInfo
     device: dict[str, Any] | None
     """What a runtime matches adapters against; ``None`` for the defaults."""
+    f16: bool = False
+    """Whether the device has ``shader-f16`` (its file says ``"f16": true``): its WGSL target may get an f16 plan."""
 
     @property
     def is_default(self) -> bool:
@@ -163,7 +165,8 @@ def select_targets(db: TuningDB, selectors: Sequence[str] = ("all",), skipped: l
                 "name": meta.get("name", ""),
                 "keywords": device_keywords(meta),
             }
-            targets.append(Target(f"{meta['fingerprint']}/{language}", language, _info(meta, language), device))
+            f16 = language == "wgsl" and meta.get("f16") is True
+            targets.append(Target(f"{meta['fingerprint']}/{language}", language, _info(meta, language), device, f16))
     unmatched = {s for s in unmatched if s.strip().lower() not in ("all", "*", *LANGUAGES)}
     for slug, reason in corrupt.items():
         named = [s for s in unmatched if s.strip().lower() in slug.lower()]

@@ -7,18 +7,23 @@ down.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from kernelforge.db import Lookup, TuningDB
 from kernelforge.devices import DeviceInfo
+from kernelforge.errors import KernelforgeError
 from kernelforge.graph.ir import Graph, Node, Value
 from kernelforge.graph.layout import FLEXIBLE_KERNELS, LayoutPlan, assign_layouts, physical_shape
 from kernelforge.graph.lower import Lowered, lower, lower_node
 from kernelforge.ops import get_op
 from kernelforge.ops.spec import Limits, Params
+
+PRECISIONS = ("auto", "f32", "f16")
+"""A model's arithmetic: ``auto`` as each kernel's record says (f16 only where it won within its op's bound), ``f32``
+everywhere, or ``f16`` in every kernel that has an f16 variant (the device must have ``shader-f16``)."""
 
 
 @dataclass
@@ -80,12 +85,26 @@ def _const_physical_shape(value: Value, layout: tuple[int, ...]) -> tuple[int, .
 
 
 class _Planner:
-    def __init__(self, info: DeviceInfo, language: str, limits: Limits, db: TuningDB) -> None:
+    def __init__(
+        self, info: DeviceInfo, language: str, limits: Limits, db: TuningDB, precision: str | Mapping[str, str]
+    ) -> None:
         self.info, self.language, self.limits, self.db = info, language, limits, db
+        self.precision = precision
         self.calls: dict[str, Lowered | None] = {}
 
-    def lookup(self, call: Lowered) -> Lookup:
-        return self.db.params_for(self.info, call.op, call.problem, self.language, self.limits)
+    def lookup(self, call: Lowered, node: str) -> Lookup:
+        found = self.db.params_for(self.info, call.op, call.problem, self.language, self.limits)
+        mode = self.precision if isinstance(self.precision, str) else self.precision.get(node, "f32")
+        if mode == "auto" or "precision" not in found.params:
+            return found
+        want = int(mode == "f16")
+        if found.params["precision"] == want:
+            return found
+        params = {**found.params, "precision": want}
+        spec = get_op(call.op)
+        if spec.constraints(call.problem, params, self.limits, self.language) is not None:
+            return found  # this config has no such twin (f16 beyond a limit): it keeps its record's arithmetic
+        return Lookup(params, f"{found.source}, {mode}")
 
     def relayout(self, node: Node, params: Params, layout: int) -> Params:
         call = self.calls[node.name]
@@ -103,7 +122,7 @@ class _Planner:
         params: dict[str, Params] = {}
         for name, call in calls.items():
             if call is not None and call.op in FLEXIBLE_KERNELS:
-                chosen[name] = self.lookup(call)
+                chosen[name] = self.lookup(call, name)
                 params[name] = dict(chosen[name].params)
         layout_plan = None
         if self.language == "wgsl":
@@ -116,15 +135,23 @@ class _Planner:
             if call is None:
                 continue
             call = _physical(graph, node, call) if self.language == "wgsl" else call
-            lookup = chosen.get(node.name) or self.lookup(call)
+            lookup = chosen.get(node.name) or self.lookup(call, node.name)
             step_params = params.get(node.name, dict(lookup.params))
             source = lookup.source if step_params == lookup.params else f"{lookup.source}, relayout"
-            sources[lookup.source] = sources.get(lookup.source, 0) + 1
+            kind = lookup.source.split(",")[0]  # "tuned, f16" counts as tuned
+            sources[kind] = sources.get(kind, 0) + 1
             steps.append(Step(node, call, step_params, source))
         return Plan(graph, self.language, self.limits, steps, layout_plan, sources)
 
 
-def plan_graph(graph: Graph, info: DeviceInfo, language: str, limits: Limits, db: TuningDB) -> Plan:
+def plan_graph(
+    graph: Graph,
+    info: DeviceInfo,
+    language: str,
+    limits: Limits,
+    db: TuningDB,
+    precision: str | Mapping[str, str] = "auto",
+) -> Plan:
     """Choose each node's kernel params (tuning database, else defaults) and, for WGSL, tensor layouts.
 
     The graph is changed in place (layout conversions are inserted), so plan a fresh copy per device.
@@ -135,5 +162,19 @@ def plan_graph(graph: Graph, info: DeviceInfo, language: str, limits: Limits, db
         language: ``wgsl`` or ``glsl``.
         limits: Limits every chosen config must respect.
         db: Where tuned params are looked up.
+        precision: One of :data:`PRECISIONS` for every kernel, or node name -> ``f32``/``f16`` (nodes not named:
+            ``f32``). A kernel with the ``precision`` tunable takes the asked arithmetic in its looked-up config
+            (source ``"tuned, f16"``, say) where the limits allow it; ``f16`` needs ``limits.f16``.
+
+    Raises:
+        KernelforgeError: For another precision, or ``f16`` on a device without ``shader-f16``.
     """
-    return _Planner(info, language, limits, db).plan(graph)
+    modes = [precision] if isinstance(precision, str) else list(precision.values())
+    bad = [m for m in modes if m not in PRECISIONS]
+    if bad:
+        raise KernelforgeError(f"precision must be one of {', '.join(PRECISIONS)}, got {bad[0]!r}")
+    if "f16" in modes and not limits.f16:
+        raise KernelforgeError(
+            f"precision 'f16' needs the shader-f16 feature, which {info.slug} ({language}) does not have"
+        )
+    return _Planner(info, language, limits, db, precision).plan(graph)

@@ -53,7 +53,7 @@ def _open_db(db: TuningDB | str | os.PathLike[str] | None) -> TuningDB:
 class Session:
     """A model loaded on one device: see :func:`load`."""
 
-    def __init__(self, graph: Graph, backend: Backend[Any, Any, Any], db: TuningDB) -> None:
+    def __init__(self, graph: Graph, backend: Backend[Any, Any, Any], db: TuningDB, precision: str = "auto") -> None:
         started = time.perf_counter()
         self.graph = graph
         self.backend = backend
@@ -63,7 +63,7 @@ class Session:
         self.outputs = tuple((n, graph.value(n).shape) for n in graph.outputs)
         self.dtypes = {n: graph.dtype(n) for n in (*graph.inputs, *graph.outputs)}
         """Graph input and output name -> the dtype it is fed or read as (kernels compute in float32)."""
-        self.plan = plan_graph(graph, backend.info, backend.language, backend.limits, db)
+        self.plan = plan_graph(graph, backend.info, backend.language, backend.limits, db, precision)
         self.layout_plan: LayoutPlan | None = self.plan.layout_plan
         self.steps = self.plan.steps
         self.memory: MemoryPlan = plan_memory(graph)
@@ -181,6 +181,7 @@ def load(
     db: TuningDB | str | os.PathLike[str] | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     weights: str = "fp32",
+    precision: str = "auto",
 ) -> Session:
     """Load an ONNX model onto a device, ready to run.
 
@@ -193,6 +194,10 @@ def load(
             be given, and the error names it). The session's ``inputs`` and ``summary()`` show the fixed shapes.
         weights: ``"fp32"``, or ``"int8"`` to quantize the GEMM and conv weights as ``export --weights int8``
             does (the kernels read the integers): what such a bundle computes, natively.
+        precision: ``auto``: each kernel's tuned config as recorded (f16 arithmetic only where the tuner measured
+            it faster and within its op's accuracy bound); ``f32``: float32 arithmetic everywhere; ``f16``: f16
+            in every kernel that has it (the device must have ``shader-f16``). ``summary()`` shows which kernels
+            changed (params source ``tuned, f16``, say).
 
     Raises:
         GraphError: For a malformed model or unsupported nodes (all of them named at once).
@@ -202,4 +207,4 @@ def load(
         raise KernelforgeError(f"backend must be 'wgsl' or 'glsl', got {backend!r}")
     if weights not in ("fp32", "int8"):
         raise KernelforgeError(f"weights must be 'fp32' or 'int8', got {weights!r}")
-    return Session(prepare_graph(model, input_shapes, weights), open_device(device, backend), _open_db(db))
+    return Session(prepare_graph(model, input_shapes, weights), open_device(device, backend), _open_db(db), precision)

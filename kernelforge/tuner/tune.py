@@ -385,7 +385,7 @@ def tune_problem(backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: An
         backend.info.driver,
         DTYPE,
     )
-    meta = device_meta(backend.info, backend.limits.subgroup_size)
+    meta = device_meta(backend.info, backend.limits.subgroup_size, backend.limits.f16)
     (stored,) = TuningDB(options.db_dir).store(meta, [record], replace=options.replace)
     if not storage_error and options.storage:
         # a shared study also keeps each worker's record, so `db sync` can gather them on any machine

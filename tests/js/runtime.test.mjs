@@ -87,6 +87,21 @@ describe("pickTarget", () => {
     assert.equal(pickTarget(onlySg, "wgsl", "mesa lavapipe", "cpu", 4)[0].id, "sg4/wgsl");
   });
 
+  it("takes an f16 plan only where f16 is allowed, and nothing else where it is required", () => {
+    const f16 = (id, device) => ({ id, language: "wgsl", device, plan: { f16: true, steps: [] } });
+    const both = [f16("swiftshader-f16/wgsl", swiftshader), t("swiftshader/wgsl", "wgsl", swiftshader), t("default/wgsl", "wgsl", null)];
+    const id = (allowed) => pickTarget(both, "wgsl", "google swiftshader", "cpu", 0, allowed)[0].id;
+    assert.equal(id(true), "swiftshader-f16/wgsl");
+    assert.equal(id(false), "swiftshader/wgsl"); // an adapter without shader-f16, or precision "f32"
+    assert.equal(id(undefined), "swiftshader/wgsl");
+    assert.equal(id("only"), "swiftshader-f16/wgsl");
+    // an f16 plan of the defaults serves an unknown adapter with shader-f16; required, nothing else will do
+    const defaults = [f16("default/wgsl-f16", null), t("default/wgsl", "wgsl", null)];
+    assert.equal(pickTarget(defaults, "wgsl", "some gpu", null, 0, true)[0].id, "default/wgsl-f16");
+    assert.equal(pickTarget(defaults, "wgsl", "some gpu", null, 0, false)[0].id, "default/wgsl");
+    throwsKf(() => pickTarget([t("default/wgsl", "wgsl", null)], "wgsl", "some gpu", null, 0, "only"), /no f16 plan for this adapter/);
+  });
+
   it("takes the first target that matches, in the bundle's order", () => {
     const two = [t("first/wgsl", "wgsl", swiftshader), t("second/wgsl", "wgsl", swiftshader), t("default/wgsl", "wgsl", null)];
     assert.equal(pickTarget(two, "wgsl", "google swiftshader", "cpu", 0)[0].id, "first/wgsl");

@@ -188,8 +188,9 @@ def test_the_budget_goes_to_the_costliest_kernels_and_texts_already_shipped_cost
     assert all("cost" not in r and "steps" not in r for r in first)
 
 
-def test_f16_records_never_reach_a_bundle(tmp_path: Path) -> None:
-    # browsers get plans without shader-f16 (BROWSER_LIMITS): a device's f16 GEMM winners serve native runs only
+def test_f16_records_never_reach_an_f32_bundle(tmp_path: Path) -> None:
+    # with precision "f32", a device's f16 GEMM winners serve native runs only: every plan and candidate of the
+    # bundle computes in f32 (tests/device/test_precision.py: with "auto" they go to the device's f16 plan alone)
     from kernelforge.testing.models import MODELS
 
     db = tmp_path / "db"
@@ -201,7 +202,7 @@ def test_f16_records_never_reach_a_bundle(tmp_path: Path) -> None:
     for record in gemms:
         record["params"]["precision"] = 1
     (db / name).write_text(json.dumps(data))
-    export(save(MODELS["mlp"](), tmp_path / "mlp.onnx"), tmp_path / "b", db=db, candidates=4)
+    export(save(MODELS["mlp"](), tmp_path / "mlp.onnx"), tmp_path / "b", db=db, candidates=4, precision="f32")
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     configs = [
         params
@@ -213,3 +214,4 @@ def test_f16_records_never_reach_a_bundle(tmp_path: Path) -> None:
     assert any("precision" in p for p in configs)
     assert all(p.get("precision", 0) == 0 for p in configs)
     assert all("enable f16" not in text for text in manifest["shaders"])
+    assert not any(t["plan"].get("f16") for t in manifest["targets"])

@@ -71,6 +71,12 @@ export interface LoadOptions {
    * "off": never; {budgetMs}: within that time. `signal` stops it too.
    */
   tune?: "auto" | "off" | { budgetMs?: number };
+  /**
+   * Which WebGPU plans may run (FORMAT.md, "Targets"): "auto" (default) a target's f16 plan where the adapter has
+   * shader-f16, else its f32 plan; "f32" never an f16 plan; "f16" only f16 plans (rejects when the adapter lacks
+   * shader-f16 or the bundle has no f16 plan for it).
+   */
+  precision?: "auto" | "f32" | "f16";
 }
 
 /** What kernel selection did (Model.tuning, updated as it goes). */
@@ -114,6 +120,8 @@ export interface DeviceInfo {
   software: boolean;
   /** Where each kernel's params came from (copied from the target), e.g. {tuned: 9, default: 3}. */
   kernels: Record<string, number>;
+  /** f16 when the target's plan computes in f16 (run only where the adapter has shader-f16), else f32. */
+  precision: "f32" | "f16";
 }
 
 export interface Model {

@@ -64,6 +64,8 @@ const EDGE = {
  * @property {Shapes} [shapes] input shapes of the variant to build at load (and describe in inputs/outputs).
  * @property {"auto" | "off" | { budgetMs?: number }} [tune] on a WebGPU adapter without an exact target, time the
  *   bundle's candidate kernels and keep the fastest (FORMAT.md, "Candidates"); "auto" (default) within 20 s.
+ * @property {"auto" | "f32" | "f16"} [precision] which WebGPU plans may run: "auto" (default) an f16 plan where the
+ *   adapter has shader-f16, else f32; "f32" never an f16 plan; "f16" only an f16 plan (rejects when none can run).
  */
 /**
  * What kernel selection did (Model.tuning): "measuring" while it runs, "done" once it ended, "cached" when a
@@ -90,6 +92,7 @@ const EDGE = {
  * @property {AdapterClass} class
  * @property {boolean} software a software or fallback adapter (a CPU engine may well be faster there)
  * @property {Record<string, number>} kernels
+ * @property {"f32" | "f16"} precision f16 when the target's plan computes in f16 (its adapter has shader-f16)
  */
 /** @typedef {"exact" | "class" | "default" | "forced"} Match */
 /** @typedef {{ weights: number, activations: number }} Memory GPU bytes: constants as uploaded, activations */
@@ -149,6 +152,7 @@ const EDGE = {
 /**
  * @typedef {object} WgslPlan
  * @property {number} [subgroup_size]
+ * @property {true} [f16] its kernels compute in f16: it runs only where the adapter has shader-f16
  * @property {number[]} buffers
  * @property {{ name: string, buffer: number, bytes: number }[]} inputs
  * @property {({ name: string, buffer: number, bytes: number, constant?: undefined } | ConstantOutput)[]} outputs
@@ -165,6 +169,7 @@ const EDGE = {
 /**
  * @typedef {object} GlslPlan
  * @property {undefined} [subgroup_size]
+ * @property {undefined} [f16]
  * @property {number} vertex
  * @property {{ width: number, height: number, pack: number, dtype?: "int8" | "uint8" }[]} textures
  * @property {{ texture: number, constant: number, layout: Layout }[]} [constants]
@@ -189,9 +194,11 @@ const EDGE = {
  * @typedef {object} Adapter
  * @property {string} desc lower-cased description that targets are matched against (FORMAT.md)
  * @property {number} subgroupSize fixed subgroup size, else 0 (see subgroupSize())
+ * @property {boolean} f16 the adapter has shader-f16 (WebGPU)
  * @property {boolean} [fallback] the browser says it is a fallback adapter (WebGPU's isFallbackAdapter)
- * @property {(manifest: Manifest, subgroups: boolean, timing?: boolean) => Promise<Device>} open makes the
- *   device (with the "subgroups" feature when a plan to run needs it, "timestamp-query" for kernel selection)
+ * @property {(manifest: Manifest, subgroups: boolean, timing?: boolean, f16?: boolean) => Promise<Device>} open
+ *   makes the device (with "subgroups" or "shader-f16" when a plan to run needs it, "timestamp-query" for
+ *   kernel selection)
  * @property {GPUAdapter} [gpu] the WebGPU adapter (kernel selection reports its identity)
  * @property {() => void} release gives the device up when open() is not called
  */
@@ -626,6 +633,7 @@ function validatePlan(manifest, target) {
 
   if (target.language === "wgsl") {
     if (plan.subgroup_size !== undefined) int(plan.subgroup_size, `${p}.subgroup_size`, 1, 128);
+    if (plan.f16 !== undefined && plan.f16 !== true) fail(`${p}.f16 is ${str(plan.f16)}; expected true or absent`);
     const buffers = list(plan.buffers, `${p}.buffers`).map((b, k) => int(b, `${p}.buffers[${k}]`, 1));
     /** @type {Map<number, number>} buffer -> bytes of the tensor last written to it: each read must bind those */
     const written = new Map();
@@ -642,6 +650,8 @@ function validatePlan(manifest, target) {
     /** A dispatch's shader, workgroup counts and uniforms; returns how many bindings after 0 its shader declares. @type {(s: any, sp: string) => number} */
     const dispatch = (s, sp) => {
       shader(s?.shader, `${sp}.shader`);
+      // an f16 shader only in a plan that says so: it runs only where the adapter has shader-f16
+      if (!plan.f16 && /^enable f16;/m.test(shaders[s.shader])) fail(`${sp}.shader ${s.shader} computes in f16; ${p} has no "f16": true`);
       const groups = list(s.workgroups, `${sp}.workgroups`);
       if (groups.length !== 3) fail(`${sp}.workgroups is ${str(groups)}; expected 3 counts`);
       groups.forEach((n, j) => int(n, `${sp}.workgroups[${j}]`, 1, 65535));
@@ -821,16 +831,18 @@ function adapterClass(desc) {
 
 /**
  * Pick the target of `language` for the adapter: exact device, else same class, else the default. Plans whose
- * kernels assume subgroups of `subgroup_size` lanes are skipped unless the adapter's size (`sg`) is that.
+ * kernels assume subgroups of `subgroup_size` lanes are skipped unless the adapter's size (`sg`) is that; f16
+ * plans unless `f16` allows them ("only": nothing else is taken).
  * @param {Target[]} targets
  * @param {string} language
  * @param {string} desc the adapter's lower-cased description
  * @param {AdapterClass} cls
  * @param {number} sg the adapter's fixed subgroup size, or 0
+ * @param {boolean | "only"} f16 whether f16 plans may run here
  * @returns {[Target, "exact" | "class" | "default"]}
  */
-function pickTarget(targets, language, desc, cls, sg) {
-  const mine = targets.filter((t) => t.language === language && (!t.plan?.subgroup_size || t.plan.subgroup_size === sg));
+function pickTarget(targets, language, desc, cls, sg, f16) {
+  const mine = targets.filter((t) => t.language === language && (!t.plan?.subgroup_size || t.plan.subgroup_size === sg) && (t.plan?.f16 ? f16 : f16 !== "only"));
   /** @param {unknown} word */
   const has = (word) => desc.includes(String(word).toLowerCase());
   const exact = mine.find((t) => t.device && has(t.device.vendor) && (t.device.keywords ?? []).every(has));
@@ -839,7 +851,7 @@ function pickTarget(targets, language, desc, cls, sg) {
   if (byClass) return [byClass, "class"];
   const fallback = mine.find((t) => !t.device);
   if (fallback) return [fallback, "default"];
-  return fail(`the bundle has no default ${language} target (targets: ${targets.map((t) => t.id).join(", ")})`);
+  return fail(`the bundle has no ${f16 === "only" ? "f16 plan for this adapter among its" : "default"} ${language} target${f16 === "only" ? "s" : ""} (targets: ${targets.map((t) => t.id).join(", ")})`);
 }
 
 /**
@@ -981,9 +993,10 @@ const WEBGPU = {
     return {
       desc: await gpuDescription(adapter),
       subgroupSize: subgroupSize(adapter),
+      f16: adapter.features.has("shader-f16"),
       fallback: Boolean(/** @type {{ isFallbackAdapter?: boolean }} */ (adapter.info ?? {}).isFallbackAdapter),
       gpu: adapter,
-      open: (manifest, subgroups, timing) => openWebGPU(adapter, manifest, subgroups, timing),
+      open: (manifest, subgroups, timing, f16) => openWebGPU(adapter, manifest, subgroups, timing, f16),
       release() {},
     };
   },
@@ -996,14 +1009,16 @@ const WEBGPU = {
  * @param {Manifest} manifest
  * @param {boolean} subgroups whether a plan to run uses subgroup operations
  * @param {boolean} [timing] whether kernel selection may run: then "timestamp-query" where the adapter has it
+ * @param {boolean} [f16] whether a plan to run computes in f16
  * @returns {Promise<Device>}
  */
-async function openWebGPU(adapter, manifest, subgroups, timing) {
+async function openWebGPU(adapter, manifest, subgroups, timing, f16) {
   /** @type {GPUFeatureName[]} */
   const features = [];
   // selection may time candidates that use subgroups (of the adapter's fixed size) and reads timestamps
   if (subgroups || (timing && subgroupSize(adapter))) features.push("subgroups");
   if (timing && adapter.features.has("timestamp-query")) features.push("timestamp-query");
+  if (f16) features.push("shader-f16");
   const device = await adapter.requestDevice({ requiredFeatures: features });
   /** @type {GPUDeviceLostInfo | null} */
   let lost = null;
@@ -1202,6 +1217,7 @@ const WEBGL2 = KF_WEBGL2 && {
     return {
       desc: strings.map((p) => gl.getParameter(p)).join(" ").toLowerCase(),
       subgroupSize: 0,
+      f16: false,
       open: (manifest) => openWebGL2(gl, manifest),
       release: () => gl.getExtension("WEBGL_lose_context")?.loseContext(),
     };
@@ -1476,7 +1492,8 @@ function idb(key, value) {
  */
 export async function load(url, opts = {}) {
   const loadStart = performance.now();
-  const { backend = "auto", onProgress, signal, target: forced, shapes, tune = "auto" } = opts;
+  const { backend = "auto", onProgress, signal, target: forced, shapes, tune = "auto", precision = "auto" } = opts;
+  if (!["auto", "f32", "f16"].includes(precision)) fail(`precision must be "auto", "f32" or "f16", not ${str(precision)}`);
   const fetchFn = opts.fetch ?? globalThis.fetch?.bind(globalThis) ?? fail("no fetch() here; pass opts.fetch");
   if (!["auto", "webgpu", "webgl2"].includes(backend)) fail(`backend must be "auto", "webgpu" or "webgl2", not ${JSON.stringify(backend)}`);
   const budget = tune === "auto" ? 20000 : tune === "off" ? 0 : tune?.budgetMs ?? 20000;
@@ -1551,11 +1568,14 @@ export async function load(url, opts = {}) {
   /** @type {[Target, Match][]} */
   let picks;
   try {
+    /** @type {boolean | "only"} */
+    const f16 = precision === "f16" ? (adapter.f16 ? "only" : fail('precision "f16": this adapter has no shader-f16')) : precision === "auto" && adapter.f16;
     picks = variants.map((v) => {
       /** @type {[Target, Match]} */
-      const pick = forcedTarget ? [v.targets[targets.indexOf(forcedTarget)], "forced"] : pickTarget(v.targets, /** @type {Backend} */ (chosen).language, desc, cls, sg);
+      const pick = forcedTarget ? [v.targets[targets.indexOf(forcedTarget)], "forced"] : pickTarget(v.targets, /** @type {Backend} */ (chosen).language, desc, cls, sg, f16);
       const need = pick[0].plan?.subgroup_size;
       if (need && need !== sg) fail(`target ${pick[0].id} needs subgroups of ${need} lanes; this adapter has ${sg ? `${sg}` : "no fixed-size subgroups"}`);
+      if (pick[0].plan?.f16 && !adapter.f16) fail(`target ${pick[0].id} computes in f16; this adapter has no shader-f16`);
       return pick;
     });
   } catch (e) {
@@ -1577,7 +1597,7 @@ export async function load(url, opts = {}) {
   // the weights download overlaps shader compilation; a build awaits it once its pipelines are on the way
   const weights = fetchWeights(fetchFn, resolve(manifest.weights.file ?? "weights.bin", manifestUrl), signal, manifest.weights, progress);
   weights.catch(() => {}); // awaited below and in builds; this only stops an early failure being reported as unhandled
-  const impl = await adapter.open(manifest, picks.some(([t]) => t.plan?.subgroup_size), !off && !choices);
+  const impl = await adapter.open(manifest, picks.some(([t]) => t.plan?.subgroup_size), !off && !choices, picks.some(([t]) => t.plan?.f16));
   /** @type {Promise<Runner>[]} each variant's runner, built once (its plan was checked by readManifest) */
   const runners = [];
   // load() holds weights.bin only while a variant may still be built
@@ -1681,7 +1701,7 @@ export async function load(url, opts = {}) {
   })();
   return {
     backend: chosen.name,
-    device: { target: target.id, match, adapter: desc, class: cls, software: cls === "cpu" || !!adapter.fallback, kernels: { ...target.kernels } },
+    device: { target: target.id, match, adapter: desc, class: cls, software: cls === "cpu" || !!adapter.fallback, kernels: { ...target.kernels }, precision: target.plan?.f16 ? "f16" : "f32" },
     inputs: infos[first].inputs,
     outputs: infos[first].outputs,
     variants: infos,
