@@ -95,13 +95,13 @@ class _Planner:
     def lookup(self, call: Lowered, node: str) -> Lookup:
         found = self.db.params_for(self.info, call.op, call.problem, self.language, self.limits)
         mode = self.precision if isinstance(self.precision, str) else self.precision.get(node, "f32")
-        if mode == "auto" or "precision" not in found.params:
+        spec = get_op(call.op)
+        if mode == "auto" or all(p.name != "precision" for p in spec.params(self.language)):
             return found
         want = int(mode == "f16")
-        if found.params["precision"] == want:
+        if found.params.get("precision", 0) == want:
             return found
         params = {**found.params, "precision": want}
-        spec = get_op(call.op)
         if spec.constraints(call.problem, params, self.limits, self.language) is not None:
             return found  # this config has no such twin (f16 beyond a limit): it keeps its record's arithmetic
         return Lookup(params, f"{found.source}, {mode}")

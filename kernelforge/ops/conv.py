@@ -50,6 +50,8 @@ from kernelforge.ops._conv_shape import SYNTAX, parse_shape
 from kernelforge.ops._epilogue import Activation
 from kernelforge.ops._qweight import WeightQuant
 from kernelforge.ops.spec import (
+    F16_TOLERANCE,
+    FLOAT32_TOLERANCE,
     GlLaunch,
     Launch,
     Limits,
@@ -239,6 +241,7 @@ class ConvSpec(OpSpec[ConvProblem]):
                 "subgroup lanes that share their X loads via subgroupBroadcast (direct kernel, wg_x=1); 0: none",
                 absent=0,
             ),
+            Param("precision", (0, 1), "0 f32; 1 f16 products and sums, f32 buffers (shader-f16)", absent=0),
         ),
         "glsl": (
             Param("layout", (0, 1), "0 NCHW R32F textures (1 output per fragment), 1 NHWC RGBA32F (4 channels)"),
@@ -322,13 +325,21 @@ class ConvSpec(OpSpec[ConvProblem]):
             fit = next((f for f in fits if self.constraints(problem, f, limits, language) is None), None)
             if fit is not None and fit not in seeds:
                 seeds.append(fit)
+        if language == "wgsl" and limits.f16 and seeds:  # the first seed in f16 too: the search knows both
+            seeds.append({**seeds[0], "precision": 1})
         return seeds
+
+    def tolerance(self, problem: ConvProblem, params: Params) -> float:
+        """Return the float32 bound, or :data:`F16_TOLERANCE` for f16 arithmetic (``precision=1``)."""
+        return F16_TOLERANCE if params.get("precision", 0) else FLOAT32_TOLERANCE
 
     def constraints(self, problem: ConvProblem, params: Params, limits: Limits, language: str) -> str | None:
         """Return why ``params`` cannot run ``problem`` on a device with ``limits``, or None."""
         if language == "glsl":
             return self._glsl_constraints(problem, params, limits)
         p, q = params, problem
+        if p.get("precision", 0) and not limits.f16:
+            return "precision=1 (f16 arithmetic) needs a device with the shader-f16 feature"
         threads = p["wg_x"] * p["wg_y"]
         if p["wg_x"] > limits.max_wg_x or p["wg_y"] > limits.max_wg_y:
             return f"workgroup {p['wg_x']}x{p['wg_y']} exceeds the device's per-axis limits"

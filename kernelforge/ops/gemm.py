@@ -15,6 +15,7 @@ from kernelforge.ops import _qweight
 from kernelforge.ops._epilogue import Activation
 from kernelforge.ops._qweight import WeightQuant
 from kernelforge.ops.spec import (
+    F16_TOLERANCE,
     FLOAT32_TOLERANCE,
     GlLaunch,
     Launch,
@@ -32,11 +33,6 @@ from kernelforge.ops.texture import TexLayout, first_too_big
 NARROW_ACCUMULATORS = 128
 MAX_UNROLLED_FMAS = 1024
 MAX_LOADS_PER_THREAD = 64
-
-F16_TOLERANCE = 1e-2
-"""The accuracy bound of f16 arithmetic (``precision=1``), relative to the largest magnitude of the result: f16
-keeps 11 significant bits (a rounding of 2**-11 per sum), so long dot products drift towards it; where a
-problem's K makes f16 miss it, the tuner rejects the config like any wrong one."""
 
 
 # TF.js WebGPU's matmul shape (8x8 threads, 4x4 outputs each, vec4, 32-wide K tile) is the built-in WGSL
@@ -145,7 +141,12 @@ class GemmSpec(OpSpec[GemmProblem]):
             Param("vec_width", (1, 4), "vec4 loads/stores of B and C along N"),
             Param("vec_a", (1, 4), "vec4 loads of A along K (unstaged kernels)"),
             Param("staging", (0, 1), "stage A/B tiles in workgroup memory"),
-            Param("precision", (0, 1), "0 f32 arithmetic; 1 f16 products and sums (shader-f16), f32 buffers", absent=0),
+            Param(
+                "precision",
+                (0, 1, 2),
+                "0 f32; 1 f16 products and sums; 2 f16 workgroup tiles, f32 sums (staged); f32 buffers (shader-f16)",
+                absent=0,
+            ),
         ),
         "glsl": (
             Param("pack_c", (1, 4), "outputs per fragment along N: R32F (1) or RGBA32F (4) render targets"),
@@ -229,18 +230,22 @@ class GemmSpec(OpSpec[GemmProblem]):
     def seed_params(self, problem: GemmProblem, limits: Limits, language: str) -> list[Params]:
         """Return the WGSL configs that won on our software GPUs (valid ones only), small-M ones first.
 
-        Where the device has ``shader-f16``, the first one's f16-arithmetic twin follows.
+        Where the device has ``shader-f16``, the first one's f16 twins follow: f16 arithmetic, and (for the first
+        staged seed) f16 workgroup tiles with f32 sums.
         """
         if language != "wgsl":
             return []
         seeds = (*_SMALL_M_SEEDS, *_SEEDS) if problem.m <= SMALL_M else _SEEDS
         valid = [s for s in seeds if self.constraints(problem, s, limits, language) is None]
-        if limits.f16 and valid:  # the first seed again in f16 arithmetic: the search then knows both precisions
+        if limits.f16 and valid:  # the first seeds again in f16: the search then knows every precision
             valid.append({**valid[0], "precision": 1})
+            staged = next((s for s in valid if s["staging"]), None)
+            if staged is not None:
+                valid.append({**staged, "precision": 2})
         return valid
 
     def tolerance(self, problem: GemmProblem, params: Params) -> float:
-        """Return the float32 bound, or :data:`F16_TOLERANCE` for f16 arithmetic (``precision=1``)."""
+        """Return the float32 bound, or :data:`F16_TOLERANCE` for f16 arithmetic or tiles (``precision`` 1, 2)."""
         return F16_TOLERANCE if params.get("precision", 0) else FLOAT32_TOLERANCE
 
     def constraints(self, problem: GemmProblem, params: Params, limits: Limits, language: str) -> str | None:
@@ -249,7 +254,9 @@ class GemmSpec(OpSpec[GemmProblem]):
             return self._glsl_constraints(problem, params, limits)
         p = params
         if p.get("precision", 0) and not limits.f16:
-            return "precision=1 (f16 arithmetic) needs a device with the shader-f16 feature"
+            return f"precision={p['precision']} (f16) needs a device with the shader-f16 feature"
+        if p.get("precision", 0) == 2 and not p["staging"]:
+            return "precision=2 (f16 workgroup tiles) needs staging=1"
         threads = p["wg_x"] * p["wg_y"]
         tile_m, tile_n = p["wg_y"] * p["wpt_m"], p["wg_x"] * p["wpt_n"]
         if p["wg_x"] > limits.max_wg_x or p["wg_y"] > limits.max_wg_y:
@@ -272,7 +279,7 @@ class GemmSpec(OpSpec[GemmProblem]):
         if p["tile_k"] * p["wpt_m"] * nv > MAX_UNROLLED_FMAS:
             return f"unrolled body of {p['tile_k'] * p['wpt_m'] * nv} FMAs > {MAX_UNROLLED_FMAS}"
         if p["staging"]:
-            shared = 4 * p["tile_k"] * (tile_m + tile_n)
+            shared = (2 if p.get("precision", 0) == 2 else 4) * p["tile_k"] * (tile_m + tile_n)
             if shared > limits.max_workgroup_storage:
                 return f"{shared} bytes of workgroup memory > device limit {limits.max_workgroup_storage}"
             loads = max(math.ceil(tile_m * p["tile_k"] / threads), math.ceil(tile_n * p["tile_k"] / threads))

@@ -53,7 +53,8 @@ class Limits:
     ``subgroups`` feature with ``subgroupMinSize == subgroupMaxSize``; SwiftShader: 4), else 0: no subgroup ops."""
     f16: bool = False
     """Whether WGSL kernels may compute in f16 (WebGPU's ``shader-f16`` feature, requested when the adapter has it;
-    lavapipe: yes, SwiftShader: no). Browser plans get False until a bundle can say which plan needs it."""
+    lavapipe: yes, SwiftShader: no). A bundle's f32 plans get False; its f16 plans (``"f16": true``, run only on
+    an adapter with the feature) True."""
 
     def as_dict(self) -> dict[str, int]:
         """Return the limits as a plain dict (for JSON output)."""
@@ -62,6 +63,11 @@ class Limits:
 
 FLOAT32_TOLERANCE = 1e-4
 """The accuracy bound of float32 kernels (:meth:`OpSpec.tolerance`)."""
+
+F16_TOLERANCE = 1e-2
+"""The accuracy bound of a kernel with f16 arithmetic or storage (a ``precision`` tunable above 0), relative to the
+largest magnitude of the result: f16 keeps 11 significant bits (a rounding of 2**-11 per sum), so long dot products
+drift towards it; where a problem's K makes f16 miss it, the tuner rejects the config like any wrong one."""
 
 SUBGROUP_SIZES = (4, 8, 16, 32, 64, 128)
 """The fixed subgroup sizes ``Limits.subgroup_size`` may take besides 0 (a probe's or a database file's value)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -234,3 +236,26 @@ def test_api_errors_name_the_argument(lavapipe):
         kops.conv2d(x, np.zeros((2, 4, 3, 3)), pads=(1, 1), device="lavapipe")
     with pytest.raises(ShapeError, match="auto_pad"):
         kops.conv2d(x, np.zeros((2, 4, 3, 3)), auto_pad="SAME", device="lavapipe")
+
+
+@pytest.mark.parametrize(
+    "shape", ["1x16x14x14:32x3x3:p1", "1x32x14x14:32x3x3:p1:g32", "1x64x7x7:64x1x1", "1x3x32x32:16x3x3:s2:p1"]
+)
+def test_f16_arithmetic_is_within_its_bound_in_every_algorithm(lavapipe, shape):
+    from kernelforge.tuner.objective import verify
+
+    spec = get_op("conv2d")
+    problem = spec.parse_problem(shape)
+    limits = lavapipe.limits
+    inputs = spec.make_inputs(problem, np.random.default_rng(0))
+    reference = spec.reference(problem, inputs)
+    algos = set()
+    for base in [spec.default_params(problem, limits, "wgsl"), *spec.seed_params(problem, limits, "wgsl")]:
+        params = {**base, "precision": 1}
+        if spec.constraints(problem, params, limits, "wgsl") is None:
+            out = check_op(lavapipe, spec, problem, params)  # the op's f16 bound
+            assert not verify(out, reference, 1e-6).ok  # f16 shows: it is not the float32 kernel
+            algos.add((params["algo"], params.get("sg_share", 0)))
+    assert len(algos) >= 2, algos
+    no_f16 = dataclasses.replace(limits, f16=False)
+    assert "shader-f16" in (spec.constraints(problem, params, no_f16, "wgsl") or "")

@@ -232,3 +232,30 @@ def test_f16_arithmetic_is_within_its_bound_where_the_device_has_it(lavapipe, sh
     big = [x * 400 if i < 2 else x for i, x in enumerate(inputs)]
     kernel = prepare(lavapipe, SPEC, problem, params, big)
     assert not verify(kernel.run(), SPEC.reference(problem, big), SPEC.tolerance(problem, params)).ok
+
+
+STAGED = [
+    {"wg_x": 8, "wg_y": 8, "wpt_m": 4, "wpt_n": 4, "tile_k": 16, "vec_width": 4, "vec_a": 1, "staging": 1},
+    {"wg_x": 4, "wg_y": 4, "wpt_m": 2, "wpt_n": 1, "tile_k": 8, "vec_width": 1, "vec_a": 1, "staging": 1},
+]
+
+
+@pytest.mark.parametrize("shape", ["64x64x64", "33x20x17", "3x96x128t", "2x16x24x40"])
+def test_f16_tiles_with_f32_sums_are_within_their_bound(lavapipe, shape):
+    from kernelforge.templates import render
+    from kernelforge.tuner.objective import verify
+
+    problem = SPEC.parse_problem(shape)
+    inputs = SPEC.make_inputs(problem, np.random.default_rng(0))
+    reference = SPEC.reference(problem, inputs)
+    for base in STAGED:
+        params = {**base, "precision": 2}
+        assert SPEC.constraints(problem, params, lavapipe.limits, "wgsl") is None
+        assert "var<workgroup> a_tile: array<f16," in render(SPEC, "wgsl", problem, params)
+        out = check_op(lavapipe, SPEC, problem, params)  # the op's f16 bound
+        # f16 tiles round the inputs: not within the float32 bound, yet closer than f16 sums
+        assert not verify(out, reference, 1e-6).ok
+        f16_sums = prepare(lavapipe, SPEC, problem, {**base, "precision": 1}, inputs).run()
+        assert np.abs(out - reference).max() <= np.abs(f16_sums - reference).max()
+    unstaged = {**STAGED[0], "staging": 0, "precision": 2}
+    assert "needs staging=1" in (SPEC.constraints(problem, unstaged, lavapipe.limits, "wgsl") or "")

@@ -23,7 +23,7 @@ from kernelforge.export.precision import MODEL_BOUND
 from kernelforge.graph.prepare import prepare_graph
 from kernelforge.graph.reference import run_graph
 from kernelforge.runtime.session import Session
-from kernelforge.testing.models import mlp
+from kernelforge.testing.models import mlp, small_cnn
 
 pytestmark = pytest.mark.device
 REPO_DB = Path(__file__).resolve().parents[2] / "tuning_db"
@@ -73,6 +73,14 @@ def test_load_precision_f32_f16_and_auto(lavapipe, tmp_path: Path) -> None:
     assert all(s.params.get("precision", 0) == 0 for s in forced.steps)
     assert any(s.source.endswith(", f32") for s in forced.steps)  # "nearest, f32": the override is shown
     assert _error(forced, model) <= 1e-4
+
+
+def test_f16_convs_of_a_cnn(lavapipe) -> None:
+    model = small_cnn()
+    f16 = kernelforge.load(model, device="lavapipe", precision="f16", db=REPO_DB)
+    convs = [s for s in f16.steps if s.call.op == "conv2d"]
+    assert convs and all(s.params["precision"] == 1 for s in convs)
+    assert 0 < _error(f16, model) <= MODEL_BOUND
 
 
 def test_f16_needs_the_feature_and_a_known_precision(lavapipe) -> None:
