@@ -131,8 +131,8 @@ def _quantize_int4(graph: Graph, group: int) -> int:
             w = np.asarray(data, np.float32)
             scales = int4_scales(w, axis, group)
             full = int4_expand(scales, w.shape, axis, group)
-            q = np.clip(np.rint(w / full), -7, 7).astype(np.float32)
-            value.data = np.asarray(q * full, np.float32)  # one rounding: what the kernels compute
+            q = np.clip(np.rint(w / full), -7, 7).astype(np.int8)  # integers: no -0.0 the kernels cannot make
+            value.data = np.asarray(q.astype(np.float32) * full, np.float32)  # one rounding, as in the kernels
             done[(name, axis)] = graph.add_const(f"{name}/qparams", scales)
         at = QPARAMS_INPUT[node.op]
         node.inputs = [*node.inputs, *[""] * (at + 1 - len(node.inputs))]

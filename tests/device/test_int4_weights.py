@@ -92,3 +92,27 @@ def test_int4_conv_glsl_sampled_configs(gl, shape):
         params = {**configs[0], "layout": layout}
         if CONV.constraints(problem, params, gl.limits, "glsl") is None:
             check_op(gl, CONV, problem, params)
+
+
+@pytest.mark.parametrize(("name", "backend"), [("small_cnn", "wgsl"), ("small_cnn", "glsl"), ("mlp", "wgsl"), ("mlp", "glsl")])
+def test_a_float_model_loaded_with_int4_weights_computes_its_quantized_graph(lavapipe, gl, name, backend):
+    import kernelforge
+    from kernelforge.graph.prepare import prepare_graph
+    from kernelforge.graph.reference import run_graph
+    from kernelforge.testing.models import MODELS
+
+    model = MODELS[name]()
+    device = lavapipe if backend == "wgsl" else gl
+    session = kernelforge.load(model, device=device.info.index, backend=backend, weights="int4")
+    feeds = {n: np.random.default_rng(0).standard_normal(s).astype(np.float32) for n, s in session.inputs}
+    (got,) = session.run(feeds).values()
+    (want,) = run_graph(prepare_graph(model, weights="int4"), feeds).values()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(np.abs(want).max()))
+    (fp32,) = run_graph(prepare_graph(model), feeds).values()
+    assert np.abs(want - fp32).max() > 1e-6 * float(np.abs(fp32).max())  # the weights did change
+    quantized = [n for n in session.graph.nodes if n.op in ("conv2d", "gemm")]
+    assert quantized and all(n.attrs.get("weight_quant") == "int4" for n in quantized)
+    # WGSL holds 4-bit weights, under an int8 session's constants; GLSL a byte a value (and more scales than int8)
+    int8 = kernelforge.load(model, device=device.info.index, backend=backend, weights="int8")
+    most = 0.8 if backend == "wgsl" else 1.2
+    assert 0 < session.program.constant_bytes < most * int8.program.constant_bytes
