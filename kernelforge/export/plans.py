@@ -74,7 +74,11 @@ def glsl_json(program: Program, constants: Constants, shaders: Shaders) -> dict[
     for u in program.uploads:
         assert u.layout is not None
         const_textures.append(
-            {"texture": u.resource, "constant": constants.add(u.data, u.what, u.quant, u.int4), "layout": _layout(u.layout)}
+            {
+                "texture": u.resource,
+                "constant": constants.add(u.data, u.what, u.quant, u.int4),
+                "layout": _layout(u.layout),
+            }
         )
     outputs: list[dict[str, Any]] = []
     for o in program.outputs:

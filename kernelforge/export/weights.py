@@ -2,9 +2,10 @@
 
 A GEMM or conv weight that a kernel reads as int8/uint8 (:mod:`kernelforge.ops._qweight`) is stored as those
 bytes, and the runtime uploads them as they are; an int4 one two values a byte (low nibble first), which the
-runtime uploads as they are to a WGSL buffer and widens to an int8 texture for GLSL. Any other constant a quantized model dequantized from int8/uint8
-(:class:`~kernelforge.graph.quant.Quantized`) is stored as those integers, one byte each, with its scales and zero
-points in the manifest: the runtime widens it at load to exactly the float32 values a native session binds.
+runtime uploads as they are to a WGSL buffer and widens to an int8 texture for GLSL. Any other constant a
+quantized model dequantized from int8/uint8 (:class:`~kernelforge.graph.quant.Quantized`) is stored as those
+integers, one byte each, with its scales and zero points in the manifest: the runtime widens it at load to exactly
+the float32 values a native session binds.
 """
 
 from __future__ import annotations

@@ -36,7 +36,11 @@ def test_int4_problem_keys_and_errors() -> None:
     assert GEMM.problem_key(GEMM.parse_problem("16x64x72t/qi4g32")) == "16x64x72t/qi4g32"
     key = CONV.problem_key(CONV.parse_problem(CONV_SHAPES[0]))
     assert key.endswith("/qi4g32") and CONV.problem_key(CONV.parse_problem(key)) == key
-    for bad, match in [("8x8x8/qi4", "int4 weights are"), ("8x8x8/qi8g32", "int4 weights are"), ("8x8x8/qi4g6", "multiple of 4")]:
+    for bad, match in [
+        ("8x8x8/qi4", "int4 weights are"),
+        ("8x8x8/qi8g32", "int4 weights are"),
+        ("8x8x8/qi4g6", "multiple of 4"),
+    ]:
         with pytest.raises(ShapeError, match=match):
             GEMM.parse_problem(bad)
 
@@ -94,7 +98,9 @@ def test_int4_conv_glsl_sampled_configs(gl, shape):
             check_op(gl, CONV, problem, params)
 
 
-@pytest.mark.parametrize(("name", "backend"), [("small_cnn", "wgsl"), ("small_cnn", "glsl"), ("mlp", "wgsl"), ("mlp", "glsl")])
+@pytest.mark.parametrize(
+    ("name", "backend"), [("small_cnn", "wgsl"), ("small_cnn", "glsl"), ("mlp", "wgsl"), ("mlp", "glsl")]
+)
 def test_a_float_model_loaded_with_int4_weights_computes_its_quantized_graph(lavapipe, gl, name, backend):
     import kernelforge
     from kernelforge.graph.prepare import prepare_graph

@@ -184,5 +184,8 @@ def test_int4_problem_keys_are_their_own() -> None:
     from kernelforge.ops import get_op
 
     gemm = get_op("gemm")
-    keys = {gemm.problem_key(gemm.parse_problem(s)) for s in ("64x64x64", "64x64x64/qi8c", "64x64x64/qi4g32", "64x64x64/qi4g16")}
+    keys = {
+        gemm.problem_key(gemm.parse_problem(s))
+        for s in ("64x64x64", "64x64x64/qi8c", "64x64x64/qi4g32", "64x64x64/qi4g16")
+    }
     assert len(keys) == 4

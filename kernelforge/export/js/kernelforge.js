@@ -779,7 +779,7 @@ function validatePlan(manifest, target) {
 function checkQuantized(c, cp) {
   if (c.dtype === "int4") {
     // int4 values are always a kernel's own (scales per group ride in a float constant): packed bytes only
-    for (const k of ["scale", "zero_point", "axis", "shape"]) if (c[k] !== undefined) fail(`${cp} is int4 (a kernel's integers) and has a ${k}`);
+    for (const k of ["scale", "zero_point", "axis", "shape"]) if (c[k] !== undefined) fail(`${cp} is int4 (a kernel's integers), which has no ${k}`);
     return 0.5;
   }
   const range = QUANT[c.dtype] ?? fail(`${cp}.dtype is ${str(c.dtype)}; expected "int8", "uint8" or "int4"`);
