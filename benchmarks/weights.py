@@ -1,15 +1,15 @@
-"""Bundle weight formats: weights.bin size and accuracy of fp32, fp16 and int8 weights, side by side in one run.
+"""Bundle weight formats: weights.bin size and accuracy of fp32, fp16, int8 and int4 weights, side by side.
 
     python benchmarks/weights.py [--models mobilenet_v2_style,resnet18_style] [--size 224] [--inputs 100]
                                  [--device lavapipe] [--out FILE]
 
-For each model, three bundles are exported from the repository's ``tuning_db/`` (``--weights fp32 | fp16 |
-int8``) and their ``weights.bin`` sizes compared. Accuracy is measured on ``--inputs`` standard-normal inputs
+For each model, four bundles are exported from the repository's ``tuning_db/`` (``--weights fp32 | fp16 |
+int8 | int4``) and their ``weights.bin`` sizes compared. Accuracy is measured on ``--inputs`` standard-normal inputs
 (seed 0) against ONNX Runtime CPU on the float32 model: the share of inputs whose top-1 class agrees, and the
 largest output difference relative to the reference's largest magnitude. What each format computes is run where it
-is exact: fp32 and int8 by a native session on ``--device`` (``weights="int8"`` quantizes as the export does and
-its kernels read the integers), fp16 by ONNX Runtime on the model with its float initializers rounded to fp16
-(what the runtime widens them back to).
+is exact: fp32, int8 and int4 by a native session on ``--device`` (``weights="int8"``/``"int4"`` quantizes as the
+export does and its kernels read the integers), fp16 by ONNX Runtime on the model with its float initializers
+rounded to fp16 (what the runtime widens them back to).
 
 Prints a table and writes ``benchmarks/results/weights.json``.
 """
@@ -72,7 +72,7 @@ def main() -> int:
     parser.add_argument("--models", default="mobilenet_v2_style,resnet18_style")
     parser.add_argument("--size", type=int, default=224, help="input height and width")
     parser.add_argument("--inputs", type=int, default=100, help="random inputs for the accuracy columns")
-    parser.add_argument("--device", default="lavapipe", help="where fp32 and int8 weights run natively")
+    parser.add_argument("--device", default="lavapipe", help="where fp32, int8 and int4 weights run natively")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
@@ -83,11 +83,12 @@ def main() -> int:
             inputs = [rng.standard_normal((1, 3, args.size, args.size)).astype(np.float32) for _ in range(args.inputs)]
             want = _ort(model, inputs)
             sizes = {w: export(model, Path(tmp) / f"{name}-{w}", db=REPO_DB, weights=w).weights_bytes for w in
-                     ("fp32", "fp16", "int8")}  # fmt: skip
+                     ("fp32", "fp16", "int8", "int4")}  # fmt: skip
             runs = {
                 "fp32": _native(model, inputs, args.device, "fp32"),
                 "fp16": _ort(_fp16_rounded(model), inputs),
                 "int8": _native(model, inputs, args.device, "int8"),
+                "int4": _native(model, inputs, args.device, "int4"),
             }
             for weights, got in runs.items():
                 row = {"model": name, "weights": weights, "weights.bin KiB": sizes[weights] / 1024}
@@ -95,7 +96,7 @@ def main() -> int:
                 rows.append({**row, **_accuracy(got, want)})
                 print(rows[-1], flush=True)
     print(f"\n{args.inputs} inputs at {args.size}², against ONNX Runtime CPU on the float32 model; "
-          f"fp32 and int8 run on {args.device}, fp16 by ONNX Runtime with fp16-rounded weights\n")  # fmt: skip
+          f"fp32, int8 and int4 run on {args.device}, fp16 by ONNX Runtime with fp16-rounded weights\n")  # fmt: skip
     print(table(rows, ["model", "weights", "weights.bin KiB", "vs fp32", "top-1 agreement", "max rel err"]))
     path = write_json("weights", {"size": args.size, "inputs": args.inputs, "device": args.device, "rows": rows},
                       args.out)  # fmt: skip

@@ -493,7 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights",
         default="fp32",
         choices=list(WEIGHT_FORMATS),
-        help="storage of weights.bin: fp32, fp16 (widened at load) or int8 (GEMM/conv weights, per-channel scales)",
+        help="storage of weights.bin: fp32, fp16 (widened at load), int8 (GEMM/conv weights, per-channel scales) "
+        "or int4 (GEMM/conv weights, a scale per channel and 32 K values)",
     )
     p.add_argument(
         "--precision",

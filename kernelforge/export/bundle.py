@@ -221,7 +221,8 @@ def export(
         targets: Device selectors (see :func:`select_targets`); the default targets are always added.
         weights: ``fp32``; ``fp16`` to halve ``weights.bin`` (the runtime widens it; compute stays fp32); ``int8``
             to quarter the GEMM and conv weights (symmetric, per output channel; their kernels read the integers
-            and dequantize them, so GPU memory holds int8 too). Other constants stay fp32.
+            and dequantize them, so GPU memory holds int8 too); ``int4`` to an eighth (a scale per output channel
+            and 32 K values; stored two values a byte). Other constants stay fp32.
         db: The tuning database or its directory (default: the configured one).
         input_shapes: Shapes for inputs with symbolic dims (a symbolic leading dim defaults to 1).
         name: The model's name in the manifest (default: the file's stem, or the graph's name).
@@ -251,7 +252,7 @@ def export(
     if precision not in PRECISIONS:
         raise ExportError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     graphs = _variant_graphs(model, input_shapes, variants, weights)
-    constants, shaders = Constants("fp32" if weights == "int8" else weights), Shaders()
+    constants, shaders = Constants("fp32" if weights in ("int8", "int4") else weights), Shaders()
     skipped: list[str] = []
     chosen = select_targets(tuning, targets, skipped)
     if calibrate is not None:

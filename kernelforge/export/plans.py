@@ -30,7 +30,7 @@ def wgsl_json(program: Program, constants: Constants, shaders: Shaders) -> dict[
         if a.resource < program.planned:
             return {"buffer": a.resource, "bytes": a.nbytes}
         upload = uploads[a.resource]
-        return {"constant": constants.add(upload.data, upload.what, upload.quant)}
+        return {"constant": constants.add(upload.data, upload.what, upload.quant, upload.int4)}
 
     steps = [
         {
@@ -79,7 +79,11 @@ def glsl_json(program: Program, constants: Constants, shaders: Shaders) -> dict[
     for u in program.uploads:
         assert u.layout is not None
         const_textures.append(
-            {"texture": u.resource, "constant": constants.add(u.data, u.what, u.quant), "layout": _layout(u.layout)}
+            {
+                "texture": u.resource,
+                "constant": constants.add(u.data, u.what, u.quant, u.int4),
+                "layout": _layout(u.layout),
+            }
         )
     outputs: list[dict[str, Any]] = []
     for o in program.outputs:

@@ -1,9 +1,11 @@
-"""The constants of a bundle: deduplicated, aligned, fp32 or fp16 in one ``weights.bin``; quantized ones int8.
+"""The constants of a bundle: deduplicated, aligned, fp32 or fp16 in one ``weights.bin``; quantized ones int8/int4.
 
 A GEMM or conv weight that a kernel reads as int8/uint8 (:mod:`kernelforge.ops._qweight`) is stored as those
-bytes, and the runtime uploads them as they are. Any other constant a quantized model dequantized from int8/uint8
-(:class:`~kernelforge.graph.quant.Quantized`) is stored as those integers, one byte each, with its scales and zero
-points in the manifest: the runtime widens it at load to exactly the float32 values a native session binds.
+bytes, and the runtime uploads them as they are; an int4 one two values a byte (low nibble first), which the
+runtime uploads as they are to a WGSL buffer and widens to an int8 texture for GLSL. Any other constant a
+quantized model dequantized from int8/uint8 (:class:`~kernelforge.graph.quant.Quantized`) is stored as those
+integers, one byte each, with its scales and zero points in the manifest: the runtime widens it at load to exactly
+the float32 values a native session binds.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 from kernelforge.errors import ExportError
 from kernelforge.graph.quant import Quantized
+from kernelforge.ops._qweight import pack_int4
 
 ALIGN = 16
 """Byte alignment of every constant (lets a runtime view fp32 data in place and keeps offsets tidy)."""
@@ -34,17 +37,26 @@ class Constants:
         self._chunks: list[bytes] = []
         self._size = 0
 
-    def add(self, array: np.ndarray, what: str, quant: Quantized | None = None) -> int:
+    def add(self, array: np.ndarray, what: str, quant: Quantized | None = None, int4: bool = False) -> int:
         """Store an array (float32, int8/uint8 bytes a kernel reads, or the integers of ``quant``); return its index.
 
         Args:
             array: The values as a kernel binds them.
             what: Where it comes from, for error messages (node and input).
             quant: The integers ``array`` dequantizes from, in its order (stored instead of the floats).
+            int4: ``array`` is a kernel's int4 weight: packed bytes (WGSL, two values each) or int8 values (GLSL).
 
         Raises:
-            ExportError: For fp16 weights beyond fp16's range, or non-finite values.
+            ExportError: For fp16 weights beyond fp16's range, non-finite values, or an int4 weight of another dtype.
         """
+        if int4:  # packed two a byte: a WGSL buffer's bytes as they are (an odd count's last nibble is 0)
+            if array.dtype == np.uint8:
+                raw, count = np.ascontiguousarray(array).tobytes(), 2 * array.size
+            elif array.dtype == np.int8:
+                raw, count = pack_int4(array).tobytes(), array.size
+            else:
+                raise ExportError(f"{what}: int4 weights are bytes or int8 values, not {array.dtype}")
+            return self._store(raw, {"dtype": "int4"}, count)
         if array.dtype in (np.int8, np.uint8):  # integers a kernel reads itself: their bytes, no scales
             return self._store(np.ascontiguousarray(array).tobytes(), {"dtype": array.dtype.name}, array.size)
         data = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)

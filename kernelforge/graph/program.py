@@ -79,6 +79,8 @@ class Upload:
         layout: GLSL only: how the matrix is stored in the texture.
         what: What the constant is, for error messages (a node and input).
         quant: Web programs: the integers ``data`` dequantizes from, in ``data``'s order (None: floats only).
+        int4: ``data`` is a kernel's int4 weight: WGSL its packed bytes (:func:`~kernelforge.ops._qweight.pack_int4`),
+            GLSL one int8 value a texel channel; a bundle stores it packed either way.
     """
 
     resource: int
@@ -86,6 +88,7 @@ class Upload:
     layout: TexLayout | None = None
     what: str = ""
     quant: Quantized | None = None
+    int4: bool = False
 
 
 @dataclass(frozen=True)
@@ -232,28 +235,33 @@ class ProgramBuilder:
             self.shaders.append(text)
         return self._shader_index[text]
 
-    def constant_buffer(self, data: np.ndarray, what: str, quant: Quantized | None = None) -> int:
-        """Return a WGSL buffer holding ``data`` (flattened to float32, or int8/uint8 bytes); equal data shares one."""
+    def constant_buffer(self, data: np.ndarray, what: str, quant: Quantized | None = None, int4: bool = False) -> int:
+        """Return a WGSL buffer holding ``data`` (flattened to float32, or int8/uint8 bytes); equal data shares one.
+
+        ``int4``: ``data`` is a kernel's packed int4 weight (see :attr:`Upload.int4`).
+        """
         integer = data.dtype in (np.int8, np.uint8)
         flat = np.ascontiguousarray(data, dtype=None if integer else np.float32).reshape(-1)
-        key = flat.dtype.char.encode() + flat.tobytes()
+        key = (b"4" if int4 else flat.dtype.char.encode()) + flat.tobytes()
         if key not in self._constant_index:
             index = self.resource(Buffer(max(4, (flat.nbytes + 3) // 4 * 4)))
-            self.uploads.append(Upload(index, flat, None, what, quant))
+            self.uploads.append(Upload(index, flat, None, what, quant, int4))
             self._constant_index[key] = index
         return self._constant_index[key]
 
-    def constant_texture(self, data: np.ndarray, layout: TexLayout, what: str, quant: Quantized | None = None) -> int:
+    def constant_texture(
+        self, data: np.ndarray, layout: TexLayout, what: str, quant: Quantized | None = None, int4: bool = False
+    ) -> int:
         """Return a new GLSL texture of ``layout`` holding ``data`` (a matrix of ``layout.rows`` x ``cols``).
 
-        int8/uint8 data (quantized weights) gets an integer texture of that type.
+        int8/uint8 data (quantized weights) gets an integer texture of that type; ``int4``: see :attr:`Upload.int4`.
         """
         integer = data.dtype in (np.int8, np.uint8)
         flat = np.ascontiguousarray(data, dtype=None if integer else np.float32).reshape(-1)
         if flat.size != layout.rows * layout.cols:
             raise ProgramError(f"{what}: constant has {flat.size} values for {layout}")
         index = self.resource(Texture(layout.width, layout.height, layout.pack, flat.dtype.name))
-        self.uploads.append(Upload(index, flat, layout, what, quant))
+        self.uploads.append(Upload(index, flat, layout, what, quant, int4))
         return index
 
     def build(
@@ -377,6 +385,12 @@ def device_arrays(
     return device
 
 
+def int4_weight(step: Step, k: int) -> bool:
+    """Whether device input ``k`` of a step is a kernel's int4 weight (a GEMM's B or a conv's W)."""
+    wq = getattr(step.call.problem, "wq", None)
+    return k == 1 and wq is not None and wq.dtype == "int4"
+
+
 def device_quants(plan: Plan, step: Step, spec: OpSpec[Any], device: Sequence[np.ndarray]) -> list[Quantized | None]:
     """Return, per device input, the integers it dequantizes from when it is a quantized constant rearranged.
 
@@ -452,7 +466,9 @@ def wgsl_program(plan: Plan, target: str = "native") -> Program:
         for k, array in enumerate(device):
             name = step.call.inputs[k] if k < len(step.call.inputs) else ""
             if not name or graph.value(name).is_const:
-                args.append(Arg(b.constant_buffer(array, f"{step.node.origin} input {k}", quants[k])))
+                args.append(
+                    Arg(b.constant_buffer(array, f"{step.node.origin} input {k}", quants[k], int4_weight(step, k)))
+                )
             else:
                 args.append(tensor(name))
         launch = spec.launch(kernel.problem, kernel.params)

@@ -27,6 +27,7 @@ from kernelforge.graph.program import (
     Texture,
     device_arrays,
     device_quants,
+    int4_weight,
     output_order,
     step_kernel,
 )
@@ -160,7 +161,8 @@ class _Builder:
         for k, (layout, sampler) in enumerate(zip(launch.inputs, launch.samplers, strict=True)):
             name = step.call.inputs[k] if k < len(step.call.inputs) else ""
             if not name or graph.value(name).is_const:
-                texture = self.b.constant_texture(device[k], layout, f"{who} input {k}", quants[k])
+                int4 = int4_weight(step, k)
+                texture = self.b.constant_texture(device[k], layout, f"{who} input {k}", quants[k], int4)
             else:
                 perm = wanted[k] if k < len(wanted) else None
                 _check_input_order(plan, step, k, perm)

@@ -6,6 +6,9 @@ whose B, or a ``conv2d`` whose W, is still exactly such a constant (no pass comp
 scale per tensor or per output channel gets the ``weight_quant`` attribute and a ``qparams`` input, and its
 kernel binds the integers and dequantizes them where it reads them (:mod:`kernelforge.ops._qweight`): a quarter
 of the weight memory on the device, and results bit for bit those of the float weights.
+
+:func:`quantize_weights` with ``"int4"`` marks the nodes itself: int4 weights have a scale per K group, which
+:class:`~kernelforge.graph.quant.Quantized` (a scale per tensor or channel) does not describe.
 """
 
 from __future__ import annotations
@@ -14,11 +17,15 @@ import numpy as np
 
 from kernelforge.graph.ir import Graph, Node
 from kernelforge.graph.quant import Quantized
+from kernelforge.ops._qweight import int4_expand, int4_scales
 
-__all__ = ["QPARAMS_INPUT", "WEIGHT_FORMATS", "keep_weights_quantized", "quantize_weights"]
+__all__ = ["INT4_GROUP", "QPARAMS_INPUT", "WEIGHT_FORMATS", "keep_weights_quantized", "quantize_weights"]
 
-WEIGHT_FORMATS = ("fp32", "fp16", "int8")
-"""How a bundle stores weights: float32, float16 (widened at load), or int8 that GEMM and conv kernels read."""
+WEIGHT_FORMATS = ("fp32", "fp16", "int8", "int4")
+"""How a bundle stores weights: float32, float16 (widened at load), or int8/int4 that GEMM and conv kernels read."""
+
+INT4_GROUP = 32
+"""K values that share one int4 scale (per output channel), as GPTQ/AWQ-style weight-only int4 groups them."""
 
 QPARAMS_INPUT = {"gemm": 4, "conv2d": 4}
 """Where each op takes its ``qparams`` input (after its optional bias and residual, ``""`` where absent)."""
@@ -56,8 +63,11 @@ def keep_weights_quantized(graph: Graph) -> int:
     return changed
 
 
-def quantize_weights(graph: Graph) -> int:
-    """Quantize every float GEMM B and conv W constant to int8, symmetric, one scale per output channel.
+def quantize_weights(graph: Graph, fmt: str = "int8", group: int = INT4_GROUP) -> int:
+    """Quantize every float GEMM B and conv W constant to ``fmt`` (int8 or int4), symmetric.
+
+    int4: values in [-7, 7], one scale per (output channel, ``group`` consecutive K values), see
+    :func:`_quantize_int4`. int8, one scale per output channel:
 
     The constant's data becomes the dequantized values (what every kernel and reference then computes with) and
     its integers go to :attr:`~kernelforge.graph.ir.Value.quant`, so :func:`keep_weights_quantized` makes the
@@ -67,7 +77,14 @@ def quantize_weights(graph: Graph) -> int:
 
     Returns:
         The number of constants quantized.
+
+    Raises:
+        ValueError: For a format other than int8 and int4.
     """
+    if fmt == "int4":
+        return _quantize_int4(graph, group)
+    if fmt != "int8":
+        raise ValueError(f"weights can be quantized to int8 or int4, not {fmt!r}")
     done: set[str] = set()
     for node in graph.nodes:
         if node.op not in QPARAMS_INPUT or len(node.inputs) < 2 or node.inputs[1] in done:
@@ -85,6 +102,42 @@ def quantize_weights(graph: Graph) -> int:
         value.quant = Quantized(q, scale, np.zeros(scale.shape, np.int8), axis)
         value.data = value.quant.dequantize()
         done.add(node.inputs[1])
+    return len(done)
+
+
+def _quantize_int4(graph: Graph, group: int) -> int:
+    """Make every float GEMM B and conv W constant int4 values read by its kernels.
+
+    The scale of (channel, group) is the group's largest magnitude over 7 (an all-zero group: 1); the constant's
+    data becomes ``q * scale`` rounded once to float32 (what every reference then computes with), and each
+    node reading it gets ``weight_quant="int4"``, ``weight_group`` and the scales as its ``qparams`` input.
+
+    Returns:
+        The number of constants quantized.
+    """
+    done: dict[tuple[str, int], str] = {}
+    for node in graph.nodes:
+        if node.op not in QPARAMS_INPUT or len(node.inputs) < 2 or node.attrs.get("weight_quant"):
+            continue
+        name = node.inputs[1]
+        value = graph.value(name)
+        data = value.data
+        axis = None if data is None else _channel_axis(node, data.ndim)
+        if data is None or axis is None or value.quant is not None:
+            continue
+        if (name, axis) not in done:
+            if not np.isfinite(data).all() or any(n == name for n, _ in done):
+                continue  # non-finite, or a constant another node reads along another channel axis
+            w = np.asarray(data, np.float32)
+            scales = int4_scales(w, axis, group)
+            full = int4_expand(scales, w.shape, axis, group)
+            q = np.clip(np.rint(w / full), -7, 7).astype(np.int8)  # integers: no -0.0 the kernels cannot make
+            value.data = np.asarray(q.astype(np.float32) * full, np.float32)  # one rounding, as in the kernels
+            done[(name, axis)] = graph.add_const(f"{name}/qparams", scales)
+        at = QPARAMS_INPUT[node.op]
+        node.inputs = [*node.inputs, *[""] * (at + 1 - len(node.inputs))]
+        node.inputs[at] = done[(name, axis)]
+        node.attrs = {**node.attrs, "weight_quant": "int4", "weight_group": group}
     return len(done)
 
 

@@ -273,17 +273,18 @@ class ConvSpec(OpSpec[ConvProblem]):
             has_bias=bias is not None,
             has_residual=residual is not None,
             activation=attrs["activation"],
-            wq=_qweight.from_node(attrs, shapes[4] if len(shapes) > 4 else None, w[0], self.name),
+            wq=_qweight.from_node(attrs, shapes[4] if len(shapes) > 4 else None, w[0], self.name, w[1] * w[2] * w[3]),
         )
 
     def parse_problem(self, text: str) -> ConvProblem:
         """Parse ``NxCxHxW:MxKHxKW`` plus ``:s`` strides, ``:p`` pads, ``:d`` dilations, ``:g`` group options.
 
-        A trailing ``/qi8`` or ``/qu8`` (``c``: per output channel) makes W int8/uint8 on the device.
+        A trailing ``/qi8`` or ``/qu8`` (``c``: per output channel) makes W int8/uint8 on the device, ``/qi4g32``
+        int4 (a scale per output channel and 32 values of its input channels x kh x kw).
         """
-        shape, dtype, per_channel = _qweight.split_key(text)
+        shape, dtype, per_channel, group = _qweight.split_key(text)
         fields = parse_shape(shape)
-        return ConvProblem(**fields, wq=_qweight.parsed(dtype, per_channel, int(fields["m"])))
+        return ConvProblem(**fields, wq=_qweight.parsed(dtype, per_channel, int(fields["m"]), group))
 
     def problem_key(self, problem: ConvProblem) -> str:
         """Return the canonical shape text (parseable back), e.g. ``1x64x56x56:64x3x3:s1x1:p1,1,1,1:d1x1:g1``."""
@@ -522,8 +523,9 @@ class ConvSpec(OpSpec[ConvProblem]):
         if q.has_residual:
             inputs.append(out)
             samplers.append("RES")
-        if q.wq:  # scales and zero points: [2, channels], 4 channels per texel
-            inputs.append(TexLayout(2, 4 * math.ceil(q.wq.channels / 4), 4, False))
+        if q.wq:  # scales and zero points [2, channels] (int4: scales [groups, channels]), 4 channels a texel
+            qp_rows = q.wq.groups(q.cg * q.kh * q.kw) if q.wq.group else 2
+            inputs.append(TexLayout(qp_rows, 4 * math.ceil(q.wq.channels / 4), 4, False))
             samplers.append("QP")
         return GlLaunch(tuple(inputs), tuple(samplers), (out,), out.rows, out.cols)
 
@@ -552,6 +554,8 @@ class ConvSpec(OpSpec[ConvProblem]):
             w_dev = w.transpose(2, 3, 1, 0)
         else:
             w_dev = w
+        if q.wq is not None and q.wq.dtype == "int4" and not glsl:  # 8 values a word; GLSL: one a texture byte
+            w_dev = _qweight.pack_int4(w_dev)
         arrays: list[np.ndarray] = [x.transpose(0, 2, 3, 1) if nhwc else x, w_dev]
         index = 2
         if q.has_bias:

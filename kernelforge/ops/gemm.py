@@ -128,8 +128,8 @@ class GemmSpec(OpSpec[GemmProblem]):
     name: ClassVar[str] = "gemm"
     templates: ClassVar[dict[str, str]] = {"wgsl": "wgsl/gemm.wgsl.j2", "glsl": "glsl/gemm.frag.j2"}
     shape_syntax: ClassVar[str] = (
-        "MxNxK or BxMxNxK, trailing 't' for trans_b, '/qi8' or '/qu8' int8/uint8 B ('c': per column) "
-        "(1024x1024x1024,64x64x64t,1x384x384/qi8c)"
+        "MxNxK or BxMxNxK, trailing 't' for trans_b, '/qi8' or '/qu8' int8/uint8 B ('c': per column), "
+        "'/qi4g32' int4 B (a scale per column and 32 K) (1024x1024x1024,64x64x64t,1x384x384/qi8c)"
     )
     spaces: ClassVar[dict[str, tuple[Param, ...]]] = {
         "wgsl": (
@@ -179,13 +179,13 @@ class GemmSpec(OpSpec[GemmProblem]):
             trans_b=trans_b,
             has_bias=bias is not None,
             activation=attrs["activation"],
-            wq=_qweight.from_node(attrs, shapes[4] if len(shapes) > 4 else None, n, self.name),
+            wq=_qweight.from_node(attrs, shapes[4] if len(shapes) > 4 else None, n, self.name, k),
             has_residual=residual is not None,
         )
 
     def parse_problem(self, text: str) -> GemmProblem:
         """Parse ``MxNxK``, ``BxMxNxK``, with a trailing ``t`` for ``trans_b`` (``64x64x64t``) and ``/qi8[c]``."""
-        shape, dtype, per_column = _qweight.split_key(text.strip().lower())
+        shape, dtype, per_column, group = _qweight.split_key(text.strip().lower())
         match = _SHAPE.match(shape)
         if not match:
             raise ShapeError(f"gemm shape {text!r} is not MxNxK or BxMxNxK (optional trailing 't' = trans_b)")
@@ -200,7 +200,7 @@ class GemmSpec(OpSpec[GemmProblem]):
             batch=batch,
             batch_b=batch,
             trans_b=bool(match.group(5)),
-            wq=_qweight.parsed(dtype, per_column, n),
+            wq=_qweight.parsed(dtype, per_column, n, group),
         )
 
     def problem_key(self, problem: GemmProblem) -> str:
@@ -413,7 +413,8 @@ class GemmSpec(OpSpec[GemmProblem]):
         """Return the textures and render targets of the GLSL kernel.
 
         A is ``[batch*M, K]``, B ``[batch_b*K, N]`` (``[batch_b*N, K]`` with trans_b), bias ``[1, N]``, the
-        residual ``[batch*M, N]``, a quantized B's scales and zero points ``[2, 4 * ceil(channels / 4)]``; the
+        residual ``[batch*M, N]``, a quantized B's scales and zero points ``[2, 4 * ceil(channels / 4)]`` (int4:
+        its scales, ``[groups, 4 * ceil(channels / 4)]``); the
         output is ``mrt`` targets of ``pack_c`` values per texel, row-aligned or square-ish like the inputs.
         """
         square = bool(params["square"])
@@ -431,8 +432,9 @@ class GemmSpec(OpSpec[GemmProblem]):
         if problem.has_residual:  # the whole output matrix, laid out like the targets' rows
             inputs.append(TexLayout(rows, problem.n, params["pack_c"], square))
             samplers.append("RES")
-        if problem.wq:  # scales and zero points: [2, channels], 4 channels per texel
-            inputs.append(TexLayout(2, 4 * math.ceil(problem.wq.channels / 4), 4, False))
+        if problem.wq:  # scales and zero points [2, channels] (int4: scales [groups, channels]), 4 channels a texel
+            qp_rows = problem.wq.groups(problem.k) if problem.wq.group else 2
+            inputs.append(TexLayout(qp_rows, 4 * math.ceil(problem.wq.channels / 4), 4, False))
             samplers.append("QP")
         target = TexLayout(math.ceil(rows / params["mrt"]), problem.n, params["pack_c"], square)
         return GlLaunch(tuple(inputs), tuple(samplers), (target,) * params["mrt"], rows, problem.n)
@@ -445,8 +447,11 @@ class GemmSpec(OpSpec[GemmProblem]):
             return arrays
         b_shape = (problem.n, problem.k) if problem.trans_b else (problem.k, problem.n)
         qparams = np.asarray(inputs[count], np.float32)
+        glsl = "pack_c" in params
         arrays[1] = _qweight.integers(arrays[1].reshape(b_shape), qparams, int(not problem.trans_b), problem.wq, "B")
-        return [*arrays, _qweight.device_qparams(qparams, problem.wq, glsl="pack_c" in params)]
+        if problem.wq.dtype == "int4" and not glsl:  # WGSL reads 8 values a word; GLSL one a byte of its texture
+            arrays[1] = _qweight.pack_int4(arrays[1])
+        return [*arrays, _qweight.device_qparams(qparams, problem.wq, glsl)]
 
 
 SPEC = GemmSpec()

@@ -11,6 +11,7 @@ import kf, {
   adapterClass,
   checkManifest,
   constantReader,
+  int4Values,
   load,
   pickTarget,
   readbackPacer,
@@ -164,6 +165,14 @@ const weights = (bytes, fill) => {
 const manifestOf = (dtype, constants) => ({ weights: { dtype, bytes: 0 }, constants });
 
 describe("constantReader", () => {
+  it("returns int4 constants as their packed bytes, which int4Values widens low nibble first", () => {
+    const buf = weights(16, (d) => [0x71, 0x9f, 0x08].forEach((v, k) => d.setUint8(k, v)));
+    const packed = constantReader(manifestOf("fp32", [{ offset: 0, count: 5, dtype: "int4" }]), buf)(0);
+    assert.ok(packed instanceof Uint8Array);
+    assert.equal(packed.length, 3);
+    assert.deepEqual(Array.from(int4Values(/** @type {Uint8Array} */ (packed), 5)), [1, 7, -1, -7, -8]);
+  });
+
   it("returns fp32 constants as views of the weights at their offsets", () => {
     const buf = weights(48, (d) => [1.5, -2, 3.25].forEach((v, k) => d.setFloat32(32 + 4 * k, v, true)));
     const constant = constantReader(manifestOf("fp32", [{ offset: 0, count: 4 }, { offset: 32, count: 3 }]), buf);

@@ -184,7 +184,8 @@ describe("validatePlan", () => {
     }
     const cases = [
       [{ ...q, offset: 32 }, /^kernelforge: constants\[0\] lies outside weights\.bin: bytes 32\.\.36 of 32$/],
-      [{ ...q, dtype: "int4" }, /^kernelforge: constants\[0\]\.dtype is "int4"; expected "int8" or "uint8"$/],
+      [{ ...q, dtype: "int4" }, /^kernelforge: constants\[0\] is int4 \(a kernel's integers\), which has no scale$/],
+      [{ ...q, dtype: "int2" }, /^kernelforge: constants\[0\]\.dtype is "int2"; expected "int8", "uint8" or "int4"$/],
       [{ ...q, dtype: null }, /^kernelforge: constants\[0\]\.dtype is null; /],
       [{ ...q, scale: 0.5 }, /^kernelforge: constants\[0\]\.scale is 0\.5; expected an array$/],
       [{ ...q, scale: [] }, /^kernelforge: constants\[0\]\.scale is empty$/],
@@ -213,10 +214,15 @@ describe("validatePlan", () => {
     check(wgsl, "wgsl", (_, m) => (m.constants[0] = raw));
     check(wgsl, "wgsl", (_, m) => (m.constants[0] = { ...raw, dtype: "uint8" }));
     check(glsl, "glsl", (p, m) => ((m.constants[0] = raw), (p.textures[1].dtype = "int8")));
+    // int4: packed two a byte, into a WGSL buffer as they are or widened into an int8 texture
+    check(wgsl, "wgsl", (_, m) => (m.constants[0] = { ...raw, dtype: "int4" }));
+    check(glsl, "glsl", (p, m) => ((m.constants[0] = { ...raw, dtype: "int4" }), (p.textures[1].dtype = "int8")));
     const at = "targets\\[0\\]\\.plan";
     const cases = [
       ["wgsl", (p, m) => (m.constants[0] = { ...raw, zero_point: [0] }), /^kernelforge: constants\[0\] has no scale \(a kernel's integers\) and a zero_point$/],
-      ["wgsl", (p, m) => (m.constants[0] = { ...raw, dtype: "int4" }), /^kernelforge: constants\[0\]\.dtype is "int4"; expected "int8" or "uint8"$/],
+      ["wgsl", (p, m) => (m.constants[0] = { ...raw, dtype: "int4", shape: [4] }), /^kernelforge: constants\[0\] is int4 \(a kernel's integers\), which has no shape$/],
+      ["glsl", (p, m) => (m.constants[0] = { ...raw, dtype: "int4" }), new RegExp(`^kernelforge: ${at}\\.constants\\[0\\] uploads int8 values to texture 1 of float texels$`)],
+      ["glsl", (p, m) => ((m.constants[0] = { ...raw, dtype: "int4" }), (p.textures[1].dtype = "uint8")), /uploads int8 values to texture 1 of uint8 texels$/],
       ["glsl", (p, m) => (m.constants[0] = raw), new RegExp(`^kernelforge: ${at}\\.constants\\[0\\] uploads int8 values to texture 1 of float texels$`)],
       ["glsl", (p) => (p.textures[1].dtype = "uint8"), new RegExp(`^kernelforge: ${at}\\.constants\\[0\\] uploads float values to texture 1 of uint8 texels$`)],
       ["glsl", (p, m) => ((m.constants[0] = raw), (p.textures[1].dtype = "uint8")), /uploads int8 values to texture 1 of uint8 texels$/],

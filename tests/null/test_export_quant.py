@@ -153,6 +153,39 @@ def test_weights_int8_quarters_the_weights_and_every_kernel_reads_integers(
 def test_an_unknown_weights_format_is_refused_naming_the_choices(tmp_path: Path) -> None:
     from kernelforge.errors import ExportError
 
-    with pytest.raises(ExportError, match=r"--weights must be one of fp32, fp16, int8, got 'int4'"):
-        export(MODELS["mlp"](), tmp_path / "b", db=REPO_DB, weights="int4")
+    with pytest.raises(ExportError, match=r"--weights must be one of fp32, fp16, int8, int4, got 'int2'"):
+        export(MODELS["mlp"](), tmp_path / "b", db=REPO_DB, weights="int2")
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("name", ["mlp", "small_cnn"])
+def test_weights_int4_stores_packed_nibbles_that_unpack_to_the_kernels_integers(tmp_path: Path, name: str) -> None:
+    from kernelforge.graph.prepare import prepare_graph
+
+    fp32 = export(MODELS[name](), tmp_path / "fp32", db=REPO_DB)
+    int4 = export(MODELS[name](), tmp_path / "int4", db=REPO_DB, weights="int4")
+    int8 = export(MODELS[name](), tmp_path / "int8", db=REPO_DB, weights="int8")
+    assert int4.weights_bytes < int8.weights_bytes < fp32.weights_bytes, (int4, int8, fp32)
+    manifest, blob = _bundle(tmp_path / "int4")
+    int4s = [c for c in manifest["constants"] if c.get("dtype") == "int4"]
+    assert int4s and all(set(c) == {"offset", "count", "dtype"} for c in int4s)
+    # every int4 constant unpacks (low nibble first) to values in [-7, 7] that are some weight's integers, in order
+    graph = prepare_graph(MODELS[name](), weights="int4")
+    weights = [graph.value(n.inputs[1]).data for n in graph.nodes if n.attrs.get("weight_quant") == "int4"]
+    for c in int4s:
+        raw = np.frombuffer(blob, np.uint8, -(-c["count"] // 2), c["offset"])
+        nibbles = np.stack([raw & 15, raw >> 4], axis=1).reshape(-1)[: c["count"]].astype(np.int8)
+        q = np.where(nibbles > 7, nibbles - 16, nibbles)
+        assert np.abs(q).max() <= 7 and q.any()
+        assert any(w.size in (c["count"], c["count"] - 1) for w in weights), c
+
+
+def test_int4_problem_keys_are_their_own() -> None:
+    from kernelforge.ops import get_op
+
+    gemm = get_op("gemm")
+    keys = {
+        gemm.problem_key(gemm.parse_problem(s))
+        for s in ("64x64x64", "64x64x64/qi8c", "64x64x64/qi4g32", "64x64x64/qi4g16")
+    }
+    assert len(keys) == 4

@@ -135,8 +135,9 @@ const EDGE = {
 /**
  * A constant of weights.bin: `count` values of weights.dtype, or of its own `dtype` (int8/uint8 integers that
  * widen to `(q - zero_point[c]) * scale[c]`, c the index along `axis` of `shape`; one scale: per tensor; without
- * `scale`, integers a kernel reads and dequantizes itself, uploaded as they are).
- * @typedef {{ offset: number, count: number, dtype?: "int8" | "uint8", scale?: number[], zero_point?: number[],
+ * `scale`, integers a kernel reads and dequantizes itself, uploaded as they are; `int4`: such integers packed two
+ * a byte, low nibble first, uploaded as they are to a WebGPU buffer and widened to int8 texels for WebGL2).
+ * @typedef {{ offset: number, count: number, dtype?: "int8" | "uint8" | "int4", scale?: number[], zero_point?: number[],
  *   axis?: number, shape?: number[] }} Constant
  */
 /**
@@ -427,7 +428,7 @@ function halfTable() {
 
 /**
  * Return constant(i) -> Float32Array of constant i of the manifest, decoded on first use (the Int8Array or
- * Uint8Array of integers a kernel dequantizes itself). validatePlan() has
+ * Uint8Array of integers a kernel dequantizes itself; int4: their packed bytes, see int4Values()). validatePlan() has
  * checked that every constant a plan uses lies inside the weights at a 16-byte aligned offset, so fp32 constants
  * are views of the weights; typed arrays use the platform's byte order, which is little-endian on every browser
  * platform, like weights.bin. Quantized constants widen to exactly the float32 values a native run binds: the
@@ -443,7 +444,8 @@ function constantReader(manifest, buf) {
     const c = manifest.constants[i];
     const { offset, count, scale = [], zero_point: zp = [], shape = [], axis = 0 } = c;
     let v = cache.get(i);
-    if (!v && c.dtype && !c.scale) v = new (c.dtype === "int8" ? Int8Array : Uint8Array)(buf, offset, count);
+    if (!v && c.dtype === "int4") v = new Uint8Array(buf, offset, Math.ceil(count / 2));
+    else if (!v && c.dtype && !c.scale) v = new (c.dtype === "int8" ? Int8Array : Uint8Array)(buf, offset, count);
     else if (!v && c.dtype) {
       const inner = numel(shape.slice(axis + 1));
       const n = scale.length;
@@ -462,6 +464,16 @@ function constantReader(manifest, buf) {
 }
 
 /**
+ * Return `count` int4 values packed two a byte (value 2i in byte i's low nibble, two's complement) as int8s.
+ * @param {Uint8Array} packed
+ * @param {number} count
+ * @returns {Int8Array}
+ */
+function int4Values(packed, count) {
+  return Int8Array.from({ length: count }, (_, j) => (((packed[j >> 1] >> ((j & 1) * 4)) & 15) << 28) >> 28);
+}
+
+/**
  * The GPU memory a plan takes: its constants as uploaded (floats 4 bytes, fp16 weights widened; integers a kernel
  * reads, 1) and its activation buffers or textures.
  * @param {Manifest} manifest
@@ -469,7 +481,10 @@ function constantReader(manifest, buf) {
  * @returns {Memory}
  */
 function memoryOf(manifest, plan) {
-  const bytes = (/** @type {number} */ i) => (manifest.constants[i].dtype && !manifest.constants[i].scale ? 1 : 4) * manifest.constants[i].count;
+  const bytes = (/** @type {number} */ i) => {
+    const c = manifest.constants[i];
+    return c.dtype === "int4" ? Math.ceil(c.count / 2) : (c.dtype && !c.scale ? 1 : 4) * c.count;
+  };
   const sum = (/** @type {number[]} */ a) => a.reduce((n, x) => n + x, 0);
   if (!("vertex" in plan)) {
     const bound = new Set(plan.steps.flatMap((s) => s.bindings.flatMap((b) => (b.constant === undefined ? [] : [b.constant]))));
@@ -610,7 +625,7 @@ function validatePlan(manifest, target) {
     const c = constants[int(i, path, 0, constants.length - 1)];
     const cp = `constants[${i}]`;
     if (int(c?.offset, `${cp}.offset`, 0, 2 ** 53) % 16) fail(`${cp}.offset is ${c.offset}; constants start at multiples of 16 bytes`);
-    const end = c.offset + int(c.count, `${cp}.count`, 0, 2 ** 53) * (c.dtype !== undefined ? checkQuantized(c, cp) : weights.dtype === "fp16" ? 2 : 4);
+    const end = c.offset + Math.ceil(int(c.count, `${cp}.count`, 0, 2 ** 53) * (c.dtype !== undefined ? checkQuantized(c, cp) : weights.dtype === "fp16" ? 2 : 4));
     if (end > weights.bytes) fail(`${cp} lies outside weights.bin: bytes ${c.offset}..${end} of ${weights.bytes}`);
     return c.count;
   };
@@ -728,7 +743,8 @@ function validatePlan(manifest, target) {
     list(plan.constants ?? [], `${p}.constants`).forEach((c, k) => {
       const n = constant(c?.constant, `${p}.constants[${k}].constant`);
       const e = constants[c.constant];
-      upload(c, `${p}.constants[${k}]`, n, e.scale === undefined ? e.dtype : undefined);
+      // int4 weights widen to int8 texels (one value a channel)
+      upload(c, `${p}.constants[${k}]`, n, e.scale === undefined ? (e.dtype === "int4" ? "int8" : e.dtype) : undefined);
     });
     list(plan.inputs, `${p}.inputs`).forEach((i, k) => upload(i, `${p}.inputs[${k}]`, tensor(ins, i, `${p}.inputs[${k}]`)));
     steps.forEach((s, k) => {
@@ -765,12 +781,18 @@ function validatePlan(manifest, target) {
 }
 
 /**
- * Check a quantized constant's fields (FORMAT.md, "Quantized constants"), naming the field; return 1 (bytes per value).
+ * Check a quantized constant's fields (FORMAT.md, "Quantized constants"), naming the field; return its bytes per
+ * value (1; int4: 1/2).
  * @param {any} c
  * @param {string} cp its path
  */
 function checkQuantized(c, cp) {
-  const range = QUANT[c.dtype] ?? fail(`${cp}.dtype is ${str(c.dtype)}; expected "int8" or "uint8"`);
+  if (c.dtype === "int4") {
+    // int4 values are always a kernel's own (scales per group ride in a float constant): packed bytes only
+    for (const k of ["scale", "zero_point", "axis", "shape"]) if (c[k] !== undefined) fail(`${cp} is int4 (a kernel's integers), which has no ${k}`);
+    return 0.5;
+  }
+  const range = QUANT[c.dtype] ?? fail(`${cp}.dtype is ${str(c.dtype)}; expected "int8", "uint8" or "int4"`);
   if (c.scale === undefined) {
     // integers a kernel dequantizes itself: bytes only
     for (const k of ["zero_point", "axis", "shape"]) if (c[k] !== undefined) fail(`${cp} has no scale (a kernel's integers) and a ${k}`);
@@ -1349,7 +1371,11 @@ async function openWebGL2(gl, manifest) {
         gl.texSubImage2D(TEXTURE_2D, 0, 0, 0, width, height, tex.format, tex.type, staging);
       };
     };
-    for (const c of plan.constants ?? []) uploader(textures[c.texture], c.layout)(constant(c.constant));
+    for (const c of plan.constants ?? []) {
+      const values = constant(c.constant);
+      const { dtype, count } = manifest.constants[c.constant];
+      uploader(textures[c.texture], c.layout)(dtype === "int4" ? int4Values(/** @type {Uint8Array} */ (values), count) : values);
+    }
     const inputs = plan.inputs.map((i) => /** @type {const} */ ([i.name, uploader(textures[i.texture], i.layout)]));
 
     /**
@@ -1737,4 +1763,4 @@ export default { load };
 
 // Internal: exported for the Node unit tests (tests/js) only. Not part of the API (kernelforge.d.ts does not
 // declare them) and free to change.
-export { adapterClass, checkIntegrity, checkManifest, constantReader, fetchWeights, pickTarget, pickVariant, readbackPacer, readManifest, sha256, sha256js, validatePlan };
+export { adapterClass, checkIntegrity, checkManifest, constantReader, fetchWeights, int4Values, pickTarget, pickVariant, readbackPacer, readManifest, sha256, sha256js, validatePlan };
