@@ -1,13 +1,16 @@
-"""f16 arithmetic: every tuned GEMM of a device in f32 and as its f16 twin, then whole models, side by side in one run.
+"""f16 against f32, per kernel and per model, and what the tuner picked, side by side in one run.
 
-    python benchmarks/precision.py [--device lavapipe] [--models minilm,vit_tiny] [--reps 9] [--max-seconds 10]
-                                   [--out FILE]
+    python benchmarks/precision.py [--device lavapipe] [--models mobilenet_v2_style,resnet18_style,minilm,vit_tiny]
+                                   [--reps 9] [--max-seconds 10] [--runs 10] [--profiles 3] [--out FILE]
 
-Kernels: each WGSL GEMM record of the device's ``tuning_db/`` file, its tuned params (``precision`` 0 or 1 as the
-tuner left it) and the same params with the other precision, alternated on the same inputs. The error column is
-the f16 config's largest difference from the numpy float64 reference relative to its largest magnitude, against
-GEMM's stated bound (``GemmSpec.tolerance``). Models: a session on the repository's database (the tuner's picks)
-and one on a copy whose GEMM records all compute in f16, alternated; outputs compared with ONNX Runtime CPU.
+GEMM records: each WGSL GEMM record of the device's ``tuning_db/`` file, its tuned params (``precision`` as the
+tuner left it) and the same params in f32, f16 arithmetic and (staged configs) f16 workgroup tiles with f32 sums,
+alternated on the same inputs. The error columns are each f16 config's largest difference from the numpy float64
+reference relative to its largest magnitude (or 1), against GEMM's stated bound (``GemmSpec.tolerance``).
+Models: three sessions on the repository's database, ``precision`` ``auto`` (the tuner's picks), ``f32`` and
+``f16`` (f16 in every GEMM and conv), alternated; outputs compared with ONNX Runtime CPU. Per kernel: the f32 and
+f16 sessions' profiles (each kernel alone, GPU timestamps), alternated, medians, for every kernel that has an f16
+variant, with the tuner's pick beside it.
 
 Prints the tables and writes ``benchmarks/results/precision.json``. A device without ``shader-f16`` (SwiftShader)
 gets no f16 column: its records can only be f32.
@@ -19,7 +22,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -51,81 +53,87 @@ def _kernels(backend: Any, reps: int, max_seconds: float) -> list[dict[str, Any]
             continue
         problem = spec.parse_problem(record["shape"])
         tuned = spec.validate_params(record["params"], "wgsl")
-        twins = {p: {**tuned, "precision": p} for p in (0, 1)}
-        if any(spec.constraints(problem, t, backend.limits, "wgsl") for t in twins.values()):
+        twins = {p: {**tuned, "precision": p} for p in (0, 1, 2)}
+        twins = {p: t for p, t in twins.items() if spec.constraints(problem, t, backend.limits, "wgsl") is None}
+        if 0 not in twins or 1 not in twins:
             continue
         inputs = spec.make_inputs(problem, np.random.default_rng(0))
         reference = spec.reference(problem, inputs)
-        kernels = {f"f{32 >> p}": prepare(backend, spec, problem, t, inputs) for p, t in twins.items()}
-        f16 = verify(kernels["f16"].run(), reference, spec.tolerance(problem, twins[1]))
+        names = {0: "f32", 1: "f16", 2: "f16 tiles"}
+        kernels = {names[p]: prepare(backend, spec, problem, t, inputs) for p, t in twins.items()}
+        checks = {
+            names[p]: verify(kernels[names[p]].run(), reference, spec.tolerance(problem, t)) for p, t in twins.items()
+        }
         for k in kernels.values():  # warm-up: a first dispatch may pay for pipeline and buffer setup
             k.time()
         config = MeasureConfig(min_reps=1, max_reps=reps, max_seconds=max_seconds)
         t = side_by_side({n: k.time for n, k in kernels.items()}, config)
-        rows.append(
-            {
-                "shape": record["shape"],
-                "tuned": f"f{32 >> tuned['precision']}",
-                "f32 ms": t["f32"] * 1e3,
-                "f16 ms": t["f16"] * 1e3,
-                "f16/f32": t["f16"] / t["f32"],
-                "f16 err": f16.max_error / max(1.0, float(np.abs(reference).max())),
-                "within bound": f16.ok,
-            }
-        )
+        scale = max(1.0, float(np.abs(reference).max()))
+        row: dict[str, Any] = {"shape": record["shape"], "tuned": names[tuned["precision"]]}
+        for n in names.values():
+            row[f"{n} ms"] = t[n] * 1e3 if n in t else "-"
+        for n in ("f16", "f16 tiles"):
+            row[f"{n} err"] = checks[n].max_error / scale if n in checks else "-"
+            row[f"{n} within bound"] = checks[n].ok if n in checks else "-"
+        rows.append(row)
         print(rows[-1], flush=True)
     return rows
 
 
-def _models(device: str, names: list[str], runs: int) -> list[dict[str, Any]]:
+def _models(
+    device: str, names: list[str], runs: int, profiles: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Whole models in the tuner's pick (``precision="auto"``), f32 and f16, alternated; then per kernel."""
     import onnxruntime as ort
 
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        f16_db = Path(tmp)
-        for path in REPO_DB.glob("*.json"):
-            data = json.loads(path.read_text())
-            for r in data["records"].values():
-                if r["op"] == "gemm" and r["language"] == "wgsl":
-                    r["params"]["precision"] = 1
-            (f16_db / path.name).write_text(json.dumps(data))
-        for name in names:
-            model, feeds = build(name)
-            (want,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-                None, feeds
-            )[:1]
-            sessions = {
-                "tuned": kernelforge.load(model, device=device, db=REPO_DB),
-                "all f16": kernelforge.load(model, device=device, db=f16_db),
-            }
-            times: dict[str, list[float]] = {n: [] for n in sessions}
-            errors = {}
+    rows, kernels = [], []
+    for name in names:
+        model, feeds = build(name)
+        want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+        sessions = {p: kernelforge.load(model, device=device, db=REPO_DB, precision=p) for p in ("auto", "f32", "f16")}
+        times: dict[str, list[float]] = {n: [] for n in sessions}
+        errors = {}
+        for n, s in sessions.items():
+            got = next(iter(s.run(feeds).values()))
+            errors[n] = float(np.abs(got - want[0]).max() / np.abs(want[0]).max())
+        for _ in range(runs):
             for n, s in sessions.items():
-                got = next(iter(s.run(feeds).values()))
-                errors[n] = float(np.abs(got - want).max() / np.abs(want).max())
-            for _ in range(runs):
-                for n, s in sessions.items():
-                    start = time.perf_counter()
-                    s.run(feeds)
-                    times[n].append(time.perf_counter() - start)
-            row: dict[str, Any] = {"model": name}
-            for n in sessions:
-                gemms = [st for st in sessions[n].program.steps if st.op == "gemm"]
-                row[f"{n} ms"] = statistics.median(times[n]) * 1e3
-                row[f"{n} f16 GEMMs"] = f"{sum(st.params.get('precision', 0) for st in gemms)}/{len(gemms)}"
-                row[f"{n} rel err"] = errors[n]
-            rows.append(row)
-            print(row, flush=True)
-    return rows
+                start = time.perf_counter()
+                s.run(feeds)
+                times[n].append(time.perf_counter() - start)
+        tunable = {st.node.name for st in sessions["f16"].steps if st.params.get("precision")}
+        picked = sum(1 for st in sessions["auto"].steps if st.params.get("precision"))
+        row: dict[str, Any] = {"model": name, "f16-able kernels": len(tunable), "picked f16": picked}
+        for n in sessions:
+            row[f"{n} ms"] = statistics.median(times[n]) * 1e3
+            row[f"{n} rel err"] = errors[n]
+        rows.append(row)
+        print(row, flush=True)
+        # per kernel: each kernel timed alone (GPU timestamps), f32 and f16 profiles alternated, medians
+        per: dict[str, dict[str, list[float]]] = {n: {} for n in ("f32", "f16")}
+        for _ in range(profiles):
+            for n in per:
+                for t in sessions[n].profile(feeds):
+                    per[n].setdefault(t.node, []).append(t.seconds)
+        pick = {st.node.name: st.params.get("precision", 0) for st in sessions["auto"].steps}
+        ops = {st.node.name: st.call.op for st in sessions["f16"].steps}
+        for node in sorted(tunable, key=lambda k: -statistics.median(per["f32"][k])):
+            f32, f16 = statistics.median(per["f32"][node]), statistics.median(per["f16"][node])
+            kernels.append(
+                {"model": name, "node": node, "op": ops[node], "f32 ms": f32 * 1e3, "f16 ms": f16 * 1e3,
+                 "f16/f32": f16 / f32, "tuner's pick": f"f{32 >> min(pick[node], 1)}"}
+            )  # fmt: skip
+    return rows, kernels
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="lavapipe")
-    parser.add_argument("--models", default="minilm,vit_tiny")
+    parser.add_argument("--models", default="mobilenet_v2_style,resnet18_style,minilm,vit_tiny")
     parser.add_argument("--reps", type=int, default=9, help="alternating repetitions per kernel")
     parser.add_argument("--max-seconds", type=float, default=10.0, help="time budget per kernel")
     parser.add_argument("--runs", type=int, default=10, help="alternated runs per model")
+    parser.add_argument("--profiles", type=int, default=3, help="alternated per-kernel profiles per model")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     backend = open_device(args.device)
@@ -135,11 +143,17 @@ def main() -> int:
     kernels = _kernels(backend, args.reps, args.max_seconds)
     print(f"\n{backend.info.slug}: every tuned WGSL GEMM, in f32 and in f16 (alternated, median ms)\n")
     print(table(kernels, list(kernels[0])))
-    models = _models(args.device, args.models.split(","), args.runs) if args.models else []
+    models, per_kernel = (
+        _models(args.device, args.models.split(","), args.runs, args.profiles) if args.models else ([], [])
+    )
     if models:
-        print(f"\nwhole models on {backend.info.slug}: the tuner's picks vs every GEMM in f16, median of {args.runs}\n")
+        print(f"\nwhole models on {backend.info.slug}: the tuner's pick (auto), f32 and f16, median of {args.runs}\n")
         print(table(models, list(models[0])))
-    path = write_json("precision", {"device": backend.info.slug, "kernels": kernels, "models": models}, args.out)
+        slower = sum(1 for k in per_kernel if k["f16/f32"] > 1)
+        print(f"\nper kernel (alone, GPU timestamps): f16 slower than f32 in {slower} of {len(per_kernel)}\n")
+        print(table(per_kernel, list(per_kernel[0])))
+    out = {"device": backend.info.slug, "kernels": kernels, "models": models, "per_kernel": per_kernel}
+    path = write_json("precision", out, args.out)
     print(f"\nwrote {path}")
     return 0
 
