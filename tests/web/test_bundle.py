@@ -234,6 +234,8 @@ def _memory(root: Path, target: str) -> dict[str, int]:
 
     def size(i: int) -> int:
         c = constants[i]
+        if c.get("dtype") == "int4":
+            return -(-c["count"] // 2)  # two a byte
         return (1 if "dtype" in c and "scale" not in c else 4) * c["count"]
 
     if "vertex" not in plan:
@@ -265,3 +267,23 @@ def test_int8_weights_run_as_the_quantized_graph_computes(browser_page: Any, ser
             # int8 weights move the fp32 model's outputs by about a step of 1/254 of each channel's range
             np.testing.assert_allclose(values, expected, rtol=0, atol=3e-2 * scale)
             assert np.abs(values - expected).max() > 1e-6 * scale  # the weights did change
+
+
+def test_int4_weights_run_as_the_quantized_graph_computes(browser_page: Any, served: Any) -> None:
+    base, models, root = served
+    export(models["small_cnn"], root / "small_cnn_int4", db=REPO_DB, weights="int4")
+    export(models["small_cnn"], root / "small_cnn_int8b", db=REPO_DB, weights="int8")
+    feeds, want = _feeds(models["small_cnn"])
+    # what the int4 bundle should compute: the graph with its weights quantized to int4, in numpy
+    exact = run_graph(prepare_graph(models["small_cnn"], weights="int4"), feeds)
+    for backend in ("webgpu", "webgl2"):
+        int8 = _run(browser_page, base, "small_cnn_int8b", backend, feeds)
+        got = _run(browser_page, base, "small_cnn_int4", backend, feeds)
+        assert got["memory"] == _memory(root / "small_cnn_int4", got["device"]["target"])
+        if backend == "webgpu":  # nibbles on the GPU; WebGL2 widens them to int8 texels
+            assert got["memory"]["weights"] < int8["memory"]["weights"], (got["memory"], int8["memory"])
+        for name, expected in want.items():
+            values = np.asarray(got["outputs"][name], np.float32).reshape(expected.shape)
+            scale = float(np.abs(expected).max())
+            np.testing.assert_allclose(values, exact[name], rtol=0, atol=1e-5 * scale)
+            assert np.abs(values - expected).max() > 1e-3 * scale  # 4-bit weights do move the outputs
