@@ -28,6 +28,7 @@ from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _cases import SPECS, build
 from _common import table, write_json
 
 import kernelforge
@@ -47,24 +48,43 @@ def _fp16_rounded(model: onnx.ModelProto) -> onnx.ModelProto:
     return rounded
 
 
-def _ort(model: onnx.ModelProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
+Feeds = dict[str, np.ndarray]
+
+
+def _ort(model: onnx.ModelProto, inputs: list[Feeds]) -> list[np.ndarray]:
     import onnxruntime as ort
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return [session.run(None, {name: x})[0] for x in inputs]
+    return [session.run(None, feeds)[0] for feeds in inputs]
 
 
-def _native(model: onnx.ModelProto, inputs: list[np.ndarray], device: str, weights: str) -> list[np.ndarray]:
+def _native(model: onnx.ModelProto, inputs: list[Feeds], device: str, weights: str) -> list[np.ndarray]:
     session = kernelforge.load(model, device=device, db=REPO_DB, weights=weights)
-    name = session.inputs[0][0]
-    return [next(iter(session.run({name: x}).values())) for x in inputs]
+    return [next(iter(session.run(feeds).values())) for feeds in inputs]
 
 
-def _accuracy(got: list[np.ndarray], want: list[np.ndarray]) -> dict[str, float]:
+def _accuracy(got: list[np.ndarray], want: list[np.ndarray], classifier: bool) -> dict[str, Any]:
+    """Top-1 agreement (a classifier's: one row of logits) and the largest error relative to the largest value."""
     agree = np.mean([int(np.argmax(g) == np.argmax(w)) for g, w in zip(got, want, strict=True)])
     err = max(float(np.abs(g - w).max()) / float(np.abs(w).max()) for g, w in zip(got, want, strict=True))
-    return {"top-1 agreement": float(agree), "max rel err": err}
+    return {"top-1 agreement": float(agree) if classifier else "-", "max rel err": err}
+
+
+def _model(name: str, size: int, count: int) -> tuple[onnx.ModelProto, list[Feeds], bool]:
+    """A benchmark model, ``count`` random feeds (seed 0) and whether it is a classifier (a CNN of MODELS)."""
+    rng = np.random.default_rng(0)
+    if name in MODELS:
+        model = MODELS[name](size=size)
+        return model, [{"x": rng.standard_normal((1, 3, size, size)).astype(np.float32)} for _ in range(count)], True
+    model, first = build(name)  # an encoder of benchmarks/_cases.py: random token ids below its vocabulary
+    vocab = SPECS[name].vocab
+    inputs = [first]
+    for _ in range(count - 1):
+        feeds = dict(first)
+        if "input_ids" in feeds:
+            feeds["input_ids"] = rng.integers(0, vocab, first["input_ids"].shape).astype(first["input_ids"].dtype)
+        inputs.append(feeds)
+    return model, inputs, False
 
 
 def main() -> int:
@@ -78,9 +98,7 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
-            model = MODELS[name](size=args.size)
-            rng = np.random.default_rng(0)
-            inputs = [rng.standard_normal((1, 3, args.size, args.size)).astype(np.float32) for _ in range(args.inputs)]
+            model, inputs, classifier = _model(name, args.size, args.inputs)
             want = _ort(model, inputs)
             sizes = {w: export(model, Path(tmp) / f"{name}-{w}", db=REPO_DB, weights=w).weights_bytes for w in
                      ("fp32", "fp16", "int8", "int4")}  # fmt: skip
@@ -93,7 +111,7 @@ def main() -> int:
             for weights, got in runs.items():
                 row = {"model": name, "weights": weights, "weights.bin KiB": sizes[weights] / 1024}
                 row["vs fp32"] = sizes[weights] / sizes["fp32"]
-                rows.append({**row, **_accuracy(got, want)})
+                rows.append({**row, **_accuracy(got, want, classifier)})
                 print(rows[-1], flush=True)
     print(f"\n{args.inputs} inputs at {args.size}², against ONNX Runtime CPU on the float32 model; "
           f"fp32, int8 and int4 run on {args.device}, fp16 by ONNX Runtime with fp16-rounded weights\n")  # fmt: skip
