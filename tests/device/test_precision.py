@@ -154,3 +154,21 @@ def test_export_calibration_inputs(lavapipe, tmp_path: Path) -> None:
         export(model, tmp_path / "e", db=REPO_DB, calibrate=tmp_path / "junk.npz")
     with pytest.raises(ExportError, match="--precision must be one of auto, f32, f16"):
         export(model, tmp_path / "f", db=REPO_DB, precision="bf16")
+
+
+def test_the_command_line_exports_f16_plans_and_runs_in_f16(lavapipe, tmp_path: Path, capsys) -> None:
+    from kernelforge.cli import main
+    from kernelforge.testing.models import save
+
+    path = save(mlp(size=128), tmp_path / "mlp.onnx")
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(1).standard_normal((2, 1, 128)).astype(np.float32))
+    argv = ["export", str(path), "--out", str(tmp_path / "b"), "--db", str(REPO_DB), "--precision", "f16"]
+    assert main([*argv, "--calibrate", str(calib), "--weights", "int8"]) == 0
+    text = capsys.readouterr().out
+    assert "f16 check default/wgsl-f16: 3 of 4 kernels in f16; error on mesa-llvmpipe-vulkan-22.3, 6 inputs: y " in text
+    assert ("default/wgsl-f16", True) in _targets(tmp_path / "b")
+    assert main([*argv, "--calibrate", str(tmp_path / "nothing.npz")]) == 2
+    assert "--calibrate" in capsys.readouterr().err
+    assert main(["run", str(path), "--device", "lavapipe", "--precision", "f16", "--profile"]) == 0
+    assert ", f16" in capsys.readouterr().out
