@@ -90,3 +90,32 @@ def test_f16_conv_glsl_sampled_configs(gl, shape):
         params = {**configs[0], "layout": layout}
         if CONV.constraints(problem, params, gl.limits, "glsl") is None:
             check_op(gl, CONV, problem, params)
+
+
+@pytest.mark.parametrize(
+    ("name", "backend"), [("small_cnn", "wgsl"), ("small_cnn", "glsl"), ("mlp", "wgsl"), ("mlp", "glsl")]
+)
+def test_a_float_model_loaded_with_f16_weights_computes_its_rounded_graph(lavapipe, gl, name, backend):
+    import kernelforge
+    from kernelforge.graph.prepare import prepare_graph
+    from kernelforge.graph.reference import run_graph
+    from kernelforge.testing.models import MODELS
+
+    model = MODELS[name]()
+    device = lavapipe if backend == "wgsl" else gl
+    session = kernelforge.load(model, device=device.info.index, backend=backend, weights="fp16")
+    feeds = {n: np.random.default_rng(0).standard_normal(s).astype(np.float32) for n, s in session.inputs}
+    (got,) = session.run(feeds).values()
+    graph = prepare_graph(model, weights="fp16")
+    (want,) = run_graph(graph, feeds).values()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(np.abs(want).max()))
+    (fp32,) = run_graph(prepare_graph(model), feeds).values()
+    assert np.abs(want - fp32).max() > 1e-7 * float(np.abs(fp32).max())  # the weights did change
+    weighted = [n for n in session.graph.nodes if n.op in ("conv2d", "gemm")]
+    assert weighted and all(n.attrs.get("weight_quant") == "float16" for n in weighted)
+    for node in weighted:  # the graph's weights are halves: the reference computes with what the kernels read
+        w = graph.value(node.inputs[1]).data
+        assert w is not None and np.array_equal(w.astype(np.float16).astype(np.float32), w)
+    # the device holds halves: the GEMM/conv weights take half their float32 bytes
+    floats = kernelforge.load(model, device=device.info.index, backend=backend)
+    assert 0 < session.program.constant_bytes < 0.6 * floats.program.constant_bytes
