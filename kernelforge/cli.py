@@ -411,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights",
         default="fp32",
         choices=list(WEIGHT_FORMATS),
-        help="fp32, or quantize the GEMM/conv weights as export --weights does (the kernels read the integers)",
+        help="fp32, or quantize the GEMM/conv weights as export --weights does (the kernels read the integers "
+        "or halves)",
     )
     p.set_defaults(func=cmd_run)
 
@@ -493,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights",
         default="fp32",
         choices=list(WEIGHT_FORMATS),
-        help="storage of weights.bin: fp32, fp16 (widened at load), int8 (GEMM/conv weights, per-channel scales) "
+        help="storage of weights.bin: fp32, fp16 (GEMM/conv weights kept as halves on the GPU, the rest widened at "
+        "load), int8 (GEMM/conv weights, per-channel scales) "
         "or int4 (GEMM/conv weights, a scale per channel and 32 K values)",
     )
     p.add_argument(

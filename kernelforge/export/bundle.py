@@ -219,7 +219,8 @@ def export(
         model: An ONNX file path, serialized bytes or ``onnx.ModelProto``.
         out_dir: The bundle folder (created; the bundle's files in it are replaced).
         targets: Device selectors (see :func:`select_targets`); the default targets are always added.
-        weights: ``fp32``; ``fp16`` to halve ``weights.bin`` (the runtime widens it; compute stays fp32); ``int8``
+        weights: ``fp32``; ``fp16`` to halve ``weights.bin`` (GEMM and conv weights stay halves in GPU memory, read
+            by their kernels; other constants are widened at load; compute stays fp32); ``int8``
             to quarter the GEMM and conv weights (symmetric, per output channel; their kernels read the integers
             and dequantize them, so GPU memory holds int8 too); ``int4`` to an eighth (a scale per output channel
             and 32 K values; stored two values a byte). Other constants stay fp32.

@@ -2,7 +2,8 @@
 
 A GEMM or conv weight that a kernel reads as int8/uint8 (:mod:`kernelforge.ops._qweight`) is stored as those
 bytes, and the runtime uploads them as they are; an int4 one two values a byte (low nibble first), which the
-runtime uploads as they are to a WGSL buffer and widens to an int8 texture for GLSL. Any other constant a
+runtime uploads as they are to a WGSL buffer and widens to an int8 texture for GLSL; a float16 one as its halves
+(``dtype: "float16"``), uploaded as they are (a WGSL buffer, a half-float texture for GLSL). Any other constant a
 quantized model dequantized from int8/uint8 (:class:`~kernelforge.graph.quant.Quantized`) is stored as those
 integers, one byte each, with its scales and zero points in the manifest: the runtime widens it at load to exactly
 the float32 values a native session binds.
@@ -38,7 +39,7 @@ class Constants:
         self._size = 0
 
     def add(self, array: np.ndarray, what: str, quant: Quantized | None = None, int4: bool = False) -> int:
-        """Store an array (float32, int8/uint8 bytes a kernel reads, or the integers of ``quant``); return its index.
+        """Store an array (float32, int8/uint8/float16 a kernel reads, or the integers of ``quant``); return its index.
 
         Args:
             array: The values as a kernel binds them.
@@ -59,6 +60,10 @@ class Constants:
             return self._store(raw, {"dtype": "int4"}, count)
         if array.dtype in (np.int8, np.uint8):  # integers a kernel reads itself: their bytes, no scales
             return self._store(np.ascontiguousarray(array).tobytes(), {"dtype": array.dtype.name}, array.size)
+        if array.dtype == np.float16:  # halves a kernel reads itself, whatever weights.bin's dtype
+            if not np.isfinite(array).all():
+                raise ExportError(f"{what}: constant has non-finite values")
+            return self._store(np.ascontiguousarray(array, "<f2").tobytes(), {"dtype": "float16"}, array.size)
         data = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
         key = hashlib.sha256(data.tobytes()).hexdigest() + ("/q" if quant is not None else "")
         if key in self._index:

@@ -25,15 +25,15 @@ def prepare_graph(
 ) -> Graph:
     """Import a model, run the graph passes, split GEMMs too wide for one storage binding and keep quantized weights.
 
-    ``weights="int8"`` or ``"int4"`` first quantizes the float GEMM and conv weights (:func:`quantize_weights`);
-    other values leave the model's weights as they are.
+    ``weights="int8"``, ``"int4"`` or ``"fp16"`` first quantizes the float GEMM and conv weights
+    (:func:`quantize_weights`); other values leave the model's weights as they are.
 
     Raises:
         GraphError: For a malformed model or unsupported nodes (all of them named at once).
     """
     graph = optimize(import_model(model, input_shapes))
     split_wide_gemms(graph)
-    if weights in ("int8", "int4"):
+    if weights in ("int8", "int4", "fp16"):
         quantize_weights(graph, weights)
     keep_weights_quantized(graph)
     return graph

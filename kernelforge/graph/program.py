@@ -34,6 +34,8 @@ from kernelforge.templates import render_valid
 TARGETS = ("native", "web")
 """What a program's shaders are rendered for: ``native`` (wgpu-py, moderngl's GLSL 3.30) or ``web`` (WebGPU,
 WebGL2's GLSL ES 3.00)."""
+NARROW = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.float16))
+"""Dtypes of weights kernels read as they are (int8/uint8 integers, float16 halves); other constants are float32."""
 
 
 class ProgramError(GraphError):
@@ -51,7 +53,8 @@ class Buffer:
 class Texture:
     """A GLSL texture: ``pack`` floats per texel (RGBA32F for 4, R32F for 1), or ``dtype`` integers.
 
-    int8/uint8 textures (RGBA8I/R8I, RGBA8UI/R8UI) hold the quantized weights that kernels dequantize.
+    int8/uint8 textures (RGBA8I/R8I, RGBA8UI/R8UI) hold the quantized weights that kernels dequantize, float16
+    ones (RGBA16F/R16F) float16 weights, sampled as float.
     """
 
     width: int
@@ -74,7 +77,7 @@ class Upload:
 
     Attributes:
         resource: The resource written.
-        data: float32 values (int8/uint8 for quantized weights): the whole buffer (WGSL), or the ``[rows, cols]``
+        data: float32 values (int8/uint8/float16 weights): the whole buffer (WGSL), or the ``[rows, cols]``
             matrix ``layout`` packs (GLSL).
         layout: GLSL only: how the matrix is stored in the texture.
         what: What the constant is, for error messages (a node and input).
@@ -236,12 +239,12 @@ class ProgramBuilder:
         return self._shader_index[text]
 
     def constant_buffer(self, data: np.ndarray, what: str, quant: Quantized | None = None, int4: bool = False) -> int:
-        """Return a WGSL buffer holding ``data`` (flattened to float32, or int8/uint8 bytes); equal data shares one.
+        """Return a WGSL buffer holding ``data`` (flattened to float32; int8/uint8/float16 kept); equal data shares one.
 
         ``int4``: ``data`` is a kernel's packed int4 weight (see :attr:`Upload.int4`).
         """
-        integer = data.dtype in (np.int8, np.uint8)
-        flat = np.ascontiguousarray(data, dtype=None if integer else np.float32).reshape(-1)
+        narrow = data.dtype in NARROW
+        flat = np.ascontiguousarray(data, dtype=None if narrow else np.float32).reshape(-1)
         key = (b"4" if int4 else flat.dtype.char.encode()) + flat.tobytes()
         if key not in self._constant_index:
             index = self.resource(Buffer(max(4, (flat.nbytes + 3) // 4 * 4)))
@@ -254,10 +257,11 @@ class ProgramBuilder:
     ) -> int:
         """Return a new GLSL texture of ``layout`` holding ``data`` (a matrix of ``layout.rows`` x ``cols``).
 
-        int8/uint8 data (quantized weights) gets an integer texture of that type; ``int4``: see :attr:`Upload.int4`.
+        int8/uint8 data (quantized weights) gets an integer texture of that type, float16 data a half-float one;
+        ``int4``: see :attr:`Upload.int4`.
         """
-        integer = data.dtype in (np.int8, np.uint8)
-        flat = np.ascontiguousarray(data, dtype=None if integer else np.float32).reshape(-1)
+        narrow = data.dtype in NARROW
+        flat = np.ascontiguousarray(data, dtype=None if narrow else np.float32).reshape(-1)
         if flat.size != layout.rows * layout.cols:
             raise ProgramError(f"{what}: constant has {flat.size} values for {layout}")
         index = self.resource(Texture(layout.width, layout.height, layout.pack, flat.dtype.name))
@@ -401,7 +405,7 @@ def device_quants(plan: Plan, step: Step, spec: OpSpec[Any], device: Sequence[np
     for k, array in enumerate(device):
         name = step.call.inputs[k] if k < len(step.call.inputs) else ""
         quant = plan.graph.value(name).quant if name else None
-        if quant is None or array.dtype in (np.int8, np.uint8):  # the kernel reads the integers itself
+        if quant is None or array.dtype in NARROW:  # the kernel reads the integers itself
             found.append(None)
             continue
         convert = functools.partial(_convert_one, plan, step, spec, name, k)

@@ -8,7 +8,8 @@ kernel binds the integers and dequantizes them where it reads them (:mod:`kernel
 of the weight memory on the device, and results bit for bit those of the float weights.
 
 :func:`quantize_weights` with ``"int4"`` marks the nodes itself: int4 weights have a scale per K group, which
-:class:`~kernelforge.graph.quant.Quantized` (a scale per tensor or channel) does not describe.
+:class:`~kernelforge.graph.quant.Quantized` (a scale per tensor or channel) does not describe; so does ``"fp16"``:
+float16 weights have no scales, the rounded constant is the weight.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import numpy as np
 
 from kernelforge.graph.ir import Graph, Node
 from kernelforge.graph.quant import Quantized
-from kernelforge.ops._qweight import int4_expand, int4_scales
+from kernelforge.ops._qweight import FLOAT16, int4_expand, int4_scales
 
 __all__ = ["INT4_GROUP", "QPARAMS_INPUT", "WEIGHT_FORMATS", "keep_weights_quantized", "quantize_weights"]
 
 WEIGHT_FORMATS = ("fp32", "fp16", "int8", "int4")
-"""How a bundle stores weights: float32, float16 (widened at load), or int8/int4 that GEMM and conv kernels read."""
+"""How a bundle stores weights: float32, or float16/int8/int4 that GEMM and conv kernels read (other constants of
+an fp16 bundle are float16 widened at load)."""
 
 INT4_GROUP = 32
 """K values that share one int4 scale (per output channel), as GPTQ/AWQ-style weight-only int4 groups them."""
@@ -64,7 +66,7 @@ def keep_weights_quantized(graph: Graph) -> int:
 
 
 def quantize_weights(graph: Graph, fmt: str = "int8", group: int = INT4_GROUP) -> int:
-    """Quantize every float GEMM B and conv W constant to ``fmt`` (int8 or int4), symmetric.
+    """Quantize every float GEMM B and conv W constant to ``fmt`` (int8, int4, or fp16: see :func:`_to_float16`).
 
     int4: values in [-7, 7], one scale per (output channel, ``group`` consecutive K values), see
     :func:`_quantize_int4`. int8, one scale per output channel:
@@ -79,12 +81,14 @@ def quantize_weights(graph: Graph, fmt: str = "int8", group: int = INT4_GROUP) -
         The number of constants quantized.
 
     Raises:
-        ValueError: For a format other than int8 and int4.
+        ValueError: For a format other than int8, int4 and fp16.
     """
     if fmt == "int4":
         return _quantize_int4(graph, group)
+    if fmt == "fp16":
+        return _to_float16(graph)
     if fmt != "int8":
-        raise ValueError(f"weights can be quantized to int8 or int4, not {fmt!r}")
+        raise ValueError(f"weights can be quantized to int8, int4 or fp16, not {fmt!r}")
     done: set[str] = set()
     for node in graph.nodes:
         if node.op not in QPARAMS_INPUT or len(node.inputs) < 2 or node.inputs[1] in done:
@@ -138,6 +142,36 @@ def _quantize_int4(graph: Graph, group: int) -> int:
         node.inputs = [*node.inputs, *[""] * (at + 1 - len(node.inputs))]
         node.inputs[at] = done[(name, axis)]
         node.attrs = {**node.attrs, "weight_quant": "int4", "weight_group": group}
+    return len(done)
+
+
+def _to_float16(graph: Graph) -> int:
+    """Make every float GEMM B and conv W constant float16 values read by its kernels.
+
+    The constant's data becomes its float16 rounding, widened (what every reference then computes with, bit for
+    bit the halves the kernels read), and each node reading it gets ``weight_quant="float16"`` (no ``qparams``).
+    Left as they are: integer weights (:func:`keep_weights_quantized` keeps them), non-finite ones and those
+    beyond float16's range (rounding would make them infinite).
+
+    Returns:
+        The number of constants rounded.
+    """
+    done: set[str] = set()
+    for node in graph.nodes:
+        if node.op not in QPARAMS_INPUT or len(node.inputs) < 2 or node.attrs.get("weight_quant"):
+            continue
+        name = node.inputs[1]
+        value = graph.value(name)
+        data = value.data
+        if data is None or _channel_axis(node, data.ndim) is None or value.quant is not None:
+            continue
+        if name not in done:
+            half = np.asarray(data, np.float32).astype(np.float16)
+            if not np.isfinite(half).all():
+                continue  # non-finite, or beyond float16's range: float32 it stays
+            value.data = half.astype(np.float32)
+            done.add(name)
+        node.attrs = {**node.attrs, "weight_quant": FLOAT16}
     return len(done)
 
 

@@ -1,4 +1,4 @@
-"""Quantized weights read by GEMM and conv kernels: int8/uint8/int4 on the device, dequantized where they are read.
+"""Narrow weights read by GEMM and conv kernels: int8/uint8/int4/float16 on the device, widened where they are read.
 
 A GEMM's B or a conv's W that a model stores as int8/uint8 integers (ONNX ``DequantizeLinear`` of a constant,
 ``MatMulInteger``/``ConvInteger``) stays in that form in GPU memory: four values per 32-bit word (WGSL) or one
@@ -19,6 +19,11 @@ is float32 ``[ceil(K / group), channels]`` (the scales; no zero points) and the 
 attribute is ``group``. WGSL kernels read them packed eight to a 32-bit word (value ``e`` in bits
 ``4 * (e % 8)`` of word ``e / 8``, two's complement: :func:`pack_int4`), GLSL kernels one per byte of an int8
 texture. ``q * scale`` rounds once, so they too see their float weights bit for bit.
+
+``float16`` weights have no qparams: the weight input is float32 holding values that float16 represents exactly,
+and the half is the weight. WGSL kernels read them two to a 32-bit word (value ``e`` in bits ``16 * (e % 2)`` of
+word ``e / 2``) with ``unpack2x16float``, core WGSL that needs no ``shader-f16``; GLSL kernels sample a half-float
+texture as any float texture. Widening a half is exact, so the kernels see their float weights bit for bit too.
 """
 
 from __future__ import annotations
@@ -34,10 +39,12 @@ import numpy as np
 from kernelforge.errors import ShapeError
 
 __all__ = [
+    "FLOAT16",
     "QUANT_RANGES",
     "WeightQuant",
     "device_qparams",
     "from_node",
+    "halves",
     "int4_expand",
     "int4_scales",
     "integers",
@@ -49,8 +56,10 @@ __all__ = [
 
 QUANT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int4": (-7, 7)}
 """Integer weight dtypes kernels read, with their ranges (int4: symmetric, -8 unused)."""
-_SUFFIX = re.compile(r"^(.*)/q(i8|u8|i4)(c?)(?:g(\d+))?$")
-_SHORT = {"int8": "i8", "uint8": "u8", "int4": "i4"}
+FLOAT16 = "float16"
+"""The weight dtype kernels read as halves (no scales)."""
+_SUFFIX = re.compile(r"^(.*)/q(i8|u8|i4|f16)(c?)(?:g(\d+))?$")
+_SHORT = {"int8": "i8", "uint8": "u8", "int4": "i4", FLOAT16: "f16"}
 _LONG = {v: k for k, v in _SHORT.items()}
 
 
@@ -58,7 +67,8 @@ _LONG = {v: k for k, v in _SHORT.items()}
 class WeightQuant:
     """How a kernel's weight is stored: ``dtype`` integers with ``channels`` scale/zero-point pairs (1: per tensor).
 
-    ``group`` (int4 only, a multiple of 4): the K values that share a channel's scale.
+    ``group`` (int4 only, a multiple of 4): the K values that share a channel's scale. ``float16``: halves, with
+    no scales (``channels`` 1).
     """
 
     dtype: str
@@ -66,8 +76,10 @@ class WeightQuant:
     group: int = 0
 
     def __post_init__(self) -> None:
-        if self.dtype not in QUANT_RANGES:
-            raise ShapeError(f"quantized weights must be int8, uint8 or int4, not {self.dtype!r}")
+        if self.dtype not in QUANT_RANGES and self.dtype != FLOAT16:
+            raise ShapeError(f"quantized weights must be int8, uint8, int4 or float16, not {self.dtype!r}")
+        if self.dtype == FLOAT16 and self.channels != 1:
+            raise ShapeError(f"float16 weights have no scales, got {self.channels} channels")
         if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels < 1:
             raise ShapeError(f"quantized weights need >= 1 scale, got {self.channels!r}")
         # a multiple of 4: the four K values of a GLSL vec4 fetch (k % 4 == 0) then share one group
@@ -81,13 +93,18 @@ class WeightQuant:
         return math.ceil(k / self.group) if self.group else 1
 
     @property
+    def scaled(self) -> bool:
+        """Whether the kernel binds scales (a ``qparams`` input): every dtype but float16."""
+        return self.dtype != FLOAT16
+
+    @property
     def per_channel(self) -> bool:
         """Whether each output channel has its own scale and zero point."""
         return self.channels > 1
 
     @property
     def key(self) -> str:
-        """The suffix of a problem key: ``/qi8`` per tensor, ``/qi8c`` per channel (``u8`` for uint8), ``/qi4g32``."""
+        """A problem key's suffix: ``/qi8``, ``/qi8c`` per channel (``u8``: uint8), ``/qi4g32``, ``/qf16``."""
         if self.group:
             return f"/q{_SHORT[self.dtype]}g{self.group}"
         return f"/q{_SHORT[self.dtype]}{'c' * self.per_channel}"
@@ -114,6 +131,10 @@ def from_node(
     dtype = attrs.get("weight_quant", "")
     if not dtype:
         return None
+    if dtype == FLOAT16:
+        if qparams is not None:
+            raise ShapeError(f"{op}: float16 weights have no qparams, got {qparams}")
+        return WeightQuant(FLOAT16)
     if dtype == "int4":
         wq = WeightQuant("int4", channels, int(attrs.get("weight_group", 0)))
         if qparams is None or tuple(qparams) != (wq.groups(k), channels):
@@ -127,7 +148,7 @@ def from_node(
 def split_key(text: str) -> tuple[str, str, bool, int]:
     """Split a ``--shape`` text into the shape, the weights' dtype (``""``: float), per-channel-ness and group.
 
-    The suffix is what :attr:`WeightQuant.key` writes: ``/qi8``, ``/qu8``, ``/qi8c``, ``/qu8c``, ``/qi4g32``.
+    The suffix is what :attr:`WeightQuant.key` writes: ``/qi8``, ``/qu8``, ``/qi8c``, ``/qu8c``, ``/qi4g32``, ``/qf16``.
 
     Raises:
         ShapeError: For int4 without a group (``/qi4g32``), or a group with int8/uint8.
@@ -138,6 +159,8 @@ def split_key(text: str) -> tuple[str, str, bool, int]:
     dtype, group = _LONG[match.group(2)], int(match.group(4) or 0)
     if (dtype == "int4") != bool(group) or (dtype == "int4" and match.group(3)):
         raise ShapeError(f"{text!r}: int4 weights are '/qi4g<group>' (per channel), int8/uint8 ones have no group")
+    if dtype == FLOAT16 and match.group(3):
+        raise ShapeError(f"{text!r}: float16 weights are '/qf16' (no scales)")
     return match.group(1), dtype, bool(match.group(3)) or dtype == "int4", group
 
 
@@ -163,6 +186,8 @@ def integers(weight: np.ndarray, qparams: np.ndarray, axis: int, wq: WeightQuant
         ValueError: Naming ``what`` when the weight is not made of such integers.
     """
     w = np.asarray(weight, np.float32)
+    if wq.dtype == FLOAT16:
+        return halves(w, what)
     if wq.dtype == "int4":
         return _int4_integers(w, np.asarray(qparams, np.float32), axis, wq, what)
     qp = np.asarray(qparams, np.float32).reshape(2, -1)
@@ -175,6 +200,19 @@ def integers(weight: np.ndarray, qparams: np.ndarray, axis: int, wq: WeightQuant
     if not np.array_equal(np.asarray(back, np.float32).view(np.uint32), w.view(np.uint32)):
         raise ValueError(f"{what}: the weight is not {wq.dtype} integers dequantized by its qparams")
     return q.astype(wq.dtype)
+
+
+def halves(weight: np.ndarray, what: str) -> np.ndarray:
+    """Return ``weight`` as float16, checked to widen back to it bit for bit (the kernel reads these halves).
+
+    Raises:
+        ValueError: Naming ``what`` when a value is not a half (rounding would change what the kernel computes).
+    """
+    w = np.asarray(weight, np.float32)
+    half = w.astype(np.float16)
+    if not np.array_equal(half.astype(np.float32).view(np.uint32), w.view(np.uint32)):
+        raise ValueError(f"{what}: the weight is not float16 values")
+    return half
 
 
 def device_qparams(qparams: np.ndarray, wq: WeightQuant, glsl: bool = False) -> np.ndarray:
@@ -241,8 +279,10 @@ def _int4_integers(w: np.ndarray, scales: np.ndarray, axis: int, wq: WeightQuant
 
 def random_weight(
     rng: np.random.Generator, shape: tuple[int, ...], axis: int, wq: WeightQuant
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return a float32 weight made of random ``wq`` integers (magnitudes about 1) and its qparams."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return a float32 weight made of random ``wq`` integers (magnitudes about 1) and its qparams (float16: None)."""
+    if wq.dtype == FLOAT16:  # halves in [-1, 1]: every bit of the 10-bit mantissa in use
+        return rng.uniform(-1, 1, shape).astype(np.float16).astype(np.float32), None
     lo, hi = QUANT_RANGES[wq.dtype]
     if wq.dtype == "int4":  # scales [groups, channels]; a per-group spread tests that kernels pick the right one
         groups = wq.groups(math.prod(shape) // shape[axis])

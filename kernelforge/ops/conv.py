@@ -523,7 +523,7 @@ class ConvSpec(OpSpec[ConvProblem]):
         if q.has_residual:
             inputs.append(out)
             samplers.append("RES")
-        if q.wq:  # scales and zero points [2, channels] (int4: scales [groups, channels]), 4 channels a texel
+        if q.wq and q.wq.scaled:  # scales, zero points [2, channels] (int4: [groups, channels]) 4 channels a texel
             qp_rows = q.wq.groups(q.cg * q.kh * q.kw) if q.wq.group else 2
             inputs.append(TexLayout(qp_rows, 4 * math.ceil(q.wq.channels / 4), 4, False))
             samplers.append("QP")
@@ -536,7 +536,9 @@ class ConvSpec(OpSpec[ConvProblem]):
         x = np.asarray(inputs[0], np.float32).reshape(q.n, q.c, q.h, q.w)
         w = np.asarray(inputs[1], np.float32).reshape(q.m, q.cg, q.kh, q.kw)
         qparams = None
-        if q.wq is not None:
+        if q.wq is not None and not q.wq.scaled:  # float16: the halves, no qparams
+            w = _qweight.halves(w, "W")
+        elif q.wq is not None:
             qparams = np.asarray(inputs[2 + q.has_bias + q.has_residual], np.float32)
             w = _qweight.integers(w, qparams, 0, q.wq, "W")
         glsl = "c_unroll" in params

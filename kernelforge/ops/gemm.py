@@ -362,7 +362,7 @@ class GemmSpec(OpSpec[GemmProblem]):
                 "bias": launch.inputs[2].context() if problem.has_bias else None,
                 "res": launch.inputs[2 + problem.has_bias].context() if problem.has_residual else None,
                 "out": launch.targets[0].context(),
-                "qp": launch.inputs[-1].context() if problem.wq else None,
+                "qp": launch.inputs[-1].context() if problem.wq and problem.wq.scaled else None,
                 **(problem.wq.context() if problem.wq else {"wq": ""}),
             }
         threads = p["wg_x"] * p["wg_y"]
@@ -432,7 +432,7 @@ class GemmSpec(OpSpec[GemmProblem]):
         if problem.has_residual:  # the whole output matrix, laid out like the targets' rows
             inputs.append(TexLayout(rows, problem.n, params["pack_c"], square))
             samplers.append("RES")
-        if problem.wq:  # scales and zero points [2, channels] (int4: scales [groups, channels]), 4 channels a texel
+        if problem.wq and problem.wq.scaled:  # scales, zero points [2, channels] (int4: [groups, channels]) 4 a texel
             qp_rows = problem.wq.groups(problem.k) if problem.wq.group else 2
             inputs.append(TexLayout(qp_rows, 4 * math.ceil(problem.wq.channels / 4), 4, False))
             samplers.append("QP")
@@ -440,12 +440,18 @@ class GemmSpec(OpSpec[GemmProblem]):
         return GlLaunch(tuple(inputs), tuple(samplers), (target,) * params["mrt"], rows, problem.n)
 
     def device_inputs(self, problem: GemmProblem, params: Params, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Return A, B (bias, residual) as contiguous float32 arrays; a quantized B as its integers, then qparams."""
+        """Return A, B (bias, residual) as contiguous float32 arrays; a quantized B as its integers, then qparams.
+
+        A float16 B is its halves, with no qparams.
+        """
         count = 2 + problem.has_bias + problem.has_residual
         arrays = [np.ascontiguousarray(x, dtype=np.float32) for x in inputs[:count]]
         if problem.wq is None:
             return arrays
         b_shape = (problem.n, problem.k) if problem.trans_b else (problem.k, problem.n)
+        if not problem.wq.scaled:  # float16: the halves (two a WGSL word, a half-float texture in GLSL)
+            arrays[1] = _qweight.halves(arrays[1].reshape(b_shape), "B")
+            return arrays
         qparams = np.asarray(inputs[count], np.float32)
         glsl = "pack_c" in params
         arrays[1] = _qweight.integers(arrays[1].reshape(b_shape), qparams, int(not problem.trans_b), problem.wq, "B")

@@ -62,9 +62,9 @@ class TexLayout:
         return None
 
     def pack_array(self, matrix: np.ndarray) -> np.ndarray:
-        """Return texture data ``(height, width, pack)`` for a ``[rows, cols]`` matrix: float32, or int8/uint8 kept."""
+        """Return the ``(height, width, pack)`` texture data of a ``[rows, cols]`` matrix (int8/uint8/float16 kept)."""
         given = np.asarray(matrix)
-        dtype = given.dtype if given.dtype in (np.int8, np.uint8) else np.float32
+        dtype = given.dtype if given.dtype in (np.int8, np.uint8, np.float16) else np.float32
         m = np.asarray(given, dtype).reshape(self.rows, self.cols)
         padded = np.zeros((self.rows, self.row_texels * self.pack), dtype)
         padded[:, : self.cols] = m

@@ -192,8 +192,9 @@ def load(
         db: A tuning database or its directory (default: the configured one).
         input_shapes: Shapes for inputs with symbolic dims (a symbolic leading dim defaults to 1; any other must
             be given, and the error names it). The session's ``inputs`` and ``summary()`` show the fixed shapes.
-        weights: ``"fp32"``, or ``"int8"``/``"int4"`` to quantize the GEMM and conv weights as ``export
-            --weights int8``/``int4`` does (the kernels read the integers): what such a bundle computes, natively.
+        weights: ``"fp32"``, or ``"int8"``/``"int4"``/``"fp16"`` to quantize the GEMM and conv weights as
+            ``export --weights int8``/``int4``/``fp16`` does (the kernels read the integers or halves): what such a
+            bundle computes, natively.
         precision: ``auto``: each kernel's tuned config as recorded (f16 arithmetic only where the tuner measured
             it faster and within its op's accuracy bound); ``f32``: float32 arithmetic everywhere; ``f16``: f16
             in every kernel that has it (the device must have ``shader-f16``). ``summary()`` shows which kernels
@@ -205,6 +206,6 @@ def load(
     """
     if backend is not None and backend not in ("wgsl", "glsl"):
         raise KernelforgeError(f"backend must be 'wgsl' or 'glsl', got {backend!r}")
-    if weights not in ("fp32", "int8", "int4"):
-        raise KernelforgeError(f"weights must be 'fp32', 'int8' or 'int4', got {weights!r}")
+    if weights not in ("fp32", "fp16", "int8", "int4"):
+        raise KernelforgeError(f"weights must be 'fp32', 'fp16', 'int8' or 'int4', got {weights!r}")
     return Session(prepare_graph(model, input_shapes, weights), open_device(device, backend), _open_db(db), precision)

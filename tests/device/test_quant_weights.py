@@ -92,5 +92,5 @@ def test_a_float_model_loaded_with_int8_weights_computes_its_quantized_graph(lav
     floats = kernelforge.load(model, device=device.info.index, backend=backend)
     assert 0 < session.program.constant_bytes < 0.6 * floats.program.constant_bytes
     assert f"constants {session.program.constant_bytes / 2**20:.2f} MiB" in session.summary()
-    with pytest.raises(KernelforgeError, match="weights must be 'fp32', 'int8' or 'int4', got 'int2'"):
+    with pytest.raises(KernelforgeError, match="weights must be 'fp32', 'fp16', 'int8' or 'int4', got 'int2'"):
         kernelforge.load(model, device=device.info.index, backend=backend, weights="int2")

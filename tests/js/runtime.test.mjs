@@ -173,6 +173,15 @@ describe("constantReader", () => {
     assert.deepEqual(Array.from(int4Values(/** @type {Uint8Array} */ (packed), 5)), [1, 7, -1, -7, -8]);
   });
 
+  it("returns float16 constants as their raw halves, in an fp32 bundle as in an fp16 one", () => {
+    const buf = weights(16, (d) => [0x3c00, 0xc000, 0x7bff].forEach((v, k) => d.setUint16(2 * k, v, true)));
+    for (const dtype of ["fp32", "fp16"]) {
+      const halves = constantReader(manifestOf(dtype, [{ offset: 0, count: 3, dtype: "float16" }]), buf)(0);
+      assert.ok(halves instanceof Uint16Array);
+      assert.deepEqual(Array.from(halves), [0x3c00, 0xc000, 0x7bff]);
+    }
+  });
+
   it("returns fp32 constants as views of the weights at their offsets", () => {
     const buf = weights(48, (d) => [1.5, -2, 3.25].forEach((v, k) => d.setFloat32(32 + 4 * k, v, true)));
     const constant = constantReader(manifestOf("fp32", [{ offset: 0, count: 4 }, { offset: 32, count: 3 }]), buf);

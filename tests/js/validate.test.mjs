@@ -185,7 +185,8 @@ describe("validatePlan", () => {
     const cases = [
       [{ ...q, offset: 32 }, /^kernelforge: constants\[0\] lies outside weights\.bin: bytes 32\.\.36 of 32$/],
       [{ ...q, dtype: "int4" }, /^kernelforge: constants\[0\] is int4 \(a kernel's integers\), which has no scale$/],
-      [{ ...q, dtype: "int2" }, /^kernelforge: constants\[0\]\.dtype is "int2"; expected "int8", "uint8" or "int4"$/],
+      [{ ...q, dtype: "int2" }, /^kernelforge: constants\[0\]\.dtype is "int2"; expected "int8", "uint8", "int4" or "float16"$/],
+      [{ ...q, dtype: "float16" }, /^kernelforge: constants\[0\] is float16 \(a kernel's halves\), which has no scale$/],
       [{ ...q, dtype: null }, /^kernelforge: constants\[0\]\.dtype is null; /],
       [{ ...q, scale: 0.5 }, /^kernelforge: constants\[0\]\.scale is 0\.5; expected an array$/],
       [{ ...q, scale: [] }, /^kernelforge: constants\[0\]\.scale is empty$/],
@@ -217,6 +218,9 @@ describe("validatePlan", () => {
     // int4: packed two a byte, into a WGSL buffer as they are or widened into an int8 texture
     check(wgsl, "wgsl", (_, m) => (m.constants[0] = { ...raw, dtype: "int4" }));
     check(glsl, "glsl", (p, m) => ((m.constants[0] = { ...raw, dtype: "int4" }), (p.textures[1].dtype = "int8")));
+    // float16: two bytes a value, into a WGSL buffer as they are or a half-float texture
+    check(wgsl, "wgsl", (_, m) => (m.constants[0] = { ...raw, dtype: "float16" }));
+    check(glsl, "glsl", (p, m) => ((m.constants[0] = { ...raw, dtype: "float16" }), (p.textures[1].dtype = "float16")));
     const at = "targets\\[0\\]\\.plan";
     const cases = [
       ["wgsl", (p, m) => (m.constants[0] = { ...raw, zero_point: [0] }), /^kernelforge: constants\[0\] has no scale \(a kernel's integers\) and a zero_point$/],
@@ -228,7 +232,11 @@ describe("validatePlan", () => {
       ["glsl", (p, m) => ((m.constants[0] = raw), (p.textures[1].dtype = "uint8")), /uploads int8 values to texture 1 of uint8 texels$/],
       ["glsl", (p) => (p.textures[0].dtype = "int8"), /inputs\[0\] uploads float values to texture 0 of int8 texels$/],
       ["glsl", (p) => (p.textures[2].dtype = "int8"), /steps\[0\]\.targets\[0\] is texture 2, of int8 texels; steps draw floats$/],
-      ["glsl", (p) => (p.textures[1].dtype = "float16"), /textures\[1\]\.dtype is "float16"; expected "int8", "uint8" or none \(float\)$/],
+      ["glsl", (p) => (p.textures[1].dtype = "float16"), new RegExp(`^kernelforge: ${at}\\.constants\\[0\\] uploads float values to texture 1 of float16 texels$`)],
+      ["glsl", (p, m) => (m.constants[0] = { ...raw, dtype: "float16" }), /constants\[0\] uploads float16 values to texture 1 of float texels$/],
+      ["glsl", (p) => (p.textures[2].dtype = "float16"), /steps\[0\]\.targets\[0\] is texture 2, of float16 texels; steps draw floats$/],
+      ["glsl", (p) => (p.textures[1].dtype = "float32"), /textures\[1\]\.dtype is "float32"; expected "int8", "uint8", "float16" or none \(float\)$/],
+      ["wgsl", (p, m) => (m.constants[0] = { ...raw, dtype: "float16", offset: 16, count: 9 }), /^kernelforge: constants\[0\] lies outside weights\.bin: bytes 16\.\.34 of 32$/],
     ];
     for (const [language, edit, pattern] of cases) throwsKf(() => check(language === "wgsl" ? wgsl : glsl, language, edit), pattern);
   });

@@ -189,3 +189,33 @@ def test_int4_problem_keys_are_their_own() -> None:
         for s in ("64x64x64", "64x64x64/qi8c", "64x64x64/qi4g32", "64x64x64/qi4g16")
     }
     assert len(keys) == 4
+
+
+@pytest.mark.parametrize("name", ["mlp", "small_cnn"])
+def test_weights_fp16_stores_gemm_and_conv_weights_as_the_halves_kernels_read(tmp_path: Path, name: str) -> None:
+    from kernelforge.graph.prepare import prepare_graph
+
+    fp32 = export(MODELS[name](), tmp_path / "fp32", db=REPO_DB)
+    fp16 = export(MODELS[name](), tmp_path / "fp16", db=REPO_DB, weights="fp16")
+    assert fp16.weights_bytes < 0.55 * fp32.weights_bytes, (fp16.weights_bytes, fp32.weights_bytes)
+    manifest, blob = _bundle(tmp_path / "fp16")
+    assert manifest["weights"]["dtype"] == "fp16"
+    weights = _weight_constants(manifest)
+    assert weights and all(set(c) == {"offset", "count", "dtype"} and c["dtype"] == "float16" for c in weights)
+    glsl = [t["plan"] for t in manifest["targets"] if t["language"] == "glsl"]
+    assert glsl and all(any(t.get("dtype") == "float16" for t in plan["textures"]) for plan in glsl)
+    # each is 2 bytes a value: the rounded graph's weight, rearranged into the kernel's order
+    graph = prepare_graph(MODELS[name](), weights="fp16")
+    rounded = [graph.value(n.inputs[1]).data for n in graph.nodes if n.attrs.get("weight_quant") == "float16"]
+    assert rounded and all(w is not None for w in rounded)
+    for c in weights:
+        halves = np.frombuffer(blob, "<f2", c["count"], c["offset"]).astype(np.float32)
+        assert any(w.size == halves.size and np.array_equal(np.sort(w.reshape(-1)), np.sort(halves)) for w in rounded)
+
+
+def test_float16_problem_keys_are_their_own() -> None:
+    from kernelforge.ops import get_op
+
+    gemm = get_op("gemm")
+    keys = {gemm.problem_key(gemm.parse_problem(s)) for s in ("64x64x64", "64x64x64/qi8c", "64x64x64/qf16")}
+    assert keys == {"64x64x64", "64x64x64/qi8c", "64x64x64/qf16"}

@@ -145,7 +145,8 @@ export interface Model {
   tuningReport(): object | null;
   /**
    * GPU memory of the variant built at load, in bytes: its constants as uploaded (weights: float32, fp16 ones widened;
-   * int8 ones a kernel dequantizes, one byte each; int4 ones two values a byte in WebGPU, one in WebGL2) and its
+   * int8 ones a kernel dequantizes, one byte each; int4 ones two values a byte in WebGPU, one in WebGL2; float16
+   * ones a kernel reads, two bytes each) and its
    * activation buffers (WebGPU) or textures (WebGL2).
    */
   readonly memory: Memory;

@@ -136,8 +136,9 @@ const EDGE = {
  * A constant of weights.bin: `count` values of weights.dtype, or of its own `dtype` (int8/uint8 integers that
  * widen to `(q - zero_point[c]) * scale[c]`, c the index along `axis` of `shape`; one scale: per tensor; without
  * `scale`, integers a kernel reads and dequantizes itself, uploaded as they are; `int4`: such integers packed two
- * a byte, low nibble first, uploaded as they are to a WebGPU buffer and widened to int8 texels for WebGL2).
- * @typedef {{ offset: number, count: number, dtype?: "int8" | "uint8" | "int4", scale?: number[], zero_point?: number[],
+ * a byte, low nibble first, uploaded as they are to a WebGPU buffer and widened to int8 texels for WebGL2;
+ * `float16`: halves a kernel reads itself, uploaded as they are to a WebGPU buffer or a half-float texture).
+ * @typedef {{ offset: number, count: number, dtype?: "int8" | "uint8" | "int4" | "float16", scale?: number[], zero_point?: number[],
  *   axis?: number, shape?: number[] }} Constant
  */
 /**
@@ -172,7 +173,7 @@ const EDGE = {
  * @property {undefined} [subgroup_size]
  * @property {undefined} [f16]
  * @property {number} vertex
- * @property {{ width: number, height: number, pack: number, dtype?: "int8" | "uint8" }[]} textures
+ * @property {{ width: number, height: number, pack: number, dtype?: "int8" | "uint8" | "float16" }[]} textures
  * @property {{ texture: number, constant: number, layout: Layout }[]} [constants]
  * @property {{ name: string, texture: number, layout: Layout }[]} inputs
  * @property {({ name: string, texture: number, size: number, constant?: undefined } | ConstantOutput)[]} outputs
@@ -428,23 +429,25 @@ function halfTable() {
 
 /**
  * Return constant(i) -> Float32Array of constant i of the manifest, decoded on first use (the Int8Array or
- * Uint8Array of integers a kernel dequantizes itself; int4: their packed bytes, see int4Values()). validatePlan() has
+ * Uint8Array of integers a kernel dequantizes itself; int4: their packed bytes, see int4Values(); float16: the
+ * Uint16Array of halves a kernel reads itself). validatePlan() has
  * checked that every constant a plan uses lies inside the weights at a 16-byte aligned offset, so fp32 constants
  * are views of the weights; typed arrays use the platform's byte order, which is little-endian on every browser
  * platform, like weights.bin. Quantized constants widen to exactly the float32 values a native run binds: the
  * product of an 8-bit difference and a float32 scale is exact in a double, and storing it rounds it once.
  * @param {Pick<Manifest, "weights" | "constants">} manifest
  * @param {ArrayBuffer} buf
- * @returns {(i: number) => Float32Array | Int8Array | Uint8Array}
+ * @returns {(i: number) => Float32Array | Int8Array | Uint8Array | Uint16Array}
  */
 function constantReader(manifest, buf) {
-  /** @type {Map<number, Float32Array | Int8Array | Uint8Array>} */
+  /** @type {Map<number, Float32Array | Int8Array | Uint8Array | Uint16Array>} */
   const cache = new Map();
   return (i) => {
     const c = manifest.constants[i];
     const { offset, count, scale = [], zero_point: zp = [], shape = [], axis = 0 } = c;
     let v = cache.get(i);
     if (!v && c.dtype === "int4") v = new Uint8Array(buf, offset, Math.ceil(count / 2));
+    else if (!v && c.dtype === "float16") v = new Uint16Array(buf, offset, count);
     else if (!v && c.dtype && !c.scale) v = new (c.dtype === "int8" ? Int8Array : Uint8Array)(buf, offset, count);
     else if (!v && c.dtype) {
       const inner = numel(shape.slice(axis + 1));
@@ -475,7 +478,7 @@ function int4Values(packed, count) {
 
 /**
  * The GPU memory a plan takes: its constants as uploaded (floats 4 bytes, fp16 weights widened; integers a kernel
- * reads, 1) and its activation buffers or textures.
+ * reads, 1; halves a kernel reads, 2) and its activation buffers or textures.
  * @param {Manifest} manifest
  * @param {Plan} plan
  * @returns {Memory}
@@ -483,7 +486,7 @@ function int4Values(packed, count) {
 function memoryOf(manifest, plan) {
   const bytes = (/** @type {number} */ i) => {
     const c = manifest.constants[i];
-    return c.dtype === "int4" ? Math.ceil(c.count / 2) : (c.dtype && !c.scale ? 1 : 4) * c.count;
+    return c.dtype === "int4" ? Math.ceil(c.count / 2) : (c.dtype === "float16" ? 2 : c.dtype && !c.scale ? 1 : 4) * c.count;
   };
   const sum = (/** @type {number[]} */ a) => a.reduce((n, x) => n + x, 0);
   if (!("vertex" in plan)) {
@@ -491,7 +494,7 @@ function memoryOf(manifest, plan) {
     return { weights: sum([...bound].map((i) => align4(bytes(i)))), activations: sum(plan.buffers.map(align4)) };
   }
   const uploaded = new Set((plan.constants ?? []).map((c) => c.texture));
-  const size = plan.textures.map((t) => t.width * t.height * t.pack * (t.dtype ? 1 : 4));
+  const size = plan.textures.map((t) => t.width * t.height * t.pack * (t.dtype === "float16" ? 2 : t.dtype ? 1 : 4));
   return { weights: sum(size.filter((_, i) => uploaded.has(i))), activations: sum(size.filter((_, i) => !uploaded.has(i))) };
 }
 
@@ -719,7 +722,7 @@ function validatePlan(manifest, target) {
       int(t?.width, `${tp}.width`, 1, 16384);
       int(t.height, `${tp}.height`, 1, 16384);
       if (t.pack !== 1 && t.pack !== 4) fail(`${tp}.pack is ${str(t.pack)}; expected 1 or 4`);
-      if (t.dtype !== undefined && !QUANT[t.dtype]) fail(`${tp}.dtype is ${str(t.dtype)}; expected "int8", "uint8" or none (float)`);
+      if (t.dtype !== undefined && !QUANT[t.dtype] && t.dtype !== "float16") fail(`${tp}.dtype is ${str(t.dtype)}; expected "int8", "uint8", "float16" or none (float)`);
       return t;
     });
     /** @type {(i: unknown, path: string) => any} */
@@ -782,7 +785,7 @@ function validatePlan(manifest, target) {
 
 /**
  * Check a quantized constant's fields (FORMAT.md, "Quantized constants"), naming the field; return its bytes per
- * value (1; int4: 1/2).
+ * value (1; int4: 1/2; float16: 2).
  * @param {any} c
  * @param {string} cp its path
  */
@@ -792,7 +795,12 @@ function checkQuantized(c, cp) {
     for (const k of ["scale", "zero_point", "axis", "shape"]) if (c[k] !== undefined) fail(`${cp} is int4 (a kernel's integers), which has no ${k}`);
     return 0.5;
   }
-  const range = QUANT[c.dtype] ?? fail(`${cp}.dtype is ${str(c.dtype)}; expected "int8", "uint8" or "int4"`);
+  if (c.dtype === "float16") {
+    // halves a kernel reads itself: no scales, and never widened (weights.dtype does not apply)
+    for (const k of ["scale", "zero_point", "axis", "shape"]) if (c[k] !== undefined) fail(`${cp} is float16 (a kernel's halves), which has no ${k}`);
+    return 2;
+  }
+  const range = QUANT[c.dtype] ?? fail(`${cp}.dtype is ${str(c.dtype)}; expected "int8", "uint8", "int4" or "float16"`);
   if (c.scale === undefined) {
     // integers a kernel dequantizes itself: bytes only
     for (const k of ["zero_point", "axis", "shape"]) if (c[k] !== undefined) fail(`${cp} has no scale (a kernel's integers) and a ${k}`);
@@ -1055,13 +1063,13 @@ async function openWebGPU(adapter, manifest, subgroups, timing, f16) {
   /**
    * @param {number} size
    * @param {number} usage
-   * @param {Float32Array | Uint32Array | Int8Array | Uint8Array} [data] initial contents, written through a view of data's own type
+   * @param {Float32Array | Uint32Array | Int8Array | Uint8Array | Uint16Array} [data] initial contents, written through a view of data's own type
    */
   const buffer = (size, usage, data) => {
     const b = device.createBuffer({ size: align4(size), usage, mappedAtCreation: !!data });
     owned.push(b);
     if (data) {
-      new (/** @type {new (b: ArrayBuffer) => Float32Array | Uint32Array | Int8Array | Uint8Array} */ (data.constructor))(b.getMappedRange()).set(data);
+      new (/** @type {new (b: ArrayBuffer) => Float32Array | Uint32Array | Int8Array | Uint8Array | Uint16Array} */ (data.constructor))(b.getMappedRange()).set(data);
       b.unmap();
     }
     return b;
@@ -1091,7 +1099,7 @@ async function openWebGPU(adapter, manifest, subgroups, timing, f16) {
   const constantBuffers = new Map();
   /**
    * @param {number} i
-   * @param {(i: number) => Float32Array | Int8Array | Uint8Array} constant
+   * @param {(i: number) => Float32Array | Int8Array | Uint8Array | Uint16Array} constant
    */
   const constantBuffer = (i, constant) => {
     if (!constantBuffers.has(i)) constantBuffers.set(i, buffer(constant(i).byteLength, STORAGE, constant(i)));
@@ -1340,16 +1348,19 @@ async function openWebGL2(gl, manifest) {
       const t = gl.createTexture();
       owned.textures.push(t);
       gl.bindTexture(TEXTURE_2D, t);
-      // float texels, or the int8/uint8 ones of weights a kernel dequantizes (RGBA8I/R8I, RGBA8UI/R8UI)
+      // float texels, the int8/uint8 ones of weights a kernel dequantizes (RGBA8I/R8I, RGBA8UI/R8UI), or the
+      // halves of float16 weights (RGBA16F/R16F: sampled as floats, core WebGL2 with no extension)
       const [rgba, red, type, Staging] = !dtype
         ? [gl.RGBA32F, gl.R32F, FLOAT, Float32Array]
-        : dtype === "int8"
-          ? [gl.RGBA8I, gl.R8I, gl.BYTE, Int8Array]
-          : [gl.RGBA8UI, gl.R8UI, gl.UNSIGNED_BYTE, Uint8Array];
+        : dtype === "float16"
+          ? [gl.RGBA16F, gl.R16F, gl.HALF_FLOAT, Uint16Array]
+          : dtype === "int8"
+            ? [gl.RGBA8I, gl.R8I, gl.BYTE, Int8Array]
+            : [gl.RGBA8UI, gl.R8UI, gl.UNSIGNED_BYTE, Uint8Array];
       gl.texStorage2D(TEXTURE_2D, 1, pack === 4 ? rgba : red, width, height);
       for (const p of [gl.TEXTURE_MIN_FILTER, gl.TEXTURE_MAG_FILTER]) gl.texParameteri(TEXTURE_2D, p, gl.NEAREST);
       for (const p of [gl.TEXTURE_WRAP_S, gl.TEXTURE_WRAP_T]) gl.texParameteri(TEXTURE_2D, p, gl.CLAMP_TO_EDGE);
-      const format = dtype ? (pack === 4 ? gl.RGBA_INTEGER : gl.RED_INTEGER) : pack === 4 ? gl.RGBA : gl.RED;
+      const format = dtype && dtype !== "float16" ? (pack === 4 ? gl.RGBA_INTEGER : gl.RED_INTEGER) : pack === 4 ? gl.RGBA : gl.RED;
       return { t, width, height, pack, format, type, Staging };
     });
 
@@ -1363,7 +1374,7 @@ async function openWebGL2(gl, manifest) {
     const uploader = (tex, { rows, cols, pack, width, height }) => {
       const rowFloats = Math.ceil(cols / pack) * pack;
       const staging = new tex.Staging(width * height * pack);
-      /** @param {Float32Array | Int8Array | Uint8Array} values */
+      /** @param {Float32Array | Int8Array | Uint8Array | Uint16Array} values */
       return (values) => {
         if (rowFloats === cols) staging.set(values);
         else for (let r = 0; r < rows; r++) staging.set(values.subarray(r * cols, (r + 1) * cols), r * rowFloats);

@@ -93,12 +93,14 @@ class Backend(abc.ABC, Generic[R, K, B]):
         """Write float32 values at the start of a resource (a texture: its texels row by row, ``pack`` per texel).
 
         int8/uint8 data (quantized weights) is written as its bytes: four per 32-bit word of a buffer, one per
-        channel of an integer texture.
+        channel of an integer texture; float16 data (float16 weights) as its halves: two per word, one per channel
+        of a half-float texture.
         """
-        if data.dtype in (np.int8, np.uint8):
+        if data.dtype in (np.int8, np.uint8, np.float16):
             flat = np.ascontiguousarray(data).reshape(-1)
-            if self.language == "wgsl" and flat.size % 4:  # buffers are written in whole words
-                flat = np.concatenate([flat, np.zeros(4 - flat.size % 4, flat.dtype)])
+            per_word = 4 // flat.itemsize
+            if self.language == "wgsl" and flat.size % per_word:  # buffers are written in whole words
+                flat = np.concatenate([flat, np.zeros(per_word - flat.size % per_word, flat.dtype)])
         else:
             flat = np.ascontiguousarray(data, dtype=np.float32).reshape(-1)
         if flat.size:

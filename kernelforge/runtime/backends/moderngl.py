@@ -125,7 +125,7 @@ class ModernglBackend(Backend[Any, Any, Draw]):
         import moderngl
 
         assert isinstance(resource, Texture)
-        dtype = {"float32": "f4", "int8": "i1", "uint8": "u1"}[resource.dtype]
+        dtype = {"float32": "f4", "float16": "f2", "int8": "i1", "uint8": "u1"}[resource.dtype]
         texture = self.current().texture((resource.width, resource.height), resource.pack, dtype=dtype)
         texture.filter = (moderngl.NEAREST, moderngl.NEAREST)
         return texture
