@@ -214,16 +214,24 @@ def test_truncated_weights_reject_load(browser_page: Any, served: Any) -> None:
     assert "truncated" in error and str(len(data) // 2) in error and str(len(data)) in error
 
 
-def test_fp16_weights_run_with_fp32_compute(browser_page: Any, served: Any) -> None:
+def test_fp16_weights_stay_halves_on_the_gpu(browser_page: Any, served: Any) -> None:
     base, models, root = served
     export(models["small_cnn"], root / "small_cnn_fp16", db=REPO_DB, weights="fp16")
     feeds, want = _feeds(models["small_cnn"])
+    # what the fp16 bundle should compute: the graph with its GEMM/conv weights rounded to fp16, in numpy
+    exact = run_graph(prepare_graph(models["small_cnn"], weights="fp16"), feeds)
     for backend in ("webgpu", "webgl2"):
+        fp32 = _run(browser_page, base, "small_cnn", backend, feeds)
         got = _run(browser_page, base, "small_cnn_fp16", backend, feeds)
+        assert got["memory"] == _memory(root / "small_cnn_fp16", got["device"]["target"])
+        assert got["memory"]["weights"] < 0.6 * fp32["memory"]["weights"], (got["memory"], fp32["memory"])
         for name, expected in want.items():
             values = np.asarray(got["outputs"][name], np.float32).reshape(expected.shape)
+            scale = float(np.abs(expected).max())
+            # the other constants are fp16 in weights.bin too (widened at load), so close to, not exactly, numpy's
+            np.testing.assert_allclose(values, exact[name], rtol=0, atol=1e-3 * scale)
             # weights rounded to 11 significant bits: ~1e-3 relative per weight, a little more after sums
-            np.testing.assert_allclose(values, expected, rtol=0, atol=1e-2 * float(np.abs(expected).max()))
+            np.testing.assert_allclose(values, expected, rtol=0, atol=1e-2 * scale)
 
 
 def _memory(root: Path, target: str) -> dict[str, int]:
@@ -236,6 +244,8 @@ def _memory(root: Path, target: str) -> dict[str, int]:
         c = constants[i]
         if c.get("dtype") == "int4":
             return -(-c["count"] // 2)  # two a byte
+        if c.get("dtype") == "float16":
+            return 2 * c["count"]
         return (1 if "dtype" in c and "scale" not in c else 4) * c["count"]
 
     if "vertex" not in plan:
@@ -243,7 +253,8 @@ def _memory(root: Path, target: str) -> dict[str, int]:
         align = lambda n: max(4, -(-n // 4) * 4)  # noqa: E731
         return {"weights": sum(align(size(i)) for i in bound), "activations": sum(map(align, plan["buffers"]))}
     uploaded = {c["texture"] for c in plan.get("constants", [])}
-    sizes = [t["width"] * t["height"] * t["pack"] * (1 if "dtype" in t else 4) for t in plan["textures"]]
+    texel = {"int8": 1, "uint8": 1, "float16": 2}
+    sizes = [t["width"] * t["height"] * t["pack"] * texel.get(t.get("dtype", ""), 4) for t in plan["textures"]]
     weights = sum(n for i, n in enumerate(sizes) if i in uploaded)
     return {"weights": weights, "activations": sum(sizes) - weights}
 
