@@ -15,8 +15,14 @@ def suggest(trial: optuna.Trial, spec: OpSpec[Any], language: str) -> Params:
 
 
 def to_indices(spec: OpSpec[Any], params: Params, language: str) -> dict[str, int]:
-    """Return the trial representation of params (for ``enqueue_trial``)."""
-    return {p.name: p.choices.index(params[p.name]) for p in spec.params(language)}
+    """Return the trial representation of params (for ``enqueue_trial``).
+
+    A tunable added after a table of configs was written (conv's ``precision``) takes its ``absent`` value.
+    """
+    return {
+        p.name: p.choices.index(params[p.name] if p.name in params or p.absent is None else p.absent)
+        for p in spec.params(language)
+    }
 
 
 def from_indices(spec: OpSpec[Any], indices: dict[str, Any], language: str) -> Params:
