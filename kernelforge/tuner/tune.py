@@ -230,7 +230,8 @@ def tune_problem(backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: An
     language = backend.language
     # the default first: a problem no config can run on this device (its buffers past the binding limit) is a
     # ShapeError naming it, before gigabytes of inputs are allocated
-    default = spec.default_params(problem, backend.limits, language)
+    # filled with the absent values of tunables its table predates (conv's precision), as trials' params are
+    default = spec.validate_params(spec.default_params(problem, backend.limits, language), language)
     rng = np.random.default_rng(1234)
     inputs = spec.make_inputs(problem, rng)
     reference = spec.reference(problem, inputs)
@@ -266,7 +267,8 @@ def tune_problem(backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: An
     db = TuningDB(options.db_dir)
     query = Query.make(backend.info, spec.name, problem, language, backend.limits)
     known = db.stale_params(query)[:1] + [k.params for k in db.candidates(query)[: options.warm_start]]
-    seeds = [s for s in spec.seed_params(problem, backend.limits, language) if s != default]
+    seeds = [spec.validate_params(s, language) for s in spec.seed_params(problem, backend.limits, language)]
+    seeds = [s for s in seeds if s != default]
     for params in (default, *known, *seeds):
         if params not in seen:
             # skip_if_exists: a resumed study still holds the queued trials an earlier run never reached
