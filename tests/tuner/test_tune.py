@@ -42,6 +42,21 @@ def test_tune_writes_a_record_no_slower_than_default(tmp_path, lavapipe):
     assert SPEC.constraints(problem, rec.params, lavapipe.limits, "wgsl") is None
 
 
+def test_a_conv_whose_tables_predate_a_tunable_is_tuned_and_stored(tmp_path, lavapipe):
+    # conv's default and seed tables have no "precision" (added later, absent=0); the default's time must still be
+    # found among the trials', and f16 configs (seeded on lavapipe) are measured within their bound
+    conv = get_op("conv2d")
+    problem = conv.parse_problem("1x16x14x14:32x3x3:p1")
+    assert "precision" not in conv.default_params(problem, lavapipe.limits, "wgsl")
+    result = tune_problem(lavapipe, conv, problem, options(tmp_path, trials=12, sampler="tpe"))
+    assert result.record is not None and result.record.params["precision"] in (0, 1)
+    assert result.best_time <= result.default_time
+    study = optuna.load_study(study_name=study_name(lavapipe, conv, problem), storage=default_storage(tmp_path))
+    choices = next(p.choices for p in conv.params("wgsl") if p.name == "precision")
+    measured = [choices[t.params["precision"]] for t in study.trials if t.value is not None]
+    assert 1 in measured and 0 in measured  # the f16 twin of the first seed ran, as f32 configs did
+
+
 def test_default_is_trial_zero(tmp_path, lavapipe):
     problem = SPEC.parse_problem("16x16x16")
     tune_problem(lavapipe, SPEC, problem, options(tmp_path, trials=2))
