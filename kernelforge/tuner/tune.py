@@ -353,11 +353,14 @@ def tune_problem(backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: An
         compile_s = {k: c for k, (_, c) in objective.results.items()}
         counts["ok"] = len(times)
     default_key = tuple(sorted(default.items()))
-    if default_key not in times:  # the default never passed (or, the storage lost, this worker never ran it)
-        return TuneResult(
-            shape, spec.flops(problem), default, None, None, None, counts, reasons, None, interrupted,
-            seed=seed, storage_error=storage_error,
-        )  # fmt: skip
+    nothing = TuneResult(
+        shape, spec.flops(problem), default, None, None, None, counts, reasons, None, interrupted,
+        seed=seed, storage_error=storage_error,
+    )  # fmt: skip
+    # the default never passed (or, the storage lost, this worker never ran it); a default whose trial an
+    # earlier run was killed in has no time either, and the finalists' re-measurement below times it
+    if default_key not in times and (interrupted or storage_error or not times):
+        return nothing
     if not interrupted:
         # re-measure the leaders and the default side by side: single measurements are noisy (the luckiest
         # of many noisy trials wins the search), and the default must face the winner under the same
@@ -366,7 +369,10 @@ def tune_problem(backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: An
         finalists = [*[k for k in ranked if k != default_key][: options.top_k], default_key]
         again = _remeasure(objective, [dict(k) for k in finalists], options.remeasure)
         remeasured = {finalists[i]: t for i, t in again.items()}
-        remeasured.setdefault(default_key, times[default_key])  # the default verified before; keep its time
+        if default_key in times:
+            remeasured.setdefault(default_key, times[default_key])  # the default verified before; keep its time
+        if default_key not in remeasured:
+            return nothing  # the default does not verify: there is nothing to beat
         times = remeasured
     best_key = pick_winner(times, compile_s, default_key, lambda k: spec.tolerance(problem, dict(k)))
     best_params, best_time = dict(best_key), times[best_key]

@@ -126,6 +126,30 @@ def test_interrupted_run_keeps_finished_trials_and_resumes(tmp_path, lavapipe, m
     assert len(resumed) >= len(done) + 3
 
 
+def test_a_default_interrupted_in_an_earlier_run_is_timed_when_the_study_resumes(tmp_path, lavapipe, monkeypatch):
+    # a process killed while it measured the default leaves that trial failed without a reason; its config is
+    # never queued again, so the finalists' re-measurement must time the default, or nothing is ever stored
+    problem = SPEC.parse_problem("24x20x28")
+    calls = {"n": 0}
+    real_measure = objective_mod.measure
+
+    def killed(run, config, best=None, run_more=None):
+        calls["n"] += 1
+        if calls["n"] == 1:  # the default, trial 0
+            raise KeyboardInterrupt
+        return real_measure(run, config, best, run_more)
+
+    monkeypatch.setattr(objective_mod, "measure", killed)
+    first = tune_problem(lavapipe, SPEC, problem, options(tmp_path, trials=4))
+    assert first.interrupted and first.record is None
+    monkeypatch.setattr(objective_mod, "measure", real_measure)
+    again = tune_problem(lavapipe, SPEC, problem, options(tmp_path, trials=3))
+    trials = optuna.load_study(study_name=study_name(lavapipe, SPEC, problem), storage=default_storage(tmp_path)).trials
+    assert trials[0].state == optuna.trial.TrialState.FAIL  # the default's own trial stays failed
+    assert again.record is not None and again.default_time is not None
+    assert again.best_time <= again.default_time
+
+
 @pytest.mark.parametrize("sampler", sorted(STRATEGIES))
 def test_every_sampler_tunes(tmp_path, lavapipe, sampler):
     problem = SPEC.parse_problem("12x16x8")
