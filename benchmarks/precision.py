@@ -1,7 +1,8 @@
 """f16 against f32, per kernel and per model, and what the tuner picked, side by side in one run.
 
     python benchmarks/precision.py [--device lavapipe] [--models mobilenet_v2_style,resnet18_style,minilm,vit_tiny]
-                                   [--reps 9] [--max-seconds 10] [--runs 10] [--profiles 3] [--out FILE]
+                                   [--reps 9] [--max-seconds 10] [--runs 10] [--profiles 3] [--tune-trials 24]
+                                   [--out FILE]
 
 GEMM records: each WGSL GEMM record of the device's ``tuning_db/`` file, its tuned params (``precision`` as the
 tuner left it) and the same params in f32, f16 arithmetic and (staged configs) f16 workgroup tiles with f32 sums,
@@ -10,7 +11,8 @@ reference relative to its largest magnitude (or 1), against GEMM's stated bound 
 Models: three sessions on the repository's database, ``precision`` ``auto`` (the tuner's picks), ``f32`` and
 ``f16`` (f16 in every GEMM and conv), alternated; outputs compared with ONNX Runtime CPU. Per kernel: the f32 and
 f16 sessions' profiles (each kernel alone, GPU timestamps), alternated, medians, for every kernel that has an f16
-variant, with the tuner's pick beside it.
+variant, with the tuner's pick beside it. Tunes: a fresh ``--tune-trials`` tune of a few of these models' shapes
+(``TUNE_SHAPES``) in a scratch database, with how many configs of each precision it measured and the best of each.
 
 Prints the tables and writes ``benchmarks/results/precision.json``. A device without ``shader-f16`` (SwiftShader)
 gets no f16 column: its records can only be f32.
@@ -22,6 +24,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -80,9 +83,52 @@ def _kernels(backend: Any, reps: int, max_seconds: float) -> list[dict[str, Any]
     return rows
 
 
-def _models(
-    device: str, names: list[str], runs: int, profiles: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+Rows = list[dict[str, Any]]
+
+TUNE_SHAPES = {
+    "conv2d": ["1x32x112x112:32x3x3:p1:g32", "1x64x56x56:64x3x3:p1", "1x96x56x56:24x1x1"],
+    "gemm": ["128x384x384", "128x1536x384", "197x192x768"],
+}
+"""Shapes of the benchmark models that a fresh, longer tune runs on, to show what the tuner does with f16."""
+
+
+def _tuner_picks(backend: Any, trials: int) -> Rows:
+    """Tune each of :data:`TUNE_SHAPES` afresh (a scratch database) and report what it measured per precision."""
+    import optuna
+
+    from kernelforge.tuner.storage import default_storage
+    from kernelforge.tuner.tune import TuneOptions, study_name, tune_problem
+
+    names = {0: "f32", 1: "f16", 2: "f16 tiles"}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for op, shapes in TUNE_SHAPES.items():
+            spec = get_op(op)
+            choices = next(p.choices for p in spec.params("wgsl") if p.name == "precision")
+            for shape in shapes:
+                problem = spec.parse_problem(shape)
+                options = TuneOptions(trials=trials, seed=1, db_dir=Path(tmp), progress=False)
+                result = tune_problem(backend, spec, problem, options)
+                storage = default_storage(Path(tmp))
+                study = optuna.load_study(study_name=study_name(backend, spec, problem), storage=storage)
+                best: dict[int, float] = {}
+                count: dict[int, int] = {}
+                for t in study.trials:
+                    if t.value is not None:
+                        p = choices[t.params["precision"]]
+                        best[p] = min(best.get(p, float("inf")), t.value)
+                        count[p] = count.get(p, 0) + 1
+                row: dict[str, Any] = {"op": op, "shape": shape}
+                for p, n in names.items():
+                    row[f"{n} trials"] = count.get(p, 0)
+                    row[f"best {n} ms"] = best[p] * 1e3 if p in best else "-"
+                row["kept"] = names[(result.best_params or {}).get("precision", 0)]
+                rows.append(row)
+                print(row, flush=True)
+    return rows
+
+
+def _models(device: str, names: list[str], runs: int, profiles: int) -> tuple[Rows, Rows]:
     """Whole models in the tuner's pick (``precision="auto"``), f32 and f16, alternated; then per kernel."""
     import onnxruntime as ort
 
@@ -134,12 +180,17 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=10.0, help="time budget per kernel")
     parser.add_argument("--runs", type=int, default=10, help="alternated runs per model")
     parser.add_argument("--profiles", type=int, default=3, help="alternated per-kernel profiles per model")
+    parser.add_argument("--tune-trials", type=int, default=24, help="trials of each fresh tune (0: none)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     backend = open_device(args.device)
     if not backend.limits.f16:
         print(f"{backend.info.slug} has no shader-f16: its GEMMs compute in f32 only")
         return 0
+    picks = _tuner_picks(backend, args.tune_trials) if args.tune_trials else []
+    if picks:
+        print(f"\n{backend.info.slug}: {args.tune_trials}-trial tunes from scratch, what each precision measured\n")
+        print(table(picks, list(picks[0])))
     kernels = _kernels(backend, args.reps, args.max_seconds)
     print(f"\n{backend.info.slug}: every tuned WGSL GEMM, in f32 and in f16 (alternated, median ms)\n")
     print(table(kernels, list(kernels[0])))
@@ -152,7 +203,7 @@ def main() -> int:
         slower = sum(1 for k in per_kernel if k["f16/f32"] > 1)
         print(f"\nper kernel (alone, GPU timestamps): f16 slower than f32 in {slower} of {len(per_kernel)}\n")
         print(table(per_kernel, list(per_kernel[0])))
-    out = {"device": backend.info.slug, "kernels": kernels, "models": models, "per_kernel": per_kernel}
+    out = {"device": backend.info.slug, "tunes": picks, "kernels": kernels, "models": models, "per_kernel": per_kernel}
     path = write_json("precision", out, args.out)
     print(f"\nwrote {path}")
     return 0

@@ -326,8 +326,8 @@ class ConvSpec(OpSpec[ConvProblem]):
             fit = next((f for f in fits if self.constraints(problem, f, limits, language) is None), None)
             if fit is not None and fit not in seeds:
                 seeds.append(fit)
-        if language == "wgsl" and limits.f16 and seeds:  # the first seed in f16 too: the search knows both
-            seeds.append({**seeds[0], "precision": 1})
+        if language == "wgsl" and limits.f16 and seeds:  # the first seed in f16 next: the search knows both early
+            seeds.insert(1, {**seeds[0], "precision": 1})
         return seeds
 
     def tolerance(self, problem: ConvProblem, params: Params) -> float:

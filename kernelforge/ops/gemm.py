@@ -230,18 +230,17 @@ class GemmSpec(OpSpec[GemmProblem]):
     def seed_params(self, problem: GemmProblem, limits: Limits, language: str) -> list[Params]:
         """Return the WGSL configs that won on our software GPUs (valid ones only), small-M ones first.
 
-        Where the device has ``shader-f16``, the first one's f16 twins follow: f16 arithmetic, and (for the first
+        Where the device has ``shader-f16``, f16 twins follow the first one: f16 arithmetic, and (of the first
         staged seed) f16 workgroup tiles with f32 sums.
         """
         if language != "wgsl":
             return []
         seeds = (*_SMALL_M_SEEDS, *_SEEDS) if problem.m <= SMALL_M else _SEEDS
         valid = [s for s in seeds if self.constraints(problem, s, limits, language) is None]
-        if limits.f16 and valid:  # the first seeds again in f16: the search then knows every precision
-            valid.append({**valid[0], "precision": 1})
+        if limits.f16 and valid:  # the first seeds again in f16, early: the search then knows every precision
             staged = next((s for s in valid if s["staging"]), None)
-            if staged is not None:
-                valid.append({**staged, "precision": 2})
+            twins = [{**valid[0], "precision": 1}, *([{**staged, "precision": 2}] if staged is not None else [])]
+            valid[1:1] = twins
         return valid
 
     def tolerance(self, problem: GemmProblem, params: Params) -> float:
