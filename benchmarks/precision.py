@@ -5,9 +5,10 @@
                                    [--out FILE]
 
 GEMM records: each WGSL GEMM record of the device's ``tuning_db/`` file, its tuned params (``precision`` as the
-tuner left it) and the same params in f32, f16 arithmetic and (staged configs) f16 workgroup tiles with f32 sums,
-alternated on the same inputs. The error columns are each f16 config's largest difference from the numpy float64
-reference relative to its largest magnitude (or 1), against GEMM's stated bound (``GemmSpec.tolerance``).
+tuner left it) in f32 and in f16 arithmetic, and a staged config (the tuned one if staged, else the default) in f32
+and with f16 workgroup tiles and f32 sums, alternated on the same inputs. The error columns are each f16 config's
+largest difference from the numpy float64 reference relative to its largest magnitude (or 1), against GEMM's
+stated bound (``GemmSpec.tolerance``).
 Models: three sessions on the repository's database, ``precision`` ``auto`` (the tuner's picks), ``f32`` and
 ``f16`` (f16 in every GEMM and conv), alternated; outputs compared with ONNX Runtime CPU. Per kernel: the f32 and
 f16 sessions' profiles (each kernel alone, GPU timestamps), alternated, medians, for every kernel that has an f16
@@ -56,25 +57,34 @@ def _kernels(backend: Any, reps: int, max_seconds: float) -> list[dict[str, Any]
             continue
         problem = spec.parse_problem(record["shape"])
         tuned = spec.validate_params(record["params"], "wgsl")
-        twins = {p: {**tuned, "precision": p} for p in (0, 1, 2)}
-        twins = {p: t for p, t in twins.items() if spec.constraints(problem, t, backend.limits, "wgsl") is None}
-        if 0 not in twins or 1 not in twins:
+        # f16 tiles need a staged config: the tuned one where it is staged, else the op's default for the shape
+        staged = tuned if tuned["staging"] else spec.default_params(problem, backend.limits, "wgsl")
+        configs = {
+            "f32": {**tuned, "precision": 0},
+            "f16": {**tuned, "precision": 1},
+            "staged f32": {**staged, "precision": 0},
+            "f16 tiles": {**staged, "precision": 2},
+        }
+        if tuned["staging"]:
+            del configs["staged f32"]
+        fits = {n: c for n, c in configs.items() if spec.constraints(problem, c, backend.limits, "wgsl") is None}
+        if "f32" not in fits or "f16" not in fits:
             continue
         inputs = spec.make_inputs(problem, np.random.default_rng(0))
         reference = spec.reference(problem, inputs)
         names = {0: "f32", 1: "f16", 2: "f16 tiles"}
-        kernels = {names[p]: prepare(backend, spec, problem, t, inputs) for p, t in twins.items()}
-        checks = {
-            names[p]: verify(kernels[names[p]].run(), reference, spec.tolerance(problem, t)) for p, t in twins.items()
-        }
+        kernels = {n: prepare(backend, spec, problem, c, inputs) for n, c in fits.items()}
+        checks = {n: verify(kernels[n].run(), reference, spec.tolerance(problem, c)) for n, c in fits.items()}
         for k in kernels.values():  # warm-up: a first dispatch may pay for pipeline and buffer setup
             k.time()
         config = MeasureConfig(min_reps=1, max_reps=reps, max_seconds=max_seconds)
         t = side_by_side({n: k.time for n, k in kernels.items()}, config)
         scale = max(1.0, float(np.abs(reference).max()))
         row: dict[str, Any] = {"shape": record["shape"], "tuned": names[tuned["precision"]]}
-        for n in names.values():
+        for n in configs:
             row[f"{n} ms"] = t[n] * 1e3 if n in t else "-"
+        if "staged f32" not in configs:
+            row["staged f32 ms"] = row["f32 ms"]  # the tuned config is the staged one
         for n in ("f16", "f16 tiles"):
             row[f"{n} err"] = checks[n].max_error / scale if n in checks else "-"
             row[f"{n} within bound"] = checks[n].ok if n in checks else "-"
