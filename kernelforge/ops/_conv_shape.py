@@ -13,7 +13,8 @@ from kernelforge.errors import ShapeError
 
 SYNTAX = (
     "NxCxHxW:MxKHxKW[:sS|:sSYxSX][:pP|:pT,L,B,R][:dD|:dDYxDX][:gG] (1x64x56x56:64x3x3:s1:p1, "
-    "1x32x112x112:32x3x3:s2:p0,0,1,1:g32); shapes are separated by ';'"
+    "1x32x112x112:32x3x3:s2:p0,0,1,1:g32); a trailing /qi8, /qu8 (c: per channel), /qi4g32 or /qf16 stores W "
+    "as int8, uint8, int4 or float16 on the device; shapes are separated by ';'"
 )
 _SHAPE = re.compile(r"^(\d+)x(\d+)x(\d+)x(\d+):(\d+)x(\d+)x(\d+)((?::[a-z]+[0-9x,]*)*)$")
 _OPTION = re.compile(r"^([a-z]+)([0-9x,]*)$")

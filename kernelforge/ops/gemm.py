@@ -129,7 +129,7 @@ class GemmSpec(OpSpec[GemmProblem]):
     templates: ClassVar[dict[str, str]] = {"wgsl": "wgsl/gemm.wgsl.j2", "glsl": "glsl/gemm.frag.j2"}
     shape_syntax: ClassVar[str] = (
         "MxNxK or BxMxNxK, trailing 't' for trans_b, '/qi8' or '/qu8' int8/uint8 B ('c': per column), "
-        "'/qi4g32' int4 B (a scale per column and 32 K) (1024x1024x1024,64x64x64t,1x384x384/qi8c)"
+        "'/qi4g32' int4 B (a scale per column and 32 K), '/qf16' float16 B (1024x1024x1024,64x64x64t,1x384x384/qi8c)"
     )
     spaces: ClassVar[dict[str, tuple[Param, ...]]] = {
         "wgsl": (
