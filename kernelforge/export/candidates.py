@@ -62,7 +62,9 @@ def _probes(plan: Plan, step: Step) -> dict[str, np.ndarray]:
     reads the integers takes only values its qparams produce.
     """
     graph = plan.graph
-    consts = [n for n in step.call.inputs if graph.value(n).is_const and graph.value(n).quant is None]
+    # so do weights the node reads as int4 or float16 (marked on the node, not the value): probes are no such values
+    own = {step.node.inputs[1]} if step.node.attrs.get("weight_quant") and len(step.node.inputs) > 1 else set()
+    consts = [n for n in step.call.inputs if graph.value(n).is_const and graph.value(n).quant is None and n not in own]
     return {n: np.arange(np.prod(graph.value(n).shape), dtype=np.float32).reshape(graph.value(n).shape) for n in consts}
 
 
