@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from kernelforge.ops import get_op
-from kernelforge.ops.spec import Params
 from kernelforge.testing.ops import check_op, check_sampled_configs
+
+from .test_quant_weights import GEMM_CONFIGS
 
 pytestmark = pytest.mark.device
 GEMM = get_op("gemm")
@@ -15,11 +16,6 @@ CONV = get_op("conv2d")
 
 # odd element counts (a half word of padding), trans_b, vec4 columns, one row
 GEMM_SHAPES = ["33x20x71/qf16", "16x64x72t/qf16", "17x13x5t/qf16", "1x64x96/qf16"]
-GEMM_CONFIGS: list[Params] = [
-    {"wg_x": 8, "wg_y": 8, "wpt_m": 4, "wpt_n": 4, "tile_k": 32, "vec_width": 4, "vec_a": 1, "staging": 1},
-    {"wg_x": 8, "wg_y": 8, "wpt_m": 8, "wpt_n": 8, "tile_k": 4, "vec_width": 4, "vec_a": 4, "staging": 0},
-    {"wg_x": 4, "wg_y": 2, "wpt_m": 2, "wpt_n": 1, "tile_k": 2, "vec_width": 1, "vec_a": 1, "staging": 0},
-]
 # plain, strided with asymmetric padding, pointwise, depthwise, grouped
 CONV_SHAPES = [
     "1x8x9x9:8x3x3:s1:p1/qf16",
