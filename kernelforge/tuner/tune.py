@@ -357,9 +357,14 @@ def tune_problem(backend: Backend[Any, Any, Any], spec: OpSpec[Any], problem: An
         shape, spec.flops(problem), default, None, None, None, counts, reasons, None, interrupted,
         seed=seed, storage_error=storage_error,
     )  # fmt: skip
-    # the default never passed (or, the storage lost, this worker never ran it); a default whose trial an
-    # earlier run was killed in has no time either, and the finalists' re-measurement below times it
-    if default_key not in times and (interrupted or storage_error or not times):
+    # the default never passed (or, the storage lost, this worker never ran it); a default whose trials were
+    # all killed with an earlier run (failed without a reason: no verdict on it) is timed among the finalists
+    tunables = {p.name for p in spec.params(language)}
+    mine = [t for t in trials if set(t.params) == tunables and from_indices(spec, t.params, language) == default]
+    killed = bool(mine) and all(
+        t.state == optuna.trial.TrialState.FAIL and "invalidity" not in t.user_attrs for t in mine
+    )
+    if default_key not in times and (interrupted or storage_error or not times or not killed):
         return nothing
     if not interrupted:
         # re-measure the leaders and the default side by side: single measurements are noisy (the luckiest

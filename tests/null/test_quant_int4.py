@@ -41,5 +41,5 @@ def test_int4_scales_are_each_groups_peak_over_7_and_the_data_their_dequantized_
 
 def test_unknown_quantization_format_is_refused() -> None:
     graph = optimize(import_model(MODELS["mlp"]()))
-    with pytest.raises(ValueError, match="int8 or int4, not 'int2'"):
+    with pytest.raises(ValueError, match="int8, int4 or fp16, not 'int2'"):
         quantize_weights(graph, "int2")
