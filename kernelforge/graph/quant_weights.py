@@ -14,9 +14,11 @@ float16 weights have no scales, the rounded constant is the weight.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
-from kernelforge.graph.ir import Graph, Node
+from kernelforge.graph.ir import Graph, Node, Value
 from kernelforge.graph.quant import Quantized
 from kernelforge.ops._qweight import FLOAT16, int4_expand, int4_scales
 
@@ -120,15 +122,8 @@ def _quantize_int4(graph: Graph, group: int) -> int:
         The number of constants quantized.
     """
     done: dict[tuple[str, int], str] = {}
-    for node in graph.nodes:
-        if node.op not in QPARAMS_INPUT or len(node.inputs) < 2 or node.attrs.get("weight_quant"):
-            continue
+    for node, value, data, axis in _float_weights(graph):
         name = node.inputs[1]
-        value = graph.value(name)
-        data = value.data
-        axis = None if data is None else _channel_axis(node, data.ndim)
-        if data is None or axis is None or value.quant is not None:
-            continue
         if (name, axis) not in done:
             if not np.isfinite(data).all() or any(n == name for n, _ in done):
                 continue  # non-finite, or a constant another node reads along another channel axis
@@ -157,14 +152,8 @@ def _to_float16(graph: Graph) -> int:
         The number of constants rounded.
     """
     done: set[str] = set()
-    for node in graph.nodes:
-        if node.op not in QPARAMS_INPUT or len(node.inputs) < 2 or node.attrs.get("weight_quant"):
-            continue
+    for node, value, data, _ in _float_weights(graph):
         name = node.inputs[1]
-        value = graph.value(name)
-        data = value.data
-        if data is None or _channel_axis(node, data.ndim) is None or value.quant is not None:
-            continue
         if name not in done:
             half = np.asarray(data, np.float32).astype(np.float16)
             if not np.isfinite(half).all():
@@ -173,6 +162,18 @@ def _to_float16(graph: Graph) -> int:
             done.add(name)
         node.attrs = {**node.attrs, "weight_quant": FLOAT16}
     return len(done)
+
+
+def _float_weights(graph: Graph) -> Iterator[tuple[Node, Value, np.ndarray, int]]:
+    """Yield each GEMM/conv node not yet marked, whose weight is a float constant: its value, data and channel axis."""
+    for node in graph.nodes:
+        if node.op not in QPARAMS_INPUT or len(node.inputs) < 2 or node.attrs.get("weight_quant"):
+            continue
+        value = graph.value(node.inputs[1])
+        data = value.data
+        axis = None if data is None else _channel_axis(node, data.ndim)
+        if data is not None and axis is not None and value.quant is None:
+            yield node, value, data, axis
 
 
 def _channel_axis(node: Node, ndim: int) -> int | None:
