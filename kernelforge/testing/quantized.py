@@ -22,6 +22,16 @@ from kernelforge.testing.models import MODELS
 
 KINDS = ("static", "static_per_channel", "dynamic")
 CALIBRATION_SAMPLES = 8
+# How closely a run of a QDQ model follows onnxruntime's unoptimized (float) run of it. In a QDQ model a conv's
+# float sum is a whole multiple of (input scale x weight scale), so it lands on a rounding tie (k + 1/2 steps) of
+# the next QuantizeLinear far more often than chance; a different float32 summation order then rounds it to the
+# other side, and that one step spreads to a few outputs (yolo_style, seed 3: conv_27 is 0.49999872 steps in
+# onnxruntime and 0.5000002 here). So: all but TIE_SHARE of the outputs within QUANT_RTOL, none beyond TIE_RTOL.
+QUANT_RTOL = 1e-3
+TIE_SHARE = 0.01
+TIE_RTOL = 0.02
+# and so a run's largest error from the float32 model may exceed onnxruntime's by a tie's step
+TIE_MARGIN = 1.05
 
 
 def _inputs(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
@@ -36,6 +46,18 @@ def calibration_feeds(model: onnx.ModelProto, seed: int = 0) -> list[dict[str, n
         {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
         for _ in range(CALIBRATION_SAMPLES)
     ]
+
+
+def semantics_mismatch(got: np.ndarray, want: np.ndarray) -> str | None:
+    """Say how ``got`` departs from ``want`` (onnxruntime's unoptimized run) beyond tie flips; None if it does not.
+
+    Errors are relative to the largest magnitude of ``want``; see :data:`QUANT_RTOL`.
+    """
+    error = np.abs(got.astype(np.float64) - want) / max(float(np.abs(want.astype(np.float64)).max()), 1e-30)
+    share = float((error > QUANT_RTOL).mean())
+    if share > TIE_SHARE or error.max() > TIE_RTOL:
+        return f"{share:.2%} of outputs off by over {QUANT_RTOL:g}, the largest by {error.max():.3g}"
+    return None
 
 
 def quantize(model: onnx.ModelProto, kind: str, seed: int = 0) -> onnx.ModelProto:

@@ -21,7 +21,7 @@ from kernelforge.graph.passes import optimize
 from kernelforge.graph.quant import Quantized, relocate
 from kernelforge.graph.reference import run_graph
 from kernelforge.testing.models import MODELS
-from kernelforge.testing.quantized import KINDS, quantized
+from kernelforge.testing.quantized import KINDS, TIE_SHARE, quantized, semantics_mismatch
 
 DTYPES = {"int8": TensorProto.INT8, "uint8": TensorProto.UINT8, "int16": TensorProto.INT16}
 DTYPES |= {"uint16": TensorProto.UINT16, "int4": TensorProto.INT4, "uint4": TensorProto.UINT4}
@@ -471,3 +471,17 @@ def test_a_scale_and_zero_point_computed_at_run_time_quantize_per_tensor() -> No
     )
     with pytest.raises(UnsupportedModelError, match=r"computed at run time must be one value, got shape \(3,\)"):
         import_model(per_axis)
+
+
+def test_semantics_mismatch_allows_a_few_tie_flips_and_nothing_more() -> None:
+    want = np.arange(1000, dtype=np.float32)
+    assert semantics_mismatch(want.copy(), want) is None
+    flipped = want.copy()
+    flipped[: int(TIE_SHARE * want.size)] += 5.0  # one 5-unit step on 1% of the outputs: a tie flip
+    assert semantics_mismatch(flipped, want) is None
+    flipped[: int(TIE_SHARE * want.size) + 1] += 5.0  # one output more
+    assert semantics_mismatch(flipped, want) is not None
+    off = want.copy()
+    off[0] += 0.05 * 999  # one output, far off
+    assert semantics_mismatch(off, want) is not None
+    assert semantics_mismatch(want * 1.01, want) is not None  # a wrong scale: every output off

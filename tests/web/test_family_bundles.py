@@ -24,14 +24,13 @@ import pytest
 from kernelforge.export import export
 from kernelforge.testing import chromium
 from kernelforge.testing.families import FAMILIES, family_feeds, fp16, fp16_weights
-from kernelforge.testing.quantized import quantize
+from kernelforge.testing.quantized import TIE_MARGIN, quantize, semantics_mismatch
 
 from ..device.test_families import FP16_MARGIN
 from .test_bundle import REPO_DB, RUN_JS
 
 pytestmark = pytest.mark.device
 RTOL = 1e-4  # of the largest output magnitude (float32)
-QUANT_RTOL = 1e-3  # against onnxruntime's unoptimized run of the quantized file
 FLOAT32 = [
     ("vit_tiny", "dynamo"),
     ("vit_tiny", "legacy"),
@@ -140,11 +139,13 @@ def test_quantized_bundle_matches_onnxruntime(browser_page: Any, served: Any, ke
         feeds = family_feeds(model, seed, padding=2)
         (want,) = _ort(fp32, feeds)
         (got,) = _run(browser_page, base, key, backend, feeds).values()
-        assert _error(got, _ort(model, feeds, optimized=False)[0]) <= QUANT_RTOL, f"{key} {backend} seed {seed}"
+        why = semantics_mismatch(got, _ort(model, feeds, optimized=False)[0])
+        assert why is None, f"{key} {backend} seed {seed}: {why}"
         ours = max(ours, _error(got, want))
         own = max(own, *(_error(_ort(model, feeds, level)[0], want) for level in (True, False)))
-    # as far from fp32 as onnxruntime's own run, up to float32 rounding of the same quantized values
-    assert own > 0 and ours <= own * (1 + 1e-4) + 1e-6, f"{key} {backend}: {ours:.3g} from fp32, ORT's {own:.3g}"
+    # as far from fp32 as onnxruntime's own run, up to float32 rounding of the same quantized values and the odd
+    # tie that rounds the other way (TIE_MARGIN)
+    assert own > 0 and ours <= own * TIE_MARGIN + 1e-6, f"{key} {backend}: {ours:.3g} from fp32, ORT's {own:.3g}"
 
 
 def test_every_target_runs_the_fused_kernels(tmp_path: Path) -> None:
