@@ -32,6 +32,7 @@ def load(
     input_shapes: Any = None,
     weights: str = "fp32",
     precision: str = "auto",
+    calibration: Any = (),
 ) -> Any:
     """Load an ONNX model onto a device: see :func:`kernelforge.runtime.session.load`.
 
@@ -40,5 +41,12 @@ def load(
     from kernelforge.runtime.session import load as _load
 
     return _load(
-        model, device=device, backend=backend, db=db, input_shapes=input_shapes, weights=weights, precision=precision
+        model,
+        device=device,
+        backend=backend,
+        db=db,
+        input_shapes=input_shapes,
+        weights=weights,
+        precision=precision,
+        calibration=calibration,
     )

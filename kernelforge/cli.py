@@ -496,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(WEIGHT_FORMATS),
         help="storage of weights.bin: fp32, fp16 (GEMM/conv weights kept as halves on the GPU, the rest widened at "
         "load), int8 (GEMM/conv weights, per-channel scales) "
-        "or int4 (GEMM/conv weights, a scale per channel and 32 K values)",
+        "or int4 (GEMM/conv weights, a scale per channel and 32 K values, rounded against the --calibrate inputs "
+        "where given; weights of under 32 K values per channel are int8)",
     )
     p.add_argument(
         "--precision",
@@ -510,7 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibrate",
         default=None,
         metavar="FILE.npz",
-        help="inputs the f16 check runs besides random ones: per model input, one sample or [n, *shape]",
+        help="inputs the f16 check runs besides random ones, and that int4 weights are rounded against (GPTQ): per "
+        "model input, one sample or [n, *shape]",
     )
     _shape_flags(p)
     p.add_argument(

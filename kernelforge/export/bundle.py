@@ -23,6 +23,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kernelforge._version import __version__
 from kernelforge.db import TuningDB
 from kernelforge.errors import ExportError, KernelforgeError
@@ -82,6 +84,8 @@ class ExportReport:
     """Every variant, in the manifest's order."""
     precision: tuple[PrecisionCheck, ...] = ()
     """The model-level check of each f16 plan the export made (per variant), shipped or not."""
+    rounding: str = ""
+    """How int4 weights were rounded (empty for other formats)."""
 
     def summary(self) -> str:
         """Return a short human-readable table."""
@@ -98,6 +102,7 @@ class ExportReport:
                 lines.append(
                     f"{'    ' if several else '  '}{t.id:40} {t.steps:3} passes  kernel params: {kinds or '-'}"
                 )
+        lines += [f"  int4 weights: {self.rounding}"] if self.rounding else []
         lines += [f"  f16 check {c.line()}" for c in self.precision]
         lines += [f"  skipped: {reason}" for reason in self.skipped]
         return "\n".join(lines)
@@ -238,7 +243,8 @@ def export(
             with ``shader-f16``; ``f32`` ships none. A runtime takes an f16 plan only on an adapter with the
             feature. The report (and ``summary()``) gives each f16 plan's measured error per output.
         calibrate: A ``.npz`` of inputs (per input, one sample or ``[n, *shape]``) the f16 check runs besides
-            random ones.
+            random ones; ``int4`` weights are rounded against them (GPTQ and bias correction, see
+            :mod:`kernelforge.graph.gptq`), else each to its nearest level.
 
     Raises:
         GraphError: For a malformed model or unsupported nodes (every one named, before anything is written).
@@ -252,7 +258,8 @@ def export(
         raise ExportError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
     if precision not in PRECISIONS:
         raise ExportError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    graphs = _variant_graphs(model, input_shapes, variants, weights)
+    feeds, rounding = _int4_calibration(model, input_shapes, variants, weights, calibrate)
+    graphs = _variant_graphs(model, input_shapes, variants, weights, feeds)
     constants, shaders = Constants("fp32" if weights in ("int8", "int4") else weights), Shaders()
     skipped: list[str] = []
     chosen = select_targets(tuning, targets, skipped)
@@ -315,7 +322,15 @@ def export(
         for graph, (_, plans) in zip(graphs, bodies, strict=True)
     )
     return ExportReport(
-        out, reports[0].targets, len(weights_bin), len(text), len(shaders.texts), tuple(skipped), reports, tuple(checks)
+        out,
+        reports[0].targets,
+        len(weights_bin),
+        len(text),
+        len(shaders.texts),
+        tuple(skipped),
+        reports,
+        tuple(checks),
+        rounding,
     )
 
 
@@ -343,16 +358,39 @@ def _variant_graphs(
     input_shapes: Mapping[str, Sequence[int]] | None,
     variants: Sequence[Mapping[str, Sequence[int]]] | None,
     weights: str,
+    calibration: Sequence[Mapping[str, np.ndarray]] = (),
 ) -> list[Graph]:
     """Return the prepared graph of each variant (one without ``variants``); two of the same input shapes fail."""
     if variants is not None and not variants:
         raise ExportError("variants is empty: give at least one shape set, or None")
     graphs: list[Graph] = []
     for k, shapes in enumerate(variants or [{}]):
-        graph = prepare_graph(model, {**(input_shapes or {}), **shapes}, weights)
+        graph = prepare_graph(model, {**(input_shapes or {}), **shapes}, weights, calibration)
         _check_web_dtypes(graph)
         same = [j for j, g in enumerate(graphs) if _shapes(g) == _shapes(graph)]
         if same:
             raise ExportError(f"variants {same[0] + 1} and {k + 1} have the same input shapes ({_shapes(graph)})")
         graphs.append(graph)
     return graphs
+
+
+def _int4_calibration(
+    model: ModelSource,
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    variants: Sequence[Mapping[str, Sequence[int]]] | None,
+    weights: str,
+    calibrate: str | os.PathLike[str] | None,
+) -> tuple[list[dict[str, np.ndarray]], str]:
+    """The feeds int4 weights are rounded against (none: nearest rounding) and the report's line on it."""
+    if weights != "int4":
+        return [], ""
+    if calibrate is None:
+        return [], "each rounded to its nearest level (--calibrate FILE.npz rounds them against your inputs)"
+    if variants is not None and len(variants) > 1:
+        raise ExportError(
+            "--calibrate rounds int4 weights against one set of input shapes, and this export has several "
+            "variants: export int4 variants without --calibrate, or one variant per bundle"
+        )
+    shapes = {**(input_shapes or {}), **(variants[0] if variants else {})}
+    feeds = calibration_feeds(calibrate, prepare_graph(model, shapes))
+    return feeds, f"GPTQ and bias correction against the {len(feeds)} inputs of {os.fspath(calibrate)}"

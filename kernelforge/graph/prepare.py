@@ -21,12 +21,16 @@ ModelSource = str | os.PathLike[str] | bytes | Any
 
 
 def prepare_graph(
-    model: ModelSource, input_shapes: Mapping[str, Sequence[int]] | None = None, weights: str = "fp32"
+    model: ModelSource,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    weights: str = "fp32",
+    calibration: Sequence[Mapping[str, Any]] = (),
 ) -> Graph:
     """Import a model, run the graph passes, split GEMMs too wide for one storage binding and keep quantized weights.
 
     ``weights="int8"``, ``"int4"`` or ``"fp16"`` first quantizes the float GEMM and conv weights
-    (:func:`quantize_weights`); other values leave the model's weights as they are.
+    (:func:`quantize_weights`; int4 against ``calibration`` feeds where given); other values leave the model's
+    weights as they are.
 
     Raises:
         GraphError: For a malformed model or unsupported nodes (all of them named at once).
@@ -34,7 +38,7 @@ def prepare_graph(
     graph = optimize(import_model(model, input_shapes))
     split_wide_gemms(graph)
     if weights in ("int8", "int4", "fp16"):
-        quantize_weights(graph, weights)
+        quantize_weights(graph, weights, calibration=calibration)
     keep_weights_quantized(graph)
     return graph
 

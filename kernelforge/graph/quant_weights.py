@@ -14,13 +14,14 @@ float16 weights have no scales, the rounded constant is the weight.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from kernelforge.graph.gptq import InputStats, calibrated_int4, gptq_int4
 from kernelforge.graph.ir import Graph, Node, Value
 from kernelforge.graph.quant import Quantized
-from kernelforge.ops._qweight import FLOAT16, int4_expand, int4_scales
+from kernelforge.ops._qweight import FLOAT16, int4_expand, int4_scales, k_by_channel
 
 __all__ = ["INT4_GROUP", "QPARAMS_INPUT", "WEIGHT_FORMATS", "keep_weights_quantized", "quantize_weights"]
 
@@ -67,11 +68,19 @@ def keep_weights_quantized(graph: Graph) -> int:
     return changed
 
 
-def quantize_weights(graph: Graph, fmt: str = "int8", group: int = INT4_GROUP) -> int:
+def quantize_weights(
+    graph: Graph,
+    fmt: str = "int8",
+    group: int = INT4_GROUP,
+    calibration: Sequence[Mapping[str, np.ndarray]] = (),
+) -> int:
     """Quantize every float GEMM B and conv W constant to ``fmt`` (int8, int4, or fp16: see :func:`_to_float16`).
 
     int4: values in [-7, 7], one scale per (output channel, ``group`` consecutive K values), see
-    :func:`_quantize_int4`. int8, one scale per output channel:
+    :func:`_quantize_int4` (a weight with fewer than ``group`` K values per channel: int8); given
+    ``calibration`` feeds (graph input name -> array), rounded by GPTQ against the
+    inputs each layer sees on them (:mod:`kernelforge.graph.gptq`), else each to its nearest level. int8, one
+    scale per output channel:
 
     The constant's data becomes the dequantized values (what every kernel and reference then computes with) and
     its integers go to :attr:`~kernelforge.graph.ir.Value.quant`, so :func:`keep_weights_quantized` makes the
@@ -86,19 +95,22 @@ def quantize_weights(graph: Graph, fmt: str = "int8", group: int = INT4_GROUP) -
         ValueError: For a format other than int8, int4 and fp16.
     """
     if fmt == "int4":
-        return _quantize_int4(graph, group)
+        # a weight with fewer than ``group`` K values per channel (a depthwise 3x3's 9, the first conv's 27) has
+        # no whole group: it is a few bytes per channel and int4 noise costs it most, so it is int8 instead
+        small = _quantize_int8(graph, lambda data, axis: data.size // data.shape[axis] < group)
+        return small + _quantize_int4(graph, group, calibration)
     if fmt == "fp16":
         return _to_float16(graph)
     if fmt != "int8":
         raise ValueError(f"weights can be quantized to int8, int4 or fp16, not {fmt!r}")
+    return _quantize_int8(graph)
+
+
+def _quantize_int8(graph: Graph, only: Callable[[np.ndarray, int], bool] | None = None) -> int:
+    """int8 :func:`quantize_weights` of the constants ``only(data, channel_axis)`` accepts (None: all)."""
     done: set[str] = set()
-    for node in graph.nodes:
-        if node.op not in QPARAMS_INPUT or len(node.inputs) < 2 or node.inputs[1] in done:
-            continue
-        value = graph.value(node.inputs[1])
-        data = value.data
-        axis = None if data is None else _channel_axis(node, data.ndim)
-        if data is None or axis is None or value.quant is not None or not np.isfinite(data).all():
+    for node, value, data, axis in _float_weights(graph):
+        if node.inputs[1] in done or not np.isfinite(data).all() or (only is not None and not only(data, axis)):
             continue
         others = tuple(a for a in range(data.ndim) if a != axis)
         peak = np.abs(data).max(axis=others) if others else np.abs(data)
@@ -111,33 +123,75 @@ def quantize_weights(graph: Graph, fmt: str = "int8", group: int = INT4_GROUP) -
     return len(done)
 
 
-def _quantize_int4(graph: Graph, group: int) -> int:
+def _quantize_int4(graph: Graph, group: int, calibration: Sequence[Mapping[str, np.ndarray]]) -> int:
     """Make every float GEMM B and conv W constant int4 values read by its kernels.
 
     The scale of (channel, group) is the group's largest magnitude over 7 (an all-zero group: 1); the constant's
     data becomes ``q * scale`` rounded once to float32 (what every reference then computes with), and each
     node reading it gets ``weight_quant="int4"``, ``weight_group`` and the scales as its ``qparams`` input.
+    Without calibration feeds each value rounds to its nearest level; with them, GPTQ rounds each constant (at
+    its first reader) against that reader's inputs.
 
     Returns:
         The number of constants quantized.
     """
-    done: dict[tuple[str, int], str] = {}
+    first: dict[tuple[str, int], Node] = {}
+    readers: list[tuple[Node, Value, int]] = []
     for node, value, data, axis in _float_weights(graph):
         name = node.inputs[1]
-        if (name, axis) not in done:
-            if not np.isfinite(data).all() or any(n == name for n, _ in done):
+        if (name, axis) not in first:
+            if not np.isfinite(data).all() or any(n == name for n, _ in first):
                 continue  # non-finite, or a constant another node reads along another channel axis
-            w = np.asarray(data, np.float32)
-            scales = int4_scales(w, axis, group)
-            full = int4_expand(scales, w.shape, axis, group)
-            q = np.clip(np.rint(w / full), -7, 7).astype(np.int8)  # integers: no -0.0 the kernels cannot make
-            value.data = np.asarray(q.astype(np.float32) * full, np.float32)  # one rounding, as in the kernels
-            done[(name, axis)] = graph.add_const(f"{name}/qparams", scales)
+            first[(name, axis)] = node
+        readers.append((node, value, axis))
+    scales: dict[str, np.ndarray] = {}
+
+    def set_int4(node: Node, q: np.ndarray, s: np.ndarray, axis: int) -> None:
+        value = graph.value(node.inputs[1])
+        full = int4_expand(s, q.shape, axis, group)
+        value.data = np.asarray(q.astype(np.float32) * full, np.float32)  # one rounding, as in the kernels
+        scales[node.inputs[1]] = s
+
+    def gptq(node: Node, stats: list[InputStats]) -> None:
+        w = np.asarray(graph.value(node.inputs[1]).data, np.float32)
+        axis = _channel_axis(node, w.ndim)
+        assert axis is not None
+        kc = k_by_channel(w, axis)
+        per = kc.shape[1] // len(stats)  # a grouped conv: each weight group's channels see their own inputs
+        parts = [gptq_int4(kc[:, g * per : (g + 1) * per], st.hessian, group) for g, st in enumerate(stats)]
+        q_kc = np.concatenate([q for q, _ in parts], axis=1)
+        moved = [d for a, d in enumerate(w.shape) if a != axis]
+        q = np.moveaxis(q_kc.reshape(*moved, w.shape[axis]), -1, axis)
+        set_int4(node, q, np.concatenate([s for _, s in parts], axis=1), axis)
+        # bias correction (Nagel et al., "Data-Free Quantization", 2019): what rounding moves each output by on
+        # average, over the calibration inputs, goes back into the bias
+        moved_by = k_by_channel(np.asarray(graph.value(node.inputs[1]).data, np.float64), axis) - kc
+        shift = np.concatenate([st.mean @ moved_by[:, g * per : (g + 1) * per] for g, st in enumerate(stats)])
+        _add_to_bias(graph, node, -shift)
+
+    if calibration:
+        calibrated_int4(graph, {node.name for node in first.values()}, calibration, gptq)
+    for (name, axis), node in first.items():
+        if name not in scales:
+            w = np.asarray(graph.value(name).data, np.float32)
+            s = int4_scales(w, axis, group)
+            q = np.clip(np.rint(w / int4_expand(s, w.shape, axis, group)), -7, 7).astype(np.int8)  # no -0.0
+            set_int4(node, q, s, axis)
+    consts = {name: graph.add_const(f"{name}/qparams", s) for name, s in scales.items()}
+    for node, _, _ in readers:
         at = QPARAMS_INPUT[node.op]
         node.inputs = [*node.inputs, *[""] * (at + 1 - len(node.inputs))]
-        node.inputs[at] = done[(name, axis)]
+        node.inputs[at] = consts[node.inputs[1]]
         node.attrs = {**node.attrs, "weight_quant": "int4", "weight_group": group}
-    return len(done)
+    return len(first)
+
+
+def _add_to_bias(graph: Graph, node: Node, shift: np.ndarray) -> None:
+    """Add ``shift`` (one value per output channel) to a GEMM/conv's bias, as a new constant (given none: the shift)."""
+    bias = node.inputs[2] if len(node.inputs) > 2 else ""
+    data = np.zeros(shift.shape, np.float64) if not bias else np.asarray(graph.value(bias).data, np.float64)
+    name = graph.add_const(f"{node.name}/bias", (data + shift).astype(np.float32))
+    node.inputs = [*node.inputs[:2], name, *node.inputs[3:]]
 
 
 def _to_float16(graph: Graph) -> int:

@@ -244,7 +244,7 @@ def pack_int4(q: np.ndarray) -> np.ndarray:
 
 def int4_scales(weight: np.ndarray, axis: int, group: int) -> np.ndarray:
     """Return symmetric int4 scales ``[groups, channels]``: a group's largest magnitude / 7 (all zero: 1)."""
-    kc = _k_by_channel(np.asarray(weight, np.float32), axis)
+    kc = k_by_channel(np.asarray(weight, np.float32), axis)
     k, channels = kc.shape
     padded = np.zeros((math.ceil(k / group) * group, channels), np.float32)
     padded[:k] = np.abs(kc)  # zeros never raise a group's peak, so the short last group is exact
@@ -260,7 +260,7 @@ def int4_expand(scales: np.ndarray, shape: tuple[int, ...], axis: int, group: in
     return np.moveaxis(per_k.reshape(*moved, shape[axis]), -1, axis)
 
 
-def _k_by_channel(w: np.ndarray, axis: int) -> np.ndarray:
+def k_by_channel(w: np.ndarray, axis: int) -> np.ndarray:
     """``w`` as ``[K, channels]``: the channel axis last, the others flattened in order (OIHW: (c, kh, kw))."""
     return np.moveaxis(w, axis, -1).reshape(-1, w.shape[axis])
 

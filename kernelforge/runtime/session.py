@@ -182,6 +182,7 @@ def load(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     weights: str = "fp32",
     precision: str = "auto",
+    calibration: Sequence[Mapping[str, np.ndarray]] = (),
 ) -> Session:
     """Load an ONNX model onto a device, ready to run.
 
@@ -199,6 +200,9 @@ def load(
             it faster and within its op's accuracy bound); ``f32``: float32 arithmetic everywhere; ``f16``: f16
             in every kernel that has it (the device must have ``shader-f16``). ``summary()`` shows which kernels
             changed (params source ``tuned, f16``, say).
+        calibration: With ``weights="int4"``: feeds (input name -> array) to round the weights against, as
+            ``export --weights int4 --calibrate`` does (GPTQ and bias correction; far closer to the float model
+            than rounding each weight to its nearest level, which is what happens without them).
 
     Raises:
         GraphError: For a malformed model or unsupported nodes (all of them named at once).
@@ -208,4 +212,7 @@ def load(
         raise KernelforgeError(f"backend must be 'wgsl' or 'glsl', got {backend!r}")
     if weights not in ("fp32", "fp16", "int8", "int4"):
         raise KernelforgeError(f"weights must be 'fp32', 'fp16', 'int8' or 'int4', got {weights!r}")
-    return Session(prepare_graph(model, input_shapes, weights), open_device(device, backend), _open_db(db), precision)
+    if calibration and weights != "int4":
+        raise KernelforgeError(f"calibration feeds round int4 weights only; weights is {weights!r}")
+    graph = prepare_graph(model, input_shapes, weights, calibration)
+    return Session(graph, open_device(device, backend), _open_db(db), precision)

@@ -100,6 +100,7 @@ def test_int4_conv_glsl_sampled_configs(gl, shape):
 def test_a_float_model_loaded_with_int4_weights_computes_its_quantized_graph(lavapipe, gl, name, backend):
     import kernelforge
     from kernelforge.graph.prepare import prepare_graph
+    from kernelforge.graph.quant_weights import INT4_GROUP
     from kernelforge.graph.reference import run_graph
     from kernelforge.testing.models import MODELS
 
@@ -113,8 +114,43 @@ def test_a_float_model_loaded_with_int4_weights_computes_its_quantized_graph(lav
     (fp32,) = run_graph(prepare_graph(model), feeds).values()
     assert np.abs(want - fp32).max() > 1e-6 * float(np.abs(fp32).max())  # the weights did change
     quantized = [n for n in session.graph.nodes if n.op in ("conv2d", "gemm")]
-    assert quantized and all(n.attrs.get("weight_quant") == "int4" for n in quantized)
+    for node in quantized:  # int4 where a channel has a whole group of K values, int8 below that
+        w = session.graph.value(node.inputs[1]).data
+        k = w.size // w.shape[0 if node.op == "conv2d" or node.attrs.get("trans_b") else 1]
+        assert node.attrs.get("weight_quant") == ("int4" if k >= INT4_GROUP else "int8"), (node.name, k)
+    assert any(n.attrs.get("weight_quant") == "int4" for n in quantized)
     # WGSL holds 4-bit weights, under an int8 session's constants; GLSL a byte a value (and more scales than int8)
     int8 = kernelforge.load(model, device=device.info.index, backend=backend, weights="int8")
     most = 0.8 if backend == "wgsl" else 1.2
     assert 0 < session.program.constant_bytes < most * int8.program.constant_bytes
+
+
+@pytest.mark.parametrize(("name", "backend"), [("mobilenet_v2_style", "wgsl"), ("resnet18_style", "glsl")])
+def test_int4_weights_rounded_against_calibration_inputs_run_as_their_graph_and_err_less(lavapipe, gl, name, backend):
+    import kernelforge
+    from kernelforge.graph.prepare import prepare_graph
+    from kernelforge.graph.reference import run_graph
+    from kernelforge.testing.models import MODELS
+
+    model = MODELS[name](size=32)
+    device = lavapipe if backend == "wgsl" else gl
+    rng = np.random.default_rng(7)
+    calibration = [{"x": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(8)]
+    session = kernelforge.load(
+        model, device=device.info.index, backend=backend, weights="int4", calibration=calibration
+    )
+    graph = prepare_graph(model, weights="int4", calibration=calibration)
+    nearest, fp32 = prepare_graph(model, weights="int4"), prepare_graph(model)
+    errors = {"gptq": 0.0, "nearest": 0.0}
+    for seed in range(4):  # inputs the rounding never saw
+        feeds = {"x": np.random.default_rng(seed).standard_normal((1, 3, 32, 32)).astype(np.float32)}
+        (got,) = session.run(feeds).values()
+        (want,) = run_graph(graph, feeds).values()
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(np.abs(want).max()))
+        (exact,) = run_graph(fp32, feeds).values()
+        scale = float(np.abs(exact).max())
+        errors["gptq"] = max(errors["gptq"], float(np.abs(want - exact).max()) / scale)
+        errors["nearest"] = max(
+            errors["nearest"], float(np.abs(run_graph(nearest, feeds)["logits"] - exact).max()) / scale
+        )
+    assert errors["gptq"] < 0.6 * errors["nearest"], errors
