@@ -1,14 +1,15 @@
 """Bundle weight formats: weights.bin size and accuracy of fp32, fp16, int8 and int4 weights, side by side.
 
     python benchmarks/weights.py [--models mobilenet_v2_style,resnet18_style] [--size 224] [--inputs 100]
-                                 [--device lavapipe] [--out FILE]
+                                 [--calibration 16] [--device lavapipe] [--out FILE]
 
-For each model, four bundles are exported from the repository's ``tuning_db/`` (``--weights fp32 | fp16 |
-int8 | int4``) and their ``weights.bin`` sizes compared. Accuracy is measured on ``--inputs`` standard-normal inputs
-(seed 0) against ONNX Runtime CPU on the float32 model: the share of inputs whose top-1 class agrees, and the
-largest output difference relative to the reference's largest magnitude. What each format computes is run where it
-is exact: fp32, int8 and int4 by a native session on ``--device`` (``weights="int8"``/``"int4"`` quantizes as the
-export does and its kernels read the integers), fp16 by ONNX Runtime on the model with its float initializers
+For each model, five bundles are exported from the repository's ``tuning_db/`` (``--weights fp32 | fp16 | int8 |
+int4``, and int4 ``--calibrate``d on ``--calibration`` inputs drawn like the measured ones but from another seed:
+row ``int4 gptq``) and their ``weights.bin`` sizes compared. Accuracy is measured on ``--inputs`` standard-normal
+inputs (seed 0) against ONNX Runtime CPU on the float32 model: the share of inputs whose top-1 class agrees, and
+the largest output difference relative to the reference's largest magnitude. What each format computes is run where
+it is exact: fp32, int8 and int4 by a native session on ``--device`` (``weights="int8"``/``"int4"`` quantizes as
+the export does and its kernels read the integers), fp16 by ONNX Runtime on the model with its float initializers
 rounded to fp16 (what the runtime widens them back to).
 
 Prints a table and writes ``benchmarks/results/weights.json``.
@@ -58,8 +59,10 @@ def _ort(model: onnx.ModelProto, inputs: list[Feeds]) -> list[np.ndarray]:
     return [session.run(None, feeds)[0] for feeds in inputs]
 
 
-def _native(model: onnx.ModelProto, inputs: list[Feeds], device: str, weights: str) -> list[np.ndarray]:
-    session = kernelforge.load(model, device=device, db=REPO_DB, weights=weights)
+def _native(
+    model: onnx.ModelProto, inputs: list[Feeds], device: str, weights: str, calibration: list[Feeds] | None = None
+) -> list[np.ndarray]:
+    session = kernelforge.load(model, device=device, db=REPO_DB, weights=weights, calibration=calibration or ())
     return [next(iter(session.run(feeds).values())) for feeds in inputs]
 
 
@@ -70,16 +73,16 @@ def _accuracy(got: list[np.ndarray], want: list[np.ndarray], classifier: bool) -
     return {"top-1 agreement": float(agree) if classifier else "-", "max rel err": err}
 
 
-def _model(name: str, size: int, count: int) -> tuple[onnx.ModelProto, list[Feeds], bool]:
-    """A benchmark model, ``count`` random feeds (seed 0) and whether it is a classifier (a CNN of MODELS)."""
-    rng = np.random.default_rng(0)
+def _model(name: str, size: int, count: int, seed: int = 0) -> tuple[onnx.ModelProto, list[Feeds], bool]:
+    """A benchmark model, ``count`` random feeds (from ``seed``) and whether it is a classifier (a CNN of MODELS)."""
+    rng = np.random.default_rng(seed)
     if name in MODELS:
         model = MODELS[name](size=size)
         return model, [{"x": rng.standard_normal((1, 3, size, size)).astype(np.float32)} for _ in range(count)], True
     model, first = build(name)  # an encoder of benchmarks/_cases.py: random token ids below its vocabulary
     vocab = SPECS[name].vocab
-    inputs = [first]
-    for _ in range(count - 1):
+    inputs = [first] if seed == 0 else []
+    while len(inputs) < count:
         feeds = dict(first)
         if "input_ids" in feeds:
             feeds["input_ids"] = rng.integers(0, vocab, first["input_ids"].shape).astype(first["input_ids"].dtype)
@@ -92,6 +95,7 @@ def main() -> int:
     parser.add_argument("--models", default="mobilenet_v2_style,resnet18_style")
     parser.add_argument("--size", type=int, default=224, help="input height and width")
     parser.add_argument("--inputs", type=int, default=100, help="random inputs for the accuracy columns")
+    parser.add_argument("--calibration", type=int, default=16, help="inputs (seed 1) the int4 gptq row rounds against")
     parser.add_argument("--device", default="lavapipe", help="where fp32, int8 and int4 weights run natively")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -99,14 +103,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             model, inputs, classifier = _model(name, args.size, args.inputs)
+            calibration = _model(name, args.size, args.calibration, seed=1)[1]
+            npz = Path(tmp) / f"{name}-calibration.npz"
+            np.savez(npz, **{k: np.stack([f[k] for f in calibration]) for k in calibration[0]})
             want = _ort(model, inputs)
             sizes = {w: export(model, Path(tmp) / f"{name}-{w}", db=REPO_DB, weights=w).weights_bytes for w in
                      ("fp32", "fp16", "int8", "int4")}  # fmt: skip
+            sizes["int4 gptq"] = export(
+                model, Path(tmp) / f"{name}-gptq", db=REPO_DB, weights="int4", calibrate=npz
+            ).weights_bytes
             runs = {
                 "fp32": _native(model, inputs, args.device, "fp32"),
                 "fp16": _ort(_fp16_rounded(model), inputs),
                 "int8": _native(model, inputs, args.device, "int8"),
                 "int4": _native(model, inputs, args.device, "int4"),
+                "int4 gptq": _native(model, inputs, args.device, "int4", calibration),
             }
             for weights, got in runs.items():
                 row = {"model": name, "weights": weights, "weights.bin KiB": sizes[weights] / 1024}
@@ -114,10 +125,11 @@ def main() -> int:
                 rows.append({**row, **_accuracy(got, want, classifier)})
                 print(rows[-1], flush=True)
     print(f"\n{args.inputs} inputs at {args.size}², against ONNX Runtime CPU on the float32 model; "
-          f"fp32, int8 and int4 run on {args.device}, fp16 by ONNX Runtime with fp16-rounded weights\n")  # fmt: skip
+          f"fp32, int8 and int4 run on {args.device}, fp16 by ONNX Runtime with fp16-rounded weights; int4 gptq "
+          f"rounded against {args.calibration} other inputs (seed 1)\n")  # fmt: skip
     print(table(rows, ["model", "weights", "weights.bin KiB", "vs fp32", "top-1 agreement", "max rel err"]))
-    path = write_json("weights", {"size": args.size, "inputs": args.inputs, "device": args.device, "rows": rows},
-                      args.out)  # fmt: skip
+    meta = {"size": args.size, "inputs": args.inputs, "calibration": args.calibration, "device": args.device}
+    path = write_json("weights", {**meta, "rows": rows}, args.out)
     print(f"\nwrote {path}")
     return 0
 

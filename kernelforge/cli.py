@@ -505,7 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(PRECISIONS),
         help="f16 plans, each before its target's f32 plan and run only where the adapter has shader-f16: auto "
         "(for devices whose records compute in f16), f16 (every WebGPU target, defaults included) or f32 (none); "
-        "each is checked on a local device with shader-f16 and prints its error per output",
+        "each is checked on a local device with shader-f16 and prints its error per output; WebGL2 plans draw "
+        "half-float textures where the records do (auto) or wherever they can (f16), checked alike",
     )
     p.add_argument(
         "--calibrate",

@@ -192,6 +192,33 @@ def _f16_plans(
     return kept, checks
 
 
+def _half_plans(
+    chosen: Sequence[Target], graphs: Sequence[Graph], db: TuningDB, precision: str, checker: Checker
+) -> tuple[dict[str, list[Plan]], list[PrecisionCheck]]:
+    """Return each GLSL target's plans (one per variant) with half-float kernels that pass the model-level check.
+
+    Half-float render targets need nothing past what the runtime requires of WebGL2, so such a plan replaces the
+    target's float32 one: ``auto`` where the records draw halves, ``f16`` wherever a kernel can; only if every
+    variant passes the check (as an f16 plan's, see :func:`_f16_plans`).
+    """
+    kept: dict[str, list[Plan]] = {}
+    checks: list[PrecisionCheck] = []
+    if precision == "f32":
+        return kept, checks
+    for target in chosen:
+        if target.language != "glsl":
+            continue
+        try:
+            plans = [_plan(target, graph, db, precision) for graph in graphs]
+        except KernelforgeError as exc:
+            raise ExportError(f"target {target.id} (half floats): {exc}") from exc
+        mine = [checker.check(target.id, g, p, "glsl") for g, p in zip(graphs, plans, strict=True) if f16_nodes(p)]
+        checks += mine
+        if mine and all(c.passed for c in mine):
+            kept[target.id] = plans
+    return kept, checks
+
+
 def _add_candidates(found: list[tuple[dict[str, Any], Proposal | None]], shaders: Shaders) -> None:
     """Write the candidates that fit the bundle's byte budget into their plans (``kernels`` and step rows)."""
     wgsl = [(target, proposal) for target, proposal in found if proposal is not None]
@@ -241,7 +268,9 @@ def export(
             ``f16`` for every WGSL target (defaults included), each before the target's f32 plan and only if
             the whole model stays within :data:`~kernelforge.export.precision.MODEL_BOUND` on a local device
             with ``shader-f16``; ``f32`` ships none. A runtime takes an f16 plan only on an adapter with the
-            feature. The report (and ``summary()``) gives each f16 plan's measured error per output.
+            feature. A GLSL target's plan draws half-float textures where its records do (``auto``) or wherever a
+            kernel can (``f16``), under the same check on a local GLSL device, else float32 ones. The report (and
+            ``summary()``) gives each such plan's measured error per output.
         calibrate: A ``.npz`` of inputs (per input, one sample or ``[n, *shape]``) the f16 check runs besides
             random ones; ``int4`` weights are rounded against them (GPTQ and bias correction, see
             :mod:`kernelforge.graph.gptq`), else each to its nearest level.
@@ -265,7 +294,10 @@ def export(
     chosen = select_targets(tuning, targets, skipped)
     if calibrate is not None:
         calibration_feeds(calibrate, graphs[0])  # a bad file fails before anything is planned
-    f16, checks = _f16_plans(chosen, graphs, tuning, precision, Checker(tuning, calibrate))
+    checker = Checker(tuning, calibrate)
+    f16, checks = _f16_plans(chosen, graphs, tuning, precision, checker)
+    halves, glsl_checks = _half_plans(chosen, graphs, tuning, precision, checker)
+    checks += glsl_checks
     bodies = []
     found: list[tuple[dict[str, Any], Proposal | None]] = []
     for k, graph in enumerate(graphs):
@@ -274,7 +306,7 @@ def export(
             for t in chosen:
                 if t.id in f16:
                     made.append(_target_json(t, f16[t.id][k], tuning, constants, shaders, candidates, True))
-                plan = _plan(t, graph, tuning, "f32")
+                plan = halves[t.id][k] if t.id in halves else _plan(t, graph, tuning, "f32")
                 made.append(_target_json(t, plan, tuning, constants, shaders, candidates, False))
         except (ExportError, KernelforgeError) as exc:
             raise ExportError(f"variant {k + 1} ({_shapes(graph)}): {exc}" if len(graphs) > 1 else str(exc)) from None

@@ -51,6 +51,8 @@ class PrecisionCheck:
     errors: tuple[tuple[str, float], ...]
     """Each float output's largest error relative to its largest reference magnitude."""
     bound: float = MODEL_BOUND
+    language: str = "wgsl"
+    """``glsl``: the check of a WebGL2 plan's half-float textures (which need no feature, so no second plan)."""
 
     @property
     def passed(self) -> bool:
@@ -59,11 +61,14 @@ class PrecisionCheck:
 
     def line(self) -> str:
         """One line for the export's summary."""
-        head = f"{self.target}: {self.f16_kernels} of {self.kernels} kernels in f16"
+        glsl = self.language == "glsl"
+        head = f"{self.target}: {self.f16_kernels} of {self.kernels} kernels {'draw halves' if glsl else 'in f16'}"
+        lost = "float32 textures shipped" if glsl else "f16 plan left out"
         if not self.device:
-            return f"{head}: not checked (no local WebGPU device has shader-f16), f16 plan left out"
+            found = "no local GLSL device" if glsl else "no local WebGPU device has shader-f16"
+            return f"{head}: not checked ({found}), {lost}"
         errors = ", ".join(f"{name} {e:.2e}" for name, e in self.errors) or "no float outputs"
-        verdict = "shipped" if self.passed else "left out"
+        verdict = "shipped" if self.passed else ("left out, " + lost if glsl else "left out")
         return f"{head}; error on {self.device}, {self.inputs} inputs: {errors} (bound {self.bound:g}): {verdict}"
 
 
@@ -134,50 +139,50 @@ class Checker:
     def __init__(self, db: TuningDB, calibrate: str | os.PathLike[str] | None) -> None:
         self.db, self.calibrate = db, calibrate
         self.bound = MODEL_BOUND  # read here, so that a test may lower it for one export
-        self._backend: Any = None
-        self._opened = False
-        self._done: dict[tuple[int, tuple[str, ...]], PrecisionCheck] = {}
+        self._backends: dict[str, Any] = {}
+        self._done: dict[tuple[str, int, tuple[str, ...]], PrecisionCheck] = {}
 
-    def _device(self) -> Any:
-        """The first WGSL device (in ``--device auto`` order) with ``shader-f16``, or None."""
-        if not self._opened:
-            self._opened = True
+    def _device(self, language: str) -> Any:
+        """The first device of ``language`` (in ``--device auto`` order; WGSL: with ``shader-f16``), or None."""
+        if language not in self._backends:
+            self._backends[language] = None
             from kernelforge.runtime import list_devices, open_device
 
-            for info in sorted((d for d in list_devices() if d.language == "wgsl"), key=sort_key):
+            for info in sorted((d for d in list_devices() if d.language == language), key=sort_key):
                 try:
                     backend = open_device(info)
                 except KernelforgeError:
                     continue
-                if backend.limits.f16:
-                    self._backend = backend
+                if backend.limits.f16 or language == "glsl":
+                    self._backends[language] = backend
                     break
-        return self._backend
+        return self._backends[language]
 
-    def check(self, target: str, graph: Graph, plan: Plan) -> PrecisionCheck:
-        """Run ``graph`` with ``plan``'s f16 kernels in f16 on the local device; compare with the float32 reference.
+    def check(self, target: str, graph: Graph, plan: Plan, language: str = "wgsl") -> PrecisionCheck:
+        """Run ``graph`` with ``plan``'s f16 kernels in f16 on a local device; compare with the float32 reference.
 
         Args:
             target: The plan's target id, for the report.
             graph: The prepared graph, as planned (unchanged: planned again here on a copy).
-            plan: The target's f16 plan.
+            plan: The target's f16 plan (GLSL: its plan with half-float kernels).
+            language: The plan's language, and so the local device's.
         """
         nodes = f16_nodes(plan)
         kernels = len(plan.steps)
-        key = (id(graph), tuple(sorted(nodes)))
+        key = (language, id(graph), tuple(sorted(nodes)))
         if key in self._done:  # another target with the same f16 kernels: the same run
             return replace(self._done[key], target=target, kernels=kernels)
-        self._done[key] = found = self._run(target, graph, nodes, kernels)
+        self._done[key] = found = self._run(target, graph, nodes, kernels, language)
         return found
 
-    def _run(self, target: str, graph: Graph, nodes: dict[str, str], kernels: int) -> PrecisionCheck:
-        backend = self._device()
+    def _run(self, target: str, graph: Graph, nodes: dict[str, str], kernels: int, language: str) -> PrecisionCheck:
+        backend = self._device(language)
         if backend is None:
-            return PrecisionCheck(target, len(nodes), kernels, "", 0, (), self.bound)
+            return PrecisionCheck(target, len(nodes), kernels, "", 0, (), self.bound, language)
         from kernelforge.runtime.executor import Executable
 
         feeds = random_feeds(graph) + (calibration_feeds(self.calibrate, graph) if self.calibrate else [])
-        local = plan_graph(copy.deepcopy(graph), backend.info, "wgsl", backend.limits, self.db, nodes)
+        local = plan_graph(copy.deepcopy(graph), backend.info, language, backend.limits, self.db, nodes)
         executable = Executable(backend, build_program(local, "native"))
         worst: dict[str, tuple[float, float]] = {}  # output -> (largest error, largest magnitude)
         for feed in feeds:
@@ -193,4 +198,4 @@ class Checker:
                 err = max(err, float(diff.max(initial=0.0)) if np.isfinite(out).all() else float("inf"))
                 worst[name] = (err, max(mag, float(np.abs(ref).max(initial=0.0))))
         errors = tuple((name, err / mag if mag else err) for name, (err, mag) in worst.items())
-        return PrecisionCheck(target, len(nodes), kernels, backend.info.slug, len(feeds), errors, self.bound)
+        return PrecisionCheck(target, len(nodes), kernels, backend.info.slug, len(feeds), errors, self.bound, language)

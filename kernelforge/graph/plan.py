@@ -173,7 +173,7 @@ def plan_graph(
     bad = [m for m in modes if m not in PRECISIONS]
     if bad:
         raise KernelforgeError(f"precision must be one of {', '.join(PRECISIONS)}, got {bad[0]!r}")
-    if "f16" in modes and not limits.f16:
+    if "f16" in modes and language == "wgsl" and not limits.f16:
         raise KernelforgeError(
             f"precision 'f16' needs the shader-f16 feature, which {info.slug} ({language}) does not have"
         )

@@ -54,7 +54,7 @@ class Texture:
     """A GLSL texture: ``pack`` floats per texel (RGBA32F for 4, R32F for 1), or ``dtype`` integers.
 
     int8/uint8 textures (RGBA8I/R8I, RGBA8UI/R8UI) hold the quantized weights that kernels dequantize, float16
-    ones (RGBA16F/R16F) float16 weights, sampled as float.
+    ones (RGBA16F/R16F) float16 weights or the outputs of a half-float kernel (``GlLaunch.half``), sampled as float.
     """
 
     width: int
@@ -69,6 +69,9 @@ class Texture:
 
 
 Resource = Buffer | Texture
+
+TEXEL_BYTES = {"float32": 4, "float16": 2}
+"""Bytes of one value of a float texture (int8/uint8 ones: 1)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -209,7 +212,7 @@ class Program:
         total = 0
         for index in {u.resource for u in self.uploads}:
             r = self.resources[index]
-            total += r.nbytes if isinstance(r, Buffer) else r.floats * (4 if r.dtype == "float32" else 1)
+            total += r.nbytes if isinstance(r, Buffer) else r.floats * TEXEL_BYTES.get(r.dtype, 1)
         return total
 
 
@@ -550,7 +553,8 @@ def kernel_program(
             Arg(b.constant_texture(x, layout, f"{label} input {k}"), sampler=sampler)
             for k, (x, layout, sampler) in enumerate(zip(device, gl.inputs, gl.samplers, strict=True))
         )
-        targets = tuple(b.resource(Texture(t.width, t.height, t.pack)) for t in gl.targets)
+        half = "float16" if gl.half else "float32"
+        targets = tuple(b.resource(Texture(t.width, t.height, t.pack, half)) for t in gl.targets)
         step = ProgramStep(
             label, spec.name, "given", kernel.params, b.shader(kernel.source), label, args,
             tuple(Arg(t) for t in targets), size=(gl.targets[0].width, gl.targets[0].height),

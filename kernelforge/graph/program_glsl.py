@@ -73,8 +73,8 @@ class _Builder:
         self.where: dict[str, tuple[_Storage, tuple[int, ...]]] = {}
         self._relayouts: dict[tuple[object, ...], int] = {}
 
-    def texture(self, layout: TexLayout) -> int:
-        return self.b.resource(Texture(layout.width, layout.height, layout.pack))
+    def texture(self, layout: TexLayout, half: bool = False) -> int:
+        return self.b.resource(Texture(layout.width, layout.height, layout.pack, "float16" if half else "float32"))
 
     # -- moving tensors between packings ------------------------------------------------------------------
 
@@ -168,7 +168,7 @@ class _Builder:
                 _check_input_order(plan, step, k, perm)
                 texture = self.read_as(name, layout, perm, who)
             inputs.append(Arg(texture, sampler=sampler))
-        targets = tuple(self.texture(t) for t in launch.targets)
+        targets = tuple(self.texture(t, launch.half) for t in launch.targets)
         out = graph.value(step.node.output)
         perm = output_order(spec, problem, params, launch.rows * launch.cols, step.node.origin)
         self.where[out.name] = (

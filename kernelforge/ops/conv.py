@@ -247,6 +247,7 @@ class ConvSpec(OpSpec[ConvProblem]):
             Param("layout", (0, 1), "0 NCHW R32F textures (1 output per fragment), 1 NHWC RGBA32F (4 channels)"),
             Param("c_unroll", (1, 2, 4), "input-channel loop unroll"),
             Param("square", (0, 1), "textures row-aligned (0) or wrapped square-ish (1)"),
+            Param("precision", (0, 1), "render target: 0 float32, 1 half floats (R16F/RGBA16F)", absent=0),
         ),
     }
 
@@ -326,7 +327,7 @@ class ConvSpec(OpSpec[ConvProblem]):
             fit = next((f for f in fits if self.constraints(problem, f, limits, language) is None), None)
             if fit is not None and fit not in seeds:
                 seeds.append(fit)
-        if language == "wgsl" and limits.f16 and seeds:  # the first seed in f16 next: the search knows both early
+        if (language == "glsl" or limits.f16) and seeds:  # the first seed in f16 next: the search knows both early
             seeds.insert(1, {**seeds[0], "precision": 1})
         return seeds
 
@@ -527,7 +528,7 @@ class ConvSpec(OpSpec[ConvProblem]):
             qp_rows = q.wq.groups(q.cg * q.kh * q.kw) if q.wq.group else 2
             inputs.append(TexLayout(qp_rows, 4 * math.ceil(q.wq.channels / 4), 4, False))
             samplers.append("QP")
-        return GlLaunch(tuple(inputs), tuple(samplers), (out,), out.rows, out.cols)
+        return GlLaunch(tuple(inputs), tuple(samplers), (out,), out.rows, out.cols, params.get("precision", 0) == 1)
 
     def device_inputs(self, problem: ConvProblem, params: Params, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Return X, W (and bias, residual) converted to the kernel's layouts."""

@@ -155,6 +155,7 @@ class GemmSpec(OpSpec[GemmProblem]):
             Param("a_pack", (1, 4), "A texture: 1 value per texel, or 4 consecutive K per RGBA32F texel"),
             Param("b_pack", (1, 4), "B texture: 1 value per texel, or 4 along its fastest axis per texel"),
             Param("square", (0, 1), "input textures row-aligned (0) or wrapped square-ish (1)"),
+            Param("precision", (0, 1), "render targets: 0 float32, 1 half floats (R16F/RGBA16F)", absent=0),
         ),
     }
 
@@ -231,10 +232,12 @@ class GemmSpec(OpSpec[GemmProblem]):
         """Return the WGSL configs that won on our software GPUs (valid ones only), small-M ones first.
 
         Where the device has ``shader-f16``, f16 twins follow the first one: f16 arithmetic, and (of the first
-        staged seed) f16 workgroup tiles with f32 sums.
+        staged seed) f16 workgroup tiles with f32 sums. GLSL: the default's half-float twin, so the search times
+        both render-target formats early.
         """
         if language != "wgsl":
-            return []
+            twin = {**self.default_params(problem, limits, language), "precision": 1}
+            return [twin] if self.constraints(problem, twin, limits, language) is None else []
         seeds = (*_SMALL_M_SEEDS, *_SEEDS) if problem.m <= SMALL_M else _SEEDS
         valid = [s for s in seeds if self.constraints(problem, s, limits, language) is None]
         if limits.f16 and valid:  # the first seeds again in f16, early: the search then knows every precision
@@ -436,7 +439,8 @@ class GemmSpec(OpSpec[GemmProblem]):
             inputs.append(TexLayout(qp_rows, 4 * math.ceil(problem.wq.channels / 4), 4, False))
             samplers.append("QP")
         target = TexLayout(math.ceil(rows / params["mrt"]), problem.n, params["pack_c"], square)
-        return GlLaunch(tuple(inputs), tuple(samplers), (target,) * params["mrt"], rows, problem.n)
+        half = params.get("precision", 0) == 1
+        return GlLaunch(tuple(inputs), tuple(samplers), (target,) * params["mrt"], rows, problem.n, half)
 
     def device_inputs(self, problem: GemmProblem, params: Params, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Return A, B (bias, residual) as contiguous float32 arrays; a quantized B as its integers, then qparams.

@@ -124,6 +124,10 @@ class GlLaunch:
     targets: tuple[TexLayout, ...]
     rows: int
     cols: int
+    half: bool = False
+    """Render targets of half floats (R16F/RGBA16F): half the bytes every reader samples, each output rounded to
+    float16 (a ``precision=1`` GLSL config; WebGL2's EXT_color_buffer_float, which kernelforge requires, makes
+    them renderable)."""
 
 
 def input_shape(op: str, shapes: Sequence[tuple[int, ...] | None], k: int) -> tuple[int, ...]:

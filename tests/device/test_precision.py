@@ -172,3 +172,32 @@ def test_the_command_line_exports_f16_plans_and_runs_in_f16(lavapipe, tmp_path: 
     assert "--calibrate" in capsys.readouterr().err
     assert main(["run", str(path), "--device", "lavapipe", "--precision", "f16", "--profile"]) == 0
     assert ", f16" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("op", "key"), [("gemm", "64x96x80"), ("conv2d", "1x16x12x12:32x3x3:s1:p1")])
+def test_glsl_half_float_targets_round_outputs_to_float16_within_the_f16_bound(gl, op: str, key: str) -> None:
+    from kernelforge.ops import get_op
+    from kernelforge.ops.spec import F16_TOLERANCE, FLOAT32_TOLERANCE
+    from kernelforge.testing.ops import check_op
+
+    spec = get_op(op)
+    problem = spec.parse_problem(key)
+    params = {**spec.default_params(problem, gl.limits, "glsl"), "precision": 1}
+    assert spec.gl_launch(problem, params).half and spec.tolerance(problem, params) == F16_TOLERANCE
+    inputs = spec.make_inputs(problem, np.random.default_rng(0))
+    out = check_op(gl, spec, problem, params, inputs=inputs)
+    want = spec.reference(problem, inputs)
+    err = float(np.abs(out - want).max() / np.abs(want).max())
+    assert err > FLOAT32_TOLERANCE  # rounded to float16, so it can fail the float32 bound: the halves were drawn
+    np.testing.assert_array_equal(out, out.astype(np.float16).astype(np.float32))  # every output is a half
+
+
+def test_glsl_load_precision_f16_draws_half_float_textures(gl) -> None:
+    model = small_cnn()
+    f32 = kernelforge.load(model, device=gl.info.index, backend="glsl", precision="f32", db=REPO_DB)
+    f16 = kernelforge.load(model, device=gl.info.index, backend="glsl", precision="f16", db=REPO_DB)
+    halves = [r for r in f16.program.resources if getattr(r, "dtype", "") == "float16"]
+    assert halves and not any(getattr(r, "dtype", "") == "float16" for r in f32.program.resources)
+    assert any(s.params.get("precision") == 1 and s.source.endswith(", f16") for s in f16.steps)
+    assert _error(f32, model) <= 1e-4
+    assert 1e-6 < _error(f16, model) <= MODEL_BOUND

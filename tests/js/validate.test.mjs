@@ -210,7 +210,7 @@ describe("validatePlan", () => {
     }
   });
 
-  it("takes int8/uint8 constants without scales as a kernel's own integers, in integer textures only", () => {
+  it("takes int8/uint8 constants without scales as a kernel's own integers, in integer textures only; float16 targets", () => {
     const raw = { offset: 0, count: 4, dtype: "int8" };
     check(wgsl, "wgsl", (_, m) => (m.constants[0] = raw));
     check(wgsl, "wgsl", (_, m) => (m.constants[0] = { ...raw, dtype: "uint8" }));
@@ -234,11 +234,12 @@ describe("validatePlan", () => {
       ["glsl", (p) => (p.textures[2].dtype = "int8"), /steps\[0\]\.targets\[0\] is texture 2, of int8 texels; steps draw floats$/],
       ["glsl", (p) => (p.textures[1].dtype = "float16"), new RegExp(`^kernelforge: ${at}\\.constants\\[0\\] uploads float values to texture 1 of float16 texels$`)],
       ["glsl", (p, m) => (m.constants[0] = { ...raw, dtype: "float16" }), /constants\[0\] uploads float16 values to texture 1 of float texels$/],
-      ["glsl", (p) => (p.textures[2].dtype = "float16"), /steps\[0\]\.targets\[0\] is texture 2, of float16 texels; steps draw floats$/],
       ["glsl", (p) => (p.textures[1].dtype = "float32"), /textures\[1\]\.dtype is "float32"; expected "int8", "uint8", "float16" or none \(float\)$/],
       ["wgsl", (p, m) => (m.constants[0] = { ...raw, dtype: "float16", offset: 16, count: 9 }), /^kernelforge: constants\[0\] lies outside weights\.bin: bytes 16\.\.34 of 32$/],
     ];
     for (const [language, edit, pattern] of cases) throwsKf(() => check(language === "wgsl" ? wgsl : glsl, language, edit), pattern);
+    // a half-float kernel draws a float16 texture (RGBA16F/R16F are renderable wherever the runtime runs)
+    check(glsl, "glsl", (p) => (p.textures[2].dtype = "float16"));
   });
 
   it("takes an empty output (a dim of 0) as a constant of no values, never an empty input", () => {

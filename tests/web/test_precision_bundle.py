@@ -10,6 +10,7 @@ on an adapter without the feature (or runs the f16 plan on one with it).
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,13 @@ from .test_bundle import REPO_DB
 pytestmark = pytest.mark.device
 
 RUN_JS = """
-async ([url, precision, x]) => {
+async ([url, precision, x, backend]) => {
   const adapter = await navigator.gpu.requestAdapter({powerPreference: "high-performance"});
   const has = !!adapter && adapter.features.has("shader-f16");
   const kf = await import(url + "kernelforge.js");
   let m;
   try {
-    m = await kf.load(url + "manifest.json", {backend: "webgpu", precision, tune: "off"});
+    m = await kf.load(url + "manifest.json", {backend, precision, tune: "off"});
   } catch (e) {
     return {has, error: String(e.message)};
   }
@@ -58,10 +59,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]
         yield base, model
 
 
-def _run(page: Any, base: str, precision: str, x: np.ndarray) -> Any:
+def _run(page: Any, base: str, precision: str, x: np.ndarray, backend: str = "webgpu") -> Any:
     if not page.url.startswith(base):
         page.goto(base + "blank.html")
-    return page.evaluate(RUN_JS, [f"{base}mlp/", precision, x.reshape(-1).tolist()])
+    return page.evaluate(RUN_JS, [f"{base}mlp/", precision, x.reshape(-1).tolist(), backend])
 
 
 def test_the_bundle_ships_f16_plans_before_f32_ones(served: Any, tmp_path: Path) -> None:
@@ -72,7 +73,7 @@ def test_the_bundle_ships_f16_plans_before_f32_ones(served: Any, tmp_path: Path)
     ]
     assert ("default/wgsl-f16", True) in ids and ("default/wgsl", False) in ids
     assert ids.index(("default/wgsl-f16", True)) == ids.index(("default/wgsl", False)) - 1
-    # no GLSL plan computes in f16
+    # no GLSL plan needs shader-f16: its half floats are textures (see the WebGL2 test below)
     assert all(not f16 for i, f16 in ids if i.endswith("/glsl"))
 
 
@@ -94,3 +95,22 @@ def test_the_plan_the_adapter_can_run_is_taken(browser_page: Any, served: Any, p
     bound = MODEL_BOUND if want_f16 else 1e-4
     err = float(np.abs(y - ref).max() / np.abs(ref).max())
     assert err <= bound, f"{precision}: error {err:.3g} of the largest magnitude, bound {bound:g}"
+
+
+def test_a_webgl2_plan_draws_half_float_textures_within_the_model_bound(browser_page: Any, served: Any) -> None:
+    base, model = served
+    with urllib.request.urlopen(f"{base}mlp/manifest.json") as response:
+        manifest = json.loads(response.read())
+    for target in (t for t in manifest["targets"] if t["language"] == "glsl"):
+        plan = target["plan"]
+        drawn = {ti for step in plan["steps"] for ti in step["targets"]}
+        assert any(plan["textures"][ti].get("dtype") == "float16" for ti in drawn), target["id"]
+    graph = prepare_graph(model, None)
+    x = np.random.default_rng(1).standard_normal(graph.value(graph.inputs[0]).shape).astype(np.float32)
+    got = _run(browser_page, base, "auto", x, "webgl2")
+    assert "error" not in got, got
+    assert got["device"]["precision"] == "f16" and got["device"]["target"].endswith("/glsl"), got["device"]
+    ref = run_graph(graph, {"x": x})["y"]
+    err = float(np.abs(np.asarray(got["y"], np.float32).reshape(ref.shape) - ref).max() / np.abs(ref).max())
+    # float16 outputs: off the float32 reference by their rounding (so not within float32's 1e-6), within the bound
+    assert 1e-6 < err <= MODEL_BOUND, f"error {err:.3g} of the largest magnitude"

@@ -21,7 +21,7 @@ const fail = (message) => {
  * @property {number} pack floats (or integers) per texel: 4 (RGBA) or 1 (R)
  * @property {number} format
  * @property {number} type
- * @property {Float32ArrayConstructor | Int8ArrayConstructor | Uint8ArrayConstructor} Staging
+ * @property {Float32ArrayConstructor | Uint16ArrayConstructor | Int8ArrayConstructor | Uint8ArrayConstructor} Staging
  * @property {WebGLFramebuffer | null} reader a framebuffer for readPixels, made on the first read
  * @property {number} refs steps that draw from or to it
  * @property {boolean} released
@@ -163,19 +163,23 @@ export function openWebGL2({ vertex }, toBase64, batches) {
     alloc({ width, height, pack, dtype, id = nextId++ }) {
       const texture = /** @type {WebGLTexture} */ (gl.createTexture());
       gl.bindTexture(TEXTURE_2D, texture);
-      // float texels, or the int8/uint8 ones of weights a kernel dequantizes, as kernelforge.js makes them
+      // float texels, halves (float16 weights, a half-float kernel's targets), or the int8/uint8 ones of weights a
+      // kernel dequantizes, as kernelforge.js makes them
       const [rgba, red, type, Staging] =
         dtype === "float32"
           ? [gl.RGBA32F, gl.R32F, FLOAT, Float32Array]
-          : dtype === "int8"
-            ? [gl.RGBA8I, gl.R8I, gl.BYTE, Int8Array]
-            : dtype === "uint8"
-              ? [gl.RGBA8UI, gl.R8UI, gl.UNSIGNED_BYTE, Uint8Array]
-              : fail(`no texture of ${dtype}`);
+          : dtype === "float16"
+            ? [gl.RGBA16F, gl.R16F, gl.HALF_FLOAT, Uint16Array]
+            : dtype === "int8"
+              ? [gl.RGBA8I, gl.R8I, gl.BYTE, Int8Array]
+              : dtype === "uint8"
+                ? [gl.RGBA8UI, gl.R8UI, gl.UNSIGNED_BYTE, Uint8Array]
+                : fail(`no texture of ${dtype}`);
       gl.texStorage2D(TEXTURE_2D, 1, pack === 4 ? rgba : red, width, height);
       for (const p of [gl.TEXTURE_MIN_FILTER, gl.TEXTURE_MAG_FILTER]) gl.texParameteri(TEXTURE_2D, p, gl.NEAREST);
       for (const p of [gl.TEXTURE_WRAP_S, gl.TEXTURE_WRAP_T]) gl.texParameteri(TEXTURE_2D, p, gl.CLAMP_TO_EDGE);
-      const format = dtype === "float32" ? (pack === 4 ? gl.RGBA : gl.RED) : pack === 4 ? gl.RGBA_INTEGER : gl.RED_INTEGER;
+      const float = dtype === "float32" || dtype === "float16";
+      const format = float ? (pack === 4 ? gl.RGBA : gl.RED) : pack === 4 ? gl.RGBA_INTEGER : gl.RED_INTEGER;
       check(`a ${width}x${height} texture of ${pack} ${dtype} per texel`);
       textures.set(id, { texture, width, height, pack, format, type, Staging, reader: null, refs: 0, released: false });
       return id;

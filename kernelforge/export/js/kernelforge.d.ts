@@ -74,7 +74,8 @@ export interface LoadOptions {
   /**
    * Which WebGPU plans may run (FORMAT.md, "Targets"): "auto" (default) a target's f16 plan where the adapter has
    * shader-f16, else its f32 plan; "f32" never an f16 plan; "f16" only f16 plans (rejects when the adapter lacks
-   * shader-f16 or the bundle has no f16 plan for it).
+   * shader-f16 or the bundle has no f16 plan for it). A WebGL2 plan's half-float textures need no feature: the
+   * export chose them (`--precision f32` ships none).
    */
   precision?: "auto" | "f32" | "f16";
 }
@@ -120,7 +121,10 @@ export interface DeviceInfo {
   software: boolean;
   /** Where each kernel's params came from (copied from the target), e.g. {tuned: 9, default: 3}. */
   kernels: Record<string, number>;
-  /** f16 when the target's plan computes in f16 (run only where the adapter has shader-f16), else f32. */
+  /**
+   * f16 when the target's plan computes in f16 (run only where the adapter has shader-f16) or, on WebGL2, draws
+   * half-float textures; else f32.
+   */
   precision: "f32" | "f16";
 }
 

@@ -66,6 +66,7 @@ const EDGE = {
  *   bundle's candidate kernels and keep the fastest (FORMAT.md, "Candidates"); "auto" (default) within 20 s.
  * @property {"auto" | "f32" | "f16"} [precision] which WebGPU plans may run: "auto" (default) an f16 plan where the
  *   adapter has shader-f16, else f32; "f32" never an f16 plan; "f16" only an f16 plan (rejects when none can run).
+ *   (A WebGL2 plan's half-float textures need no feature: the export chose them, `--precision f32` ships none.)
  */
 /**
  * What kernel selection did (Model.tuning): "measuring" while it runs, "done" once it ended, "cached" when a
@@ -92,7 +93,8 @@ const EDGE = {
  * @property {AdapterClass} class
  * @property {boolean} software a software or fallback adapter (a CPU engine may well be faster there)
  * @property {Record<string, number>} kernels
- * @property {"f32" | "f16"} precision f16 when the target's plan computes in f16 (its adapter has shader-f16)
+ * @property {"f32" | "f16"} precision f16 when the target's plan computes in f16 (its adapter has shader-f16), or
+ *   (WebGL2) some kernel of it draws half-float textures
  */
 /** @typedef {"exact" | "class" | "default" | "forced"} Match */
 /** @typedef {{ weights: number, activations: number }} Memory GPU bytes: constants as uploaded, activations */
@@ -767,7 +769,8 @@ function validatePlan(manifest, target) {
       targets.forEach((ti, j) => {
         const t = texture(ti, `${sp}.targets[${j}]`);
         if (t.width !== width || t.height !== height) fail(`${sp}.targets[${j}] is texture ${ti}, of ${t.width}x${t.height} texels; the step draws ${width}x${height}`);
-        if (t.dtype) fail(`${sp}.targets[${j}] is texture ${ti}, of ${t.dtype} texels; steps draw floats`);
+        // float16 targets: a half-float kernel's output (EXT_color_buffer_float makes RGBA16F/R16F renderable)
+        if (t.dtype && t.dtype !== "float16") fail(`${sp}.targets[${j}] is texture ${ti}, of ${t.dtype} texels; steps draw floats`);
         if (inputs.some((i) => i.texture === ti)) fail(`${sp}.targets[${j}] is texture ${ti}, which the step also reads`);
       });
       targets.forEach((ti) => ready.add(ti));
@@ -857,6 +860,15 @@ function adapterClass(desc) {
   if (/nvidia|amd/.test(desc)) return "dgpu";
   if (/intel|apple|arm|qualcomm|imgtec|broadcom/.test(desc)) return "igpu";
   return null;
+}
+
+/**
+ * Whether a plan computes in f16 (WebGPU) or draws half-float textures (WebGL2).
+ * @param {any} plan
+ * @returns {boolean}
+ */
+function halves(plan) {
+  return !!plan?.f16 || (plan?.steps ?? []).some((/** @type {any} */ s) => (s.targets ?? []).some((/** @type {number} */ t) => plan.textures[t]?.dtype === "float16"));
 }
 
 /**
@@ -1348,8 +1360,8 @@ async function openWebGL2(gl, manifest) {
       const t = gl.createTexture();
       owned.textures.push(t);
       gl.bindTexture(TEXTURE_2D, t);
-      // float texels, the int8/uint8 ones of weights a kernel dequantizes (RGBA8I/R8I, RGBA8UI/R8UI), or the
-      // halves of float16 weights (RGBA16F/R16F: sampled as floats, core WebGL2 with no extension)
+      // float texels, the int8/uint8 ones of weights a kernel dequantizes (RGBA8I/R8I, RGBA8UI/R8UI), or halves
+      // (RGBA16F/R16F, sampled as floats): float16 weights, or what a half-float kernel draws
       const [rgba, red, type, Staging] = !dtype
         ? [gl.RGBA32F, gl.R32F, FLOAT, Float32Array]
         : dtype === "float16"
@@ -1738,7 +1750,7 @@ export async function load(url, opts = {}) {
   })();
   return {
     backend: chosen.name,
-    device: { target: target.id, match, adapter: desc, class: cls, software: cls === "cpu" || !!adapter.fallback, kernels: { ...target.kernels }, precision: target.plan?.f16 ? "f16" : "f32" },
+    device: { target: target.id, match, adapter: desc, class: cls, software: cls === "cpu" || !!adapter.fallback, kernels: { ...target.kernels }, precision: halves(target.plan) ? "f16" : "f32" },
     inputs: infos[first].inputs,
     outputs: infos[first].outputs,
     variants: infos,

@@ -136,6 +136,8 @@ class ModernglBackend(Backend[Any, Any, Draw]):
 
     def _read(self, handle: Any, count: int) -> np.ndarray:
         self.current()
+        if handle.dtype == "f2":  # a half-float kernel's render target: its halves, widened
+            return np.frombuffer(handle.read(), dtype=np.float16, count=count).astype(np.float32)
         return np.frombuffer(handle.read(), dtype=np.float32, count=count).copy()
 
     def _bind(self, kernel: Any, step: ProgramStep, inputs: Sequence[Any], outputs: Sequence[Any]) -> Draw:
