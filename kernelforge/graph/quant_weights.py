@@ -98,12 +98,12 @@ def quantize_weights(
         # a weight with fewer than ``group`` K values per channel (a depthwise 3x3's 9, the first conv's 27) has
         # no whole group: it is a few bytes per channel and int4 noise costs it most, so it is int8 instead
         small = _quantize_int8(graph, lambda data, axis: data.size // data.shape[axis] < group)
-        return small + _quantize_int4(graph, group, calibration)
+        return small + _quantize_int4(graph, group, calibration) + _quantize_tables(graph)
     if fmt == "fp16":
         return _to_float16(graph)
     if fmt != "int8":
         raise ValueError(f"weights can be quantized to int8, int4 or fp16, not {fmt!r}")
-    return _quantize_int8(graph)
+    return _quantize_int8(graph) + _quantize_tables(graph)
 
 
 def _quantize_int8(graph: Graph, only: Callable[[np.ndarray, int], bool] | None = None) -> int:
@@ -121,6 +121,41 @@ def _quantize_int8(graph: Graph, only: Callable[[np.ndarray, int], bool] | None 
         value.data = value.quant.dequantize()
         done.add(node.inputs[1])
     return len(done)
+
+
+TABLE_MIN = 4096
+"""Values a gathered table needs before int8/int4 weights store it as int8 (an embedding; not a small lookup)."""
+
+
+def _quantize_tables(graph: Graph) -> int:
+    """Quantize every large float table a ``gather`` reads (embeddings) to int8, one scale per row.
+
+    A bundle then stores the integers and the runtime dequantizes them at load (FORMAT.md, constants with a
+    ``scale``): in a text encoder the embedding table is most of the bytes, and only the rows a run gathers are
+    read, so GPU memory keeps floats while the download shrinks to a quarter. The constant's data becomes the
+    dequantized values, what every kernel and reference then computes with. Symmetric over [-127, 127], as
+    onnxruntime's dynamic quantization of Gather does.
+
+    Returns:
+        The number of tables quantized.
+    """
+    done = 0
+    for node in graph.nodes:
+        if node.op != "gather" or not node.inputs[0]:
+            continue
+        value = graph.value(node.inputs[0])
+        data = value.data
+        if data is None or value.quant is not None or data.ndim < 2 or data.size < TABLE_MIN:
+            continue
+        if data.dtype != np.float32 or not np.isfinite(data).all():
+            continue
+        peak = np.abs(data.reshape(data.shape[0], -1)).max(axis=1)
+        scale = np.where(peak > 0, peak / 127, 1).astype(np.float32)
+        q = np.clip(np.rint(data / scale.reshape(-1, *[1] * (data.ndim - 1))), -127, 127).astype(np.int8)
+        value.quant = Quantized(q, scale, np.zeros(scale.shape, np.int8), 0)
+        value.data = value.quant.dequantize()
+        done += 1
+    return done
 
 
 def _quantize_int4(graph: Graph, group: int, calibration: Sequence[Mapping[str, np.ndarray]]) -> int:

@@ -219,3 +219,31 @@ def test_float16_problem_keys_are_their_own() -> None:
     gemm = get_op("gemm")
     keys = {gemm.problem_key(gemm.parse_problem(s)) for s in ("64x64x64", "64x64x64/qi8c", "64x64x64/qf16")}
     assert keys == {"64x64x64", "64x64x64/qi8c", "64x64x64/qf16"}
+
+
+@pytest.mark.parametrize("weights", ["int8", "int4"])
+def test_embedding_tables_are_stored_int8_per_row_and_decode_to_the_graphs_floats(tmp_path: Path, weights: str) -> None:
+    from kernelforge.graph.prepare import prepare_graph
+    from kernelforge.graph.quant_weights import TABLE_MIN
+    from kernelforge.testing.families import FAMILIES
+
+    model = FAMILIES["bert"]("legacy")
+    graph, floats = prepare_graph(model, weights=weights), prepare_graph(model)
+    gathered = [n.inputs[0] for n in graph.nodes if n.op == "gather" and graph.value(n.inputs[0]).data is not None]
+    big = [t for t in gathered if graph.value(t).data.size >= TABLE_MIN]
+    assert big and all(graph.value(t).quant is not None for t in big)
+    for t in big:
+        quant, data, exact = graph.value(t).quant, graph.value(t).data, floats.value(t).data
+        assert quant.axis == 0 and quant.scale.shape == (data.shape[0],) and np.abs(quant.q).max() == 127
+        np.testing.assert_array_equal(data, quant.dequantize())
+        step = np.abs(exact).max(axis=1, keepdims=True) / 127
+        assert (np.abs(data - exact) <= step / 2 * (1 + 1e-5)).all()  # half a step of the row's own scale
+    fp32 = export(model, tmp_path / "fp32", db=REPO_DB)
+    quantized = export(model, tmp_path / "q", db=REPO_DB, weights=weights)
+    manifest, blob = _bundle(tmp_path / "q")
+    tables = [c for c in manifest["constants"] if c.get("dtype") == "int8" and len(c.get("scale", [])) > 1]
+    assert tables and quantized.weights_bytes < 0.4 * fp32.weights_bytes
+    decoded = [decode(c, blob, weights) for c in tables]
+    for t in big:
+        flat = graph.value(t).data.ravel()
+        assert any(d.size == flat.size and np.array_equal(d, flat) for d in decoded)

@@ -22,6 +22,8 @@ import onnxruntime as ort
 import pytest
 
 from kernelforge.export import export
+from kernelforge.graph.prepare import prepare_graph
+from kernelforge.graph.reference import run_graph
 from kernelforge.testing import chromium
 from kernelforge.testing.families import FAMILIES, family_feeds, fp16, fp16_weights
 from kernelforge.testing.quantized import TIE_MARGIN, quantize, semantics_mismatch
@@ -68,6 +70,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
         models[key] = convert(FAMILIES[name](style))
     for key, model in models.items():
         export(model, root / key, db=REPO_DB)
+    for weights in ("int8", "int4"):  # the text models' embedding tables stored int8, dequantized at load
+        export(models["bert_legacy"], root / f"bert_{weights}", db=REPO_DB, weights=weights)
     (root / "blank.html").write_text("<!doctype html><title>kernelforge tests</title>")
     with chromium.serve(root) as base:
         yield base, models
@@ -156,3 +160,21 @@ def test_every_target_runs_the_fused_kernels(tmp_path: Path) -> None:
         for target in manifest["targets"]:
             ops = [s["op"] for s in target["plan"]["steps"]]
             assert ops.count(op) == count and "softmax" not in ops, (name, target["id"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("weights", ["int8", "int4"])
+def test_quantized_weights_bundle_with_an_int8_embedding_table(
+    browser_page: Any, served: Any, backend: str, weights: str
+) -> None:
+    base, models = served
+    model = models["bert_legacy"]
+    graph = prepare_graph(model, weights=weights)
+    tables = [n.inputs[0] for n in graph.nodes if n.op == "gather" and graph.value(n.inputs[0]).quant is not None]
+    assert tables  # the word embeddings: int8 rows in weights.bin, floats once the runtime dequantized them
+    for seed in SEEDS:
+        feeds = family_feeds(model, seed, padding=2)
+        got = _run(browser_page, base, f"bert_{weights}", backend, feeds)
+        want = run_graph(graph, feeds)
+        for name, values in want.items():
+            assert _error(got[name], values) <= RTOL, f"bert {weights} {backend} {name} seed {seed}"
