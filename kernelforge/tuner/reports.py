@@ -289,7 +289,8 @@ def _parse(data: Any, name: str) -> Report:
             skipped += 1
         else:
             records.append(record)
-    return Report(provenance["file"], info, device_meta(info, subgroup_size), tuple(records), skipped)
+    meta = device_meta(info, subgroup_size, info.limits.f16)
+    return Report(provenance["file"], info, meta, tuple(records), skipped)
 
 
 def _device(value: Any) -> tuple[DeviceInfo, int]:
@@ -312,6 +313,9 @@ def _device(value: Any) -> tuple[DeviceInfo, int]:
     if not isinstance(fallback, bool):
         raise _Bad(f"{where}.fallback: must be true or false, got {_kind(fallback)}")
     subgroup = _count(_field(given, "subgroupSize", where), f"{where}.subgroupSize", 1024)
+    f16 = given.get("f16", False)  # reports from before the field: no shader-f16 recorded
+    if not isinstance(f16, bool):
+        raise _Bad(f"{where}.f16: must be true or false, got {_kind(f16)}")
     limits = _object(_field(given, "limits", where), f"{where}.limits")
     if len(limits) > 64:
         raise _Bad(f"{where}.limits: {len(limits)} entries (at most 64)")
@@ -323,6 +327,7 @@ def _device(value: Any) -> tuple[DeviceInfo, int]:
         desc=desc,
         fallback=fallback,
         subgroupSize=subgroup,
+        f16=f16,
         userAgent=_text(_field(given, "userAgent", where), f"{where}.userAgent", LONG, empty=True),
         limits=dict(limits),
     )

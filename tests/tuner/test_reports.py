@@ -92,6 +92,16 @@ def test_default_time_is_the_winners_when_the_default_was_not_timed():
         assert record.default_time_s == record.time_s
 
 
+def test_an_adapter_with_shader_f16_is_filed_so_an_export_may_give_it_an_f16_plan(tmp_path):
+    assert "f16" not in parse_report(tuning_report(), "r.json").meta  # SwiftShader's adapter has no shader-f16
+    report = tuning_report(adapter={**SWIFTSHADER_ADAPTER, "f16": True})
+    parsed = parse_report(report, "r.json")
+    assert parsed.meta["f16"] is True and parsed.info.limits.f16
+    import_report(write(tmp_path / "r.json", report), TuningDB(tmp_path / "db"))
+    (target,) = [t for t in select_targets(TuningDB(tmp_path / "db"), ["all"]) if t.info.slug == SLUG]
+    assert target.f16
+
+
 def test_a_device_without_a_fixed_subgroup_size_has_none():
     adapter = {**SWIFTSHADER_ADAPTER, "subgroupSize": 0}
     assert "subgroup_size" not in parse_report(tuning_report(adapter=adapter), "r.json").meta
@@ -165,6 +175,7 @@ TAMPERED = [
     (_set("adapter.desc", "nvidia geforce rtx 4090"), "adapter.desc: 'nvidia geforce rtx 4090' is not the lower-cased"),
     (_set("adapter.fallback", "no"), "adapter.fallback: must be true or false, got a string"),
     (_set("adapter.subgroupSize", 4.5), "adapter.subgroupSize: must be an integer from 0 to 1024, got 4.5"),
+    (_set("adapter.f16", "yes"), "adapter.f16: must be true or false, got a string"),
     (_set("adapter.limits.maxComputeWorkgroupSizeX", "256"), "adapter.limits.maxComputeWorkgroupSizeX: must be an"),
     (_set("adapter.limits.maxComputeWorkgroupSizeX", -1), "adapter.limits.maxComputeWorkgroupSizeX: must be an"),
     (_set("adapter.limits", []), "adapter.limits: must be an object, got an array"),

@@ -185,7 +185,7 @@ async function open({ api = "webgpu", vertex = "" }) {
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" }).catch(() => null);
   if (!adapter) return fail("no WebGPU adapter (navigator.gpu.requestAdapter() returned null)");
   /** @type {GPUFeatureName[]} */
-  const features = ["timestamp-query", "subgroups"];
+  const features = ["timestamp-query", "subgroups", "shader-f16"];
   const wanted = features.filter((f) => adapter.features.has(f));
   // default limits, as kernelforge.js's device has: a tuned config must run on a bundle's requestDevice()
   const device = await adapter.requestDevice({ requiredFeatures: wanted });
@@ -213,6 +213,7 @@ async function open({ api = "webgpu", vertex = "" }) {
     desc: description(adapter),
     fallback: Boolean(/** @type {{ isFallbackAdapter?: boolean }} */ (info).isFallbackAdapter),
     subgroupSize: subgroupSize(adapter),
+    f16: wanted.includes("shader-f16"),
     timestamps,
     userAgent: navigator.userAgent,
     limits: {

@@ -269,6 +269,7 @@ export async function select({ run, kernels, adapter, desc, sg, about, budget, l
       desc,
       fallback: Boolean(/** @type {{ isFallbackAdapter?: boolean }} */ (info).isFallbackAdapter),
       subgroupSize: sg,
+      f16: adapter.features.has("shader-f16"),
       userAgent: globalThis.navigator?.userAgent ?? "",
       limits: Object.fromEntries(LIMITS.map((n) => [n, l[n]])),
     },

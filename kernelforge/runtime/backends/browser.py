@@ -176,7 +176,7 @@ def _device(
 
 
 def device_info(raw: Mapping[str, Any], index: int, version: str = "", backend: str = "browser") -> DeviceInfo:
-    """Build the device of a page's ``open`` answer: its ``GPUAdapterInfo``, limits and subgroup size.
+    """Build the device of a page's ``open`` answer: its ``GPUAdapterInfo``, limits, subgroup size and ``f16``.
 
     A WebGL2 page's answer gives its unmasked renderer and limits instead.
 
@@ -193,7 +193,10 @@ def device_info(raw: Mapping[str, Any], index: int, version: str = "", backend: 
     given = raw.get("limits") or {}
     idl = {re.sub(r"(?<!^)(?=[A-Z])", "-", k).lower(): v for k, v in given.items() if isinstance(v, (int, float))}
     subgroup = raw.get("subgroupSize")
-    adapter = replace(webgpu_limits(idl), subgroup_size=subgroup if subgroup in SUBGROUP_SIZES else 0)
+    # shader-f16: the page opened its device with the feature (the tuner may then time f16 configs)
+    adapter = replace(
+        webgpu_limits(idl), subgroup_size=subgroup if subgroup in SUBGROUP_SIZES else 0, f16=raw.get("f16") is True
+    )
     adapter_type = "cpu" if raw.get("fallback") else "unknown"  # a fallback adapter is a software one
     return _device(raw, index, version, backend, "webgpu", name, vendor, adapter_type, webgpu_default_limits(adapter))
 
