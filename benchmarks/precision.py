@@ -1,6 +1,7 @@
 """f16 against f32, per kernel and per model, and what the tuner picked, side by side in one run.
 
-    python benchmarks/precision.py [--device lavapipe] [--models mobilenet_v2_style,resnet18_style,minilm,vit_tiny]
+    python benchmarks/precision.py [--device lavapipe] [--backend wgsl|glsl]
+                                   [--models mobilenet_v2_style,resnet18_style,minilm,vit_tiny]
                                    [--reps 9] [--max-seconds 10] [--runs 10] [--profiles 3] [--tune-trials 24]
                                    [--out FILE]
 
@@ -15,8 +16,12 @@ f16 sessions' profiles (each kernel alone, GPU timestamps), alternated, medians,
 variant, with the tuner's pick beside it. Tunes: a fresh ``--tune-trials`` tune of a few of these models' shapes
 (``TUNE_SHAPES``) in a scratch database, with how many configs of each precision it measured and the best of each.
 
-Prints the tables and writes ``benchmarks/results/precision.json``. A device without ``shader-f16`` (SwiftShader)
-gets no f16 column: its records can only be f32.
+``--backend glsl`` (llvmpipe through OpenGL here): the same for WebGL2 kernels, whose ``precision`` 1 draws
+half-float render targets; the GEMM table becomes every GLSL GEMM and conv record with float32 and half-float
+targets, and the results go to ``precision-glsl.json``.
+
+Prints the tables and writes ``benchmarks/results/precision.json``. A WGSL device without ``shader-f16``
+(SwiftShader) gets no f16 column: its records can only be f32.
 """
 
 from __future__ import annotations
@@ -45,6 +50,36 @@ from kernelforge.tuner.measure import MeasureConfig, side_by_side
 from kernelforge.tuner.objective import verify
 
 REPO_DB = Path(__file__).resolve().parent.parent / "tuning_db"
+
+
+def _glsl_kernels(backend: Any, reps: int, max_seconds: float) -> list[dict[str, Any]]:
+    """Every GLSL GEMM and conv record of the device: its tuned params with float32 and half-float targets."""
+    path = REPO_DB / f"{backend.info.slug}.json"
+    rows = []
+    for record in sorted(json.loads(path.read_text())["records"].values(), key=lambda r: (r["op"], r["shape"])):
+        if record["op"] not in ("gemm", "conv2d") or record["language"] != "glsl":
+            continue
+        spec = get_op(record["op"])
+        problem = spec.parse_problem(record["shape"])
+        tuned = spec.validate_params(record["params"], "glsl")
+        configs = {"f32": {**tuned, "precision": 0}, "half": {**tuned, "precision": 1}}
+        if any(spec.constraints(problem, c, backend.limits, "glsl") for c in configs.values()):
+            continue
+        inputs = spec.make_inputs(problem, np.random.default_rng(0))
+        reference = spec.reference(problem, inputs)
+        kernels = {n: prepare(backend, spec, problem, c, inputs) for n, c in configs.items()}
+        half = verify(kernels["half"].run(), reference, spec.tolerance(problem, configs["half"]))
+        for k in kernels.values():
+            k.time()
+        t = side_by_side({n: k.time for n, k in kernels.items()}, MeasureConfig(1, reps, max_seconds))
+        scale = max(1.0, float(np.abs(reference).max()))
+        rows.append(
+            {"op": record["op"], "shape": record["shape"], "tuned": "half" if tuned.get("precision") else "f32",
+             "f32 ms": t["f32"] * 1e3, "half ms": t["half"] * 1e3, "half/f32": t["half"] / t["f32"],
+             "half err": half.max_error / scale, "within bound": half.ok}
+        )  # fmt: skip
+        print(rows[-1], flush=True)
+    return rows
 
 
 def _kernels(backend: Any, reps: int, max_seconds: float) -> list[dict[str, Any]]:
@@ -109,12 +144,13 @@ def _tuner_picks(backend: Any, trials: int) -> Rows:
     from kernelforge.tuner.storage import default_storage
     from kernelforge.tuner.tune import TuneOptions, study_name, tune_problem
 
-    names = {0: "f32", 1: "f16", 2: "f16 tiles"}
+    language = backend.info.language
+    names = {0: "f32", 1: "f16", 2: "f16 tiles"} if language == "wgsl" else {0: "f32", 1: "half"}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for op, shapes in TUNE_SHAPES.items():
             spec = get_op(op)
-            choices = next(p.choices for p in spec.params("wgsl") if p.name == "precision")
+            choices = next(p.choices for p in spec.params(language) if p.name == "precision")
             for shape in shapes:
                 problem = spec.parse_problem(shape)
                 options = TuneOptions(trials=trials, seed=1, db_dir=Path(tmp), progress=False)
@@ -138,7 +174,7 @@ def _tuner_picks(backend: Any, trials: int) -> Rows:
     return rows
 
 
-def _models(device: str, names: list[str], runs: int, profiles: int) -> tuple[Rows, Rows]:
+def _models(device: str, backend: str, names: list[str], runs: int, profiles: int) -> tuple[Rows, Rows]:
     """Whole models in the tuner's pick (``precision="auto"``), f32 and f16, alternated; then per kernel."""
     import onnxruntime as ort
 
@@ -146,7 +182,10 @@ def _models(device: str, names: list[str], runs: int, profiles: int) -> tuple[Ro
     for name in names:
         model, feeds = build(name)
         want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
-        sessions = {p: kernelforge.load(model, device=device, db=REPO_DB, precision=p) for p in ("auto", "f32", "f16")}
+        sessions = {
+            p: kernelforge.load(model, device=device, backend=backend, db=REPO_DB, precision=p)
+            for p in ("auto", "f32", "f16")
+        }
         times: dict[str, list[float]] = {n: [] for n in sessions}
         errors = {}
         for n, s in sessions.items():
@@ -185,6 +224,7 @@ def _models(device: str, names: list[str], runs: int, profiles: int) -> tuple[Ro
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="lavapipe")
+    parser.add_argument("--backend", default="wgsl", choices=["wgsl", "glsl"])
     parser.add_argument("--models", default="mobilenet_v2_style,resnet18_style,minilm,vit_tiny")
     parser.add_argument("--reps", type=int, default=9, help="alternating repetitions per kernel")
     parser.add_argument("--max-seconds", type=float, default=10.0, help="time budget per kernel")
@@ -193,19 +233,23 @@ def main() -> int:
     parser.add_argument("--tune-trials", type=int, default=24, help="trials of each fresh tune (0: none)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    backend = open_device(args.device)
-    if not backend.limits.f16:
+    backend = open_device(args.device, args.backend)
+    glsl = args.backend == "glsl"
+    if not glsl and not backend.limits.f16:
         print(f"{backend.info.slug} has no shader-f16: its GEMMs compute in f32 only")
         return 0
     picks = _tuner_picks(backend, args.tune_trials) if args.tune_trials else []
     if picks:
         print(f"\n{backend.info.slug}: {args.tune_trials}-trial tunes from scratch, what each precision measured\n")
         print(table(picks, list(picks[0])))
-    kernels = _kernels(backend, args.reps, args.max_seconds)
-    print(f"\n{backend.info.slug}: every tuned WGSL GEMM, in f32 and in f16 (alternated, median ms)\n")
+    kernels = (_glsl_kernels if glsl else _kernels)(backend, args.reps, args.max_seconds)
+    what = "GLSL GEMM and conv, float32 and half-float targets" if glsl else "WGSL GEMM, in f32 and in f16"
+    print(f"\n{backend.info.slug}: every tuned {what} (alternated, median ms)\n")
     print(table(kernels, list(kernels[0])))
     models, per_kernel = (
-        _models(args.device, args.models.split(","), args.runs, args.profiles) if args.models else ([], [])
+        _models(args.device, args.backend, args.models.split(","), args.runs, args.profiles)
+        if args.models
+        else ([], [])
     )
     if models:
         print(f"\nwhole models on {backend.info.slug}: the tuner's pick (auto), f32 and f16, median of {args.runs}\n")
@@ -214,7 +258,7 @@ def main() -> int:
         print(f"\nper kernel (alone, GPU timestamps): f16 slower than f32 in {slower} of {len(per_kernel)}\n")
         print(table(per_kernel, list(per_kernel[0])))
     out = {"device": backend.info.slug, "tunes": picks, "kernels": kernels, "models": models, "per_kernel": per_kernel}
-    path = write_json("precision", out, args.out)
+    path = write_json("precision-glsl" if glsl else "precision", out, args.out)
     print(f"\nwrote {path}")
     return 0
 

@@ -148,7 +148,10 @@ def test_seed_configs_are_valid_points_of_the_space():
     # a seed that does not fit (vec4 needs N % 4 == 0) is left out rather than handed to the tuner
     odd = SPEC.parse_problem("31x37x41")
     assert all(SPEC.constraints(odd, s, limits, "wgsl") is None for s in SPEC.seed_params(odd, limits, "wgsl"))
-    assert SPEC.seed_params(big, limits, "glsl") == []
+    # GLSL: the default's half-float twin, so a tune times both render-target formats
+    (twin,) = SPEC.seed_params(big, limits, "glsl")
+    assert twin == {**SPEC.default_params(big, limits, "glsl"), "precision": 1}
+    assert SPEC.validate_params(twin, "glsl") == twin and SPEC.gl_launch(big, twin).half
 
 
 def test_matrix_vector_problems_try_one_row_seeds_first():
