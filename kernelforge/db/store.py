@@ -302,7 +302,7 @@ class TuningDB:
         key_shape = spec.problem_key(problem)
         vector = spec.shape_vector(problem)
 
-        def usable(df: DeviceFile) -> list[Record]:
+        def usable(df: DeviceFile, own: bool) -> list[Record]:
             return [
                 r
                 for r in df.records.values()
@@ -310,8 +310,15 @@ class TuningDB:
                 and r.language == language
                 and r.dtype == dtype
                 and r.template_hash == template_hash
-                and spec.constraints(problem, r.params, limits, language) is None
+                and spec.constraints(problem, verified(r, own), limits, language) is None
             ]
+
+        def verified(r: Record, own: bool) -> Params:
+            # a lower-precision config passed its op's bound on its own shape and device only: elsewhere its
+            # shape and tiles run in float32
+            if (own and r.shape == key_shape) or not r.params.get("precision"):
+                return r.params
+            return {**r.params, "precision": 0}
 
         def rank(r: Record) -> tuple[bool, float, float]:
             return (r.shape != key_shape, _log_distance(r.shape_vector, vector), r.time_s)
@@ -323,17 +330,19 @@ class TuningDB:
                 warnings.warn(f"{loaded}; ignoring it", stacklevel=2)
                 continue
             if path.stem == info.slug:
-                own = usable(loaded)
+                own = usable(loaded, True)
             else:
-                others += [(path.stem, loaded.device, r) for r in usable(loaded)]
+                others += [(path.stem, loaded.device, r) for r in usable(loaded, False)]
         found: list[Lookup] = [
-            Lookup(r.params, "tuned" if r.shape == key_shape else "nearest", r, info.slug)
+            Lookup(verified(r, True), "tuned" if r.shape == key_shape else "nearest", r, info.slug)
             for r in sorted(own, key=rank)
         ]
         vendor = [o for o in others if o[1].get("class") == info.device_class and o[1].get("vendor") == info.vendor]
         same_class = [o for o in others if o[1].get("class") == info.device_class and o not in vendor]
         for source, pool in (("vendor", vendor), ("class", same_class)):
-            found += [Lookup(r.params, source, r, slug) for slug, _, r in sorted(pool, key=lambda o: rank(o[2]))]
+            found += [
+                Lookup(verified(r, False), source, r, slug) for slug, _, r in sorted(pool, key=lambda o: rank(o[2]))
+            ]
         unique: list[Lookup] = []
         for item in found:
             if all(item.params != u.params for u in unique):

@@ -139,6 +139,20 @@ def test_nearest_skips_records_that_do_not_fit(tmp_path):
     assert (got.source, got.params) == ("nearest", SCALAR)
 
 
+def test_a_lower_precision_record_keeps_its_precision_for_its_own_shape_only(tmp_path):
+    db = TuningDB(tmp_path)
+    me, other = device("mesa-me-vulkan-1.0"), device("mesa-other-vulkan-1.0")
+    half = {**FAST, "precision": 1}
+    db.update(device_meta(me, f16=True), [record("512x512x512", half)])
+    f16 = Limits(f16=True)
+    exact = db.lookup(Query.make(me, "gemm", SPEC.parse_problem("512x512x512"), "wgsl", f16))
+    assert (exact.source, exact.params) == ("tuned", half)  # verified against GEMM's f16 bound on this shape
+    near = db.lookup(Query.make(me, "gemm", SPEC.parse_problem("500x512x512"), "wgsl", f16))
+    assert (near.source, near.params) == ("nearest", FAST)  # elsewhere: the same tiles in float32
+    # another device of the class (even one without shader-f16) takes the tiles in float32 too
+    assert lookup(db, other, "512x512x512").params == FAST
+
+
 def test_stale_template_records_are_ignored(tmp_path):
     db = TuningDB(tmp_path)
     me = device("mesa-me-vulkan-1.0")
