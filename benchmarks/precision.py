@@ -71,7 +71,9 @@ def _glsl_kernels(backend: Any, reps: int, max_seconds: float) -> list[dict[str,
         half = verify(kernels["half"].run(), reference, spec.tolerance(problem, configs["half"]))
         for k in kernels.values():
             k.time()
-        t = side_by_side({n: k.time for n, k in kernels.items()}, MeasureConfig(1, reps, max_seconds))
+        t = side_by_side(
+            {n: k.time for n, k in kernels.items()}, MeasureConfig(min_reps=1, max_reps=reps, max_seconds=max_seconds)
+        )
         scale = max(1.0, float(np.abs(reference).max()))
         rows.append(
             {"op": record["op"], "shape": record["shape"], "tuned": "half" if tuned.get("precision") else "f32",
@@ -255,7 +257,8 @@ def main() -> int:
         print(f"\nwhole models on {backend.info.slug}: the tuner's pick (auto), f32 and f16, median of {args.runs}\n")
         print(table(models, list(models[0])))
         slower = sum(1 for k in per_kernel if k["f16/f32"] > 1)
-        print(f"\nper kernel (alone, GPU timestamps): f16 slower than f32 in {slower} of {len(per_kernel)}\n")
+        clock = "wall clock around glFinish" if glsl else "GPU timestamps"
+        print(f"\nper kernel (alone, {clock}): f16 slower than f32 in {slower} of {len(per_kernel)}\n")
         print(table(per_kernel, list(per_kernel[0])))
     out = {"device": backend.info.slug, "tunes": picks, "kernels": kernels, "models": models, "per_kernel": per_kernel}
     path = write_json("precision-glsl" if glsl else "precision", out, args.out)

@@ -215,6 +215,16 @@ class Program:
             total += r.nbytes if isinstance(r, Buffer) else r.floats * TEXEL_BYTES.get(r.dtype, 1)
         return total
 
+    @property
+    def texture_bytes(self) -> int:
+        """Bytes of a GLSL program's textures that hold no constant (activations; half floats two a value)."""
+        pinned = {u.resource for u in self.uploads}
+        return sum(
+            r.floats * TEXEL_BYTES.get(r.dtype, 1)
+            for k, r in enumerate(self.resources)
+            if isinstance(r, Texture) and k not in pinned
+        )
+
 
 @dataclass
 class ProgramBuilder:

@@ -163,6 +163,7 @@ class Session:
             f"{len(self.steps)} kernels on {self.device.slug} ({self.language}); activation memory planned "
             f"{m.planned_bytes / 2**20:.2f} MiB in {len(m.buffer_bytes)} buffers, "
             f"naive {m.naive_bytes / 2**20:.2f} MiB; constants {self.program.constant_bytes / 2**20:.2f} MiB"
+            + (f"; activation textures {self.program.texture_bytes / 2**20:.2f} MiB" if self.language == "glsl" else "")
         )
         if self.layout_plan is not None:
             lp = self.layout_plan

@@ -201,3 +201,5 @@ def test_glsl_load_precision_f16_draws_half_float_textures(gl) -> None:
     assert any(s.params.get("precision") == 1 and s.source.endswith(", f16") for s in f16.steps)
     assert _error(f32, model) <= 1e-4
     assert 1e-6 < _error(f16, model) <= MODEL_BOUND
+    assert f16.program.texture_bytes < f32.program.texture_bytes  # half the bytes where kernels draw halves
+    assert f"activation textures {f16.program.texture_bytes / 2**20:.2f} MiB" in f16.summary()
