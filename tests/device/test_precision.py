@@ -37,20 +37,31 @@ def _error(session: Session, model: onnx.ModelProto) -> float:
     return max(float(np.abs(got[n] - ref[n]).max() / np.abs(ref[n]).max()) for n in ref)
 
 
-def _f16_db(tmp_path: Path) -> Path:
-    """The repository's database with every lavapipe GEMM record turned to f16 arithmetic (as if f16 had won)."""
+def _f16_db(tmp_path: Path, model: onnx.ModelProto) -> Path:
+    """The repository's database plus, on lavapipe, an f16 record of each GEMM the model runs (as if f16 had won).
+
+    The records are of the model's own shapes: a lower-precision config holds for the shape it was verified on only
+    (elsewhere a lookup takes its tiles in f32).
+    """
+    from kernelforge.db import TuningDB, device_meta, new_record
+    from kernelforge.graph.prepare import planned_kernels
+    from kernelforge.ops import get_op
+    from kernelforge.runtime import open_device
+    from kernelforge.templates import kernel_hash
+
     db = tmp_path / "db"
     shutil.copytree(REPO_DB, db)
-    path = db / LAVAPIPE_FILE
-    data = json.loads(path.read_text())
-    assert data["device"].get("f16") is True  # lavapipe has shader-f16, and its file says so
-    changed = 0
-    for key, record in data["records"].items():
-        if key.startswith("gemm/wgsl/"):
-            record["params"]["precision"] = 1
-            changed += 1
-    assert changed
-    path.write_text(json.dumps(data))
+    assert json.loads((db / LAVAPIPE_FILE).read_text())["device"].get("f16") is True  # lavapipe's file says so
+    backend, tuning, spec = open_device("lavapipe"), TuningDB(db), get_op("gemm")
+    info, limits = backend.info, backend.limits
+    records = []
+    for op, problem in planned_kernels(model, info, "wgsl", limits, tuning):
+        if op == "gemm":
+            params = {**tuning.params_for(info, op, problem, "wgsl", limits).params, "precision": 1}
+            if spec.constraints(problem, params, limits, "wgsl") is None:
+                records.append(new_record(spec, "wgsl", problem, kernel_hash(spec, "wgsl"), params, 1e-4, 2e-4, {}, ""))
+    assert records
+    tuning.update(device_meta(info, limits.subgroup_size, limits.f16), records)
     return db
 
 
@@ -65,7 +76,7 @@ def test_load_precision_f32_f16_and_auto(lavapipe, tmp_path: Path) -> None:
     e16 = _error(f16, model)
     assert 0 < e16 <= MODEL_BOUND, e16  # f16 rounding shows, within the bound
     # auto takes what the records say: f16 where the tuner kept it, f32 elsewhere; f32 overrides such records
-    db = _f16_db(tmp_path)
+    db = _f16_db(tmp_path, model)
     auto = kernelforge.load(model, device="lavapipe", db=db)
     forced = kernelforge.load(model, device="lavapipe", db=db, precision="f32")
     tuned = [s for s in auto.steps if s.call.op == "gemm" and s.source.startswith(("tuned", "nearest"))]
@@ -100,7 +111,7 @@ def test_export_auto_ships_f16_plans_only_where_records_compute_in_f16(lavapipe,
     model = mlp(size=128)
     plain = export(model, tmp_path / "plain", db=REPO_DB)
     assert not plain.precision and not any(f16 for _, f16 in _targets(tmp_path / "plain"))  # lavapipe kept f32
-    report = export(model, tmp_path / "auto", db=_f16_db(tmp_path))
+    report = export(model, tmp_path / "auto", db=_f16_db(tmp_path, model))
     ids = _targets(tmp_path / "auto")
     lava = "mesa-llvmpipe-vulkan-22.3/wgsl"
     assert ids.index((lava + "-f16", True)) == ids.index((lava, False)) - 1
@@ -116,7 +127,7 @@ def test_export_auto_ships_f16_plans_only_where_records_compute_in_f16(lavapipe,
     assert check.passed and check.device == "mesa-llvmpipe-vulkan-22.3" and check.inputs == 4
     assert [name for name, _ in check.errors] == ["y"] and 0 < check.errors[0][1] <= MODEL_BOUND
     assert "f16 check mesa-llvmpipe-vulkan-22.3/wgsl-f16" in report.summary() and "shipped" in report.summary()
-    none = export(model, tmp_path / "f32", db=_f16_db(tmp_path / "again"), precision="f32")
+    none = export(model, tmp_path / "f32", db=_f16_db(tmp_path / "again", model), precision="f32")
     assert not none.precision and not any(f16 for _, f16 in _targets(tmp_path / "f32"))
 
 
