@@ -1,8 +1,10 @@
-"""conv2d's parameter tables: the algorithms and layouts by number, the defaults, fallbacks and tuner seeds."""
+"""conv2d's parameter tables (algorithms and layouts by number, defaults, fallbacks, tuner seeds) and seed fitting."""
 
 from __future__ import annotations
 
-from kernelforge.ops.spec import Params
+from typing import Any
+
+from kernelforge.ops.spec import Limits, Params
 
 DIRECT, IMPLICIT_GEMM, DEPTHWISE, DEPTHWISE_ROWS = 0, 1, 2, 3
 DEPTHWISE_ALGOS = (DEPTHWISE, DEPTHWISE_ROWS)
@@ -86,3 +88,54 @@ SUBGROUP_SEEDS: tuple[Params, ...] = (
     {**DEFAULT_PARAMS, "wg_x": 1, "wg_y": 8, "wpt_p": 8, "wpt_o": 4, "tile_k": 2, "sg_share": 4},
 )
 GLSL_SEEDS: tuple[Params, ...] = ({**GLSL_DEFAULT_PARAMS, "c_unroll": 4}, {**GLSL_DEFAULT_PARAMS, "c_unroll": 2})
+
+
+def fit_tile_k(params: Params, problem: Any, language: str) -> Params:
+    """Shrink a direct kernel's channel step to the group's input channels (3 for an RGB stem), keeping vec_c."""
+    fitted = dict(params)
+    if language == "wgsl" and fitted["algo"] == DIRECT and fitted["tile_k"] > problem.cg:
+        fitted["tile_k"] = max(k for k in (1, 2, 4, 8, 16) if k <= problem.cg)
+        if fitted["tile_k"] < 4:
+            fitted["vec_c"] = 1
+    return fitted
+
+
+def _fit_out_channels(params: Params, problem: Any, language: str) -> Params:
+    """Narrow a workgroup's channel threads to the channels there are, moving them to pixels (threads kept).
+
+    A workgroup covers ``wg_y * wpt_o`` output channels (of a group; of all, for depthwise). With fewer (an
+    8-channel stem under the default's 32), the threads past the last channel only return: 3 in 4 idle on any
+    GPU. Each halving of ``wg_y`` doubles ``wg_x``. Subgroup-shared kernels keep their lanes along channels.
+    """
+    fitted = dict(params)
+    if language != "wgsl" or fitted["algo"] == IMPLICIT_GEMM or fitted.get("sg_share", 0):
+        return fitted
+    channels = problem.m if fitted["algo"] in DEPTHWISE_ALGOS else problem.mg
+    need = -(-channels // fitted["vec_width"]) * fitted["vec_width"]
+    while fitted["wg_y"] > 1 and fitted["wg_y"] // 2 * fitted["wpt_o"] >= need and fitted["wg_x"] < 64:
+        fitted["wg_y"] //= 2
+        fitted["wg_x"] *= 2
+    return fitted
+
+
+def fitted(params: Params, problem: Any, language: str) -> Params:
+    """A seed fitted to the problem: its channel step and its workgroup's channel threads."""
+    return _fit_out_channels(fit_tile_k(params, problem, language), problem, language)
+
+
+def subgroup_problem(params: Params, limits: Limits) -> str | None:
+    """Return why a direct kernel's subgroup-shared X loads (``sg_share``) cannot run on the device, or None."""
+    s = params.get("sg_share", 0)
+    if not s:
+        return None
+    if params["algo"] != DIRECT:
+        return f"sg_share={s} needs the direct kernel (algo 0)"
+    if s != limits.subgroup_size:
+        have = f"subgroups of {limits.subgroup_size}" if limits.subgroup_size else "no fixed-size subgroups"
+        return f"sg_share={s} needs subgroups of exactly {s} lanes; the device has {have}"
+    # a subgroup's lanes must own the same pixels (one pixel column per workgroup), every lane must exist (a
+    # broadcast from a missing lane is undefined: a 1-D workgroup of a multiple of S threads gets full subgroups,
+    # as Vulkan guarantees for SPIR-V 1.6) and each load serves S pixels
+    if params["wg_x"] != 1 or params["wg_y"] % s or params["wpt_p"] % s or params["vec_c"] != 1:
+        return f"sg_share={s} needs wg_x=1, wg_y and wpt_p multiples of {s} and vec_c=1"
+    return None

@@ -45,6 +45,9 @@ from kernelforge.ops._conv_params import (
     POINTWISE_SEEDS,
     SEEDS,
     SUBGROUP_SEEDS,
+    fit_tile_k,
+    fitted,
+    subgroup_problem,
 )
 from kernelforge.ops._conv_shape import SYNTAX, parse_shape
 from kernelforge.ops._epilogue import Activation
@@ -79,56 +82,6 @@ __all__ = [
     "ConvProblem",
     "ConvSpec",
 ]
-
-
-def _fit_tile_k(params: Params, problem: ConvProblem, language: str) -> Params:
-    """Shrink a direct kernel's channel step to the group's input channels (3 for an RGB stem), keeping vec_c."""
-    fitted = dict(params)
-    if language == "wgsl" and fitted["algo"] == DIRECT and fitted["tile_k"] > problem.cg:
-        fitted["tile_k"] = max(k for k in (1, 2, 4, 8, 16) if k <= problem.cg)
-        if fitted["tile_k"] < 4:
-            fitted["vec_c"] = 1
-    return fitted
-
-
-def _fit_out_channels(params: Params, problem: ConvProblem, language: str) -> Params:
-    """Narrow a workgroup's channel threads to the channels there are, moving them to pixels (threads kept).
-
-    A workgroup covers ``wg_y * wpt_o`` output channels (of a group; of all, for depthwise). With fewer (an
-    8-channel stem under the default's 32), the threads past the last channel only return: 3 in 4 idle on any
-    GPU. Each halving of ``wg_y`` doubles ``wg_x``. Subgroup-shared kernels keep their lanes along channels.
-    """
-    fitted = dict(params)
-    if language != "wgsl" or fitted["algo"] == IMPLICIT_GEMM or fitted.get("sg_share", 0):
-        return fitted
-    channels = problem.m if fitted["algo"] in DEPTHWISE_ALGOS else problem.mg
-    need = -(-channels // fitted["vec_width"]) * fitted["vec_width"]
-    while fitted["wg_y"] > 1 and fitted["wg_y"] // 2 * fitted["wpt_o"] >= need and fitted["wg_x"] < 64:
-        fitted["wg_y"] //= 2
-        fitted["wg_x"] *= 2
-    return fitted
-
-
-def _fitted(params: Params, problem: ConvProblem, language: str) -> Params:
-    return _fit_out_channels(_fit_tile_k(params, problem, language), problem, language)
-
-
-def _subgroup_problem(params: Params, limits: Limits) -> str | None:
-    """Return why a direct kernel's subgroup-shared X loads (``sg_share``) cannot run on the device, or None."""
-    s = params.get("sg_share", 0)
-    if not s:
-        return None
-    if params["algo"] != DIRECT:
-        return f"sg_share={s} needs the direct kernel (algo 0)"
-    if s != limits.subgroup_size:
-        have = f"subgroups of {limits.subgroup_size}" if limits.subgroup_size else "no fixed-size subgroups"
-        return f"sg_share={s} needs subgroups of exactly {s} lanes; the device has {have}"
-    # a subgroup's lanes must own the same pixels (one pixel column per workgroup), every lane must exist (a
-    # broadcast from a missing lane is undefined: a 1-D workgroup of a multiple of S threads gets full subgroups,
-    # as Vulkan guarantees for SPIR-V 1.6) and each load serves S pixels
-    if params["wg_x"] != 1 or params["wg_y"] % s or params["wpt_p"] % s or params["vec_c"] != 1:
-        return f"sg_share={s} needs wg_x=1, wg_y and wpt_p multiples of {s} and vec_c=1"
-    return None
 
 
 def _row_window(problem: ConvProblem, params: Params) -> list[int]:
@@ -241,7 +194,13 @@ class ConvSpec(OpSpec[ConvProblem]):
                 "subgroup lanes that share their X loads via subgroupBroadcast (direct kernel, wg_x=1); 0: none",
                 absent=0,
             ),
-            Param("precision", (0, 1), "0 f32; 1 f16 products and sums, f32 buffers (shader-f16)", absent=0),
+            Param(
+                "precision",
+                (0, 1, 2),
+                "0 f32; 1 f16 products and sums; 2 f16 workgroup tiles, f32 sums (implicit GEMM); f32 buffers "
+                "(shader-f16)",
+                absent=0,
+            ),
         ),
         "glsl": (
             Param("layout", (0, 1), "0 NCHW R32F textures (1 output per fragment), 1 NHWC RGBA32F (4 channels)"),
@@ -312,7 +271,7 @@ class ConvSpec(OpSpec[ConvProblem]):
         else:
             first = (DEPTHWISE_DEFAULT, {**DEPTHWISE_DEFAULT, "vec_width": 1}) if problem.depthwise else ()
             candidates = (*first, DEFAULT_PARAMS, *FALLBACKS)
-        fits = (f for p in candidates for f in (_fitted(p, problem, language), _fit_tile_k(p, problem, language)))
+        fits = (f for p in candidates for f in (fitted(p, problem, language), fit_tile_k(p, problem, language)))
         return self.first_fitting(problem, fits, limits, language)
 
     def seed_params(self, problem: ConvProblem, limits: Limits, language: str) -> list[Params]:
@@ -323,16 +282,20 @@ class ConvSpec(OpSpec[ConvProblem]):
         chosen = GLSL_SEEDS if language == "glsl" else wgsl
         seeds: list[Params] = []
         for seed in chosen:
-            fits = (_fitted(seed, problem, language), _fit_tile_k(seed, problem, language))
+            fits = (fitted(seed, problem, language), fit_tile_k(seed, problem, language))
             fit = next((f for f in fits if self.constraints(problem, f, limits, language) is None), None)
             if fit is not None and fit not in seeds:
                 seeds.append(fit)
         if (language == "glsl" or limits.f16) and seeds:  # the first seed in f16 next: the search knows both early
-            seeds.insert(1, {**seeds[0], "precision": 1})
+            twins = [{**seeds[0], "precision": 1}]
+            staged = next((s for s in seeds if s.get("algo") == 1), None) if language == "wgsl" else None
+            if staged is not None:  # and the first implicit GEMM's f16 tiles with f32 sums
+                twins.append({**staged, "precision": 2})
+            seeds[1:1] = [t for t in twins if self.constraints(problem, t, limits, language) is None]
         return seeds
 
     def tolerance(self, problem: ConvProblem, params: Params) -> float:
-        """Return the float32 bound, or :data:`F16_TOLERANCE` for f16 arithmetic (``precision=1``)."""
+        """Return the float32 bound, or :data:`F16_TOLERANCE` for f16 arithmetic or tiles (``precision`` 1, 2)."""
         return F16_TOLERANCE if params.get("precision", 0) else FLOAT32_TOLERANCE
 
     def constraints(self, problem: ConvProblem, params: Params, limits: Limits, language: str) -> str | None:
@@ -341,7 +304,9 @@ class ConvSpec(OpSpec[ConvProblem]):
             return self._glsl_constraints(problem, params, limits)
         p, q = params, problem
         if p.get("precision", 0) and not limits.f16:
-            return "precision=1 (f16 arithmetic) needs a device with the shader-f16 feature"
+            return f"precision={p['precision']} (f16) needs a device with the shader-f16 feature"
+        if p.get("precision", 0) == 2 and p["algo"] != 1:
+            return "precision=2 (f16 workgroup tiles) needs algo=1 (the implicit GEMM stages the tiles)"
         threads = p["wg_x"] * p["wg_y"]
         if p["wg_x"] > limits.max_wg_x or p["wg_y"] > limits.max_wg_y:
             return f"workgroup {p['wg_x']}x{p['wg_y']} exceeds the device's per-axis limits"
@@ -354,7 +319,7 @@ class ConvSpec(OpSpec[ConvProblem]):
             return tile
         fma_cap = MAX_UNROLLED_FMAS if limits.wide_tiles else NARROW_UNROLLED_FMAS
         vw = p["vec_width"]
-        sharing = _subgroup_problem(p, limits)
+        sharing = subgroup_problem(p, limits)
         if sharing:
             return sharing
         if p["algo"] in DEPTHWISE_ALGOS:
@@ -382,7 +347,7 @@ class ConvSpec(OpSpec[ConvProblem]):
                 return f"tile_k={p['tile_k']} > input channels per group {q.cg} (the unrolled step never runs)"
             if p["algo"] == IMPLICIT_GEMM:
                 tile_p, tile_o = p["wg_x"] * p["wpt_p"], p["wg_y"] * p["wpt_o"]
-                shared = 4 * p["tile_k"] * (tile_p + tile_o)
+                shared = (2 if p.get("precision", 0) == 2 else 4) * p["tile_k"] * (tile_p + tile_o)
                 if shared > limits.max_workgroup_storage:
                     return f"{shared} bytes of workgroup memory > device limit {limits.max_workgroup_storage}"
                 if p["tile_k"] * p["wpt_p"] * nv > fma_cap:

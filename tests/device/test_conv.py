@@ -259,3 +259,27 @@ def test_f16_arithmetic_is_within_its_bound_in_every_algorithm(lavapipe, shape):
     assert len(algos) >= 2, algos
     no_f16 = dataclasses.replace(limits, f16=False)
     assert "shader-f16" in (spec.constraints(problem, params, no_f16, "wgsl") or "")
+
+
+@pytest.mark.parametrize("shape", ["1x16x12x12:32x3x3:s1:p1", "1x32x14x14:64x1x1", "2x8x9x9:12x3x3:s2:p1:g2"])
+def test_f16_tiles_with_f32_sums_are_within_their_bound(lavapipe, shape):
+    from kernelforge.templates import render
+    from kernelforge.tuner.objective import verify
+
+    spec = get_op("conv2d")
+    problem = spec.parse_problem(shape)
+    limits = lavapipe.limits
+    inputs = spec.make_inputs(problem, np.random.default_rng(0))
+    reference = spec.reference(problem, inputs)
+    base = {**spec.default_params(problem, limits, "wgsl"), "algo": 1, "wpt_p": 2, "wpt_o": 2, "tile_k": 4}
+    base = {**base, "vec_width": 1, "vec_c": 1, "sg_share": 0}
+    params = {**base, "precision": 2}
+    assert spec.constraints(problem, params, limits, "wgsl") is None
+    assert "var<workgroup> a_tile: array<f16," in render(spec, "wgsl", problem, params)
+    out = check_op(lavapipe, spec, problem, params)  # the op's f16 bound
+    # f16 tiles round X and W once: not within the float32 bound, yet closer than f16 sums
+    assert not verify(out, reference, 1e-6).ok
+    f16_sums = prepare(lavapipe, spec, problem, {**base, "precision": 1}, inputs).run()
+    assert np.abs(out - reference).max() <= np.abs(f16_sums - reference).max()
+    direct = {**base, "algo": 0, "precision": 2}
+    assert "needs algo=1" in (spec.constraints(problem, direct, limits, "wgsl") or "")
