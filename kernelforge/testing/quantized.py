@@ -53,7 +53,9 @@ def semantics_mismatch(got: np.ndarray, want: np.ndarray) -> str | None:
 
     Errors are relative to the largest magnitude of ``want``; see :data:`QUANT_RTOL`.
     """
-    error = np.abs(got.astype(np.float64) - want) / max(float(np.abs(want.astype(np.float64)).max()), 1e-30)
+    want = np.asarray(want, np.float64)
+    got = np.asarray(got, np.float64).reshape(want.shape)  # a browser's outputs come back flat
+    error = np.abs(got - want) / max(float(np.abs(want).max()), 1e-30)
     share = float((error > QUANT_RTOL).mean())
     if share > TIE_SHARE or error.max() > TIE_RTOL:
         return f"{share:.2%} of outputs off by over {QUANT_RTOL:g}, the largest by {error.max():.3g}"
