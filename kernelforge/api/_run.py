@@ -41,7 +41,10 @@ def run_op(
     device: str | int = "auto",
     backend: str | None = None,
 ) -> np.ndarray:
-    """Run one op call on a device with the database's params for its shape (defaults when none).
+    """Run one op call on a device with the database's params for its shape (defaults when none), in float32.
+
+    numpy in, numpy out: a record that computes or stores in f16 (its ``precision`` tunable) runs its config in
+    float32 here; lower precision is a model's choice (``kernelforge.load(..., precision=...)``).
 
     Args:
         op: Registered op name.
@@ -55,4 +58,5 @@ def run_op(
     """
     opened = open_device(device, backend)
     chosen = _db().params_for(opened.info, op, problem, opened.language, opened.limits)
-    return prepare(opened, get_op(op), problem, chosen.params, inputs).run()
+    params = {**chosen.params, "precision": 0} if chosen.params.get("precision") else chosen.params
+    return prepare(opened, get_op(op), problem, params, inputs).run()

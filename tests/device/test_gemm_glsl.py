@@ -104,3 +104,23 @@ def test_glsl_after_wgpu_gl_in_one_process(gl):
         out = prepare(gl, SPEC, problem, {**GLSL_DEFAULT_PARAMS, "mrt": 2}, [a, b]).run()
         np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
     assert open_device(wgpu_gl[0]) is not gl
+
+
+def test_the_numpy_api_runs_a_half_float_record_in_float32(gl, tmp_path, monkeypatch):
+    from kernelforge.api import _run
+    from kernelforge.db import TuningDB, device_meta, new_record
+    from kernelforge.ops import get_op
+    from kernelforge.templates import kernel_hash
+
+    spec = get_op("gemm")
+    problem = spec.parse_problem("64x48x40")
+    half = {**spec.default_params(problem, gl.limits, "glsl"), "precision": 1}
+    record = new_record(spec, "glsl", problem, kernel_hash(spec, "glsl"), half, 1e-4, 2e-4, {}, "")
+    TuningDB(tmp_path).update(device_meta(gl.info), [record])
+    monkeypatch.setattr(_run, "_db", lambda: TuningDB(tmp_path))
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((64, 40), dtype=np.float32), rng.standard_normal((40, 48), dtype=np.float32)
+    assert TuningDB(tmp_path).params_for(gl.info, "gemm", problem, "glsl", gl.limits).params == half
+    out = kops.gemm(a, b, device=gl.info.index, backend="glsl")
+    np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5 * float(np.abs(a @ b).max()))
+    assert not np.array_equal(out, out.astype(np.float16).astype(np.float32))  # not rounded to halves
