@@ -238,17 +238,20 @@ def test_api_errors_name_the_argument(lavapipe):
         kops.conv2d(x, np.zeros((2, 4, 3, 3)), auto_pad="SAME", device="lavapipe")
 
 
+def _case(shape: str):
+    """The conv spec, a problem, random inputs (seed 0) and their reference."""
+    spec = get_op("conv2d")
+    problem = spec.parse_problem(shape)
+    inputs = spec.make_inputs(problem, np.random.default_rng(0))
+    return spec, problem, inputs, spec.reference(problem, inputs)
+
+
 @pytest.mark.parametrize(
     "shape", ["1x16x14x14:32x3x3:p1", "1x32x14x14:32x3x3:p1:g32", "1x64x7x7:64x1x1", "1x3x32x32:16x3x3:s2:p1"]
 )
 def test_f16_arithmetic_is_within_its_bound_in_every_algorithm(lavapipe, shape):
-    from kernelforge.tuner.objective import verify
-
-    spec = get_op("conv2d")
-    problem = spec.parse_problem(shape)
+    spec, problem, _, reference = _case(shape)
     limits = lavapipe.limits
-    inputs = spec.make_inputs(problem, np.random.default_rng(0))
-    reference = spec.reference(problem, inputs)
     algos = set()
     for base in [spec.default_params(problem, limits, "wgsl"), *spec.seed_params(problem, limits, "wgsl")]:
         params = {**base, "precision": 1}
@@ -264,13 +267,9 @@ def test_f16_arithmetic_is_within_its_bound_in_every_algorithm(lavapipe, shape):
 @pytest.mark.parametrize("shape", ["1x16x12x12:32x3x3:s1:p1", "1x32x14x14:64x1x1", "2x8x9x9:12x3x3:s2:p1:g2"])
 def test_f16_tiles_with_f32_sums_are_within_their_bound(lavapipe, shape):
     from kernelforge.templates import render
-    from kernelforge.tuner.objective import verify
 
-    spec = get_op("conv2d")
-    problem = spec.parse_problem(shape)
+    spec, problem, inputs, reference = _case(shape)
     limits = lavapipe.limits
-    inputs = spec.make_inputs(problem, np.random.default_rng(0))
-    reference = spec.reference(problem, inputs)
     base = {**spec.default_params(problem, limits, "wgsl"), "algo": 1, "wpt_p": 2, "wpt_o": 2, "tile_k": 4}
     base = {**base, "vec_width": 1, "vec_c": 1, "sg_share": 0}
     params = {**base, "precision": 2}
