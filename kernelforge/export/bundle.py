@@ -30,6 +30,7 @@ from kernelforge.db import TuningDB
 from kernelforge.errors import ExportError, KernelforgeError
 from kernelforge.graph.build import build_program
 from kernelforge.graph.ir import Graph
+from kernelforge.graph.onnx_import import import_model
 from kernelforge.graph.plan import PRECISIONS, Plan, plan_graph
 from kernelforge.graph.prepare import ModelSource, prepare_graph
 from kernelforge.graph.quant_weights import WEIGHT_FORMATS
@@ -166,53 +167,30 @@ def _target_json(
     return {**entry, "plan": body}, proposal
 
 
-def _f16_plans(
+def _reduced_plans(
     chosen: Sequence[Target], graphs: Sequence[Graph], db: TuningDB, precision: str, checker: Checker
 ) -> tuple[dict[str, list[Plan]], list[PrecisionCheck]]:
-    """Return each target's f16 plans (one per variant) that pass the model-level check, and every check made.
+    """Return each target's lower-precision plans (one per variant) that pass the model-level check, and every check.
 
-    A WGSL target gets one where it may compute in f16 (its device has ``shader-f16``; with ``precision`` ``f16``
-    the defaults too) and some kernel of some variant then does; it ships only if every such variant passes.
+    A WGSL target gets an f16 plan where it may compute in f16 (its device has ``shader-f16``; with ``precision``
+    ``f16`` the defaults too), shipped before its f32 plan. A GLSL target's plan draws half-float textures instead:
+    they need nothing past what the runtime requires of WebGL2, so that plan replaces its float32 one. Either
+    kind is made where some kernel of some variant then runs in f16, and kept only if every such variant passes.
     """
     kept: dict[str, list[Plan]] = {}
     checks: list[PrecisionCheck] = []
     if precision == "f32":
         return kept, checks
     for target in chosen:
-        if target.language != "wgsl" or not (target.f16 or (target.is_default and precision == "f16")):
+        wgsl = target.language == "wgsl"
+        if wgsl and not (target.f16 or (target.is_default and precision == "f16")):
             continue
         try:
             plans = [_plan(target, graph, db, precision) for graph in graphs]
         except KernelforgeError as exc:
-            raise ExportError(f"target {target.id} (f16): {exc}") from exc
-        mine = [checker.check(f"{target.id}-f16", g, p) for g, p in zip(graphs, plans, strict=True) if f16_nodes(p)]
-        checks += mine
-        if mine and all(c.passed for c in mine):
-            kept[target.id] = plans
-    return kept, checks
-
-
-def _half_plans(
-    chosen: Sequence[Target], graphs: Sequence[Graph], db: TuningDB, precision: str, checker: Checker
-) -> tuple[dict[str, list[Plan]], list[PrecisionCheck]]:
-    """Return each GLSL target's plans (one per variant) with half-float kernels that pass the model-level check.
-
-    Half-float render targets need nothing past what the runtime requires of WebGL2, so such a plan replaces the
-    target's float32 one: ``auto`` where the records draw halves, ``f16`` wherever a kernel can; only if every
-    variant passes the check (as an f16 plan's, see :func:`_f16_plans`).
-    """
-    kept: dict[str, list[Plan]] = {}
-    checks: list[PrecisionCheck] = []
-    if precision == "f32":
-        return kept, checks
-    for target in chosen:
-        if target.language != "glsl":
-            continue
-        try:
-            plans = [_plan(target, graph, db, precision) for graph in graphs]
-        except KernelforgeError as exc:
-            raise ExportError(f"target {target.id} (half floats): {exc}") from exc
-        mine = [checker.check(target.id, g, p, "glsl") for g, p in zip(graphs, plans, strict=True) if f16_nodes(p)]
+            raise ExportError(f"target {target.id} ({'f16' if wgsl else 'half floats'}): {exc}") from exc
+        name = f"{target.id}-f16" if wgsl else target.id
+        mine = [checker.check(name, g, p, target.language) for g, p in zip(graphs, plans, strict=True) if f16_nodes(p)]
         checks += mine
         if mine and all(c.passed for c in mine):
             kept[target.id] = plans
@@ -292,21 +270,20 @@ def export(
     constants, shaders = Constants("fp32" if weights in ("int8", "int4") else weights), Shaders()
     skipped: list[str] = []
     chosen = select_targets(tuning, targets, skipped)
-    if calibrate is not None:
-        calibration_feeds(calibrate, graphs[0])  # a bad file fails before anything is planned
-    checker = Checker(tuning, calibrate)
-    f16, checks = _f16_plans(chosen, graphs, tuning, precision, checker)
-    halves, glsl_checks = _half_plans(chosen, graphs, tuning, precision, checker)
-    checks += glsl_checks
+    if calibrate is not None and not feeds:
+        calibration_feeds(calibrate, graphs[0])  # a bad file fails before anything is planned (int4 read it already)
+    reduced, checks = _reduced_plans(chosen, graphs, tuning, precision, Checker(tuning, calibrate))
     bodies = []
     found: list[tuple[dict[str, Any], Proposal | None]] = []
     for k, graph in enumerate(graphs):
         try:
             made = []
             for t in chosen:
-                if t.id in f16:
-                    made.append(_target_json(t, f16[t.id][k], tuning, constants, shaders, candidates, True))
-                plan = halves[t.id][k] if t.id in halves else _plan(t, graph, tuning, "f32")
+                low = reduced[t.id][k] if t.id in reduced else None
+                if low is not None and t.language == "wgsl":  # an f16 plan, before the f32 one
+                    made.append(_target_json(t, low, tuning, constants, shaders, candidates, True))
+                # a GLSL target's half-float plan is its only one
+                plan = low if low is not None and t.language == "glsl" else _plan(t, graph, tuning, "f32")
                 made.append(_target_json(t, plan, tuning, constants, shaders, candidates, False))
         except (ExportError, KernelforgeError) as exc:
             raise ExportError(f"variant {k + 1} ({_shapes(graph)}): {exc}" if len(graphs) > 1 else str(exc)) from None
@@ -424,5 +401,5 @@ def _int4_calibration(
             "variants: export int4 variants without --calibrate, or one variant per bundle"
         )
     shapes = {**(input_shapes or {}), **(variants[0] if variants else {})}
-    feeds = calibration_feeds(calibrate, prepare_graph(model, shapes))
+    feeds = calibration_feeds(calibrate, import_model(model, shapes))  # the inputs only: no passes needed
     return feeds, f"GPTQ and bias correction against the {len(feeds)} inputs of {os.fspath(calibrate)}"

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernelforge.graph.edges import EdgeError, to_compute
-from kernelforge.graph.ir import Graph, GraphError, Node
-from kernelforge.graph.reference import evaluate
+from kernelforge.graph.ir import Graph, Node
+from kernelforge.graph.reference import evaluate, fed_inputs
 
 __all__ = ["DAMPING", "InputStats", "calibrated_int4", "gptq_int4", "input_rows"]
 
@@ -121,22 +120,7 @@ def calibrated_int4(
     envs: list[dict[str, np.ndarray]] = []
     consts = {name: v.data for name, v in graph.values.items() if v.data is not None}
     for k, feed in enumerate(feeds):
-        env = dict(consts)
-        for name in graph.inputs:
-            value = graph.value(name)
-            if value.is_const:
-                continue
-            if name not in feed:
-                raise GraphError(f"calibration feed {k + 1}: no array for input {name!r}")
-            try:
-                env[name] = to_compute(name, np.asarray(feed[name]), graph.dtype(name))
-            except EdgeError as exc:
-                raise GraphError(f"calibration feed {k + 1}: {exc}") from None
-            if env[name].shape != value.shape:
-                raise GraphError(
-                    f"calibration feed {k + 1}: input {name!r} has shape {env[name].shape}, expected {value.shape}"
-                )
-        envs.append(env)
+        envs.append({**consts, **fed_inputs(graph, feed, f"calibration feed {k + 1}")})
     last_use = {name: i for i, node in enumerate(graph.nodes) for name in node.inputs if name}
     for index, node in enumerate(graph.nodes):
         if node.name in targets:

@@ -21,7 +21,7 @@ import numpy as np
 from kernelforge.graph.gptq import InputStats, calibrated_int4, gptq_int4
 from kernelforge.graph.ir import Graph, Node, Value
 from kernelforge.graph.quant import Quantized
-from kernelforge.ops._qweight import FLOAT16, int4_expand, int4_scales, k_by_channel
+from kernelforge.ops._qweight import FLOAT16, from_k_by_channel, int4_expand, int4_scales, k_by_channel
 
 __all__ = ["INT4_GROUP", "QPARAMS_INPUT", "WEIGHT_FORMATS", "keep_weights_quantized", "quantize_weights"]
 
@@ -112,15 +112,20 @@ def _quantize_int8(graph: Graph, only: Callable[[np.ndarray, int], bool] | None 
     for node, value, data, axis in _float_weights(graph):
         if node.inputs[1] in done or not np.isfinite(data).all() or (only is not None and not only(data, axis)):
             continue
-        others = tuple(a for a in range(data.ndim) if a != axis)
-        peak = np.abs(data).max(axis=others) if others else np.abs(data)
-        scale = np.where(peak > 0, peak / 127, 1).astype(np.float32)
-        shape = [-1 if a == axis else 1 for a in range(data.ndim)]
-        q = np.clip(np.rint(data / scale.reshape(shape)), -127, 127).astype(np.int8)
-        value.quant = Quantized(q, scale, np.zeros(scale.shape, np.int8), axis)
-        value.data = value.quant.dequantize()
+        _set_int8(value, data, axis)
         done.add(node.inputs[1])
     return len(done)
+
+
+def _set_int8(value: Value, data: np.ndarray, axis: int) -> None:
+    """Make a constant symmetric int8 along ``axis`` (a scale per index: its largest magnitude / 127, zero: 1)."""
+    others = tuple(a for a in range(data.ndim) if a != axis)
+    peak = np.abs(data).max(axis=others) if others else np.abs(data)
+    scale = np.where(peak > 0, peak / 127, 1).astype(np.float32)
+    shape = [-1 if a == axis else 1 for a in range(data.ndim)]
+    q = np.clip(np.rint(data / scale.reshape(shape)), -127, 127).astype(np.int8)
+    value.quant = Quantized(q, scale, np.zeros(scale.shape, np.int8), axis)
+    value.data = value.quant.dequantize()
 
 
 TABLE_MIN = 4096
@@ -149,11 +154,7 @@ def _quantize_tables(graph: Graph) -> int:
             continue
         if data.dtype != np.float32 or not np.isfinite(data).all():
             continue
-        peak = np.abs(data.reshape(data.shape[0], -1)).max(axis=1)
-        scale = np.where(peak > 0, peak / 127, 1).astype(np.float32)
-        q = np.clip(np.rint(data / scale.reshape(-1, *[1] * (data.ndim - 1))), -127, 127).astype(np.int8)
-        value.quant = Quantized(q, scale, np.zeros(scale.shape, np.int8), 0)
-        value.data = value.quant.dequantize()
+        _set_int8(value, data, 0)
         done += 1
     return done
 
@@ -171,14 +172,14 @@ def _quantize_int4(graph: Graph, group: int, calibration: Sequence[Mapping[str, 
         The number of constants quantized.
     """
     first: dict[tuple[str, int], Node] = {}
-    readers: list[tuple[Node, Value, int]] = []
-    for node, value, data, axis in _float_weights(graph):
+    readers: list[Node] = []
+    for node, _, data, axis in _float_weights(graph):
         name = node.inputs[1]
         if (name, axis) not in first:
             if not np.isfinite(data).all() or any(n == name for n, _ in first):
                 continue  # non-finite, or a constant another node reads along another channel axis
             first[(name, axis)] = node
-        readers.append((node, value, axis))
+        readers.append(node)
     scales: dict[str, np.ndarray] = {}
 
     def set_int4(node: Node, q: np.ndarray, s: np.ndarray, axis: int) -> None:
@@ -194,9 +195,7 @@ def _quantize_int4(graph: Graph, group: int, calibration: Sequence[Mapping[str, 
         kc = k_by_channel(w, axis)
         per = kc.shape[1] // len(stats)  # a grouped conv: each weight group's channels see their own inputs
         parts = [gptq_int4(kc[:, g * per : (g + 1) * per], st.hessian, group) for g, st in enumerate(stats)]
-        q_kc = np.concatenate([q for q, _ in parts], axis=1)
-        moved = [d for a, d in enumerate(w.shape) if a != axis]
-        q = np.moveaxis(q_kc.reshape(*moved, w.shape[axis]), -1, axis)
+        q = from_k_by_channel(np.concatenate([q for q, _ in parts], axis=1), w.shape, axis)
         set_int4(node, q, np.concatenate([s for _, s in parts], axis=1), axis)
         # bias correction (Nagel et al., "Data-Free Quantization", 2019): what rounding moves each output by on
         # average, over the calibration inputs, goes back into the bias
@@ -213,7 +212,7 @@ def _quantize_int4(graph: Graph, group: int, calibration: Sequence[Mapping[str, 
             q = np.clip(np.rint(w / int4_expand(s, w.shape, axis, group)), -7, 7).astype(np.int8)  # no -0.0
             set_int4(node, q, s, axis)
     consts = {name: graph.add_const(f"{name}/qparams", s) for name, s in scales.items()}
-    for node, _, _ in readers:
+    for node in readers:
         at = QPARAMS_INPUT[node.op]
         node.inputs = [*node.inputs, *[""] * (at + 1 - len(node.inputs))]
         node.inputs[at] = consts[node.inputs[1]]

@@ -65,6 +65,29 @@ def evaluate(graph: Graph, node: Node, arrays: Mapping[str, np.ndarray]) -> np.n
     return np.ascontiguousarray(result, dtype=np.float32).reshape(shape)
 
 
+def fed_inputs(graph: Graph, feeds: Mapping[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
+    """Return the graph's fed inputs converted for computing (constant inputs may be left out of ``feeds``).
+
+    Raises:
+        GraphError: Starting with ``what``, for a missing feed, one that does not convert to its input's dtype
+            exactly, or one of the wrong shape.
+    """
+    found = {}
+    for name in graph.inputs:
+        value = graph.value(name)
+        if name in feeds:
+            try:
+                array = to_compute(name, feeds[name], graph.dtype(name))
+            except EdgeError as exc:
+                raise GraphError(f"{what}: {exc}") from None
+            if array.shape != value.shape:
+                raise GraphError(f"{what}: input {name!r} has shape {array.shape}, expected {value.shape}")
+            found[name] = array
+        elif not value.is_const:
+            raise GraphError(f"{what}: no array fed for input {name!r}")
+    return found
+
+
 def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run a whole graph in numpy.
 
@@ -80,20 +103,7 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.nda
             the wrong shape or a node that cannot be evaluated.
     """
     env: dict[str, np.ndarray] = {name: v.data for name, v in graph.values.items() if v.data is not None}
-    for name in graph.inputs:
-        value = graph.value(name)
-        if name in feeds:
-            try:
-                array = to_compute(name, feeds[name], graph.dtype(name))
-            except EdgeError as exc:
-                raise GraphError(f"graph {graph.name!r}: {exc}") from None
-            if array.shape != value.shape:
-                raise GraphError(
-                    f"graph {graph.name!r}: input {name!r} has shape {array.shape}, expected {value.shape}"
-                )
-            env[name] = array
-        elif not value.is_const:
-            raise GraphError(f"graph {graph.name!r}: no array fed for input {name!r}")
+    env.update(fed_inputs(graph, feeds, f"graph {graph.name!r}"))
     last_use = {name: i for i, node in enumerate(graph.nodes) for name in node.inputs if name}
     keep = set(graph.outputs) | {k for k, v in graph.values.items() if v.is_const}
     for index, node in enumerate(graph.nodes):

@@ -254,15 +254,20 @@ def int4_scales(weight: np.ndarray, axis: int, group: int) -> np.ndarray:
 
 def int4_expand(scales: np.ndarray, shape: tuple[int, ...], axis: int, group: int) -> np.ndarray:
     """Return each value's scale for a weight of ``shape`` (channels along ``axis``), from ``[groups, channels]``."""
-    moved = [d for a, d in enumerate(shape) if a != axis]
-    k = math.prod(moved)
+    k = math.prod(shape) // shape[axis]
     per_k = np.repeat(np.asarray(scales, np.float32), group, axis=0)[:k]  # [k, channels]
-    return np.moveaxis(per_k.reshape(*moved, shape[axis]), -1, axis)
+    return from_k_by_channel(per_k, shape, axis)
 
 
 def k_by_channel(w: np.ndarray, axis: int) -> np.ndarray:
     """``w`` as ``[K, channels]``: the channel axis last, the others flattened in order (OIHW: (c, kh, kw))."""
     return np.moveaxis(w, axis, -1).reshape(-1, w.shape[axis])
+
+
+def from_k_by_channel(kc: np.ndarray, shape: tuple[int, ...], axis: int) -> np.ndarray:
+    """The inverse of :func:`k_by_channel`: ``[K, channels]`` back to a weight of ``shape``."""
+    moved = [d for a, d in enumerate(shape) if a != axis]
+    return np.moveaxis(kc.reshape(*moved, shape[axis]), -1, axis)
 
 
 def _int4_integers(w: np.ndarray, scales: np.ndarray, axis: int, wq: WeightQuant, what: str) -> np.ndarray:

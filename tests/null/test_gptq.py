@@ -125,7 +125,7 @@ def test_calibration_feeds_of_the_wrong_shape_or_input_are_named() -> None:
     model = _gemm_model(False)
     with pytest.raises(GraphError, match=r"calibration feed 2: input 'x' has shape \(16, 63\)"):
         prepare_graph(model, weights="int4", calibration=[{"x": np.zeros((16, 64))}, {"x": np.zeros((16, 63))}])
-    with pytest.raises(GraphError, match="calibration feed 1: no array for input 'x'"):
+    with pytest.raises(GraphError, match="calibration feed 1: no array fed for input 'x'"):
         prepare_graph(model, weights="int4", calibration=[{"y": np.zeros((16, 64))}])
 
 
