@@ -1,16 +1,19 @@
 """Bundle weight formats: weights.bin size and accuracy of fp32, fp16, int8 and int4 weights, side by side.
 
-    python benchmarks/weights.py [--models mobilenet_v2_style,resnet18_style] [--size 224] [--inputs 100]
-                                 [--calibration 16] [--device lavapipe] [--out FILE]
+    python benchmarks/weights.py [--models mobilenet_v2_style,resnet18_style,vit_tiny,minilm] [--size 224]
+                                 [--inputs 100] [--calibration 16] [--device lavapipe] [--out FILE]
 
 For each model, five bundles are exported from the repository's ``tuning_db/`` (``--weights fp32 | fp16 | int8 |
 int4``, and int4 ``--calibrate``d on ``--calibration`` inputs drawn like the measured ones but from another seed:
-row ``int4 gptq``) and their ``weights.bin`` sizes compared. Accuracy is measured on ``--inputs`` standard-normal
-inputs (seed 0) against ONNX Runtime CPU on the float32 model: the share of inputs whose top-1 class agrees, and
-the largest output difference relative to the reference's largest magnitude. What each format computes is run where
-it is exact: fp32, int8 and int4 by a native session on ``--device`` (``weights="int8"``/``"int4"`` quantizes as
-the export does and its kernels read the integers), fp16 by ONNX Runtime on the model with its float initializers
-rounded to fp16 (what the runtime widens them back to).
+row ``int4 gptq``) and their ``weights.bin`` and ``manifest.json`` (shaders, plans, short scale lists) sizes
+compared. Accuracy is measured on ``--inputs`` inputs (seed 0:
+standard-normal images, an encoder's random token ids) against ONNX Runtime CPU on the float32 model: the share
+of inputs whose top-1 class agrees, the largest output difference relative to the reference's largest magnitude,
+and the smallest cosine similarity of an output row (an encoder's: a token's hidden state, which
+``ENCODER_MIN_COS`` bounds). What each format computes is run where it is exact: fp32, int8 and int4 by a native
+session on ``--device`` (``weights="int8"``/``"int4"`` quantizes as the export does and its kernels read the
+integers), fp16 by ONNX Runtime on the model with its float initializers rounded to fp16 (what the runtime widens
+them back to).
 
 Prints a table and writes ``benchmarks/results/weights.json``.
 """
@@ -35,6 +38,7 @@ from _common import table, write_json
 import kernelforge
 from kernelforge.export import export
 from kernelforge.testing.models import MODELS
+from kernelforge.testing.quantized import cosines
 
 REPO_DB = Path(__file__).resolve().parent.parent / "tuning_db"
 
@@ -67,10 +71,14 @@ def _native(
 
 
 def _accuracy(got: list[np.ndarray], want: list[np.ndarray], classifier: bool) -> dict[str, Any]:
-    """Top-1 agreement (a classifier's: one row of logits) and the largest error relative to the largest value."""
+    """Top-1 agreement, the largest error relative to the largest value, the smallest cosine of an output row.
+
+    A classifier's row is its logits; an encoder's, a token's hidden state (the last axis).
+    """
     agree = np.mean([int(np.argmax(g) == np.argmax(w)) for g, w in zip(got, want, strict=True)])
     err = max(float(np.abs(g - w).max()) / float(np.abs(w).max()) for g, w in zip(got, want, strict=True))
-    return {"top-1 agreement": float(agree) if classifier else "-", "max rel err": err}
+    return {"top-1 agreement": float(agree) if classifier else "-", "max rel err": err,
+            "min cos": min(float(cosines(g, w).min()) for g, w in zip(got, want, strict=True))}  # fmt: skip
 
 
 def _model(name: str, size: int, count: int, seed: int = 0) -> tuple[onnx.ModelProto, list[Feeds], bool]:
@@ -79,21 +87,26 @@ def _model(name: str, size: int, count: int, seed: int = 0) -> tuple[onnx.ModelP
     if name in MODELS:
         model = MODELS[name](size=size)
         return model, [{"x": rng.standard_normal((1, 3, size, size)).astype(np.float32)} for _ in range(count)], True
-    model, first = build(name)  # an encoder of benchmarks/_cases.py: random token ids below its vocabulary
+    # a case of benchmarks/_cases.py: an encoder gets random token ids below its vocabulary, ViT random images
+    model, first = build(name)
     vocab = SPECS[name].vocab
     inputs = [first] if seed == 0 else []
     while len(inputs) < count:
         feeds = dict(first)
-        if "input_ids" in feeds:
-            feeds["input_ids"] = rng.integers(0, vocab, first["input_ids"].shape).astype(first["input_ids"].dtype)
+        for k, v in first.items():
+            if k == "input_ids":
+                feeds[k] = rng.integers(0, vocab, v.shape).astype(v.dtype)
+            elif v.dtype.kind == "f":
+                feeds[k] = rng.standard_normal(v.shape).astype(v.dtype)
         inputs.append(feeds)
-    return model, inputs, False
+    classifier = len(model.graph.output[0].type.tensor_type.shape.dim) == 2  # one row of logits
+    return model, inputs, classifier
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="mobilenet_v2_style,resnet18_style")
-    parser.add_argument("--size", type=int, default=224, help="input height and width")
+    parser.add_argument("--models", default="mobilenet_v2_style,resnet18_style,vit_tiny,minilm")
+    parser.add_argument("--size", type=int, default=224, help="input height and width (CNNs; ViT-Tiny: its own 224)")
     parser.add_argument("--inputs", type=int, default=100, help="random inputs for the accuracy columns")
     parser.add_argument("--calibration", type=int, default=16, help="inputs (seed 1) the int4 gptq row rounds against")
     parser.add_argument("--device", default="lavapipe", help="where fp32, int8 and int4 weights run natively")
@@ -110,8 +123,9 @@ def main() -> int:
             sizes = {w: export(model, Path(tmp) / f"{name}-{w}", db=REPO_DB, weights=w).weights_bytes for w in
                      ("fp32", "fp16", "int8", "int4")}  # fmt: skip
             sizes["int4 gptq"] = export(
-                model, Path(tmp) / f"{name}-gptq", db=REPO_DB, weights="int4", calibrate=npz
+                model, Path(tmp) / f"{name}-int4 gptq", db=REPO_DB, weights="int4", calibrate=npz
             ).weights_bytes
+            manifests = {w: (Path(tmp) / f"{name}-{w}" / "manifest.json").stat().st_size for w in sizes}
             runs = {
                 "fp32": _native(model, inputs, args.device, "fp32"),
                 "fp16": _ort(_fp16_rounded(model), inputs),
@@ -122,12 +136,14 @@ def main() -> int:
             for weights, got in runs.items():
                 row = {"model": name, "weights": weights, "weights.bin KiB": sizes[weights] / 1024}
                 row["vs fp32"] = sizes[weights] / sizes["fp32"]
+                row["manifest KiB"] = manifests[weights] / 1024
                 rows.append({**row, **_accuracy(got, want, classifier)})
                 print(rows[-1], flush=True)
     print(f"\n{args.inputs} inputs at {args.size}², against ONNX Runtime CPU on the float32 model; "
           f"fp32, int8 and int4 run on {args.device}, fp16 by ONNX Runtime with fp16-rounded weights; int4 gptq "
           f"rounded against {args.calibration} other inputs (seed 1)\n")  # fmt: skip
-    print(table(rows, ["model", "weights", "weights.bin KiB", "vs fp32", "top-1 agreement", "max rel err"]))
+    columns = ["model", "weights", "weights.bin KiB", "vs fp32", "manifest KiB", "top-1 agreement", "max rel err"]
+    print(table(rows, [*columns, "min cos"]))
     meta = {"size": args.size, "inputs": args.inputs, "calibration": args.calibration, "device": args.device}
     path = write_json("weights", {**meta, "rows": rows}, args.out)
     print(f"\nwrote {path}")

@@ -267,7 +267,7 @@ def export(
         raise ExportError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     feeds, rounding = _int4_calibration(model, input_shapes, variants, weights, calibrate)
     graphs = _variant_graphs(model, input_shapes, variants, weights, feeds)
-    constants, shaders = Constants("fp32" if weights in ("int8", "int4") else weights), Shaders()
+    constants, shaders = Constants("fp32" if weights in ("int8", "int4") else weights, weights == "int4"), Shaders()
     skipped: list[str] = []
     chosen = select_targets(tuning, targets, skipped)
     if calibrate is not None and not feeds:

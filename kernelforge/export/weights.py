@@ -24,15 +24,23 @@ from kernelforge.ops._qweight import pack_int4
 ALIGN = 16
 """Byte alignment of every constant (lets a runtime view fp32 data in place and keeps offsets tidy)."""
 FP16_MAX = 65504.0
+INLINE_SCALES = 256
+"""Scales a quantized constant lists in the manifest; with more (all its zero points 0), they are a constant."""
 
 
 class Constants:
     """Collects the arrays plans bind; identical arrays (by content) are stored once."""
 
-    def __init__(self, dtype: str = "fp32") -> None:
+    def __init__(self, dtype: str = "fp32", halves: bool = False) -> None:
+        """Collect constants stored as ``dtype`` (``fp32`` or ``fp16``).
+
+        ``halves``: store a float constant that float16 holds exactly as halves, widened at load (an int4
+        bundle's kernel scales, which its weights were rounded with: a quarter of int4's bytes, not half).
+        """
         if dtype not in ("fp32", "fp16"):
             raise ExportError(f"--weights must be fp32 or fp16, got {dtype!r}")
         self.dtype = dtype
+        self.halves = halves
         self._index: dict[str, int] = {}
         self._entries: list[dict[str, Any]] = []
         self._chunks: list[bytes] = []
@@ -76,6 +84,14 @@ class Constants:
                 raise ExportError(f"{what}: {quant.q.size} quantized values for a constant of {data.size}")
             raw = np.ascontiguousarray(quant.q).tobytes()
             entry.update(quant_entry(quant))
+            if len(quant.scale) > INLINE_SCALES and not quant.zero_point.any() and self.dtype == "fp32":
+                # an embedding table's row scales: float32 in weights.bin, not as JSON text (~23 bytes each; an
+                # fp16 bundle's plain constants are halves, which would round them)
+                del entry["zero_point"]
+                entry["scale"] = {"constant": self.add(quant.scale, f"{what} scales")}
+        elif self.halves and self.dtype == "fp32" and np.array_equal(data.astype(np.float16).astype(np.float32), data):
+            raw = data.astype("<f2").tobytes()  # exact: the widened halves are the constant, bit for bit
+            entry.update(dtype="float16", scale=[1.0], zero_point=[0])
         elif self.dtype == "fp16":
             big = float(np.abs(data).max(initial=0.0))
             if big > FP16_MAX:

@@ -21,6 +21,7 @@ import numpy as np
 
 from kernelforge.graph.ir import Graph, Node
 from kernelforge.graph.reference import evaluate, fed_inputs
+from kernelforge.ops._qweight import int4_scale
 
 __all__ = ["DAMPING", "InputStats", "calibrated_int4", "gptq_int4", "input_rows"]
 
@@ -56,8 +57,7 @@ def gptq_int4(weight: np.ndarray, hessian: np.ndarray, group: int) -> tuple[np.n
         for i in range(end - start):
             col = start + i
             if col % group == 0:  # the group lies inside this block, so w1 holds its values as updated so far
-                peak = np.abs(w1[:, i : i + group]).max(axis=1).astype(np.float32)
-                scales[col // group] = np.where(peak > 0, peak / np.float32(7), np.float32(1))
+                scales[col // group] = int4_scale(np.abs(w1[:, i : i + group]).max(axis=1).astype(np.float32))
             s = scales[col // group].astype(np.float64)
             q[:, col] = np.clip(np.rint(w1[:, i] / s), -7, 7)
             e = (w1[:, i] - q[:, col] * s) / u[col, col]

@@ -46,6 +46,7 @@ __all__ = [
     "from_node",
     "halves",
     "int4_expand",
+    "int4_scale",
     "int4_scales",
     "integers",
     "pack_int4",
@@ -248,8 +249,22 @@ def int4_scales(weight: np.ndarray, axis: int, group: int) -> np.ndarray:
     k, channels = kc.shape
     padded = np.zeros((math.ceil(k / group) * group, channels), np.float32)
     padded[:k] = np.abs(kc)  # zeros never raise a group's peak, so the short last group is exact
-    peak = padded.reshape(-1, group, channels).max(axis=1)
-    return np.where(peak > 0, peak / np.float32(7), np.float32(1)).astype(np.float32)
+    return int4_scale(padded.reshape(-1, group, channels).max(axis=1))
+
+
+def int4_scale(peak: np.ndarray) -> np.ndarray:
+    """Return the int4 scales of groups whose largest magnitudes are ``peak``: ``peak / 7`` rounded up to float16.
+
+    A bundle stores such scales as halves (a quarter of int4's 4 bits a value with groups of 32, not half), so
+    every reference computes with the halves; rounding up keeps ``|w| / scale`` within 7. An all-zero group gets
+    scale 1; a peak beyond float16's range keeps its float32 scale (the bundle then stores float32 scales).
+    """
+    s = np.where(peak > 0, np.asarray(peak, np.float32) / np.float32(7), np.float32(1)).astype(np.float32)
+    with np.errstate(over="ignore"):
+        half = s.astype(np.float16)
+    low = half.astype(np.float32) < s
+    half[low] = np.nextafter(half[low], np.float16(np.inf))
+    return np.where(np.isfinite(half), half.astype(np.float32), s)
 
 
 def int4_expand(scales: np.ndarray, shape: tuple[int, ...], axis: int, group: int) -> np.ndarray:

@@ -182,6 +182,29 @@ describe("constantReader", () => {
     }
   });
 
+  it("widens a quantized constant whose scales are a float constant, zero points 0", () => {
+    const buf = weights(32, (d) => {
+      [3, -2, 127, -127].forEach((v, k) => d.setInt8(k, v));
+      [0.5, 0.1].forEach((v, k) => d.setFloat32(16 + 4 * k, v, true));
+    });
+    const table = { offset: 0, count: 4, dtype: "int8", scale: { constant: 1 }, axis: 0, shape: [2, 2] };
+    const wide = constantReader(manifestOf("fp32", [table, { offset: 16, count: 2 }]), buf)(0);
+    const tenth = Math.fround(0.1);
+    assert.deepEqual(Array.from(wide), [1.5, -1, Math.fround(127 * tenth), Math.fround(-127 * tenth)]);
+  });
+
+  it("widens float16 constants with a scale at load, exactly: halves times the float32 scale, rounded once", () => {
+    // 1, -2, 65504 and the smallest subnormal half (2^-24)
+    const buf = weights(16, (d) => [0x3c00, 0xc000, 0x7bff, 0x0001].forEach((v, k) => d.setUint16(2 * k, v, true)));
+    const scale = Math.fround(0.1);
+    const entry = { offset: 0, count: 4, dtype: "float16", scale: [scale], zero_point: [0] };
+    const wide = constantReader(manifestOf("fp32", [entry]), buf)(0);
+    assert.ok(wide instanceof Float32Array);
+    assert.deepEqual(Array.from(wide), [1, -2, 65504, 2 ** -24].map((h) => Math.fround(h * scale)));
+    const one = constantReader(manifestOf("fp32", [{ ...entry, scale: [1] }]), buf)(0);
+    assert.deepEqual(Array.from(one), [1, -2, 65504, 2 ** -24]);
+  });
+
   it("returns fp32 constants as views of the weights at their offsets", () => {
     const buf = weights(48, (d) => [1.5, -2, 3.25].forEach((v, k) => d.setFloat32(32 + 4 * k, v, true)));
     const constant = constantReader(manifestOf("fp32", [{ offset: 0, count: 4 }, { offset: 32, count: 3 }]), buf);

@@ -181,12 +181,16 @@ describe("validatePlan", () => {
       check(make, language, (_, m) => (m.constants[0] = channels));
       check(make, language, (_, m) => (m.constants[0] = { ...q, offset: 16, dtype: "uint8", zero_point: [255] }));
       check(make, language, (_, m) => ((m.version = 2), (m.constants[0] = q)));
+      // float16 with a scale: halves widened at load (an int4 bundle's kernel scales), two bytes a value
+      check(make, language, (_, m) => (m.constants[0] = { ...q, offset: 16, dtype: "float16", scale: [1] }));
     }
     const cases = [
       [{ ...q, offset: 32 }, /^kernelforge: constants\[0\] lies outside weights\.bin: bytes 32\.\.36 of 32$/],
       [{ ...q, dtype: "int4" }, /^kernelforge: constants\[0\] is int4 \(a kernel's integers\), which has no scale$/],
       [{ ...q, dtype: "int2" }, /^kernelforge: constants\[0\]\.dtype is "int2"; expected "int8", "uint8", "int4" or "float16"$/],
-      [{ ...q, dtype: "float16" }, /^kernelforge: constants\[0\] is float16 \(a kernel's halves\), which has no scale$/],
+      [{ ...q, offset: 16, count: 9, dtype: "float16", scale: [1] }, /^kernelforge: constants\[0\] lies outside weights\.bin: bytes 16\.\.34 of 32$/],
+      [{ ...q, dtype: "float16", zero_point: [1] }, /^kernelforge: constants\[0\]\.zero_point\[0\] is 1; expected an integer in 0\.\.0$/],
+      [{ ...q, dtype: "float16", scale: undefined }, /^kernelforge: constants\[0\] is float16 \(a kernel's halves\), which has no zero_point$/],
       [{ ...q, dtype: null }, /^kernelforge: constants\[0\]\.dtype is null; /],
       [{ ...q, scale: 0.5 }, /^kernelforge: constants\[0\]\.scale is 0\.5; expected an array$/],
       [{ ...q, scale: [] }, /^kernelforge: constants\[0\]\.scale is empty$/],
@@ -208,6 +212,23 @@ describe("validatePlan", () => {
     for (const language of ["wgsl", "glsl"]) {
       for (const [entry, pattern] of cases) throwsKf(() => check(language === "wgsl" ? wgsl : glsl, language, (_, m) => (m.constants[0] = entry)), pattern);
     }
+  });
+
+  it("takes a quantized constant's scales from a float constant it names, zero points 0", () => {
+    const table = { offset: 0, count: 4, dtype: "int8", scale: { constant: 1 }, axis: 0, shape: [2, 2] };
+    const scales = { offset: 16, count: 2 };
+    const set = (t, s = scales) => (_, m) => (m.constants = [t, s]);
+    for (const language of ["wgsl", "glsl"]) check(language === "wgsl" ? wgsl : glsl, language, set(table));
+    const cases = [
+      [set({ ...table, zero_point: [0, 0] }), /^kernelforge: constants\[0\] has its scales in a constant and a zero_point; its zero points are 0$/],
+      [set({ ...table, scale: { constant: 0 } }), /^kernelforge: constants\[0\]\.scale\.constant is 0, a constant of dtype "int8"; scales are float values$/],
+      [set({ ...table, scale: { constant: 2 } }), /^kernelforge: constants\[0\]\.scale\.constant is 2; expected an integer in 0\.\.1$/],
+      [set({ ...table, scale: {} }), /^kernelforge: constants\[0\]\.scale\.constant is undefined; /],
+      [set({ ...table, shape: [4, 1] }), /^kernelforge: constants\[0\]\.shape\[0\] is 4; scale has 2 entries$/],
+      [set(table, { offset: 16, count: 5 }), /^kernelforge: constants\[1\] lies outside weights\.bin: bytes 16\.\.36 of 32$/],
+      [set(table, { offset: 16, count: 2, dtype: "float16" }), /^kernelforge: constants\[0\]\.scale\.constant is 1, a constant of dtype "float16"; /],
+    ];
+    for (const [edit, pattern] of cases) throwsKf(() => check(wgsl, "wgsl", edit), pattern);
   });
 
   it("takes int8/uint8 constants without scales as a kernel's own integers, in integer textures only; float16 targets", () => {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,20 @@ from kernelforge.testing.quantized import quantized
 REPO_DB = Path(__file__).resolve().parents[2] / "tuning_db"
 
 
-def decode(entry: dict[str, Any], weights: bytes, dtype: str) -> np.ndarray:
-    """Constant values as FORMAT.md defines them (the runtime's reading, in numpy)."""
+def decode(entry: dict[str, Any], weights: bytes, dtype: str, constants: Sequence[dict[str, Any]] = ()) -> np.ndarray:
+    """Constant values as FORMAT.md defines them (the runtime's reading, in numpy; ``constants``: the manifest's,
+    where scales are a constant of their own)."""
     offset, count = entry["offset"], entry["count"]
     if "dtype" not in entry:
         kind = "<f2" if dtype == "fp16" else "<f4"
         return np.frombuffer(weights, kind, count, offset).astype(np.float32)
-    q = np.frombuffer(weights, np.int8 if entry["dtype"] == "int8" else np.uint8, count, offset).astype(np.float64)
-    scale, zp = np.asarray(entry["scale"]), np.asarray(entry["zero_point"])
+    kind = {"int8": np.int8, "uint8": np.uint8, "float16": np.dtype("<f2")}[entry["dtype"]]
+    q = np.frombuffer(weights, kind, count, offset).astype(np.float64)
+    if isinstance(entry["scale"], dict):  # scales in weights.bin, zero points 0
+        scale = decode(constants[entry["scale"]["constant"]], weights, dtype).astype(np.float64)
+        zp = np.zeros(scale.shape)
+    else:
+        scale, zp = np.asarray(entry["scale"]), np.asarray(entry["zero_point"])
     channel = np.zeros(count, np.int64)
     if len(scale) > 1:
         shape, axis = entry["shape"], entry["axis"]
@@ -180,6 +187,37 @@ def test_weights_int4_stores_packed_nibbles_that_unpack_to_the_kernels_integers(
         assert any(w.size in (c["count"], c["count"] - 1) for w in weights), c
 
 
+@pytest.mark.parametrize("name", ["mlp", "small_cnn"])
+def test_int4_kernel_scales_are_stored_as_the_halves_the_graph_computes_with(tmp_path: Path, name: str) -> None:
+    from kernelforge.graph.prepare import prepare_graph
+
+    export(MODELS[name](), tmp_path / "int4", db=REPO_DB, weights="int4")
+    manifest, blob = _bundle(tmp_path / "int4")
+    graph = prepare_graph(MODELS[name](), weights="int4")
+    scales = [graph.value(n.inputs[4]).data for n in graph.nodes if n.attrs.get("weight_quant") == "int4"]
+    assert scales
+    for s in scales:  # rounded to float16 (up: never below the group's peak over 7), so a half holds each exactly
+        assert np.array_equal(s.astype(np.float16).astype(np.float32), s)
+    halves = [c for c in manifest["constants"] if c.get("dtype") == "float16"]
+    assert halves and all(c["scale"] == [1.0] and c["zero_point"] == [0] for c in halves)
+    stored = np.concatenate([decode(c, blob, "fp32") for c in halves])
+    # every kernel's scales are in the bundle as halves (laid out [groups, channels padded to vec4s])
+    assert set(np.concatenate([s.reshape(-1) for s in scales]).tolist()) <= set(stored.tolist())
+
+
+def test_int4_scale_rounds_up_to_a_half_unless_float16_cannot_hold_it() -> None:
+    from kernelforge.ops._qweight import int4_scale
+
+    peak = np.array([0.0, 7.0, 1e-3, 0.7001, 1e-9, 1e6], np.float32)
+    s = int4_scale(peak)
+    assert s[0] == 1 and s[1] == 1  # an all-zero group; a peak of 7 is exactly 1
+    assert (s[1:5] >= peak[1:5] / np.float32(7)).all()  # never below: |w| / scale stays within 7
+    assert np.array_equal(s[:5].astype(np.float16).astype(np.float32), s[:5])
+    assert (s[1:4] / (peak[1:4] / np.float32(7)) < 1 + 2**-10).all()  # the next half up, not further
+    assert s[4] > 0  # below float16's smallest subnormal: its smallest, not 0
+    assert s[5] == np.float32(1e6) / np.float32(7)  # beyond float16's range: float32 it stays
+
+
 def test_int4_problem_keys_are_their_own() -> None:
     from kernelforge.ops import get_op
 
@@ -241,9 +279,32 @@ def test_embedding_tables_are_stored_int8_per_row_and_decode_to_the_graphs_float
     fp32 = export(model, tmp_path / "fp32", db=REPO_DB)
     quantized = export(model, tmp_path / "q", db=REPO_DB, weights=weights)
     manifest, blob = _bundle(tmp_path / "q")
-    tables = [c for c in manifest["constants"] if c.get("dtype") == "int8" and len(c.get("scale", [])) > 1]
+    tables = [c for c in manifest["constants"] if c.get("dtype") == "int8" and "axis" in c]
     assert tables and quantized.weights_bytes < 0.4 * fp32.weights_bytes
-    decoded = [decode(c, blob, weights) for c in tables]
+    decoded = [decode(c, blob, weights, manifest["constants"]) for c in tables]
     for t in big:
         flat = graph.value(t).data.ravel()
         assert any(d.size == flat.size and np.array_equal(d, flat) for d in decoded)
+
+
+def test_a_tables_many_row_scales_are_a_float_constant_not_manifest_text(tmp_path: Path) -> None:
+    from kernelforge.export.weights import INLINE_SCALES
+    from kernelforge.graph.prepare import prepare_graph
+    from kernelforge.testing.transformers import bert_style
+
+    model = bert_style(vocab=1000)  # a table of 1,000 rows: 1,000 scales
+    export(model, tmp_path / "q", db=REPO_DB, weights="int8")
+    manifest, blob = _bundle(tmp_path / "q")
+    constants = manifest["constants"]
+    (table,) = [c for c in constants if c.get("dtype") == "int8" and "axis" in c]
+    assert set(table) == {"offset", "count", "dtype", "scale", "axis", "shape"}, table  # no zero_point: all 0
+    scales = constants[table["scale"]["constant"]]
+    assert "dtype" not in scales and scales["count"] == table["shape"][0] == 1000 > INLINE_SCALES
+    graph = prepare_graph(model, weights="int8")
+    (name,) = [n.inputs[0] for n in graph.nodes if n.op == "gather" and graph.value(n.inputs[0]).quant is not None]
+    quant = graph.value(name).quant
+    np.testing.assert_array_equal(decode(scales, blob, "fp32"), quant.scale)
+    np.testing.assert_array_equal(decode(table, blob, "fp32", constants), graph.value(name).data.ravel())
+    # a few scales stay in the manifest, as every reader of quantized constants reads them
+    assert all(isinstance(c["scale"], list) and len(c["scale"]) <= INLINE_SCALES for c in constants if c is not table
+               and "scale" in c)  # fmt: skip

@@ -21,7 +21,7 @@ from kernelforge.graph.passes import optimize
 from kernelforge.graph.quant import Quantized, relocate
 from kernelforge.graph.reference import run_graph
 from kernelforge.testing.models import MODELS
-from kernelforge.testing.quantized import KINDS, TIE_SHARE, quantized, semantics_mismatch
+from kernelforge.testing.quantized import KINDS, TIE_SHARE, cosines, quantized, semantics_mismatch
 
 DTYPES = {"int8": TensorProto.INT8, "uint8": TensorProto.UINT8, "int16": TensorProto.INT16}
 DTYPES |= {"uint16": TensorProto.UINT16, "int4": TensorProto.INT4, "uint4": TensorProto.UINT4}
@@ -485,3 +485,12 @@ def test_semantics_mismatch_allows_a_few_tie_flips_and_nothing_more() -> None:
     off[0] += 0.05 * 999  # one output, far off
     assert semantics_mismatch(off, want) is not None
     assert semantics_mismatch(want * 1.01, want) is not None  # a wrong scale: every output off
+
+
+def test_cosines_are_per_row_along_the_last_axis() -> None:
+    want = np.array([[[3.0, 4.0], [1.0, 0.0], [0.0, 0.0], [2.0, 2.0]]], np.float32)
+    got = np.array([[[6.0, 8.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]], np.float32)
+    # scaled: 1; orthogonal: 0; two zero rows: 1; one zero row: 0 (never a NaN that a min() would skip)
+    np.testing.assert_allclose(cosines(got, want), [[1.0, 0.0, 1.0, 0.0]], atol=1e-12)
+    np.testing.assert_allclose(cosines(-want, want), [[-1.0, -1.0, 1.0, -1.0]], atol=1e-12)
+    assert cosines(got.reshape(-1), want).shape == (1, 4)  # a browser's flat outputs take the reference's shape

@@ -12,6 +12,7 @@ the file (its float semantics) and off the float32 model by no more than ONNX Ru
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from kernelforge.graph.reference import run_graph
 from kernelforge.testing import chromium
 from kernelforge.testing.families import FAMILIES, family_feeds, fp16, fp16_weights
 from kernelforge.testing.quantized import TIE_MARGIN, quantize, semantics_mismatch
+from kernelforge.testing.transformers import bert_style
 
 from ..device.test_families import FP16_MARGIN
 from .test_bundle import REPO_DB, RUN_JS
@@ -59,6 +61,7 @@ QUANTIZED: dict[str, tuple[str, str, Convert]] = {
     "whisper_static": ("whisper_style", "dynamo", lambda m: quantize(m, "static")),
 }
 SEEDS = range(2)
+WIDE_VOCAB = 1000
 BACKENDS = ["webgpu", "webgl2"]
 
 
@@ -72,6 +75,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
         export(model, root / key, db=REPO_DB)
     for weights in ("int8", "int4"):  # the text models' embedding tables stored int8, dequantized at load
         export(models["bert_legacy"], root / f"bert_{weights}", db=REPO_DB, weights=weights)
+    # a table of 1,000 rows: its row scales are a float constant of weights.bin, not manifest text
+    models["bert_wide"] = bert_style(vocab=WIDE_VOCAB)
+    export(models["bert_wide"], root / "bert_wide_int8", db=REPO_DB, weights="int8")
     (root / "blank.html").write_text("<!doctype html><title>kernelforge tests</title>")
     with chromium.serve(root) as base:
         yield base, models
@@ -163,18 +169,30 @@ def test_every_target_runs_the_fused_kernels(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("weights", ["int8", "int4"])
+@pytest.mark.parametrize(
+    ("key", "model_key", "weights"),
+    [
+        ("bert_int8", "bert_legacy", "int8"),
+        ("bert_int4", "bert_legacy", "int4"),
+        ("bert_wide_int8", "bert_wide", "int8"),
+    ],
+)
 def test_quantized_weights_bundle_with_an_int8_embedding_table(
-    browser_page: Any, served: Any, backend: str, weights: str
+    browser_page: Any, served: Any, backend: str, key: str, model_key: str, weights: str
 ) -> None:
     base, models = served
-    model = models["bert_legacy"]
+    model = models[model_key]
     graph = prepare_graph(model, weights=weights)
     tables = [n.inputs[0] for n in graph.nodes if n.op == "gather" and graph.value(n.inputs[0]).quant is not None]
     assert tables  # the word embeddings: int8 rows in weights.bin, floats once the runtime dequantized them
+    if model_key == "bert_wide":
+        with urllib.request.urlopen(f"{base}{key}/manifest.json") as response:
+            constants = json.loads(response.read())["constants"]
+        assert any(isinstance(c.get("scale"), dict) for c in constants)  # the row scales the runtime must find
+    vocab = WIDE_VOCAB if model_key == "bert_wide" else 100
     for seed in SEEDS:
-        feeds = family_feeds(model, seed, padding=2)
-        got = _run(browser_page, base, f"bert_{weights}", backend, feeds)
+        feeds = family_feeds(model, seed, vocab=vocab, padding=2)
+        got = _run(browser_page, base, key, backend, feeds)
         want = run_graph(graph, feeds)
         for name, values in want.items():
             assert _error(got[name], values) <= RTOL, f"bert {weights} {backend} {name} seed {seed}"

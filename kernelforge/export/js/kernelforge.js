@@ -140,7 +140,7 @@ const EDGE = {
  * `scale`, integers a kernel reads and dequantizes itself, uploaded as they are; `int4`: such integers packed two
  * a byte, low nibble first, uploaded as they are to a WebGPU buffer and widened to int8 texels for WebGL2;
  * `float16`: halves a kernel reads itself, uploaded as they are to a WebGPU buffer or a half-float texture).
- * @typedef {{ offset: number, count: number, dtype?: "int8" | "uint8" | "int4" | "float16", scale?: number[], zero_point?: number[],
+ * @typedef {{ offset: number, count: number, dtype?: "int8" | "uint8" | "int4" | "float16", scale?: number[] | { constant: number }, zero_point?: number[],
  *   axis?: number, shape?: number[] }} Constant
  */
 /**
@@ -430,6 +430,16 @@ function halfTable() {
 }
 
 /**
+ * Return IEEE halves as float32 values (exact).
+ * @param {Uint16Array} bits
+ * @returns {Float32Array}
+ */
+function fromHalves(bits) {
+  const t = halfTable();
+  return Float32Array.from(bits, (h) => t[h]);
+}
+
+/**
  * Return constant(i) -> Float32Array of constant i of the manifest, decoded on first use (the Int8Array or
  * Uint8Array of integers a kernel dequantizes itself; int4: their packed bytes, see int4Values(); float16: the
  * Uint16Array of halves a kernel reads itself). validatePlan() has
@@ -444,28 +454,32 @@ function halfTable() {
 function constantReader(manifest, buf) {
   /** @type {Map<number, Float32Array | Int8Array | Uint8Array | Uint16Array>} */
   const cache = new Map();
-  return (i) => {
+  /** @type {(i: number) => Float32Array | Int8Array | Uint8Array | Uint16Array} */
+  const read = (i) => {
     const c = manifest.constants[i];
-    const { offset, count, scale = [], zero_point: zp = [], shape = [], axis = 0 } = c;
+    const { offset, count, zero_point: zp = [], shape = [], axis = 0 } = c;
     let v = cache.get(i);
     if (!v && c.dtype === "int4") v = new Uint8Array(buf, offset, Math.ceil(count / 2));
-    else if (!v && c.dtype === "float16") v = new Uint16Array(buf, offset, count);
+    else if (!v && c.dtype === "float16" && !c.scale) v = new Uint16Array(buf, offset, count);
     else if (!v && c.dtype && !c.scale) v = new (c.dtype === "int8" ? Int8Array : Uint8Array)(buf, offset, count);
     else if (!v && c.dtype) {
       const inner = numel(shape.slice(axis + 1));
+      // scales listed, or in a float constant (zero points 0)
+      const scale = isScaleRef(c.scale) ? /** @type {Float32Array} */ (read(c.scale.constant)) : c.scale ?? [];
       const n = scale.length;
-      v = Float32Array.from(new (c.dtype === "int8" ? Int8Array : Uint8Array)(buf, offset, count), (x, j) => {
+      // float16 with scales: halves widened (an int4 bundle's kernel scales); a half times a float32 scale is
+      // exact in a double too
+      const raw = c.dtype === "float16" ? fromHalves(new Uint16Array(buf, offset, count)) : new (c.dtype === "int8" ? Int8Array : Uint8Array)(buf, offset, count);
+      v = Float32Array.from(raw, (x, j) => {
         const k = n > 1 ? Math.floor(j / inner) % n : 0;
-        return (x - zp[k]) * scale[k];
+        return (x - (zp[k] ?? 0)) * scale[k];
       });
-    } else if (!v && manifest.weights.dtype === "fp16") {
-      const t = halfTable();
-      v = Float32Array.from(new Uint16Array(buf, offset, count), (h) => t[h]);
-    }
+    } else if (!v && manifest.weights.dtype === "fp16") v = fromHalves(new Uint16Array(buf, offset, count));
     v ??= new Float32Array(buf, offset, count);
     cache.set(i, v);
     return v;
   };
+  return read;
 }
 
 /**
@@ -488,7 +502,7 @@ function int4Values(packed, count) {
 function memoryOf(manifest, plan) {
   const bytes = (/** @type {number} */ i) => {
     const c = manifest.constants[i];
-    return c.dtype === "int4" ? Math.ceil(c.count / 2) : (c.dtype === "float16" ? 2 : c.dtype && !c.scale ? 1 : 4) * c.count;
+    return c.dtype === "int4" ? Math.ceil(c.count / 2) : (c.scale || !c.dtype ? 4 : c.dtype === "float16" ? 2 : 1) * c.count;
   };
   const sum = (/** @type {number[]} */ a) => a.reduce((n, x) => n + x, 0);
   if (!("vertex" in plan)) {
@@ -630,9 +644,21 @@ function validatePlan(manifest, target) {
     const c = constants[int(i, path, 0, constants.length - 1)];
     const cp = `constants[${i}]`;
     if (int(c?.offset, `${cp}.offset`, 0, 2 ** 53) % 16) fail(`${cp}.offset is ${c.offset}; constants start at multiples of 16 bytes`);
-    const end = c.offset + Math.ceil(int(c.count, `${cp}.count`, 0, 2 ** 53) * (c.dtype !== undefined ? checkQuantized(c, cp) : weights.dtype === "fp16" ? 2 : 4));
+    const end = c.offset + Math.ceil(int(c.count, `${cp}.count`, 0, 2 ** 53) * (c.dtype !== undefined ? checkQuantized(c, cp, scales) : weights.dtype === "fp16" ? 2 : 4));
     if (end > weights.bytes) fail(`${cp} lies outside weights.bin: bytes ${c.offset}..${end} of ${weights.bytes}`);
     return c.count;
+  };
+  /**
+   * The count of constant `j`, checked to be float values (no dtype of its own) that may scale another.
+   * @param {unknown} j
+   * @param {string} path
+   * @returns {number}
+   */
+  const scales = (j, path) => {
+    // its dtype first: a quantized constant naming itself would recurse
+    const d = constants[int(j, path, 0, constants.length - 1)]?.dtype;
+    if (d !== undefined) fail(`${path} is ${j}, a constant of dtype ${str(d)}; scales are float values`);
+    return constant(j, path);
   };
   /** @type {(i: unknown, path: string) => void} */
   const shader = (i, path) => {
@@ -791,40 +817,57 @@ function validatePlan(manifest, target) {
  * value (1; int4: 1/2; float16: 2).
  * @param {any} c
  * @param {string} cp its path
+ * @param {(j: unknown, path: string) => number} scales checks that constant `j` may hold scales; its count
  */
-function checkQuantized(c, cp) {
+function checkQuantized(c, cp, scales) {
   if (c.dtype === "int4") {
     // int4 values are always a kernel's own (scales per group ride in a float constant): packed bytes only
     for (const k of ["scale", "zero_point", "axis", "shape"]) if (c[k] !== undefined) fail(`${cp} is int4 (a kernel's integers), which has no ${k}`);
     return 0.5;
   }
-  if (c.dtype === "float16") {
-    // halves a kernel reads itself: no scales, and never widened (weights.dtype does not apply)
-    for (const k of ["scale", "zero_point", "axis", "shape"]) if (c[k] !== undefined) fail(`${cp} is float16 (a kernel's halves), which has no ${k}`);
+  if (c.dtype === "float16" && c.scale === undefined) {
+    // halves a kernel reads itself (weights.dtype does not apply); with a scale, halves widened at load
+    for (const k of ["zero_point", "axis", "shape"]) if (c[k] !== undefined) fail(`${cp} is float16 (a kernel's halves), which has no ${k}`);
     return 2;
   }
-  const range = QUANT[c.dtype] ?? fail(`${cp}.dtype is ${str(c.dtype)}; expected "int8", "uint8", "int4" or "float16"`);
+  const range = c.dtype === "float16" ? [0, 0] : QUANT[c.dtype] ?? fail(`${cp}.dtype is ${str(c.dtype)}; expected "int8", "uint8", "int4" or "float16"`);
   if (c.scale === undefined) {
     // integers a kernel dequantizes itself: bytes only
     for (const k of ["zero_point", "axis", "shape"]) if (c[k] !== undefined) fail(`${cp} has no scale (a kernel's integers) and a ${k}`);
     return 1;
   }
-  const scale = list(c.scale, `${cp}.scale`);
-  if (!scale.length) fail(`${cp}.scale is empty`);
-  scale.forEach((s, k) => Number.isFinite(s) || fail(`${cp}.scale[${k}] is ${str(s)}; expected a finite number`));
-  const zp = list(c.zero_point, `${cp}.zero_point`);
-  if (zp.length !== scale.length) fail(`${cp}.zero_point has ${zp.length} entries; scale has ${scale.length}`);
-  zp.forEach((z, k) => int(z, `${cp}.zero_point[${k}]`, range[0], range[1]));
-  if (scale.length === 1) {
+  let n;
+  if (isScaleRef(c.scale)) {
+    // scales in weights.bin (an embedding table's, one a row): a float constant, zero points 0
+    if (c.zero_point !== undefined) fail(`${cp} has its scales in a constant and a zero_point; its zero points are 0`);
+    n = scales(c.scale.constant, `${cp}.scale.constant`);
+  } else {
+    const scale = list(c.scale, `${cp}.scale`);
+    if (!scale.length) fail(`${cp}.scale is empty`);
+    scale.forEach((s, k) => Number.isFinite(s) || fail(`${cp}.scale[${k}] is ${str(s)}; expected a finite number`));
+    const zp = list(c.zero_point, `${cp}.zero_point`);
+    if (zp.length !== scale.length) fail(`${cp}.zero_point has ${zp.length} entries; scale has ${scale.length}`);
+    zp.forEach((z, k) => int(z, `${cp}.zero_point[${k}]`, range[0], range[1]));
+    n = scale.length;
+  }
+  const bytes = c.dtype === "float16" ? 2 : 1;
+  if (n === 1) {
     if (c.axis !== undefined || c.shape !== undefined) fail(`${cp} has one scale (per tensor) and an axis or shape`);
-    return 1;
+    return bytes;
   }
   const shape = list(c.shape, `${cp}.shape`).map((d, k) => int(d, `${cp}.shape[${k}]`, 1, 2 ** 53));
   if (numel(shape) !== c.count) fail(`${cp}.shape is ${show(shape)}, of ${numel(shape)} values; count is ${c.count}`);
   const axis = int(c.axis, `${cp}.axis`, 0, shape.length - 1);
-  if (shape[axis] !== scale.length) fail(`${cp}.shape[${axis}] is ${shape[axis]}; scale has ${scale.length} entries`);
-  return 1;
+  if (shape[axis] !== n) fail(`${cp}.shape[${axis}] is ${shape[axis]}; scale has ${n} entries`);
+  return bytes;
 }
+
+/**
+ * Whether a quantized constant's `scale` names a constant (`{constant: j}`) rather than listing its scales.
+ * @param {unknown} scale
+ * @returns {scale is { constant: number }}
+ */
+const isScaleRef = (scale) => typeof scale === "object" && scale !== null && !Array.isArray(scale);
 
 /**
  * Parse and check manifest.json: format and version, integrity, top level, then every target's plan.
@@ -1006,13 +1049,20 @@ function readbackPacer(device) {
 // WebGPU backend
 
 /**
+ * Vendor names of PCI vendor ids: wgpu-based WebGPU (Deno) gives `vendor` as the id, Chromium as the name.
+ * @type {Record<string, string>}
+ */
+const PCI_VENDORS = { 4318: "nvidia", 4098: "amd", 4130: "amd", 32902: "intel", 4203: "apple", 20803: "qualcomm", 5045: "arm", 4112: "imgtec", 6880: "google", 65541: "mesa" };
+
+/**
  * The description string FORMAT.md matches targets against: GPUAdapterInfo fields, lower-cased.
  * @param {GPUAdapter & { requestAdapterInfo?: () => Promise<GPUAdapterInfo> }} adapter
  */
 async function gpuDescription(adapter) {
   // adapter.info is current; requestAdapterInfo() is what older Chromium (< 127) offers instead
   const info = adapter.info ?? (await adapter.requestAdapterInfo?.()) ?? {};
-  return [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" ").toLowerCase();
+  const named = PCI_VENDORS[String(info.vendor)];
+  return [info.vendor, named, info.architecture, info.device, info.description].filter(Boolean).join(" ").toLowerCase();
 }
 
 /**
