@@ -232,8 +232,9 @@ def export(
         weights: ``fp32``; ``fp16`` to halve ``weights.bin`` (GEMM and conv weights stay halves in GPU memory, read
             by their kernels; other constants are widened at load; compute stays fp32); ``int8``
             to quarter the GEMM and conv weights (symmetric, per output channel; their kernels read the integers
-            and dequantize them, so GPU memory holds int8 too); ``int4`` to an eighth (a scale per output channel
-            and 32 K values; stored two values a byte). Other constants stay fp32.
+            and dequantize them, so GPU memory holds int8 too); ``int4`` to about an eighth (two values a byte and a
+            float16 scale per output channel and 32 K values: 4.5 bits a weight). Other constants stay fp32
+            (embedding tables: int8 rows).
         db: The tuning database or its directory (default: the configured one).
         input_shapes: Shapes for inputs with symbolic dims (a symbolic leading dim defaults to 1).
         name: The model's name in the manifest (default: the file's stem, or the graph's name).

@@ -35,7 +35,7 @@ class Constants:
         """Collect constants stored as ``dtype`` (``fp32`` or ``fp16``).
 
         ``halves``: store a float constant that float16 holds exactly as halves, widened at load (an int4
-        bundle's kernel scales, which its weights were rounded with: a quarter of int4's bytes, not half).
+        bundle's kernel scales, which its weights were rounded with: an eighth of int4's bytes, not a quarter).
         """
         if dtype not in ("fp32", "fp16"):
             raise ExportError(f"--weights must be fp32 or fp16, got {dtype!r}")

@@ -255,7 +255,7 @@ def int4_scales(weight: np.ndarray, axis: int, group: int) -> np.ndarray:
 def int4_scale(peak: np.ndarray) -> np.ndarray:
     """Return the int4 scales of groups whose largest magnitudes are ``peak``: ``peak / 7`` rounded up to float16.
 
-    A bundle stores such scales as halves (a quarter of int4's 4 bits a value with groups of 32, not half), so
+    A bundle stores such scales as halves (an eighth of int4's 4 bits a value with groups of 32, not a quarter), so
     every reference computes with the halves; rounding up keeps ``|w| / scale`` within 7. An all-zero group gets
     scale 1; a peak beyond float16's range keeps its float32 scale (the bundle then stores float32 scales).
     """
