@@ -242,11 +242,11 @@ def _memory(root: Path, target: str) -> dict[str, int]:
 
     def size(i: int) -> int:
         c = constants[i]
-        if c.get("dtype") == "int4":
+        if "dtype" not in c or "scale" in c:
+            return 4 * c["count"]  # floats, or values widened to floats at load (an int4 bundle's halved scales)
+        if c["dtype"] == "int4":
             return -(-c["count"] // 2)  # two a byte
-        if c.get("dtype") == "float16":
-            return 2 * c["count"]
-        return (1 if "dtype" in c and "scale" not in c else 4) * c["count"]
+        return (2 if c["dtype"] == "float16" else 1) * c["count"]
 
     if "vertex" not in plan:
         bound = {b["constant"] for s in plan["steps"] for b in s["bindings"] if "constant" in b}
