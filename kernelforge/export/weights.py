@@ -83,12 +83,12 @@ class Constants:
             if quant.q.size != data.size:
                 raise ExportError(f"{what}: {quant.q.size} quantized values for a constant of {data.size}")
             raw = np.ascontiguousarray(quant.q).tobytes()
-            entry.update(quant_entry(quant))
+            scales = None
             if len(quant.scale) > INLINE_SCALES and not quant.zero_point.any() and self.dtype == "fp32":
                 # an embedding table's row scales: float32 in weights.bin, not as JSON text (~23 bytes each; an
                 # fp16 bundle's plain constants are halves, which would round them)
-                del entry["zero_point"]
-                entry["scale"] = {"constant": self.add(quant.scale, f"{what} scales")}
+                scales = self.add(quant.scale, f"{what} scales")
+            entry.update(quant_entry(quant, scales))
         elif self.halves and self.dtype == "fp32" and np.array_equal(data.astype(np.float16).astype(np.float32), data):
             raw = data.astype("<f2").tobytes()  # exact: the widened halves are the constant, bit for bit
             entry.update(dtype="float16", scale=[1.0], zero_point=[0])
@@ -127,14 +127,17 @@ class Constants:
         return b"".join(self._chunks)
 
 
-def quant_entry(quant: Quantized) -> dict[str, Any]:
-    """Return a quantized constant's manifest fields: dtype, scale, zero_point (and axis and shape per channel)."""
-    entry: dict[str, Any] = {
-        "dtype": quant.dtype,
+def quant_entry(quant: Quantized, scales: int | None = None) -> dict[str, Any]:
+    """Return a quantized constant's manifest fields: dtype, scale, zero_point (and axis and shape per channel).
+
+    ``scales``: the index of a constant holding the scales (zero points all 0), named instead of listed.
+    """
+    entry: dict[str, Any] = {"dtype": quant.dtype}
+    if scales is not None:
+        entry["scale"] = {"constant": scales}
+    else:
         # float32 scales as the exact doubles they are: JSON numbers that every reader parses back bit for bit
-        "scale": [float(s) for s in quant.scale],
-        "zero_point": [int(z) for z in quant.zero_point],
-    }
+        entry.update(scale=[float(s) for s in quant.scale], zero_point=[int(z) for z in quant.zero_point])
     if quant.axis is not None:
         entry.update(axis=quant.axis, shape=[int(d) for d in quant.q.shape])
     return entry
